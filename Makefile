@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: run test lint bench clean-db install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the embedded database (unless DATABASE_URL is set), migrate, serve on :8000.
+run: $(STAMP)
+	$(BIN)/llm-service serve
+
+## The whole test suite against a real PostgreSQL (embedded unless DATABASE_URL is set).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## Ruff and mypy, as CI runs them.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## Benchmarks (figures, never pass/fail).
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+## Stop the embedded database and delete its data directory.
+clean-db: $(STAMP)
+	$(BIN)/llm-service db-stop || true
+	rm -rf .llm_service

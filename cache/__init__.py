@@ -1,0 +1,1 @@
+"""Embeddings and the pgvector explanation cache. Depends on nothing in llm_service."""

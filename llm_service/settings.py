@@ -1,0 +1,55 @@
+"""The one typed settings object of the service, read from the environment once."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting the service reads; names are the environment variables (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # Database. DATABASE_URL is the owner's connection (migrations); unset = embedded PostgreSQL.
+    database_url: str | None = None
+    # The application role's connection. Unset: DATABASE_URL with the user replaced by
+    # APP_DB_ROLE and the password by APP_DB_PASSWORD.
+    app_database_url: str | None = None
+    app_db_role: str = "llm_app"
+    app_db_password: str | None = None
+    llm_service_data_dir: Path = Path(".llm_service")
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 10
+    db_statement_timeout_ms: int = 15_000
+
+    # LLM provider.
+    llm_model: str | None = None
+    llm_api_base: str | None = None
+    llm_request_timeout_s: float = 30.0
+    llm_max_attempts: int = 3
+    # Prices for models litellm does not know, USD per token: {"my-model": [input, output]}.
+    llm_price_overrides: dict[str, tuple[Decimal, Decimal]] = Field(default_factory=dict)
+
+    embedding_model: str = "local"
+
+    # Investigations: the hard ceilings a request may lower but never raise.
+    investigation_max_cost_usd: Decimal = Decimal("0.30")
+    investigation_timeout_s: float = 60.0
+
+    # HTTP.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 64 * 1024
+    finance_api_token: str | None = None
+    workers_in_process: int = 1
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, created once."""
+    return Settings()
