@@ -1,1 +1,4 @@
-"""Money rules: prices, worst-case estimates, per-run ceilings, the monthly cap. Depends on nothing in llm_service."""
+"""Money rules: prices, worst-case estimates, per-run ceilings, the monthly cap.
+
+Depends on nothing in llm_service.
+"""

@@ -1,0 +1,1 @@
+"""Database access: the embedded server, connection URLs, pools, tenant transactions, migrations."""

@@ -1,0 +1,55 @@
+"""Run the Alembic migrations (as the owner) and tell whether a database is at the head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from psycopg import sql
+
+from llm_service.db.urls import sqlalchemy_url
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(owner_url: str) -> Config:
+    """An Alembic configuration for the repository's migrations against `owner_url`."""
+    config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(owner_url).replace("%", "%%"))
+    return config
+
+
+def heads() -> list[str]:
+    """The migration heads of the repository (there must be exactly one)."""
+    return list(ScriptDirectory.from_config(alembic_config("postgresql://x@/x")).get_heads())
+
+
+def upgrade(owner_url: str, revision: str = "head") -> None:
+    """Migrate up to `revision`."""
+    command.upgrade(alembic_config(owner_url), revision)
+
+
+def downgrade(owner_url: str, revision: str = "base") -> None:
+    """Migrate down to `revision`."""
+    command.downgrade(alembic_config(owner_url), revision)
+
+
+def current_revisions(owner_url: str) -> list[str]:
+    """The revisions recorded in the database's alembic_version table (empty if none)."""
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return []
+        return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+
+
+def set_app_role_password(owner_url: str, role: str, password: str) -> None:
+    """Give the application role its login password (for servers that require one)."""
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+        )

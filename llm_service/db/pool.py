@@ -1,0 +1,75 @@
+"""asyncpg pools and the one way to run tenant work: a transaction that sets the tenant first."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from pgvector.asyncpg import register_vector
+
+Connection = asyncpg.Connection
+Pool = asyncpg.Pool
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    try:
+        await register_vector(conn)
+    except ValueError:  # the vector extension is not installed yet (before migrations)
+        pass
+
+
+async def create_pool(
+    url: str,
+    *,
+    application_name: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    statement_timeout_ms: int = 15_000,
+) -> asyncpg.Pool:
+    """A pool whose connections decode JSON, know pgvector and name their process."""
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={
+            "application_name": application_name,
+            "statement_timeout": str(statement_timeout_ms),
+            "timezone": "UTC",
+        },
+    )
+    assert pool is not None
+    return pool
+
+
+async def set_tenant(conn: asyncpg.Connection, tenant_id: UUID | str) -> None:
+    """Set the tenant for the current transaction only (never the session)."""
+    await conn.execute("SELECT set_config('app.current_tenant_id', $1, true)", str(tenant_id))
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    pool: asyncpg.Pool, tenant_id: UUID | str, *, readonly: bool = False
+) -> AsyncIterator[asyncpg.Connection]:
+    """Own one transaction for a tenant: set the tenant, commit on success, roll back on error."""
+    async with pool.acquire() as conn, conn.transaction(readonly=readonly):
+        await set_tenant(conn, tenant_id)
+        yield conn
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction with no tenant set: tenant tables read empty in it (fail closed)."""
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
+    """A plain dict of a row, or None."""
+    return dict(record) if record is not None else None

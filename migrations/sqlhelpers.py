@@ -1,0 +1,42 @@
+"""SQL fragments shared by the migrations: tenant row-level security, grants, updated_at."""
+
+from __future__ import annotations
+
+APP_ROLE = "llm_app"
+CROSSTENANT_ROLE = "llm_crosstenant"
+
+# Fail closed: with no tenant set (NULL, or '' once a pooled session has reset it) nothing matches.
+CURRENT_TENANT = "nullif(current_setting('app.current_tenant_id', true), '')::uuid"
+
+
+def tenant_rls(
+    table: str, *, column: str = "tenant_id", app_privileges: str = "SELECT, INSERT, UPDATE, DELETE"
+) -> str:
+    """Enable and force RLS on a tenant table, add the tenant policy, grant the app role."""
+    return f"""
+    ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_isolation_policy ON {table}
+        USING ({column} = {CURRENT_TENANT})
+        WITH CHECK ({column} = {CURRENT_TENANT});
+    GRANT {app_privileges} ON {table} TO {APP_ROLE};
+    """
+
+
+def crosstenant_policy(table: str, *, privileges: str = "SELECT") -> str:
+    """Let only the cross-tenant definer role (owner of narrow functions) reach every tenant's rows."""
+    check = "" if privileges == "SELECT" else " WITH CHECK (true)"
+    command = "SELECT" if privileges == "SELECT" else "ALL"
+    return f"""
+    CREATE POLICY crosstenant_policy ON {table} FOR {command} TO {CROSSTENANT_ROLE}
+        USING (true){check};
+    GRANT {privileges} ON {table} TO {CROSSTENANT_ROLE};
+    """
+
+
+def updated_at_trigger(table: str) -> str:
+    """Keep updated_at current on every UPDATE."""
+    return f"""
+    CREATE TRIGGER trg_{table}_updated_at BEFORE UPDATE ON {table}
+        FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at();
+    """

@@ -1,0 +1,342 @@
+"""LLM subsystem: the call ledger, monthly costs, investigations, cache, jobs, validation quarantine.
+
+Revision ID: 004_llm_subsystem
+Revises: 003_data_governance
+Create Date: 2026-11-25
+"""
+
+from alembic import op
+from sqlhelpers import (
+    APP_ROLE,
+    CROSSTENANT_ROLE,
+    crosstenant_policy,
+    tenant_rls,
+    updated_at_trigger,
+)
+
+revision = "004_llm_subsystem"
+down_revision = "003_data_governance"
+branch_labels = None
+depends_on = None
+
+# Money is NUMERIC(20,10) cents: a one-token call of the cheapest model is not zero.
+MONEY = "numeric(20, 10)"
+RUN_STATES = (
+    "('queued', 'running', 'succeeded', 'budget_exhausted', 'timed_out', 'failed', 'cancelled')"
+)
+
+CAP = f"""
+CREATE EXTENSION IF NOT EXISTS vector;
+
+ALTER TABLE tenants ADD COLUMN monthly_cap_cents {MONEY} NOT NULL DEFAULT 2000
+    CONSTRAINT ck_tenants_monthly_cap CHECK (monthly_cap_cents >= 0);
+COMMENT ON COLUMN tenants.monthly_cap_cents IS
+    'The most this tenant may spend on LLM calls in a calendar month (UTC), in cents.';
+"""
+
+LEDGER = f"""
+CREATE TABLE llm_api_calls (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    request_id text NOT NULL,
+    endpoint text NOT NULL CONSTRAINT ck_llm_api_calls_endpoint
+        CHECK (endpoint IN ('explanations', 'investigations', 'budget_optimizations', 'embeddings')),
+    model text NOT NULL,
+    provider text NOT NULL,
+    attempt integer NOT NULL DEFAULT 1 CONSTRAINT ck_llm_api_calls_attempt CHECK (attempt >= 1),
+    status text NOT NULL DEFAULT 'pending' CONSTRAINT ck_llm_api_calls_status CHECK (status IN
+        ('pending', 'succeeded', 'failed', 'timed_out', 'cancelled', 'abandoned')),
+    reserved_cents {MONEY} NOT NULL CONSTRAINT ck_llm_api_calls_reserved CHECK (reserved_cents >= 0),
+    reservation_expires_at timestamptz NOT NULL,
+    max_tokens integer CONSTRAINT ck_llm_api_calls_max_tokens CHECK (max_tokens > 0),
+    input_tokens integer CONSTRAINT ck_llm_api_calls_input_tokens CHECK (input_tokens >= 0),
+    output_tokens integer CONSTRAINT ck_llm_api_calls_output_tokens CHECK (output_tokens >= 0),
+    cost_cents {MONEY} NOT NULL DEFAULT 0 CONSTRAINT ck_llm_api_calls_cost CHECK (cost_cents >= 0),
+    cost_is_estimate boolean NOT NULL DEFAULT false,
+    latency_ms integer CONSTRAINT ck_llm_api_calls_latency CHECK (latency_ms >= 0),
+    was_cached boolean NOT NULL DEFAULT false,
+    provider_request_id text,
+    error_type text,
+    error_message text,
+    investigation_id uuid,
+    budget_optimization_job_id uuid,
+    request_metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    settled_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT uq_llm_api_calls_request UNIQUE (tenant_id, endpoint, request_id),
+    CONSTRAINT ck_llm_api_calls_settled CHECK ((status = 'pending') = (settled_at IS NULL))
+);
+COMMENT ON TABLE llm_api_calls IS
+    'One row per provider attempt, written before the call (pending, with its reserved worst case) '
+    'and settled after. Data class: billing, prompts only in request_metadata. Owner: LLM gateway. '
+    'RLS: enabled and forced (tenant_isolation_policy).';
+CREATE INDEX idx_llm_calls_tenant_endpoint ON llm_api_calls (tenant_id, endpoint, created_at DESC);
+CREATE INDEX idx_llm_calls_pending ON llm_api_calls (tenant_id, reservation_expires_at)
+    WHERE status = 'pending';
+CREATE INDEX idx_llm_calls_investigation ON llm_api_calls (tenant_id, investigation_id)
+    WHERE investigation_id IS NOT NULL;
+CREATE INDEX idx_llm_calls_tenant_started ON llm_api_calls (tenant_id, started_at);
+{tenant_rls("llm_api_calls", app_privileges="SELECT, INSERT, UPDATE")}
+{crosstenant_policy("llm_api_calls", privileges="SELECT, UPDATE")}
+
+-- Money facts of a settled call never change again.
+CREATE FUNCTION fn_llm_api_calls_settled_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.status <> 'pending' AND (NEW.status, NEW.cost_cents, NEW.input_tokens, NEW.output_tokens,
+            NEW.cost_is_estimate, NEW.model, NEW.endpoint, NEW.tenant_id, NEW.started_at)
+        IS DISTINCT FROM (OLD.status, OLD.cost_cents, OLD.input_tokens, OLD.output_tokens,
+            OLD.cost_is_estimate, OLD.model, OLD.endpoint, OLD.tenant_id, OLD.started_at) THEN
+        RAISE EXCEPTION 'llm_api_calls row % is settled; its money facts are immutable', OLD.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER trg_llm_api_calls_settled_immutable BEFORE UPDATE ON llm_api_calls
+    FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_settled_immutable();
+
+CREATE TABLE llm_monthly_costs (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    month date NOT NULL CONSTRAINT ck_llm_monthly_costs_month CHECK (extract(day FROM month) = 1),
+    total_cost_cents {MONEY} NOT NULL DEFAULT 0 CONSTRAINT ck_llm_monthly_costs_total CHECK (total_cost_cents >= 0),
+    estimated_cost_cents {MONEY} NOT NULL DEFAULT 0,
+    total_calls bigint NOT NULL DEFAULT 0,
+    total_input_tokens bigint NOT NULL DEFAULT 0,
+    total_output_tokens bigint NOT NULL DEFAULT 0,
+    model_breakdown jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    endpoint_breakdown jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT uq_llm_monthly_costs_tenant_month UNIQUE (tenant_id, month)
+);
+COMMENT ON TABLE llm_monthly_costs IS
+    'What finance reviews: per tenant and UTC month, the exact sum of its settled calls, by model '
+    'and endpoint. Written only by the ledger trigger. Data class: billing. Owner: finance. RLS: '
+    'enabled and forced (tenant_isolation_policy); the application may only read it.';
+{tenant_rls("llm_monthly_costs", app_privileges="SELECT")}
+{crosstenant_policy("llm_monthly_costs", privileges="SELECT, INSERT, UPDATE")}
+
+CREATE FUNCTION fn_breakdown_add(p_breakdown jsonb, p_key text, p_cost {MONEY},
+                                 p_input bigint, p_output bigint) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT p_breakdown || jsonb_build_object(p_key, jsonb_build_object(
+        'calls', coalesce((p_breakdown -> p_key ->> 'calls')::bigint, 0) + 1,
+        'cost_cents', coalesce((p_breakdown -> p_key ->> 'cost_cents')::numeric, 0) + p_cost,
+        'input_tokens', coalesce((p_breakdown -> p_key ->> 'input_tokens')::bigint, 0) + p_input,
+        'output_tokens', coalesce((p_breakdown -> p_key ->> 'output_tokens')::bigint, 0) + p_output))
+$$;
+
+-- The monthly row moves in the same transaction as the call is settled, never otherwise.
+CREATE FUNCTION fn_llm_api_calls_rollup() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    v_month date := date_trunc('month', NEW.started_at AT TIME ZONE 'UTC')::date;
+    v_in bigint := coalesce(NEW.input_tokens, 0);
+    v_out bigint := coalesce(NEW.output_tokens, 0);
+BEGIN
+    IF NEW.status = 'pending' OR (TG_OP = 'UPDATE' AND OLD.status <> 'pending') THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO llm_monthly_costs AS m (tenant_id, month, total_cost_cents, estimated_cost_cents,
+        total_calls, total_input_tokens, total_output_tokens, model_breakdown, endpoint_breakdown)
+    VALUES (NEW.tenant_id, v_month, NEW.cost_cents,
+            CASE WHEN NEW.cost_is_estimate THEN NEW.cost_cents ELSE 0 END, 1, v_in, v_out,
+            fn_breakdown_add('{{}}'::jsonb, NEW.model, NEW.cost_cents, v_in, v_out),
+            fn_breakdown_add('{{}}'::jsonb, NEW.endpoint, NEW.cost_cents, v_in, v_out))
+    ON CONFLICT (tenant_id, month) DO UPDATE SET
+        total_cost_cents = m.total_cost_cents + EXCLUDED.total_cost_cents,
+        estimated_cost_cents = m.estimated_cost_cents + EXCLUDED.estimated_cost_cents,
+        total_calls = m.total_calls + 1,
+        total_input_tokens = m.total_input_tokens + v_in,
+        total_output_tokens = m.total_output_tokens + v_out,
+        model_breakdown = fn_breakdown_add(m.model_breakdown, NEW.model, NEW.cost_cents, v_in, v_out),
+        endpoint_breakdown = fn_breakdown_add(m.endpoint_breakdown, NEW.endpoint, NEW.cost_cents, v_in, v_out),
+        updated_at = now();
+    RETURN NULL;
+END
+$$;
+ALTER FUNCTION fn_llm_api_calls_rollup() OWNER TO {CROSSTENANT_ROLE};
+CREATE TRIGGER trg_llm_api_calls_rollup AFTER INSERT OR UPDATE OF status ON llm_api_calls
+    FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_rollup();
+"""
+
+RUNS = f"""
+CREATE TABLE investigations (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    question text NOT NULL CONSTRAINT ck_investigations_question
+        CHECK (btrim(question) <> '' AND length(question) <= 4000),
+    status text NOT NULL DEFAULT 'queued' CONSTRAINT ck_investigations_status CHECK (status IN {RUN_STATES}),
+    reason text,
+    degraded boolean NOT NULL DEFAULT false,
+    -- The hard limits, recorded per run: at most $0.30 and 60 s, a request may ask for less.
+    max_cost_cents {MONEY} NOT NULL DEFAULT 30
+        CONSTRAINT ck_investigations_max_cost CHECK (max_cost_cents > 0 AND max_cost_cents <= 30),
+    timeout_ms integer NOT NULL DEFAULT 60000
+        CONSTRAINT ck_investigations_timeout CHECK (timeout_ms > 0 AND timeout_ms <= 60000),
+    max_steps integer NOT NULL DEFAULT 12 CONSTRAINT ck_investigations_max_steps CHECK (max_steps BETWEEN 1 AND 50),
+    cost_cents {MONEY} NOT NULL DEFAULT 0 CONSTRAINT ck_investigations_cost CHECK (cost_cents >= 0),
+    elapsed_ms integer CONSTRAINT ck_investigations_elapsed CHECK (elapsed_ms >= 0),
+    result jsonb,
+    idempotency_key text,
+    attempts integer NOT NULL DEFAULT 0,
+    lease_owner text,
+    lease_expires_at timestamptz,
+    heartbeat_at timestamptz,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    queued_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz,
+    finished_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT uq_investigations_tenant_id UNIQUE (tenant_id, id),
+    -- The database itself refuses a run whose recorded spend passes its ceiling.
+    CONSTRAINT ck_investigations_within_ceiling CHECK (cost_cents <= max_cost_cents)
+);
+COMMENT ON TABLE investigations IS
+    'Bounded agent runs, and the queue workers claim them from. Data class: analyst questions and '
+    'findings. Owner: investigations. RLS: enabled and forced (tenant_isolation_policy).';
+CREATE UNIQUE INDEX uq_investigations_idempotency ON investigations (tenant_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX idx_investigations_queue ON investigations (queued_at) WHERE status = 'queued';
+CREATE INDEX idx_investigations_leases ON investigations (lease_expires_at) WHERE status = 'running';
+CREATE INDEX idx_investigations_tenant ON investigations (tenant_id, created_at DESC);
+{tenant_rls("investigations", app_privileges="SELECT, INSERT, UPDATE")}
+{updated_at_trigger("investigations")}
+
+CREATE TABLE investigation_tool_calls (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    investigation_id uuid NOT NULL,
+    step integer NOT NULL DEFAULT 0,
+    tool_name text NOT NULL,
+    input_params jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    output jsonb,
+    output_truncated boolean NOT NULL DEFAULT false,
+    duration_ms integer CONSTRAINT ck_investigation_tool_calls_duration CHECK (duration_ms >= 0),
+    error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT fk_investigation_tool_calls_investigation FOREIGN KEY (tenant_id, investigation_id)
+        REFERENCES investigations (tenant_id, id) ON DELETE CASCADE
+);
+COMMENT ON TABLE investigation_tool_calls IS
+    'Every tool call of an investigation: name, arguments, (capped) result, duration, error. Data '
+    'class: derived business data, PII-redacted. Owner: investigations. RLS: enabled and forced.';
+CREATE INDEX idx_investigation_tool_calls_run ON investigation_tool_calls (tenant_id, investigation_id, created_at);
+{tenant_rls("investigation_tool_calls", app_privileges="SELECT, INSERT")}
+
+CREATE TABLE budget_optimization_jobs (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    status text NOT NULL DEFAULT 'queued' CONSTRAINT ck_budget_optimization_jobs_status CHECK (status IN {RUN_STATES}),
+    reason text,
+    degraded boolean NOT NULL DEFAULT false,
+    params jsonb NOT NULL,
+    recommendations jsonb,
+    rationale text,
+    max_cost_cents {MONEY} NOT NULL DEFAULT 30
+        CONSTRAINT ck_budget_optimization_jobs_max_cost CHECK (max_cost_cents > 0 AND max_cost_cents <= 30),
+    cost_cents {MONEY} NOT NULL DEFAULT 0 CONSTRAINT ck_budget_optimization_jobs_cost CHECK (cost_cents >= 0),
+    idempotency_key text,
+    attempts integer NOT NULL DEFAULT 0,
+    lease_owner text,
+    lease_expires_at timestamptz,
+    heartbeat_at timestamptz,
+    queued_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz,
+    finished_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT ck_budget_optimization_jobs_within_ceiling CHECK (cost_cents <= max_cost_cents)
+);
+COMMENT ON TABLE budget_optimization_jobs IS
+    'Budget reallocation jobs on the same queue as investigations. Data class: business plans. '
+    'Owner: investigations. RLS: enabled and forced (tenant_isolation_policy).';
+CREATE UNIQUE INDEX uq_budget_optimization_jobs_idempotency ON budget_optimization_jobs
+    (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX idx_budget_optimization_jobs_queue ON budget_optimization_jobs (queued_at) WHERE status = 'queued';
+CREATE INDEX idx_budget_optimization_jobs_tenant ON budget_optimization_jobs (tenant_id, created_at DESC);
+{tenant_rls("budget_optimization_jobs", app_privileges="SELECT, INSERT, UPDATE")}
+{updated_at_trigger("budget_optimization_jobs")}
+"""
+
+CACHE = f"""
+CREATE TABLE explanation_cache (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    entity_type text NOT NULL,
+    -- sha256 of the exact structured scope: subject, parameters, model, prompt version.
+    scope_key text NOT NULL CONSTRAINT ck_explanation_cache_scope_key CHECK (scope_key ~ '^[0-9a-f]{{64}}$'),
+    scope jsonb NOT NULL,
+    question text NOT NULL DEFAULT '',
+    question_embedding vector,
+    embedding_model text NOT NULL,
+    embedding_dim integer NOT NULL CONSTRAINT ck_explanation_cache_embedding_dim CHECK (embedding_dim > 0),
+    explanation jsonb NOT NULL,
+    citations jsonb NOT NULL DEFAULT '[]'::jsonb,
+    model text NOT NULL,
+    prompt_version text NOT NULL,
+    data_fingerprint text NOT NULL,
+    cost_cents {MONEY} NOT NULL DEFAULT 0 CONSTRAINT ck_explanation_cache_cost CHECK (cost_cents >= 0),
+    cache_hit_count bigint NOT NULL DEFAULT 0,
+    last_hit_at timestamptz,
+    expires_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT ck_explanation_cache_vector_dim CHECK (
+        question_embedding IS NULL OR vector_dims(question_embedding) = embedding_dim)
+);
+COMMENT ON TABLE explanation_cache IS
+    'Explanations served to dashboards. An entry matches only its exact scope and current data '
+    'fingerprint, before expiry; the question is matched by embedding among those. Data class: '
+    'derived business data. Owner: explanations. RLS: enabled and forced.';
+CREATE INDEX idx_explanation_cache_scope ON explanation_cache
+    (tenant_id, scope_key, embedding_model, data_fingerprint, expires_at DESC);
+CREATE INDEX idx_explanation_cache_expiry ON explanation_cache (expires_at);
+-- HNSW needs one dimension: one partial expression index per embedding model in use.
+CREATE INDEX idx_explanation_cache_embedding_local ON explanation_cache
+    USING hnsw ((question_embedding::vector(384)) vector_cosine_ops)
+    WHERE embedding_model = 'local/all-MiniLM-L6-v2-int8';
+{tenant_rls("explanation_cache")}
+
+CREATE TABLE llm_validation_failures (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    endpoint text NOT NULL,
+    model text,
+    llm_api_call_id uuid,
+    validation_error text NOT NULL,
+    request_payload jsonb,
+    response_payload text,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE llm_validation_failures IS
+    'Quarantine of model output that failed validation. Data class: model output (PII-redacted '
+    'prompts). Owner: LLM gateway. RLS: enabled and forced (tenant_isolation_policy).';
+CREATE INDEX idx_llm_validation_failures_tenant ON llm_validation_failures (tenant_id, created_at DESC);
+{tenant_rls("llm_validation_failures", app_privileges="SELECT, INSERT")}
+"""
+
+
+def upgrade() -> None:
+    op.execute(CAP)
+    op.execute(LEDGER)
+    op.execute(RUNS)
+    op.execute(CACHE)
+
+
+def downgrade() -> None:
+    op.execute(
+        """
+        DROP TABLE llm_validation_failures, explanation_cache, budget_optimization_jobs,
+            investigation_tool_calls, investigations, llm_monthly_costs, llm_api_calls;
+        DROP FUNCTION fn_llm_api_calls_rollup();
+        DROP FUNCTION fn_breakdown_add(jsonb, text, numeric, bigint, bigint);
+        DROP FUNCTION fn_llm_api_calls_settled_immutable();
+        ALTER TABLE tenants DROP COLUMN monthly_cap_cents;
+        DROP EXTENSION IF EXISTS vector;
+        """
+    )
+    op.execute(f"REVOKE ALL ON SCHEMA public FROM {APP_ROLE}")
+    op.execute(f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}")
