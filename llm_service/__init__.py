@@ -1,1 +1,1 @@
-"""The attribution LLM service: HTTP API, agent loop, LLM gateway, tools, workers, CLI, DB access."""
+"""The attribution LLM service: API, agent loop, LLM gateway, tools, workers, CLI, DB access."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,10 +19,9 @@ Pool = asyncpg.Pool
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    try:
+    # Before migrations the vector extension does not exist yet.
+    with contextlib.suppress(ValueError):
         await register_vector(conn)
-    except ValueError:  # the vector extension is not installed yet (before migrations)
-        pass
 
 
 async def create_pool(

@@ -1,4 +1,4 @@
-"""Where to connect: the owner's URL (migrations) and the application role's URL (everything else)."""
+"""Where to connect: the owner's URL (migrations) and the application role's URL."""
 
 from __future__ import annotations
 

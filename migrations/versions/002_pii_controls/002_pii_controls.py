@@ -102,7 +102,7 @@ $$;
 
 CREATE FUNCTION fn_is_personal_key(p_key text) RETURNS boolean
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT fn_normalize_json_key(p_key) = ANY (ARRAY[%(keys)s]::text[])
+    SELECT fn_normalize_json_key(p_key) = ANY (ARRAY[{keys}]::text[])
 $$;
 
 -- Every key/value pair at any depth of a JSON document, with its JSON path.
@@ -126,7 +126,7 @@ CREATE FUNCTION fn_jsonb_personal_paths(p_doc jsonb) RETURNS TABLE (path text, k
     )
     SELECT path, key FROM walk WHERE key IS NOT NULL AND fn_is_personal_key(key)
 $$;
-""" % {"keys": ", ".join(f"'{k}'" for k in PERSONAL_KEYS)}
+""".format(keys=", ".join(f"'{k}'" for k in PERSONAL_KEYS))
 
 SCAN = f"""
 CREATE FUNCTION fn_scan_pii_contamination() RETURNS integer
