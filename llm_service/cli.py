@@ -1,0 +1,195 @@
+"""The `llm-service` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from uuid import UUID
+
+import asyncpg
+
+from llm_service.db import migrate
+from llm_service.db.pool import create_pool, tenant_transaction
+from llm_service.db.runtime import database_runtime
+from llm_service.errors import ServiceError
+from llm_service.settings import Settings, get_settings
+
+
+def _cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    urls = database_runtime(settings).urls
+    migrate.upgrade(urls.owner)
+    if settings.app_db_password:
+        migrate.set_app_role_password(urls.owner, settings.app_db_role, settings.app_db_password)
+    print(f"database at {', '.join(migrate.current_revisions(urls.owner))}")
+    return 0
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from llm_service.api.app import create_app
+
+    if not args.no_migrate:
+        _cmd_migrate(settings, args)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+async def _with_owner_pool(
+    settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[int]]
+) -> int:
+    pool = await create_pool(
+        database_runtime(settings).urls.owner, application_name="llm-service-cli"
+    )
+    try:
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
+def _cmd_tenants_create(settings: Settings, args: argparse.Namespace) -> int:
+    from llm_service.tenants.service import create_tenant
+
+    async def work(pool: asyncpg.Pool) -> int:
+        created = await create_tenant(
+            pool, args.name, monthly_cap_cents=args.monthly_cap_usd and args.monthly_cap_usd * 100
+        )
+        payload = {"tenant_id": str(created.tenant_id), "api_key": created.api_key}
+        if args.json:
+            print(json.dumps(payload))
+        else:
+            print(
+                f"tenant_id: {payload['tenant_id']}\napi_key:   {payload['api_key']}  (shown once)"
+            )
+        return 0
+
+    return asyncio.run(_with_owner_pool(settings, work))
+
+
+def _cmd_tenants_set_cap(settings: Settings, args: argparse.Namespace) -> int:
+    from llm_service.tenants.service import set_monthly_cap
+
+    async def work(pool: asyncpg.Pool) -> int:
+        await set_monthly_cap(pool, args.tenant, args.usd * 100)
+        print(f"monthly cap of {args.tenant} set to ${args.usd}")
+        return 0
+
+    return asyncio.run(_with_owner_pool(settings, work))
+
+
+def _cmd_demo_data(settings: Settings, args: argparse.Namespace) -> int:
+    from llm_service.demo_data import generate_demo_data
+
+    async def work(pool: asyncpg.Pool) -> int:
+        async with tenant_transaction(pool, args.tenant) as conn:
+            exists = await conn.fetchval("SELECT count(*) FROM tenants WHERE id = $1", args.tenant)
+            if not exists:
+                raise ServiceError(f"no tenant {args.tenant}", code="not_found")
+            summary = await generate_demo_data(
+                conn, args.tenant, events=args.events, seed=args.seed
+            )
+        print(
+            json.dumps(
+                summary.as_dict() if hasattr(summary, "as_dict") else str(summary),
+                indent=2,
+                default=str,
+            )
+        )
+        return 0
+
+    return asyncio.run(_with_owner_pool(settings, work))
+
+
+def _cmd_verify(settings: Settings, _: argparse.Namespace) -> int:
+    from llm_service.verify import render, run_checks
+
+    async def work() -> int:
+        urls = database_runtime(settings).urls
+        owner = await asyncpg.connect(urls.owner)
+        try:
+            app = await asyncpg.connect(urls.app)
+            try:
+                checks = await run_checks(owner, app, settings.app_db_role)
+            finally:
+                await app.close()
+        finally:
+            await owner.close()
+        print(render(checks))
+        return 0 if all(c.ok for c in checks) else 1
+
+    return asyncio.run(work())
+
+
+def _usd(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"not a non-negative amount: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="llm-service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="migrate the database to the head (as the owner)").set_defaults(
+        func=_cmd_migrate
+    )
+
+    serve = sub.add_parser("serve", help="migrate, then serve the API (and in-process workers)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--no-migrate", action="store_true")
+    serve.set_defaults(func=_cmd_serve)
+
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
+        dest="tenants_command", required=True
+    )
+    create = tenants.add_parser("create", help="create a tenant; prints its API key once")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true", help="print {tenant_id, api_key} as JSON")
+    create.add_argument("--monthly-cap-usd", type=_usd)
+    create.set_defaults(func=_cmd_tenants_create)
+    cap = tenants.add_parser("set-cap", help="set a tenant's monthly LLM spending cap")
+    cap.add_argument("tenant", type=UUID)
+    cap.add_argument("usd", type=_usd)
+    cap.set_defaults(func=_cmd_tenants_set_cap)
+
+    demo = sub.add_parser(
+        "demo-data", help="write realistic synthetic attribution data for a tenant"
+    )
+    demo.add_argument("--tenant", type=UUID, required=True)
+    demo.add_argument("--events", type=int, default=20_000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_cmd_demo_data)
+
+    sub.add_parser("verify", help="run the deployment checks").set_defaults(func=_cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `llm-service` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(get_settings(), args)
+    except ServiceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

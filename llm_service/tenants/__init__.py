@@ -1,0 +1,1 @@
+"""Tenants: creation, API keys, authentication, monthly caps."""

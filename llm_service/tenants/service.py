@@ -1,0 +1,65 @@
+"""Tenant rules: creating a tenant with a one-time key, resolving a key to its tenant."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from llm_service.db.pool import tenant_transaction, transaction
+from llm_service.errors import InvalidRequest, NotFound, Unauthorized
+from llm_service.tenants import repository
+from llm_service.tenants.keys import hash_api_key, is_well_formed, new_api_key
+
+_UNKNOWN_KEY_MESSAGE = "a valid API key is required: Authorization: Bearer <key>"
+
+
+@dataclass(frozen=True)
+class CreatedTenant:
+    """A new tenant and its API key, which is never shown again."""
+
+    tenant_id: UUID
+    api_key: str
+
+
+async def create_tenant(
+    pool: asyncpg.Pool, name: str, *, monthly_cap_cents: Decimal | None = None
+) -> CreatedTenant:
+    """Create a tenant and return its freshly issued key (only the hash is stored)."""
+    if not name.strip():
+        raise InvalidRequest("tenant name must not be blank")
+    tenant_id = uuid.uuid4()
+    api_key = new_api_key()
+    async with tenant_transaction(pool, tenant_id) as conn:
+        await repository.insert_tenant(conn, tenant_id, name.strip(), hash_api_key(api_key))
+        if monthly_cap_cents is not None:
+            await repository.set_monthly_cap(conn, tenant_id, monthly_cap_cents)
+    return CreatedTenant(tenant_id=tenant_id, api_key=api_key)
+
+
+async def set_monthly_cap(pool: asyncpg.Pool, tenant_id: UUID, cap_cents: Decimal) -> None:
+    """Set a tenant's monthly LLM spending cap."""
+    if cap_cents < 0:
+        raise InvalidRequest("the monthly cap must not be negative")
+    async with tenant_transaction(pool, tenant_id) as conn:
+        if not await repository.set_monthly_cap(conn, tenant_id, cap_cents):
+            raise NotFound(f"no tenant {tenant_id}")
+
+
+async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> UUID:
+    """The tenant of an `Authorization: Bearer <key>` header, or Unauthorized.
+
+    Every presented key, well-formed or not, costs one hash and one indexed lookup, so the
+    answer for an unknown key takes the same time as for a known one.
+    """
+    scheme, _, key = (authorization or "").partition(" ")
+    key = key.strip()
+    key_hash = hash_api_key(key)
+    async with transaction(pool) as conn:
+        tenant_id = await repository.tenant_for_key_hash(conn, key_hash)
+    if scheme.lower() != "bearer" or not is_well_formed(key) or tenant_id is None:
+        raise Unauthorized(_UNKNOWN_KEY_MESSAGE)
+    return tenant_id
