@@ -8,7 +8,6 @@ stops when the last process using it exits.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Literal

@@ -6,6 +6,8 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -16,9 +18,29 @@ Connection = asyncpg.Connection
 Pool = asyncpg.Pool
 
 
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)  # exact; never through float
+    if isinstance(value, UUID | datetime | date):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def encode_json(value: object) -> str:
+    """JSON for the database: Decimals, UUIDs and dates as strings, never rounded through float."""
+    return json.dumps(value, default=_json_default)
+
+
+def decode_json(text: str) -> Any:
+    """JSON from the database: numbers with a fraction become exact Decimals."""
+    return json.loads(text, parse_float=Decimal)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    for name in ("jsonb", "json"):
+        await conn.set_type_codec(
+            name, encoder=encode_json, decoder=decode_json, schema="pg_catalog"
+        )
     # Before migrations the vector extension does not exist yet.
     with contextlib.suppress(ValueError):
         await register_vector(conn)

@@ -32,6 +32,8 @@ BEGIN
 END
 $$;
 GRANT USAGE ON SCHEMA public TO {APP_ROLE}, {CROSSTENANT_ROLE};
+-- Readiness checks compare the database's revision with the code's.
+GRANT SELECT ON alembic_version TO {APP_ROLE};
 -- The migrating owner must be able to hand functions over to the definer role.
 GRANT {CROSSTENANT_ROLE} TO CURRENT_USER;
 """

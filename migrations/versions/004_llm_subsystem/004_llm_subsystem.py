@@ -162,6 +162,75 @@ CREATE TRIGGER trg_llm_api_calls_rollup AFTER INSERT OR UPDATE OF status ON llm_
     FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_rollup();
 """
 
+LEDGER_FUNCTIONS = f"""
+-- A reservation whose process died is settled at its reserved worst case (flagged as an
+-- estimate: the provider may have billed it), so it stops blocking and money stays counted.
+CREATE FUNCTION fn_sweep_expired_llm_reservations() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    n integer;
+BEGIN
+    UPDATE llm_api_calls
+       SET status = 'abandoned', cost_cents = reserved_cents, cost_is_estimate = true,
+           settled_at = now(), error_type = 'lease_expired',
+           error_message = 'the calling process stopped before settling; counted at its reserved worst case'
+     WHERE status = 'pending' AND reservation_expires_at <= now();
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+ALTER FUNCTION fn_sweep_expired_llm_reservations() OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_sweep_expired_llm_reservations() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fn_sweep_expired_llm_reservations() TO {APP_ROLE};
+
+-- Every monthly row against the sum of its settled calls, across tenants (finance's proof).
+CREATE FUNCTION fn_reconcile_monthly_costs(p_month date DEFAULT NULL)
+    RETURNS TABLE (tenant_id uuid, month date, recorded_cost_cents numeric,
+                   computed_cost_cents numeric, recorded_calls bigint, computed_calls bigint,
+                   breakdowns_match boolean)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    WITH settled AS (
+        SELECT c.tenant_id, date_trunc('month', c.started_at AT TIME ZONE 'UTC')::date AS month,
+               c.model, c.endpoint, c.cost_cents, coalesce(c.input_tokens, 0) AS input_tokens,
+               coalesce(c.output_tokens, 0) AS output_tokens
+        FROM llm_api_calls c
+        WHERE c.status <> 'pending'
+          AND (p_month IS NULL OR date_trunc('month', c.started_at AT TIME ZONE 'UTC')::date = p_month)
+    ),
+    by_key AS (
+        SELECT s.tenant_id, s.month, k.kind, k.key, count(*) AS calls, sum(s.cost_cents) AS cost,
+               sum(s.input_tokens) AS input_tokens, sum(s.output_tokens) AS output_tokens
+        FROM settled s CROSS JOIN LATERAL (VALUES ('model', s.model), ('endpoint', s.endpoint)) k(kind, key)
+        GROUP BY 1, 2, 3, 4
+    ),
+    computed AS (
+        SELECT b.tenant_id, b.month,
+               sum(b.cost) FILTER (WHERE b.kind = 'model') AS cost,
+               sum(b.calls) FILTER (WHERE b.kind = 'model')::bigint AS calls,
+               jsonb_object_agg(b.key, jsonb_build_object('calls', b.calls, 'cost_cents', b.cost,
+                   'input_tokens', b.input_tokens, 'output_tokens', b.output_tokens))
+                   FILTER (WHERE b.kind = 'model') AS models,
+               jsonb_object_agg(b.key, jsonb_build_object('calls', b.calls, 'cost_cents', b.cost,
+                   'input_tokens', b.input_tokens, 'output_tokens', b.output_tokens))
+                   FILTER (WHERE b.kind = 'endpoint') AS endpoints
+        FROM by_key b GROUP BY 1, 2
+    ),
+    recorded AS (
+        SELECT m.* FROM llm_monthly_costs m WHERE p_month IS NULL OR m.month = p_month
+    )
+    SELECT coalesce(r.tenant_id, c.tenant_id), coalesce(r.month, c.month),
+           coalesce(r.total_cost_cents, 0), coalesce(c.cost, 0),
+           coalesce(r.total_calls, 0), coalesce(c.calls, 0),
+           coalesce(r.model_breakdown, '{{}}'::jsonb) = coalesce(c.models, '{{}}'::jsonb)
+             AND coalesce(r.endpoint_breakdown, '{{}}'::jsonb) = coalesce(c.endpoints, '{{}}'::jsonb)
+    FROM recorded r FULL JOIN computed c ON c.tenant_id = r.tenant_id AND c.month = r.month
+    ORDER BY 2, 1
+$$;
+ALTER FUNCTION fn_reconcile_monthly_costs(date) OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_reconcile_monthly_costs(date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fn_reconcile_monthly_costs(date) TO {APP_ROLE};
+"""
+
 RUNS = f"""
 CREATE TABLE investigations (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -322,6 +391,7 @@ CREATE INDEX idx_llm_validation_failures_tenant ON llm_validation_failures (tena
 def upgrade() -> None:
     op.execute(CAP)
     op.execute(LEDGER)
+    op.execute(LEDGER_FUNCTIONS)
     op.execute(RUNS)
     op.execute(CACHE)
 
@@ -331,6 +401,8 @@ def downgrade() -> None:
         """
         DROP TABLE llm_validation_failures, explanation_cache, budget_optimization_jobs,
             investigation_tool_calls, investigations, llm_monthly_costs, llm_api_calls;
+        DROP FUNCTION fn_reconcile_monthly_costs(date);
+        DROP FUNCTION fn_sweep_expired_llm_reservations();
         DROP FUNCTION fn_llm_api_calls_rollup();
         DROP FUNCTION fn_breakdown_add(jsonb, text, numeric, bigint, bigint);
         DROP FUNCTION fn_llm_api_calls_settled_immutable();
