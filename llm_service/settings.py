@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     llm_api_base: str | None = None
     llm_request_timeout_s: float = 30.0
     llm_max_attempts: int = 3
+    # The most one call outside an investigation (an explanation, a rationale) may cost, USD.
+    llm_call_max_cost_usd: Decimal = Decimal("0.05")
     # Prices for models litellm does not know, USD per token: {"my-model": [input, output]}.
     llm_price_overrides: dict[str, tuple[Decimal, Decimal]] = Field(default_factory=dict)
 

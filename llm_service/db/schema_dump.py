@@ -1,0 +1,275 @@
+"""A canonical, diffable description of the `public` schema, read from the catalog.
+
+Raw ``pg_dump`` text differs between server versions (15 vs 18) and PostgreSQL 18's pg_dump adds
+random ``\\restrict`` lines, so it cannot be committed and compared. This module renders the
+parts of the schema that matter (tables, columns, constraints, indexes, triggers, row-level
+security, policies, comments, functions, extensions and the grants of the service's roles) as
+sorted, deterministic SQL-ish text. The committed copy lives in ``migrations/canonical_schema.sql``
+and a test compares a freshly migrated database against it. Regenerate it with::
+
+    python -m llm_service.db.schema_dump URL > migrations/canonical_schema.sql
+
+where URL is the *owner's* URL of a freshly migrated database (the role the migrations ran as:
+it is rendered as ``<owner>`` so the text does not depend on the deployment's user name).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+SCHEMA = "public"
+#: Roles whose grants are part of the schema's security model.
+SERVICE_ROLES: tuple[str, ...] = ("llm_app", "llm_crosstenant")
+REGENERATE_COMMAND = "python -m llm_service.db.schema_dump URL > migrations/canonical_schema.sql"
+
+_HEADER = f"""\
+-- Canonical description of the `{SCHEMA}` schema after `alembic upgrade head`.
+-- Generated from the catalog, not by pg_dump; do not edit by hand. Regenerate with:
+--   {REGENERATE_COMMAND}
+-- (URL: the owner's URL of a freshly migrated database; the owner is shown as <owner>.)
+"""
+
+# Objects that belong to an extension (pgvector installs its functions into public) are the
+# extension's, not ours: they are represented by the extension's name alone.
+_NOT_EXTENSION_MEMBER = """
+NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {catalog}::regclass
+            AND d.objid = {oid} AND d.deptype = 'e')
+"""
+
+_TABLES_SQL = f"""
+SELECT c.oid, c.relname, c.relrowsecurity, c.relforcerowsecurity,
+       obj_description(c.oid, 'pg_class') AS comment,
+       CASE WHEN c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+            THEN '<owner>' ELSE pg_get_userbyid(c.relowner) END AS owner
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
+  AND {_NOT_EXTENSION_MEMBER.format(catalog="'pg_class'", oid="c.oid")}
+ORDER BY c.relname
+"""
+
+_OTHER_RELATIONS_SQL = f"""
+SELECT c.relname, c.relkind::text
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relkind IN ('v', 'm', 'S', 'f')
+  AND {_NOT_EXTENSION_MEMBER.format(catalog="'pg_class'", oid="c.oid")}
+ORDER BY c.relname
+"""
+
+_COLUMNS_SQL = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+       pg_get_expr(ad.adbin, ad.adrelid) AS default_expr, a.attidentity::text,
+       a.attgenerated::text, col_description(a.attrelid, a.attnum) AS comment
+FROM pg_attribute a
+LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+# contype 'n' (NOT NULL as a constraint, PostgreSQL 18+) is shown on the column instead.
+_CONSTRAINTS_SQL = """
+SELECT conname, pg_get_constraintdef(oid, true) AS def
+FROM pg_constraint
+WHERE conrelid = %(oid)s AND contype <> 'n'
+ORDER BY conname
+"""
+
+_INDEXES_SQL = """
+SELECT i.relname, pg_get_indexdef(x.indexrelid) AS def
+FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+WHERE x.indrelid = %(oid)s
+ORDER BY i.relname
+"""
+
+_TRIGGERS_SQL = """
+SELECT tgname, pg_get_triggerdef(oid, true) AS def, tgenabled::text
+FROM pg_trigger
+WHERE tgrelid = %(oid)s AND NOT tgisinternal
+ORDER BY tgname
+"""
+
+_POLICIES_SQL = """
+SELECT p.polname, p.polpermissive, p.polcmd::text,
+       ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r) END
+             FROM unnest(p.polroles) AS r ORDER BY 1) AS roles,
+       pg_get_expr(p.polqual, p.polrelid) AS using_expr,
+       pg_get_expr(p.polwithcheck, p.polrelid) AS check_expr
+FROM pg_policy p
+WHERE p.polrelid = %(oid)s
+ORDER BY p.polname
+"""
+
+_TABLE_GRANTS_SQL = """
+SELECT grantee, string_agg(privilege_type, ', ' ORDER BY privilege_type) AS privileges
+FROM information_schema.role_table_grants
+WHERE table_schema = %(schema)s AND table_name = %(table)s AND grantee = ANY(%(roles)s)
+GROUP BY grantee
+ORDER BY grantee
+"""
+
+_FUNCTIONS_SQL = f"""
+SELECT p.oid, p.proname, pg_get_function_identity_arguments(p.oid) AS args,
+       pg_get_functiondef(p.oid) AS def, p.prosecdef,
+       CASE WHEN p.proowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+            THEN '<owner>' ELSE pg_get_userbyid(p.proowner) END AS owner,
+       obj_description(p.oid, 'pg_proc') AS comment,
+       ARRAY(SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                         WHEN a.grantee = p.proowner THEN 'owner'
+                         ELSE pg_get_userbyid(a.grantee) END
+             FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+             WHERE a.privilege_type = 'EXECUTE' ORDER BY 1) AS execute_grantees
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %(schema)s AND p.prokind IN ('f', 'p')
+  AND {_NOT_EXTENSION_MEMBER.format(catalog="'pg_proc'", oid="p.oid")}
+ORDER BY p.proname, args
+"""
+
+_EXTENSIONS_SQL = "SELECT extname FROM pg_extension ORDER BY extname"
+
+_SCHEMA_GRANTS_SQL = """
+SELECT pg_get_userbyid(a.grantee) AS grantee,
+       string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) AS privileges
+FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
+WHERE n.nspname = %(schema)s AND pg_get_userbyid(a.grantee) = ANY(%(roles)s)
+GROUP BY 1
+ORDER BY 1
+"""
+
+_RELKINDS = {"v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE", "f": "FOREIGN TABLE"}
+_POLICY_COMMANDS = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
+_TRIGGER_STATES = {
+    "O": "",
+    "D": " -- DISABLED",
+    "R": " -- ENABLE REPLICA",
+    "A": " -- ENABLE ALWAYS",
+}
+
+
+def _literal(text: str | None) -> str:
+    """A SQL string literal (or NULL)."""
+    if text is None:
+        return "NULL"
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _normalise_block(text: str) -> str:
+    """Trailing whitespace and blank edges removed, line endings unified."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    while lines and not lines[0]:
+        lines.pop(0)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
+def _rows(conn: psycopg.Connection[Any], query: str, **params: object) -> list[tuple[Any, ...]]:
+    return conn.execute(query, params).fetchall()
+
+
+def _column_line(row: Sequence[Any]) -> str:
+    name, type_, not_null, default, identity, generated, _comment = row
+    parts = [f"    COLUMN {name} {type_}"]
+    if not_null:
+        parts.append("NOT NULL")
+    if identity:
+        parts.append(
+            "GENERATED " + ("ALWAYS" if identity == "a" else "BY DEFAULT") + " AS IDENTITY"
+        )
+    if default is not None:
+        parts.append(
+            f"GENERATED ALWAYS AS ({default}) STORED" if generated == "s" else f"DEFAULT {default}"
+        )
+    return " ".join(parts)
+
+
+def _table_section(conn: psycopg.Connection[Any], table: Sequence[Any]) -> list[str]:
+    oid, name, rls_enabled, rls_forced, comment, owner = table
+    out = [f"TABLE {name}  -- owner: {owner}"]
+    out.append(f"    COMMENT {_literal(comment)}")
+    columns = _rows(conn, _COLUMNS_SQL, oid=oid)
+    out += [_column_line(c) for c in columns]
+    out += [f"    COMMENT ON COLUMN {c[0]} {_literal(c[6])}" for c in columns if c[6] is not None]
+    out += [f"    CONSTRAINT {n} {d}" for n, d in _rows(conn, _CONSTRAINTS_SQL, oid=oid)]
+    out += [f"    INDEX {n}: {d}" for n, d in _rows(conn, _INDEXES_SQL, oid=oid)]
+    out += [
+        f"    TRIGGER {n}: {d}{_TRIGGER_STATES.get(s, f' -- tgenabled={s}')}"
+        for n, d, s in _rows(conn, _TRIGGERS_SQL, oid=oid)
+    ]
+    out.append(
+        "    ROW LEVEL SECURITY "
+        + ("ENABLED" if rls_enabled else "DISABLED")
+        + (" FORCED" if rls_forced else " NOT FORCED")
+    )
+    for pname, permissive, cmd, roles, using_expr, check_expr in _rows(
+        conn, _POLICIES_SQL, oid=oid
+    ):
+        line = (
+            f"    POLICY {pname} AS {'PERMISSIVE' if permissive else 'RESTRICTIVE'}"
+            f" FOR {_POLICY_COMMANDS.get(cmd, cmd)} TO {', '.join(roles)}"
+        )
+        if using_expr is not None:
+            line += f" USING ({using_expr})"
+        if check_expr is not None:
+            line += f" WITH CHECK ({check_expr})"
+        out.append(line)
+    out += [
+        f"    GRANT {privileges} TO {grantee}"
+        for grantee, privileges in _rows(
+            conn, _TABLE_GRANTS_SQL, schema=SCHEMA, table=name, roles=list(SERVICE_ROLES)
+        )
+    ]
+    return out
+
+
+def _function_section(row: Sequence[Any]) -> list[str]:
+    _oid, name, args, definition, secdef, owner, comment, grantees = row
+    return [
+        f"FUNCTION {name}({args})  -- owner: {owner}; "
+        + ("SECURITY DEFINER" if secdef else "SECURITY INVOKER")
+        + f"; EXECUTE: {', '.join(grantees) or '-'}",
+        f"    COMMENT {_literal(comment)}",
+        _normalise_block(definition),
+    ]
+
+
+def dump_schema(conn: psycopg.Connection[Any]) -> str:
+    """The canonical text of the `public` schema seen through `conn` (connect as the owner)."""
+    sections: list[list[str]] = [[_HEADER.rstrip("\n")]]
+    sections.append([f"EXTENSION {e}" for (e,) in _rows(conn, _EXTENSIONS_SQL)])
+    sections.append(
+        [
+            f"SCHEMA {SCHEMA} GRANT {privileges} TO {grantee}"
+            for grantee, privileges in _rows(
+                conn, _SCHEMA_GRANTS_SQL, schema=SCHEMA, roles=list(SERVICE_ROLES)
+            )
+        ]
+    )
+    others = _rows(conn, _OTHER_RELATIONS_SQL, schema=SCHEMA)
+    if others:
+        sections.append([f"{_RELKINDS.get(k, 'RELATION ' + k)} {n}" for n, k in others])
+    sections += [_table_section(conn, t) for t in _rows(conn, _TABLES_SQL, schema=SCHEMA)]
+    sections += [_function_section(f) for f in _rows(conn, _FUNCTIONS_SQL, schema=SCHEMA)]
+    return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
+
+
+def dump_schema_url(url: str) -> str:
+    """:func:`dump_schema` of the database at `url`."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return dump_schema(conn)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m llm_service.db.schema_dump URL``: write the canonical schema to stdout."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0].startswith("-"):
+        sys.stderr.write(f"usage: {REGENERATE_COMMAND}\n")
+        return 2
+    sys.stdout.write(dump_schema_url(args[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The LLM gateway: the only code in the service that calls litellm."""

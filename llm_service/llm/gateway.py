@@ -1,0 +1,469 @@
+"""The LLM gateway: every provider call is redacted, priced, reserved, recorded, retried, settled.
+
+For each attempt: reserve the worst case in the run's ceiling and (atomically, in PostgreSQL) under
+the tenant's monthly cap, writing a pending ledger row; call litellm with an explicit
+`max_tokens`, `timeout` and `max_retries=0`; settle the row from the usage the provider returns.
+Retries (tenacity, here only) never pass the caller's deadline, and each is its own ledger row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from tenacity import AsyncRetrying, retry_if_exception
+
+from budgets.ceiling import Reservation, RunCeiling
+from budgets.ledger import CallReservation, reserve_call, settle_call
+from budgets.prices import ModelPrice, PriceBook
+from llm_service.db.pool import tenant_transaction
+from llm_service.errors import ServiceError
+from llm_service.llm import retry
+from llm_service.llm.litellm_setup import load_litellm
+from llm_service.pii.redact import PiiFinding, redact_messages
+from llm_service.pii.repository import record_findings
+from llm_service.settings import Settings
+
+# A pending row outlives its call by this much before a sweeper may count it as abandoned.
+LEASE_GRACE_S = 30.0
+_PROMPT_STORE_LIMIT = 32_000
+
+
+class ProviderUnavailable(ServiceError):
+    """The provider failed after every attempt the deadline and budget allowed."""
+
+    status = 503
+    code = "provider_unavailable"
+
+
+class NoModelConfigured(ServiceError):
+    """LLM_MODEL is not set: callers fall back to their degraded, deterministic answer."""
+
+    status = 503
+    code = "no_model_configured"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call the model asked for."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class LlmRequest:
+    """One chat completion a caller wants, with what it belongs to."""
+
+    tenant_id: UUID
+    endpoint: str
+    messages: list[dict[str, Any]]
+    max_tokens: int
+    tools: list[dict[str, Any]] | None = None
+    investigation_id: UUID | None = None
+    budget_optimization_job_id: UUID | None = None
+    for_wrapup: bool = False
+    min_output_tokens: int = 64
+
+
+@dataclass(frozen=True)
+class LlmResult:
+    """What the model said, and what it cost."""
+
+    content: str | None
+    tool_calls: list[ToolCall]
+    finish_reason: str | None
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    call_id: UUID
+    attempts: int
+    latency_ms: int
+    pii_findings: list[PiiFinding] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Usage:
+    input_tokens: int
+    output_tokens: int
+    provider_request_id: str | None
+
+
+class LlmGateway:
+    """The only caller of litellm in the service."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, prices: PriceBook) -> None:
+        """A gateway for the configured model, recording into `pool` (the application role)."""
+        self.settings = settings
+        self.pool = pool
+        self.prices = prices
+        self._litellm = load_litellm()
+
+    @property
+    def model(self) -> str | None:
+        """The configured chat model, or None (degraded mode)."""
+        return self.settings.llm_model
+
+    def price(self, model: str | None = None) -> ModelPrice:
+        """The pinned price of a model (the configured one by default)."""
+        name = model or self.model
+        if not name:
+            raise NoModelConfigured("no LLM model is configured (LLM_MODEL)")
+        return self.prices.price_for(name)
+
+    def count_tokens(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> int:
+        """Input tokens of a prompt as litellm counts them for the configured model."""
+        count: int = self._litellm.token_counter(model=self.model, messages=messages, tools=tools)
+        return count
+
+    async def complete(
+        self,
+        request: LlmRequest,
+        *,
+        ceiling: RunCeiling | None = None,
+        deadline: float | None = None,
+    ) -> LlmResult:
+        """One chat completion within `ceiling` (a one-call ceiling if None) and `deadline`.
+
+        `deadline` is a `time.monotonic()` instant. Raises CeilingReached, MonthlyCapExceeded,
+        ProviderUnavailable, TimeoutError or the provider's non-transient error.
+        """
+        model = self.model
+        if not model:
+            raise NoModelConfigured("no LLM model is configured (LLM_MODEL)")
+        price = self.price(model)
+        redacted, findings = redact_messages(request.messages)
+        input_tokens = self.count_tokens(redacted, request.tools)
+        ceiling = ceiling or RunCeiling(self.settings.llm_call_max_cost_usd)
+        provider = self._provider(model)
+        extra: dict[str, Any] = {}
+        if request.tools:
+            extra["tools"] = request.tools
+        if self.settings.llm_api_base:
+            extra["api_base"] = self.settings.llm_api_base
+
+        async def invoke(max_tokens: int, timeout: float) -> tuple[Any, _Usage | None]:
+            response = await self._litellm.acompletion(
+                model=model,
+                messages=redacted,
+                max_tokens=max_tokens,
+                timeout=timeout,
+                max_retries=0,
+                num_retries=0,
+                **extra,
+            )
+            return response, _completion_usage(response)
+
+        response, call, attempts, latency_ms, usage, cost = await self._with_retries(
+            request=request,
+            price=price,
+            provider=provider,
+            ceiling=ceiling,
+            deadline=deadline,
+            input_tokens=input_tokens,
+            max_tokens=request.max_tokens,
+            findings=findings,
+            prompt={"messages": redacted},
+            invoke=invoke,
+        )
+        choice = response.choices[0]
+        message = choice.message
+        tool_calls = [
+            ToolCall(id=tc.id, name=tc.function.name, arguments=tc.function.arguments or "{}")
+            for tc in (getattr(message, "tool_calls", None) or [])
+        ]
+        return LlmResult(
+            content=getattr(message, "content", None),
+            tool_calls=tool_calls,
+            finish_reason=getattr(choice, "finish_reason", None),
+            model=model,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cost_usd=cost,
+            call_id=call.call_id,
+            attempts=attempts,
+            latency_ms=latency_ms,
+            pii_findings=findings,
+        )
+
+    async def embed(
+        self, tenant_id: UUID, texts: list[str], *, deadline: float | None = None
+    ) -> tuple[list[list[float]], Decimal]:
+        """Embeddings from the configured provider model, priced and recorded like any call."""
+        model = self.settings.embedding_model
+        price = self.price(model)
+        redacted = [
+            redact_messages([{"role": "user", "content": t}])[0][0]["content"] for t in texts
+        ]
+        input_tokens = sum(int(self._litellm.token_counter(model=model, text=t)) for t in redacted)
+        request = LlmRequest(tenant_id=tenant_id, endpoint="embeddings", messages=[], max_tokens=1)
+
+        async def invoke(_: int, timeout: float) -> tuple[Any, _Usage | None]:
+            response = await self._litellm.aembedding(
+                model=model,
+                input=redacted,
+                timeout=timeout,
+                max_retries=0,
+                **({"api_base": self.settings.llm_api_base} if self.settings.llm_api_base else {}),
+            )
+            usage = getattr(response, "usage", None)
+            tokens = getattr(usage, "prompt_tokens", None) if usage else None
+            return response, _Usage(tokens, 0, None) if isinstance(tokens, int) else None
+
+        response, *_, cost = await self._with_retries(
+            request=request,
+            price=price,
+            provider=self._provider(model),
+            ceiling=RunCeiling(self.settings.llm_call_max_cost_usd),
+            deadline=deadline,
+            input_tokens=input_tokens,
+            max_tokens=1,
+            findings=[],
+            prompt=None,
+            invoke=invoke,
+        )
+        return [list(item["embedding"]) for item in response.data], cost
+
+    # -- attempts --------------------------------------------------------------------------
+
+    async def _with_retries(
+        self,
+        *,
+        request: LlmRequest,
+        price: ModelPrice,
+        provider: str,
+        ceiling: RunCeiling,
+        deadline: float | None,
+        input_tokens: int,
+        max_tokens: int,
+        findings: list[PiiFinding],
+        prompt: dict[str, Any] | None,
+        invoke: Callable[[int, float], Awaitable[tuple[Any, _Usage | None]]],
+    ) -> tuple[Any, CallReservation, int, int, _Usage | None, Decimal]:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(retry.is_transient),
+            wait=retry.ProviderBackoff(),
+            stop=retry.StopAtDeadlineOrAttempts(self.settings.llm_max_attempts, deadline),
+            reraise=True,
+        )
+        attempt_no = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempt_no += 1
+                    return await self._attempt(
+                        request=request,
+                        price=price,
+                        provider=provider,
+                        ceiling=ceiling,
+                        deadline=deadline,
+                        input_tokens=input_tokens,
+                        max_tokens=max_tokens,
+                        findings=findings if attempt_no == 1 else [],
+                        prompt=prompt,
+                        attempt_no=attempt_no,
+                        invoke=invoke,
+                    )
+        except BaseException as exc:
+            if retry.is_transient(exc) and not isinstance(exc, TimeoutError):
+                raise ProviderUnavailable(
+                    f"the model provider failed after {attempt_no} attempt(s): {type(exc).__name__}"
+                ) from exc
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        *,
+        request: LlmRequest,
+        price: ModelPrice,
+        provider: str,
+        ceiling: RunCeiling,
+        deadline: float | None,
+        input_tokens: int,
+        max_tokens: int,
+        findings: list[PiiFinding],
+        prompt: dict[str, Any] | None,
+        attempt_no: int,
+        invoke: Callable[[int, float], Awaitable[tuple[Any, _Usage | None]]],
+    ) -> tuple[Any, CallReservation, int, int, _Usage | None, Decimal]:
+        timeout = self.settings.llm_request_timeout_s
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0.05:
+                raise TimeoutError("no time left for another provider call")
+        held = ceiling.reserve(
+            price,
+            input_tokens,
+            max_tokens,
+            min_output_tokens=min(request.min_output_tokens, max_tokens),
+            for_wrapup=request.for_wrapup,
+        )
+        try:
+            call = await self._open_call(
+                request, price, provider, held, timeout, attempt_no, findings, prompt
+            )
+        except BaseException:
+            ceiling.release(held)
+            raise
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                response, usage = await invoke(held.max_tokens, timeout)
+        except BaseException as exc:
+            latency = int((time.perf_counter() - started) * 1000)
+            await asyncio.shield(self._settle_failure(request, call, ceiling, held, exc, latency))
+            raise
+        latency = int((time.perf_counter() - started) * 1000)
+        if usage is None:
+            # The provider did not say what it used: count the worst case, flagged as an estimate.
+            cost = ceiling.settle_unknown(held)
+            await self._settle(
+                request, call, "succeeded", cost, None, None, True, latency, response
+            )
+        else:
+            cost = ceiling.settle(held, usage.input_tokens, usage.output_tokens)
+            await self._settle(
+                request,
+                call,
+                "succeeded",
+                cost,
+                usage.input_tokens,
+                usage.output_tokens,
+                False,
+                latency,
+                response,
+            )
+        return response, call, attempt_no, latency, usage, cost
+
+    async def _open_call(
+        self,
+        request: LlmRequest,
+        price: ModelPrice,
+        provider: str,
+        held: Reservation,
+        timeout: float,
+        attempt_no: int,
+        findings: list[PiiFinding],
+        prompt: dict[str, Any] | None,
+    ) -> CallReservation:
+        metadata: dict[str, Any] = {"input_tokens_estimate": held.input_tokens_estimate}
+        if prompt is not None:
+            metadata["prompt"] = _capped(prompt)
+        async with tenant_transaction(self.pool, request.tenant_id) as conn:
+            call = await reserve_call(
+                conn,
+                tenant_id=request.tenant_id,
+                endpoint=request.endpoint,
+                model=price.model,
+                provider=provider,
+                worst_case_usd=held.amount_usd,
+                lease_seconds=timeout + LEASE_GRACE_S,
+                max_tokens=held.max_tokens,
+                attempt=attempt_no,
+                investigation_id=request.investigation_id,
+                budget_optimization_job_id=request.budget_optimization_job_id,
+                request_metadata=metadata,
+            )
+            if findings:
+                await record_findings(
+                    conn, request.tenant_id, findings, source="llm_guard", context=request.endpoint
+                )
+        return call
+
+    async def _settle_failure(
+        self,
+        request: LlmRequest,
+        call: CallReservation,
+        ceiling: RunCeiling,
+        held: Reservation,
+        exc: BaseException,
+        latency_ms: int,
+    ) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            status = "cancelled"
+        elif retry.is_timeout(exc):
+            status = "timed_out"
+        else:
+            status = "failed"
+        if status == "failed" and retry.surely_not_billed(exc):
+            ceiling.release(held)
+            cost, estimate = Decimal(0), False
+        else:
+            # Cancelled, timed out, cut off or unreadable: the provider may have billed it.
+            cost, estimate = ceiling.settle_unknown(held), True
+        await self._settle(
+            request, call, status, cost, None, None, estimate, latency_ms, None, error=exc
+        )
+
+    async def _settle(
+        self,
+        request: LlmRequest,
+        call: CallReservation,
+        status: str,
+        cost: Decimal,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        estimate: bool,
+        latency_ms: int,
+        response: Any,
+        *,
+        error: BaseException | None = None,
+    ) -> None:
+        async with tenant_transaction(self.pool, request.tenant_id) as conn:
+            await settle_call(
+                conn,
+                call,
+                status=status,
+                cost_usd=cost,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_is_estimate=estimate,
+                latency_ms=latency_ms,
+                provider_request_id=getattr(response, "id", None) if response is not None else None,
+                error_type=type(error).__name__ if error else None,
+                error_message=_error_text(error) if error else None,
+            )
+
+    def _provider(self, model: str) -> str:
+        try:
+            provider: str = self._litellm.get_llm_provider(model)[1]
+        except Exception:
+            provider = model.split("/", 1)[0] if "/" in model else "unknown"
+        return provider
+
+
+def _completion_usage(response: Any) -> _Usage | None:
+    usage = getattr(response, "usage", None)
+    prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
+    completion = getattr(usage, "completion_tokens", None) if usage is not None else None
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    if prompt == 0 and completion == 0:
+        return None  # litellm fills zeros when the provider sent no usage at all
+    return _Usage(prompt, completion, getattr(response, "id", None))
+
+
+def _capped(prompt: dict[str, Any]) -> dict[str, Any]:
+    from llm_service.db.pool import encode_json
+
+    text = encode_json(prompt)
+    if len(text) <= _PROMPT_STORE_LIMIT:
+        return prompt
+    return {"truncated": True, "head": text[:_PROMPT_STORE_LIMIT]}
+
+
+def _error_text(exc: BaseException) -> str:
+    code = retry.status_code(exc)
+    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return f"HTTP {code}: {text}" if code else text

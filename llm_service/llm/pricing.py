@@ -1,0 +1,26 @@
+"""The process's price book: litellm's bundled map pinned at start-up, plus configured overrides."""
+
+from __future__ import annotations
+
+from budgets.prices import ModelPrice, PriceBook
+from llm_service.llm.litellm_setup import load_litellm
+from llm_service.settings import Settings
+
+
+def build_price_book(settings: Settings) -> PriceBook:
+    """Prices frozen for the life of the process; refuses the configured model if it is unpriced."""
+    litellm = load_litellm()
+    book = PriceBook(model_cost=litellm.model_cost, overrides=dict(settings.llm_price_overrides))
+    models = [m for m in (settings.llm_model, _embedding_model(settings)) if m]
+    if models:
+        book.require(models)
+    return book
+
+
+def _embedding_model(settings: Settings) -> str | None:
+    return None if settings.embedding_model == "local" else settings.embedding_model
+
+
+def price_of(book: PriceBook, model: str) -> ModelPrice:
+    """The price of `model` (raises UnpricedModelError)."""
+    return book.price_for(model)
