@@ -63,3 +63,20 @@ async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> UUID:
     if scheme.lower() != "bearer" or not is_well_formed(key) or tenant_id is None:
         raise Unauthorized(_UNKNOWN_KEY_MESSAGE)
     return tenant_id
+
+
+async def tenant_profile(
+    pool: asyncpg.Pool, caller: UUID, *, requested: UUID | None = None
+) -> dict[str, object]:
+    """The caller's own tenant record; any other id is simply not found (404, never 403)."""
+    target = requested or caller
+    async with tenant_transaction(pool, caller, readonly=True) as conn:
+        # RLS shows the caller only itself: another id reads as absent.
+        row = await repository.get_tenant(conn, target)
+    if row is None:
+        raise NotFound("no such tenant")
+    return {
+        "tenant_id": row["id"],
+        "name": row["name"],
+        "monthly_cap_usd": row["monthly_cap_cents"] / 100,
+    }
