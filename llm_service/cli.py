@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from uuid import UUID
 
@@ -130,6 +131,32 @@ def _cmd_verify(settings: Settings, _: argparse.Namespace) -> int:
     return asyncio.run(work())
 
 
+def _cmd_costs_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from llm_service.costs.reconcile import reconcile, render
+
+    async def work() -> int:
+        # As the application role: the sweep and the comparison are narrow definer functions.
+        conn = await asyncpg.connect(database_runtime(settings).urls.app)
+        try:
+            async with conn.transaction():
+                report = await reconcile(conn, args.month)
+        finally:
+            await conn.close()
+        print(render(report))
+        return 0 if report.ok else 1
+
+    return asyncio.run(work())
+
+
+def _month(text: str) -> date:
+    from llm_service.costs.service import parse_month
+
+    try:
+        return parse_month(text)
+    except ServiceError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
 def _usd(text: str) -> Decimal:
     try:
         value = Decimal(text)
@@ -177,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo_data)
 
     sub.add_parser("verify", help="run the deployment checks").set_defaults(func=_cmd_verify)
+
+    costs = sub.add_parser("costs", help="LLM costs").add_subparsers(
+        dest="costs_command", required=True
+    )
+    reconcile = costs.add_parser(
+        "reconcile",
+        help="recompute every monthly cost row from its calls; exit 1 on any difference",
+    )
+    reconcile.add_argument("--month", type=_month, help="only this month (YYYY-MM, UTC)")
+    reconcile.set_defaults(func=_cmd_costs_reconcile)
     return parser
 
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from llm_service.api.body_limit import BodySizeLimit
 from llm_service.api.errors import install_error_handlers
-from llm_service.api.routes import health, tenants
+from llm_service.api.routes import costs, health, tenants
 from llm_service.db.pool import create_pool
 from llm_service.db.runtime import database_runtime
 from llm_service.settings import Settings, get_settings
@@ -49,5 +49,6 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(costs.router)
     app.include_router(tenants.router)
     return app

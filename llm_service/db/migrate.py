@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +19,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 def alembic_config(owner_url: str) -> Config:
     """An Alembic configuration for the repository's migrations against `owner_url`."""
+    # Revision files import their shared SQL helpers (migrations/sqlhelpers.py) by name.
+    if str(MIGRATIONS_DIR) not in sys.path:
+        sys.path.insert(0, str(MIGRATIONS_DIR))
     config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(owner_url).replace("%", "%%"))
