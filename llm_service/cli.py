@@ -157,6 +157,34 @@ def _month(text: str) -> date:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+
+    from llm_service.llm.pricing import gateway_from_settings
+    from llm_service.workers.worker import Worker
+
+    async def work() -> int:
+        pool = await create_pool(
+            database_runtime(settings).urls.app, application_name="llm-service-worker",
+            max_size=settings.db_pool_max_size,
+        )
+        try:
+            worker = Worker(pool, gateway_from_settings(settings, pool),
+                            concurrency=args.concurrency or settings.worker_concurrency)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, worker.stop)
+            if args.once:
+                print(await worker.run_once() or "queue empty")
+            else:
+                await worker.run_until_stopped()
+        finally:
+            await pool.close()
+        return 0
+
+    return asyncio.run(work())
+
+
 def _usd(text: str) -> Decimal:
     try:
         value = Decimal(text)
@@ -204,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo_data)
 
     sub.add_parser("verify", help="run the deployment checks").set_defaults(func=_cmd_verify)
+
+    worker = sub.add_parser("worker", help="run queued investigations and jobs until stopped")
+    worker.add_argument("--concurrency", type=int)
+    worker.add_argument("--once", action="store_true", help="run one queued item, then exit")
+    worker.set_defaults(func=_cmd_worker)
 
     costs = sub.add_parser("costs", help="LLM costs").add_subparsers(
         dest="costs_command", required=True

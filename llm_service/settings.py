@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     finance_api_token: str | None = None
     workers_in_process: int = 1
+    # Runs one worker process keeps in flight at once (they mostly wait on the provider).
+    worker_concurrency: int = 50
 
 
 @lru_cache(maxsize=1)

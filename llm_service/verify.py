@@ -15,6 +15,7 @@ EXPECTED_TABLES = frozenset(
         "channel_state_transitions", "channel_assignment_corrections", "pii_audit_findings",
         "llm_api_calls", "llm_monthly_costs", "investigations", "investigation_tool_calls",
         "explanation_cache", "budget_optimization_jobs", "llm_validation_failures",
+        "investigation_events",
     }
 )  # fmt: skip
 GLOBAL_TABLES = frozenset({"channel_taxonomy", "channel_state_transitions", "alembic_version"})
@@ -63,7 +64,7 @@ async def run_checks(
         Check(
             "schema tables",
             not missing and "alembic_version" in tables,
-            f"{len(tables)} tables in public (18 + alembic_version expected)"
+            f"{len(tables)} tables in public ({len(EXPECTED_TABLES)} + alembic_version expected)"
             + (f"; missing: {sorted(missing)}" if missing else ""),
         )
     )

@@ -58,9 +58,7 @@ def database_urls(test_settings_base: Settings) -> Iterator[DatabaseUrls]:
             yield resolve_urls(test_settings_base, owner)
         finally:
             with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
-                )
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
         return
     server = start_embedded(Path(tempfile.mkdtemp(prefix="llm-test-")), cleanup="delete")
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,15 +12,25 @@ from fastapi import FastAPI
 
 from llm_service.api.body_limit import BodySizeLimit
 from llm_service.api.errors import install_error_handlers
-from llm_service.api.routes import costs, health, tenants
+from llm_service.api.routes import costs, health, investigations, tenants
 from llm_service.db.pool import create_pool
 from llm_service.db.runtime import database_runtime
+from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings, get_settings
 
 
-def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = None) -> FastAPI:
-    """Build the application; with `pool` given, use it instead of opening one at start-up."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    pool: asyncpg.Pool | None = None,
+    run_workers: bool | None = None,
+) -> FastAPI:
+    """Build the application; with `pool` given, use it instead of opening one at start-up.
+
+    Workers run in-process by default when the application opens its own pool (`serve`).
+    """
     settings = settings or get_settings()
+    with_workers = (pool is None and settings.workers_in_process > 0) if run_workers is None else run_workers
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,9 +44,22 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
                 max_size=settings.db_pool_max_size,
                 statement_timeout_ms=settings.db_statement_timeout_ms,
             )
+        # Built at start-up so an unpriced model is refused before serving anything.
+        app.state.gateway = gateway_from_settings(settings, app.state.pool)
+        worker_task = None
+        if with_workers:
+            from llm_service.workers.worker import Worker
+
+            worker = Worker(app.state.pool, app.state.gateway, concurrency=settings.worker_concurrency)
+            worker_task = asyncio.create_task(worker.run_until_stopped())
         try:
             yield
         finally:
+            if worker_task is not None:
+                # Graceful: stop claiming, let runs in flight finish (bounded by their own limits).
+                worker.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(worker_task, settings.investigation_timeout_s + 5)
             if owned:
                 await app.state.pool.close()
 
@@ -51,4 +76,5 @@ def create_app(settings: Settings | None = None, *, pool: asyncpg.Pool | None = 
     app.include_router(health.router)
     app.include_router(costs.router)
     app.include_router(tenants.router)
+    app.include_router(investigations.router)
     return app

@@ -105,7 +105,7 @@ def parse_month(text: str | None, *, today: date | None = None) -> date:
     if text is None:
         now = today or datetime.now(UTC).date()
         return now.replace(day=1)
-    match = _MONTH_RE.fullmatch(text.strip())
+    match = _MONTH_RE.fullmatch(text)
     if match is None:
         raise InvalidRequest(_MONTH_HINT)
     year, month = int(match[1]), int(match[2])

@@ -52,7 +52,12 @@ ORDER BY c.relname
 """
 
 _OTHER_RELATIONS_SQL = f"""
-SELECT c.relname, c.relkind::text
+SELECT c.relname, c.relkind::text,
+       ARRAY(SELECT pg_get_userbyid(a.grantee) || ': ' || string_agg(a.privilege_type, ', '
+                    ORDER BY a.privilege_type)
+             FROM aclexplode(c.relacl) a
+             WHERE pg_get_userbyid(a.grantee) = ANY(%(roles)s)
+             GROUP BY a.grantee ORDER BY 1) AS grants
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s AND c.relkind IN ('v', 'm', 'S', 'f')
   AND {_NOT_EXTENSION_MEMBER.format(catalog="'pg_class'", oid="c.oid")}
@@ -247,9 +252,15 @@ def dump_schema(conn: psycopg.Connection[Any]) -> str:
             )
         ]
     )
-    others = _rows(conn, _OTHER_RELATIONS_SQL, schema=SCHEMA)
+    others = _rows(conn, _OTHER_RELATIONS_SQL, schema=SCHEMA, roles=list(SERVICE_ROLES))
     if others:
-        sections.append([f"{_RELKINDS.get(k, 'RELATION ' + k)} {n}" for n, k in others])
+        sections.append(
+            [
+                f"{_RELKINDS.get(kind, 'RELATION ' + kind)} {name}"
+                + "".join(f"\n    GRANT {g}" for g in grants)
+                for name, kind, grants in others
+            ]
+        )
     sections += [_table_section(conn, t) for t in _rows(conn, _TABLES_SQL, schema=SCHEMA)]
     sections += [_function_section(f) for f in _rows(conn, _FUNCTIONS_SQL, schema=SCHEMA)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"

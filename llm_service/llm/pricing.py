@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from budgets.prices import ModelPrice, PriceBook
+from llm_service.llm.gateway import LlmGateway
 from llm_service.llm.litellm_setup import load_litellm
 from llm_service.settings import Settings
 
@@ -24,3 +27,10 @@ def _embedding_model(settings: Settings) -> str | None:
 def price_of(book: PriceBook, model: str) -> ModelPrice:
     """The price of `model` (raises UnpricedModelError)."""
     return book.price_for(model)
+
+
+def gateway_from_settings(settings: Settings, pool: Any) -> LlmGateway | None:
+    """The gateway for the configured model, or None in degraded mode (no LLM_MODEL)."""
+    if not settings.llm_model:
+        return None
+    return LlmGateway(settings, pool, build_price_book(settings))

@@ -134,7 +134,7 @@ PERSON_CONTEXT_KEYS: Final[frozenset[str]] = frozenset(
     }
 )  # fmt: skip
 
-_CAMEL_ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_CAMEL_ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z]{2,})")
 _CAMEL_WORD = re.compile(r"([a-z0-9])([A-Z])")
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
@@ -143,7 +143,7 @@ _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 def normalize_key(key: str) -> str:
     """Normalise a key for :data:`PERSONAL_KEYS`: ``firstName``/``First-Name`` -> ``first_name``.
 
-    Steps (mirror them in SQL): trim; split camelCase (``([A-Z]+)([A-Z][a-z])`` -> ``\\1_\\2``,
+    Steps (mirror them in SQL): trim; split camelCase (``([A-Z]+)([A-Z][a-z]{2,})`` -> ``\\1_\\2``,
     then ``([a-z0-9])([A-Z])`` -> ``\\1_\\2``); lowercase; each run of characters outside
     ``[a-z0-9]`` becomes ``_``; leading/trailing ``_`` removed.
     """

@@ -175,9 +175,10 @@ CREATE INDEX idx_pii_audit_findings_tenant ON pii_audit_findings (tenant_id, det
 KEY_FUNCTIONS = """
 CREATE FUNCTION fn_normalize_json_key(p_key text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT btrim(lower(regexp_replace(
-        regexp_replace(p_key, '([a-z0-9])([A-Z])', '\\1_\\2', 'g'),
-        '[^A-Za-z0-9]+', '_', 'g')), '_')
+    SELECT btrim(regexp_replace(lower(
+        regexp_replace(regexp_replace(btrim(p_key), '([A-Z]+)([A-Z][a-z]{{2,}})', '\\1_\\2', 'g'),
+                       '([a-z0-9])([A-Z])', '\\1_\\2', 'g')),
+        '[^a-z0-9]+', '_', 'g'), '_')
 $$;
 
 CREATE FUNCTION fn_is_personal_key(p_key text) RETURNS boolean

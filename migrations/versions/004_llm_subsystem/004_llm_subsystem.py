@@ -191,7 +191,8 @@ CREATE FUNCTION fn_reconcile_monthly_costs(p_month date DEFAULT NULL)
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
     WITH settled AS (
         SELECT c.tenant_id, date_trunc('month', c.started_at AT TIME ZONE 'UTC')::date AS month,
-               c.model, c.endpoint, c.cost_cents, coalesce(c.input_tokens, 0) AS input_tokens,
+               c.model, c.endpoint, c.cost_cents, c.cost_is_estimate,
+               coalesce(c.input_tokens, 0) AS input_tokens,
                coalesce(c.output_tokens, 0) AS output_tokens
         FROM llm_api_calls c
         WHERE c.status <> 'pending'
@@ -199,6 +200,7 @@ CREATE FUNCTION fn_reconcile_monthly_costs(p_month date DEFAULT NULL)
     ),
     by_key AS (
         SELECT s.tenant_id, s.month, k.kind, k.key, count(*) AS calls, sum(s.cost_cents) AS cost,
+               sum(s.cost_cents) FILTER (WHERE s.cost_is_estimate) AS estimated,
                sum(s.input_tokens) AS input_tokens, sum(s.output_tokens) AS output_tokens
         FROM settled s CROSS JOIN LATERAL (VALUES ('model', s.model), ('endpoint', s.endpoint)) k(kind, key)
         GROUP BY 1, 2, 3, 4
@@ -207,6 +209,9 @@ CREATE FUNCTION fn_reconcile_monthly_costs(p_month date DEFAULT NULL)
         SELECT b.tenant_id, b.month,
                sum(b.cost) FILTER (WHERE b.kind = 'model') AS cost,
                sum(b.calls) FILTER (WHERE b.kind = 'model')::bigint AS calls,
+               sum(b.estimated) FILTER (WHERE b.kind = 'model') AS estimated,
+               sum(b.input_tokens) FILTER (WHERE b.kind = 'model') AS input_tokens,
+               sum(b.output_tokens) FILTER (WHERE b.kind = 'model') AS output_tokens,
                jsonb_object_agg(b.key, jsonb_build_object('calls', b.calls, 'cost_cents', b.cost,
                    'input_tokens', b.input_tokens, 'output_tokens', b.output_tokens))
                    FILTER (WHERE b.kind = 'model') AS models,
@@ -221,7 +226,10 @@ CREATE FUNCTION fn_reconcile_monthly_costs(p_month date DEFAULT NULL)
     SELECT coalesce(r.tenant_id, c.tenant_id), coalesce(r.month, c.month),
            coalesce(r.total_cost_cents, 0), coalesce(c.cost, 0),
            coalesce(r.total_calls, 0), coalesce(c.calls, 0),
-           coalesce(r.model_breakdown, '{{}}'::jsonb) = coalesce(c.models, '{{}}'::jsonb)
+           coalesce(r.estimated_cost_cents, 0) = coalesce(c.estimated, 0)
+             AND coalesce(r.total_input_tokens, 0) = coalesce(c.input_tokens, 0)
+             AND coalesce(r.total_output_tokens, 0) = coalesce(c.output_tokens, 0)
+             AND coalesce(r.model_breakdown, '{{}}'::jsonb) = coalesce(c.models, '{{}}'::jsonb)
              AND coalesce(r.endpoint_breakdown, '{{}}'::jsonb) = coalesce(c.endpoints, '{{}}'::jsonb)
     FROM recorded r FULL JOIN computed c ON c.tenant_id = r.tenant_id AND c.month = r.month
     ORDER BY 2, 1
@@ -331,6 +339,85 @@ CREATE INDEX idx_budget_optimization_jobs_tenant ON budget_optimization_jobs (te
 {updated_at_trigger("budget_optimization_jobs")}
 """
 
+QUEUE = f"""
+CREATE TABLE investigation_events (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    investigation_id uuid NOT NULL,
+    event_type text NOT NULL CONSTRAINT ck_investigation_events_type CHECK (event_type IN
+        ('queued', 'started', 'step', 'tool_call', 'llm_call', 'note', 'final')),
+    data jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT fk_investigation_events_investigation FOREIGN KEY (tenant_id, investigation_id)
+        REFERENCES investigations (tenant_id, id) ON DELETE CASCADE
+);
+COMMENT ON TABLE investigation_events IS
+    'Progress of each investigation, in order, for server-sent events across processes. Data '
+    'class: derived, PII-redacted. Owner: investigations. RLS: enabled and forced.';
+CREATE INDEX idx_investigation_events_run ON investigation_events (tenant_id, investigation_id, seq);
+{tenant_rls("investigation_events", app_privileges="SELECT, INSERT")}
+GRANT USAGE ON SEQUENCE investigation_events_seq_seq TO {APP_ROLE};
+
+{crosstenant_policy("investigations", privileges="SELECT, UPDATE")}
+{crosstenant_policy("budget_optimization_jobs", privileges="SELECT, UPDATE")}
+
+-- The queue: claim the next run (first any whose worker died, then the oldest queued), across
+-- every tenant, with SKIP LOCKED so any number of workers never claim the same row.
+CREATE FUNCTION fn_claim_next_run(p_worker text, p_lease_seconds double precision)
+    RETURNS TABLE (kind text, run_id uuid, tenant_id uuid, takeover boolean)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    v_id uuid;
+    v_takeover boolean;
+BEGIN
+    FOR v_takeover IN SELECT unnest(ARRAY[true, false]) LOOP
+        SELECT i.id INTO v_id FROM investigations i
+         WHERE CASE WHEN v_takeover THEN i.status = 'running' AND i.lease_expires_at < now()
+                    ELSE i.status = 'queued' END
+         ORDER BY i.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+        IF v_id IS NOT NULL THEN
+            RETURN QUERY UPDATE investigations i
+                SET status = 'running', lease_owner = p_worker, heartbeat_at = now(),
+                    lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+                    attempts = i.attempts + 1, started_at = coalesce(i.started_at, now())
+              WHERE i.id = v_id
+              RETURNING 'investigation'::text, i.id, i.tenant_id, v_takeover;
+            RETURN;
+        END IF;
+        SELECT j.id INTO v_id FROM budget_optimization_jobs j
+         WHERE CASE WHEN v_takeover THEN j.status = 'running' AND j.lease_expires_at < now()
+                    ELSE j.status = 'queued' END
+         ORDER BY j.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+        IF v_id IS NOT NULL THEN
+            RETURN QUERY UPDATE budget_optimization_jobs j
+                SET status = 'running', lease_owner = p_worker, heartbeat_at = now(),
+                    lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+                    attempts = j.attempts + 1, started_at = coalesce(j.started_at, now())
+              WHERE j.id = v_id
+              RETURNING 'budget_optimization'::text, j.id, j.tenant_id, v_takeover;
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$$;
+ALTER FUNCTION fn_claim_next_run(text, double precision) OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_claim_next_run(text, double precision) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fn_claim_next_run(text, double precision) TO {APP_ROLE};
+
+-- How deep the queue is, for metrics and readiness (counts only, no tenant data).
+CREATE FUNCTION fn_queue_depth() RETURNS TABLE (kind text, status text, runs bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    SELECT 'investigation', status, count(*) FROM investigations
+     WHERE status IN ('queued', 'running') GROUP BY status
+    UNION ALL
+    SELECT 'budget_optimization', status, count(*) FROM budget_optimization_jobs
+     WHERE status IN ('queued', 'running') GROUP BY status
+$$;
+ALTER FUNCTION fn_queue_depth() OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_queue_depth() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fn_queue_depth() TO {APP_ROLE};
+"""
+
 CACHE = f"""
 CREATE TABLE explanation_cache (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -393,12 +480,16 @@ def upgrade() -> None:
     op.execute(LEDGER)
     op.execute(LEDGER_FUNCTIONS)
     op.execute(RUNS)
+    op.execute(QUEUE)
     op.execute(CACHE)
 
 
 def downgrade() -> None:
     op.execute(
         """
+        DROP FUNCTION fn_queue_depth();
+        DROP FUNCTION fn_claim_next_run(text, double precision);
+        DROP TABLE investigation_events;
         DROP TABLE llm_validation_failures, explanation_cache, budget_optimization_jobs,
             investigation_tool_calls, investigations, llm_monthly_costs, llm_api_calls;
         DROP FUNCTION fn_reconcile_monthly_costs(date);

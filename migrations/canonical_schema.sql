@@ -1,0 +1,987 @@
+-- Canonical description of the `public` schema after `alembic upgrade head`.
+-- Generated from the catalog, not by pg_dump; do not edit by hand. Regenerate with:
+--   python -m llm_service.db.schema_dump URL > migrations/canonical_schema.sql
+-- (URL: the owner's URL of a freshly migrated database; the owner is shown as <owner>.)
+
+EXTENSION plpgsql
+EXTENSION vector
+
+SCHEMA public GRANT USAGE TO llm_app
+SCHEMA public GRANT USAGE TO llm_crosstenant
+
+SEQUENCE investigation_events_seq_seq
+    GRANT llm_app: USAGE
+
+TABLE alembic_version  -- owner: <owner>
+    COMMENT NULL
+    COLUMN version_num character varying(32) NOT NULL
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+    INDEX alembic_version_pkc: CREATE UNIQUE INDEX alembic_version_pkc ON public.alembic_version USING btree (version_num)
+    ROW LEVEL SECURITY DISABLED NOT FORCED
+    GRANT SELECT TO llm_app
+
+TABLE attribution_allocations  -- owner: <owner>
+    COMMENT 'How each event''s revenue is split across channels by an attribution model. Data class: derived business data. Owner: attribution. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN event_id uuid NOT NULL
+    COLUMN channel_code text NOT NULL
+    COLUMN allocated_revenue_cents bigint NOT NULL
+    COLUMN allocation_ratio numeric(9,8) NOT NULL
+    COLUMN model_type text NOT NULL
+    COLUMN model_version text NOT NULL DEFAULT '1'::text
+    COLUMN confidence_score numeric(5,4)
+    COLUMN credible_interval_lower_cents bigint
+    COLUMN credible_interval_upper_cents bigint
+    COLUMN convergence_r_hat numeric(8,5)
+    COLUMN effective_sample_size numeric(12,2)
+    COLUMN verified boolean NOT NULL DEFAULT false
+    COLUMN verification_source text
+    COLUMN verified_at timestamp with time zone
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT attribution_allocations_channel_code_fkey FOREIGN KEY (channel_code) REFERENCES channel_taxonomy(code)
+    CONSTRAINT attribution_allocations_pkey PRIMARY KEY (id)
+    CONSTRAINT attribution_allocations_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    CONSTRAINT ck_attribution_allocations_confidence CHECK (confidence_score >= 0::numeric AND confidence_score <= 1::numeric)
+    CONSTRAINT ck_attribution_allocations_ess CHECK (effective_sample_size >= 0::numeric)
+    CONSTRAINT ck_attribution_allocations_interval CHECK (credible_interval_lower_cents IS NULL OR credible_interval_upper_cents IS NULL OR credible_interval_lower_cents <= credible_interval_upper_cents)
+    CONSTRAINT ck_attribution_allocations_model_type CHECK (model_type = ANY (ARRAY['last_touch'::text, 'first_touch'::text, 'linear'::text, 'time_decay'::text, 'position_based'::text, 'data_driven'::text]))
+    CONSTRAINT ck_attribution_allocations_r_hat CHECK (convergence_r_hat > 0::numeric)
+    CONSTRAINT ck_attribution_allocations_ratio CHECK (allocation_ratio >= 0::numeric AND allocation_ratio <= 1::numeric)
+    CONSTRAINT ck_attribution_allocations_revenue CHECK (allocated_revenue_cents >= 0)
+    CONSTRAINT fk_attribution_allocations_event FOREIGN KEY (tenant_id, event_id) REFERENCES attribution_events(tenant_id, id) ON DELETE CASCADE
+    CONSTRAINT uq_attribution_allocations_tenant_id UNIQUE (tenant_id, id)
+    INDEX attribution_allocations_pkey: CREATE UNIQUE INDEX attribution_allocations_pkey ON public.attribution_allocations USING btree (id)
+    INDEX idx_allocations_channel_performance: CREATE INDEX idx_allocations_channel_performance ON public.attribution_allocations USING btree (tenant_id, channel_code, created_at DESC) INCLUDE (allocated_revenue_cents, confidence_score)
+    INDEX idx_allocations_event: CREATE INDEX idx_allocations_event ON public.attribution_allocations USING btree (tenant_id, event_id, model_type, model_version)
+    INDEX uq_attribution_allocations_tenant_id: CREATE UNIQUE INDEX uq_attribution_allocations_tenant_id ON public.attribution_allocations USING btree (tenant_id, id)
+    TRIGGER trg_allocation_sums_insert: CREATE TRIGGER trg_allocation_sums_insert AFTER INSERT ON attribution_allocations REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_check_allocation_sums()
+    TRIGGER trg_allocation_sums_update: CREATE TRIGGER trg_allocation_sums_update AFTER UPDATE ON attribution_allocations REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_check_allocation_sums()
+    TRIGGER trg_attribution_allocations_updated_at: CREATE TRIGGER trg_attribution_allocations_updated_at BEFORE UPDATE ON attribution_allocations FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+
+TABLE attribution_events  -- owner: <owner>
+    COMMENT 'Clickstream and conversion events. Data class: customer behavioural data, may hold PII in raw_payload. Owner: ingestion. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN occurred_at timestamp with time zone NOT NULL
+    COLUMN event_timestamp timestamp with time zone NOT NULL
+    COLUMN ingested_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN session_id text
+    COLUMN correlation_id uuid
+    COLUMN external_event_id text
+    COLUMN event_type text NOT NULL
+    COLUMN channel text NOT NULL
+    COLUMN campaign_id text
+    COLUMN revenue_cents bigint NOT NULL DEFAULT 0
+    COLUMN conversion_value_cents bigint
+    COLUMN currency text NOT NULL DEFAULT 'USD'::text
+    COLUMN raw_payload jsonb NOT NULL DEFAULT '{}'::jsonb
+    COLUMN idempotency_key text NOT NULL
+    COLUMN processing_status text NOT NULL DEFAULT 'pending'::text
+    COLUMN processed_at timestamp with time zone
+    COLUMN retry_count integer NOT NULL DEFAULT 0
+    CONSTRAINT attribution_events_channel_fkey FOREIGN KEY (channel) REFERENCES channel_taxonomy(code)
+    CONSTRAINT attribution_events_pkey PRIMARY KEY (id)
+    CONSTRAINT attribution_events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    CONSTRAINT ck_attribution_events_conversion_value CHECK (conversion_value_cents >= 0)
+    CONSTRAINT ck_attribution_events_currency CHECK (currency ~ '^[A-Z]{3}$'::text)
+    CONSTRAINT ck_attribution_events_event_type CHECK (event_type = ANY (ARRAY['page_view'::text, 'click'::text, 'add_to_cart'::text, 'signup'::text, 'purchase'::text, 'conversion'::text]))
+    CONSTRAINT ck_attribution_events_idempotency_key CHECK (btrim(idempotency_key) <> ''::text)
+    CONSTRAINT ck_attribution_events_processing_status CHECK (processing_status = ANY (ARRAY['pending'::text, 'processed'::text, 'failed'::text]))
+    CONSTRAINT ck_attribution_events_retry_count CHECK (retry_count >= 0)
+    CONSTRAINT ck_attribution_events_revenue CHECK (revenue_cents >= 0)
+    CONSTRAINT uq_attribution_events_tenant_id UNIQUE (tenant_id, id)
+    INDEX attribution_events_pkey: CREATE UNIQUE INDEX attribution_events_pkey ON public.attribution_events USING btree (id)
+    INDEX idx_events_idempotency: CREATE UNIQUE INDEX idx_events_idempotency ON public.attribution_events USING btree (tenant_id, idempotency_key)
+    INDEX idx_events_processing_status: CREATE INDEX idx_events_processing_status ON public.attribution_events USING btree (tenant_id, ingested_at) WHERE (processing_status = 'pending'::text)
+    INDEX idx_events_tenant_channel_occurred: CREATE INDEX idx_events_tenant_channel_occurred ON public.attribution_events USING btree (tenant_id, channel, occurred_at) INCLUDE (revenue_cents, event_type)
+    INDEX idx_events_tenant_occurred: CREATE INDEX idx_events_tenant_occurred ON public.attribution_events USING btree (tenant_id, occurred_at DESC)
+    INDEX uq_attribution_events_tenant_id: CREATE UNIQUE INDEX uq_attribution_events_tenant_id ON public.attribution_events USING btree (tenant_id, id)
+    TRIGGER trg_attribution_events_immutable: CREATE TRIGGER trg_attribution_events_immutable BEFORE UPDATE ON attribution_events FOR EACH ROW EXECUTE FUNCTION fn_attribution_events_immutable()
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT TO llm_crosstenant
+
+TABLE budget_optimization_jobs  -- owner: <owner>
+    COMMENT 'Budget reallocation jobs on the same queue as investigations. Data class: business plans. Owner: investigations. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN status text NOT NULL DEFAULT 'queued'::text
+    COLUMN reason text
+    COLUMN degraded boolean NOT NULL DEFAULT false
+    COLUMN params jsonb NOT NULL
+    COLUMN recommendations jsonb
+    COLUMN rationale text
+    COLUMN max_cost_cents numeric(20,10) NOT NULL DEFAULT 30
+    COLUMN cost_cents numeric(20,10) NOT NULL DEFAULT 0
+    COLUMN idempotency_key text
+    COLUMN attempts integer NOT NULL DEFAULT 0
+    COLUMN lease_owner text
+    COLUMN lease_expires_at timestamp with time zone
+    COLUMN heartbeat_at timestamp with time zone
+    COLUMN queued_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN started_at timestamp with time zone
+    COLUMN finished_at timestamp with time zone
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT budget_optimization_jobs_pkey PRIMARY KEY (id)
+    CONSTRAINT budget_optimization_jobs_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    CONSTRAINT ck_budget_optimization_jobs_cost CHECK (cost_cents >= 0::numeric)
+    CONSTRAINT ck_budget_optimization_jobs_max_cost CHECK (max_cost_cents > 0::numeric AND max_cost_cents <= 30::numeric)
+    CONSTRAINT ck_budget_optimization_jobs_status CHECK (status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'budget_exhausted'::text, 'timed_out'::text, 'failed'::text, 'cancelled'::text]))
+    CONSTRAINT ck_budget_optimization_jobs_within_ceiling CHECK (cost_cents <= max_cost_cents)
+    INDEX budget_optimization_jobs_pkey: CREATE UNIQUE INDEX budget_optimization_jobs_pkey ON public.budget_optimization_jobs USING btree (id)
+    INDEX idx_budget_optimization_jobs_queue: CREATE INDEX idx_budget_optimization_jobs_queue ON public.budget_optimization_jobs USING btree (queued_at) WHERE (status = 'queued'::text)
+    INDEX idx_budget_optimization_jobs_tenant: CREATE INDEX idx_budget_optimization_jobs_tenant ON public.budget_optimization_jobs USING btree (tenant_id, created_at DESC)
+    INDEX uq_budget_optimization_jobs_idempotency: CREATE UNIQUE INDEX uq_budget_optimization_jobs_idempotency ON public.budget_optimization_jobs USING btree (tenant_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)
+    TRIGGER trg_budget_optimization_jobs_updated_at: CREATE TRIGGER trg_budget_optimization_jobs_updated_at BEFORE UPDATE ON budget_optimization_jobs FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT, UPDATE TO llm_crosstenant
+
+TABLE channel_assignment_corrections  -- owner: <owner>
+    COMMENT 'Manual overrides of an event''s or allocation''s channel. Data class: business audit. Owner: attribution. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN entity_type text NOT NULL
+    COLUMN entity_id uuid NOT NULL
+    COLUMN from_channel text NOT NULL
+    COLUMN to_channel text NOT NULL
+    COLUMN corrected_by text NOT NULL
+    COLUMN corrected_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN reason text
+    CONSTRAINT channel_assignment_corrections_from_channel_fkey FOREIGN KEY (from_channel) REFERENCES channel_taxonomy(code)
+    CONSTRAINT channel_assignment_corrections_pkey PRIMARY KEY (id)
+    CONSTRAINT channel_assignment_corrections_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    CONSTRAINT channel_assignment_corrections_to_channel_fkey FOREIGN KEY (to_channel) REFERENCES channel_taxonomy(code)
+    CONSTRAINT ck_channel_assignment_corrections_changes CHECK (from_channel <> to_channel)
+    CONSTRAINT ck_channel_assignment_corrections_entity_type CHECK (entity_type = ANY (ARRAY['event'::text, 'allocation'::text]))
+    INDEX channel_assignment_corrections_pkey: CREATE UNIQUE INDEX channel_assignment_corrections_pkey ON public.channel_assignment_corrections USING btree (id)
+    INDEX idx_channel_corrections_entity: CREATE INDEX idx_channel_corrections_entity ON public.channel_assignment_corrections USING btree (tenant_id, entity_type, entity_id)
+    INDEX idx_channel_corrections_tenant: CREATE INDEX idx_channel_corrections_tenant ON public.channel_assignment_corrections USING btree (tenant_id, corrected_at DESC)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+
+TABLE channel_state_transitions  -- owner: <owner>
+    COMMENT 'Lifecycle audit of taxonomy codes. Data class: reference audit. Owner: platform. RLS: none (global, like the taxonomy it audits).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN channel_code text NOT NULL
+    COLUMN from_state text
+    COLUMN to_state text NOT NULL
+    COLUMN changed_by text NOT NULL
+    COLUMN reason text
+    COLUMN transitioned_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT channel_state_transitions_channel_code_fkey FOREIGN KEY (channel_code) REFERENCES channel_taxonomy(code) ON DELETE CASCADE
+    CONSTRAINT channel_state_transitions_pkey PRIMARY KEY (id)
+    CONSTRAINT ck_channel_state_transitions_changes CHECK (from_state IS DISTINCT FROM to_state)
+    CONSTRAINT ck_channel_state_transitions_from CHECK (from_state = ANY (ARRAY['draft'::text, 'active'::text, 'deprecated'::text, 'archived'::text]))
+    CONSTRAINT ck_channel_state_transitions_to CHECK (to_state = ANY (ARRAY['draft'::text, 'active'::text, 'deprecated'::text, 'archived'::text]))
+    INDEX channel_state_transitions_pkey: CREATE UNIQUE INDEX channel_state_transitions_pkey ON public.channel_state_transitions USING btree (id)
+    INDEX idx_channel_state_transitions_code: CREATE INDEX idx_channel_state_transitions_code ON public.channel_state_transitions USING btree (channel_code, transitioned_at DESC)
+    ROW LEVEL SECURITY DISABLED NOT FORCED
+    GRANT SELECT TO llm_app
+
+TABLE channel_taxonomy  -- owner: <owner>
+    COMMENT 'Canonical channel codes shared by all tenants. Data class: reference data. Owner: platform. RLS: none (global, read-only for the application).'
+    COLUMN code text NOT NULL
+    COLUMN family text NOT NULL
+    COLUMN is_paid boolean NOT NULL DEFAULT false
+    COLUMN display_name text NOT NULL
+    COLUMN is_active boolean NOT NULL DEFAULT true
+    COLUMN state text NOT NULL DEFAULT 'active'::text
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT channel_taxonomy_pkey PRIMARY KEY (code)
+    CONSTRAINT ck_channel_taxonomy_code CHECK (code ~ '^[a-z][a-z0-9_]{1,62}$'::text)
+    CONSTRAINT ck_channel_taxonomy_display_name CHECK (btrim(display_name) <> ''::text)
+    CONSTRAINT ck_channel_taxonomy_family CHECK (family ~ '^[a-z][a-z0-9_]*$'::text)
+    CONSTRAINT ck_channel_taxonomy_state CHECK (state = ANY (ARRAY['draft'::text, 'active'::text, 'deprecated'::text, 'archived'::text]))
+    INDEX channel_taxonomy_pkey: CREATE UNIQUE INDEX channel_taxonomy_pkey ON public.channel_taxonomy USING btree (code)
+    TRIGGER trg_channel_taxonomy_updated_at: CREATE TRIGGER trg_channel_taxonomy_updated_at BEFORE UPDATE ON channel_taxonomy FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
+    ROW LEVEL SECURITY DISABLED NOT FORCED
+    GRANT SELECT TO llm_app
+    GRANT SELECT TO llm_crosstenant
+
+TABLE dead_events  -- owner: <owner>
+    COMMENT 'Events that failed ingestion, kept for remediation. Data class: raw customer data, may hold PII. Owner: ingestion. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN source text NOT NULL
+    COLUMN event_type text
+    COLUMN error_type text NOT NULL
+    COLUMN error_code text
+    COLUMN error_message text NOT NULL
+    COLUMN error_detail jsonb
+    COLUMN error_traceback text
+    COLUMN raw_payload jsonb NOT NULL DEFAULT '{}'::jsonb
+    COLUMN retry_count integer NOT NULL DEFAULT 0
+    COLUMN last_retry_at timestamp with time zone
+    COLUMN remediation_status text NOT NULL DEFAULT 'pending'::text
+    COLUMN remediation_notes text
+    COLUMN resolved_at timestamp with time zone
+    COLUMN ingested_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_dead_events_remediation_status CHECK (remediation_status = ANY (ARRAY['pending'::text, 'in_progress'::text, 'resolved'::text, 'abandoned'::text]))
+    CONSTRAINT ck_dead_events_retry_count CHECK (retry_count >= 0)
+    CONSTRAINT dead_events_pkey PRIMARY KEY (id)
+    CONSTRAINT dead_events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX dead_events_pkey: CREATE UNIQUE INDEX dead_events_pkey ON public.dead_events USING btree (id)
+    INDEX idx_dead_events_tenant_status: CREATE INDEX idx_dead_events_tenant_status ON public.dead_events USING btree (tenant_id, remediation_status, ingested_at DESC)
+    TRIGGER trg_dead_events_updated_at: CREATE TRIGGER trg_dead_events_updated_at BEFORE UPDATE ON dead_events FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT TO llm_crosstenant
+
+TABLE explanation_cache  -- owner: <owner>
+    COMMENT 'Explanations served to dashboards. An entry matches only its exact scope and current data fingerprint, before expiry; the question is matched by embedding among those. Data class: derived business data. Owner: explanations. RLS: enabled and forced.'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN entity_type text NOT NULL
+    COLUMN scope_key text NOT NULL
+    COLUMN scope jsonb NOT NULL
+    COLUMN question text NOT NULL DEFAULT ''::text
+    COLUMN question_embedding vector
+    COLUMN embedding_model text NOT NULL
+    COLUMN embedding_dim integer NOT NULL
+    COLUMN explanation jsonb NOT NULL
+    COLUMN citations jsonb NOT NULL DEFAULT '[]'::jsonb
+    COLUMN model text NOT NULL
+    COLUMN prompt_version text NOT NULL
+    COLUMN data_fingerprint text NOT NULL
+    COLUMN cost_cents numeric(20,10) NOT NULL DEFAULT 0
+    COLUMN cache_hit_count bigint NOT NULL DEFAULT 0
+    COLUMN last_hit_at timestamp with time zone
+    COLUMN expires_at timestamp with time zone NOT NULL
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_explanation_cache_cost CHECK (cost_cents >= 0::numeric)
+    CONSTRAINT ck_explanation_cache_embedding_dim CHECK (embedding_dim > 0)
+    CONSTRAINT ck_explanation_cache_scope_key CHECK (scope_key ~ '^[0-9a-f]{64}$'::text)
+    CONSTRAINT ck_explanation_cache_vector_dim CHECK (question_embedding IS NULL OR vector_dims(question_embedding) = embedding_dim)
+    CONSTRAINT explanation_cache_pkey PRIMARY KEY (id)
+    CONSTRAINT explanation_cache_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX explanation_cache_pkey: CREATE UNIQUE INDEX explanation_cache_pkey ON public.explanation_cache USING btree (id)
+    INDEX idx_explanation_cache_embedding_local: CREATE INDEX idx_explanation_cache_embedding_local ON public.explanation_cache USING hnsw (((question_embedding)::vector(384)) vector_cosine_ops) WHERE (embedding_model = 'local/all-MiniLM-L6-v2-int8'::text)
+    INDEX idx_explanation_cache_expiry: CREATE INDEX idx_explanation_cache_expiry ON public.explanation_cache USING btree (expires_at)
+    INDEX idx_explanation_cache_scope: CREATE INDEX idx_explanation_cache_scope ON public.explanation_cache USING btree (tenant_id, scope_key, embedding_model, data_fingerprint, expires_at DESC)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+
+TABLE investigation_events  -- owner: <owner>
+    COMMENT 'Progress of each investigation, in order, for server-sent events across processes. Data class: derived, PII-redacted. Owner: investigations. RLS: enabled and forced.'
+    COLUMN seq bigint NOT NULL GENERATED ALWAYS AS IDENTITY
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN investigation_id uuid NOT NULL
+    COLUMN event_type text NOT NULL
+    COLUMN data jsonb NOT NULL DEFAULT '{}'::jsonb
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_investigation_events_type CHECK (event_type = ANY (ARRAY['queued'::text, 'started'::text, 'step'::text, 'tool_call'::text, 'llm_call'::text, 'note'::text, 'final'::text]))
+    CONSTRAINT fk_investigation_events_investigation FOREIGN KEY (tenant_id, investigation_id) REFERENCES investigations(tenant_id, id) ON DELETE CASCADE
+    CONSTRAINT investigation_events_pkey PRIMARY KEY (seq)
+    CONSTRAINT investigation_events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX idx_investigation_events_run: CREATE INDEX idx_investigation_events_run ON public.investigation_events USING btree (tenant_id, investigation_id, seq)
+    INDEX investigation_events_pkey: CREATE UNIQUE INDEX investigation_events_pkey ON public.investigation_events USING btree (seq)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT INSERT, SELECT TO llm_app
+
+TABLE investigation_tool_calls  -- owner: <owner>
+    COMMENT 'Every tool call of an investigation: name, arguments, (capped) result, duration, error. Data class: derived business data, PII-redacted. Owner: investigations. RLS: enabled and forced.'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN investigation_id uuid NOT NULL
+    COLUMN step integer NOT NULL DEFAULT 0
+    COLUMN tool_name text NOT NULL
+    COLUMN input_params jsonb NOT NULL DEFAULT '{}'::jsonb
+    COLUMN output jsonb
+    COLUMN output_truncated boolean NOT NULL DEFAULT false
+    COLUMN duration_ms integer
+    COLUMN error text
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_investigation_tool_calls_duration CHECK (duration_ms >= 0)
+    CONSTRAINT fk_investigation_tool_calls_investigation FOREIGN KEY (tenant_id, investigation_id) REFERENCES investigations(tenant_id, id) ON DELETE CASCADE
+    CONSTRAINT investigation_tool_calls_pkey PRIMARY KEY (id)
+    CONSTRAINT investigation_tool_calls_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX idx_investigation_tool_calls_run: CREATE INDEX idx_investigation_tool_calls_run ON public.investigation_tool_calls USING btree (tenant_id, investigation_id, created_at)
+    INDEX investigation_tool_calls_pkey: CREATE UNIQUE INDEX investigation_tool_calls_pkey ON public.investigation_tool_calls USING btree (id)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT INSERT, SELECT TO llm_app
+
+TABLE investigations  -- owner: <owner>
+    COMMENT 'Bounded agent runs, and the queue workers claim them from. Data class: analyst questions and findings. Owner: investigations. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN question text NOT NULL
+    COLUMN status text NOT NULL DEFAULT 'queued'::text
+    COLUMN reason text
+    COLUMN degraded boolean NOT NULL DEFAULT false
+    COLUMN max_cost_cents numeric(20,10) NOT NULL DEFAULT 30
+    COLUMN timeout_ms integer NOT NULL DEFAULT 60000
+    COLUMN max_steps integer NOT NULL DEFAULT 12
+    COLUMN cost_cents numeric(20,10) NOT NULL DEFAULT 0
+    COLUMN elapsed_ms integer
+    COLUMN result jsonb
+    COLUMN idempotency_key text
+    COLUMN attempts integer NOT NULL DEFAULT 0
+    COLUMN lease_owner text
+    COLUMN lease_expires_at timestamp with time zone
+    COLUMN heartbeat_at timestamp with time zone
+    COLUMN cancel_requested boolean NOT NULL DEFAULT false
+    COLUMN queued_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN started_at timestamp with time zone
+    COLUMN finished_at timestamp with time zone
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_investigations_cost CHECK (cost_cents >= 0::numeric)
+    CONSTRAINT ck_investigations_elapsed CHECK (elapsed_ms >= 0)
+    CONSTRAINT ck_investigations_max_cost CHECK (max_cost_cents > 0::numeric AND max_cost_cents <= 30::numeric)
+    CONSTRAINT ck_investigations_max_steps CHECK (max_steps >= 1 AND max_steps <= 50)
+    CONSTRAINT ck_investigations_question CHECK (btrim(question) <> ''::text AND length(question) <= 4000)
+    CONSTRAINT ck_investigations_status CHECK (status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'budget_exhausted'::text, 'timed_out'::text, 'failed'::text, 'cancelled'::text]))
+    CONSTRAINT ck_investigations_timeout CHECK (timeout_ms > 0 AND timeout_ms <= 60000)
+    CONSTRAINT ck_investigations_within_ceiling CHECK (cost_cents <= max_cost_cents)
+    CONSTRAINT investigations_pkey PRIMARY KEY (id)
+    CONSTRAINT investigations_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    CONSTRAINT uq_investigations_tenant_id UNIQUE (tenant_id, id)
+    INDEX idx_investigations_leases: CREATE INDEX idx_investigations_leases ON public.investigations USING btree (lease_expires_at) WHERE (status = 'running'::text)
+    INDEX idx_investigations_queue: CREATE INDEX idx_investigations_queue ON public.investigations USING btree (queued_at) WHERE (status = 'queued'::text)
+    INDEX idx_investigations_tenant: CREATE INDEX idx_investigations_tenant ON public.investigations USING btree (tenant_id, created_at DESC)
+    INDEX investigations_pkey: CREATE UNIQUE INDEX investigations_pkey ON public.investigations USING btree (id)
+    INDEX uq_investigations_idempotency: CREATE UNIQUE INDEX uq_investigations_idempotency ON public.investigations USING btree (tenant_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)
+    INDEX uq_investigations_tenant_id: CREATE UNIQUE INDEX uq_investigations_tenant_id ON public.investigations USING btree (tenant_id, id)
+    TRIGGER trg_investigations_updated_at: CREATE TRIGGER trg_investigations_updated_at BEFORE UPDATE ON investigations FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT, UPDATE TO llm_crosstenant
+
+TABLE llm_api_calls  -- owner: <owner>
+    COMMENT 'One row per provider attempt, written before the call (pending, with its reserved worst case) and settled after. Data class: billing, prompts only in request_metadata. Owner: LLM gateway. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN request_id text NOT NULL
+    COLUMN endpoint text NOT NULL
+    COLUMN model text NOT NULL
+    COLUMN provider text NOT NULL
+    COLUMN attempt integer NOT NULL DEFAULT 1
+    COLUMN status text NOT NULL DEFAULT 'pending'::text
+    COLUMN reserved_cents numeric(20,10) NOT NULL
+    COLUMN reservation_expires_at timestamp with time zone NOT NULL
+    COLUMN max_tokens integer
+    COLUMN input_tokens integer
+    COLUMN output_tokens integer
+    COLUMN cost_cents numeric(20,10) NOT NULL DEFAULT 0
+    COLUMN cost_is_estimate boolean NOT NULL DEFAULT false
+    COLUMN latency_ms integer
+    COLUMN was_cached boolean NOT NULL DEFAULT false
+    COLUMN provider_request_id text
+    COLUMN error_type text
+    COLUMN error_message text
+    COLUMN investigation_id uuid
+    COLUMN budget_optimization_job_id uuid
+    COLUMN request_metadata jsonb NOT NULL DEFAULT '{}'::jsonb
+    COLUMN started_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN settled_at timestamp with time zone
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_llm_api_calls_attempt CHECK (attempt >= 1)
+    CONSTRAINT ck_llm_api_calls_cost CHECK (cost_cents >= 0::numeric)
+    CONSTRAINT ck_llm_api_calls_endpoint CHECK (endpoint = ANY (ARRAY['explanations'::text, 'investigations'::text, 'budget_optimizations'::text, 'embeddings'::text]))
+    CONSTRAINT ck_llm_api_calls_input_tokens CHECK (input_tokens >= 0)
+    CONSTRAINT ck_llm_api_calls_latency CHECK (latency_ms >= 0)
+    CONSTRAINT ck_llm_api_calls_max_tokens CHECK (max_tokens > 0)
+    CONSTRAINT ck_llm_api_calls_output_tokens CHECK (output_tokens >= 0)
+    CONSTRAINT ck_llm_api_calls_reserved CHECK (reserved_cents >= 0::numeric)
+    CONSTRAINT ck_llm_api_calls_settled CHECK ((status = 'pending'::text) = (settled_at IS NULL))
+    CONSTRAINT ck_llm_api_calls_status CHECK (status = ANY (ARRAY['pending'::text, 'succeeded'::text, 'failed'::text, 'timed_out'::text, 'cancelled'::text, 'abandoned'::text]))
+    CONSTRAINT llm_api_calls_pkey PRIMARY KEY (id)
+    CONSTRAINT llm_api_calls_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    CONSTRAINT uq_llm_api_calls_request UNIQUE (tenant_id, endpoint, request_id)
+    INDEX idx_llm_calls_investigation: CREATE INDEX idx_llm_calls_investigation ON public.llm_api_calls USING btree (tenant_id, investigation_id) WHERE (investigation_id IS NOT NULL)
+    INDEX idx_llm_calls_pending: CREATE INDEX idx_llm_calls_pending ON public.llm_api_calls USING btree (tenant_id, reservation_expires_at) WHERE (status = 'pending'::text)
+    INDEX idx_llm_calls_tenant_endpoint: CREATE INDEX idx_llm_calls_tenant_endpoint ON public.llm_api_calls USING btree (tenant_id, endpoint, created_at DESC)
+    INDEX idx_llm_calls_tenant_started: CREATE INDEX idx_llm_calls_tenant_started ON public.llm_api_calls USING btree (tenant_id, started_at)
+    INDEX llm_api_calls_pkey: CREATE UNIQUE INDEX llm_api_calls_pkey ON public.llm_api_calls USING btree (id)
+    INDEX uq_llm_api_calls_request: CREATE UNIQUE INDEX uq_llm_api_calls_request ON public.llm_api_calls USING btree (tenant_id, endpoint, request_id)
+    TRIGGER trg_llm_api_calls_rollup: CREATE TRIGGER trg_llm_api_calls_rollup AFTER INSERT OR UPDATE OF status ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_rollup()
+    TRIGGER trg_llm_api_calls_settled_immutable: CREATE TRIGGER trg_llm_api_calls_settled_immutable BEFORE UPDATE ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_settled_immutable()
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT, UPDATE TO llm_crosstenant
+
+TABLE llm_monthly_costs  -- owner: <owner>
+    COMMENT 'What finance reviews: per tenant and UTC month, the exact sum of its settled calls, by model and endpoint. Written only by the ledger trigger. Data class: billing. Owner: finance. RLS: enabled and forced (tenant_isolation_policy); the application may only read it.'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN month date NOT NULL
+    COLUMN total_cost_cents numeric(20,10) NOT NULL DEFAULT 0
+    COLUMN estimated_cost_cents numeric(20,10) NOT NULL DEFAULT 0
+    COLUMN total_calls bigint NOT NULL DEFAULT 0
+    COLUMN total_input_tokens bigint NOT NULL DEFAULT 0
+    COLUMN total_output_tokens bigint NOT NULL DEFAULT 0
+    COLUMN model_breakdown jsonb NOT NULL DEFAULT '{}'::jsonb
+    COLUMN endpoint_breakdown jsonb NOT NULL DEFAULT '{}'::jsonb
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_llm_monthly_costs_month CHECK (EXTRACT(day FROM month) = 1::numeric)
+    CONSTRAINT ck_llm_monthly_costs_total CHECK (total_cost_cents >= 0::numeric)
+    CONSTRAINT llm_monthly_costs_pkey PRIMARY KEY (id)
+    CONSTRAINT llm_monthly_costs_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    CONSTRAINT uq_llm_monthly_costs_tenant_month UNIQUE (tenant_id, month)
+    INDEX llm_monthly_costs_pkey: CREATE UNIQUE INDEX llm_monthly_costs_pkey ON public.llm_monthly_costs USING btree (id)
+    INDEX uq_llm_monthly_costs_tenant_month: CREATE UNIQUE INDEX uq_llm_monthly_costs_tenant_month ON public.llm_monthly_costs USING btree (tenant_id, month)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT SELECT TO llm_app
+    GRANT INSERT, SELECT, UPDATE TO llm_crosstenant
+
+TABLE llm_validation_failures  -- owner: <owner>
+    COMMENT 'Quarantine of model output that failed validation. Data class: model output (PII-redacted prompts). Owner: LLM gateway. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN endpoint text NOT NULL
+    COLUMN model text
+    COLUMN llm_api_call_id uuid
+    COLUMN validation_error text NOT NULL
+    COLUMN request_payload jsonb
+    COLUMN response_payload text
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT llm_validation_failures_pkey PRIMARY KEY (id)
+    CONSTRAINT llm_validation_failures_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX idx_llm_validation_failures_tenant: CREATE INDEX idx_llm_validation_failures_tenant ON public.llm_validation_failures USING btree (tenant_id, created_at DESC)
+    INDEX llm_validation_failures_pkey: CREATE UNIQUE INDEX llm_validation_failures_pkey ON public.llm_validation_failures USING btree (id)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT INSERT, SELECT TO llm_app
+
+TABLE pii_audit_findings  -- owner: <owner>
+    COMMENT 'Where personal data was found (never the value itself). Data class: security audit. Owner: data protection. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN source text NOT NULL DEFAULT 'scan'::text
+    COLUMN table_name text
+    COLUMN column_name text
+    COLUMN record_id uuid
+    COLUMN detected_key text NOT NULL
+    COLUMN finding_kind text NOT NULL DEFAULT 'personal_key'::text
+    COLUMN redacted_snippet text
+    COLUMN detected_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_pii_audit_findings_source CHECK (source = ANY (ARRAY['scan'::text, 'llm_guard'::text, 'tool_output'::text]))
+    CONSTRAINT pii_audit_findings_pkey PRIMARY KEY (id)
+    CONSTRAINT pii_audit_findings_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX idx_pii_audit_findings_tenant: CREATE INDEX idx_pii_audit_findings_tenant ON public.pii_audit_findings USING btree (tenant_id, detected_at DESC)
+    INDEX pii_audit_findings_pkey: CREATE UNIQUE INDEX pii_audit_findings_pkey ON public.pii_audit_findings USING btree (id)
+    INDEX uq_pii_audit_findings_scan: CREATE UNIQUE INDEX uq_pii_audit_findings_scan ON public.pii_audit_findings USING btree (tenant_id, table_name, column_name, record_id, detected_key) WHERE (source = 'scan'::text)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT INSERT, SELECT TO llm_app
+    GRANT INSERT, SELECT TO llm_crosstenant
+
+TABLE reconciliation_runs  -- owner: <owner>
+    COMMENT 'Job tracking for channel and revenue reconciliation. Data class: operational. Owner: reconciliation. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN state text NOT NULL DEFAULT 'idle'::text
+    COLUMN last_run_at timestamp with time zone
+    COLUMN error_message text
+    COLUMN run_metadata jsonb NOT NULL DEFAULT '{}'::jsonb
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_reconciliation_runs_state CHECK (state = ANY (ARRAY['idle'::text, 'running'::text, 'failed'::text, 'completed'::text]))
+    CONSTRAINT reconciliation_runs_pkey PRIMARY KEY (id)
+    CONSTRAINT reconciliation_runs_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    CONSTRAINT uq_reconciliation_runs_tenant_id UNIQUE (tenant_id, id)
+    INDEX idx_reconciliation_runs_tenant: CREATE INDEX idx_reconciliation_runs_tenant ON public.reconciliation_runs USING btree (tenant_id, created_at DESC)
+    INDEX reconciliation_runs_pkey: CREATE UNIQUE INDEX reconciliation_runs_pkey ON public.reconciliation_runs USING btree (id)
+    INDEX uq_reconciliation_runs_tenant_id: CREATE UNIQUE INDEX uq_reconciliation_runs_tenant_id ON public.reconciliation_runs USING btree (tenant_id, id)
+    TRIGGER trg_reconciliation_runs_updated_at: CREATE TRIGGER trg_reconciliation_runs_updated_at BEFORE UPDATE ON reconciliation_runs FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+
+TABLE revenue_ledger  -- owner: <owner>
+    COMMENT 'Verified money: authorisations, captures, refunds, chargebacks. Data class: financial, may hold PII in metadata. Owner: revenue. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN transaction_id text NOT NULL
+    COLUMN order_id text
+    COLUMN allocation_id uuid
+    COLUMN state text NOT NULL
+    COLUMN previous_state text
+    COLUMN amount_cents bigint NOT NULL
+    COLUMN revenue_cents bigint NOT NULL
+    COLUMN currency text NOT NULL DEFAULT 'USD'::text
+    COLUMN is_verified boolean NOT NULL DEFAULT false
+    COLUMN verified_at timestamp with time zone
+    COLUMN verification_source text
+    COLUMN reconciliation_run_id uuid
+    COLUMN posted_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN metadata jsonb NOT NULL DEFAULT '{}'::jsonb
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_revenue_ledger_amount CHECK (amount_cents >= 0)
+    CONSTRAINT ck_revenue_ledger_currency CHECK (currency ~ '^[A-Z]{3}$'::text)
+    CONSTRAINT ck_revenue_ledger_previous_state CHECK (previous_state = ANY (ARRAY['authorized'::text, 'captured'::text, 'refunded'::text, 'chargeback'::text]))
+    CONSTRAINT ck_revenue_ledger_revenue CHECK (revenue_cents >= 0)
+    CONSTRAINT ck_revenue_ledger_state CHECK (state = ANY (ARRAY['authorized'::text, 'captured'::text, 'refunded'::text, 'chargeback'::text]))
+    CONSTRAINT ck_revenue_ledger_transaction_id CHECK (btrim(transaction_id) <> ''::text)
+    CONSTRAINT fk_revenue_ledger_allocation FOREIGN KEY (tenant_id, allocation_id) REFERENCES attribution_allocations(tenant_id, id) ON DELETE SET NULL (allocation_id)
+    CONSTRAINT fk_revenue_ledger_reconciliation_run FOREIGN KEY (tenant_id, reconciliation_run_id) REFERENCES reconciliation_runs(tenant_id, id) ON DELETE SET NULL (reconciliation_run_id)
+    CONSTRAINT revenue_ledger_pkey PRIMARY KEY (id)
+    CONSTRAINT revenue_ledger_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    CONSTRAINT uq_revenue_ledger_tenant_id UNIQUE (tenant_id, id)
+    INDEX idx_revenue_ledger_order: CREATE INDEX idx_revenue_ledger_order ON public.revenue_ledger USING btree (tenant_id, order_id)
+    INDEX idx_revenue_ledger_posted: CREATE INDEX idx_revenue_ledger_posted ON public.revenue_ledger USING btree (tenant_id, posted_at DESC)
+    INDEX idx_revenue_ledger_transaction: CREATE UNIQUE INDEX idx_revenue_ledger_transaction ON public.revenue_ledger USING btree (tenant_id, transaction_id)
+    INDEX revenue_ledger_pkey: CREATE UNIQUE INDEX revenue_ledger_pkey ON public.revenue_ledger USING btree (id)
+    INDEX uq_revenue_ledger_tenant_id: CREATE UNIQUE INDEX uq_revenue_ledger_tenant_id ON public.revenue_ledger USING btree (tenant_id, id)
+    TRIGGER trg_revenue_ledger_audit_state: CREATE TRIGGER trg_revenue_ledger_audit_state BEFORE UPDATE OF state ON revenue_ledger FOR EACH ROW EXECUTE FUNCTION fn_revenue_ledger_audit_state()
+    TRIGGER trg_revenue_ledger_updated_at: CREATE TRIGGER trg_revenue_ledger_updated_at BEFORE UPDATE ON revenue_ledger FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT TO llm_crosstenant
+
+TABLE revenue_state_transitions  -- owner: <owner>
+    COMMENT 'Audit of ledger state changes (refunds, chargebacks). Data class: financial audit. Owner: revenue. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN ledger_id uuid NOT NULL
+    COLUMN from_state text
+    COLUMN to_state text NOT NULL
+    COLUMN reason text
+    COLUMN transitioned_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_revenue_state_transitions_changes CHECK (from_state IS DISTINCT FROM to_state)
+    CONSTRAINT ck_revenue_state_transitions_from CHECK (from_state = ANY (ARRAY['authorized'::text, 'captured'::text, 'refunded'::text, 'chargeback'::text]))
+    CONSTRAINT ck_revenue_state_transitions_to CHECK (to_state = ANY (ARRAY['authorized'::text, 'captured'::text, 'refunded'::text, 'chargeback'::text]))
+    CONSTRAINT fk_revenue_state_transitions_ledger FOREIGN KEY (tenant_id, ledger_id) REFERENCES revenue_ledger(tenant_id, id) ON DELETE CASCADE
+    CONSTRAINT revenue_state_transitions_pkey PRIMARY KEY (id)
+    CONSTRAINT revenue_state_transitions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX idx_revenue_state_transitions_ledger: CREATE INDEX idx_revenue_state_transitions_ledger ON public.revenue_state_transitions USING btree (tenant_id, ledger_id)
+    INDEX idx_revenue_state_transitions_tenant: CREATE INDEX idx_revenue_state_transitions_tenant ON public.revenue_state_transitions USING btree (tenant_id, transitioned_at DESC)
+    INDEX revenue_state_transitions_pkey: CREATE UNIQUE INDEX revenue_state_transitions_pkey ON public.revenue_state_transitions USING btree (id)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+
+TABLE tenants  -- owner: <owner>
+    COMMENT 'Root of tenancy: one row per customer. Data class: account metadata. Owner: platform. RLS: enabled and forced, a tenant sees only its own row; API keys resolve through fn_tenant_for_api_key_hash().'
+    COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
+    COLUMN name text NOT NULL
+    COLUMN api_key_hash text NOT NULL
+    COLUMN notification_email text
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN monthly_cap_cents numeric(20,10) NOT NULL DEFAULT 2000
+    COMMENT ON COLUMN monthly_cap_cents 'The most this tenant may spend on LLM calls in a calendar month (UTC), in cents.'
+    CONSTRAINT ck_tenants_api_key_hash_sha256 CHECK (api_key_hash ~ '^[0-9a-f]{64}$'::text)
+    CONSTRAINT ck_tenants_monthly_cap CHECK (monthly_cap_cents >= 0::numeric)
+    CONSTRAINT ck_tenants_name_not_blank CHECK (btrim(name) <> ''::text)
+    CONSTRAINT tenants_pkey PRIMARY KEY (id)
+    CONSTRAINT uq_tenants_api_key_hash UNIQUE (api_key_hash)
+    INDEX tenants_pkey: CREATE UNIQUE INDEX tenants_pkey ON public.tenants USING btree (id)
+    INDEX uq_tenants_api_key_hash: CREATE UNIQUE INDEX uq_tenants_api_key_hash ON public.tenants USING btree (api_key_hash)
+    TRIGGER trg_tenants_updated_at: CREATE TRIGGER trg_tenants_updated_at BEFORE UPDATE ON tenants FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT SELECT TO llm_app
+    GRANT SELECT TO llm_crosstenant
+
+FUNCTION fn_attribution_events_immutable()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_attribution_events_immutable()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF (NEW.tenant_id, NEW.occurred_at, NEW.event_timestamp, NEW.event_type, NEW.channel,
+        NEW.revenue_cents, NEW.conversion_value_cents, NEW.currency, NEW.idempotency_key,
+        NEW.raw_payload, NEW.session_id, NEW.correlation_id, NEW.external_event_id, NEW.campaign_id)
+       IS DISTINCT FROM
+       (OLD.tenant_id, OLD.occurred_at, OLD.event_timestamp, OLD.event_type, OLD.channel,
+        OLD.revenue_cents, OLD.conversion_value_cents, OLD.currency, OLD.idempotency_key,
+        OLD.raw_payload, OLD.session_id, OLD.correlation_id, OLD.external_event_id, OLD.campaign_id)
+    THEN
+        RAISE EXCEPTION 'attribution_events are append-only: only processing_status, processed_at '
+                        'and retry_count may change (event %)', OLD.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END
+$function$
+
+FUNCTION fn_breakdown_add(p_breakdown jsonb, p_key text, p_cost numeric, p_input bigint, p_output bigint)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_breakdown_add(p_breakdown jsonb, p_key text, p_cost numeric, p_input bigint, p_output bigint)
+ RETURNS jsonb
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT p_breakdown || jsonb_build_object(p_key, jsonb_build_object(
+        'calls', coalesce((p_breakdown -> p_key ->> 'calls')::bigint, 0) + 1,
+        'cost_cents', coalesce((p_breakdown -> p_key ->> 'cost_cents')::numeric, 0) + p_cost,
+        'input_tokens', coalesce((p_breakdown -> p_key ->> 'input_tokens')::bigint, 0) + p_input,
+        'output_tokens', coalesce((p_breakdown -> p_key ->> 'output_tokens')::bigint, 0) + p_output))
+$function$
+
+FUNCTION fn_check_allocation_sums()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_check_allocation_sums()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    bad record;
+BEGIN
+    SELECT a.event_id, a.model_type, a.model_version, e.revenue_cents,
+           sum(a.allocated_revenue_cents) AS allocated
+    INTO bad
+    FROM (SELECT DISTINCT tenant_id, event_id, model_type, model_version FROM changed_rows) c
+    JOIN attribution_allocations a
+      ON a.tenant_id = c.tenant_id AND a.event_id = c.event_id
+     AND a.model_type = c.model_type AND a.model_version = c.model_version
+    JOIN attribution_events e ON e.tenant_id = a.tenant_id AND e.id = a.event_id
+    GROUP BY a.event_id, a.model_type, a.model_version, e.revenue_cents
+    HAVING abs(sum(a.allocated_revenue_cents) - e.revenue_cents) > 1
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'allocations of event % under model %/% sum to % cents, event revenue is % cents',
+            bad.event_id, bad.model_type, bad.model_version, bad.allocated, bad.revenue_cents
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_claim_next_run(p_worker text, p_lease_seconds double precision)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_claim_next_run(p_worker text, p_lease_seconds double precision)
+ RETURNS TABLE(kind text, run_id uuid, tenant_id uuid, takeover boolean)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+DECLARE
+    v_id uuid;
+    v_takeover boolean;
+BEGIN
+    FOR v_takeover IN SELECT unnest(ARRAY[true, false]) LOOP
+        SELECT i.id INTO v_id FROM investigations i
+         WHERE CASE WHEN v_takeover THEN i.status = 'running' AND i.lease_expires_at < now()
+                    ELSE i.status = 'queued' END
+         ORDER BY i.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+        IF v_id IS NOT NULL THEN
+            RETURN QUERY UPDATE investigations i
+                SET status = 'running', lease_owner = p_worker, heartbeat_at = now(),
+                    lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+                    attempts = i.attempts + 1, started_at = coalesce(i.started_at, now())
+              WHERE i.id = v_id
+              RETURNING 'investigation'::text, i.id, i.tenant_id, v_takeover;
+            RETURN;
+        END IF;
+        SELECT j.id INTO v_id FROM budget_optimization_jobs j
+         WHERE CASE WHEN v_takeover THEN j.status = 'running' AND j.lease_expires_at < now()
+                    ELSE j.status = 'queued' END
+         ORDER BY j.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+        IF v_id IS NOT NULL THEN
+            RETURN QUERY UPDATE budget_optimization_jobs j
+                SET status = 'running', lease_owner = p_worker, heartbeat_at = now(),
+                    lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+                    attempts = j.attempts + 1, started_at = coalesce(j.started_at, now())
+              WHERE j.id = v_id
+              RETURNING 'budget_optimization'::text, j.id, j.tenant_id, v_takeover;
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$function$
+
+FUNCTION fn_is_personal_key(p_key text)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_is_personal_key(p_key text)
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE STRICT
+AS $function$
+    SELECT fn_normalize_json_key(p_key) = ANY (ARRAY['address', 'address1', 'address2', 'address_line1', 'address_line2', 'address_line_1', 'address_line_2', 'bank_account', 'bank_account_number', 'billing_address', 'billing_email', 'billing_name', 'billing_phone', 'birth_date', 'birthdate', 'birthday', 'card_holder', 'card_holder_name', 'card_number', 'cardholder_name', 'cc_number', 'cell_phone', 'cellphone', 'client_ip', 'contact_email', 'contact_name', 'contact_phone', 'credit_card', 'credit_card_number', 'customer_email', 'customer_ip', 'customer_name', 'customer_phone', 'cvc', 'cvv', 'date_of_birth', 'dob', 'driver_license', 'driver_license_number', 'drivers_license', 'drivers_license_number', 'driving_licence', 'driving_license', 'e_mail', 'e_mail_address', 'email', 'email_address', 'family_name', 'fax', 'first_name', 'firstname', 'full_name', 'fullname', 'geo_location', 'geolocation', 'given_name', 'home_address', 'home_phone', 'house_number', 'iban', 'ip', 'ip_address', 'ip_v4', 'ip_v6', 'ipv4', 'ipv6', 'itin', 'last_name', 'lastname', 'lat', 'latitude', 'lng', 'lon', 'longitude', 'maiden_name', 'mailing_address', 'middle_name', 'mobile', 'mobile_number', 'mobile_phone', 'msisdn', 'national_id', 'national_id_number', 'national_insurance_number', 'nino', 'passport', 'passport_no', 'passport_number', 'personal_email', 'phone', 'phone_no', 'phone_number', 'post_code', 'postal_address', 'postal_code', 'postcode', 'recipient_name', 'remote_addr', 'remote_address', 'remote_ip', 'shipping_address', 'shipping_email', 'shipping_name', 'shipping_phone', 'social_security', 'social_security_number', 'ssn', 'street', 'street_address', 'surname', 'tax_id', 'taxpayer_id', 'tel', 'telephone', 'telephone_number', 'tin', 'user_email', 'user_ip', 'user_name', 'username', 'work_email', 'work_phone', 'x_forwarded_for', 'x_real_ip', 'zip', 'zip_code', 'zipcode']::text[])
+$function$
+
+FUNCTION fn_jsonb_personal_paths(p_doc jsonb)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_jsonb_personal_paths(p_doc jsonb)
+ RETURNS TABLE(path text, key text)
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    WITH RECURSIVE walk(path, value, key) AS (
+        SELECT '$'::text, p_doc, NULL::text
+        UNION ALL
+        SELECT w.path || e.step, e.value, e.key
+        FROM walk w
+        CROSS JOIN LATERAL (
+            SELECT '.' || o.key AS step, o.value, o.key
+            FROM jsonb_each(CASE WHEN jsonb_typeof(w.value) = 'object' THEN w.value END) o
+            UNION ALL
+            SELECT '[' || (a.ord - 1) || ']', a.value, NULL
+            FROM jsonb_array_elements(CASE WHEN jsonb_typeof(w.value) = 'array' THEN w.value END)
+                WITH ORDINALITY a(value, ord)
+        ) e
+        -- A personal key's subtree is one finding; do not descend into it.
+        WHERE w.key IS NULL OR NOT fn_is_personal_key(w.key)
+    )
+    SELECT path, key FROM walk WHERE key IS NOT NULL AND fn_is_personal_key(key)
+$function$
+
+FUNCTION fn_llm_api_calls_rollup()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: PUBLIC, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_llm_api_calls_rollup()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+DECLARE
+    v_month date := date_trunc('month', NEW.started_at AT TIME ZONE 'UTC')::date;
+    v_in bigint := coalesce(NEW.input_tokens, 0);
+    v_out bigint := coalesce(NEW.output_tokens, 0);
+BEGIN
+    IF NEW.status = 'pending' OR (TG_OP = 'UPDATE' AND OLD.status <> 'pending') THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO llm_monthly_costs AS m (tenant_id, month, total_cost_cents, estimated_cost_cents,
+        total_calls, total_input_tokens, total_output_tokens, model_breakdown, endpoint_breakdown)
+    VALUES (NEW.tenant_id, v_month, NEW.cost_cents,
+            CASE WHEN NEW.cost_is_estimate THEN NEW.cost_cents ELSE 0 END, 1, v_in, v_out,
+            fn_breakdown_add('{}'::jsonb, NEW.model, NEW.cost_cents, v_in, v_out),
+            fn_breakdown_add('{}'::jsonb, NEW.endpoint, NEW.cost_cents, v_in, v_out))
+    ON CONFLICT (tenant_id, month) DO UPDATE SET
+        total_cost_cents = m.total_cost_cents + EXCLUDED.total_cost_cents,
+        estimated_cost_cents = m.estimated_cost_cents + EXCLUDED.estimated_cost_cents,
+        total_calls = m.total_calls + 1,
+        total_input_tokens = m.total_input_tokens + v_in,
+        total_output_tokens = m.total_output_tokens + v_out,
+        model_breakdown = fn_breakdown_add(m.model_breakdown, NEW.model, NEW.cost_cents, v_in, v_out),
+        endpoint_breakdown = fn_breakdown_add(m.endpoint_breakdown, NEW.endpoint, NEW.cost_cents, v_in, v_out),
+        updated_at = now();
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_llm_api_calls_settled_immutable()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_llm_api_calls_settled_immutable()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF OLD.status <> 'pending' AND (NEW.status, NEW.cost_cents, NEW.input_tokens, NEW.output_tokens,
+            NEW.cost_is_estimate, NEW.model, NEW.endpoint, NEW.tenant_id, NEW.started_at)
+        IS DISTINCT FROM (OLD.status, OLD.cost_cents, OLD.input_tokens, OLD.output_tokens,
+            OLD.cost_is_estimate, OLD.model, OLD.endpoint, OLD.tenant_id, OLD.started_at) THEN
+        RAISE EXCEPTION 'llm_api_calls row % is settled; its money facts are immutable', OLD.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END
+$function$
+
+FUNCTION fn_normalize_json_key(p_key text)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_normalize_json_key(p_key text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE STRICT
+AS $function$
+    SELECT btrim(regexp_replace(lower(
+        regexp_replace(regexp_replace(btrim(p_key), '([A-Z]+)([A-Z][a-z]{2,})', '\1_\2', 'g'),
+                       '([a-z0-9])([A-Z])', '\1_\2', 'g')),
+        '[^a-z0-9]+', '_', 'g'), '_')
+$function$
+
+FUNCTION fn_queue_depth()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_queue_depth()
+ RETURNS TABLE(kind text, status text, runs bigint)
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+    SELECT 'investigation', status, count(*) FROM investigations
+     WHERE status IN ('queued', 'running') GROUP BY status
+    UNION ALL
+    SELECT 'budget_optimization', status, count(*) FROM budget_optimization_jobs
+     WHERE status IN ('queued', 'running') GROUP BY status
+$function$
+
+FUNCTION fn_reconcile_monthly_costs(p_month date)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_reconcile_monthly_costs(p_month date DEFAULT NULL::date)
+ RETURNS TABLE(tenant_id uuid, month date, recorded_cost_cents numeric, computed_cost_cents numeric, recorded_calls bigint, computed_calls bigint, breakdowns_match boolean)
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+    WITH settled AS (
+        SELECT c.tenant_id, date_trunc('month', c.started_at AT TIME ZONE 'UTC')::date AS month,
+               c.model, c.endpoint, c.cost_cents, c.cost_is_estimate,
+               coalesce(c.input_tokens, 0) AS input_tokens,
+               coalesce(c.output_tokens, 0) AS output_tokens
+        FROM llm_api_calls c
+        WHERE c.status <> 'pending'
+          AND (p_month IS NULL OR date_trunc('month', c.started_at AT TIME ZONE 'UTC')::date = p_month)
+    ),
+    by_key AS (
+        SELECT s.tenant_id, s.month, k.kind, k.key, count(*) AS calls, sum(s.cost_cents) AS cost,
+               sum(s.cost_cents) FILTER (WHERE s.cost_is_estimate) AS estimated,
+               sum(s.input_tokens) AS input_tokens, sum(s.output_tokens) AS output_tokens
+        FROM settled s CROSS JOIN LATERAL (VALUES ('model', s.model), ('endpoint', s.endpoint)) k(kind, key)
+        GROUP BY 1, 2, 3, 4
+    ),
+    computed AS (
+        SELECT b.tenant_id, b.month,
+               sum(b.cost) FILTER (WHERE b.kind = 'model') AS cost,
+               sum(b.calls) FILTER (WHERE b.kind = 'model')::bigint AS calls,
+               sum(b.estimated) FILTER (WHERE b.kind = 'model') AS estimated,
+               sum(b.input_tokens) FILTER (WHERE b.kind = 'model') AS input_tokens,
+               sum(b.output_tokens) FILTER (WHERE b.kind = 'model') AS output_tokens,
+               jsonb_object_agg(b.key, jsonb_build_object('calls', b.calls, 'cost_cents', b.cost,
+                   'input_tokens', b.input_tokens, 'output_tokens', b.output_tokens))
+                   FILTER (WHERE b.kind = 'model') AS models,
+               jsonb_object_agg(b.key, jsonb_build_object('calls', b.calls, 'cost_cents', b.cost,
+                   'input_tokens', b.input_tokens, 'output_tokens', b.output_tokens))
+                   FILTER (WHERE b.kind = 'endpoint') AS endpoints
+        FROM by_key b GROUP BY 1, 2
+    ),
+    recorded AS (
+        SELECT m.* FROM llm_monthly_costs m WHERE p_month IS NULL OR m.month = p_month
+    )
+    SELECT coalesce(r.tenant_id, c.tenant_id), coalesce(r.month, c.month),
+           coalesce(r.total_cost_cents, 0), coalesce(c.cost, 0),
+           coalesce(r.total_calls, 0), coalesce(c.calls, 0),
+           coalesce(r.estimated_cost_cents, 0) = coalesce(c.estimated, 0)
+             AND coalesce(r.total_input_tokens, 0) = coalesce(c.input_tokens, 0)
+             AND coalesce(r.total_output_tokens, 0) = coalesce(c.output_tokens, 0)
+             AND coalesce(r.model_breakdown, '{}'::jsonb) = coalesce(c.models, '{}'::jsonb)
+             AND coalesce(r.endpoint_breakdown, '{}'::jsonb) = coalesce(c.endpoints, '{}'::jsonb)
+    FROM recorded r FULL JOIN computed c ON c.tenant_id = r.tenant_id AND c.month = r.month
+    ORDER BY 2, 1
+$function$
+
+FUNCTION fn_revenue_ledger_audit_state()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_revenue_ledger_audit_state()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF NEW.state IS DISTINCT FROM OLD.state THEN
+        NEW.previous_state := OLD.state;
+        INSERT INTO revenue_state_transitions (tenant_id, ledger_id, from_state, to_state, reason)
+        VALUES (NEW.tenant_id, NEW.id, OLD.state, NEW.state, NEW.metadata ->> 'state_change_reason');
+    END IF;
+    RETURN NEW;
+END
+$function$
+
+FUNCTION fn_scan_pii_contamination()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT 'Scans every tenant''s event payloads, dead-event payloads and ledger metadata for keys that name personal data, at any depth; records one finding per place with its tenant; idempotent.'
+CREATE OR REPLACE FUNCTION public.fn_scan_pii_contamination()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+DECLARE
+    inserted integer := 0;
+    n integer;
+BEGIN
+    INSERT INTO pii_audit_findings (tenant_id, source, table_name, column_name, record_id,
+                                    detected_key, finding_kind, redacted_snippet)
+    SELECT e.tenant_id, 'scan', 'attribution_events', 'raw_payload', e.id, p.path, 'personal_key',
+           p.key || ': [REDACTED]'
+    FROM attribution_events e CROSS JOIN LATERAL fn_jsonb_personal_paths(e.raw_payload) p
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    inserted := inserted + n;
+
+    INSERT INTO pii_audit_findings (tenant_id, source, table_name, column_name, record_id,
+                                    detected_key, finding_kind, redacted_snippet)
+    SELECT d.tenant_id, 'scan', 'dead_events', 'raw_payload', d.id, p.path, 'personal_key',
+           p.key || ': [REDACTED]'
+    FROM dead_events d CROSS JOIN LATERAL fn_jsonb_personal_paths(d.raw_payload) p
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    inserted := inserted + n;
+
+    INSERT INTO pii_audit_findings (tenant_id, source, table_name, column_name, record_id,
+                                    detected_key, finding_kind, redacted_snippet)
+    SELECT r.tenant_id, 'scan', 'revenue_ledger', 'metadata', r.id, p.path, 'personal_key',
+           p.key || ': [REDACTED]'
+    FROM revenue_ledger r CROSS JOIN LATERAL fn_jsonb_personal_paths(r.metadata) p
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN inserted + n;
+END
+$function$
+
+FUNCTION fn_set_updated_at()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_set_updated_at()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$function$
+
+FUNCTION fn_sweep_expired_llm_reservations()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_sweep_expired_llm_reservations()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+DECLARE
+    n integer;
+BEGIN
+    UPDATE llm_api_calls
+       SET status = 'abandoned', cost_cents = reserved_cents, cost_is_estimate = true,
+           settled_at = now(), error_type = 'lease_expired',
+           error_message = 'the calling process stopped before settling; counted at its reserved worst case'
+     WHERE status = 'pending' AND reservation_expires_at <= now();
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$function$
+
+FUNCTION fn_tenant_for_api_key_hash(p_hash text)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_tenant_for_api_key_hash(p_hash text)
+ RETURNS uuid
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+    SELECT id FROM public.tenants WHERE api_key_hash = p_hash
+$function$
