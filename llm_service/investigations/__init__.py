@@ -1,0 +1,1 @@
+"""Investigations: bounded LLM agent runs over a tenant's attribution data, queued in PostgreSQL."""

@@ -1,0 +1,80 @@
+"""Investigations as the HTTP API reads and writes them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_COST_USD = Decimal("0.30")
+MAX_TIMEOUT_S = 60.0
+
+
+class InvestigationCreate(BaseModel):
+    """An analyst's question and optional tighter limits (never looser than $0.30 and 60 s)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=3, max_length=4000)
+    max_cost_usd: Decimal | None = Field(default=None, gt=0, le=MAX_COST_USD, decimal_places=6)
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+    max_steps: int | None = Field(default=None, ge=1, le=20)
+
+
+class ToolCallOut(BaseModel):
+    """One recorded tool call."""
+
+    id: UUID
+    step: int
+    tool_name: str
+    arguments: Any
+    result: Any
+    truncated: bool
+    error: str | None
+    duration_ms: int | None
+
+
+class LlmCallOut(BaseModel):
+    """One provider attempt of the run, with its exact cost."""
+
+    id: UUID
+    model: str
+    attempt: int
+    status: str
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: str
+    cost_is_estimate: bool
+    latency_ms: int | None
+
+
+class InvestigationOut(BaseModel):
+    """A run: its state, limits, spend, findings and the evidence behind them."""
+
+    id: UUID
+    status: str
+    reason: str | None
+    degraded: bool
+    question: str
+    cost_usd: str
+    max_cost_usd: str
+    elapsed_s: float | None
+    timeout_s: float
+    max_steps: int
+    summary: str | None = None
+    findings: list[dict[str, Any]] = Field(default_factory=list)
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    tool_calls: list[ToolCallOut] | None = None
+    llm_calls: list[LlmCallOut] | None = None
+
+
+class InvestigationPage(BaseModel):
+    """A page of runs, newest first; pass `next_before` as `before` for the next page."""
+
+    items: list[InvestigationOut]
+    next_before: datetime | None

@@ -1,0 +1,109 @@
+"""The worker loop: claim runs with SKIP LOCKED (via a narrow definer function), run them concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+from llm_service.investigations.runner import LEASE_SECONDS, InvestigationRunner
+from llm_service.llm.gateway import LlmGateway
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run this worker now holds the lease of."""
+
+    kind: str
+    run_id: UUID
+    tenant_id: UUID
+    takeover: bool
+
+
+def worker_name() -> str:
+    """A name unique to this process, recorded as the lease owner."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+async def claim_next(pool: asyncpg.Pool, worker: str) -> Claim | None:
+    """The next run for this worker, if any (runs whose worker died come first)."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM fn_claim_next_run($1, $2)", worker, LEASE_SECONDS)
+    if row is None or row["run_id"] is None:
+        return None
+    return Claim(row["kind"], row["run_id"], row["tenant_id"], row["takeover"])
+
+
+class Worker:
+    """Claims and runs up to `concurrency` runs at a time until stopped."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        gateway: LlmGateway | None,
+        *,
+        concurrency: int = 50,
+        poll_interval_s: float = 0.5,
+        name: str | None = None,
+    ) -> None:
+        """A worker over `pool` (the application role)."""
+        self.pool = pool
+        self.name = name or worker_name()
+        self.concurrency = concurrency
+        self.poll_interval_s = poll_interval_s
+        self.investigations = InvestigationRunner(pool, gateway, self.name)
+        self._running: set[asyncio.Task[str]] = set()
+        self._stopping = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        """Runs this worker is executing now."""
+        return len(self._running)
+
+    async def run_until_stopped(self) -> None:
+        """Claim and run work until `stop()`; then wait for runs in flight to finish."""
+        while not self._stopping.is_set():
+            if self.in_flight >= self.concurrency:
+                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                claim = await claim_next(self.pool, self.name)
+            except (OSError, asyncpg.PostgresError) as exc:
+                _log.warning("claim failed: %s", type(exc).__name__)
+                claim = None
+            if claim is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.poll_interval_s)
+                continue
+            task = asyncio.create_task(self.process(claim))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def run_once(self) -> str | None:
+        """Claim one run and take it to its end (tests, the CLI); None when the queue is empty."""
+        claim = await claim_next(self.pool, self.name)
+        return None if claim is None else await self.process(claim)
+
+    async def process(self, claim: Claim) -> str:
+        """Run one claimed item to a terminal state."""
+        if claim.kind == "investigation":
+            return await self.investigations.run(claim.run_id, claim.tenant_id,
+                                                 takeover=claim.takeover)
+        from llm_service.optimizations.runner import run_budget_optimization
+
+        return await run_budget_optimization(self.pool, self.investigations.gateway, self.name, claim)
+
+    def stop(self) -> None:
+        """Stop claiming; runs in flight finish."""
+        self._stopping.set()
