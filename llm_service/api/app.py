@@ -12,7 +12,15 @@ from fastapi import FastAPI
 
 from llm_service.api.body_limit import BodySizeLimit
 from llm_service.api.errors import install_error_handlers
-from llm_service.api.routes import costs, health, investigations, tenants
+from llm_service.api.observability import RequestContext
+from llm_service.api.routes import (
+    budget_optimizations,
+    costs,
+    health,
+    investigations,
+    metrics,
+    tenants,
+)
 from llm_service.db.pool import create_pool
 from llm_service.db.runtime import database_runtime
 from llm_service.llm.pricing import gateway_from_settings
@@ -72,9 +80,12 @@ def create_app(
     app.state.settings = settings
     app.state.pool = pool
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(costs.router)
     app.include_router(tenants.router)
     app.include_router(investigations.router)
+    app.include_router(budget_optimizations.router)
     return app

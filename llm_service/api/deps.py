@@ -8,6 +8,7 @@ from uuid import UUID
 import asyncpg
 from fastapi import Depends, Header, Request
 
+from llm_service.logging_setup import TENANT_ID
 from llm_service.settings import Settings
 from llm_service.tenants.service import authenticate
 
@@ -36,6 +37,7 @@ async def current_tenant(
     """The tenant whose API key authorises this request (401 otherwise)."""
     tenant_id = await authenticate(pool, authorization)
     request.state.tenant_id = tenant_id
+    TENANT_ID.set(str(tenant_id))
     return tenant_id
 
 

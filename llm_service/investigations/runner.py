@@ -24,6 +24,7 @@ from llm_service.investigations.evidence import EvidenceLog
 from llm_service.investigations.report import Report
 from llm_service.investigations.templates import report_from_evidence
 from llm_service.llm.gateway import LlmGateway
+from llm_service.metrics import RUN_OUTCOMES
 
 _log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class InvestigationRunner:
                 cost_cents=recorded, elapsed_ms=elapsed_ms, result=result, degraded=outcome.degraded,
             )
             if done:
+                RUN_OUTCOMES.labels("investigation", outcome.status).inc()
                 await repository.add_event(conn, tenant_id, run_id, "final", {
                     "status": outcome.status, "reason": outcome.reason,
                     "cost_usd": str(cents_to_usd(recorded)), "elapsed_s": elapsed_ms / 1000,

@@ -1,0 +1,51 @@
+"""Per-request context (request id) and HTTP latency metrics, as plain ASGI middleware."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llm_service.logging_setup import REQUEST_ID, TENANT_ID
+from llm_service.metrics import HTTP_LATENCY
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestContext:
+    """Give each request an id (X-Request-ID if sane), echo it, and time it by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        request_token = REQUEST_ID.set(request_id)
+        tenant_token = TENANT_ID.set(None)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            HTTP_LATENCY.labels(scope["method"], template, str(status)).observe(
+                time.perf_counter() - started
+            )
+            REQUEST_ID.reset(request_token)
+            TENANT_ID.reset(tenant_token)
