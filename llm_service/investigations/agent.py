@@ -10,8 +10,6 @@ answers; the wrap-up then turns the evidence gathered into findings.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,6 +18,7 @@ from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.ledger import MonthlyCapExceeded
 from llm_service.investigations.events import EventSink
 from llm_service.investigations.evidence import EvidenceLog, parse_arguments
+from llm_service.investigations.outcome import RunLimits, RunOutcome
 from llm_service.investigations.report import (
     REPORT_INSTRUCTIONS,
     Report,
@@ -43,31 +42,19 @@ SYSTEM_PROMPT = (
 )
 
 
-@dataclass(frozen=True)
-class RunLimits:
-    """The hard limits of one run."""
-
-    max_cost_usd: Decimal
-    timeout_s: float
-    max_steps: int
-
-
-@dataclass
-class RunOutcome:
-    """How a run ended."""
-
-    status: str
-    reason: str
-    report: Report
-    degraded: bool = False
-
-
 class AgentLoop:
     """One investigation's conversation with the model."""
 
     def __init__(
-        self, gateway: LlmGateway, evidence: EvidenceLog, events: EventSink, limits: RunLimits,
-        ceiling: RunCeiling, *, started: float, today: str,
+        self,
+        gateway: LlmGateway,
+        evidence: EvidenceLog,
+        events: EventSink,
+        limits: RunLimits,
+        ceiling: RunCeiling,
+        *,
+        started: float,
+        today: str,
     ) -> None:
         """A loop for one run; `started` is its `time.monotonic()` start."""
         self.gateway = gateway
@@ -91,15 +78,24 @@ class AgentLoop:
         stop_status, stop_reason = "succeeded", f"reached the step limit ({self.limits.max_steps})"
         for step in range(1, self.limits.max_steps + 1):
             self._reserve_wrapup(messages)
-            await self.events.emit("step", {"step": step, "budget": self.ceiling.remaining_for_prompt(),
-                                            "time_left_s": round(self._time_left(), 1)})
+            await self.events.emit(
+                "step",
+                {
+                    "step": step,
+                    "budget": self.ceiling.remaining_for_prompt(),
+                    "time_left_s": round(self._time_left(), 1),
+                },
+            )
             try:
                 result = await self._call(messages + [self._limits_note(step)], step, tools=True)
             except CeilingReached as exc:
                 stop_status, stop_reason = "budget_exhausted", exc.reason
                 break
             except TimeoutError:
-                stop_status, stop_reason = "timed_out", "the run's time ran out before the model answered"
+                stop_status, stop_reason = (
+                    "timed_out",
+                    "the run's time ran out before the model answered",
+                )
                 break
             if result.tool_calls:
                 messages.append(_assistant_tool_message(result))
@@ -107,7 +103,9 @@ class AgentLoop:
                     step, [(tc.name, parse_arguments(tc.arguments)) for tc in result.tool_calls]
                 )
                 for tc, item in zip(result.tool_calls, gathered, strict=True):
-                    messages.append({"role": "tool", "tool_call_id": tc.id, "content": item.for_model()})
+                    messages.append(
+                        {"role": "tool", "tool_call_id": tc.id, "content": item.for_model()}
+                    )
                 continue
             report = await self._final_report(messages, result)
             if report is not None:
@@ -125,20 +123,32 @@ class AgentLoop:
         if time.monotonic() >= deadline:
             raise TimeoutError
         request = LlmRequest(
-            tenant_id=self.evidence.tenant_id, endpoint="investigations", messages=messages,
+            tenant_id=self.evidence.tenant_id,
+            endpoint="investigations",
+            messages=messages,
             max_tokens=WRAPUP_MAX_TOKENS if wrapup else STEP_MAX_TOKENS,
             tools=openai_tool_schemas() if tools else None,
-            investigation_id=self.evidence.run_id, for_wrapup=wrapup,
+            investigation_id=self.evidence.run_id,
+            for_wrapup=wrapup,
         )
         result = await self.gateway.complete(request, ceiling=self.ceiling, deadline=deadline)
-        await self.events.emit("llm_call", {
-            "step": step, "model": result.model, "cost_usd": str(result.cost_usd),
-            "input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
-            "spent_usd": str(self.ceiling.spent), "tool_calls": [tc.name for tc in result.tool_calls],
-        })
+        await self.events.emit(
+            "llm_call",
+            {
+                "step": step,
+                "model": result.model,
+                "cost_usd": str(result.cost_usd),
+                "input_tokens": result.input_tokens,
+                "output_tokens": result.output_tokens,
+                "spent_usd": str(self.ceiling.spent),
+                "tool_calls": [tc.name for tc in result.tool_calls],
+            },
+        )
         return result
 
-    async def _final_report(self, messages: list[dict[str, Any]], result: LlmResult) -> Report | None:
+    async def _final_report(
+        self, messages: list[dict[str, Any]], result: LlmResult
+    ) -> Report | None:
         """The model's answer as a validated report, with one repair attempt."""
         check = citation_check(self.evidence.ids)
         try:
@@ -148,7 +158,10 @@ class AgentLoop:
             await self._quarantine(messages, result, error)
         repair = messages + [
             {"role": "assistant", "content": result.content or ""},
-            {"role": "user", "content": f"That answer was not valid: {error}. {REPORT_INSTRUCTIONS}"},
+            {
+                "role": "user",
+                "content": f"That answer was not valid: {error}. {REPORT_INSTRUCTIONS}",
+            },
         ]
         try:
             fixed = await self._call(repair, 0, tools=False, wrapup=True)
@@ -160,14 +173,18 @@ class AgentLoop:
             await self._quarantine(repair, fixed, _describe(exc))
             return None
 
-    async def _wrap_up(self, messages: list[dict[str, Any]], status: str, reason: str) -> RunOutcome:
+    async def _wrap_up(
+        self, messages: list[dict[str, Any]], status: str, reason: str
+    ) -> RunOutcome:
         """A final answer from the evidence so far: from the model if it fits, else from templates."""
         if self.evidence.items:
-            prompt = messages + [{
-                "role": "user",
-                "content": f"Stop investigating ({reason}). Using only the evidence above, write "
-                           f"your final answer now. {REPORT_INSTRUCTIONS}",
-            }]
+            prompt = messages + [
+                {
+                    "role": "user",
+                    "content": f"Stop investigating ({reason}). Using only the evidence above, write "
+                    f"your final answer now. {REPORT_INSTRUCTIONS}",
+                }
+            ]
             try:
                 result = await self._call(prompt, 0, tools=False, wrapup=True)
             except (CeilingReached, TimeoutError, ProviderUnavailable, MonthlyCapExceeded):
@@ -194,13 +211,20 @@ class AgentLoop:
         return {
             "role": "user",
             "content": f"[limits] step {step} of {self.limits.max_steps}; budget "
-                       f"{self.ceiling.remaining_for_prompt()}; about "
-                       f"{max(0.0, self.loop_deadline - time.monotonic()):.0f} s left.",
+            f"{self.ceiling.remaining_for_prompt()}; about "
+            f"{max(0.0, self.loop_deadline - time.monotonic()):.0f} s left.",
         }
 
-    async def _quarantine(self, messages: list[dict[str, Any]], result: LlmResult, error: str) -> None:
-        request = LlmRequest(tenant_id=self.evidence.tenant_id, endpoint="investigations",
-                             messages=messages, max_tokens=1, investigation_id=self.evidence.run_id)
+    async def _quarantine(
+        self, messages: list[dict[str, Any]], result: LlmResult, error: str
+    ) -> None:
+        request = LlmRequest(
+            tenant_id=self.evidence.tenant_id,
+            endpoint="investigations",
+            messages=messages,
+            max_tokens=1,
+            investigation_id=self.evidence.run_id,
+        )
         await quarantine(self.gateway.pool, request, result, error)
 
 
@@ -209,8 +233,11 @@ def _assistant_tool_message(result: LlmResult) -> dict[str, Any]:
         "role": "assistant",
         "content": result.content or None,
         "tool_calls": [
-            {"id": tc.id, "type": "function",
-             "function": {"name": tc.name, "arguments": tc.arguments}}
+            {
+                "id": tc.id,
+                "type": "function",
+                "function": {"name": tc.name, "arguments": tc.arguments},
+            }
             for tc in result.tool_calls
         ],
     }

@@ -7,6 +7,7 @@ from datetime import date
 from typing import Any
 
 from llm_service.investigations.evidence import EvidenceLog
+from llm_service.investigations.outcome import RunOutcome
 from llm_service.investigations.templates import report_from_evidence
 from llm_service.periods import Period, resolve_period
 
@@ -58,11 +59,10 @@ def _arguments(tool: str, period: Period, channel: str | None) -> dict[str, Any]
     return args
 
 
-async def run_degraded(evidence: EvidenceLog, question: str, today: date,
-                       channels: dict[str, str], reason: str) -> Any:
+async def run_degraded(
+    evidence: EvidenceLog, question: str, today: date, channels: dict[str, str], reason: str
+) -> RunOutcome:
     """Run the plan and write templated findings citing every tool call."""
-    from llm_service.investigations.agent import RunOutcome
-
     await evidence.gather(1, list(plan(question, today, channels)))
     report = report_from_evidence(evidence.items, reason)
     return RunOutcome("succeeded", reason, report, degraded=True)

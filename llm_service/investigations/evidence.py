@@ -50,7 +50,9 @@ class EvidenceLog:
         """Every evidence id recorded so far."""
         return {e.id for e in self.items}
 
-    async def gather(self, step: int, calls: list[tuple[str, str | dict[str, Any]]]) -> list[Evidence]:
+    async def gather(
+        self, step: int, calls: list[tuple[str, str | dict[str, Any]]]
+    ) -> list[Evidence]:
         """Run several tools concurrently, record each (even failures), emit their events."""
         outcomes = await asyncio.gather(
             *(run_tool(self.pool, self.tenant_id, name, args) for name, args in calls)
@@ -62,10 +64,19 @@ class EvidenceLog:
                 evidence = Evidence(str(call_id), outcome)
                 recorded.append(evidence)
                 await repository.add_event(
-                    conn, self.tenant_id, self.run_id, "tool_call",
-                    {"step": step, "evidence_id": evidence.id, "tool": outcome.name,
-                     "arguments": outcome.arguments, "error": outcome.error,
-                     "duration_ms": outcome.duration_ms, "truncated": outcome.truncated},
+                    conn,
+                    self.tenant_id,
+                    self.run_id,
+                    "tool_call",
+                    {
+                        "step": step,
+                        "evidence_id": evidence.id,
+                        "tool": outcome.name,
+                        "arguments": outcome.arguments,
+                        "error": outcome.error,
+                        "duration_ms": outcome.duration_ms,
+                        "truncated": outcome.truncated,
+                    },
                 )
         self.items.extend(recorded)
         return recorded

@@ -16,8 +16,13 @@ _COLUMNS = """id, status, reason, degraded, question, max_cost_cents, timeout_ms
 
 
 async def insert(
-    conn: asyncpg.Connection, tenant_id: UUID, question: str, max_cost_cents: Decimal,
-    timeout_ms: int, max_steps: int, idempotency_key: str | None,
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    question: str,
+    max_cost_cents: Decimal,
+    timeout_ms: int,
+    max_steps: int,
+    idempotency_key: str | None,
 ) -> tuple[dict[str, Any], bool]:
     """Queue a run; with an idempotency key already used, return that run instead (created=False)."""
     row = await conn.fetchrow(
@@ -28,7 +33,12 @@ async def insert(
         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING {_COLUMNS}
         """,
-        tenant_id, question, max_cost_cents, timeout_ms, max_steps, idempotency_key,
+        tenant_id,
+        question,
+        max_cost_cents,
+        timeout_ms,
+        max_steps,
+        idempotency_key,
     )
     if row is not None:
         return dict(row), True
@@ -55,7 +65,9 @@ async def list_runs(
         WHERE ($1::text IS NULL OR status = $1) AND ($2::timestamptz IS NULL OR created_at < $2)
         ORDER BY created_at DESC, id DESC LIMIT $3
         """,
-        status, before, limit,
+        status,
+        before,
+        limit,
     )
     return [dict(r) for r in rows]
 
@@ -90,14 +102,25 @@ async def heartbeat(
          WHERE id = $1 AND lease_owner = $2 AND status = 'running'
         RETURNING cancel_requested
         """,
-        run_id, worker, lease_seconds, cost_cents,
+        run_id,
+        worker,
+        lease_seconds,
+        cost_cents,
     )
     return result
 
 
 async def finish(
-    conn: asyncpg.Connection, run_id: UUID, worker: str, *, status: str, reason: str,
-    cost_cents: Decimal, elapsed_ms: int, result: dict[str, Any] | None, degraded: bool,
+    conn: asyncpg.Connection,
+    run_id: UUID,
+    worker: str,
+    *,
+    status: str,
+    reason: str,
+    cost_cents: Decimal,
+    elapsed_ms: int,
+    result: dict[str, Any] | None,
+    degraded: bool,
 ) -> bool:
     """Record a terminal state, if this worker still holds the run."""
     assert status in TERMINAL_STATES
@@ -108,7 +131,14 @@ async def finish(
                degraded = $8, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
          WHERE id = $1 AND lease_owner = $2 AND status = 'running'
         """,
-        run_id, worker, status, reason, cost_cents, elapsed_ms, result, degraded,
+        run_id,
+        worker,
+        status,
+        reason,
+        cost_cents,
+        elapsed_ms,
+        result,
+        degraded,
     )
     return bool(done == "UPDATE 1")
 
@@ -120,7 +150,8 @@ async def release_lease(conn: asyncpg.Connection, run_id: UUID, worker: str) -> 
         UPDATE investigations SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
          WHERE id = $1 AND lease_owner = $2 AND status = 'running'
         """,
-        run_id, worker,
+        run_id,
+        worker,
     )
 
 
@@ -133,7 +164,10 @@ async def add_event(
         INSERT INTO investigation_events (tenant_id, investigation_id, event_type, data)
         VALUES ($1, $2, $3, $4) RETURNING seq
         """,
-        tenant_id, run_id, event_type, data,
+        tenant_id,
+        run_id,
+        event_type,
+        data,
     )
     return seq
 
@@ -147,7 +181,9 @@ async def events_after(
         SELECT seq, event_type, data, created_at FROM investigation_events
         WHERE investigation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
         """,
-        run_id, after_seq, limit,
+        run_id,
+        after_seq,
+        limit,
     )
     return [dict(r) for r in rows]
 

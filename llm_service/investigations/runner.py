@@ -17,10 +17,11 @@ from budgets.ledger import MonthlyCapExceeded, cap_status
 from budgets.money import cents_to_usd, usd_to_cents
 from llm_service.db.pool import tenant_transaction
 from llm_service.investigations import repository
-from llm_service.investigations.agent import AgentLoop, RunLimits, RunOutcome
+from llm_service.investigations.agent import AgentLoop
 from llm_service.investigations.analyst import run_degraded
 from llm_service.investigations.events import EventSink
 from llm_service.investigations.evidence import EvidenceLog
+from llm_service.investigations.outcome import RunLimits, RunOutcome
 from llm_service.investigations.report import Report
 from llm_service.investigations.templates import report_from_evidence
 from llm_service.llm.gateway import LlmGateway
@@ -53,8 +54,15 @@ class InvestigationRunner:
         if takeover:
             return await self._end_abandoned(row, tenant_id, events)
         if row["cancel_requested"]:
-            await self._finish(run_id, tenant_id, events, RunOutcome(
-                "cancelled", "cancelled before it started", Report(summary="Cancelled.")), 0)
+            await self._finish(
+                run_id,
+                tenant_id,
+                events,
+                RunOutcome(
+                    "cancelled", "cancelled before it started", Report(summary="Cancelled.")
+                ),
+                0,
+            )
             return "cancelled"
         return await self._execute(row, tenant_id, events)
 
@@ -68,34 +76,55 @@ class InvestigationRunner:
         )
         ceiling = RunCeiling(limits.max_cost_usd)
         evidence = EvidenceLog(self.pool, tenant_id, run_id)
-        await events.emit("started", {"worker": self.worker, "limits": {
-            "max_cost_usd": str(limits.max_cost_usd), "timeout_s": limits.timeout_s,
-            "max_steps": limits.max_steps}})
-        work = asyncio.create_task(self._investigate(row, tenant_id, limits, ceiling, evidence, events,
-                                                     started))
+        await events.emit(
+            "started",
+            {
+                "worker": self.worker,
+                "limits": {
+                    "max_cost_usd": str(limits.max_cost_usd),
+                    "timeout_s": limits.timeout_s,
+                    "max_steps": limits.max_steps,
+                },
+            },
+        )
+        work = asyncio.create_task(
+            self._investigate(row, tenant_id, limits, ceiling, evidence, events, started)
+        )
         watcher = asyncio.create_task(self._watch(run_id, tenant_id, ceiling, work))
         outcome: RunOutcome
         try:
             async with asyncio.timeout(limits.timeout_s + TIMEOUT_GRACE_S):
                 outcome = await work
         except TimeoutError:
-            outcome = RunOutcome("timed_out", f"the run reached its {limits.timeout_s:g} s limit",
-                                 report_from_evidence(evidence.items, "time limit reached"))
+            outcome = RunOutcome(
+                "timed_out",
+                f"the run reached its {limits.timeout_s:g} s limit",
+                report_from_evidence(evidence.items, "time limit reached"),
+            )
         except asyncio.CancelledError:
             if watcher.done() and watcher.result() == "cancel":
-                outcome = RunOutcome("cancelled", "cancelled by the analyst",
-                                     report_from_evidence(evidence.items, "cancelled"))
+                outcome = RunOutcome(
+                    "cancelled",
+                    "cancelled by the analyst",
+                    report_from_evidence(evidence.items, "cancelled"),
+                )
             elif watcher.done() and watcher.result() == "lost":
                 return "lost"
             else:
                 raise
         except MonthlyCapExceeded as exc:
-            outcome = RunOutcome("budget_exhausted", str(exc),
-                                 report_from_evidence(evidence.items, "monthly cap reached"))
+            outcome = RunOutcome(
+                "budget_exhausted",
+                str(exc),
+                report_from_evidence(evidence.items, "monthly cap reached"),
+            )
         except Exception as exc:  # a defect or an outage: end the run, never leave it running
             _log.exception("investigation failed", extra={"investigation_id": str(run_id)})
-            outcome = RunOutcome("failed", f"the run failed: {type(exc).__name__}",
-                                 report_from_evidence(evidence.items, "run failed"))
+            outcome = RunOutcome(
+                "failed",
+                f"the run failed: {type(exc).__name__}",
+                report_from_evidence(evidence.items, "run failed"),
+            )
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -105,17 +134,31 @@ class InvestigationRunner:
         return outcome.status
 
     async def _investigate(
-        self, row: dict[str, Any], tenant_id: UUID, limits: RunLimits, ceiling: RunCeiling,
-        evidence: EvidenceLog, events: EventSink, started: float,
+        self,
+        row: dict[str, Any],
+        tenant_id: UUID,
+        limits: RunLimits,
+        ceiling: RunCeiling,
+        evidence: EvidenceLog,
+        events: EventSink,
+        started: float,
     ) -> RunOutcome:
         today = datetime.now(UTC).date()
         reason = await self._degraded_reason(tenant_id)
         if reason is not None or self.gateway is None:
             channels = await self._channels(tenant_id)
-            return await run_degraded(evidence, row["question"], today, channels,
-                                      reason or "no LLM model is configured")
-        loop = AgentLoop(self.gateway, evidence, events, limits, ceiling, started=started,
-                         today=today.isoformat())
+            return await run_degraded(
+                evidence, row["question"], today, channels, reason or "no LLM model is configured"
+            )
+        loop = AgentLoop(
+            self.gateway,
+            evidence,
+            events,
+            limits,
+            ceiling,
+            started=started,
+            today=today.isoformat(),
+        )
         return await loop.run(row["question"])
 
     async def _degraded_reason(self, tenant_id: UUID) -> str | None:
@@ -129,7 +172,9 @@ class InvestigationRunner:
 
     async def _channels(self, tenant_id: UUID) -> dict[str, str]:
         async with tenant_transaction(self.pool, tenant_id, readonly=True) as conn:
-            rows = await conn.fetch("SELECT code, display_name FROM channel_taxonomy WHERE is_active")
+            rows = await conn.fetch(
+                "SELECT code, display_name FROM channel_taxonomy WHERE is_active"
+            )
         return {r["code"]: r["display_name"] for r in rows}
 
     async def _watch(
@@ -140,25 +185,42 @@ class InvestigationRunner:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             spent = usd_to_cents(ceiling.spent + ceiling.reserved)
             async with tenant_transaction(self.pool, tenant_id) as conn:
-                cancel = await repository.heartbeat(conn, run_id, self.worker, LEASE_SECONDS,
-                                                    min(spent, usd_to_cents(ceiling.limit)))
+                cancel = await repository.heartbeat(
+                    conn,
+                    run_id,
+                    self.worker,
+                    LEASE_SECONDS,
+                    min(spent, usd_to_cents(ceiling.limit)),
+                )
             if cancel is None or cancel:
                 work.cancel()
                 return "lost" if cancel is None else "cancel"
 
     async def _end_abandoned(self, row: dict[str, Any], tenant_id: UUID, events: EventSink) -> str:
         """A run whose worker died: end it with the evidence it recorded, never leave it running."""
-        await events.emit("note", {"message": "the worker running this investigation stopped; "
-                                              f"ended by {self.worker} after its lease expired"})
+        await events.emit(
+            "note",
+            {
+                "message": "the worker running this investigation stopped; "
+                f"ended by {self.worker} after its lease expired"
+            },
+        )
         outcome = RunOutcome(
-            "failed", "the worker running it stopped; ended after its lease expired",
-            Report(summary="The run was interrupted; see the tool calls recorded before it stopped."),
+            "failed",
+            "the worker running it stopped; ended after its lease expired",
+            Report(
+                summary="The run was interrupted; see the tool calls recorded before it stopped."
+            ),
         )
         await self._finish(row["id"], tenant_id, events, outcome, None)
         return "failed"
 
     async def _finish(
-        self, run_id: UUID, tenant_id: UUID, events: EventSink, outcome: RunOutcome,
+        self,
+        run_id: UUID,
+        tenant_id: UUID,
+        events: EventSink,
+        outcome: RunOutcome,
         elapsed_ms: int | None,
     ) -> None:
         async with tenant_transaction(self.pool, tenant_id) as conn:
@@ -169,18 +231,36 @@ class InvestigationRunner:
             if elapsed_ms is None:
                 started = row["started_at"] or row["queued_at"]
                 elapsed_ms = int((datetime.now(UTC) - started).total_seconds() * 1000)
-            result = {"summary": outcome.report.summary,
-                      "findings": [f.model_dump() for f in outcome.report.findings]}
+            result = {
+                "summary": outcome.report.summary,
+                "findings": [f.model_dump() for f in outcome.report.findings],
+            }
             if spent > recorded:
                 result["overrun_cents"] = str(spent - recorded)
             done = await repository.finish(
-                conn, run_id, self.worker, status=outcome.status, reason=outcome.reason,
-                cost_cents=recorded, elapsed_ms=elapsed_ms, result=result, degraded=outcome.degraded,
+                conn,
+                run_id,
+                self.worker,
+                status=outcome.status,
+                reason=outcome.reason,
+                cost_cents=recorded,
+                elapsed_ms=elapsed_ms,
+                result=result,
+                degraded=outcome.degraded,
             )
             if done:
                 RUN_OUTCOMES.labels("investigation", outcome.status).inc()
-                await repository.add_event(conn, tenant_id, run_id, "final", {
-                    "status": outcome.status, "reason": outcome.reason,
-                    "cost_usd": str(cents_to_usd(recorded)), "elapsed_s": elapsed_ms / 1000,
-                    "degraded": outcome.degraded, "findings": len(outcome.report.findings),
-                })
+                await repository.add_event(
+                    conn,
+                    tenant_id,
+                    run_id,
+                    "final",
+                    {
+                        "status": outcome.status,
+                        "reason": outcome.reason,
+                        "cost_usd": str(cents_to_usd(recorded)),
+                        "elapsed_s": elapsed_ms / 1000,
+                        "degraded": outcome.degraded,
+                        "findings": len(outcome.report.findings),
+                    },
+                )

@@ -29,23 +29,44 @@ DEFAULT_MAX_STEPS = 12
 
 
 async def create(
-    pool: asyncpg.Pool, settings: Settings, tenant_id: UUID, body: InvestigationCreate,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    tenant_id: UUID,
+    body: InvestigationCreate,
     idempotency_key: str | None,
 ) -> tuple[InvestigationOut, bool]:
     """Queue a run (the queue is the table); the same Idempotency-Key returns the same run."""
     if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
         raise InvalidRequest("Idempotency-Key must be 1 to 200 characters")
-    max_cost = min(body.max_cost_usd or settings.investigation_max_cost_usd,
-                   settings.investigation_max_cost_usd)
-    timeout_s = min(body.timeout_s or settings.investigation_timeout_s, settings.investigation_timeout_s)
+    max_cost = min(
+        body.max_cost_usd or settings.investigation_max_cost_usd,
+        settings.investigation_max_cost_usd,
+    )
+    timeout_s = min(
+        body.timeout_s or settings.investigation_timeout_s, settings.investigation_timeout_s
+    )
     async with tenant_transaction(pool, tenant_id) as conn:
         row, created = await repository.insert(
-            conn, tenant_id, body.question.strip(), usd_to_cents(max_cost),
-            max(1, int(timeout_s * 1000)), body.max_steps or DEFAULT_MAX_STEPS, idempotency_key,
+            conn,
+            tenant_id,
+            body.question.strip(),
+            usd_to_cents(max_cost),
+            max(1, int(timeout_s * 1000)),
+            body.max_steps or DEFAULT_MAX_STEPS,
+            idempotency_key,
         )
         if created:
-            await repository.add_event(conn, tenant_id, row["id"], "queued", {
-                "question": row["question"], "max_cost_usd": str(max_cost), "timeout_s": timeout_s})
+            await repository.add_event(
+                conn,
+                tenant_id,
+                row["id"],
+                "queued",
+                {
+                    "question": row["question"],
+                    "max_cost_usd": str(max_cost),
+                    "timeout_s": timeout_s,
+                },
+            )
     return to_out(row), created
 
 
@@ -59,16 +80,30 @@ async def get(pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> Investigatio
         calls = await repository.llm_calls(conn, run_id)
     out = to_out(row)
     out.tool_calls = [
-        ToolCallOut(id=t["id"], step=t["step"], tool_name=t["tool_name"], arguments=t["input_params"],
-                    result=t["output"], truncated=t["output_truncated"], error=t["error"],
-                    duration_ms=t["duration_ms"])
+        ToolCallOut(
+            id=t["id"],
+            step=t["step"],
+            tool_name=t["tool_name"],
+            arguments=t["input_params"],
+            result=t["output"],
+            truncated=t["output_truncated"],
+            error=t["error"],
+            duration_ms=t["duration_ms"],
+        )
         for t in tools
     ]
     out.llm_calls = [
-        LlmCallOut(id=c["id"], model=c["model"], attempt=c["attempt"], status=c["status"],
-                   input_tokens=c["input_tokens"], output_tokens=c["output_tokens"],
-                   cost_usd=_usd(c["cost_cents"]), cost_is_estimate=c["cost_is_estimate"],
-                   latency_ms=c["latency_ms"])
+        LlmCallOut(
+            id=c["id"],
+            model=c["model"],
+            attempt=c["attempt"],
+            status=c["status"],
+            input_tokens=c["input_tokens"],
+            output_tokens=c["output_tokens"],
+            cost_usd=_usd(c["cost_cents"]),
+            cost_is_estimate=c["cost_is_estimate"],
+            latency_ms=c["latency_ms"],
+        )
         for c in calls
     ]
     return out
@@ -83,7 +118,9 @@ async def list_page(
     async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
         rows = await repository.list_runs(conn, status=status, limit=limit + 1, before=before)
     items = [to_out(r) for r in rows[:limit]]
-    return InvestigationPage(items=items, next_before=items[-1].created_at if len(rows) > limit else None)
+    return InvestigationPage(
+        items=items, next_before=items[-1].created_at if len(rows) > limit else None
+    )
 
 
 async def cancel(pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> InvestigationOut:
@@ -95,15 +132,31 @@ async def cancel(pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> Investiga
         if row["status"] in ("queued", "running"):
             row = await repository.request_cancel(conn, run_id) or row
             if row["status"] == "cancelled":
-                await repository.add_event(conn, tenant_id, run_id, "final", {
-                    "status": "cancelled", "reason": row["reason"], "cost_usd": "0",
-                    "elapsed_s": 0, "degraded": False, "findings": 0})
+                await repository.add_event(
+                    conn,
+                    tenant_id,
+                    run_id,
+                    "final",
+                    {
+                        "status": "cancelled",
+                        "reason": row["reason"],
+                        "cost_usd": "0",
+                        "elapsed_s": 0,
+                        "degraded": False,
+                        "findings": 0,
+                    },
+                )
     return to_out(row)
 
 
 async def stream_events(
-    pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID, *, after_seq: int = 0,
-    poll_s: float = 0.2, max_wait_s: float = 180.0,
+    pool: asyncpg.Pool,
+    tenant_id: UUID,
+    run_id: UUID,
+    *,
+    after_seq: int = 0,
+    poll_s: float = 0.2,
+    max_wait_s: float = 180.0,
 ) -> AsyncIterator[dict[str, Any]]:
     """The run's events from `after_seq` on (history first), ending after the final event."""
     async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
@@ -127,13 +180,21 @@ def to_out(row: dict[str, Any]) -> InvestigationOut:
     """The API form of a run row."""
     result = row.get("result") or {}
     return InvestigationOut(
-        id=row["id"], status=row["status"], reason=row["reason"], degraded=row["degraded"],
-        question=row["question"], cost_usd=_usd(row["cost_cents"]),
+        id=row["id"],
+        status=row["status"],
+        reason=row["reason"],
+        degraded=row["degraded"],
+        question=row["question"],
+        cost_usd=_usd(row["cost_cents"]),
         max_cost_usd=_usd(row["max_cost_cents"]),
         elapsed_s=row["elapsed_ms"] / 1000 if row["elapsed_ms"] is not None else None,
-        timeout_s=row["timeout_ms"] / 1000, max_steps=row["max_steps"],
-        summary=result.get("summary"), findings=result.get("findings", []),
-        created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
+        timeout_s=row["timeout_ms"] / 1000,
+        max_steps=row["max_steps"],
+        summary=result.get("summary"),
+        findings=result.get("findings", []),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
     )
 
 

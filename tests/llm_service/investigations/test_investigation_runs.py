@@ -1,0 +1,362 @@
+"""Investigations end to end: a scripted model (OpenAI wire format over respx), real tools and DB."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import httpx
+import pytest
+import respx
+
+from budgets.money import cents_to_usd
+from llm_service.db.pool import tenant_transaction
+from llm_service.demo_data import generate_demo_data
+from llm_service.investigations.runner import InvestigationRunner
+from llm_service.llm.pricing import gateway_from_settings
+from llm_service.settings import Settings
+from llm_service.tenants.service import CreatedTenant, create_tenant
+
+OPENAI_URL = "https://api.openai.com/v1/chat/completions"
+QUESTION = "Why did paid social revenue fall in the last 14 days?"
+
+
+def _completion(
+    message: dict[str, Any], prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{time.monotonic_ns()}",
+        "object": "chat.completion",
+        "created": 1_764_000_000,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", **message},
+                "finish_reason": "tool_calls" if "tool_calls" in message else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def tool_call_message(*calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """An assistant message asking for tools, as OpenAI sends it."""
+    return {
+        "content": None,
+        "tool_calls": [
+            {
+                "id": f"call_{i}_{time.monotonic_ns()}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)},
+            }
+            for i, (name, args) in enumerate(calls)
+        ],
+    }
+
+
+def evidence_ids(request: httpx.Request) -> list[str]:
+    """The evidence ids the model has been shown so far (from tool messages)."""
+    body = json.loads(request.content)
+    ids = []
+    for message in body["messages"]:
+        if message.get("role") == "tool":
+            ids.append(json.loads(message["content"])["evidence_id"])
+    return ids
+
+
+def final_answer(request: httpx.Request) -> dict[str, Any]:
+    """A valid final report citing every evidence id the model saw."""
+    ids = evidence_ids(request)
+    report = {
+        "summary": "Paid social revenue fell.",
+        "findings": [{"claim": "facebook_paid revenue dropped", "evidence": ids[:2]}],
+    }
+    return {"content": json.dumps(report)}
+
+
+@pytest.fixture
+def model_settings(test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    return test_settings.model_copy(
+        update={"llm_model": "openai/gpt-4o-mini", "llm_max_attempts": 1}
+    )
+
+
+@pytest.fixture(scope="module")
+async def data_tenant(owner_pool: asyncpg.Pool) -> CreatedTenant:
+    """One tenant with realistic data, shared by this module's runs (each run is its own row)."""
+    created = await create_tenant(owner_pool, "investigated")
+    async with tenant_transaction(owner_pool, created.tenant_id) as conn:
+        await generate_demo_data(conn, created.tenant_id, events=10_000, seed=3)
+    return created
+
+
+async def queue_run(
+    pool: asyncpg.Pool,
+    tenant_id: UUID,
+    *,
+    max_cost_cents: Decimal = Decimal(30),
+    timeout_ms: int = 60_000,
+    max_steps: int = 8,
+) -> UUID:
+    """Queue a run and claim it for the test's worker (not through the shared queue)."""
+    async with tenant_transaction(pool, tenant_id) as conn:
+        run_id: UUID = await conn.fetchval(
+            """
+            INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps,
+                status, lease_owner, lease_expires_at, started_at, attempts)
+            VALUES ($1, $2, $3, $4, $5, 'running', 'test-worker', now() + interval '1 minute', now(), 1)
+            RETURNING id
+            """,
+            tenant_id,
+            QUESTION,
+            max_cost_cents,
+            timeout_ms,
+            max_steps,
+        )
+    return run_id
+
+
+async def load(pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> dict[str, Any]:
+    async with tenant_transaction(pool, tenant_id) as conn:
+        run = dict(await conn.fetchrow("SELECT * FROM investigations WHERE id = $1", run_id))
+        run["tool_calls"] = [
+            dict(r)
+            for r in await conn.fetch(
+                "SELECT * FROM investigation_tool_calls WHERE investigation_id = $1", run_id
+            )
+        ]
+        run["llm_calls"] = [
+            dict(r)
+            for r in await conn.fetch(
+                "SELECT * FROM llm_api_calls WHERE investigation_id = $1", run_id
+            )
+        ]
+        run["events"] = [
+            dict(r)
+            for r in await conn.fetch(
+                "SELECT * FROM investigation_events WHERE investigation_id = $1 ORDER BY seq",
+                run_id,
+            )
+        ]
+    return run
+
+
+def scripted(
+    *steps: Callable[[httpx.Request], httpx.Response],
+) -> Callable[[httpx.Request], httpx.Response]:
+    """A provider that answers each request with the next scripted step (the last one repeats)."""
+    calls = {"n": 0}
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        step = steps[min(calls["n"], len(steps) - 1)]
+        calls["n"] += 1
+        return step(request)
+
+    return respond
+
+
+def reply(
+    message: dict[str, Any] | Callable[[httpx.Request], dict[str, Any]],
+    prompt: int = 900,
+    completion: int = 60,
+) -> Callable[[httpx.Request], httpx.Response]:
+    def respond(request: httpx.Request) -> httpx.Response:
+        body = message(request) if callable(message) else message
+        return httpx.Response(200, json=_completion(body, prompt, completion))
+
+    return respond
+
+
+async def run(settings: Settings, pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> str:
+    runner = InvestigationRunner(pool, gateway_from_settings(settings, pool), "test-worker")
+    return await runner.run(run_id, tenant_id, takeover=False)
+
+
+@respx.mock
+async def test_scripted_multi_step_run_succeeds_with_cited_findings(
+    model_settings: Settings, app_pool: asyncpg.Pool, data_tenant: CreatedTenant
+) -> None:
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    start = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 14 * 86400))
+    respx.post(OPENAI_URL).mock(
+        side_effect=scripted(
+            reply(
+                tool_call_message(
+                    ("channel_performance", {"start": start, "end": today}),
+                    ("compare_periods", {"current_start": start, "current_end": today}),
+                )
+            ),
+            reply(
+                tool_call_message(
+                    ("top_orders", {"start": start, "end": today, "channel": "facebook_paid"})
+                )
+            ),
+            reply(final_answer),
+        )
+    )
+    run_id = await queue_run(app_pool, data_tenant.tenant_id)
+    status = await run(model_settings, app_pool, data_tenant.tenant_id, run_id)
+    assert status == "succeeded"
+    record = await load(app_pool, data_tenant.tenant_id, run_id)
+    assert record["status"] == "succeeded"
+    assert len(record["tool_calls"]) == 3
+    assert all(tc["error"] is None for tc in record["tool_calls"])
+    tool_ids = {str(tc["id"]) for tc in record["tool_calls"]}
+    findings = record["result"]["findings"]
+    assert findings and all(set(f["evidence"]) <= tool_ids for f in findings)
+    # The run's spend equals the sum of its calls, exactly.
+    assert len(record["llm_calls"]) == 3
+    assert record["cost_cents"] == sum(c["cost_cents"] for c in record["llm_calls"])
+    assert record["cost_cents"] > 0
+    assert [e["event_type"] for e in record["events"]][0] == "started"
+    assert record["events"][-1]["event_type"] == "final"
+
+
+@respx.mock
+async def test_a_model_that_never_stops_is_stopped_at_the_ceiling_with_wrapup_findings(
+    model_settings: Settings, app_pool: asyncpg.Pool, data_tenant: CreatedTenant
+) -> None:
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    start = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 7 * 86400))
+
+    def greedy(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        granted = body["max_tokens"]
+        if body.get("tools"):
+            # Always more tools, and always the whole max_tokens, with a big prompt.
+            message = tool_call_message(("channel_performance", {"start": start, "end": today}))
+        else:
+            message = final_answer(request)
+        return httpx.Response(200, json=_completion(message, 20_000, granted))
+
+    respx.post(OPENAI_URL).mock(side_effect=greedy)
+    ceiling_cents = Decimal("1.5")  # $0.015
+    run_id = await queue_run(
+        app_pool, data_tenant.tenant_id, max_cost_cents=ceiling_cents, max_steps=30
+    )
+    status = await run(model_settings, app_pool, data_tenant.tenant_id, run_id)
+    record = await load(app_pool, data_tenant.tenant_id, run_id)
+    assert status == "budget_exhausted", record["reason"]
+    settled = sum(c["cost_cents"] for c in record["llm_calls"])
+    assert settled <= ceiling_cents
+    assert record["cost_cents"] == settled
+    assert record["result"]["findings"], "a run at its limit still returns what it found"
+    assert "needs" in record["reason"] or "left" in record["reason"]
+
+
+@respx.mock
+async def test_a_stalled_provider_ends_timed_out_within_the_limit(
+    model_settings: Settings, app_pool: asyncpg.Pool, data_tenant: CreatedTenant
+) -> None:
+    async def stall(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200, json=_completion({"content": "late"}, 10, 10))
+
+    respx.post(OPENAI_URL).mock(side_effect=stall)
+    run_id = await queue_run(app_pool, data_tenant.tenant_id, timeout_ms=2000)
+    tasks_before = len(asyncio.all_tasks())
+    started = time.monotonic()
+    status = await run(model_settings, app_pool, data_tenant.tenant_id, run_id)
+    elapsed = time.monotonic() - started
+    assert status == "timed_out"
+    assert elapsed < 2.0 + 1.5
+    record = await load(app_pool, data_tenant.tenant_id, run_id)
+    assert record["llm_calls"], "every started call is in the ledger"
+    assert all(c["status"] != "pending" for c in record["llm_calls"])
+    assert record["cost_cents"] == sum(c["cost_cents"] for c in record["llm_calls"])
+    await asyncio.sleep(0.05)
+    assert len(asyncio.all_tasks()) <= tasks_before, "no task left running"
+
+
+@respx.mock
+async def test_cancel_while_running_ends_the_run_promptly_with_its_spend(
+    model_settings: Settings, app_pool: asyncpg.Pool, data_tenant: CreatedTenant
+) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(20)
+        return httpx.Response(200, json=_completion({"content": "late"}, 10, 10))
+
+    respx.post(OPENAI_URL).mock(side_effect=slow)
+    run_id = await queue_run(app_pool, data_tenant.tenant_id)
+    task = asyncio.create_task(run(model_settings, app_pool, data_tenant.tenant_id, run_id))
+    await asyncio.sleep(0.5)
+    async with tenant_transaction(app_pool, data_tenant.tenant_id) as conn:
+        await conn.execute(
+            "UPDATE investigations SET cancel_requested = true WHERE id = $1", run_id
+        )
+    cancelled_at = time.monotonic()
+    status = await asyncio.wait_for(task, 10)
+    assert status == "cancelled"
+    assert time.monotonic() - cancelled_at < 3
+    record = await load(app_pool, data_tenant.tenant_id, run_id)
+    assert record["llm_calls"] and all(c["status"] == "cancelled" for c in record["llm_calls"])
+    assert record["cost_cents"] == sum(c["cost_cents"] for c in record["llm_calls"]) > 0
+
+
+async def test_without_a_model_a_degraded_run_cites_real_tool_calls(
+    test_settings: Settings, app_pool: asyncpg.Pool, data_tenant: CreatedTenant
+) -> None:
+    assert test_settings.llm_model is None
+    run_id = await queue_run(app_pool, data_tenant.tenant_id)
+    status = await run(test_settings, app_pool, data_tenant.tenant_id, run_id)
+    assert status == "succeeded"
+    record = await load(app_pool, data_tenant.tenant_id, run_id)
+    assert record["degraded"] is True
+    assert record["cost_cents"] == 0 and record["llm_calls"] == []
+    tool_ids = {str(tc["id"]) for tc in record["tool_calls"]}
+    assert {tc["tool_name"] for tc in record["tool_calls"]} >= {
+        "channel_performance",
+        "compare_periods",
+    }
+    findings = record["result"]["findings"]
+    assert findings and all(set(f["evidence"]) <= tool_ids for f in findings)
+
+
+@respx.mock
+async def test_citations_to_unknown_tool_calls_are_repaired_once_then_quarantined(
+    model_settings: Settings, app_pool: asyncpg.Pool, data_tenant: CreatedTenant
+) -> None:
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    bogus = {
+        "content": json.dumps(
+            {
+                "summary": "s",
+                "findings": [
+                    {"claim": "made up", "evidence": ["00000000-0000-0000-0000-000000000000"]}
+                ],
+            }
+        )
+    }
+    respx.post(OPENAI_URL).mock(
+        side_effect=scripted(
+            reply(
+                tool_call_message(("channel_performance", {"start": "2026-01-01", "end": today}))
+            ),
+            reply(bogus),
+            reply(final_answer),
+        )
+    )
+    run_id = await queue_run(app_pool, data_tenant.tenant_id)
+    status = await run(model_settings, app_pool, data_tenant.tenant_id, run_id)
+    assert status == "succeeded"
+    async with tenant_transaction(app_pool, data_tenant.tenant_id) as conn:
+        quarantined = await conn.fetch(
+            "SELECT validation_error FROM llm_validation_failures WHERE endpoint = 'investigations'"
+        )
+    assert any("do not exist" in q["validation_error"] for q in quarantined)
+
+
+async def test_cost_is_reported_in_exact_usd(app_pool: asyncpg.Pool) -> None:
+    assert cents_to_usd(Decimal("0.0000150000")) == Decimal("1.5E-7")
