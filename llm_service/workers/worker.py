@@ -34,10 +34,12 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-async def claim_next(pool: asyncpg.Pool, worker: str) -> Claim | None:
+async def claim_next(
+    pool: asyncpg.Pool, worker: str, lease_s: float = LEASE_SECONDS
+) -> Claim | None:
     """The next run for this worker, if any (runs whose worker died come first)."""
     async with pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT * FROM fn_claim_next_run($1, $2)", worker, LEASE_SECONDS)
+        row = await conn.fetchrow("SELECT * FROM fn_claim_next_run($1, $2)", worker, lease_s)
     if row is None or row["run_id"] is None:
         return None
     return Claim(row["kind"], row["run_id"], row["tenant_id"], row["takeover"])
@@ -54,13 +56,15 @@ class Worker:
         concurrency: int = 50,
         poll_interval_s: float = 0.5,
         name: str | None = None,
+        lease_s: float = LEASE_SECONDS,
     ) -> None:
         """A worker over `pool` (the application role)."""
         self.pool = pool
+        self.lease_s = lease_s
         self.name = name or worker_name()
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s
-        self.investigations = InvestigationRunner(pool, gateway, self.name)
+        self.investigations = InvestigationRunner(pool, gateway, self.name, lease_s=lease_s)
         self._running: set[asyncio.Task[str]] = set()
         self._stopping = asyncio.Event()
 
@@ -76,7 +80,7 @@ class Worker:
                 await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                claim = await claim_next(self.pool, self.name)
+                claim = await claim_next(self.pool, self.name, self.lease_s)
             except (OSError, asyncpg.PostgresError) as exc:
                 _log.warning("claim failed: %s", type(exc).__name__)
                 claim = None
@@ -92,17 +96,20 @@ class Worker:
 
     async def run_once(self) -> str | None:
         """Claim one run and take it to its end (tests, the CLI); None when the queue is empty."""
-        claim = await claim_next(self.pool, self.name)
+        claim = await claim_next(self.pool, self.name, self.lease_s)
         return None if claim is None else await self.process(claim)
 
     async def process(self, claim: Claim) -> str:
         """Run one claimed item to a terminal state."""
         if claim.kind == "investigation":
-            return await self.investigations.run(claim.run_id, claim.tenant_id,
-                                                 takeover=claim.takeover)
+            return await self.investigations.run(
+                claim.run_id, claim.tenant_id, takeover=claim.takeover
+            )
         from llm_service.optimizations.runner import run_budget_optimization
 
-        return await run_budget_optimization(self.pool, self.investigations.gateway, self.name, claim)
+        return await run_budget_optimization(
+            self.pool, self.investigations.gateway, self.name, claim
+        )
 
     def stop(self) -> None:
         """Stop claiming; runs in flight finish."""
