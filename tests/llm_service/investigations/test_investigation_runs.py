@@ -360,3 +360,80 @@ async def test_citations_to_unknown_tool_calls_are_repaired_once_then_quarantine
 
 async def test_cost_is_reported_in_exact_usd(app_pool: asyncpg.Pool) -> None:
     assert cents_to_usd(Decimal("0.0000150000")) == Decimal("1.5E-7")
+
+
+@respx.mock
+async def test_personal_data_in_the_tenants_data_never_reaches_the_provider(
+    model_settings: Settings, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool
+) -> None:
+    secret_email = "jane.doe.private@example.org"
+    created = await create_tenant(owner_pool, "pii-holder")
+    async with tenant_transaction(owner_pool, created.tenant_id) as conn:
+        await conn.execute(
+            """
+            INSERT INTO channel_assignment_corrections (tenant_id, entity_type, entity_id,
+                from_channel, to_channel, corrected_by, reason, corrected_at)
+            VALUES ($1, 'event', gen_random_uuid(), 'organic_social', 'instagram_paid', $2, $3,
+                    now() - interval '1 day')
+            """,
+            created.tenant_id,
+            secret_email,
+            f"customer {secret_email} complained; call +44 20 7946 0958",
+        )
+    today = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    start = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 7 * 86400))
+    route = respx.post(OPENAI_URL).mock(
+        side_effect=scripted(
+            reply(tool_call_message(("channel_corrections", {"start": start, "end": today}))),
+            reply(final_answer),
+        )
+    )
+    run_id = await queue_run(app_pool, created.tenant_id)
+    assert await run(model_settings, app_pool, created.tenant_id, run_id) == "succeeded"
+    bodies = [call.request.content.decode() for call in route.calls]
+    assert len(bodies) == 2
+    assert "REDACTED" in bodies[1], "the tool output reached the model, redacted"
+    for body in bodies:
+        assert secret_email not in body
+        assert "7946 0958" not in body
+
+
+async def test_api_shows_exactly_the_recorded_tool_and_llm_calls(
+    test_settings: Settings,
+    app_pool: asyncpg.Pool,
+    data_tenant: CreatedTenant,
+    client: httpx.AsyncClient,
+) -> None:
+    run_id = await queue_run(app_pool, data_tenant.tenant_id)
+    await run(test_settings, app_pool, data_tenant.tenant_id, run_id)
+    record = await load(app_pool, data_tenant.tenant_id, run_id)
+    response = await client.get(
+        f"/v1/investigations/{run_id}", headers={"Authorization": f"Bearer {data_tenant.api_key}"}
+    )
+    assert response.status_code == 200
+    shown = response.json()
+    assert shown["status"] == record["status"] == "succeeded"
+    assert {t["id"] for t in shown["tool_calls"]} == {str(t["id"]) for t in record["tool_calls"]}
+    assert [t["tool_name"] for t in shown["tool_calls"]] == [
+        t["tool_name"]
+        for t in sorted(record["tool_calls"], key=lambda t: (t["created_at"], t["id"]))
+    ]
+    assert shown["llm_calls"] == []
+    assert shown["cost_usd"] == "0"
+    assert shown["findings"] == record["result"]["findings"]
+    # The stream: in order, history for a late subscriber, ending with the terminal state.
+    stream = await client.get(
+        f"/v1/investigations/{run_id}/events",
+        headers={"Authorization": f"Bearer {data_tenant.api_key}"},
+    )
+    kinds = [
+        line.split(":", 1)[1].strip()
+        for line in stream.text.splitlines()
+        if line.startswith("event:")
+    ]
+    assert kinds[0] == "started" and kinds[-1] == "final"
+    assert kinds.count("tool_call") == len(record["tool_calls"])
+    ids = [
+        int(line.split(":", 1)[1]) for line in stream.text.splitlines() if line.startswith("id:")
+    ]
+    assert ids == sorted(ids)
