@@ -253,7 +253,7 @@ TABLE explanation_cache  -- owner: <owner>
     COLUMN question text NOT NULL DEFAULT ''::text
     COLUMN question_embedding vector
     COLUMN embedding_model text NOT NULL
-    COLUMN embedding_dim integer NOT NULL
+    COLUMN embedding_dim integer
     COLUMN explanation jsonb NOT NULL
     COLUMN citations jsonb NOT NULL DEFAULT '[]'::jsonb
     COLUMN model text NOT NULL
@@ -266,8 +266,9 @@ TABLE explanation_cache  -- owner: <owner>
     COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
     CONSTRAINT ck_explanation_cache_cost CHECK (cost_cents >= 0::numeric)
     CONSTRAINT ck_explanation_cache_embedding_dim CHECK (embedding_dim > 0)
+    CONSTRAINT ck_explanation_cache_question_embedding CHECK ((question = ''::text) = (question_embedding IS NULL))
     CONSTRAINT ck_explanation_cache_scope_key CHECK (scope_key ~ '^[0-9a-f]{64}$'::text)
-    CONSTRAINT ck_explanation_cache_vector_dim CHECK (question_embedding IS NULL OR vector_dims(question_embedding) = embedding_dim)
+    CONSTRAINT ck_explanation_cache_vector_dim CHECK (question_embedding IS NULL OR embedding_dim IS NOT NULL AND vector_dims(question_embedding) = embedding_dim)
     CONSTRAINT explanation_cache_pkey PRIMARY KEY (id)
     CONSTRAINT explanation_cache_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
     INDEX explanation_cache_pkey: CREATE UNIQUE INDEX explanation_cache_pkey ON public.explanation_cache USING btree (id)
@@ -275,8 +276,10 @@ TABLE explanation_cache  -- owner: <owner>
     INDEX idx_explanation_cache_expiry: CREATE INDEX idx_explanation_cache_expiry ON public.explanation_cache USING btree (expires_at)
     INDEX idx_explanation_cache_scope: CREATE INDEX idx_explanation_cache_scope ON public.explanation_cache USING btree (tenant_id, scope_key, embedding_model, data_fingerprint, expires_at DESC)
     ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
     GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+    GRANT DELETE, SELECT, UPDATE TO llm_crosstenant
 
 TABLE investigation_events  -- owner: <owner>
     COMMENT 'Progress of each investigation, in order, for server-sent events across processes. Data class: derived, PII-redacted. Owner: investigations. RLS: enabled and forced.'
@@ -814,6 +817,29 @@ AS $function$
         regexp_replace(regexp_replace(btrim(p_key), '([A-Z]+)([A-Z][a-z]{2,})', '\1_\2', 'g'),
                        '([a-z0-9])([A-Z])', '\1_\2', 'g')),
         '[^a-z0-9]+', '_', 'g'), '_')
+$function$
+
+FUNCTION fn_purge_expired_explanation_cache(p_batch_size integer)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_purge_expired_explanation_cache(p_batch_size integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+DECLARE
+    n integer;
+BEGIN
+    IF p_batch_size IS NULL OR p_batch_size < 1 OR p_batch_size > 100000 THEN
+        RAISE EXCEPTION 'batch size must be between 1 and 100000, not %', p_batch_size
+            USING ERRCODE = '22023';
+    END IF;
+    DELETE FROM explanation_cache
+     WHERE id IN (SELECT id FROM explanation_cache WHERE expires_at <= now()
+                  ORDER BY expires_at LIMIT p_batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
 $function$
 
 FUNCTION fn_queue_depth()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner

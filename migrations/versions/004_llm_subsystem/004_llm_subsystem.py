@@ -426,10 +426,11 @@ CREATE TABLE explanation_cache (
     -- sha256 of the exact structured scope: subject, parameters, model, prompt version.
     scope_key text NOT NULL CONSTRAINT ck_explanation_cache_scope_key CHECK (scope_key ~ '^[0-9a-f]{{64}}$'),
     scope jsonb NOT NULL,
+    -- '' = no free text: such an entry has no vector and matches only requests without one.
     question text NOT NULL DEFAULT '',
     question_embedding vector,
     embedding_model text NOT NULL,
-    embedding_dim integer NOT NULL CONSTRAINT ck_explanation_cache_embedding_dim CHECK (embedding_dim > 0),
+    embedding_dim integer CONSTRAINT ck_explanation_cache_embedding_dim CHECK (embedding_dim > 0),
     explanation jsonb NOT NULL,
     citations jsonb NOT NULL DEFAULT '[]'::jsonb,
     model text NOT NULL,
@@ -440,8 +441,10 @@ CREATE TABLE explanation_cache (
     last_hit_at timestamptz,
     expires_at timestamptz NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT ck_explanation_cache_vector_dim CHECK (
-        question_embedding IS NULL OR vector_dims(question_embedding) = embedding_dim)
+    CONSTRAINT ck_explanation_cache_vector_dim CHECK (question_embedding IS NULL
+        OR (embedding_dim IS NOT NULL AND vector_dims(question_embedding) = embedding_dim)),
+    CONSTRAINT ck_explanation_cache_question_embedding CHECK (
+        (question = '') = (question_embedding IS NULL))
 );
 COMMENT ON TABLE explanation_cache IS
     'Explanations served to dashboards. An entry matches only its exact scope and current data '
@@ -455,6 +458,28 @@ CREATE INDEX idx_explanation_cache_embedding_local ON explanation_cache
     USING hnsw ((question_embedding::vector(384)) vector_cosine_ops)
     WHERE embedding_model = 'local/all-MiniLM-L6-v2-int8';
 {tenant_rls("explanation_cache")}
+{crosstenant_policy("explanation_cache", privileges="SELECT, UPDATE, DELETE")}
+-- Expired entries of every tenant, one batch per call (each call its own short transaction when
+-- run outside one); SKIP LOCKED never waits for a row a hit-counter flush is updating.
+CREATE FUNCTION fn_purge_expired_explanation_cache(p_batch_size integer) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF p_batch_size IS NULL OR p_batch_size < 1 OR p_batch_size > 100000 THEN
+        RAISE EXCEPTION 'batch size must be between 1 and 100000, not %', p_batch_size
+            USING ERRCODE = '22023';
+    END IF;
+    DELETE FROM explanation_cache
+     WHERE id IN (SELECT id FROM explanation_cache WHERE expires_at <= now()
+                  ORDER BY expires_at LIMIT p_batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+ALTER FUNCTION fn_purge_expired_explanation_cache(integer) OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_purge_expired_explanation_cache(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fn_purge_expired_explanation_cache(integer) TO {APP_ROLE};
 
 CREATE TABLE llm_validation_failures (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -490,6 +515,7 @@ def downgrade() -> None:
         DROP FUNCTION fn_queue_depth();
         DROP FUNCTION fn_claim_next_run(text, double precision);
         DROP TABLE investigation_events;
+        DROP FUNCTION fn_purge_expired_explanation_cache(integer);
         DROP TABLE llm_validation_failures, explanation_cache, budget_optimization_jobs,
             investigation_tool_calls, investigations, llm_monthly_costs, llm_api_calls;
         DROP FUNCTION fn_reconcile_monthly_costs(date);
