@@ -96,6 +96,8 @@ def _cmd_demo_data(settings: Settings, args: argparse.Namespace) -> int:
             exists = await conn.fetchval("SELECT count(*) FROM tenants WHERE id = $1", args.tenant)
             if not exists:
                 raise ServiceError(f"no tenant {args.tenant}", code="not_found")
+            # Large data sets take longer than the pool's per-statement limit.
+            await conn.execute("SET LOCAL statement_timeout = 0")
             summary = await generate_demo_data(
                 conn, args.tenant, events=args.events, seed=args.seed
             )
