@@ -137,6 +137,7 @@ TABLE budget_optimization_jobs  -- owner: <owner>
     CONSTRAINT ck_budget_optimization_jobs_status CHECK (status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'budget_exhausted'::text, 'timed_out'::text, 'failed'::text, 'cancelled'::text]))
     CONSTRAINT ck_budget_optimization_jobs_within_ceiling CHECK (cost_cents <= max_cost_cents)
     INDEX budget_optimization_jobs_pkey: CREATE UNIQUE INDEX budget_optimization_jobs_pkey ON public.budget_optimization_jobs USING btree (id)
+    INDEX idx_budget_optimization_jobs_leases: CREATE INDEX idx_budget_optimization_jobs_leases ON public.budget_optimization_jobs USING btree (lease_expires_at) WHERE (status = 'running'::text)
     INDEX idx_budget_optimization_jobs_queue: CREATE INDEX idx_budget_optimization_jobs_queue ON public.budget_optimization_jobs USING btree (queued_at) WHERE (status = 'queued'::text)
     INDEX idx_budget_optimization_jobs_tenant: CREATE INDEX idx_budget_optimization_jobs_tenant ON public.budget_optimization_jobs USING btree (tenant_id, created_at DESC)
     INDEX uq_budget_optimization_jobs_idempotency: CREATE UNIQUE INDEX uq_budget_optimization_jobs_idempotency ON public.budget_optimization_jobs USING btree (tenant_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)
@@ -412,8 +413,11 @@ TABLE llm_api_calls  -- owner: <owner>
     CONSTRAINT llm_api_calls_pkey PRIMARY KEY (id)
     CONSTRAINT llm_api_calls_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
     CONSTRAINT uq_llm_api_calls_request UNIQUE (tenant_id, endpoint, request_id)
+    INDEX idx_llm_calls_budget_job: CREATE INDEX idx_llm_calls_budget_job ON public.llm_api_calls USING btree (tenant_id, budget_optimization_job_id) WHERE (budget_optimization_job_id IS NOT NULL)
     INDEX idx_llm_calls_investigation: CREATE INDEX idx_llm_calls_investigation ON public.llm_api_calls USING btree (tenant_id, investigation_id) WHERE (investigation_id IS NOT NULL)
     INDEX idx_llm_calls_pending: CREATE INDEX idx_llm_calls_pending ON public.llm_api_calls USING btree (tenant_id, reservation_expires_at) WHERE (status = 'pending'::text)
+    INDEX idx_llm_calls_prompt_retention: CREATE INDEX idx_llm_calls_prompt_retention ON public.llm_api_calls USING btree (created_at) WHERE (request_metadata ?| ARRAY['prompt'::text, 'response'::text])
+    INDEX idx_llm_calls_started: CREATE INDEX idx_llm_calls_started ON public.llm_api_calls USING btree (started_at)
     INDEX idx_llm_calls_tenant_endpoint: CREATE INDEX idx_llm_calls_tenant_endpoint ON public.llm_api_calls USING btree (tenant_id, endpoint, created_at DESC)
     INDEX idx_llm_calls_tenant_started: CREATE INDEX idx_llm_calls_tenant_started ON public.llm_api_calls USING btree (tenant_id, started_at)
     INDEX llm_api_calls_pkey: CREATE UNIQUE INDEX llm_api_calls_pkey ON public.llm_api_calls USING btree (id)
@@ -466,11 +470,14 @@ TABLE llm_validation_failures  -- owner: <owner>
     COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
     CONSTRAINT llm_validation_failures_pkey PRIMARY KEY (id)
     CONSTRAINT llm_validation_failures_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX idx_llm_validation_failures_retention: CREATE INDEX idx_llm_validation_failures_retention ON public.llm_validation_failures USING btree (created_at) WHERE ((request_payload IS NOT NULL) OR (response_payload IS NOT NULL))
     INDEX idx_llm_validation_failures_tenant: CREATE INDEX idx_llm_validation_failures_tenant ON public.llm_validation_failures USING btree (tenant_id, created_at DESC)
     INDEX llm_validation_failures_pkey: CREATE UNIQUE INDEX llm_validation_failures_pkey ON public.llm_validation_failures USING btree (id)
     ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
     GRANT INSERT, SELECT TO llm_app
+    GRANT SELECT, UPDATE TO llm_crosstenant
 
 TABLE pii_audit_findings  -- owner: <owner>
     COMMENT 'Where personal data was found (never the value itself). Data class: security audit. Owner: data protection. RLS: enabled and forced (tenant_isolation_policy).'
@@ -653,19 +660,25 @@ CREATE OR REPLACE FUNCTION public.fn_check_allocation_sums()
 AS $function$
 DECLARE
     bad record;
+    found_rows bigint;
 BEGIN
-    SELECT a.event_id, a.model_type, a.model_version, e.revenue_cents,
-           sum(a.allocated_revenue_cents) AS allocated
-    INTO bad
-    FROM (SELECT DISTINCT tenant_id, event_id, model_type, model_version FROM changed_rows) c
-    JOIN attribution_allocations a
-      ON a.tenant_id = c.tenant_id AND a.event_id = c.event_id
-     AND a.model_type = c.model_type AND a.model_version = c.model_version
-    JOIN attribution_events e ON e.tenant_id = a.tenant_id AND e.id = a.event_id
-    GROUP BY a.event_id, a.model_type, a.model_version, e.revenue_cents
-    HAVING abs(sum(a.allocated_revenue_cents) - e.revenue_cents) > 1
-    LIMIT 1;
-    IF FOUND THEN
+    -- Dynamic SQL: planned for each statement, so a plan cached while the table was small
+    -- cannot make a later bulk load crawl.
+    EXECUTE $q$
+        SELECT a.event_id, a.model_type, a.model_version, e.revenue_cents,
+               sum(a.allocated_revenue_cents) AS allocated
+        FROM (SELECT DISTINCT tenant_id, event_id, model_type, model_version FROM changed_rows) c
+        JOIN attribution_allocations a
+          ON a.tenant_id = c.tenant_id AND a.event_id = c.event_id
+         AND a.model_type = c.model_type AND a.model_version = c.model_version
+        JOIN attribution_events e ON e.tenant_id = a.tenant_id AND e.id = a.event_id
+        GROUP BY a.event_id, a.model_type, a.model_version, e.revenue_cents
+        HAVING abs(sum(a.allocated_revenue_cents) - e.revenue_cents) > 1
+        LIMIT 1
+    $q$ INTO bad;
+    -- EXECUTE does not set FOUND; its row count says whether a bad split came back.
+    GET DIAGNOSTICS found_rows = ROW_COUNT;
+    IF found_rows > 0 THEN
         RAISE EXCEPTION 'allocations of event % under model %/% sum to % cents, event revenue is % cents',
             bad.event_id, bad.model_type, bad.model_version, bad.allocated, bad.revenue_cents
             USING ERRCODE = 'check_violation';
@@ -714,6 +727,58 @@ BEGIN
             RETURN;
         END IF;
     END LOOP;
+END
+$function$
+
+FUNCTION fn_finance_daily_costs(p_month date)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_finance_daily_costs(p_month date)
+ RETURNS TABLE(day date, tenant_id uuid, model text, cost_cents numeric, calls bigint)
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+BEGIN
+    IF p_month IS NULL OR extract(day FROM p_month) <> 1 THEN
+        RAISE EXCEPTION 'month must be the first day of a month, not %', p_month
+            USING ERRCODE = '22023';
+    END IF;
+    -- Settled calls only, by the UTC day they started (the day the monthly roll-up uses).
+    RETURN QUERY
+    SELECT (c.started_at AT TIME ZONE 'UTC')::date, c.tenant_id, c.model, sum(c.cost_cents),
+           count(*)
+      FROM llm_api_calls c
+     WHERE c.status <> 'pending'
+       AND c.started_at >= p_month::timestamp AT TIME ZONE 'UTC'
+       AND c.started_at < (p_month + interval '1 month') AT TIME ZONE 'UTC'
+     GROUP BY 1, 2, 3
+     ORDER BY 1, 2, 3;
+END
+$function$
+
+FUNCTION fn_finance_monthly_costs(p_month date)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_finance_monthly_costs(p_month date)
+ RETURNS TABLE(tenant_id uuid, tenant_name text, total_cost_cents numeric, estimated_cost_cents numeric, calls bigint, input_tokens bigint, output_tokens bigint, model_breakdown jsonb, endpoint_breakdown jsonb, monthly_cap_cents numeric)
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+BEGIN
+    IF p_month IS NULL OR extract(day FROM p_month) <> 1 THEN
+        RAISE EXCEPTION 'month must be the first day of a month, not %', p_month
+            USING ERRCODE = '22023';
+    END IF;
+    -- Every tenant that existed in the month or spent in it; no spend reads as zero.
+    RETURN QUERY
+    SELECT t.id, t.name, coalesce(m.total_cost_cents, 0), coalesce(m.estimated_cost_cents, 0),
+           coalesce(m.total_calls, 0), coalesce(m.total_input_tokens, 0),
+           coalesce(m.total_output_tokens, 0), coalesce(m.model_breakdown, '{}'::jsonb),
+           coalesce(m.endpoint_breakdown, '{}'::jsonb), t.monthly_cap_cents
+      FROM tenants t
+      LEFT JOIN llm_monthly_costs m ON m.tenant_id = t.id AND m.month = p_month
+     WHERE m.id IS NOT NULL OR t.created_at < (p_month + interval '1 month') AT TIME ZONE 'UTC'
+     ORDER BY coalesce(m.total_cost_cents, 0) DESC, t.id;
 END
 $function$
 
@@ -837,6 +902,66 @@ BEGIN
     DELETE FROM explanation_cache
      WHERE id IN (SELECT id FROM explanation_cache WHERE expires_at <= now()
                   ORDER BY expires_at LIMIT p_batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$function$
+
+FUNCTION fn_purge_llm_call_prompts(p_before timestamp with time zone, p_batch_size integer)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_purge_llm_call_prompts(p_before timestamp with time zone, p_batch_size integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+DECLARE
+    n integer;
+BEGIN
+    IF p_before IS NULL OR p_before > now() - interval '1 day' THEN
+        RAISE EXCEPTION 'the retention cutoff must be at least a day in the past, not %', p_before
+            USING ERRCODE = '22023';
+    END IF;
+    IF p_batch_size IS NULL OR p_batch_size < 1 OR p_batch_size > 100000 THEN
+        RAISE EXCEPTION 'batch size must be between 1 and 100000, not %', p_batch_size
+            USING ERRCODE = '22023';
+    END IF;
+    UPDATE llm_api_calls c
+       SET request_metadata = (c.request_metadata - ARRAY['prompt', 'response'])
+                              || '{"purged": true}'::jsonb
+     WHERE c.id IN (SELECT p.id FROM llm_api_calls p
+                     WHERE p.request_metadata ?| ARRAY['prompt', 'response']
+                       AND p.created_at < p_before
+                     ORDER BY p.created_at LIMIT p_batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$function$
+
+FUNCTION fn_purge_llm_validation_payloads(p_before timestamp with time zone, p_batch_size integer)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_purge_llm_validation_payloads(p_before timestamp with time zone, p_batch_size integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+AS $function$
+DECLARE
+    n integer;
+BEGIN
+    IF p_before IS NULL OR p_before > now() - interval '1 day' THEN
+        RAISE EXCEPTION 'the retention cutoff must be at least a day in the past, not %', p_before
+            USING ERRCODE = '22023';
+    END IF;
+    IF p_batch_size IS NULL OR p_batch_size < 1 OR p_batch_size > 100000 THEN
+        RAISE EXCEPTION 'batch size must be between 1 and 100000, not %', p_batch_size
+            USING ERRCODE = '22023';
+    END IF;
+    UPDATE llm_validation_failures f SET request_payload = NULL, response_payload = NULL
+     WHERE f.id IN (SELECT v.id FROM llm_validation_failures v
+                     WHERE (v.request_payload IS NOT NULL OR v.response_payload IS NOT NULL)
+                       AND v.created_at < p_before
+                     ORDER BY v.created_at LIMIT p_batch_size FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END

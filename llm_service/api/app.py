@@ -16,6 +16,8 @@ from llm_service.api.observability import RequestContext
 from llm_service.api.routes import (
     budget_optimizations,
     costs,
+    explanations,
+    finance,
     health,
     investigations,
     metrics,
@@ -23,6 +25,7 @@ from llm_service.api.routes import (
 )
 from llm_service.db.pool import create_pool
 from llm_service.db.runtime import database_runtime
+from llm_service.explanations.service import ExplanationService
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings, get_settings
 
@@ -38,7 +41,9 @@ def create_app(
     Workers run in-process by default when the application opens its own pool (`serve`).
     """
     settings = settings or get_settings()
-    with_workers = (pool is None and settings.workers_in_process > 0) if run_workers is None else run_workers
+    with_workers = (
+        (pool is None and settings.workers_in_process > 0) if run_workers is None else run_workers
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,11 +59,26 @@ def create_app(
             )
         # Built at start-up so an unpriced model is refused before serving anything.
         app.state.gateway = gateway_from_settings(settings, app.state.pool)
+        # Explanations: the embedder loaded once, hit counts flushed in the background, and a
+        # separate small pool for the single-flight locks (without an app URL: the main pool).
+        app.state.explanations = await ExplanationService.start(
+            settings,
+            app.state.pool,
+            app.state.gateway,
+            app_database_url=(
+                database_runtime(settings).urls.app if owned else settings.app_database_url
+            ),
+        )
         worker_task = None
         if with_workers:
             from llm_service.workers.worker import Worker
 
-            worker = Worker(app.state.pool, app.state.gateway, concurrency=settings.worker_concurrency)
+            worker = Worker(
+                app.state.pool,
+                app.state.gateway,
+                concurrency=settings.worker_concurrency,
+                lease_s=settings.worker_lease_s,
+            )
             worker_task = asyncio.create_task(worker.run_until_stopped())
         try:
             yield
@@ -68,6 +88,7 @@ def create_app(
                 worker.stop()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(worker_task, settings.investigation_timeout_s + 5)
+            await app.state.explanations.aclose()
             if owned:
                 await app.state.pool.close()
 
@@ -85,7 +106,10 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(costs.router)
+    app.include_router(finance.router)
+    app.include_router(finance.page_router)
     app.include_router(tenants.router)
     app.include_router(investigations.router)
     app.include_router(budget_optimizations.router)
+    app.include_router(explanations.router)
     return app

@@ -1,4 +1,5 @@
-"""Data governance: events are facts, allocations add up, ledger state changes are audited.
+"""Data governance: events are facts, allocations add up, ledger state changes are audited,
+and every change to the data explanations rest on is journaled per tenant, day, part and channel.
 
 Revision ID: 003_data_governance
 Revises: 002_pii_controls
@@ -6,6 +7,7 @@ Create Date: 2026-11-25
 """
 
 from alembic import op
+from sqlhelpers import APP_ROLE, CROSSTENANT_ROLE, crosstenant_policy, tenant_rls
 
 revision = "003_data_governance"
 down_revision = "002_pii_controls"
@@ -41,19 +43,25 @@ ALLOCATION_SUMS = """
 CREATE FUNCTION fn_check_allocation_sums() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     bad record;
+    found_rows bigint;
 BEGIN
-    SELECT a.event_id, a.model_type, a.model_version, e.revenue_cents,
-           sum(a.allocated_revenue_cents) AS allocated
-    INTO bad
-    FROM (SELECT DISTINCT tenant_id, event_id, model_type, model_version FROM changed_rows) c
-    JOIN attribution_allocations a
-      ON a.tenant_id = c.tenant_id AND a.event_id = c.event_id
-     AND a.model_type = c.model_type AND a.model_version = c.model_version
-    JOIN attribution_events e ON e.tenant_id = a.tenant_id AND e.id = a.event_id
-    GROUP BY a.event_id, a.model_type, a.model_version, e.revenue_cents
-    HAVING abs(sum(a.allocated_revenue_cents) - e.revenue_cents) > 1
-    LIMIT 1;
-    IF FOUND THEN
+    -- Dynamic SQL: planned for each statement, so a plan cached while the table was small
+    -- cannot make a later bulk load crawl.
+    EXECUTE $q$
+        SELECT a.event_id, a.model_type, a.model_version, e.revenue_cents,
+               sum(a.allocated_revenue_cents) AS allocated
+        FROM (SELECT DISTINCT tenant_id, event_id, model_type, model_version FROM changed_rows) c
+        JOIN attribution_allocations a
+          ON a.tenant_id = c.tenant_id AND a.event_id = c.event_id
+         AND a.model_type = c.model_type AND a.model_version = c.model_version
+        JOIN attribution_events e ON e.tenant_id = a.tenant_id AND e.id = a.event_id
+        GROUP BY a.event_id, a.model_type, a.model_version, e.revenue_cents
+        HAVING abs(sum(a.allocated_revenue_cents) - e.revenue_cents) > 1
+        LIMIT 1
+    $q$ INTO bad;
+    -- EXECUTE does not set FOUND; its row count says whether a bad split came back.
+    GET DIAGNOSTICS found_rows = ROW_COUNT;
+    IF found_rows > 0 THEN
         RAISE EXCEPTION 'allocations of event % under model %/% sum to % cents, event revenue is % cents',
             bad.event_id, bad.model_type, bad.model_version, bad.allocated, bad.revenue_cents
             USING ERRCODE = 'check_violation';
@@ -86,13 +94,338 @@ CREATE TRIGGER trg_revenue_ledger_audit_state BEFORE UPDATE OF state ON revenue_
 """
 
 
+# --------------------------------------------------------------------------------------------
+# The data-change journal: what llm_service.analytics.queries.data_fingerprint reads.
+# --------------------------------------------------------------------------------------------
+
+#: The parts of the data an explanation rests on (FINGERPRINT_PARTS in the analytics queries).
+JOURNAL_PARTS = (
+    "events",
+    "allocations",
+    "ledger",
+    "transitions",
+    "dead_events",
+    "corrections",
+    "runs",
+)
+#: channel '' : the change concerns every channel (channel-less parts, or a channel that can no
+#: longer be resolved, e.g. of a deleted allocation); every fingerprint reads these rows.
+ANY_CHANNEL = "''"
+#: channel '-': the change concerns no channel (a ledger row without an allocation); only the
+#: fingerprint over all channels reads these rows. Channel codes never contain '-'.
+NO_CHANNEL = "'-'"
+
+JOURNAL_TABLE = f"""
+CREATE TABLE data_change_journal (
+    tenant_id uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    part text NOT NULL CONSTRAINT ck_data_change_journal_part
+        CHECK (part IN ({", ".join(f"'{p}'" for p in JOURNAL_PARTS)})),
+    day date NOT NULL,
+    channel text NOT NULL DEFAULT '',
+    version bigint NOT NULL DEFAULT 1 CONSTRAINT ck_data_change_journal_version CHECK (version >= 1),
+    changed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, part, day, channel)
+) WITH (fillfactor = 70);
+COMMENT ON TABLE data_change_journal IS
+    'Per tenant, part of the data (events, allocations, ledger, ...), UTC day and channel: a '
+    'version bumped by statement triggers in the transaction of every change, so a data '
+    'fingerprint is one index range scan. channel  = every channel, ''-'' = none. Data class: '
+    'derived metadata. Owner: analytics. RLS: enabled and forced (tenant_isolation_policy); the '
+    'application may only read it, the definer triggers (llm_crosstenant) write it.';
+{tenant_rls("data_change_journal", app_privileges="SELECT")}
+{crosstenant_policy("data_change_journal", privileges="SELECT, INSERT, UPDATE")}
+-- What the definer triggers read besides the journal (events, ledger: policies from 002).
+{crosstenant_policy("attribution_allocations")}
+{crosstenant_policy("revenue_state_transitions")}
+{crosstenant_policy("channel_assignment_corrections")}
+-- The ledger rows of an allocation (its channel change moves them; ON DELETE SET NULL too).
+CREATE INDEX idx_revenue_ledger_allocation ON revenue_ledger (tenant_id, allocation_id);
+"""
+
+
+def _day(column: str) -> str:
+    """The UTC day of a timestamptz: periods are [start, end) in UTC midnights."""
+    return f"({column} AT TIME ZONE 'UTC')::date"
+
+
+def _upsert(changes: str) -> str:
+    """One statement: bump (or create) the journal row of every distinct key `changes` yields.
+
+    `changes` selects (tenant_id, part, day, channel). Rows are locked in key order, so two
+    statements touching the same keys queue rather than deadlock; a tenant being deleted (its
+    rows go by cascade) is skipped.
+    """
+    return f"""
+    INSERT INTO data_change_journal AS j (tenant_id, part, day, channel)
+    SELECT k.tenant_id, k.part, k.day, k.channel
+      FROM (SELECT DISTINCT c.tenant_id, c.part, c.day, c.channel
+              FROM ({changes}) AS c (tenant_id, part, day, channel)
+             WHERE c.day IS NOT NULL) AS k
+     WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+     ORDER BY k.tenant_id, k.part, k.day, k.channel
+    ON CONFLICT (tenant_id, part, day, channel)
+    DO UPDATE SET version = j.version + 1, changed_at = now();
+    """
+
+
+def _journal_function(table: str, changes: dict[str, str]) -> str:
+    """A SECURITY DEFINER trigger function: per TG_OP, one journal upsert of `changes[TG_OP]`."""
+    branches = "
+    ELS".join(
+        f"IF TG_OP = '{op}' THEN{_upsert(sql)}" for op, sql in changes.items()
+    )
+    triggers = "
+".join(
+        f"CREATE TRIGGER trg_{table}_journal_{op.lower()} AFTER {op} ON {table}
+"
+        f"    REFERENCING {'NEW' if op == 'INSERT' else 'OLD'} TABLE AS "
+        f"{'new_rows' if op == 'INSERT' else 'old_rows'}"
+        + (" NEW TABLE AS new_rows" if op == "UPDATE" else "")
+        + f"
+    FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_{table}();"
+        for op in changes
+    )
+    return f"""
+CREATE FUNCTION fn_journal_{table}() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    {branches}
+    END IF;
+    RETURN NULL;
+END
+$$;
+ALTER FUNCTION fn_journal_{table}() OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_journal_{table}() FROM PUBLIC;
+{triggers}
+"""
+
+
+def _each_op(rows_changes: str) -> dict[str, str]:
+    """The same changes for INSERT (new rows), UPDATE (old and new rows) and DELETE (old rows)."""
+    both = "(SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows)"
+    return {
+        "INSERT": rows_changes.format(rows="new_rows"),
+        "UPDATE": rows_changes.format(rows=both),
+        "DELETE": rows_changes.format(rows="old_rows"),
+    }
+
+
+# Events are facts (trg_attribution_events_immutable): an UPDATE changes nothing journaled. A
+# deleted event takes its allocations (cascade, unresolvable afterwards) and the corrections
+# about it out of its day, for every channel.
+JOURNAL_EVENTS = _journal_function(
+    "attribution_events",
+    {
+        "INSERT": f"SELECT n.tenant_id, 'events', {_day('n.occurred_at')}, n.channel "
+        "FROM new_rows n",
+        "DELETE": f"""
+        SELECT o.tenant_id, p.part, {_day("o.occurred_at")},
+               CASE WHEN p.part = 'events' THEN o.channel ELSE {ANY_CHANNEL} END
+          FROM old_rows o
+         CROSS JOIN (VALUES ('events'), ('allocations'), ('corrections')) AS p (part)
+         WHERE p.part <> 'allocations' OR o.revenue_cents > 0""",
+    },
+)
+
+# An allocation counts on its revenue event's day, under its own channel. One that changes
+# channel moves its ledger rows (and their transitions) between channels; one that moves to
+# another event moves the corrections about it between days.
+_ALLOCATIONS_OF = f"""
+        SELECT x.tenant_id, 'allocations', {_day("e.occurred_at")}, x.channel_code
+          FROM {{rows}} AS x
+          JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
+         WHERE e.revenue_cents > 0"""
+_CORRECTIONS_OF_ALLOCATIONS = f"""
+        SELECT c.tenant_id, 'corrections', {_day("e.occurred_at")}, ch.channel
+          FROM {{rows}} AS x
+          JOIN channel_assignment_corrections c
+            ON c.tenant_id = x.tenant_id AND c.entity_type = 'allocation' AND c.entity_id = x.id
+          JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
+         CROSS JOIN LATERAL (VALUES (c.from_channel), (c.to_channel)) AS ch (channel)"""
+_ALLOCATION_MOVES = """
+        WITH moved AS (
+            SELECT o.tenant_id, o.id, o.event_id AS old_event, n.event_id AS new_event,
+                   o.channel_code AS old_channel, n.channel_code AS new_channel
+              FROM old_rows o JOIN new_rows n ON n.id = o.id
+             WHERE o.channel_code <> n.channel_code OR o.event_id <> n.event_id
+        ), rechanneled AS (
+            SELECT m.tenant_id, m.id, ch.channel
+              FROM moved m
+             CROSS JOIN LATERAL (VALUES (m.old_channel), (m.new_channel)) AS ch (channel)
+             WHERE m.old_channel <> m.new_channel
+        ), reassigned AS (
+            SELECT m.tenant_id, m.id, ev.event_id
+              FROM moved m
+             CROSS JOIN LATERAL (VALUES (m.old_event), (m.new_event)) AS ev (event_id)
+             WHERE m.old_event <> m.new_event
+        )
+        SELECT l.tenant_id, 'ledger', {posted}, r.channel
+          FROM rechanneled r
+          JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
+        UNION ALL
+        SELECT t.tenant_id, 'transitions', {transitioned}, r.channel
+          FROM rechanneled r
+          JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
+          JOIN revenue_state_transitions t ON t.tenant_id = l.tenant_id AND t.ledger_id = l.id
+        UNION ALL
+        {corrections}""".format(
+    posted=_day("l.posted_at"),
+    transitioned=_day("t.transitioned_at"),
+    corrections=_CORRECTIONS_OF_ALLOCATIONS.format(rows="reassigned").strip(),
+)
+JOURNAL_ALLOCATIONS = _journal_function(
+    "attribution_allocations",
+    {
+        "INSERT": _ALLOCATIONS_OF.format(rows="new_rows"),
+        "UPDATE": _ALLOCATIONS_OF.format(
+            rows="(SELECT tenant_id, event_id, channel_code FROM old_rows UNION "
+            "SELECT tenant_id, event_id, channel_code FROM new_rows)"
+        )
+        + "
+        UNION ALL"
+        + _ALLOCATION_MOVES,
+        "DELETE": _ALLOCATIONS_OF.format(rows="old_rows")
+        + "
+        UNION ALL"
+        + _CORRECTIONS_OF_ALLOCATIONS.format(rows="old_rows"),
+    },
+)
+
+
+def _ledger_channel(ledger: str, allocation: str) -> str:
+    """A ledger row's channel: its allocation's; '-' without one; '' if it cannot be resolved."""
+    return (
+        f"coalesce({allocation}.channel_code, CASE WHEN {ledger}.allocation_id IS NULL "
+        f"THEN {NO_CHANNEL} ELSE {ANY_CHANNEL} END)"
+    )
+
+
+# A ledger row counts on its posted day; every update moves its updated_at, which the
+# transitions of the row (on their own days) carry as well. Deleted rows take their transitions
+# by cascade (journaled by the transitions' trigger).
+_LEDGER_ROWS = f"""
+        SELECT r.tenant_id, 'ledger', {_day("r.posted_at")}, {_ledger_channel("r", "a")}
+          FROM {{rows}} AS r
+          LEFT JOIN attribution_allocations a
+                 ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id"""
+_LEDGER_TRANSITIONS = f"""
+        SELECT t.tenant_id, 'transitions', {_day("t.transitioned_at")}, {_ledger_channel("r", "a")}
+          FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS r
+          JOIN revenue_state_transitions t ON t.tenant_id = r.tenant_id AND t.ledger_id = r.id
+          LEFT JOIN attribution_allocations a
+                 ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id"""
+JOURNAL_LEDGER = _journal_function(
+    "revenue_ledger",
+    {
+        "INSERT": _LEDGER_ROWS.format(rows="new_rows"),
+        "UPDATE": _LEDGER_ROWS.format(
+            rows="(SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows)"
+        )
+        + "
+        UNION ALL"
+        + _LEDGER_TRANSITIONS,
+        "DELETE": _LEDGER_ROWS.format(rows="old_rows"),
+    },
+)
+
+# A transition counts on its own day, under its ledger row's channel.
+JOURNAL_TRANSITIONS = _journal_function(
+    "revenue_state_transitions",
+    _each_op(
+        f"""
+        SELECT r.tenant_id, 'transitions', {_day("r.transitioned_at")},
+               CASE WHEN l.id IS NULL THEN {ANY_CHANNEL} ELSE {_ledger_channel("l", "a")} END
+          FROM {{rows}} AS r
+          LEFT JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.id = r.ledger_id
+          LEFT JOIN attribution_allocations a
+                 ON a.tenant_id = l.tenant_id AND a.id = l.allocation_id"""
+    ),
+)
+
+# A correction counts on the day it was made and on its event's day (the event's own, or its
+# allocation's event's), under both its channels.
+JOURNAL_CORRECTIONS = _journal_function(
+    "channel_assignment_corrections",
+    _each_op(
+        f"""
+        SELECT r.tenant_id, 'corrections', d.day, ch.channel
+          FROM {{rows}} AS r
+          LEFT JOIN attribution_allocations a
+                 ON r.entity_type = 'allocation' AND a.tenant_id = r.tenant_id
+                AND a.id = r.entity_id
+          LEFT JOIN attribution_events e
+                 ON e.tenant_id = r.tenant_id
+                AND e.id = CASE WHEN r.entity_type = 'event' THEN r.entity_id ELSE a.event_id END
+         CROSS JOIN LATERAL (VALUES ({_day("r.corrected_at")}), ({_day("e.occurred_at")}))
+               AS d (day)
+         CROSS JOIN LATERAL (VALUES (r.from_channel), (r.to_channel)) AS ch (channel)"""
+    ),
+)
+
+JOURNAL_DEAD_EVENTS = _journal_function(
+    "dead_events",
+    _each_op(
+        f"SELECT r.tenant_id, 'dead_events', {_day('r.ingested_at')}, {ANY_CHANNEL} "
+        "FROM {rows} AS r"
+    ),
+)
+
+JOURNAL_RUNS = _journal_function(
+    "reconciliation_runs",
+    _each_op(
+        f"SELECT r.tenant_id, 'runs', {_day('r.created_at')}, {ANY_CHANNEL} FROM {{rows}} AS r"
+    ),
+)
+
+JOURNALED_TABLES = (
+    "attribution_events",
+    "attribution_allocations",
+    "revenue_ledger",
+    "revenue_state_transitions",
+    "channel_assignment_corrections",
+    "dead_events",
+    "reconciliation_runs",
+)
+JOURNAL_TRIGGERS = (
+    JOURNAL_EVENTS,
+    JOURNAL_ALLOCATIONS,
+    JOURNAL_LEDGER,
+    JOURNAL_TRANSITIONS,
+    JOURNAL_CORRECTIONS,
+    JOURNAL_DEAD_EVENTS,
+    JOURNAL_RUNS,
+)
+
+
 def upgrade() -> None:
     op.execute(EVENT_FACTS)
     op.execute(ALLOCATION_SUMS)
     op.execute(LEDGER_AUDIT)
+    op.execute(JOURNAL_TABLE)
+    for block in JOURNAL_TRIGGERS:
+        op.execute(block)
 
 
 def downgrade() -> None:
+    # Dropping a function drops nothing else: its triggers go first.
+    for table in JOURNALED_TABLES:
+        ops = ("insert", "delete") if table == "attribution_events" else (
+            "insert", "update", "delete"
+        )
+        for trigger_op in ops:
+            op.execute(f"DROP TRIGGER trg_{table}_journal_{trigger_op} ON {table}")
+        op.execute(f"DROP FUNCTION fn_journal_{table}()")
+    op.execute(
+        f"""
+        DROP TABLE data_change_journal;
+        DROP INDEX idx_revenue_ledger_allocation;
+        DROP POLICY crosstenant_policy ON attribution_allocations;
+        DROP POLICY crosstenant_policy ON revenue_state_transitions;
+        DROP POLICY crosstenant_policy ON channel_assignment_corrections;
+        REVOKE ALL ON attribution_allocations, revenue_state_transitions,
+            channel_assignment_corrections FROM {CROSSTENANT_ROLE};
+        """
+    )
     op.execute(
         """
         DROP TRIGGER trg_revenue_ledger_audit_state ON revenue_ledger;

@@ -77,6 +77,8 @@ CREATE INDEX idx_llm_calls_pending ON llm_api_calls (tenant_id, reservation_expi
 CREATE INDEX idx_llm_calls_investigation ON llm_api_calls (tenant_id, investigation_id)
     WHERE investigation_id IS NOT NULL;
 CREATE INDEX idx_llm_calls_tenant_started ON llm_api_calls (tenant_id, started_at);
+CREATE INDEX idx_llm_calls_budget_job ON llm_api_calls (tenant_id, budget_optimization_job_id)
+    WHERE budget_optimization_job_id IS NOT NULL;
 {tenant_rls("llm_api_calls", app_privileges="SELECT, INSERT, UPDATE")}
 {crosstenant_policy("llm_api_calls", privileges="SELECT, UPDATE")}
 
@@ -334,6 +336,8 @@ COMMENT ON TABLE budget_optimization_jobs IS
 CREATE UNIQUE INDEX uq_budget_optimization_jobs_idempotency ON budget_optimization_jobs
     (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX idx_budget_optimization_jobs_queue ON budget_optimization_jobs (queued_at) WHERE status = 'queued';
+CREATE INDEX idx_budget_optimization_jobs_leases ON budget_optimization_jobs (lease_expires_at)
+    WHERE status = 'running';
 CREATE INDEX idx_budget_optimization_jobs_tenant ON budget_optimization_jobs (tenant_id, created_at DESC);
 {tenant_rls("budget_optimization_jobs", app_privileges="SELECT, INSERT, UPDATE")}
 {updated_at_trigger("budget_optimization_jobs")}
@@ -500,6 +504,142 @@ CREATE INDEX idx_llm_validation_failures_tenant ON llm_validation_failures (tena
 """
 
 
+FINANCE = f"""
+-- Finance reads every tenant's month through two narrow definer functions, never a superuser:
+-- the recorded totals, breakdowns and cap of each tenant, and settled spend per day and model.
+CREATE INDEX idx_llm_calls_started ON llm_api_calls (started_at);
+
+CREATE FUNCTION fn_finance_monthly_costs(p_month date)
+    RETURNS TABLE (tenant_id uuid, tenant_name text, total_cost_cents numeric,
+                   estimated_cost_cents numeric, calls bigint, input_tokens bigint,
+                   output_tokens bigint, model_breakdown jsonb, endpoint_breakdown jsonb,
+                   monthly_cap_cents numeric)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    IF p_month IS NULL OR extract(day FROM p_month) <> 1 THEN
+        RAISE EXCEPTION 'month must be the first day of a month, not %', p_month
+            USING ERRCODE = '22023';
+    END IF;
+    -- Every tenant that existed in the month or spent in it; no spend reads as zero.
+    RETURN QUERY
+    SELECT t.id, t.name, coalesce(m.total_cost_cents, 0), coalesce(m.estimated_cost_cents, 0),
+           coalesce(m.total_calls, 0), coalesce(m.total_input_tokens, 0),
+           coalesce(m.total_output_tokens, 0), coalesce(m.model_breakdown, '{{}}'::jsonb),
+           coalesce(m.endpoint_breakdown, '{{}}'::jsonb), t.monthly_cap_cents
+      FROM tenants t
+      LEFT JOIN llm_monthly_costs m ON m.tenant_id = t.id AND m.month = p_month
+     WHERE m.id IS NOT NULL OR t.created_at < (p_month + interval '1 month') AT TIME ZONE 'UTC'
+     ORDER BY coalesce(m.total_cost_cents, 0) DESC, t.id;
+END
+$$;
+ALTER FUNCTION fn_finance_monthly_costs(date) OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_finance_monthly_costs(date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fn_finance_monthly_costs(date) TO {APP_ROLE};
+
+CREATE FUNCTION fn_finance_daily_costs(p_month date)
+    RETURNS TABLE (day date, tenant_id uuid, model text, cost_cents numeric, calls bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    IF p_month IS NULL OR extract(day FROM p_month) <> 1 THEN
+        RAISE EXCEPTION 'month must be the first day of a month, not %', p_month
+            USING ERRCODE = '22023';
+    END IF;
+    -- Settled calls only, by the UTC day they started (the day the monthly roll-up uses).
+    RETURN QUERY
+    SELECT (c.started_at AT TIME ZONE 'UTC')::date, c.tenant_id, c.model, sum(c.cost_cents),
+           count(*)
+      FROM llm_api_calls c
+     WHERE c.status <> 'pending'
+       AND c.started_at >= p_month::timestamp AT TIME ZONE 'UTC'
+       AND c.started_at < (p_month + interval '1 month') AT TIME ZONE 'UTC'
+     GROUP BY 1, 2, 3
+     ORDER BY 1, 2, 3;
+END
+$$;
+ALTER FUNCTION fn_finance_daily_costs(date) OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_finance_daily_costs(date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fn_finance_daily_costs(date) TO {APP_ROLE};
+"""
+
+RETENTION = f"""
+-- Retention: prompt and response text older than a cutoff leaves the ledger and the validation
+-- quarantine, one batch per call (SKIP LOCKED: never waits for a call being settled). Money
+-- columns and every other fact of a row stay; the cutoff must be at least a day in the past.
+CREATE INDEX idx_llm_calls_prompt_retention ON llm_api_calls (created_at)
+    WHERE request_metadata ?| ARRAY['prompt', 'response'];
+CREATE FUNCTION fn_purge_llm_call_prompts(p_before timestamptz, p_batch_size integer)
+    RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF p_before IS NULL OR p_before > now() - interval '1 day' THEN
+        RAISE EXCEPTION 'the retention cutoff must be at least a day in the past, not %', p_before
+            USING ERRCODE = '22023';
+    END IF;
+    IF p_batch_size IS NULL OR p_batch_size < 1 OR p_batch_size > 100000 THEN
+        RAISE EXCEPTION 'batch size must be between 1 and 100000, not %', p_batch_size
+            USING ERRCODE = '22023';
+    END IF;
+    UPDATE llm_api_calls c
+       SET request_metadata = (c.request_metadata - ARRAY['prompt', 'response'])
+                              || '{{"purged": true}}'::jsonb
+     WHERE c.id IN (SELECT p.id FROM llm_api_calls p
+                     WHERE p.request_metadata ?| ARRAY['prompt', 'response']
+                       AND p.created_at < p_before
+                     ORDER BY p.created_at LIMIT p_batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+ALTER FUNCTION fn_purge_llm_call_prompts(timestamptz, integer) OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_purge_llm_call_prompts(timestamptz, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fn_purge_llm_call_prompts(timestamptz, integer) TO {APP_ROLE};
+
+CREATE INDEX idx_llm_validation_failures_retention ON llm_validation_failures (created_at)
+    WHERE request_payload IS NOT NULL OR response_payload IS NOT NULL;
+{crosstenant_policy("llm_validation_failures", privileges="SELECT, UPDATE")}
+CREATE FUNCTION fn_purge_llm_validation_payloads(p_before timestamptz, p_batch_size integer)
+    RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF p_before IS NULL OR p_before > now() - interval '1 day' THEN
+        RAISE EXCEPTION 'the retention cutoff must be at least a day in the past, not %', p_before
+            USING ERRCODE = '22023';
+    END IF;
+    IF p_batch_size IS NULL OR p_batch_size < 1 OR p_batch_size > 100000 THEN
+        RAISE EXCEPTION 'batch size must be between 1 and 100000, not %', p_batch_size
+            USING ERRCODE = '22023';
+    END IF;
+    UPDATE llm_validation_failures f SET request_payload = NULL, response_payload = NULL
+     WHERE f.id IN (SELECT v.id FROM llm_validation_failures v
+                     WHERE (v.request_payload IS NOT NULL OR v.response_payload IS NOT NULL)
+                       AND v.created_at < p_before
+                     ORDER BY v.created_at LIMIT p_batch_size FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+ALTER FUNCTION fn_purge_llm_validation_payloads(timestamptz, integer) OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_purge_llm_validation_payloads(timestamptz, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fn_purge_llm_validation_payloads(timestamptz, integer) TO {APP_ROLE};
+"""
+
+DROP_FINANCE_AND_RETENTION = f"""
+DROP FUNCTION fn_purge_llm_validation_payloads(timestamptz, integer);
+DROP POLICY crosstenant_policy ON llm_validation_failures;
+REVOKE ALL ON llm_validation_failures FROM {CROSSTENANT_ROLE};
+DROP INDEX idx_llm_validation_failures_retention;
+DROP FUNCTION fn_purge_llm_call_prompts(timestamptz, integer);
+DROP INDEX idx_llm_calls_prompt_retention;
+DROP FUNCTION fn_finance_daily_costs(date);
+DROP FUNCTION fn_finance_monthly_costs(date);
+DROP INDEX idx_llm_calls_started;
+"""
+
+
 def upgrade() -> None:
     op.execute(CAP)
     op.execute(LEDGER)
@@ -507,9 +647,12 @@ def upgrade() -> None:
     op.execute(RUNS)
     op.execute(QUEUE)
     op.execute(CACHE)
+    op.execute(FINANCE)
+    op.execute(RETENTION)
 
 
 def downgrade() -> None:
+    op.execute(DROP_FINANCE_AND_RETENTION)
     op.execute(
         """
         DROP FUNCTION fn_queue_depth();

@@ -1,0 +1,1 @@
+"""Budget optimisation jobs: exact channel efficiency, a deterministic reallocation, a rationale."""

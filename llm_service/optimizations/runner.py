@@ -1,0 +1,284 @@
+"""Run one claimed budget optimisation job to a terminal state: figures, proposal, rationale.
+
+The figures and the proposal are deterministic (SQL sums in a READ ONLY transaction under the
+job's tenant, then `allocate`); only the rationale comes from the model, within a ceiling of
+min(the job's max cost, $0.30) and a deadline of at most 60 s. With no model, or the tenant's
+monthly cap spent, or the model failing, the rationale is written by a template (`degraded`).
+A job taken over from a dead worker is simply run again (it is cheap and idempotent: recomputed
+and overwritten); what its earlier attempts spent counts against its ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+from uuid import UUID
+
+import asyncpg
+
+from budgets.ceiling import CeilingReached, RunCeiling
+from budgets.ledger import MonthlyCapExceeded, cap_status
+from budgets.money import cents_to_usd
+from llm_service.db.pool import tenant_transaction
+from llm_service.llm.gateway import LlmGateway, LlmRequest, NoModelConfigured, ProviderUnavailable
+from llm_service.llm.structured import InvalidModelOutput, complete_structured
+from llm_service.optimizations import rationale, repository
+from llm_service.optimizations.figures import build_proposal
+from llm_service.optimizations.schemas import MAX_COST_USD, RationaleOutput
+
+_log = logging.getLogger(__name__)
+
+TIMEOUT_S = 60.0
+# The lease the worker claims runs with (investigations.runner.LEASE_SECONDS; not imported, so
+# this module does not load the agent loop).
+LEASE_SECONDS = 10.0
+HEARTBEAT_SECONDS = 1.0
+# The one asyncio.timeout over a job allows this much beyond its limit for settling records.
+TIMEOUT_GRACE_S = 1.0
+# A job whose worker died this many times is ended instead of run again (a poison pill).
+MAX_ATTEMPTS = 3
+FIGURES_STATEMENT_TIMEOUT = "20s"
+
+
+class ClaimLike(Protocol):
+    """What the worker's claim tells the runner."""
+
+    @property
+    def run_id(self) -> UUID:
+        """The job's id."""
+
+    @property
+    def tenant_id(self) -> UUID:
+        """The job's tenant."""
+
+    @property
+    def takeover(self) -> bool:
+        """Whether the job's previous worker died holding it."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended: its state, why, the deterministic proposal and the rationale."""
+
+    status: str
+    reason: str | None
+    degraded: bool
+    recommendations: dict[str, Any] | None
+    rationale: RationaleOutput | None
+
+
+class _Progress:
+    """What the work has produced so far (kept when it is cut short)."""
+
+    recommendations: dict[str, Any] | None = None
+
+
+def _templated(status: str, reason: str, recommendations: dict[str, Any] | None) -> Outcome:
+    """An outcome whose rationale (if there is a proposal) is written by the template."""
+    text = rationale.templated(recommendations) if recommendations is not None else None
+    return Outcome(status, reason, True, recommendations, text)
+
+
+async def run_budget_optimization(
+    pool: asyncpg.Pool, gateway: LlmGateway | None, worker: str, claim: ClaimLike
+) -> str:
+    """Take a claimed job to a terminal state; returns that state ("lost"/"missing" otherwise)."""
+    return await OptimizationRunner(pool, gateway, worker).run(claim.run_id, claim.tenant_id)
+
+
+class OptimizationRunner:
+    """Runs claimed budget optimisation jobs for one worker process."""
+
+    def __init__(self, pool: asyncpg.Pool, gateway: LlmGateway | None, worker: str) -> None:
+        """A runner recording through `pool`; `gateway` None means templated rationales only."""
+        self.pool = pool
+        self.gateway = gateway
+        self.worker = worker
+
+    @property
+    def timeout_s(self) -> float:
+        """The job's wall-clock limit: 60 s, or less if the settings say so."""
+        if self.gateway is None:
+            return TIMEOUT_S
+        return min(TIMEOUT_S, self.gateway.settings.investigation_timeout_s)
+
+    async def run(self, job_id: UUID, tenant_id: UUID) -> str:
+        """Run the job this worker holds the lease of (a takeover is simply run again)."""
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            row = await repository.get(conn, job_id)
+            prior = await repository.spent_cents(conn, job_id)
+        if row is None:
+            return "missing"
+        if row["status"] != "running" or row["lease_owner"] != self.worker:
+            return "lost"
+        if row["attempts"] > MAX_ATTEMPTS:
+            ended = Outcome(
+                "failed",
+                f"the job was interrupted {row['attempts'] - 1} times; not run again",
+                False,
+                None,
+                None,
+            )
+            await asyncio.shield(self._finish(job_id, tenant_id, ended))
+            return ended.status
+        started = time.monotonic()
+        progress = _Progress()
+        work = asyncio.create_task(
+            self._work(row, tenant_id, prior, progress, started + self.timeout_s)
+        )
+        watcher = asyncio.create_task(self._watch(job_id, tenant_id, work))
+        outcome: Outcome
+        try:
+            async with asyncio.timeout(self.timeout_s + TIMEOUT_GRACE_S):
+                outcome = await work
+        except TimeoutError:
+            outcome = _templated(
+                "timed_out",
+                f"the job reached its {self.timeout_s:g} s limit",
+                progress.recommendations,
+            )
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled() and watcher.result() == "lost":
+                return "lost"
+            raise
+        except Exception as exc:  # a defect or an outage: end the job, never leave it running
+            _log.exception("budget optimisation failed", extra={"job_id": str(job_id)})
+            outcome = Outcome(
+                "failed",
+                f"the job failed: {type(exc).__name__}",
+                False,
+                progress.recommendations,
+                None,
+            )
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
+        await asyncio.shield(self._finish(job_id, tenant_id, outcome))
+        return outcome.status
+
+    async def _work(
+        self,
+        row: dict[str, Any],
+        tenant_id: UUID,
+        prior_cents: Decimal,
+        progress: _Progress,
+        deadline: float,
+    ) -> Outcome:
+        """Figures, proposal, then the rationale (model or template)."""
+        params: dict[str, Any] = row["params"]
+        recommendations = await self._propose(tenant_id, params)
+        progress.recommendations = recommendations
+        reason = await self._degraded_reason(tenant_id)
+        if reason is not None or self.gateway is None:
+            return _templated("succeeded", reason or "no LLM model is configured", recommendations)
+        limit = min(cents_to_usd(row["max_cost_cents"]), MAX_COST_USD)
+        left = limit - cents_to_usd(prior_cents)
+        if left <= 0:
+            return _templated(
+                "budget_exhausted",
+                f"earlier attempts of this job already spent its ${limit} ceiling",
+                recommendations,
+            )
+        request = LlmRequest(
+            tenant_id=tenant_id,
+            endpoint="budget_optimizations",
+            messages=rationale.messages(recommendations),
+            max_tokens=rationale.MAX_TOKENS,
+            budget_optimization_job_id=row["id"],
+            min_output_tokens=rationale.MIN_OUTPUT_TOKENS,
+        )
+        try:
+            output, _ = await complete_structured(
+                self.gateway, request, RationaleOutput, ceiling=RunCeiling(left), deadline=deadline
+            )
+        except CeilingReached as exc:
+            return _templated(
+                "budget_exhausted", f"the job's ceiling was reached: {exc.reason}", recommendations
+            )
+        except TimeoutError:
+            return _templated(
+                "timed_out", "no time was left for the model's rationale", recommendations
+            )
+        except MonthlyCapExceeded as exc:
+            return _templated("succeeded", str(exc), recommendations)
+        except (ProviderUnavailable, InvalidModelOutput, NoModelConfigured) as exc:
+            return _templated("succeeded", f"the rationale is templated: {exc}", recommendations)
+        except Exception as exc:  # a provider's non-transient error: the figures still stand
+            _log.warning("budget optimisation rationale failed: %s", type(exc).__name__)
+            return _templated(
+                "succeeded",
+                f"the model call failed ({type(exc).__name__}); the rationale is templated",
+                recommendations,
+            )
+        return Outcome("succeeded", None, False, recommendations, output)
+
+    async def _propose(self, tenant_id: UUID, params: dict[str, Any]) -> dict[str, Any]:
+        """The deterministic proposal, from sums read in one READ ONLY transaction."""
+        period = params["period"]
+        start = datetime.fromisoformat(period["start"]).replace(tzinfo=UTC)
+        end = datetime.fromisoformat(period["end"]).replace(tzinfo=UTC)
+        async with tenant_transaction(self.pool, tenant_id, readonly=True) as conn:
+            await conn.execute(f"SET LOCAL statement_timeout = '{FIGURES_STATEMENT_TIMEOUT}'")
+            sums = await repository.channel_sums(conn, params["model_type"], start, end)
+            codes = sorted({s.channel for s in sums} | set(params.get("bounds") or {}))
+            names = await repository.display_names(conn, codes)
+        recommendations, _ = build_proposal(params, sums, names)
+        return recommendations
+
+    async def _degraded_reason(self, tenant_id: UUID) -> str | None:
+        """Why the rationale must be templated before trying the model, if it must."""
+        if self.gateway is None or not self.gateway.model:
+            return "no LLM model is configured; the rationale is templated"
+        async with tenant_transaction(self.pool, tenant_id, readonly=True) as conn:
+            status = await cap_status(conn, tenant_id)
+        if status.available_cents <= 0:
+            return "the tenant's monthly LLM cap is spent; the rationale is templated"
+        return None
+
+    async def _watch(self, job_id: UUID, tenant_id: UUID, work: asyncio.Task[Outcome]) -> str:
+        """Heartbeat the lease; cancel the work if the lease is lost."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                async with tenant_transaction(self.pool, tenant_id) as conn:
+                    held = await repository.heartbeat(conn, job_id, self.worker, LEASE_SECONDS)
+            except (OSError, asyncpg.PostgresError) as exc:  # the lease has slack: try again
+                _log.warning("heartbeat failed: %s", type(exc).__name__)
+                continue
+            if not held:
+                work.cancel()
+                return "lost"
+
+    async def _finish(self, job_id: UUID, tenant_id: UUID, outcome: Outcome) -> None:
+        """Record the terminal state with the job's spend: the sum of its calls, within its cap."""
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            row = await repository.get(conn, job_id)
+            if row is None:
+                return
+            spent = await repository.spent_cents(conn, job_id)
+            recorded = min(spent, row["max_cost_cents"])
+            recommendations = dict(outcome.recommendations) if outcome.recommendations else None
+            if recommendations is not None:
+                recommendations["risks"] = outcome.rationale.risks if outcome.rationale else []
+                if spent > recorded:
+                    recommendations["overrun_usd"] = str(cents_to_usd(spent - recorded))
+            done = await repository.finish(
+                conn,
+                job_id,
+                self.worker,
+                status=outcome.status,
+                reason=outcome.reason,
+                cost_cents=recorded,
+                recommendations=recommendations,
+                rationale=outcome.rationale.rationale if outcome.rationale else None,
+                degraded=outcome.degraded,
+            )
+        if not done:
+            _log.warning("budget optimisation %s ended after its lease was lost", job_id)
