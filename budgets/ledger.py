@@ -1,4 +1,4 @@
-"""The spend ledger in PostgreSQL: reserve before a call under the tenant's monthly cap, settle after.
+"""The spend ledger in PostgreSQL: reserve before a call within the monthly cap, settle after.
 
 Every function takes a connection inside a transaction that its caller owns and has set the
 tenant on. The monthly row (`llm_monthly_costs`) is moved by a database trigger in the same
@@ -32,21 +32,43 @@ SELECT t.monthly_cap_cents AS cap,
 FROM tenants t WHERE t.id = $1
 """
 
-_SWEEP_TENANT_SQL = """
-UPDATE llm_api_calls
-   SET status = 'abandoned', cost_cents = reserved_cents, cost_is_estimate = true,
-       settled_at = now(), error_type = 'lease_expired',
-       error_message = 'the calling process stopped before settling; counted at its reserved worst case'
- WHERE tenant_id = $1 AND status = 'pending' AND reservation_expires_at <= now()
-"""
-
-_INSERT_SQL = """
-INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, attempt, status,
-    reserved_cents, reservation_expires_at, max_tokens, investigation_id,
-    budget_optimization_job_id, request_metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, now() + make_interval(secs => $9), $10, $11,
-        $12, $13)
-RETURNING reservation_expires_at
+# Sweep, cap check and insert in one statement (one round trip instead of three), run after the
+# advisory lock so that its snapshot sees every reservation committed before the lock was won.
+# The swept rows are still 'pending' in that snapshot: they count as reserved rather than as
+# spent, the same amount (a swept row of an earlier month is counted once more, conservatively).
+_RESERVE_SQL = """
+WITH swept AS (
+    UPDATE llm_api_calls
+       SET status = 'abandoned', cost_cents = reserved_cents, cost_is_estimate = true,
+           settled_at = now(), error_type = 'lease_expired',
+           error_message = 'the calling process stopped before settling; '
+                           'counted at its reserved worst case'
+     WHERE tenant_id = $2 AND status = 'pending' AND reservation_expires_at <= now()
+    RETURNING id
+),
+cap AS (
+    SELECT t.monthly_cap_cents AS cap,
+           coalesce((SELECT m.total_cost_cents FROM llm_monthly_costs m
+                     WHERE m.tenant_id = t.id
+                       AND m.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date),
+                    0) AS spent,
+           coalesce((SELECT sum(c.reserved_cents) FROM llm_api_calls c
+                     WHERE c.tenant_id = t.id AND c.status = 'pending'), 0) AS reserved
+    FROM tenants t WHERE t.id = $2
+),
+inserted AS (
+    INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, attempt,
+        status, reserved_cents, reservation_expires_at, max_tokens, investigation_id,
+        budget_optimization_job_id, request_metadata)
+    SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::text, $7::integer, 'pending',
+           $8::numeric, now() + make_interval(secs => $9::double precision), $10::integer,
+           $11::uuid, $12::uuid, $13::jsonb
+      FROM cap
+     WHERE cap.spent + cap.reserved + $8::numeric <= cap.cap
+    RETURNING reservation_expires_at
+)
+SELECT cap.cap, cap.spent, cap.reserved, (SELECT reservation_expires_at FROM inserted) AS expires_at
+  FROM cap
 """
 
 _SETTLE_SQL = """
@@ -128,14 +150,9 @@ async def reserve_call(
     """
     needed = usd_to_cents(worst_case_usd)
     await conn.execute(_LOCK_SQL, str(tenant_id))
-    await conn.execute(_SWEEP_TENANT_SQL, tenant_id)
-    status = await cap_status(conn, tenant_id)
-    committed = status.spent_cents + status.reserved_cents
-    if committed + needed > status.cap_cents:
-        raise MonthlyCapExceeded(status.cap_cents, committed, needed)
     call_id = uuid.uuid4()
-    expires_at = await conn.fetchval(
-        _INSERT_SQL,
+    row = await conn.fetchrow(
+        _RESERVE_SQL,
         call_id,
         tenant_id,
         request_id or str(call_id),
@@ -150,7 +167,11 @@ async def reserve_call(
         budget_optimization_job_id,
         request_metadata or {},
     )
-    return CallReservation(call_id, tenant_id, cents_to_usd(needed), expires_at)
+    if row is None:
+        raise LookupError(f"tenant {tenant_id} is not visible in this transaction")
+    if row["expires_at"] is None:
+        raise MonthlyCapExceeded(row["cap"], row["spent"] + row["reserved"], needed)
+    return CallReservation(call_id, tenant_id, cents_to_usd(needed), row["expires_at"])
 
 
 async def settle_call(

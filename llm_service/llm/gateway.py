@@ -176,6 +176,9 @@ class LlmGateway:
             prompt={"messages": redacted},
             invoke=invoke,
         )
+        if not response.choices:
+            # Settled (and billed) as answered, but there is nothing to return.
+            raise ProviderUnavailable("the model provider answered without any choice")
         choice = response.choices[0]
         message = choice.message
         tool_calls = [
@@ -325,24 +328,27 @@ class LlmGateway:
             await asyncio.shield(self._settle_failure(request, call, ceiling, held, exc, latency))
             raise
         latency = int((time.perf_counter() - started) * 1000)
+        # Shielded like the failure path: a cancellation now must not leave the row pending.
         if usage is None:
             # The provider did not say what it used: count the worst case, flagged as an estimate.
             cost = ceiling.settle_unknown(held)
-            await self._settle(
-                request, call, "succeeded", cost, None, None, True, latency, response
+            await asyncio.shield(
+                self._settle(request, call, "succeeded", cost, None, None, True, latency, response)
             )
         else:
             cost = ceiling.settle(held, usage.input_tokens, usage.output_tokens)
-            await self._settle(
-                request,
-                call,
-                "succeeded",
-                cost,
-                usage.input_tokens,
-                usage.output_tokens,
-                False,
-                latency,
-                response,
+            await asyncio.shield(
+                self._settle(
+                    request,
+                    call,
+                    "succeeded",
+                    cost,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    False,
+                    latency,
+                    response,
+                )
             )
         return response, call, attempt_no, latency, usage, cost
 
@@ -464,6 +470,6 @@ def _capped(prompt: dict[str, Any]) -> dict[str, Any]:
 
 
 def _error_text(exc: BaseException) -> str:
-    code = retry.status_code(exc)
+    code = retry.answered_status(exc)
     text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
     return f"HTTP {code}: {text}" if code else text

@@ -4,19 +4,49 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from tenacity import RetryCallState
 
 # Errors that say nothing was billed: the provider refused or failed before generating.
-_NOT_BILLED_STATUSES = frozenset({400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504})
+_NOT_BILLED_STATUSES = frozenset(
+    {400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504, 529}
+)
 _TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+_CONNECTION_ERRORS = frozenset(
+    {"APIConnectionError", "ConnectError", "RemoteProtocolError", "ReadError", "WriteError"}
+)
 
 
 def status_code(exc: BaseException) -> int | None:
-    """The HTTP status a provider error carries, if any."""
+    """The HTTP status a provider error carries, if any (litellm says 500 for others too)."""
     code = getattr(exc, "status_code", None)
     return code if isinstance(code, int) else None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from (litellm wraps the SDK's, which wrap httpx's)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 16:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def answered_status(exc: BaseException) -> int | None:
+    """The HTTP error status the provider really answered with; None if it never answered one.
+
+    litellm reports a dropped connection, an unreadable body or a body without `choices` as
+    status 500 too; only an `httpx.HTTPStatusError` in the chain proves an error response.
+    """
+    for cause in _chain(exc):
+        if any(klass.__name__ == "HTTPStatusError" for klass in type(cause).__mro__):
+            code = getattr(getattr(cause, "response", None), "status_code", None)
+            if isinstance(code, int):
+                return code
+    return None
 
 
 def is_timeout(exc: BaseException) -> bool:
@@ -28,7 +58,7 @@ def is_timeout(exc: BaseException) -> bool:
 
 def is_connection_error(exc: BaseException) -> bool:
     """The connection failed or dropped (the request may or may not have been processed)."""
-    return type(exc).__name__ in {"APIConnectionError", "ConnectError", "RemoteProtocolError"}
+    return any(type(cause).__name__ in _CONNECTION_ERRORS for cause in _chain(exc))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -40,9 +70,14 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def surely_not_billed(exc: BaseException) -> bool:
-    """The provider answered with an error status: nothing was generated, nothing is owed."""
-    code = status_code(exc)
-    return code in _NOT_BILLED_STATUSES and not is_timeout(exc)
+    """The provider answered with an error status: nothing was generated, nothing is owed.
+
+    A dropped connection or an unreadable answer proves nothing (the provider may have billed
+    it), even though litellm gives those status 500 as well.
+    """
+    if is_timeout(exc) or is_connection_error(exc):
+        return False
+    return answered_status(exc) in _NOT_BILLED_STATUSES
 
 
 def retry_after_seconds(exc: BaseException) -> float | None:

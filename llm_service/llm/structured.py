@@ -14,6 +14,7 @@ from budgets.ceiling import CeilingReached, RunCeiling
 from llm_service.db.pool import tenant_transaction
 from llm_service.errors import ServiceError
 from llm_service.llm.gateway import LlmGateway, LlmRequest, LlmResult
+from llm_service.pii.redact import redact_messages
 
 T = TypeVar("T", bound=BaseModel)
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
@@ -54,7 +55,8 @@ async def quarantine(
             result.model,
             result.call_id,
             error[:4000],
-            {"messages": request.messages[-4:]},
+            # The prompt as the provider saw it: redacted, never the caller's raw text.
+            {"messages": redact_messages(request.messages[-4:])[0]},
             (result.content or "")[:32_000],
         )
 
