@@ -26,6 +26,7 @@ from llm_service.db.pool import tenant_transaction
 from llm_service.errors import ServiceError
 from llm_service.llm import retry
 from llm_service.llm.litellm_setup import load_litellm
+from llm_service.metrics import LLM_CALLS, LLM_SPEND, RESERVATIONS_IN_FLIGHT
 from llm_service.pii.redact import PiiFinding, redact_messages
 from llm_service.pii.repository import record_findings
 from llm_service.settings import Settings
@@ -385,6 +386,7 @@ class LlmGateway:
                 await record_findings(
                     conn, request.tenant_id, findings, source="llm_guard", context=request.endpoint
                 )
+        RESERVATIONS_IN_FLIGHT.inc()
         return call
 
     async def _settle_failure(
@@ -440,6 +442,12 @@ class LlmGateway:
                 error_type=type(error).__name__ if error else None,
                 error_message=_error_text(error) if error else None,
             )
+        RESERVATIONS_IN_FLIGHT.dec()
+        model = (
+            self.settings.embedding_model if request.endpoint == "embeddings" else str(self.model)
+        )
+        LLM_CALLS.labels(model, request.endpoint, status).inc()
+        LLM_SPEND.labels(model, request.endpoint).inc(float(cost))
 
     def _provider(self, model: str) -> str:
         try:
