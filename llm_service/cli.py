@@ -42,6 +42,10 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         log_level="info",
         timeout_graceful_shutdown=20,
+        # Our JSON logs (configured in main) replace uvicorn's; its access log would print
+        # raw query strings, ours logs the route template.
+        log_config=None,
+        access_log=False,
     )
     return 0
 
@@ -150,6 +154,26 @@ def _cmd_costs_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(work())
 
 
+def _cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    from llm_service.retention.service import render, run_retention
+
+    async def work() -> int:
+        # As the application role: every batch is a narrow definer function (SKIP LOCKED).
+        conn = await asyncpg.connect(database_runtime(settings).urls.app)
+        try:
+            report = await run_retention(
+                conn,
+                prompt_days=args.prompt_days or settings.retention_prompt_days,
+                batch_size=args.batch_size or settings.retention_batch_size,
+            )
+        finally:
+            await conn.close()
+        print(render(report))
+        return 0
+
+    return asyncio.run(work())
+
+
 def _month(text: str) -> date:
     from llm_service.costs.service import parse_month
 
@@ -254,12 +278,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--month", type=_month, help="only this month (YYYY-MM, UTC)")
     reconcile.set_defaults(func=_cmd_costs_reconcile)
+
+    retention = sub.add_parser(
+        "retention",
+        help="purge prompts and responses past their age and expired cache entries, in batches",
+    )
+    retention.add_argument(
+        "--prompt-days",
+        type=int,
+        help="keep prompts this many days (default RETENTION_PROMPT_DAYS)",
+    )
+    retention.add_argument("--batch-size", type=int, help="rows per batch (default 1000)")
+    retention.set_defaults(func=_cmd_retention)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `llm-service` console script."""
     args = build_parser().parse_args(argv)
+    if args.command in ("serve", "worker"):
+        from llm_service.logging_setup import configure_logging
+
+        configure_logging()
     try:
         code: int = args.func(get_settings(), args)
     except ServiceError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -11,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llm_service.logging_setup import REQUEST_ID, TENANT_ID
 from llm_service.metrics import HTTP_LATENCY
 
+_log = logging.getLogger("llm_service.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -35,8 +37,10 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -44,8 +48,17 @@ class RequestContext:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_LATENCY.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            HTTP_LATENCY.labels(scope["method"], template, str(status)).observe(elapsed)
+            # The route template, never the raw path or query (they may carry data), no headers.
+            _log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
             )
             REQUEST_ID.reset(request_token)
             TENANT_ID.reset(tenant_token)
