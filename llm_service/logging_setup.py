@@ -13,6 +13,19 @@ TENANT_ID: ContextVar[str | None] = ContextVar("tenant_id", default=None)
 
 # Attributes every LogRecord has; anything else passed with `extra=` is logged as a field.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_context(*args: object, **kwargs: object) -> logging.LogRecord:
+    # Stamp the ids when the record is created: handlers may format it later, elsewhere.
+    record = _base_factory(*args, **kwargs)
+    record.request_id = REQUEST_ID.get()
+    record.tenant_id = TENANT_ID.get()
+    return record
+
+
+logging.setLogRecordFactory(_record_with_context)
+_STANDARD -= {"request_id", "tenant_id"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,12 +39,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if (request_id := REQUEST_ID.get()) is not None:
-            entry["request_id"] = request_id
-        if (tenant_id := TENANT_ID.get()) is not None:
-            entry["tenant_id"] = tenant_id
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and not key.startswith("_") and value is not None:
                 entry[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             # The type only: a message or traceback may quote data.
