@@ -58,10 +58,15 @@ TABLE attribution_allocations  -- owner: <owner>
     INDEX uq_attribution_allocations_tenant_id: CREATE UNIQUE INDEX uq_attribution_allocations_tenant_id ON public.attribution_allocations USING btree (tenant_id, id)
     TRIGGER trg_allocation_sums_insert: CREATE TRIGGER trg_allocation_sums_insert AFTER INSERT ON attribution_allocations REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_check_allocation_sums()
     TRIGGER trg_allocation_sums_update: CREATE TRIGGER trg_allocation_sums_update AFTER UPDATE ON attribution_allocations REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_check_allocation_sums()
+    TRIGGER trg_attribution_allocations_journal_delete: CREATE TRIGGER trg_attribution_allocations_journal_delete AFTER DELETE ON attribution_allocations REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_attribution_allocations()
+    TRIGGER trg_attribution_allocations_journal_insert: CREATE TRIGGER trg_attribution_allocations_journal_insert AFTER INSERT ON attribution_allocations REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_attribution_allocations()
+    TRIGGER trg_attribution_allocations_journal_update: CREATE TRIGGER trg_attribution_allocations_journal_update AFTER UPDATE ON attribution_allocations REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_attribution_allocations()
     TRIGGER trg_attribution_allocations_updated_at: CREATE TRIGGER trg_attribution_allocations_updated_at BEFORE UPDATE ON attribution_allocations FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
     ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
     GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT TO llm_crosstenant
 
 TABLE attribution_events  -- owner: <owner>
     COMMENT 'Clickstream and conversion events. Data class: customer behavioural data, may hold PII in raw_payload. Owner: ingestion. RLS: enabled and forced (tenant_isolation_policy).'
@@ -102,6 +107,8 @@ TABLE attribution_events  -- owner: <owner>
     INDEX idx_events_tenant_occurred: CREATE INDEX idx_events_tenant_occurred ON public.attribution_events USING btree (tenant_id, occurred_at DESC)
     INDEX uq_attribution_events_tenant_id: CREATE UNIQUE INDEX uq_attribution_events_tenant_id ON public.attribution_events USING btree (tenant_id, id)
     TRIGGER trg_attribution_events_immutable: CREATE TRIGGER trg_attribution_events_immutable BEFORE UPDATE ON attribution_events FOR EACH ROW EXECUTE FUNCTION fn_attribution_events_immutable()
+    TRIGGER trg_attribution_events_journal_delete: CREATE TRIGGER trg_attribution_events_journal_delete AFTER DELETE ON attribution_events REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_attribution_events()
+    TRIGGER trg_attribution_events_journal_insert: CREATE TRIGGER trg_attribution_events_journal_insert AFTER INSERT ON attribution_events REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_attribution_events()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
@@ -168,9 +175,14 @@ TABLE channel_assignment_corrections  -- owner: <owner>
     INDEX channel_assignment_corrections_pkey: CREATE UNIQUE INDEX channel_assignment_corrections_pkey ON public.channel_assignment_corrections USING btree (id)
     INDEX idx_channel_corrections_entity: CREATE INDEX idx_channel_corrections_entity ON public.channel_assignment_corrections USING btree (tenant_id, entity_type, entity_id)
     INDEX idx_channel_corrections_tenant: CREATE INDEX idx_channel_corrections_tenant ON public.channel_assignment_corrections USING btree (tenant_id, corrected_at DESC)
+    TRIGGER trg_channel_assignment_corrections_journal_delete: CREATE TRIGGER trg_channel_assignment_corrections_journal_delete AFTER DELETE ON channel_assignment_corrections REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_channel_assignment_corrections()
+    TRIGGER trg_channel_assignment_corrections_journal_insert: CREATE TRIGGER trg_channel_assignment_corrections_journal_insert AFTER INSERT ON channel_assignment_corrections REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_channel_assignment_corrections()
+    TRIGGER trg_channel_assignment_corrections_journal_update: CREATE TRIGGER trg_channel_assignment_corrections_journal_update AFTER UPDATE ON channel_assignment_corrections REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_channel_assignment_corrections()
     ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
     GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT TO llm_crosstenant
 
 TABLE channel_state_transitions  -- owner: <owner>
     COMMENT 'Lifecycle audit of taxonomy codes. Data class: reference audit. Owner: platform. RLS: none (global, like the taxonomy it audits).'
@@ -212,6 +224,25 @@ TABLE channel_taxonomy  -- owner: <owner>
     GRANT SELECT TO llm_app
     GRANT SELECT TO llm_crosstenant
 
+TABLE data_change_journal  -- owner: <owner>
+    COMMENT 'Per tenant, part of the data (events, allocations, ledger, ...), channel (a code; "*": every channel; empty: the roll-up of all changes) and UTC day, a version that statement triggers bump in the transaction of every change, so a data fingerprint is one small index range scan per part. Data class: derived metadata. Owner: analytics. RLS: enabled and forced (tenant_isolation_policy); the application may only read it, the definer triggers (llm_crosstenant) write it.'
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN part text NOT NULL
+    COLUMN channel text NOT NULL
+    COLUMN day date NOT NULL
+    COLUMN version bigint NOT NULL DEFAULT 1
+    COLUMN changed_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_data_change_journal_part CHECK (part = ANY (ARRAY['events'::text, 'allocations'::text, 'ledger'::text, 'transitions'::text, 'dead_events'::text, 'corrections'::text, 'runs'::text]))
+    CONSTRAINT ck_data_change_journal_version CHECK (version >= 1)
+    CONSTRAINT data_change_journal_pkey PRIMARY KEY (tenant_id, part, channel, day)
+    CONSTRAINT data_change_journal_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX data_change_journal_pkey: CREATE UNIQUE INDEX data_change_journal_pkey ON public.data_change_journal USING btree (tenant_id, part, channel, day)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT SELECT TO llm_app
+    GRANT INSERT, SELECT, UPDATE TO llm_crosstenant
+
 TABLE dead_events  -- owner: <owner>
     COMMENT 'Events that failed ingestion, kept for remediation. Data class: raw customer data, may hold PII. Owner: ingestion. RLS: enabled and forced (tenant_isolation_policy).'
     COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
@@ -237,6 +268,9 @@ TABLE dead_events  -- owner: <owner>
     CONSTRAINT dead_events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
     INDEX dead_events_pkey: CREATE UNIQUE INDEX dead_events_pkey ON public.dead_events USING btree (id)
     INDEX idx_dead_events_tenant_status: CREATE INDEX idx_dead_events_tenant_status ON public.dead_events USING btree (tenant_id, remediation_status, ingested_at DESC)
+    TRIGGER trg_dead_events_journal_delete: CREATE TRIGGER trg_dead_events_journal_delete AFTER DELETE ON dead_events REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_dead_events()
+    TRIGGER trg_dead_events_journal_insert: CREATE TRIGGER trg_dead_events_journal_insert AFTER INSERT ON dead_events REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_dead_events()
+    TRIGGER trg_dead_events_journal_update: CREATE TRIGGER trg_dead_events_journal_update AFTER UPDATE ON dead_events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_dead_events()
     TRIGGER trg_dead_events_updated_at: CREATE TRIGGER trg_dead_events_updated_at BEFORE UPDATE ON dead_events FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
@@ -520,6 +554,9 @@ TABLE reconciliation_runs  -- owner: <owner>
     INDEX idx_reconciliation_runs_tenant: CREATE INDEX idx_reconciliation_runs_tenant ON public.reconciliation_runs USING btree (tenant_id, created_at DESC)
     INDEX reconciliation_runs_pkey: CREATE UNIQUE INDEX reconciliation_runs_pkey ON public.reconciliation_runs USING btree (id)
     INDEX uq_reconciliation_runs_tenant_id: CREATE UNIQUE INDEX uq_reconciliation_runs_tenant_id ON public.reconciliation_runs USING btree (tenant_id, id)
+    TRIGGER trg_reconciliation_runs_journal_delete: CREATE TRIGGER trg_reconciliation_runs_journal_delete AFTER DELETE ON reconciliation_runs REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_reconciliation_runs()
+    TRIGGER trg_reconciliation_runs_journal_insert: CREATE TRIGGER trg_reconciliation_runs_journal_insert AFTER INSERT ON reconciliation_runs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_reconciliation_runs()
+    TRIGGER trg_reconciliation_runs_journal_update: CREATE TRIGGER trg_reconciliation_runs_journal_update AFTER UPDATE ON reconciliation_runs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_reconciliation_runs()
     TRIGGER trg_reconciliation_runs_updated_at: CREATE TRIGGER trg_reconciliation_runs_updated_at BEFORE UPDATE ON reconciliation_runs FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
@@ -556,12 +593,16 @@ TABLE revenue_ledger  -- owner: <owner>
     CONSTRAINT revenue_ledger_pkey PRIMARY KEY (id)
     CONSTRAINT revenue_ledger_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
     CONSTRAINT uq_revenue_ledger_tenant_id UNIQUE (tenant_id, id)
+    INDEX idx_revenue_ledger_allocation: CREATE INDEX idx_revenue_ledger_allocation ON public.revenue_ledger USING btree (tenant_id, allocation_id)
     INDEX idx_revenue_ledger_order: CREATE INDEX idx_revenue_ledger_order ON public.revenue_ledger USING btree (tenant_id, order_id)
     INDEX idx_revenue_ledger_posted: CREATE INDEX idx_revenue_ledger_posted ON public.revenue_ledger USING btree (tenant_id, posted_at DESC)
     INDEX idx_revenue_ledger_transaction: CREATE UNIQUE INDEX idx_revenue_ledger_transaction ON public.revenue_ledger USING btree (tenant_id, transaction_id)
     INDEX revenue_ledger_pkey: CREATE UNIQUE INDEX revenue_ledger_pkey ON public.revenue_ledger USING btree (id)
     INDEX uq_revenue_ledger_tenant_id: CREATE UNIQUE INDEX uq_revenue_ledger_tenant_id ON public.revenue_ledger USING btree (tenant_id, id)
     TRIGGER trg_revenue_ledger_audit_state: CREATE TRIGGER trg_revenue_ledger_audit_state BEFORE UPDATE OF state ON revenue_ledger FOR EACH ROW EXECUTE FUNCTION fn_revenue_ledger_audit_state()
+    TRIGGER trg_revenue_ledger_journal_delete: CREATE TRIGGER trg_revenue_ledger_journal_delete AFTER DELETE ON revenue_ledger REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_revenue_ledger()
+    TRIGGER trg_revenue_ledger_journal_insert: CREATE TRIGGER trg_revenue_ledger_journal_insert AFTER INSERT ON revenue_ledger REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_revenue_ledger()
+    TRIGGER trg_revenue_ledger_journal_update: CREATE TRIGGER trg_revenue_ledger_journal_update AFTER UPDATE ON revenue_ledger REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_revenue_ledger()
     TRIGGER trg_revenue_ledger_updated_at: CREATE TRIGGER trg_revenue_ledger_updated_at BEFORE UPDATE ON revenue_ledger FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
@@ -587,9 +628,14 @@ TABLE revenue_state_transitions  -- owner: <owner>
     INDEX idx_revenue_state_transitions_ledger: CREATE INDEX idx_revenue_state_transitions_ledger ON public.revenue_state_transitions USING btree (tenant_id, ledger_id)
     INDEX idx_revenue_state_transitions_tenant: CREATE INDEX idx_revenue_state_transitions_tenant ON public.revenue_state_transitions USING btree (tenant_id, transitioned_at DESC)
     INDEX revenue_state_transitions_pkey: CREATE UNIQUE INDEX revenue_state_transitions_pkey ON public.revenue_state_transitions USING btree (id)
+    TRIGGER trg_revenue_state_transitions_journal_delete: CREATE TRIGGER trg_revenue_state_transitions_journal_delete AFTER DELETE ON revenue_state_transitions REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_revenue_state_transitions()
+    TRIGGER trg_revenue_state_transitions_journal_insert: CREATE TRIGGER trg_revenue_state_transitions_journal_insert AFTER INSERT ON revenue_state_transitions REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_revenue_state_transitions()
+    TRIGGER trg_revenue_state_transitions_journal_update: CREATE TRIGGER trg_revenue_state_transitions_journal_update AFTER UPDATE ON revenue_state_transitions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_revenue_state_transitions()
     ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
     GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT TO llm_crosstenant
 
 TABLE tenants  -- owner: <owner>
     COMMENT 'Root of tenancy: one row per customer. Data class: account metadata. Owner: platform. RLS: enabled and forced, a tenant sees only its own row; API keys resolve through fn_tenant_for_api_key_hash().'
@@ -792,6 +838,513 @@ AS $function$
     SELECT fn_normalize_json_key(p_key) = ANY (ARRAY['address', 'address1', 'address2', 'address_line1', 'address_line2', 'address_line_1', 'address_line_2', 'bank_account', 'bank_account_number', 'billing_address', 'billing_email', 'billing_name', 'billing_phone', 'birth_date', 'birthdate', 'birthday', 'card_holder', 'card_holder_name', 'card_number', 'cardholder_name', 'cc_number', 'cell_phone', 'cellphone', 'client_ip', 'contact_email', 'contact_name', 'contact_phone', 'credit_card', 'credit_card_number', 'customer_email', 'customer_ip', 'customer_name', 'customer_phone', 'cvc', 'cvv', 'date_of_birth', 'dob', 'driver_license', 'driver_license_number', 'drivers_license', 'drivers_license_number', 'driving_licence', 'driving_license', 'e_mail', 'e_mail_address', 'email', 'email_address', 'family_name', 'fax', 'first_name', 'firstname', 'full_name', 'fullname', 'geo_location', 'geolocation', 'given_name', 'home_address', 'home_phone', 'house_number', 'iban', 'ip', 'ip_address', 'ip_v4', 'ip_v6', 'ipv4', 'ipv6', 'itin', 'last_name', 'lastname', 'lat', 'latitude', 'lng', 'lon', 'longitude', 'maiden_name', 'mailing_address', 'middle_name', 'mobile', 'mobile_number', 'mobile_phone', 'msisdn', 'national_id', 'national_id_number', 'national_insurance_number', 'nino', 'passport', 'passport_no', 'passport_number', 'personal_email', 'phone', 'phone_no', 'phone_number', 'post_code', 'postal_address', 'postal_code', 'postcode', 'recipient_name', 'remote_addr', 'remote_address', 'remote_ip', 'shipping_address', 'shipping_email', 'shipping_name', 'shipping_phone', 'social_security', 'social_security_number', 'ssn', 'street', 'street_address', 'surname', 'tax_id', 'taxpayer_id', 'tel', 'telephone', 'telephone_number', 'tin', 'user_email', 'user_ip', 'user_name', 'username', 'work_email', 'work_phone', 'x_forwarded_for', 'x_real_ip', 'zip', 'zip_code', 'zipcode']::text[])
 $function$
 
+FUNCTION fn_journal_attribution_allocations()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_journal_attribution_allocations()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+ SET enable_seqscan TO 'off'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT x.tenant_id, 'allocations', (e.occurred_at AT TIME ZONE 'UTC')::date, x.channel_code
+              FROM (SELECT DISTINCT tenant_id, event_id, channel_code FROM new_rows) AS x
+              JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
+             WHERE e.revenue_cents > 0
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT x.tenant_id, 'allocations', (e.occurred_at AT TIME ZONE 'UTC')::date, x.channel_code
+              FROM (SELECT DISTINCT tenant_id, event_id, channel_code FROM (SELECT tenant_id, event_id, channel_code FROM old_rows UNION SELECT tenant_id, event_id, channel_code FROM new_rows)) AS x
+              JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
+             WHERE e.revenue_cents > 0
+            UNION ALL (
+            WITH rechanneled AS (  -- both channels of an allocation whose channel changed
+                SELECT u.tenant_id, u.id, u.channel_code AS channel
+                  FROM (SELECT tenant_id, id, channel_code,
+                               count(*) OVER (PARTITION BY id) AS versions
+                          FROM (SELECT tenant_id, id, channel_code FROM old_rows
+                                UNION SELECT tenant_id, id, channel_code FROM new_rows) AS b
+                       ) AS u
+                 WHERE u.versions > 1
+            ), reassigned AS (  -- both events of an allocation that moved to another event
+                SELECT u.tenant_id, u.id, u.event_id
+                  FROM (SELECT tenant_id, id, event_id,
+                               count(*) OVER (PARTITION BY id) AS versions
+                          FROM (SELECT tenant_id, id, event_id FROM old_rows
+                                UNION SELECT tenant_id, id, event_id FROM new_rows) AS b
+                       ) AS u
+                 WHERE u.versions > 1
+            )
+            SELECT l.tenant_id, 'ledger', (l.posted_at AT TIME ZONE 'UTC')::date, r.channel
+              FROM rechanneled r
+              JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
+            UNION ALL
+            SELECT t.tenant_id, 'transitions', (t.transitioned_at AT TIME ZONE 'UTC')::date, r.channel
+              FROM rechanneled r
+              JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
+              JOIN revenue_state_transitions t
+                ON t.tenant_id = l.tenant_id AND t.ledger_id = l.id
+            UNION ALL
+            SELECT c.tenant_id, 'corrections', (e.occurred_at AT TIME ZONE 'UTC')::date, ch.channel
+              FROM reassigned AS x
+              JOIN channel_assignment_corrections c
+                ON c.tenant_id = x.tenant_id AND c.entity_type = 'allocation'
+               AND c.entity_id = x.id
+              JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
+             CROSS JOIN LATERAL (VALUES (c.from_channel), (c.to_channel)) AS ch (channel)
+            )
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT x.tenant_id, 'allocations', (e.occurred_at AT TIME ZONE 'UTC')::date, x.channel_code
+              FROM (SELECT DISTINCT tenant_id, event_id, channel_code FROM old_rows) AS x
+              JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
+             WHERE e.revenue_cents > 0
+            UNION ALL
+            SELECT c.tenant_id, 'corrections', (e.occurred_at AT TIME ZONE 'UTC')::date, ch.channel
+              FROM old_rows AS x
+              JOIN channel_assignment_corrections c
+                ON c.tenant_id = x.tenant_id AND c.entity_type = 'allocation'
+               AND c.entity_id = x.id
+              JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
+             CROSS JOIN LATERAL (VALUES (c.from_channel), (c.to_channel)) AS ch (channel)
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    END IF;
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_journal_attribution_events()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_journal_attribution_events()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+ SET enable_seqscan TO 'off'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT n.tenant_id, 'events', (n.occurred_at AT TIME ZONE 'UTC')::date, n.channel FROM new_rows n
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT o.tenant_id, p.part, (o.occurred_at AT TIME ZONE 'UTC')::date,
+                   CASE WHEN p.part = 'events' THEN o.channel ELSE '*' END
+              FROM old_rows o
+             CROSS JOIN (VALUES ('events'), ('allocations'), ('corrections')) AS p (part)
+             WHERE p.part <> 'allocations' OR o.revenue_cents > 0
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    END IF;
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_journal_channel_assignment_corrections()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_journal_channel_assignment_corrections()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+ SET enable_seqscan TO 'off'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'corrections', d.day, ch.channel
+              FROM new_rows AS r
+              LEFT JOIN attribution_allocations a
+                     ON r.entity_type = 'allocation' AND a.tenant_id = r.tenant_id
+                    AND a.id = r.entity_id
+              LEFT JOIN attribution_events e
+                     ON e.tenant_id = r.tenant_id
+                    AND e.id = CASE WHEN r.entity_type = 'event' THEN r.entity_id
+                                    ELSE a.event_id END
+             CROSS JOIN LATERAL (VALUES ((r.corrected_at AT TIME ZONE 'UTC')::date), ((e.occurred_at AT TIME ZONE 'UTC')::date))
+                   AS d (day)
+             CROSS JOIN LATERAL (VALUES (r.from_channel), (r.to_channel)) AS ch (channel)
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'corrections', d.day, ch.channel
+              FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS r
+              LEFT JOIN attribution_allocations a
+                     ON r.entity_type = 'allocation' AND a.tenant_id = r.tenant_id
+                    AND a.id = r.entity_id
+              LEFT JOIN attribution_events e
+                     ON e.tenant_id = r.tenant_id
+                    AND e.id = CASE WHEN r.entity_type = 'event' THEN r.entity_id
+                                    ELSE a.event_id END
+             CROSS JOIN LATERAL (VALUES ((r.corrected_at AT TIME ZONE 'UTC')::date), ((e.occurred_at AT TIME ZONE 'UTC')::date))
+                   AS d (day)
+             CROSS JOIN LATERAL (VALUES (r.from_channel), (r.to_channel)) AS ch (channel)
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'corrections', d.day, ch.channel
+              FROM old_rows AS r
+              LEFT JOIN attribution_allocations a
+                     ON r.entity_type = 'allocation' AND a.tenant_id = r.tenant_id
+                    AND a.id = r.entity_id
+              LEFT JOIN attribution_events e
+                     ON e.tenant_id = r.tenant_id
+                    AND e.id = CASE WHEN r.entity_type = 'event' THEN r.entity_id
+                                    ELSE a.event_id END
+             CROSS JOIN LATERAL (VALUES ((r.corrected_at AT TIME ZONE 'UTC')::date), ((e.occurred_at AT TIME ZONE 'UTC')::date))
+                   AS d (day)
+             CROSS JOIN LATERAL (VALUES (r.from_channel), (r.to_channel)) AS ch (channel)
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    END IF;
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_journal_dead_events()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_journal_dead_events()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+ SET enable_seqscan TO 'off'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'dead_events', (r.ingested_at AT TIME ZONE 'UTC')::date, '*'
+              FROM new_rows AS r
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'dead_events', (r.ingested_at AT TIME ZONE 'UTC')::date, '*'
+              FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS r
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'dead_events', (r.ingested_at AT TIME ZONE 'UTC')::date, '*'
+              FROM old_rows AS r
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    END IF;
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_journal_reconciliation_runs()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_journal_reconciliation_runs()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+ SET enable_seqscan TO 'off'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'runs', (r.created_at AT TIME ZONE 'UTC')::date, '*'
+              FROM new_rows AS r
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'runs', (r.created_at AT TIME ZONE 'UTC')::date, '*'
+              FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS r
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'runs', (r.created_at AT TIME ZONE 'UTC')::date, '*'
+              FROM old_rows AS r
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    END IF;
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_journal_revenue_ledger()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_journal_revenue_ledger()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+ SET enable_seqscan TO 'off'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'ledger', (r.posted_at AT TIME ZONE 'UTC')::date, coalesce(a.channel_code, CASE WHEN r.allocation_id IS NULL THEN '' ELSE '*' END)
+              FROM new_rows AS r
+              LEFT JOIN attribution_allocations a
+                     ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'ledger', (r.posted_at AT TIME ZONE 'UTC')::date, coalesce(a.channel_code, CASE WHEN r.allocation_id IS NULL THEN '' ELSE '*' END)
+              FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS r
+              LEFT JOIN attribution_allocations a
+                     ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id
+            UNION ALL
+            SELECT t.tenant_id, 'transitions', (t.transitioned_at AT TIME ZONE 'UTC')::date,
+                   coalesce(a.channel_code, CASE WHEN r.allocation_id IS NULL THEN '' ELSE '*' END)
+              FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS r
+              JOIN revenue_state_transitions t
+                ON t.tenant_id = r.tenant_id AND t.ledger_id = r.id
+              LEFT JOIN attribution_allocations a
+                     ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'ledger', (r.posted_at AT TIME ZONE 'UTC')::date, coalesce(a.channel_code, CASE WHEN r.allocation_id IS NULL THEN '' ELSE '*' END)
+              FROM old_rows AS r
+              LEFT JOIN attribution_allocations a
+                     ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    END IF;
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_journal_revenue_state_transitions()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_journal_revenue_state_transitions()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public'
+ SET enable_seqscan TO 'off'
+ SET enable_hashjoin TO 'off'
+ SET enable_mergejoin TO 'off'
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'transitions', (r.transitioned_at AT TIME ZONE 'UTC')::date,
+                   CASE WHEN l.id IS NULL THEN '*' ELSE coalesce(a.channel_code, CASE WHEN l.allocation_id IS NULL THEN '' ELSE '*' END) END
+              FROM new_rows AS r
+              LEFT JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.id = r.ledger_id
+              LEFT JOIN attribution_allocations a
+                     ON a.tenant_id = l.tenant_id AND a.id = l.allocation_id
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'transitions', (r.transitioned_at AT TIME ZONE 'UTC')::date,
+                   CASE WHEN l.id IS NULL THEN '*' ELSE coalesce(a.channel_code, CASE WHEN l.allocation_id IS NULL THEN '' ELSE '*' END) END
+              FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS r
+              LEFT JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.id = r.ledger_id
+              LEFT JOIN attribution_allocations a
+                     ON a.tenant_id = l.tenant_id AND a.id = l.allocation_id
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM (
+            SELECT r.tenant_id, 'transitions', (r.transitioned_at AT TIME ZONE 'UTC')::date,
+                   CASE WHEN l.id IS NULL THEN '*' ELSE coalesce(a.channel_code, CASE WHEN l.allocation_id IS NULL THEN '' ELSE '*' END) END
+              FROM old_rows AS r
+              LEFT JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.id = r.ledger_id
+              LEFT JOIN attribution_allocations a
+                     ON a.tenant_id = l.tenant_id AND a.id = l.allocation_id
+                       ) AS c (tenant_id, part, day, channel)
+                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
+                 WHERE c.day IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();
+    END IF;
+    RETURN NULL;
+END
+$function$
+
 FUNCTION fn_jsonb_personal_paths(p_doc jsonb)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_jsonb_personal_paths(p_doc jsonb)
@@ -799,10 +1352,10 @@ CREATE OR REPLACE FUNCTION public.fn_jsonb_personal_paths(p_doc jsonb)
  LANGUAGE sql
  IMMUTABLE PARALLEL SAFE
 AS $function$
-    WITH RECURSIVE walk(path, value, key) AS (
-        SELECT '$'::text, p_doc, NULL::text
+    WITH RECURSIVE walk(path, value, key, personal) AS (
+        SELECT '$'::text, p_doc, NULL::text, false
         UNION ALL
-        SELECT w.path || e.step, e.value, e.key
+        SELECT w.path || e.step, e.value, e.key, coalesce(fn_is_personal_key(e.key), false)
         FROM walk w
         CROSS JOIN LATERAL (
             SELECT '.' || o.key AS step, o.value, o.key
@@ -812,10 +1365,10 @@ AS $function$
             FROM jsonb_array_elements(CASE WHEN jsonb_typeof(w.value) = 'array' THEN w.value END)
                 WITH ORDINALITY a(value, ord)
         ) e
-        -- A personal key's subtree is one finding; do not descend into it.
-        WHERE w.key IS NULL OR NOT fn_is_personal_key(w.key)
+        -- A personal key's subtree is one finding; do not descend into it. Each key is tested once.
+        WHERE NOT w.personal
     )
-    SELECT path, key FROM walk WHERE key IS NOT NULL AND fn_is_personal_key(key)
+    SELECT path, key FROM walk WHERE personal
 $function$
 
 FUNCTION fn_llm_api_calls_rollup()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: PUBLIC, owner
@@ -878,10 +1431,13 @@ CREATE OR REPLACE FUNCTION public.fn_normalize_json_key(p_key text)
  LANGUAGE sql
  IMMUTABLE PARALLEL SAFE STRICT
 AS $function$
-    SELECT btrim(regexp_replace(lower(
-        regexp_replace(regexp_replace(btrim(p_key), '([A-Z]+)([A-Z][a-z]{2,})', '\1_\2', 'g'),
-                       '([a-z0-9])([A-Z])', '\1_\2', 'g')),
-        '[^a-z0-9]+', '_', 'g'), '_')
+    -- Fast path: most keys are already snake_case, and normalise to themselves.
+    SELECT CASE WHEN p_key ~ '^[a-z0-9]+(_[a-z0-9]+)*$' THEN p_key ELSE
+        btrim(regexp_replace(lower(
+            regexp_replace(regexp_replace(btrim(p_key), '([A-Z]+)([A-Z][a-z]{2,})', '\1_\2', 'g'),
+                           '([a-z0-9])([A-Z])', '\1_\2', 'g')),
+            '[^a-z0-9]+', '_', 'g'), '_')
+    END
 $function$
 
 FUNCTION fn_purge_expired_explanation_cache(p_batch_size integer)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner

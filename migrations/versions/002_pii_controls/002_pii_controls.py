@@ -175,10 +175,13 @@ CREATE INDEX idx_pii_audit_findings_tenant ON pii_audit_findings (tenant_id, det
 KEY_FUNCTIONS = """
 CREATE FUNCTION fn_normalize_json_key(p_key text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT btrim(regexp_replace(lower(
-        regexp_replace(regexp_replace(btrim(p_key), '([A-Z]+)([A-Z][a-z]{{2,}})', '\\1_\\2', 'g'),
-                       '([a-z0-9])([A-Z])', '\\1_\\2', 'g')),
-        '[^a-z0-9]+', '_', 'g'), '_')
+    -- Fast path: most keys are already snake_case, and normalise to themselves.
+    SELECT CASE WHEN p_key ~ '^[a-z0-9]+(_[a-z0-9]+)*$' THEN p_key ELSE
+        btrim(regexp_replace(lower(
+            regexp_replace(regexp_replace(btrim(p_key), '([A-Z]+)([A-Z][a-z]{{2,}})', '\\1_\\2', 'g'),
+                           '([a-z0-9])([A-Z])', '\\1_\\2', 'g')),
+            '[^a-z0-9]+', '_', 'g'), '_')
+    END
 $$;
 
 CREATE FUNCTION fn_is_personal_key(p_key text) RETURNS boolean
@@ -189,10 +192,10 @@ $$;
 -- Every key/value pair at any depth of a JSON document, with its JSON path.
 CREATE FUNCTION fn_jsonb_personal_paths(p_doc jsonb) RETURNS TABLE (path text, key text)
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    WITH RECURSIVE walk(path, value, key) AS (
-        SELECT '$'::text, p_doc, NULL::text
+    WITH RECURSIVE walk(path, value, key, personal) AS (
+        SELECT '$'::text, p_doc, NULL::text, false
         UNION ALL
-        SELECT w.path || e.step, e.value, e.key
+        SELECT w.path || e.step, e.value, e.key, coalesce(fn_is_personal_key(e.key), false)
         FROM walk w
         CROSS JOIN LATERAL (
             SELECT '.' || o.key AS step, o.value, o.key
@@ -202,10 +205,10 @@ CREATE FUNCTION fn_jsonb_personal_paths(p_doc jsonb) RETURNS TABLE (path text, k
             FROM jsonb_array_elements(CASE WHEN jsonb_typeof(w.value) = 'array' THEN w.value END)
                 WITH ORDINALITY a(value, ord)
         ) e
-        -- A personal key's subtree is one finding; do not descend into it.
-        WHERE w.key IS NULL OR NOT fn_is_personal_key(w.key)
+        -- A personal key's subtree is one finding; do not descend into it. Each key is tested once.
+        WHERE NOT w.personal
     )
-    SELECT path, key FROM walk WHERE key IS NOT NULL AND fn_is_personal_key(key)
+    SELECT path, key FROM walk WHERE personal
 $$;
 """.format(keys=", ".join(f"'{k}'" for k in PERSONAL_KEYS))
 

@@ -7,7 +7,7 @@ Create Date: 2026-11-25
 """
 
 from alembic import op
-from sqlhelpers import APP_ROLE, CROSSTENANT_ROLE, crosstenant_policy, tenant_rls
+from sqlhelpers import CROSSTENANT_ROLE, crosstenant_policy, tenant_rls
 
 revision = "003_data_governance"
 down_revision = "002_pii_controls"
@@ -108,33 +108,38 @@ JOURNAL_PARTS = (
     "corrections",
     "runs",
 )
-#: channel '' : the change concerns every channel (channel-less parts, or a channel that can no
-#: longer be resolved, e.g. of a deleted allocation); every fingerprint reads these rows.
-ANY_CHANNEL = "''"
-#: channel '-': the change concerns no channel (a ledger row without an allocation); only the
-#: fingerprint over all channels reads these rows. Channel codes never contain '-'.
-NO_CHANNEL = "'-'"
+# The channel of a journal row. A change concerns a channel code (an event's, an allocation's, a
+# ledger row's allocation's, a correction's from and to), every channel ('*': the parts without
+# a channel, and channels that can no longer be resolved, e.g. a deleted allocation's) or none
+# (a ledger row without an allocation). Every change also bumps its part and day's roll-up row,
+# channel '': a fingerprint over all channels reads only roll-ups, one per part and day, and one
+# for a channel reads that channel's rows and the '*' rows; so neither depends on how many
+# channels there are. Channel codes are [a-z][a-z0-9_]+: never '' or '*'.
+ROLL_UP = "''"
+ANY_CHANNEL = "'*'"
+NO_CHANNEL = ROLL_UP  # only the roll-up
 
 JOURNAL_TABLE = f"""
 CREATE TABLE data_change_journal (
     tenant_id uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     part text NOT NULL CONSTRAINT ck_data_change_journal_part
         CHECK (part IN ({", ".join(f"'{p}'" for p in JOURNAL_PARTS)})),
+    channel text NOT NULL,
     day date NOT NULL,
-    channel text NOT NULL DEFAULT '',
     version bigint NOT NULL DEFAULT 1 CONSTRAINT ck_data_change_journal_version CHECK (version >= 1),
     changed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_id, part, day, channel)
+    PRIMARY KEY (tenant_id, part, channel, day)
 ) WITH (fillfactor = 70);
 COMMENT ON TABLE data_change_journal IS
-    'Per tenant, part of the data (events, allocations, ledger, ...), UTC day and channel: a '
-    'version bumped by statement triggers in the transaction of every change, so a data '
-    'fingerprint is one index range scan. channel  = every channel, ''-'' = none. Data class: '
-    'derived metadata. Owner: analytics. RLS: enabled and forced (tenant_isolation_policy); the '
-    'application may only read it, the definer triggers (llm_crosstenant) write it.';
+    'Per tenant, part of the data (events, allocations, ledger, ...), channel (a code; "*": '
+    'every channel; empty: the roll-up of all changes) and UTC day, a version that statement '
+    'triggers bump in the transaction of every change, so a data fingerprint is one small index '
+    'range scan per part. Data class: derived metadata. Owner: analytics. RLS: enabled and '
+    'forced (tenant_isolation_policy); the application may only read it, the definer triggers '
+    '(llm_crosstenant) write it.';
 {tenant_rls("data_change_journal", app_privileges="SELECT")}
 {crosstenant_policy("data_change_journal", privileges="SELECT, INSERT, UPDATE")}
--- What the definer triggers read besides the journal (events, ledger: policies from 002).
+-- What the definer triggers read besides the journal (events and ledger: policies from 002).
 {crosstenant_policy("attribution_allocations")}
 {crosstenant_policy("revenue_state_transitions")}
 {crosstenant_policy("channel_assignment_corrections")}
@@ -144,50 +149,76 @@ CREATE INDEX idx_revenue_ledger_allocation ON revenue_ledger (tenant_id, allocat
 
 
 def _day(column: str) -> str:
-    """The UTC day of a timestamptz: periods are [start, end) in UTC midnights."""
+    """The UTC day of a timestamptz: periods are [start, end) between UTC midnights."""
     return f"({column} AT TIME ZONE 'UTC')::date"
 
 
-def _upsert(changes: str) -> str:
+def _upsert(changes: str, moves: str | None = None) -> str:
     """One statement: bump (or create) the journal row of every distinct key `changes` yields.
 
-    `changes` selects (tenant_id, part, day, channel). Rows are locked in key order, so two
-    statements touching the same keys queue rather than deadlock; a tenant being deleted (its
-    rows go by cascade) is skipped.
+    `changes` selects (tenant_id, part, day, channel); each key also bumps its roll-up (channel
+    ''). `moves` selects the same, for data that only moved between channels: their channels'
+    rows move, the roll-up (every channel together) does not. Rows are locked in key order, so
+    two statements touching the same keys queue rather than deadlock. A tenant being deleted
+    (its rows go by cascade) is skipped.
     """
+    rows = f"({changes}\n                       ) AS c (tenant_id, part, day, channel)"
+    roll_up = ROLL_UP
+    if moves is not None:
+        rows = f"""(SELECT c.*, true FROM ({changes}
+                        ) AS c (tenant_id, part, day, channel)
+                        UNION ALL
+                        SELECT m.*, false FROM ({moves}
+                        ) AS m (tenant_id, part, day, channel)
+                       ) AS c (tenant_id, part, day, channel, rolls_up)"""
+        roll_up = f"CASE WHEN c.rolls_up THEN {ROLL_UP} END"
     return f"""
-    INSERT INTO data_change_journal AS j (tenant_id, part, day, channel)
-    SELECT k.tenant_id, k.part, k.day, k.channel
-      FROM (SELECT DISTINCT c.tenant_id, c.part, c.day, c.channel
-              FROM ({changes}) AS c (tenant_id, part, day, channel)
-             WHERE c.day IS NOT NULL) AS k
-     WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
-     ORDER BY k.tenant_id, k.part, k.day, k.channel
-    ON CONFLICT (tenant_id, part, day, channel)
-    DO UPDATE SET version = j.version + 1, changed_at = now();
+        INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
+        SELECT k.tenant_id, k.part, k.channel, k.day
+          FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
+                  FROM {rows}
+                 CROSS JOIN LATERAL (VALUES (c.channel), ({roll_up})) AS r (channel)
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
+         WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
+         ORDER BY k.tenant_id, k.part, k.channel, k.day
+        ON CONFLICT (tenant_id, part, channel, day)
+        DO UPDATE SET version = j.version + 1, changed_at = now();"""
+
+
+def _referencing(op: str) -> str:
+    if op == "INSERT":
+        return "NEW TABLE AS new_rows"
+    if op == "DELETE":
+        return "OLD TABLE AS old_rows"
+    return "OLD TABLE AS old_rows NEW TABLE AS new_rows"
+
+
+def _journal_function(table: str, changes: dict[str, str | tuple[str, str]]) -> str:
+    """A SECURITY DEFINER trigger function: per TG_OP, one journal upsert of `changes[TG_OP]`
+    (the changes, or the changes and the moves between channels).
+
+    Statement-level with transition tables, so a bulk statement costs one more statement; one
+    trigger per event type (a trigger with transition tables serves a single event). PL/pgSQL
+    caches each statement's plan for the session, possibly made while the tables were small (a
+    hash join over a full scan of the events would then run on every later statement): with
+    sequential scans and hash and merge joins off, every lookup is an index probe per changed
+    row, right at any size (the transition tables themselves are scanned once; they pair up by
+    aggregation, never by join).
     """
-
-
-def _journal_function(table: str, changes: dict[str, str]) -> str:
-    """A SECURITY DEFINER trigger function: per TG_OP, one journal upsert of `changes[TG_OP]`."""
-    branches = "
-    ELS".join(
-        f"IF TG_OP = '{op}' THEN{_upsert(sql)}" for op, sql in changes.items()
+    branches = "\n    ELS".join(
+        f"IF TG_OP = '{op}' THEN" + (_upsert(*sql) if isinstance(sql, tuple) else _upsert(sql))
+        for op, sql in changes.items()
     )
-    triggers = "
-".join(
-        f"CREATE TRIGGER trg_{table}_journal_{op.lower()} AFTER {op} ON {table}
-"
-        f"    REFERENCING {'NEW' if op == 'INSERT' else 'OLD'} TABLE AS "
-        f"{'new_rows' if op == 'INSERT' else 'old_rows'}"
-        + (" NEW TABLE AS new_rows" if op == "UPDATE" else "")
-        + f"
-    FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_{table}();"
+    triggers = "\n".join(
+        f"CREATE TRIGGER trg_{table}_journal_{op.lower()} AFTER {op} ON {table}\n"
+        f"    REFERENCING {_referencing(op)}\n"
+        f"    FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_{table}();"
         for op in changes
     )
     return f"""
 CREATE FUNCTION fn_journal_{table}() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
+    SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 BEGIN
     {branches}
     END IF;
@@ -200,129 +231,127 @@ REVOKE ALL ON FUNCTION fn_journal_{table}() FROM PUBLIC;
 """
 
 
+_OLD_AND_NEW = "(SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows)"
+
+
 def _each_op(rows_changes: str) -> dict[str, str]:
-    """The same changes for INSERT (new rows), UPDATE (old and new rows) and DELETE (old rows)."""
-    both = "(SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows)"
+    """The same changes of the new rows (INSERT), old and new (UPDATE) or old rows (DELETE)."""
     return {
         "INSERT": rows_changes.format(rows="new_rows"),
-        "UPDATE": rows_changes.format(rows=both),
+        "UPDATE": rows_changes.format(rows=_OLD_AND_NEW),
         "DELETE": rows_changes.format(rows="old_rows"),
     }
 
 
-# Events are facts (trg_attribution_events_immutable): an UPDATE changes nothing journaled. A
-# deleted event takes its allocations (cascade, unresolvable afterwards) and the corrections
-# about it out of its day, for every channel.
+# An event counts on its day, under its channel. Events are facts (trg_attribution_events_immutable):
+# an UPDATE changes nothing journaled, so there is no UPDATE trigger. A deleted event takes its
+# allocations (by cascade: unresolvable afterwards) and the corrections about it out of its day,
+# for every channel.
 JOURNAL_EVENTS = _journal_function(
     "attribution_events",
     {
-        "INSERT": f"SELECT n.tenant_id, 'events', {_day('n.occurred_at')}, n.channel "
-        "FROM new_rows n",
+        "INSERT": f"""
+            SELECT n.tenant_id, 'events', {_day("n.occurred_at")}, n.channel FROM new_rows n""",
         "DELETE": f"""
-        SELECT o.tenant_id, p.part, {_day("o.occurred_at")},
-               CASE WHEN p.part = 'events' THEN o.channel ELSE {ANY_CHANNEL} END
-          FROM old_rows o
-         CROSS JOIN (VALUES ('events'), ('allocations'), ('corrections')) AS p (part)
-         WHERE p.part <> 'allocations' OR o.revenue_cents > 0""",
+            SELECT o.tenant_id, p.part, {_day("o.occurred_at")},
+                   CASE WHEN p.part = 'events' THEN o.channel ELSE {ANY_CHANNEL} END
+              FROM old_rows o
+             CROSS JOIN (VALUES ('events'), ('allocations'), ('corrections')) AS p (part)
+             WHERE p.part <> 'allocations' OR o.revenue_cents > 0""",
     },
 )
 
 # An allocation counts on its revenue event's day, under its own channel. One that changes
 # channel moves its ledger rows (and their transitions) between channels; one that moves to
-# another event moves the corrections about it between days.
+# another event moves the corrections about it between days; a deleted one takes those
+# corrections out of its event's day.
 _ALLOCATIONS_OF = f"""
-        SELECT x.tenant_id, 'allocations', {_day("e.occurred_at")}, x.channel_code
-          FROM {{rows}} AS x
-          JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
-         WHERE e.revenue_cents > 0"""
+            SELECT x.tenant_id, 'allocations', {_day("e.occurred_at")}, x.channel_code
+              FROM (SELECT DISTINCT tenant_id, event_id, channel_code FROM {{rows}}) AS x
+              JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
+             WHERE e.revenue_cents > 0"""
 _CORRECTIONS_OF_ALLOCATIONS = f"""
-        SELECT c.tenant_id, 'corrections', {_day("e.occurred_at")}, ch.channel
-          FROM {{rows}} AS x
-          JOIN channel_assignment_corrections c
-            ON c.tenant_id = x.tenant_id AND c.entity_type = 'allocation' AND c.entity_id = x.id
-          JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
-         CROSS JOIN LATERAL (VALUES (c.from_channel), (c.to_channel)) AS ch (channel)"""
-_ALLOCATION_MOVES = """
-        WITH moved AS (
-            SELECT o.tenant_id, o.id, o.event_id AS old_event, n.event_id AS new_event,
-                   o.channel_code AS old_channel, n.channel_code AS new_channel
-              FROM old_rows o JOIN new_rows n ON n.id = o.id
-             WHERE o.channel_code <> n.channel_code OR o.event_id <> n.event_id
-        ), rechanneled AS (
-            SELECT m.tenant_id, m.id, ch.channel
-              FROM moved m
-             CROSS JOIN LATERAL (VALUES (m.old_channel), (m.new_channel)) AS ch (channel)
-             WHERE m.old_channel <> m.new_channel
-        ), reassigned AS (
-            SELECT m.tenant_id, m.id, ev.event_id
-              FROM moved m
-             CROSS JOIN LATERAL (VALUES (m.old_event), (m.new_event)) AS ev (event_id)
-             WHERE m.old_event <> m.new_event
-        )
-        SELECT l.tenant_id, 'ledger', {posted}, r.channel
-          FROM rechanneled r
-          JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
-        UNION ALL
-        SELECT t.tenant_id, 'transitions', {transitioned}, r.channel
-          FROM rechanneled r
-          JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
-          JOIN revenue_state_transitions t ON t.tenant_id = l.tenant_id AND t.ledger_id = l.id
-        UNION ALL
-        {corrections}""".format(
+            SELECT c.tenant_id, 'corrections', {_day("e.occurred_at")}, ch.channel
+              FROM {{rows}} AS x
+              JOIN channel_assignment_corrections c
+                ON c.tenant_id = x.tenant_id AND c.entity_type = 'allocation'
+               AND c.entity_id = x.id
+              JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
+             CROSS JOIN LATERAL (VALUES (c.from_channel), (c.to_channel)) AS ch (channel)"""
+# Both versions of each allocation whose `column` changed (old and new rows paired up by
+# aggregation, not by a join).
+_CHANGED = """(
+                SELECT u.tenant_id, u.id, u.{column}
+                  FROM (SELECT tenant_id, id, {column}, count(*) OVER (PARTITION BY id) AS versions
+                          FROM (SELECT tenant_id, id, {column} FROM old_rows
+                                UNION SELECT tenant_id, id, {column} FROM new_rows) AS b
+                       ) AS u
+                 WHERE u.versions > 1)"""
+_ALLOCATION_REASSIGNED = _CORRECTIONS_OF_ALLOCATIONS.format(rows=_CHANGED.format(column="event_id"))
+_ALLOCATION_RECHANNELED = """
+            SELECT l.tenant_id, 'ledger', {posted}, r.channel_code
+              FROM {changed} AS r
+              JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
+            UNION ALL
+            SELECT t.tenant_id, 'transitions', {transitioned}, r.channel_code
+              FROM {changed} AS r
+              JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
+              JOIN revenue_state_transitions t
+                ON t.tenant_id = l.tenant_id AND t.ledger_id = l.id""".format(
     posted=_day("l.posted_at"),
     transitioned=_day("t.transitioned_at"),
-    corrections=_CORRECTIONS_OF_ALLOCATIONS.format(rows="reassigned").strip(),
+    changed=_CHANGED.format(column="channel_code"),
 )
 JOURNAL_ALLOCATIONS = _journal_function(
     "attribution_allocations",
     {
         "INSERT": _ALLOCATIONS_OF.format(rows="new_rows"),
-        "UPDATE": _ALLOCATIONS_OF.format(
-            rows="(SELECT tenant_id, event_id, channel_code FROM old_rows UNION "
-            "SELECT tenant_id, event_id, channel_code FROM new_rows)"
-        )
-        + "
-        UNION ALL"
-        + _ALLOCATION_MOVES,
+        "UPDATE": (
+            _ALLOCATIONS_OF.format(
+                rows="(SELECT tenant_id, event_id, channel_code FROM old_rows UNION "
+                "SELECT tenant_id, event_id, channel_code FROM new_rows)"
+            )
+            + "\n            UNION ALL"
+            + _ALLOCATION_REASSIGNED,
+            _ALLOCATION_RECHANNELED,
+        ),
         "DELETE": _ALLOCATIONS_OF.format(rows="old_rows")
-        + "
-        UNION ALL"
+        + "\n            UNION ALL"
         + _CORRECTIONS_OF_ALLOCATIONS.format(rows="old_rows"),
     },
 )
 
 
 def _ledger_channel(ledger: str, allocation: str) -> str:
-    """A ledger row's channel: its allocation's; '-' without one; '' if it cannot be resolved."""
+    """A ledger row's channel: its allocation's; none without one; '*' if it cannot be resolved."""
     return (
         f"coalesce({allocation}.channel_code, CASE WHEN {ledger}.allocation_id IS NULL "
         f"THEN {NO_CHANNEL} ELSE {ANY_CHANNEL} END)"
     )
 
 
-# A ledger row counts on its posted day; every update moves its updated_at, which the
-# transitions of the row (on their own days) carry as well. Deleted rows take their transitions
-# by cascade (journaled by the transitions' trigger).
+# A ledger row counts on its posted day, under its allocation's channel. Every update moves its
+# updated_at, which its transitions (on their own days) carry as well. A deleted row takes its
+# transitions by cascade (journaled by their own trigger).
 _LEDGER_ROWS = f"""
-        SELECT r.tenant_id, 'ledger', {_day("r.posted_at")}, {_ledger_channel("r", "a")}
-          FROM {{rows}} AS r
-          LEFT JOIN attribution_allocations a
-                 ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id"""
+            SELECT r.tenant_id, 'ledger', {_day("r.posted_at")}, {_ledger_channel("r", "a")}
+              FROM {{rows}} AS r
+              LEFT JOIN attribution_allocations a
+                     ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id"""
 _LEDGER_TRANSITIONS = f"""
-        SELECT t.tenant_id, 'transitions', {_day("t.transitioned_at")}, {_ledger_channel("r", "a")}
-          FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS r
-          JOIN revenue_state_transitions t ON t.tenant_id = r.tenant_id AND t.ledger_id = r.id
-          LEFT JOIN attribution_allocations a
-                 ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id"""
+            SELECT t.tenant_id, 'transitions', {_day("t.transitioned_at")},
+                   {_ledger_channel("r", "a")}
+              FROM {_OLD_AND_NEW} AS r
+              JOIN revenue_state_transitions t
+                ON t.tenant_id = r.tenant_id AND t.ledger_id = r.id
+              LEFT JOIN attribution_allocations a
+                     ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id"""
 JOURNAL_LEDGER = _journal_function(
     "revenue_ledger",
     {
         "INSERT": _LEDGER_ROWS.format(rows="new_rows"),
-        "UPDATE": _LEDGER_ROWS.format(
-            rows="(SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows)"
-        )
-        + "
-        UNION ALL"
+        "UPDATE": _LEDGER_ROWS.format(rows=_OLD_AND_NEW)
+        + "\n            UNION ALL"
         + _LEDGER_TRANSITIONS,
         "DELETE": _LEDGER_ROWS.format(rows="old_rows"),
     },
@@ -333,12 +362,12 @@ JOURNAL_TRANSITIONS = _journal_function(
     "revenue_state_transitions",
     _each_op(
         f"""
-        SELECT r.tenant_id, 'transitions', {_day("r.transitioned_at")},
-               CASE WHEN l.id IS NULL THEN {ANY_CHANNEL} ELSE {_ledger_channel("l", "a")} END
-          FROM {{rows}} AS r
-          LEFT JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.id = r.ledger_id
-          LEFT JOIN attribution_allocations a
-                 ON a.tenant_id = l.tenant_id AND a.id = l.allocation_id"""
+            SELECT r.tenant_id, 'transitions', {_day("r.transitioned_at")},
+                   CASE WHEN l.id IS NULL THEN {ANY_CHANNEL} ELSE {_ledger_channel("l", "a")} END
+              FROM {{rows}} AS r
+              LEFT JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.id = r.ledger_id
+              LEFT JOIN attribution_allocations a
+                     ON a.tenant_id = l.tenant_id AND a.id = l.allocation_id"""
     ),
 )
 
@@ -348,44 +377,49 @@ JOURNAL_CORRECTIONS = _journal_function(
     "channel_assignment_corrections",
     _each_op(
         f"""
-        SELECT r.tenant_id, 'corrections', d.day, ch.channel
-          FROM {{rows}} AS r
-          LEFT JOIN attribution_allocations a
-                 ON r.entity_type = 'allocation' AND a.tenant_id = r.tenant_id
-                AND a.id = r.entity_id
-          LEFT JOIN attribution_events e
-                 ON e.tenant_id = r.tenant_id
-                AND e.id = CASE WHEN r.entity_type = 'event' THEN r.entity_id ELSE a.event_id END
-         CROSS JOIN LATERAL (VALUES ({_day("r.corrected_at")}), ({_day("e.occurred_at")}))
-               AS d (day)
-         CROSS JOIN LATERAL (VALUES (r.from_channel), (r.to_channel)) AS ch (channel)"""
+            SELECT r.tenant_id, 'corrections', d.day, ch.channel
+              FROM {{rows}} AS r
+              LEFT JOIN attribution_allocations a
+                     ON r.entity_type = 'allocation' AND a.tenant_id = r.tenant_id
+                    AND a.id = r.entity_id
+              LEFT JOIN attribution_events e
+                     ON e.tenant_id = r.tenant_id
+                    AND e.id = CASE WHEN r.entity_type = 'event' THEN r.entity_id
+                                    ELSE a.event_id END
+             CROSS JOIN LATERAL (VALUES ({_day("r.corrected_at")}), ({_day("e.occurred_at")}))
+                   AS d (day)
+             CROSS JOIN LATERAL (VALUES (r.from_channel), (r.to_channel)) AS ch (channel)"""
     ),
 )
 
+# Dead events and reconciliation runs have no channel.
 JOURNAL_DEAD_EVENTS = _journal_function(
     "dead_events",
     _each_op(
-        f"SELECT r.tenant_id, 'dead_events', {_day('r.ingested_at')}, {ANY_CHANNEL} "
-        "FROM {rows} AS r"
+        f"""
+            SELECT r.tenant_id, 'dead_events', {_day("r.ingested_at")}, {ANY_CHANNEL}
+              FROM {{rows}} AS r"""
     ),
 )
-
 JOURNAL_RUNS = _journal_function(
     "reconciliation_runs",
     _each_op(
-        f"SELECT r.tenant_id, 'runs', {_day('r.created_at')}, {ANY_CHANNEL} FROM {{rows}} AS r"
+        f"""
+            SELECT r.tenant_id, 'runs', {_day("r.created_at")}, {ANY_CHANNEL}
+              FROM {{rows}} AS r"""
     ),
 )
 
-JOURNALED_TABLES = (
-    "attribution_events",
-    "attribution_allocations",
-    "revenue_ledger",
-    "revenue_state_transitions",
-    "channel_assignment_corrections",
-    "dead_events",
-    "reconciliation_runs",
-)
+#: Each journaled table with the statements its triggers journal.
+JOURNALED: dict[str, tuple[str, ...]] = {
+    "attribution_events": ("insert", "delete"),
+    "attribution_allocations": ("insert", "update", "delete"),
+    "revenue_ledger": ("insert", "update", "delete"),
+    "revenue_state_transitions": ("insert", "update", "delete"),
+    "channel_assignment_corrections": ("insert", "update", "delete"),
+    "dead_events": ("insert", "update", "delete"),
+    "reconciliation_runs": ("insert", "update", "delete"),
+}
 JOURNAL_TRIGGERS = (
     JOURNAL_EVENTS,
     JOURNAL_ALLOCATIONS,
@@ -407,13 +441,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Dropping a function drops nothing else: its triggers go first.
-    for table in JOURNALED_TABLES:
-        ops = ("insert", "delete") if table == "attribution_events" else (
-            "insert", "update", "delete"
-        )
-        for trigger_op in ops:
-            op.execute(f"DROP TRIGGER trg_{table}_journal_{trigger_op} ON {table}")
+    for table, events in JOURNALED.items():
+        for event in events:
+            op.execute(f"DROP TRIGGER trg_{table}_journal_{event} ON {table}")
         op.execute(f"DROP FUNCTION fn_journal_{table}()")
     op.execute(
         f"""
