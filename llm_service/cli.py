@@ -163,8 +163,12 @@ def _cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
         try:
             report = await run_retention(
                 conn,
-                prompt_days=args.prompt_days or settings.retention_prompt_days,
-                batch_size=args.batch_size or settings.retention_batch_size,
+                prompt_days=settings.retention_prompt_days
+                if args.prompt_days is None
+                else args.prompt_days,
+                batch_size=settings.retention_batch_size
+                if args.batch_size is None
+                else args.batch_size,
             )
         finally:
             await conn.close()

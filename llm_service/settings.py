@@ -39,6 +39,21 @@ class Settings(BaseSettings):
 
     embedding_model: str = "local"
 
+    # Explanations (POST /v1/explanations).
+    # How long a cached explanation may be served (new data makes it stale sooner: fingerprint).
+    explanation_cache_ttl_s: float = 6 * 3600.0
+    explanation_max_tokens: int = 600
+    # The whole model call of one explanation (attempts, retries, the repair) must end by then.
+    explanation_llm_timeout_s: float = 20.0
+    # How long a request waits for another's computation of the same explanation (single flight).
+    explanation_flight_wait_s: float = 20.0
+    # Connections of the single-flight lock pool (each computing leader holds one meanwhile).
+    explanation_flight_pool_size: int = 8
+    # Normalised questions whose embeddings are kept in memory (per tenant and model), LRU.
+    explanation_embedding_cache_size: int = 4096
+    # Buffered cache-hit counts are written this often.
+    explanation_hit_flush_interval_s: float = 5.0
+
     # Investigations: the hard ceilings a request may lower but never raise.
     investigation_max_cost_usd: Decimal = Decimal("0.30")
     investigation_timeout_s: float = 60.0
@@ -48,6 +63,9 @@ class Settings(BaseSettings):
     port: int = 8000
     max_body_bytes: int = 64 * 1024
     finance_api_token: str | None = None
+    # Retention: prompts and responses older than this many days are purged by `retention`.
+    retention_prompt_days: int = Field(default=30, ge=1)
+    retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
     workers_in_process: int = 1
     # Runs one worker process keeps in flight at once (they mostly wait on the provider).
     worker_concurrency: int = 50

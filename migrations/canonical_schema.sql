@@ -861,7 +861,7 @@ BEGIN
              WHERE e.revenue_cents > 0
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -870,50 +870,53 @@ BEGIN
         INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
         SELECT k.tenant_id, k.part, k.channel, k.day
           FROM (SELECT DISTINCT c.tenant_id, c.part, r.channel, c.day
-                  FROM (
+                  FROM (SELECT c.*, true FROM (
             SELECT x.tenant_id, 'allocations', (e.occurred_at AT TIME ZONE 'UTC')::date, x.channel_code
-              FROM (SELECT DISTINCT tenant_id, event_id, channel_code FROM (SELECT tenant_id, event_id, channel_code FROM old_rows UNION SELECT tenant_id, event_id, channel_code FROM new_rows)) AS x
+              FROM (SELECT DISTINCT tenant_id, event_id, channel_code FROM (SELECT tenant_id, event_id, channel_code FROM old_rows UNION SELECT tenant_id, event_id, channel_code FROM new_rows) AS b) AS x
               JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
              WHERE e.revenue_cents > 0
-            UNION ALL (
-            WITH rechanneled AS (  -- both channels of an allocation whose channel changed
-                SELECT u.tenant_id, u.id, u.channel_code AS channel
-                  FROM (SELECT tenant_id, id, channel_code,
-                               count(*) OVER (PARTITION BY id) AS versions
-                          FROM (SELECT tenant_id, id, channel_code FROM old_rows
-                                UNION SELECT tenant_id, id, channel_code FROM new_rows) AS b
-                       ) AS u
-                 WHERE u.versions > 1
-            ), reassigned AS (  -- both events of an allocation that moved to another event
+            UNION ALL
+            SELECT c.tenant_id, 'corrections', (e.occurred_at AT TIME ZONE 'UTC')::date, ch.channel
+              FROM (
                 SELECT u.tenant_id, u.id, u.event_id
-                  FROM (SELECT tenant_id, id, event_id,
-                               count(*) OVER (PARTITION BY id) AS versions
+                  FROM (SELECT tenant_id, id, event_id, count(*) OVER (PARTITION BY id) AS versions
                           FROM (SELECT tenant_id, id, event_id FROM old_rows
                                 UNION SELECT tenant_id, id, event_id FROM new_rows) AS b
                        ) AS u
-                 WHERE u.versions > 1
-            )
-            SELECT l.tenant_id, 'ledger', (l.posted_at AT TIME ZONE 'UTC')::date, r.channel
-              FROM rechanneled r
-              JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
-            UNION ALL
-            SELECT t.tenant_id, 'transitions', (t.transitioned_at AT TIME ZONE 'UTC')::date, r.channel
-              FROM rechanneled r
-              JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
-              JOIN revenue_state_transitions t
-                ON t.tenant_id = l.tenant_id AND t.ledger_id = l.id
-            UNION ALL
-            SELECT c.tenant_id, 'corrections', (e.occurred_at AT TIME ZONE 'UTC')::date, ch.channel
-              FROM reassigned AS x
+                 WHERE u.versions > 1) AS x
               JOIN channel_assignment_corrections c
                 ON c.tenant_id = x.tenant_id AND c.entity_type = 'allocation'
                AND c.entity_id = x.id
               JOIN attribution_events e ON e.tenant_id = x.tenant_id AND e.id = x.event_id
              CROSS JOIN LATERAL (VALUES (c.from_channel), (c.to_channel)) AS ch (channel)
-            )
-                       ) AS c (tenant_id, part, day, channel)
-                 CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                        ) AS c (tenant_id, part, day, channel)
+                        UNION ALL
+                        SELECT m.*, false FROM (
+            SELECT l.tenant_id, 'ledger', (l.posted_at AT TIME ZONE 'UTC')::date, r.channel_code
+              FROM (
+                SELECT u.tenant_id, u.id, u.channel_code
+                  FROM (SELECT tenant_id, id, channel_code, count(*) OVER (PARTITION BY id) AS versions
+                          FROM (SELECT tenant_id, id, channel_code FROM old_rows
+                                UNION SELECT tenant_id, id, channel_code FROM new_rows) AS b
+                       ) AS u
+                 WHERE u.versions > 1) AS r
+              JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
+            UNION ALL
+            SELECT t.tenant_id, 'transitions', (t.transitioned_at AT TIME ZONE 'UTC')::date, r.channel_code
+              FROM (
+                SELECT u.tenant_id, u.id, u.channel_code
+                  FROM (SELECT tenant_id, id, channel_code, count(*) OVER (PARTITION BY id) AS versions
+                          FROM (SELECT tenant_id, id, channel_code FROM old_rows
+                                UNION SELECT tenant_id, id, channel_code FROM new_rows) AS b
+                       ) AS u
+                 WHERE u.versions > 1) AS r
+              JOIN revenue_ledger l ON l.tenant_id = r.tenant_id AND l.allocation_id = r.id
+              JOIN revenue_state_transitions t
+                ON t.tenant_id = l.tenant_id AND t.ledger_id = l.id
+                        ) AS m (tenant_id, part, day, channel)
+                       ) AS c (tenant_id, part, day, channel, rolls_up)
+                 CROSS JOIN LATERAL (VALUES (c.channel), (CASE WHEN c.rolls_up THEN '' END)) AS r (channel)
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -937,7 +940,7 @@ BEGIN
              CROSS JOIN LATERAL (VALUES (c.from_channel), (c.to_channel)) AS ch (channel)
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -967,7 +970,7 @@ BEGIN
             SELECT n.tenant_id, 'events', (n.occurred_at AT TIME ZONE 'UTC')::date, n.channel FROM new_rows n
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -984,7 +987,7 @@ BEGIN
              WHERE p.part <> 'allocations' OR o.revenue_cents > 0
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1025,7 +1028,7 @@ BEGIN
              CROSS JOIN LATERAL (VALUES (r.from_channel), (r.to_channel)) AS ch (channel)
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1049,7 +1052,7 @@ BEGIN
              CROSS JOIN LATERAL (VALUES (r.from_channel), (r.to_channel)) AS ch (channel)
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1073,7 +1076,7 @@ BEGIN
              CROSS JOIN LATERAL (VALUES (r.from_channel), (r.to_channel)) AS ch (channel)
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1104,7 +1107,7 @@ BEGIN
               FROM new_rows AS r
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1118,7 +1121,7 @@ BEGIN
               FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS r
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1132,7 +1135,7 @@ BEGIN
               FROM old_rows AS r
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1163,7 +1166,7 @@ BEGIN
               FROM new_rows AS r
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1177,7 +1180,7 @@ BEGIN
               FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) AS r
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1191,7 +1194,7 @@ BEGIN
               FROM old_rows AS r
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1224,7 +1227,7 @@ BEGIN
                      ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1248,7 +1251,7 @@ BEGIN
                      ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1264,7 +1267,7 @@ BEGIN
                      ON a.tenant_id = r.tenant_id AND a.id = r.allocation_id
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1299,7 +1302,7 @@ BEGIN
                      ON a.tenant_id = l.tenant_id AND a.id = l.allocation_id
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1317,7 +1320,7 @@ BEGIN
                      ON a.tenant_id = l.tenant_id AND a.id = l.allocation_id
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)
@@ -1335,7 +1338,7 @@ BEGIN
                      ON a.tenant_id = l.tenant_id AND a.id = l.allocation_id
                        ) AS c (tenant_id, part, day, channel)
                  CROSS JOIN LATERAL (VALUES (c.channel), ('')) AS r (channel)
-                 WHERE c.day IS NOT NULL) AS k
+                 WHERE c.day IS NOT NULL AND r.channel IS NOT NULL) AS k
          WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = k.tenant_id)
          ORDER BY k.tenant_id, k.part, k.channel, k.day
         ON CONFLICT (tenant_id, part, channel, day)

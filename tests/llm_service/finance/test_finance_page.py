@@ -1,0 +1,348 @@
+"""The finance page in a real headless browser (Debian's chromium): it loads, its numbers equal
+the API's, the chart renders; a screenshot is kept in test-artifacts/finance.png."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from finance_workload import random_workload
+
+from llm_service.api.app import create_app
+from llm_service.db.pool import create_pool
+from llm_service.db.urls import DatabaseUrls
+from llm_service.settings import Settings
+from llm_service.tenants.service import CreatedTenant
+
+TOKEN = "finance-page-token-9f8e7d6c5b4a"
+#: A past month no other test writes to: the page shows exactly this module's tenants.
+MONTH = date(2019, 5, 1)
+MONTH_TEXT = "2019-05"
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+VOID = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+)
+
+
+def _chromium() -> str:
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip(
+        "chromium is not installed and the test set-up could not install it "
+        "(`make browser` runs `apt-get install chromium`); the finance page test needs a browser"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The dumped DOM, as a small tree
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    """An element of the rendered page."""
+
+    tag: str
+    attrs: dict[str, str]
+    children: list[Node] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """All text inside, in order."""
+        return "".join(self.parts)
+
+    def find_all(self, **attrs: str) -> list[Node]:
+        """Every descendant whose attributes include `attrs` (data_testid -> data-testid)."""
+        want = {k.replace("_", "-"): v for k, v in attrs.items()}
+        found = []
+        for child in self.children:
+            if all(child.attrs.get(k) == v for k, v in want.items()):
+                found.append(child)
+            found.extend(child.find_all(**attrs))
+        return found
+
+    def one(self, **attrs: str) -> Node:
+        """The single descendant matching `attrs`."""
+        (node,) = self.find_all(**attrs)
+        return node
+
+
+class _TreeBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#document", {})
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = Node(tag, {k: v or "" for k, v in attrs})
+        self.stack[-1].children.append(node)
+        if tag not in VOID:
+            self.stack.append(node)
+
+    def handle_endtag(self, tag: str) -> None:
+        for i in range(len(self.stack) - 1, 0, -1):
+            if self.stack[i].tag == tag:
+                del self.stack[i:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        for node in self.stack:
+            node.parts.append(data)
+
+
+def parse_dom(html: str) -> Node:
+    """The tree of a dumped DOM."""
+    builder = _TreeBuilder()
+    builder.feed(html)
+    builder.close()
+    return builder.root
+
+
+# --------------------------------------------------------------------------------------------
+# The real application on 127.0.0.1, and the browser
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LiveServer:
+    """The application served by uvicorn in a thread."""
+
+    base_url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+
+@pytest.fixture
+def live_server(test_settings: Settings, database_urls: DatabaseUrls) -> Iterator[LiveServer]:
+    """Serve the real application (as the application role) on a free local port."""
+    settings = test_settings.model_copy(update={"finance_api_token": TOKEN})
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    box: dict[str, Any] = {}
+    ready = threading.Event()
+
+    async def serve() -> None:
+        pool = await create_pool(database_urls.app, application_name="tests-finance-page")
+        try:
+            app = create_app(settings, pool=pool, run_workers=False)
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+            box["server"] = server
+            ready.set()
+            await server.serve(sockets=[sock])
+        finally:
+            await pool.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    server: uvicorn.Server = box["server"]
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", server, thread)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def _run_chromium(chromium: str, *args: str) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        return subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The test
+# --------------------------------------------------------------------------------------------
+
+
+def _shown_usd(text: str) -> Decimal:
+    """The amount a cell shows, "$1,234.00000015" -> Decimal."""
+    assert text.startswith("$"), text
+    return Decimal(text[1:].replace(",", ""))
+
+
+async def test_page_shows_the_apis_numbers_and_a_chart(
+    live_server: LiveServer, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool
+) -> None:
+    chromium = _chromium()
+    seed = random.randrange(2**32)
+    print(f"finance page workload seed {seed}")
+    workload = await random_workload(
+        app_pool, owner_pool, MONTH, random.Random(seed), tenants=5, prefix="page"
+    )
+    ours = {str(w.tenant_id) for w in workload}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=live_server.base_url, timeout=30) as http:
+        monthly = await http.get(f"/v1/finance/monthly-costs?month={MONTH_TEXT}", headers=auth)
+        daily = await http.get(f"/v1/finance/daily-costs?month={MONTH_TEXT}", headers=auth)
+    assert monthly.status_code == daily.status_code == 200
+    api = monthly.json()
+    api_daily = daily.json()
+    assert ours <= {t["tenant_id"] for t in api["tenants"]}
+
+    url = f"{live_server.base_url}/finance?month={MONTH_TEXT}#token={TOKEN}"
+    result = await asyncio.to_thread(
+        _run_chromium, chromium, "--virtual-time-budget=15000", "--dump-dom", url
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = parse_dom(result.stdout)
+    ready = dom.find_all(data_state="ready")
+    assert [n.tag for n in ready] == ["body"], "the page did not finish loading its data"
+    # The token came in the URL fragment (never sent to the server) and was removed from it.
+    assert TOKEN not in result.stdout
+
+    # The summary equals the API's month.
+    total = dom.one(data_testid="month-total")
+    assert total.attrs["data-value"] == api["total_cost_usd"]
+    assert _shown_usd(total.text) == Decimal(api["total_cost_usd"])
+    assert dom.one(data_testid="month-calls").attrs["data-value"] == str(api["calls"])
+
+    # The table: one row per tenant, most spent first, every number as the API has it.
+    rows = dom.find_all(data_testid="tenant-row")
+    assert [r.attrs["data-tenant-id"] for r in rows] == [t["tenant_id"] for t in api["tenants"]]
+    for row, t in zip(rows, api["tenants"], strict=True):
+        cells = {c.attrs["data-field"]: c for c in row.children if "data-field" in c.attrs}
+        for money in ("total_cost_usd", "estimated_cost_usd", "cap_usd"):
+            assert cells[money].attrs["data-value"] == t[money]
+            assert _shown_usd(cells[money].text) == Decimal(t[money])
+        for count in ("calls", "input_tokens", "output_tokens"):
+            assert cells[count].attrs["data-value"] == str(t[count])
+            assert int(cells[count].text.replace(",", "")) == t[count]
+        assert cells["cap_used_fraction"].attrs["data-value"] == t["cap_used_fraction"]
+        shown_percent = Decimal(cells["cap_used_fraction"].text.rstrip("%"))
+        assert abs(shown_percent - Decimal(t["cap_used_fraction"]) * 100) <= Decimal("0.00005")
+        assert cells["tenant_name"].attrs["data-value"] == t["tenant_name"]
+        # Small costs are never shown as $0.00: every tenant made a one-token call.
+        if t["tenant_id"] in ours:
+            assert _shown_usd(cells["total_cost_usd"].text) > 0
+        models = {
+            li.attrs["data-model"]: li.attrs["data-value"]
+            for li in row.find_all()
+            if "data-model" in li.attrs
+        }
+        assert models == {m["model"]: m["cost_usd"] for m in t["by_model"]}
+
+    # The chart: one group per day of the month, one bar per (day, model) with spend.
+    days = dom.find_all(data_testid="chart-day")
+    assert [d.attrs["data-day"] for d in days] == [d["day"] for d in api_daily["days"]]
+    assert len(days) == calendar.monthrange(MONTH.year, MONTH.month)[1]
+    bars = dom.find_all(data_testid="chart-bar")
+    expected_bars = {
+        (d["day"], m["model"]): m["cost_usd"] for d in api_daily["days"] for m in d["by_model"]
+    }
+    assert len(bars) == len(expected_bars) > 0
+    assert {(b.attrs["data-day"], b.attrs["data-model"]): b.attrs["data-value"] for b in bars} == (
+        expected_bars
+    )
+    for group, day in zip(days, api_daily["days"], strict=True):
+        assert group.attrs["data-value"] == day["cost_usd"]
+    # Bar heights are proportional to spend; the tallest day fills the plot.
+    heights = {(b.attrs["data-day"], b.attrs["data-model"]): float(b.attrs["height"]) for b in bars}
+    tallest = max(api_daily["days"], key=lambda day: Decimal(day["cost_cents"]))
+    tallest_height = sum(h for (d, _), h in heights.items() if d == tallest["day"])
+    assert tallest_height > 200, "the tallest day should fill the plot"
+    scale = tallest_height / float(tallest["cost_cents"])
+    for d in api_daily["days"]:
+        for m in d["by_model"]:
+            expected = float(m["cost_cents"]) * scale
+            assert abs(heights[(d["day"], m["model"])] - expected) < 0.02 + expected * 1e-3
+    legend = [i.attrs["data-model"] for i in dom.find_all(data_testid="legend-item")]
+    assert legend == api_daily["models"]
+    # Chart and table agree: the days add up to the month.
+    assert Decimal(api_daily["total_cost_usd"]) == Decimal(api["total_cost_usd"])
+
+    # The tenants nearest their caps, highest share first.
+    nearest = dom.find_all(data_testid="nearest-cap")
+    ranked = sorted(
+        (t for t in api["tenants"] if t["cap_used_fraction"] is not None),
+        key=lambda t: (-Decimal(t["cap_used_fraction"]), t["tenant_id"]),
+    )[:5]
+    assert [n.attrs["data-tenant-id"] for n in nearest] == [t["tenant_id"] for t in ranked]
+    assert [n.attrs["data-fraction"] for n in nearest] == [t["cap_used_fraction"] for t in ranked]
+
+    # A screenshot, kept as a test artefact.
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "finance.png"
+    shot.unlink(missing_ok=True)
+    result = await asyncio.to_thread(
+        _run_chromium,
+        chromium,
+        "--virtual-time-budget=15000",
+        "--window-size=1400,1000",
+        f"--screenshot={shot}",
+        url,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 20_000
+
+
+async def test_page_without_a_token_asks_for_one(live_server: LiveServer) -> None:
+    chromium = _chromium()
+    url = f"{live_server.base_url}/finance?month={MONTH_TEXT}"
+    result = await asyncio.to_thread(
+        _run_chromium, chromium, "--virtual-time-budget=5000", "--dump-dom", url
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = parse_dom(result.stdout)
+    assert dom.find_all(data_state="auth"), "the page should ask for the finance token"
+    assert dom.find_all(data_testid="tenant-row") == []
+
+
+async def test_page_with_a_tenant_key_shows_no_data(
+    live_server: LiveServer, tenant: CreatedTenant
+) -> None:
+    chromium = _chromium()
+    url = f"{live_server.base_url}/finance?month={MONTH_TEXT}#token={tenant.api_key}"
+    result = await asyncio.to_thread(
+        _run_chromium, chromium, "--virtual-time-budget=5000", "--dump-dom", url
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = parse_dom(result.stdout)
+    assert dom.find_all(data_state="auth")
+    assert dom.find_all(data_testid="tenant-row") == []
+    assert "tenant API key cannot use the finance routes" in dom.one(data_testid="status").text
