@@ -15,7 +15,7 @@ EXPECTED_TABLES = frozenset(
         "channel_state_transitions", "channel_assignment_corrections", "pii_audit_findings",
         "llm_api_calls", "llm_monthly_costs", "investigations", "investigation_tool_calls",
         "explanation_cache", "budget_optimization_jobs", "llm_validation_failures",
-        "investigation_events",
+        "investigation_events", "data_change_journal",
     }
 )  # fmt: skip
 GLOBAL_TABLES = frozenset({"channel_taxonomy", "channel_state_transitions", "alembic_version"})
@@ -113,7 +113,8 @@ async def run_checks(
     checks.append(Check("application role owns no table", owned == 0, f"owns {owned} relations"))
 
     powerful = await owner.fetchval(
-        "SELECT count(*) FROM pg_roles r WHERE pg_has_role($1, r.oid, 'MEMBER') AND r.rolname <> $1 "
+        "SELECT count(*) FROM pg_roles r "
+        "WHERE pg_has_role($1, r.oid, 'MEMBER') AND r.rolname <> $1 "
         "AND (r.rolsuper OR r.rolbypassrls)",
         app_role,
     )
@@ -154,7 +155,8 @@ async def run_checks(
 
     definers = await owner.fetch(
         "SELECT p.proname, pg_get_userbyid(p.proowner) AS owner, r.rolsuper, r.rolbypassrls "
-        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles r ON r.oid = p.proowner "
+        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "JOIN pg_roles r ON r.oid = p.proowner "
         "WHERE n.nspname = 'public' AND p.prosecdef"
     )
     loose = [d["proname"] for d in definers if d["rolsuper"] or d["rolbypassrls"]]

@@ -1,4 +1,4 @@
-"""One JSON error shape for every error: {"error": {"code": ..., "message": ...}}, no stack traces."""
+"""One JSON error shape for every error, {"error": {"code", "message"}}, never a stack trace."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ class AgentLoop:
                 },
             )
             try:
-                result = await self._call(messages + [self._limits_note(step)], step, tools=True)
+                result = await self._call([*messages, self._limits_note(step)], step, tools=True)
             except CeilingReached as exc:
                 stop_status, stop_reason = "budget_exhausted", exc.reason
                 break
@@ -156,7 +156,8 @@ class AgentLoop:
         except (ValidationError, ValueError) as exc:
             error = _describe(exc)
             await self._quarantine(messages, result, error)
-        repair = messages + [
+        repair = [
+            *messages,
             {"role": "assistant", "content": result.content or ""},
             {
                 "role": "user",
@@ -176,14 +177,15 @@ class AgentLoop:
     async def _wrap_up(
         self, messages: list[dict[str, Any]], status: str, reason: str
     ) -> RunOutcome:
-        """A final answer from the evidence so far: from the model if it fits, else from templates."""
+        """A final answer from the evidence so far: the model's if it fits, else templated."""
         if self.evidence.items:
-            prompt = messages + [
+            prompt = [
+                *messages,
                 {
                     "role": "user",
-                    "content": f"Stop investigating ({reason}). Using only the evidence above, write "
-                    f"your final answer now. {REPORT_INSTRUCTIONS}",
-                }
+                    "content": f"Stop investigating ({reason}). Using only the evidence "
+                    f"above, write your final answer now. {REPORT_INSTRUCTIONS}",
+                },
             ]
             try:
                 result = await self._call(prompt, 0, tools=False, wrapup=True)

@@ -83,7 +83,7 @@ class EvidenceLog:
 
 
 def parse_arguments(raw: str) -> str | dict[str, Any]:
-    """Tool arguments as a dict when they are valid JSON, else the raw text (the tool reports it)."""
+    """Tool arguments as a dict if they are valid JSON, else the raw text (the tool reports it)."""
     try:
         value = json.loads(raw or "{}")
     except ValueError:

@@ -24,7 +24,7 @@ async def insert(
     max_steps: int,
     idempotency_key: str | None,
 ) -> tuple[dict[str, Any], bool]:
-    """Queue a run; with an idempotency key already used, return that run instead (created=False)."""
+    """Queue a run; with an idempotency key already used, return that run (created=False)."""
     row = await conn.fetchrow(
         f"""
         INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps,
@@ -79,7 +79,8 @@ async def request_cancel(conn: asyncpg.Connection, run_id: UUID) -> dict[str, An
         UPDATE investigations
            SET cancel_requested = true,
                status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
-               reason = CASE WHEN status = 'queued' THEN 'cancelled before it started' ELSE reason END,
+               reason = CASE WHEN status = 'queued' THEN 'cancelled before it started'
+                             ELSE reason END,
                finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
          WHERE id = $1
         RETURNING {_COLUMNS}
@@ -218,7 +219,8 @@ async def spent_cents(conn: asyncpg.Connection, run_id: UUID) -> Decimal:
     """What the run's settled calls cost plus what its pending calls hold (worst case)."""
     value: Decimal = await conn.fetchval(
         """
-        SELECT coalesce(sum(CASE WHEN status = 'pending' THEN reserved_cents ELSE cost_cents END), 0)
+        SELECT coalesce(sum(CASE WHEN status = 'pending' THEN reserved_cents
+                                 ELSE cost_cents END), 0)
         FROM llm_api_calls WHERE investigation_id = $1
         """,
         run_id,

@@ -1,4 +1,4 @@
-"""The worker loop: claim runs with SKIP LOCKED (via a narrow definer function), run them concurrently."""
+"""The worker loop: claim runs (SKIP LOCKED, via a definer function) and run them concurrently."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Investigations end to end: a scripted model (OpenAI wire format over respx), real tools and DB."""
+"""Investigations end to end: a scripted model (OpenAI wire format, respx), real tools and DB."""
 
 from __future__ import annotations
 
@@ -116,7 +116,8 @@ async def queue_run(
             """
             INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps,
                 status, lease_owner, lease_expires_at, started_at, attempts)
-            VALUES ($1, $2, $3, $4, $5, 'running', 'test-worker', now() + interval '1 minute', now(), 1)
+            VALUES ($1, $2, $3, $4, $5, 'running', 'test-worker', now() + interval '1 minute',
+                    now(), 1)
             RETURNING id
             """,
             tenant_id,
@@ -220,7 +221,7 @@ async def test_scripted_multi_step_run_succeeds_with_cited_findings(
     assert len(record["llm_calls"]) == 3
     assert record["cost_cents"] == sum(c["cost_cents"] for c in record["llm_calls"])
     assert record["cost_cents"] > 0
-    assert [e["event_type"] for e in record["events"]][0] == "started"
+    assert next(e["event_type"] for e in record["events"]) == "started"
     assert record["events"][-1]["event_type"] == "final"
 
 

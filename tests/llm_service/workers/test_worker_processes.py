@@ -116,7 +116,8 @@ async def test_three_workers_run_a_hundred_queued_runs_each_exactly_once(
     # The work was shared between processes.
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         owners = await conn.fetchval(
-            "SELECT count(DISTINCT data ->> 'worker') FROM investigation_events WHERE event_type = 'started'"
+            "SELECT count(DISTINCT data ->> 'worker') FROM investigation_events "
+            "WHERE event_type = 'started'"
         )
     assert owners >= 2
 
@@ -126,7 +127,7 @@ class _StallingProvider(BaseHTTPRequestHandler):
 
     hits = 0
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+    def do_POST(self) -> None:
         type(self).hits += 1
         self.rfile.read(int(self.headers.get("content-length", 0)))
         time.sleep(20)
