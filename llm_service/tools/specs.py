@@ -8,6 +8,8 @@ argument can name another tenant's row.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -232,6 +234,15 @@ _SPECS = (
 TOOLS: dict[str, ToolSpec] = {spec.name: spec for spec in _SPECS}
 
 
+@functools.cache
+def _schemas_json() -> str:
+    return json.dumps([spec.openai_schema() for spec in TOOLS.values()])
+
+
 def openai_tool_schemas() -> list[dict[str, Any]]:
-    """Every tool in the OpenAI function-tool format (what litellm passes as `tools`)."""
-    return [spec.openai_schema() for spec in TOOLS.values()]
+    """Every tool in the OpenAI function-tool format (what litellm passes as `tools`).
+
+    Built once (pydantic schema generation is costly on every agent step); each caller gets
+    its own copy, so nothing downstream can alter the next call's tools.
+    """
+    return list(json.loads(_schemas_json()))
