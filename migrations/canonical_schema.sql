@@ -747,7 +747,9 @@ DECLARE
 BEGIN
     FOR v_takeover IN SELECT unnest(ARRAY[true, false]) LOOP
         SELECT i.id INTO v_id FROM investigations i
+         -- A worker never takes over its own runs: a late heartbeat is not a dead worker.
          WHERE CASE WHEN v_takeover THEN i.status = 'running' AND i.lease_expires_at < now()
+                                         AND i.lease_owner IS DISTINCT FROM p_worker
                     ELSE i.status = 'queued' END
          ORDER BY i.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
         IF v_id IS NOT NULL THEN
@@ -761,6 +763,7 @@ BEGIN
         END IF;
         SELECT j.id INTO v_id FROM budget_optimization_jobs j
          WHERE CASE WHEN v_takeover THEN j.status = 'running' AND j.lease_expires_at < now()
+                                         AND j.lease_owner IS DISTINCT FROM p_worker
                     ELSE j.status = 'queued' END
          ORDER BY j.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
         IF v_id IS NOT NULL THEN

@@ -280,6 +280,19 @@ async def _llm_validation_failures(conn: asyncpg.Connection, tenant_id: UUID) ->
     )
 
 
+async def _data_change_journal(conn: asyncpg.Connection, tenant_id: UUID) -> None:
+    # Only the definer triggers write the journal: an event journals its day and channel.
+    await insert_event(conn, tenant_id)
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM data_change_journal WHERE tenant_id = $1 AND part = 'events' "
+            "AND day = (now() AT TIME ZONE 'UTC')::date AND channel = 'facebook_paid'",
+            tenant_id,
+        )
+        == 1
+    )
+
+
 ROW_BUILDERS: dict[str, RowBuilder] = {
     "tenants": _tenants,
     "attribution_events": _attribution_events,
@@ -298,6 +311,7 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "explanation_cache": _explanation_cache,
     "budget_optimization_jobs": _budget_optimization_jobs,
     "llm_validation_failures": _llm_validation_failures,
+    "data_change_journal": _data_change_journal,
 }
 
 

@@ -6,6 +6,8 @@ Revises: 002_pii_controls
 Create Date: 2026-11-25
 """
 
+from collections.abc import Mapping
+
 from alembic import op
 from sqlhelpers import CROSSTENANT_ROLE, crosstenant_policy, tenant_rls
 
@@ -193,7 +195,7 @@ def _referencing(op: str) -> str:
     return "OLD TABLE AS old_rows NEW TABLE AS new_rows"
 
 
-def _journal_function(table: str, changes: dict[str, str | tuple[str, str]]) -> str:
+def _journal_function(table: str, changes: Mapping[str, str | tuple[str, str]]) -> str:
     """A SECURITY DEFINER trigger function: per TG_OP, one journal upsert of `changes[TG_OP]`
     (the changes, or the changes and the moves between channels).
 
@@ -309,7 +311,7 @@ JOURNAL_ALLOCATIONS = _journal_function(
         "UPDATE": (
             _ALLOCATIONS_OF.format(
                 rows="(SELECT tenant_id, event_id, channel_code FROM old_rows UNION "
-                "SELECT tenant_id, event_id, channel_code FROM new_rows)"
+                "SELECT tenant_id, event_id, channel_code FROM new_rows) AS b"
             )
             + "\n            UNION ALL"
             + _ALLOCATION_REASSIGNED,
