@@ -17,6 +17,8 @@ from llm_service.investigations.runner import LEASE_SECONDS, InvestigationRunner
 from llm_service.llm.gateway import LlmGateway
 
 _log = logging.getLogger(__name__)
+# Runs claimed per round trip when slots are free (keeps a large concurrency filled quickly).
+CLAIM_BATCH = 25
 
 
 @dataclass(frozen=True)
@@ -34,15 +36,30 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+# Up to $3 claims in one round trip: each call of the (volatile) claim function sees the rows
+# the previous calls of the same statement already marked running, so none is claimed twice.
+_CLAIM_BATCH_SQL = """
+SELECT c.* FROM generate_series(1, $3) AS g
+CROSS JOIN LATERAL fn_claim_next_run($1, $2 + 0 * g) AS c
+WHERE c.run_id IS NOT NULL
+"""
+
+
+async def claim_batch(
+    pool: asyncpg.Pool, worker: str, lease_s: float = LEASE_SECONDS, limit: int = 1
+) -> list[Claim]:
+    """Up to `limit` runs for this worker (runs whose worker died come first)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(_CLAIM_BATCH_SQL, worker, lease_s, limit)
+    return [Claim(r["kind"], r["run_id"], r["tenant_id"], r["takeover"]) for r in rows]
+
+
 async def claim_next(
     pool: asyncpg.Pool, worker: str, lease_s: float = LEASE_SECONDS
 ) -> Claim | None:
-    """The next run for this worker, if any (runs whose worker died come first)."""
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT * FROM fn_claim_next_run($1, $2)", worker, lease_s)
-    if row is None or row["run_id"] is None:
-        return None
-    return Claim(row["kind"], row["run_id"], row["tenant_id"], row["takeover"])
+    """The next run for this worker, if any."""
+    claims = await claim_batch(pool, worker, lease_s, 1)
+    return claims[0] if claims else None
 
 
 class Worker:
@@ -79,18 +96,20 @@ class Worker:
             if self.in_flight >= self.concurrency:
                 await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
                 continue
+            free = min(self.concurrency - self.in_flight, CLAIM_BATCH)
             try:
-                claim = await claim_next(self.pool, self.name, self.lease_s)
+                claims = await claim_batch(self.pool, self.name, self.lease_s, free)
             except (OSError, asyncpg.PostgresError) as exc:
                 _log.warning("claim failed: %s", type(exc).__name__)
-                claim = None
-            if claim is None:
+                claims = []
+            if not claims:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.poll_interval_s)
                 continue
-            task = asyncio.create_task(self.process(claim))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            for claim in claims:
+                task = asyncio.create_task(self.process(claim))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
