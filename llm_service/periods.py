@@ -18,7 +18,9 @@ _MONTHS = {
     for name in names
 }  # fmt: skip
 _MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
-_WEEK_OF = re.compile(rf"\bweek of (\d{{1,2}})(?:st|nd|rd|th)? ({_MONTH})\b|\bweek of ({_MONTH}) (\d{{1,2}})\b")
+_WEEK_OF = re.compile(
+    rf"\bweek of (\d{{1,2}})(?:st|nd|rd|th)? ({_MONTH})\b|\bweek of ({_MONTH}) (\d{{1,2}})\b"
+)
 _ISO = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _LAST_N_DAYS = re.compile(r"\b(?:last|past) (\d{1,3}) days\b")
 
@@ -60,8 +62,9 @@ def resolve_period(text: str, today: date, *, default_days: int = 28) -> Period:
     tomorrow = today + timedelta(days=1)
     match = _WEEK_OF.search(lowered)
     if match:
-        day_text, month_text = (match.group(1), match.group(2)) if match.group(1) else (
-            match.group(4), match.group(3))
+        day_text, month_text = (
+            (match.group(1), match.group(2)) if match.group(1) else (match.group(4), match.group(3))
+        )
         month, day = _MONTHS[month_text], int(day_text)
         try:
             start = date(_year_for(month, day, today), month, day)

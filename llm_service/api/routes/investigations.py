@@ -13,14 +13,21 @@ from sse_starlette.sse import EventSourceResponse
 from llm_service.api.deps import PoolDep, SettingsDep, TenantDep
 from llm_service.db.pool import encode_json
 from llm_service.investigations import service
-from llm_service.investigations.schemas import InvestigationCreate, InvestigationOut, InvestigationPage
+from llm_service.investigations.schemas import (
+    InvestigationCreate,
+    InvestigationOut,
+    InvestigationPage,
+)
 
 router = APIRouter(prefix="/v1/investigations", tags=["investigations"])
 
 
 @router.post("", status_code=202, response_model=InvestigationOut)
 async def create_investigation(
-    body: InvestigationCreate, tenant_id: TenantDep, pool: PoolDep, settings: SettingsDep,
+    body: InvestigationCreate,
+    tenant_id: TenantDep,
+    pool: PoolDep,
+    settings: SettingsDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> InvestigationOut:
@@ -34,7 +41,8 @@ async def create_investigation(
 
 @router.get("", response_model=InvestigationPage)
 async def list_investigations(
-    tenant_id: TenantDep, pool: PoolDep,
+    tenant_id: TenantDep,
+    pool: PoolDep,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     before: datetime | None = None,
@@ -44,7 +52,9 @@ async def list_investigations(
 
 
 @router.get("/{investigation_id}", response_model=InvestigationOut)
-async def get_investigation(investigation_id: UUID, tenant_id: TenantDep, pool: PoolDep) -> InvestigationOut:
+async def get_investigation(
+    investigation_id: UUID, tenant_id: TenantDep, pool: PoolDep
+) -> InvestigationOut:
     """A run with its findings, tool calls and LLM calls."""
     return await service.get(pool, tenant_id, investigation_id)
 
@@ -59,7 +69,9 @@ async def cancel_investigation(
 
 @router.get("/{investigation_id}/events")
 async def investigation_events(
-    investigation_id: UUID, tenant_id: TenantDep, pool: PoolDep,
+    investigation_id: UUID,
+    tenant_id: TenantDep,
+    pool: PoolDep,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """Progress as server-sent events: history first, then live, ending with the final state."""
@@ -77,5 +89,10 @@ async def investigation_events(
 
 
 def _sse(event: dict[str, Any]) -> dict[str, Any]:
-    payload = {"seq": event["seq"], "type": event["event_type"], "at": event["created_at"], **event["data"]}
+    payload = {
+        "seq": event["seq"],
+        "type": event["event_type"],
+        "at": event["created_at"],
+        **event["data"],
+    }
     return {"id": str(event["seq"]), "event": event["event_type"], "data": encode_json(payload)}

@@ -1,0 +1,568 @@
+"""POST /v1/explanations over real HTTP: the cache-hit path under load, and the miss path's cost.
+
+Run from the repository root: `python -m bench.bench_explanations [--seconds N --clients N ...]`.
+
+An embedded PostgreSQL is started in a temporary directory (deleted afterwards) and migrated.
+A few tenants get demo attribution data (so fingerprints scan real rows); with the others they
+make 200 tenants. The REAL service (`llm-service serve`, uvicorn, one process, workers off) is
+started in a subprocess with the local embedding model and `openai/gpt-4o-mini` pointed at a
+local stub server (`LLM_API_BASE`) that answers every chat completion at once.
+
+1. Filler: explanation_cache is filled (COPY, HNSW index built afterwards) to 100,000 entries in
+   all: random filler in every tenant's own scopes (bench_cache's filler) and, beside every
+   known entry (step 2), 20 entries of the same scope and fingerprint with random questions, so
+   similarity lookups rank a crowd.
+2. Misses: each known scope (subject x channel/metric x week, with and without a question) is
+   requested once; the stub answers instantly, so these figures are the miss path's own
+   overhead (data queries, ledger writes, litellm, store). What they store are the known entries.
+3. Hits: 20 concurrent HTTP clients (httpx.AsyncClient, keep-alive) request known scopes for N
+   seconds: without free text, with the stored question, and with a paraphrase that the
+   threshold and guard accept (a new text: its first use embeds it, later ones hit the LRU).
+   Every request should be a hit (recall). Then a steady --rate requests/s from the same
+   clients (paced, not saturating), and the same requests from one client.
+
+Reported: client-side latency, server-side latency (the route's X-Server-Time-Ms header: from
+before authentication to the serialised response) and its phases (Server-Timing), throughput,
+errors and recall. Targets: hit p95 < 25 ms server-side and < 50 ms at the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import numpy as np
+from pgvector.asyncpg import register_vector
+
+from bench.bench_cache import (
+    COLUMNS,
+    COPY_CHUNK,
+    FINGERPRINT,
+    _accepted_pairs,
+    _create_tenants,
+    _filler_rows,
+)
+from cache.embedding_local import MODEL_ID, get_local_embedder
+from llm_service.db import migrate
+from llm_service.db.embedded import embedded_url, start_embedded
+from llm_service.db.pool import create_pool, tenant_transaction
+from llm_service.demo_data import generate_demo_data
+from llm_service.tenants.service import create_tenant
+
+MODEL = "openai/gpt-4o-mini"
+CROWD_PER_ENTRY = 20
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- the provider stub ----------------------------------------------------------------------------
+
+
+def _stub_app() -> Any:
+    """An OpenAI-compatible chat endpoint that answers a valid explanation at once."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    content = json.dumps(
+        {
+            "summary": "Revenue moved mostly on facebook_paid (stub answer).",
+            "drivers": [{"label": "facebook_paid", "figure": "-1,234.56", "detail": "stub"}],
+            "confidence": "medium",
+        }
+    )
+
+    async def chat(request: Request) -> JSONResponse:
+        """One chat completion."""
+        await request.body()
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": "gpt-4o-mini-2024-07-18",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 900, "completion_tokens": 90, "total_tokens": 990},
+            }
+        )
+
+    async def health(_: Request) -> JSONResponse:
+        """Up."""
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/health", health),
+        ]
+    )
+
+
+def _run_stub(port: int) -> None:
+    """Serve the stub until killed."""
+    import uvicorn
+
+    uvicorn.run(_stub_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a subprocess in its own process group, output to `log`."""
+    handle = log.open("wb")
+    return subprocess.Popen(
+        args, env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a subprocess we started (SIGTERM, then SIGKILL)."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until `url` answers 200 (or the process dies)."""
+    deadline = time.monotonic() + 120
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{url}: the process exited\n{_tail(log)}")
+            try:
+                if (await client.get(url, timeout=1)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    """The end of a log file."""
+    return log.read_text(errors="replace")[-3000:]
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request: whose, what, and whether it should hit."""
+
+    api_key: str
+    body: dict[str, Any]
+
+
+@dataclass
+class Results:
+    """What a run measured."""
+
+    client_s: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    cache: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    errors: int = 0
+    wall_s: float = 0.0
+
+    def record(self, response: httpx.Response, elapsed: float) -> None:
+        """Record one response."""
+        self.client_s.append(elapsed)
+        if response.status_code != 200:
+            self.errors += 1
+            return
+        answer = response.json()
+        self.cache["degraded" if answer["degraded"] else answer["cache"]] += 1
+        self.server_ms.append(float(response.headers["x-server-time-ms"]))
+        for item in response.headers.get("server-timing", "").split(","):
+            name, _, duration = item.strip().partition(";dur=")
+            if duration:
+                self.phases[name].append(float(duration))
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def _line(values: Sequence[float], scale: float = 1.0) -> str:
+    """p50 / p95 / p99 / mean of values (times `scale`), in ms."""
+    if not values:
+        return "n/a"
+    v = [x * scale for x in values]
+    return (
+        f"p50 {_pct(v, 50):6.2f}  p95 {_pct(v, 95):6.2f}  p99 {_pct(v, 99):6.2f}  "
+        f"mean {statistics.fmean(v):6.2f} ms"
+    )
+
+
+def _report(title: str, results: Results) -> None:
+    """Print a run's figures."""
+    n = len(results.client_s)
+    print(f"\n{title}: {n} requests in {results.wall_s:.1f} s = {n / results.wall_s:.0f}/s")
+    print(f"  results: {dict(results.cache)}; errors {results.errors} ({results.errors / n:.2%})")
+    print(f"  client-side:  {_line(results.client_s, 1000.0)}")
+    print(f"  server-side:  {_line(results.server_ms)}")
+    for name, values in results.phases.items():
+        if name != "total":
+            print(f"    {name:<12}{_line(values)}  (in {len(values)} requests)")
+
+
+async def _hammer(
+    base_url: str, calls: list[Call], clients: int, seconds: float, rate: float | None = None
+) -> Results:
+    """`clients` concurrent keep-alive clients cycling through `calls` for `seconds`."""
+    # Without `rate`, each client sends its next request as soon as the last one is answered
+    # (closed loop: the clients saturate the machine). With `rate` (requests/s in all), each
+    # client sends on a fixed schedule (a steady load, as dashboards make).
+    results = Results()
+    stop_at = time.perf_counter() + seconds
+    rng = random.Random(7)
+    interval = clients / rate if rate else 0.0
+
+    async def client(i: int) -> None:
+        """One client: a request at a time."""
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+            order = calls[:]
+            rng.shuffle(order)
+            k = i
+            due = time.perf_counter() + interval * i / clients
+            while time.perf_counter() < stop_at:
+                if interval:
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    due += interval
+                call = order[k % len(order)]
+                k += 1
+                headers = {"Authorization": f"Bearer {call.api_key}"}
+                started = time.perf_counter()
+                response = await http.post("/v1/explanations", json=call.body, headers=headers)
+                results.record(response, time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    results.wall_s = time.perf_counter() - started
+    return results
+
+
+async def _sequence(base_url: str, calls: list[Call]) -> Results:
+    """Each call once, one after the other."""
+    results = Results()
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        started = time.perf_counter()
+        for call in calls:
+            t0 = time.perf_counter()
+            response = await http.post(
+                "/v1/explanations",
+                json=call.body,
+                headers={"Authorization": f"Bearer {call.api_key}"},
+            )
+            results.record(response, time.perf_counter() - t0)
+        results.wall_s = time.perf_counter() - started
+    return results
+
+
+def _weeks(today: date, count: int) -> list[dict[str, str]]:
+    """The last `count` full weeks (Monday to Monday) as absolute ranges."""
+    monday = today - timedelta(days=today.weekday())
+    return [
+        {
+            "start": (monday - timedelta(weeks=n)).isoformat(),
+            "end": (monday - timedelta(weeks=n - 1)).isoformat(),
+        }
+        for n in range(1, count + 1)
+    ]
+
+
+_VARIANTS: list[dict[str, Any]] = [
+    {"subject": "channel_performance"},
+    {"subject": "channel_performance", "channel": "google_search_paid", "metric": "revenue"},
+    {"subject": "period_change", "channel": "facebook_paid", "metric": "revenue"},
+    {"subject": "period_change", "metric": "conversions"},
+    {"subject": "attribution_model_disagreement"},
+    {"subject": "revenue_reconciliation"},
+]
+
+
+def _known_calls(
+    keys: list[str], weeks: list[dict[str, str]], pairs: list[tuple[str, str]]
+) -> tuple[list[Call], list[Call]]:
+    """(the calls that store the known entries, the calls that should hit them)."""
+    store: list[Call] = []
+    hits: list[Call] = []
+    n = 0
+    for key in keys:
+        for variant in _VARIANTS:
+            for period in weeks:
+                asked, paraphrase = pairs[n % len(pairs)]
+                n += 1
+                plain = {**variant, "period": period}
+                store += [Call(key, plain), Call(key, {**plain, "question": asked})]
+                hits += [
+                    Call(key, plain),
+                    Call(key, {**plain, "question": asked}),
+                    Call(key, {**plain, "question": paraphrase}),
+                ]
+    return store, hits
+
+
+# -- the database ---------------------------------------------------------------------------
+
+
+async def _crowd(owner: asyncpg.Connection, tenants: list[uuid.UUID], seed: int) -> int:
+    """Beside every known entry, CROWD_PER_ENTRY more of its scope and data (random questions)."""
+    rows = await owner.fetch(
+        "SELECT tenant_id, entity_type, scope_key, scope::text AS scope, data_fingerprint, "
+        "prompt_version FROM explanation_cache WHERE question <> '' AND tenant_id = ANY($1) "
+        "AND data_fingerprint <> $2",
+        tenants,
+        FINGERPRINT,
+    )
+    rng = np.random.default_rng(seed)
+    now = datetime.now(UTC)
+    records = []
+    for row in rows:
+        vectors = rng.standard_normal((CROWD_PER_ENTRY, 384)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        for i in range(CROWD_PER_ENTRY):
+            records.append(
+                (
+                    row["tenant_id"],
+                    row["entity_type"],
+                    row["scope_key"],
+                    row["scope"],
+                    f"crowd question {i} {uuid.uuid4().hex[:6]}",
+                    vectors[i],
+                    MODEL_ID,
+                    384,
+                    '{"summary": "crowd", "drivers": [], "confidence": "low"}',
+                    "[]",
+                    MODEL,
+                    row["prompt_version"],
+                    row["data_fingerprint"],
+                    Decimal("0.1"),
+                    now + timedelta(days=1),
+                )
+            )
+    await owner.copy_records_to_table("explanation_cache", records=records, columns=COLUMNS)
+    return len(records)
+
+
+async def _load(owner_url: str, args: argparse.Namespace) -> list[tuple[uuid.UUID, str]]:
+    """Tenants with demo data: their ids and API keys."""
+    pool = await create_pool(owner_url, application_name="bench-explanations-owner", max_size=4)
+    keys = []
+    try:
+        t0 = time.perf_counter()
+        for i in range(args.data_tenants):
+            created = await create_tenant(pool, f"bench-data-tenant-{i}")
+            async with tenant_transaction(pool, created.tenant_id) as conn:
+                await generate_demo_data(conn, created.tenant_id, events=args.events, seed=100 + i)
+            keys.append((created.tenant_id, created.api_key))
+        print(
+            f"demo data: {args.data_tenants} tenants x {args.events:,} events over 90 days "
+            f"in {time.perf_counter() - t0:.0f} s"
+        )
+    finally:
+        await pool.close()
+    return keys
+
+
+async def _fill(owner_url: str, total: int, tenants: int) -> tuple[int, str]:
+    """Filler entries of many tenants (COPY, without the HNSW index); returns rows and index."""
+    owner = await asyncpg.connect(owner_url)
+    await register_vector(owner)
+    try:
+        ids = [r["id"] for r in await owner.fetch("SELECT id FROM tenants")]
+        ids += await _create_tenants(owner, max(0, tenants - len(ids)))
+        index_def: str = await owner.fetchval(
+            "SELECT pg_get_indexdef('idx_explanation_cache_embedding_local'::regclass)"
+        )
+        await owner.execute("DROP INDEX idx_explanation_cache_embedding_local")
+        rows = _filler_rows(ids, [], total, seed=3)
+        for start in range(0, len(rows), COPY_CHUNK):
+            await owner.copy_records_to_table(
+                "explanation_cache", records=rows[start : start + COPY_CHUNK], columns=COLUMNS
+            )
+        return len(rows), index_def
+    finally:
+        await owner.close()
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+async def _run(args: argparse.Namespace) -> None:
+    """Set up, measure, print, tear down."""
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-explanations-"))
+    server = start_embedded(data_dir, cleanup="delete")
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        owner_url = embedded_url(server)
+        migrate.upgrade(owner_url)
+        data_tenants = await _load(owner_url, args)
+        keys = [key for _, key in data_tenants]
+        pairs, _ = _accepted_pairs(get_local_embedder())
+        today = datetime.now(UTC).date()
+        store_calls, hit_calls = _known_calls(keys, _weeks(today, args.weeks), pairs)
+        # Known entries, the crowd beside those with a question, and filler make up --entries.
+        planned = len(store_calls) + CROWD_PER_ENTRY * len(store_calls) // 2
+        t0 = time.perf_counter()
+        filler, index_def = await _fill(owner_url, args.entries - planned, args.tenants)
+        print(
+            f"filler: {filler:,} entries across {args.tenants} tenants in "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
+
+        stub_port, port = _free_port(), _free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": owner_url,
+            "LLM_MODEL": MODEL,
+            "LLM_API_BASE": f"http://127.0.0.1:{stub_port}/v1",
+            "OPENAI_API_KEY": "sk-bench",
+            "EMBEDDING_MODEL": "local",
+            "WORKERS_IN_PROCESS": "0",
+            "DB_POOL_MAX_SIZE": str(args.pool),
+            "LLM_SERVICE_DATA_DIR": str(data_dir),
+            "PYTHONPATH": str(ROOT),
+        }
+        stub_log, service_log = data_dir / "stub.log", data_dir / "service.log"
+        processes.append(
+            _start(
+                [sys.executable, "-m", "bench.bench_explanations", "--stub", str(stub_port)],
+                env,
+                stub_log,
+            )
+        )
+        cli = [sys.executable, "-m", "llm_service.cli", "serve", "--no-migrate"]
+        processes.append(_start([*cli, "--port", str(port)], env, service_log))
+        base_url = f"http://127.0.0.1:{port}"
+        await _wait_http(f"http://127.0.0.1:{stub_port}/health", processes[0], stub_log)
+        await _wait_http(f"{base_url}/healthz", processes[1], service_log)
+
+        misses = await _sequence(base_url, store_calls)
+        owner = await asyncpg.connect(owner_url)
+        await register_vector(owner)
+        try:
+            crowd = await _crowd(owner, [t for t, _ in data_tenants], seed=5)
+            t0 = time.perf_counter()
+            await owner.execute("SET maintenance_work_mem = '1GB'")
+            await owner.execute(index_def)
+            await owner.execute("ANALYZE")
+            total = await owner.fetchval("SELECT count(*) FROM explanation_cache")
+            versions = await owner.fetchrow(
+                "SELECT current_setting('server_version') AS pg, "
+                "(SELECT extversion FROM pg_extension WHERE extname = 'vector') AS vector"
+            )
+        finally:
+            await owner.close()
+        print(
+            f"crowd: {crowd:,} entries beside the known ones; HNSW build "
+            f"{time.perf_counter() - t0:.0f} s; explanation_cache holds {total:,} entries"
+        )
+        print(
+            f"PostgreSQL {versions['pg']}, pgvector {versions['vector']}, {os.cpu_count()} CPUs; "
+            f"service: uvicorn, 1 process, pool {args.pool}; {args.clients} clients"
+        )
+        print(
+            f"known scopes: {len(store_calls) // 2} ({len(keys)} tenants x {len(_VARIANTS)} "
+            f"subjects/filters x {args.weeks} weeks); {len(hit_calls)} distinct hit requests "
+            f"(no question / stored question / accepted paraphrase)"
+        )
+        _report("MISS path (the known entries stored; provider stub answers at once)", misses)
+
+        await _hammer(base_url, hit_calls, args.clients, 3.0)  # warm: connections, LRU, plans
+        hits = await _hammer(base_url, hit_calls, args.clients, args.seconds)
+        _report(f"HITS, {args.clients} concurrent clients for {args.seconds:g} s", hits)
+        recall = hits.cache.get("hit", 0) / max(1, len(hits.client_s))
+        print(f"  recall: {recall:.2%} of requests were hits (all should be)")
+        paced = await _hammer(base_url, hit_calls, args.clients, args.seconds / 2, args.rate)
+        _report(f"HITS, {args.clients} clients at a steady {args.rate:g} requests/s", paced)
+        single = await _sequence(base_url, hit_calls[: args.sequential])
+        _report("HITS, one client (unloaded)", single)
+
+        fresh_calls = [
+            Call(c.api_key, {**c.body, "question": "Which single day had the most events?"})
+            for c in store_calls[: args.sequential // 2]
+            if "question" in c.body
+        ]
+        fresh = await _sequence(base_url, fresh_calls)
+        _report("MISS path again, warm (new questions in known scopes)", fresh)
+        s95, c95 = _pct(hits.server_ms, 95), _pct(hits.client_s, 95) * 1000
+        print(
+            f"\ntargets (hits, {args.clients} clients): server p95 {s95:.2f} ms "
+            f"({'met' if s95 < 25 else 'NOT met'}, < 25), client p95 {c95:.2f} ms "
+            f"({'met' if c95 < 50 else 'NOT met'}, < 50)"
+        )
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the options (see --help) and run; `--stub PORT` serves the provider stub only."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--entries", type=int, default=100_000, help="filler cache entries")
+    parser.add_argument("--tenants", type=int, default=200)
+    parser.add_argument("--data-tenants", type=int, default=4, help="tenants with demo data")
+    parser.add_argument("--events", type=int, default=50_000, help="demo events per tenant")
+    parser.add_argument("--weeks", type=int, default=4, help="weeks of known scopes")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--sequential", type=int, default=400)
+    parser.add_argument("--rate", type=float, default=250.0, help="requests/s of the paced run")
+    parser.add_argument("--pool", type=int, default=10, help="the service's DB pool size")
+    parser.add_argument("--stub", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(list(argv or []))
+    if args.stub:
+        _run_stub(args.stub)
+        return
+    asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

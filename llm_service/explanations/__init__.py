@@ -1,0 +1,1 @@
+"""Explanations of dashboard numbers: exact-scope cache, single flight, model or deterministic."""

@@ -1,0 +1,103 @@
+"""From a validated request to the absolute query the cache scope is made of.
+
+Relative phrases ("last week") are resolved to dates first, so nothing after this ever sees
+anything but absolute dates. A phrase `resolve_period` does not recognise is refused (422)
+rather than silently read as its default window. Channel codes are checked against the
+taxonomy, remembered in-process: it is global reference data, changed by migrations only.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+
+import asyncpg
+
+from llm_service.errors import InvalidRequest
+from llm_service.explanations.data import ExplanationQuery
+from llm_service.explanations.schemas import (
+    DEFAULT_ATTRIBUTION_MODEL,
+    MODEL_SUBJECTS,
+    SUBJECT_METRICS,
+    DateRange,
+    ExplanationRequest,
+)
+from llm_service.optimizations.repository import known_channels
+from llm_service.periods import Period, resolve_period
+from llm_service.tools.args import MAX_PERIOD_DAYS
+
+_PHRASE_HELP = (
+    'e.g. "last week", "this month", "last 7 days", "yesterday", "week of 3 March" or '
+    '"2026-02-01 to 2026-03-01"'
+)
+
+
+def resolve_phrase(text: str, today: date) -> Period:
+    """The absolute period of a phrase, or InvalidRequest when it names none."""
+    period = resolve_period(text, today)
+    # resolve_period falls back to its default window for text it does not understand.
+    if period != resolve_period(text, today, default_days=period.days + 1):
+        raise InvalidRequest(
+            f"period {text!r} is not a period this service understands: {_PHRASE_HELP}"
+        )
+    _check_length(period)
+    return period
+
+
+def _check_length(period: Period) -> None:
+    """Refuse periods over the limit (absolute ranges are checked by their schema)."""
+    if period.days > MAX_PERIOD_DAYS:
+        raise InvalidRequest(f"the period spans {period.days} days; at most {MAX_PERIOD_DAYS}")
+
+
+def _period(value: DateRange) -> Period:
+    """A validated range as a Period."""
+    return Period(value.start, value.end)
+
+
+def resolve(body: ExplanationRequest, today: date) -> ExplanationQuery:
+    """The request with absolute dates and every default filled in."""
+    if isinstance(body.period, DateRange):
+        period = _period(body.period)
+    else:
+        period = resolve_phrase(body.period, today)
+    comparison = None
+    if body.subject == "period_change":
+        comparison = _period(body.comparison) if body.comparison else period.previous()
+    question = (body.question or "").strip() or None
+    return ExplanationQuery(
+        subject=body.subject,
+        period=period,
+        metric=body.metric or SUBJECT_METRICS[body.subject][0],
+        comparison=comparison,
+        channel=body.channel,
+        attribution_model=(
+            body.attribution_model or DEFAULT_ATTRIBUTION_MODEL
+            if body.subject in MODEL_SUBJECTS
+            else None
+        ),
+        question=question,
+    )
+
+
+class ChannelCodes:
+    """Taxonomy codes known to exist, remembered for `ttl_s` (unknown codes are always checked)."""
+
+    def __init__(self, ttl_s: float = 300.0) -> None:
+        """Nothing known yet."""
+        self._ttl_s = ttl_s
+        self._known: dict[str, float] = {}
+
+    async def check(self, pool: asyncpg.Pool, code: str) -> None:
+        """Return if `code` is in the channel taxonomy; InvalidRequest (422) otherwise."""
+        now = time.monotonic()
+        seen = self._known.get(code)
+        if seen is not None and now - seen < self._ttl_s:
+            return
+        async with pool.acquire() as conn:
+            found = await known_channels(conn, [code])
+        if code not in found:
+            raise InvalidRequest(f"unknown channel code {code!r}")
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[code] = now
