@@ -733,9 +733,9 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_claim_next_run(p_worker text, p_lease_seconds double precision)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+FUNCTION fn_claim_next_run(p_worker text, p_lease_seconds double precision, p_running uuid[])  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
     COMMENT NULL
-CREATE OR REPLACE FUNCTION public.fn_claim_next_run(p_worker text, p_lease_seconds double precision)
+CREATE OR REPLACE FUNCTION public.fn_claim_next_run(p_worker text, p_lease_seconds double precision, p_running uuid[] DEFAULT '{}'::uuid[])
  RETURNS TABLE(kind text, run_id uuid, tenant_id uuid, takeover boolean)
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -747,9 +747,13 @@ DECLARE
 BEGIN
     FOR v_takeover IN SELECT unnest(ARRAY[true, false]) LOOP
         SELECT i.id INTO v_id FROM investigations i
-         -- A worker never takes over its own runs: a late heartbeat is not a dead worker.
+         -- A worker never takes over a run it is still executing (p_running: a late heartbeat
+         -- is not a dead worker), but does take over its own runs it no longer executes: one
+         -- whose claim's answer was lost with the connection, or whose end could not be
+         -- recorded during a database outage.
          WHERE CASE WHEN v_takeover THEN i.status = 'running' AND i.lease_expires_at < now()
-                                         AND i.lease_owner IS DISTINCT FROM p_worker
+                                         AND (i.lease_owner IS DISTINCT FROM p_worker
+                                              OR i.id <> ALL (p_running))
                     ELSE i.status = 'queued' END
          ORDER BY i.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
         IF v_id IS NOT NULL THEN
@@ -763,7 +767,8 @@ BEGIN
         END IF;
         SELECT j.id INTO v_id FROM budget_optimization_jobs j
          WHERE CASE WHEN v_takeover THEN j.status = 'running' AND j.lease_expires_at < now()
-                                         AND j.lease_owner IS DISTINCT FROM p_worker
+                                         AND (j.lease_owner IS DISTINCT FROM p_worker
+                                              OR j.id <> ALL (p_running))
                     ELSE j.status = 'queued' END
          ORDER BY j.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
         IF v_id IS NOT NULL THEN

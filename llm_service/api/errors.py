@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llm_service.db.retry import is_database_outage
 from llm_service.errors import ServiceError
 
 _log = logging.getLogger(__name__)
@@ -76,5 +77,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_database_outage(exc):
+            _log.warning("database unavailable", extra={"path": request.url.path})
+            response = error_response(
+                503, "unavailable", "the database is unavailable; retry shortly"
+            )
+            response.headers["Retry-After"] = "1"
+            return response
         _log.exception("unhandled error", extra={"path": request.url.path})
         return error_response(500, "internal_error", "an internal error occurred")

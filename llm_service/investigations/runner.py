@@ -16,6 +16,7 @@ from budgets.ceiling import RunCeiling
 from budgets.ledger import MonthlyCapExceeded, cap_status
 from budgets.money import cents_to_usd, usd_to_cents
 from llm_service.db.pool import tenant_transaction
+from llm_service.db.retry import is_database_outage, retry_through_outage
 from llm_service.investigations import repository
 from llm_service.investigations.agent import AgentLoop
 from llm_service.investigations.analyst import run_degraded
@@ -32,6 +33,8 @@ _log = logging.getLogger(__name__)
 LEASE_SECONDS = 10.0
 # The one asyncio.timeout over a run allows this much beyond its limit for settling records.
 TIMEOUT_GRACE_S = 1.0
+# How long a run's end waits for the database to come back before its worker gives up on it.
+FINISH_RETRY_S = 30.0
 
 
 class InvestigationRunner:
@@ -191,30 +194,37 @@ class InvestigationRunner:
         while True:
             await asyncio.sleep(max(0.2, self.lease_s / 5))
             spent = usd_to_cents(ceiling.spent + ceiling.reserved)
-            async with tenant_transaction(self.pool, tenant_id) as conn:
-                cancel = await repository.heartbeat(
-                    conn,
-                    run_id,
-                    self.worker,
-                    self.lease_s,
-                    min(spent, usd_to_cents(ceiling.limit)),
-                )
+            try:
+                async with tenant_transaction(self.pool, tenant_id) as conn:
+                    cancel = await repository.heartbeat(
+                        conn,
+                        run_id,
+                        self.worker,
+                        self.lease_s,
+                        min(spent, usd_to_cents(ceiling.limit)),
+                    )
+            except Exception as exc:
+                if not is_database_outage(exc):
+                    raise
+                # The run goes on; if the outage outlasts the lease another worker ends it, and
+                # the next heartbeat that gets through finds the lease lost.
+                _log.warning("heartbeat failed", extra={"investigation_id": str(run_id)})
+                continue
             if cancel is None or cancel:
                 work.cancel()
                 return "lost" if cancel is None else "cancel"
 
     async def _end_abandoned(self, row: dict[str, Any], tenant_id: UUID, events: EventSink) -> str:
-        """A run whose worker died: end it with the evidence it recorded, never leave it running."""
-        await events.emit(
-            "note",
-            {
-                "message": "the worker running this investigation stopped; "
-                f"ended by {self.worker} after its lease expired"
-            },
+        """A run whose worker died, or could not record its end through a database outage (the
+        same worker may then take it over): end it, never leave it running."""
+        reason = (
+            "the run was interrupted (its worker stopped or lost the database); "
+            "ended after its lease expired"
         )
+        await events.emit("note", {"message": f"{reason} (by {self.worker})"})
         outcome = RunOutcome(
             "failed",
-            "the worker running it stopped; ended after its lease expired",
+            reason,
             Report(
                 summary="The run was interrupted; see the tool calls recorded before it stopped."
             ),
@@ -229,6 +239,16 @@ class InvestigationRunner:
         events: EventSink,
         outcome: RunOutcome,
         elapsed_ms: int | None,
+    ) -> None:
+        """Record the terminal state, waiting out a database outage of up to a lease or so."""
+        await retry_through_outage(
+            lambda: self._record_finish(run_id, tenant_id, outcome, elapsed_ms),
+            within_s=max(FINISH_RETRY_S, self.lease_s),
+            what="finish investigation",
+        )
+
+    async def _record_finish(
+        self, run_id: UUID, tenant_id: UUID, outcome: RunOutcome, elapsed_ms: int | None
     ) -> None:
         async with tenant_transaction(self.pool, tenant_id) as conn:
             row = await repository.get(conn, run_id)

@@ -23,6 +23,7 @@ from budgets.ceiling import Reservation, RunCeiling
 from budgets.ledger import CallReservation, reserve_call, settle_call
 from budgets.prices import ModelPrice, PriceBook
 from llm_service.db.pool import tenant_transaction
+from llm_service.db.retry import retry_through_outage
 from llm_service.errors import ServiceError
 from llm_service.llm import retry
 from llm_service.llm.litellm_setup import load_litellm
@@ -428,21 +429,29 @@ class LlmGateway:
         *,
         error: BaseException | None = None,
     ) -> None:
-        async with tenant_transaction(self.pool, request.tenant_id) as conn:
-            await settle_call(
-                conn,
-                call,
-                status=status,
-                cost_usd=cost,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cost_is_estimate=estimate,
-                latency_ms=latency_ms,
-                provider_request_id=getattr(response, "id", None) if response is not None else None,
-                error_type=type(error).__name__ if error else None,
-                error_message=_error_text(error) if error else None,
-            )
-        RESERVATIONS_IN_FLIGHT.dec()
+
+        async def settle() -> None:
+            async with tenant_transaction(self.pool, request.tenant_id) as conn:
+                await settle_call(
+                    conn,
+                    call,
+                    status=status,
+                    cost_usd=cost,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cost_is_estimate=estimate,
+                    latency_ms=latency_ms,
+                    provider_request_id=None if response is None else getattr(response, "id", None),
+                    error_type=type(error).__name__ if error else None,
+                    error_message=_error_text(error) if error else None,
+                )
+
+        # Until the reservation expires the sweeper leaves it alone; after that it is counted at
+        # its worst case anyway, so retrying longer would change nothing (settling is idempotent).
+        try:
+            await retry_through_outage(settle, within_s=LEASE_GRACE_S, what="settle llm call")
+        finally:
+            RESERVATIONS_IN_FLIGHT.dec()
         model = (
             self.settings.embedding_model if request.endpoint == "embeddings" else str(self.model)
         )

@@ -26,6 +26,7 @@ from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.ledger import MonthlyCapExceeded, cap_status
 from budgets.money import cents_to_usd
 from llm_service.db.pool import tenant_transaction
+from llm_service.db.retry import is_database_outage, retry_through_outage
 from llm_service.llm.gateway import LlmGateway, LlmRequest, NoModelConfigured, ProviderUnavailable
 from llm_service.llm.structured import InvalidModelOutput, complete_structured
 from llm_service.optimizations import rationale, repository
@@ -249,8 +250,10 @@ class OptimizationRunner:
             try:
                 async with tenant_transaction(self.pool, tenant_id) as conn:
                     held = await repository.heartbeat(conn, job_id, self.worker, LEASE_SECONDS)
-            except (OSError, asyncpg.PostgresError) as exc:  # the lease has slack: try again
-                _log.warning("heartbeat failed: %s", type(exc).__name__)
+            except Exception as exc:
+                if not is_database_outage(exc):
+                    raise
+                _log.warning("heartbeat failed: %s", type(exc).__name__)  # the lease has slack
                 continue
             if not held:
                 work.cancel()
@@ -258,6 +261,13 @@ class OptimizationRunner:
 
     async def _finish(self, job_id: UUID, tenant_id: UUID, outcome: Outcome) -> None:
         """Record the terminal state with the job's spend: the sum of its calls, within its cap."""
+        await retry_through_outage(
+            lambda: self._record_finish(job_id, tenant_id, outcome),
+            within_s=LEASE_SECONDS,
+            what="finish budget optimisation",
+        )
+
+    async def _record_finish(self, job_id: UUID, tenant_id: UUID, outcome: Outcome) -> None:
         async with tenant_transaction(self.pool, tenant_id) as conn:
             row = await repository.get(conn, job_id)
             if row is None:

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -38,19 +39,24 @@ def worker_name() -> str:
 
 # Up to $3 claims in one round trip: each call of the (volatile) claim function sees the rows
 # the previous calls of the same statement already marked running, so none is claimed twice.
+# $4: the runs this worker is executing, which it must not take over from itself.
 _CLAIM_BATCH_SQL = """
 SELECT c.* FROM generate_series(1, $3) AS g
-CROSS JOIN LATERAL fn_claim_next_run($1, $2 + 0 * g) AS c
+CROSS JOIN LATERAL fn_claim_next_run($1, $2 + 0 * g, $4::uuid[]) AS c
 WHERE c.run_id IS NOT NULL
 """
 
 
 async def claim_batch(
-    pool: asyncpg.Pool, worker: str, lease_s: float = LEASE_SECONDS, limit: int = 1
+    pool: asyncpg.Pool,
+    worker: str,
+    lease_s: float = LEASE_SECONDS,
+    limit: int = 1,
+    running: Collection[UUID] = (),
 ) -> list[Claim]:
-    """Up to `limit` runs for this worker (runs whose worker died come first)."""
+    """Up to `limit` runs for this worker (runs whose worker died or lost them come first)."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch(_CLAIM_BATCH_SQL, worker, lease_s, limit)
+        rows = await conn.fetch(_CLAIM_BATCH_SQL, worker, lease_s, limit, list(running))
     return [Claim(r["kind"], r["run_id"], r["tenant_id"], r["takeover"]) for r in rows]
 
 
@@ -82,7 +88,7 @@ class Worker:
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s
         self.investigations = InvestigationRunner(pool, gateway, self.name, lease_s=lease_s)
-        self._running: set[asyncio.Task[str]] = set()
+        self._running: dict[asyncio.Task[str], UUID] = {}
         self._stopping = asyncio.Event()
 
     @property
@@ -98,9 +104,11 @@ class Worker:
                 continue
             free = min(self.concurrency - self.in_flight, CLAIM_BATCH)
             try:
-                claims = await claim_batch(self.pool, self.name, self.lease_s, free)
-            except (OSError, asyncpg.PostgresError) as exc:
-                _log.warning("claim failed: %s", type(exc).__name__)
+                claims = await claim_batch(
+                    self.pool, self.name, self.lease_s, free, self._running.values()
+                )
+            except Exception as exc:  # the loop must outlive any outage (or it stops for good)
+                _log.warning("claim failed", extra={"error": type(exc).__name__})
                 claims = []
             if not claims:
                 with contextlib.suppress(TimeoutError):
@@ -108,8 +116,8 @@ class Worker:
                 continue
             for claim in claims:
                 task = asyncio.create_task(self.process(claim))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
+                self._running[task] = claim.run_id
+                task.add_done_callback(self._running.pop)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
@@ -119,7 +127,20 @@ class Worker:
         return None if claim is None else await self.process(claim)
 
     async def process(self, claim: Claim) -> str:
-        """Run one claimed item to a terminal state."""
+        """Run one claimed item to a terminal state; "interrupted" if that was not recorded."""
+        try:
+            return await self._process(claim)
+        except Exception as exc:
+            # Typically the database went away at the start or the end of the run. It is still
+            # `running` under this worker's lease; once that expires, this worker's claim loop
+            # (or any other worker's) takes it over and ends it.
+            _log.warning(
+                "run interrupted",
+                extra={"run_id": str(claim.run_id), "error": type(exc).__name__},
+            )
+            return "interrupted"
+
+    async def _process(self, claim: Claim) -> str:
         if claim.kind == "investigation":
             return await self.investigations.run(
                 claim.run_id, claim.tenant_id, takeover=claim.takeover

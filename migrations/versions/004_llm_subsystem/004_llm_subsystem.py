@@ -367,7 +367,8 @@ GRANT USAGE ON SEQUENCE investigation_events_seq_seq TO {APP_ROLE};
 
 -- The queue: claim the next run (first any whose worker died, then the oldest queued), across
 -- every tenant, with SKIP LOCKED so any number of workers never claim the same row.
-CREATE FUNCTION fn_claim_next_run(p_worker text, p_lease_seconds double precision)
+CREATE FUNCTION fn_claim_next_run(
+    p_worker text, p_lease_seconds double precision, p_running uuid[] DEFAULT '{{}}')
     RETURNS TABLE (kind text, run_id uuid, tenant_id uuid, takeover boolean)
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
@@ -376,9 +377,13 @@ DECLARE
 BEGIN
     FOR v_takeover IN SELECT unnest(ARRAY[true, false]) LOOP
         SELECT i.id INTO v_id FROM investigations i
-         -- A worker never takes over its own runs: a late heartbeat is not a dead worker.
+         -- A worker never takes over a run it is still executing (p_running: a late heartbeat
+         -- is not a dead worker), but does take over its own runs it no longer executes: one
+         -- whose claim's answer was lost with the connection, or whose end could not be
+         -- recorded during a database outage.
          WHERE CASE WHEN v_takeover THEN i.status = 'running' AND i.lease_expires_at < now()
-                                         AND i.lease_owner IS DISTINCT FROM p_worker
+                                         AND (i.lease_owner IS DISTINCT FROM p_worker
+                                              OR i.id <> ALL (p_running))
                     ELSE i.status = 'queued' END
          ORDER BY i.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
         IF v_id IS NOT NULL THEN
@@ -392,7 +397,8 @@ BEGIN
         END IF;
         SELECT j.id INTO v_id FROM budget_optimization_jobs j
          WHERE CASE WHEN v_takeover THEN j.status = 'running' AND j.lease_expires_at < now()
-                                         AND j.lease_owner IS DISTINCT FROM p_worker
+                                         AND (j.lease_owner IS DISTINCT FROM p_worker
+                                              OR j.id <> ALL (p_running))
                     ELSE j.status = 'queued' END
          ORDER BY j.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
         IF v_id IS NOT NULL THEN
@@ -407,9 +413,9 @@ BEGIN
     END LOOP;
 END
 $$;
-ALTER FUNCTION fn_claim_next_run(text, double precision) OWNER TO {CROSSTENANT_ROLE};
-REVOKE ALL ON FUNCTION fn_claim_next_run(text, double precision) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION fn_claim_next_run(text, double precision) TO {APP_ROLE};
+ALTER FUNCTION fn_claim_next_run(text, double precision, uuid[]) OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_claim_next_run(text, double precision, uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fn_claim_next_run(text, double precision, uuid[]) TO {APP_ROLE};
 
 -- How deep the queue is, for metrics and readiness (counts only, no tenant data).
 CREATE FUNCTION fn_queue_depth() RETURNS TABLE (kind text, status text, runs bigint)
@@ -659,7 +665,7 @@ def downgrade() -> None:
     op.execute(
         """
         DROP FUNCTION fn_queue_depth();
-        DROP FUNCTION fn_claim_next_run(text, double precision);
+        DROP FUNCTION fn_claim_next_run(text, double precision, uuid[]);
         DROP TABLE investigation_events;
         DROP FUNCTION fn_purge_expired_explanation_cache(integer);
         DROP TABLE llm_validation_failures, explanation_cache, budget_optimization_jobs,

@@ -1,0 +1,78 @@
+"""The claim loop: a worker takes over its own runs it no longer executes, never one it does."""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+import asyncpg
+
+from llm_service.db.pool import tenant_transaction
+from llm_service.tenants.service import CreatedTenant
+from llm_service.workers.worker import Claim, Worker, claim_batch
+
+
+async def _queue(pool: asyncpg.Pool, tenant_id: UUID) -> UUID:
+    async with tenant_transaction(pool, tenant_id) as conn:
+        run_id: UUID = await conn.fetchval(
+            "INSERT INTO investigations (tenant_id, question) VALUES ($1, 'Why?') RETURNING id",
+            tenant_id,
+        )
+    return run_id
+
+
+async def _claim_until(
+    pool: asyncpg.Pool, worker: str, lease_s: float, run_id: UUID
+) -> list[Claim]:
+    """Claim as `worker` until `run_id` is among the claims (older queued runs come first)."""
+    claimed: list[Claim] = []
+    for _ in range(100):
+        claimed += await claim_batch(pool, worker, lease_s=lease_s, limit=25)
+        if run_id in {claim.run_id for claim in claimed}:
+            return claimed
+    raise AssertionError("the run was never claimed")
+
+
+async def _run(pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> asyncpg.Record:
+    async with tenant_transaction(pool, tenant_id) as conn:
+        row: asyncpg.Record = await conn.fetchrow(
+            "SELECT status, reason, attempts, lease_owner FROM investigations WHERE id = $1", run_id
+        )
+    return row
+
+
+async def test_a_claim_whose_answer_was_lost_is_taken_over_by_the_same_worker(
+    app_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    run_id = await _queue(app_pool, tenant.tenant_id)
+    # The claim commits, but its answer never reaches the worker (the connection died).
+    await _claim_until(app_pool, "worker-a", 0.3, run_id)
+    worker = Worker(app_pool, None, name="worker-a", lease_s=0.3, poll_interval_s=0.05)
+    loop = asyncio.create_task(worker.run_until_stopped())
+    try:
+        for _ in range(200):
+            if (await _run(app_pool, tenant.tenant_id, run_id))["status"] != "running":
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await loop
+    run = await _run(app_pool, tenant.tenant_id, run_id)
+    assert run["status"] == "failed"
+    assert "interrupted" in run["reason"]
+    assert run["attempts"] == 2
+    assert run["lease_owner"] is None
+
+
+async def test_a_worker_never_takes_over_a_run_it_is_executing(
+    app_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    run_id = await _queue(app_pool, tenant.tenant_id)
+    claimed = await _claim_until(app_pool, "worker-b", 0.1, run_id)
+    await asyncio.sleep(0.3)  # the lease expired: a late heartbeat, not a dead worker
+    executing = [claim.run_id for claim in claimed]
+    again = await claim_batch(app_pool, "worker-b", lease_s=0.1, limit=500, running=executing)
+    assert run_id not in {claim.run_id for claim in again}
+    # Another worker does take it over.
+    other = await claim_batch(app_pool, "worker-c", lease_s=5, limit=500)
+    assert any(c.run_id == run_id and c.takeover for c in other)
