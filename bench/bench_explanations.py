@@ -34,9 +34,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,6 +60,8 @@ from bench.bench_cache import (
     _create_tenants,
     _filler_rows,
 )
+from bench.bench_investigations import _completion
+from bench.harness import ROOT, free_port, line, pct, serve_stub, start, stop, stub_app, wait_http
 from cache.embedding_local import MODEL_ID, get_local_embedder
 from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded
@@ -72,116 +71,22 @@ from llm_service.tenants.service import create_tenant
 
 MODEL = "openai/gpt-4o-mini"
 CROWD_PER_ENTRY = 20
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- the provider stub ----------------------------------------------------------------------------
 
-
-def _stub_app() -> Any:
-    """An OpenAI-compatible chat endpoint that answers a valid explanation at once."""
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    content = json.dumps(
-        {
-            "summary": "Revenue moved mostly on facebook_paid (stub answer).",
-            "drivers": [{"label": "facebook_paid", "figure": "-1,234.56", "detail": "stub"}],
-            "confidence": "medium",
-        }
-    )
-
-    async def chat(request: Request) -> JSONResponse:
-        """One chat completion."""
-        await request.body()
-        return JSONResponse(
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": "gpt-4o-mini-2024-07-18",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 900, "completion_tokens": 90, "total_tokens": 990},
-            }
-        )
-
-    async def health(_: Request) -> JSONResponse:
-        """Up."""
-        return JSONResponse({"status": "ok"})
-
-    return Starlette(
-        routes=[
-            Route("/v1/chat/completions", chat, methods=["POST"]),
-            Route("/health", health),
-        ]
-    )
+EXPLANATION = json.dumps(
+    {
+        "summary": "Revenue moved mostly on facebook_paid (stub answer).",
+        "drivers": [{"label": "facebook_paid", "figure": "-1,234.56", "detail": "stub"}],
+        "confidence": "medium",
+    }
+)
 
 
-def _run_stub(port: int) -> None:
-    """Serve the stub until killed."""
-    import uvicorn
-
-    uvicorn.run(_stub_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-# -- processes --------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start a subprocess in its own process group, output to `log`."""
-    handle = log.open("wb")
-    return subprocess.Popen(
-        args, env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a subprocess we started (SIGTERM, then SIGKILL)."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-async def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Wait until `url` answers 200 (or the process dies)."""
-    deadline = time.monotonic() + 120
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{url}: the process exited\n{_tail(log)}")
-            try:
-                if (await client.get(url, timeout=1)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up\n{_tail(log)}")
-
-
-def _tail(log: Path) -> str:
-    """The end of a log file."""
-    return log.read_text(errors="replace")[-3000:]
+def explanation_completion(_body: dict[str, Any], _size: int) -> dict[str, Any]:
+    """A chat completion holding a valid explanation (900 prompt, 90 completion tokens)."""
+    return _completion({"content": EXPLANATION}, 900, 90)
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -221,33 +126,16 @@ class Results:
                 self.phases[name].append(float(duration))
 
 
-def _pct(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
-def _line(values: Sequence[float], scale: float = 1.0) -> str:
-    """p50 / p95 / p99 / mean of values (times `scale`), in ms."""
-    if not values:
-        return "n/a"
-    v = [x * scale for x in values]
-    return (
-        f"p50 {_pct(v, 50):6.2f}  p95 {_pct(v, 95):6.2f}  p99 {_pct(v, 99):6.2f}  "
-        f"mean {statistics.fmean(v):6.2f} ms"
-    )
-
-
 def _report(title: str, results: Results) -> None:
     """Print a run's figures."""
     n = len(results.client_s)
     print(f"\n{title}: {n} requests in {results.wall_s:.1f} s = {n / results.wall_s:.0f}/s")
     print(f"  results: {dict(results.cache)}; errors {results.errors} ({results.errors / n:.2%})")
-    print(f"  client-side:  {_line(results.client_s, 1000.0)}")
-    print(f"  server-side:  {_line(results.server_ms)}")
+    print(f"  client-side:  {line(results.client_s, 1000.0)}")
+    print(f"  server-side:  {line(results.server_ms)}")
     for name, values in results.phases.items():
         if name != "total":
-            print(f"    {name:<12}{_line(values)}  (in {len(values)} requests)")
+            print(f"    {name:<12}{line(values)}  (in {len(values)} requests)")
 
 
 async def _hammer(
@@ -455,7 +343,7 @@ async def _run(args: argparse.Namespace) -> None:
             f"{time.perf_counter() - t0:.0f} s"
         )
 
-        stub_port, port = _free_port(), _free_port()
+        stub_port, port = free_port(), free_port()
         env = {
             **os.environ,
             "DATABASE_URL": owner_url,
@@ -470,17 +358,17 @@ async def _run(args: argparse.Namespace) -> None:
         }
         stub_log, service_log = data_dir / "stub.log", data_dir / "service.log"
         processes.append(
-            _start(
+            start(
                 [sys.executable, "-m", "bench.bench_explanations", "--stub", str(stub_port)],
                 env,
                 stub_log,
             )
         )
         cli = [sys.executable, "-m", "llm_service.cli", "serve", "--no-migrate"]
-        processes.append(_start([*cli, "--port", str(port)], env, service_log))
+        processes.append(start([*cli, "--port", str(port)], env, service_log))
         base_url = f"http://127.0.0.1:{port}"
-        await _wait_http(f"http://127.0.0.1:{stub_port}/health", processes[0], stub_log)
-        await _wait_http(f"{base_url}/healthz", processes[1], service_log)
+        await wait_http(f"http://127.0.0.1:{stub_port}/health", processes[0], stub_log)
+        await wait_http(f"{base_url}/healthz", processes[1], service_log)
 
         misses = await _sequence(base_url, store_calls)
         owner = await asyncpg.connect(owner_url)
@@ -530,7 +418,7 @@ async def _run(args: argparse.Namespace) -> None:
         ]
         fresh = await _sequence(base_url, fresh_calls)
         _report("MISS path again, warm (new questions in known scopes)", fresh)
-        s95, c95 = _pct(hits.server_ms, 95), _pct(hits.client_s, 95) * 1000
+        s95, c95 = pct(hits.server_ms, 95), pct(hits.client_s, 95) * 1000
         print(
             f"\ntargets (hits, {args.clients} clients): server p95 {s95:.2f} ms "
             f"({'met' if s95 < 25 else 'NOT met'}, < 25), client p95 {c95:.2f} ms "
@@ -538,7 +426,7 @@ async def _run(args: argparse.Namespace) -> None:
         )
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop(process)
         server.cleanup()
         shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -559,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--stub", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv or []))
     if args.stub:
-        _run_stub(args.stub)
+        serve_stub(stub_app(explanation_completion), args.stub)
         return
     asyncio.run(_run(args))
 
