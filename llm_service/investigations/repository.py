@@ -144,18 +144,6 @@ async def finish(
     return bool(done == "UPDATE 1")
 
 
-async def release_lease(conn: asyncpg.Connection, run_id: UUID, worker: str) -> None:
-    """Hand a run back to the queue (graceful shutdown before it started real work)."""
-    await conn.execute(
-        """
-        UPDATE investigations SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-        """,
-        run_id,
-        worker,
-    )
-
-
 async def add_event(
     conn: asyncpg.Connection, tenant_id: UUID, run_id: UUID, event_type: str, data: dict[str, Any]
 ) -> int:
