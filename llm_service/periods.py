@@ -74,9 +74,13 @@ def resolve_period(text: str, today: date, *, default_days: int = 28) -> Period:
             return Period(start, start + timedelta(days=7))
     iso = _ISO.findall(lowered)
     if len(iso) >= 2:
-        first, second = sorted(date(int(y), int(m), int(d)) for y, m, d in iso[:2])
-        if first < second:
-            return Period(first, second)
+        try:
+            first, second = sorted(date(int(y), int(m), int(d)) for y, m, d in iso[:2])
+        except ValueError:  # not calendar dates (2026-13-01, 0000-01-01): not a range
+            pass
+        else:
+            if first < second:
+                return Period(first, second)
     days = _LAST_N_DAYS.search(lowered)
     if days and 0 < int(days.group(1)) <= 366:
         return Period(tomorrow - timedelta(days=int(days.group(1))), tomorrow)

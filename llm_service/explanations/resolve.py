@@ -55,6 +55,16 @@ def _period(value: DateRange) -> Period:
     return Period(value.start, value.end)
 
 
+def _previous(period: Period) -> Period:
+    """The equally long period just before, or InvalidRequest when the calendar has none."""
+    try:
+        return period.previous()
+    except OverflowError:
+        raise InvalidRequest(
+            f"no period of {period.days} days comes before {period.start}; give a comparison"
+        ) from None
+
+
 def resolve(body: ExplanationRequest, today: date) -> ExplanationQuery:
     """The request with absolute dates and every default filled in."""
     if isinstance(body.period, DateRange):
@@ -63,7 +73,7 @@ def resolve(body: ExplanationRequest, today: date) -> ExplanationQuery:
         period = resolve_phrase(body.period, today)
     comparison = None
     if body.subject == "period_change":
-        comparison = _period(body.comparison) if body.comparison else period.previous()
+        comparison = _period(body.comparison) if body.comparison else _previous(period)
     question = (body.question or "").strip() or None
     return ExplanationQuery(
         subject=body.subject,

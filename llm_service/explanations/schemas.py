@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from llm_service.analytics.models import ModelType
+from llm_service.input_rules import NO_NUL
 from llm_service.tools.args import CHANNEL_PATTERN, MAX_PERIOD_DAYS
 
 Subject = Literal[
@@ -112,9 +113,9 @@ class ExplanationRequest(BaseModel):
     attribution_model: ModelType | None = Field(
         default=None, description="channel_performance and period_change (default last_touch)."
     )
-    question: Annotated[str, StringConstraints(max_length=MAX_QUESTION_CHARS)] | None = Field(
-        default=None, description="Optional free text, at most 500 characters."
-    )
+    question: (
+        Annotated[str, StringConstraints(max_length=MAX_QUESTION_CHARS, pattern=NO_NUL)] | None
+    ) = Field(default=None, description="Optional free text, at most 500 characters.")
 
     @model_validator(mode="after")
     def _fits_subject(self) -> Self:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -14,6 +14,7 @@ import asyncpg
 from budgets.money import cents_to_usd, usd_to_cents
 from llm_service.db.pool import tenant_transaction
 from llm_service.errors import InvalidRequest, NotFound
+from llm_service.input_rules import check_idempotency_key
 from llm_service.investigations import repository
 from llm_service.investigations.schemas import (
     InvestigationCreate,
@@ -36,8 +37,7 @@ async def create(
     idempotency_key: str | None,
 ) -> tuple[InvestigationOut, bool]:
     """Queue a run (the queue is the table); the same Idempotency-Key returns the same run."""
-    if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
-        raise InvalidRequest("Idempotency-Key must be 1 to 200 characters")
+    check_idempotency_key(idempotency_key)
     max_cost = min(
         body.max_cost_usd or settings.investigation_max_cost_usd,
         settings.investigation_max_cost_usd,
@@ -115,6 +115,8 @@ async def list_page(
     """A page of the tenant's runs."""
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(sorted(STATUSES))}")
+    if before is not None:
+        before = _utc(before, "before")
     async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
         rows = await repository.list_runs(conn, status=status, limit=limit + 1, before=before)
     items = [to_out(r) for r in rows[:limit]]
@@ -158,10 +160,16 @@ async def stream_events(
     poll_s: float = 0.2,
     max_wait_s: float = 180.0,
 ) -> AsyncIterator[dict[str, Any]]:
-    """The run's events from `after_seq` on (history first), ending after the final event."""
+    """The run's events from `after_seq` on (history first), ending after the final event.
+
+    A run that had ended when the stream opened ends it as soon as the history is sent: a
+    client resuming after the final event (an EventSource reconnects by itself) is not held.
+    """
     async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
-        if await repository.get(conn, run_id) is None:
-            raise NotFound("no such investigation")
+        run = await repository.get(conn, run_id)
+    if run is None:
+        raise NotFound("no such investigation")
+    ended = run["status"] in repository.TERMINAL_STATES
     loop = asyncio.get_running_loop()
     give_up = loop.time() + max_wait_s
     while loop.time() < give_up:
@@ -173,6 +181,8 @@ async def stream_events(
             if event["event_type"] == "final":
                 return
         if not events:
+            if ended:
+                return
             await asyncio.sleep(poll_s)
 
 
@@ -196,6 +206,14 @@ def to_out(row: dict[str, Any]) -> InvestigationOut:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
+
+
+def _utc(moment: datetime, name: str) -> datetime:
+    """`moment` in UTC (naive means UTC); 422 when UTC cannot represent it (year 1 or 9999)."""
+    try:
+        return moment.replace(tzinfo=moment.tzinfo or UTC).astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest(f"{name} is out of range") from None
 
 
 def _usd(cents: Decimal) -> str:

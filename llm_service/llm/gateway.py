@@ -9,6 +9,7 @@ Retries (tenacity, here only) never pass the caller's deadline, and each is its 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,17 @@ from llm_service.settings import Settings
 # A pending row outlives its call by this much before a sweeper may count it as abandoned.
 LEASE_GRACE_S = 30.0
 _PROMPT_STORE_LIMIT = 32_000
+# `\u0000` escaping a NUL in JSON text: preceded by an even number of backslashes (or none).
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def storable(text: str) -> str:
+    """`text` with every NUL, raw or escaped in the JSON it holds, as U+FFFD.
+
+    PostgreSQL text and jsonb cannot hold U+0000, and what a model writes is stored (its tool
+    calls, events, findings) and parsed: one NUL in it would fail the run that records it.
+    """
+    return _JSON_NUL.sub(r"\1\\ufffd", text.replace("\x00", "\ufffd"))
 
 
 class ProviderUnavailable(ServiceError):
@@ -183,12 +195,18 @@ class LlmGateway:
             raise ProviderUnavailable("the model provider answered without any choice")
         choice = response.choices[0]
         message = choice.message
+        # What the model wrote is untrusted text that will be stored: no NUL gets through.
         tool_calls = [
-            ToolCall(id=tc.id, name=tc.function.name, arguments=tc.function.arguments or "{}")
+            ToolCall(
+                id=storable(tc.id),
+                name=storable(tc.function.name),
+                arguments=storable(tc.function.arguments or "{}"),
+            )
             for tc in (getattr(message, "tool_calls", None) or [])
         ]
+        content = getattr(message, "content", None)
         return LlmResult(
-            content=getattr(message, "content", None),
+            content=storable(content) if isinstance(content, str) else content,
             tool_calls=tool_calls,
             finish_reason=getattr(choice, "finish_reason", None),
             model=model,

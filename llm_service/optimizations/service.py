@@ -11,6 +11,7 @@ import asyncpg
 from budgets.money import cents_to_usd, usd_to_cents
 from llm_service.db.pool import tenant_transaction
 from llm_service.errors import Conflict, InvalidRequest, NotFound
+from llm_service.input_rules import check_idempotency_key
 from llm_service.optimizations import repository
 from llm_service.optimizations.schemas import (
     MAX_COST_USD,
@@ -29,8 +30,7 @@ async def create(
     idempotency_key: str | None,
 ) -> tuple[BudgetOptimizationOut, bool]:
     """Queue a job; the same Idempotency-Key with the same request returns the same job."""
-    if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
-        raise InvalidRequest("Idempotency-Key must be 1 to 200 characters")
+    check_idempotency_key(idempotency_key)
     params = body.params()
     max_cost = min(settings.investigation_max_cost_usd, MAX_COST_USD)
     async with tenant_transaction(pool, tenant_id) as conn:

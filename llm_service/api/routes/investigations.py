@@ -20,6 +20,8 @@ from llm_service.investigations.schemas import (
 )
 
 router = APIRouter(prefix="/v1/investigations", tags=["investigations"])
+# Event sequence numbers are bigint: a Last-Event-ID beyond that is refused, not sent to the DB.
+MAX_EVENT_SEQ = 2**63 - 1
 
 
 @router.post("", status_code=202, response_model=InvestigationOut)
@@ -72,7 +74,9 @@ async def investigation_events(
     investigation_id: UUID,
     tenant_id: TenantDep,
     pool: PoolDep,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[
+        int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_EVENT_SEQ)
+    ] = None,
 ) -> EventSourceResponse:
     """Progress as server-sent events: history first, then live, ending with the final state."""
     stream = service.stream_events(pool, tenant_id, investigation_id, after_seq=last_event_id or 0)
