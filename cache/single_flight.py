@@ -4,9 +4,10 @@ Two layers share one key (the tenant plus `CacheScope.flight_key(fingerprint)`):
 
 - In a process, the first caller becomes the local leader and registers an `asyncio.Event`;
   the others wait on it without touching the database.
-- Across processes, the local leader takes a session-level PostgreSQL advisory lock on a 64-bit
-  hash of the key, on a connection it holds for as long as it computes. Leaders of other
-  processes wait for that lock (bounded by `SET LOCAL lock_timeout`).
+- Across processes, the local leader takes a transaction-level PostgreSQL advisory lock on a
+  64-bit hash of the key, in a transaction it keeps open for as long as it computes (so the lock
+  holds behind PgBouncer in transaction mode too). Leaders of other processes wait for that lock
+  (bounded by `SET LOCAL lock_timeout`).
 
 Whoever waited re-runs `lookup` once the leader is done: the leader's `compute` stores its result
 before returning, so the waiters find it. The key is the SCOPE, not the question, so paraphrases
@@ -24,15 +25,14 @@ bounded here. When it runs out, `SingleFlightTimeout` is raised.
 
 The lock connection comes from `pool` and is held during `compute`: give it a pool that `compute`
 does not draw from (or one large enough for both), or a busy process can starve its own compute.
-The lock is released in `finally`, and also by asyncpg's reset when the connection goes back to
-the pool (`pg_advisory_unlock_all()`), or by the server if the connection dies: a cancelled or
-crashed leader never leaves it held.
+The lock ends with its transaction: committed after `compute`, rolled back on an error or a
+cancellation, or ended by the server if the connection dies, so a cancelled or crashed leader
+never leaves it held.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import math
 from collections.abc import Awaitable, Callable
@@ -44,9 +44,8 @@ import asyncpg
 T = TypeVar("T")
 
 _LOCK_NAMESPACE = "explanation-cache-flight"
-_TRY_LOCK_SQL = "SELECT pg_try_advisory_lock($1)"
-_LOCK_SQL = "SELECT pg_advisory_lock($1)"
-_UNLOCK_SQL = "SELECT pg_advisory_unlock($1)"
+_TRY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock($1)"
+_LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
 _TIMEOUTS_SQL = (
     "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)"
 )
@@ -131,19 +130,14 @@ class SingleFlight:
                     "no database connection was free for the single-flight lock in time"
                 ) from None
             try:
-                lock_key = advisory_lock_key(*flight)
-                await _lock(conn, lock_key, deadline)
-                try:
+                async with conn.transaction():  # the lock lives as long as this transaction
+                    await _lock(conn, advisory_lock_key(*flight), deadline)
                     # Another process may have stored the answer while we waited (or just before).
                     value = await lookup()
                     if value is not None:
                         return value, False
                     return await compute(), True
-                finally:
-                    with contextlib.suppress(Exception):
-                        await conn.execute(_UNLOCK_SQL, lock_key)
             finally:
-                # The pool's reset runs pg_advisory_unlock_all() should the unlock not have run.
                 await pool.release(conn)
         finally:
             if self._flights.get(flight) is done:
@@ -152,7 +146,7 @@ class SingleFlight:
 
 
 async def _lock(conn: asyncpg.Connection, lock_key: int, deadline: float) -> None:
-    """Take the session advisory lock, waiting at most until `deadline` (loop time)."""
+    """Take the transaction's advisory lock, waiting at most until `deadline` (loop time)."""
     if await conn.fetchval(_TRY_LOCK_SQL, lock_key):
         return
     remaining = deadline - asyncio.get_running_loop().time()
@@ -160,7 +154,7 @@ async def _lock(conn: asyncpg.Connection, lock_key: int, deadline: float) -> Non
         raise SingleFlightTimeout("another process is computing the same explanation")
     ms = max(1, math.ceil(remaining * 1000))
     try:
-        # SET LOCAL scope; the session-level lock outlives this transaction.
+        # A savepoint: a lock timeout rolls back to it, not the whole transaction.
         async with conn.transaction():
             await conn.execute(_TIMEOUTS_SQL, f"{ms}ms", f"{ms + 5000}ms")
             await conn.execute(_LOCK_SQL, lock_key, timeout=remaining + 5.0)

@@ -46,6 +46,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await register_vector(conn)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query (it still rolls back an open transaction)."""
+
+
 async def create_pool(
     url: str,
     *,
@@ -54,12 +58,18 @@ async def create_pool(
     max_size: int = 10,
     statement_timeout_ms: int = 15_000,
 ) -> asyncpg.Pool:
-    """A pool whose connections decode JSON, know pgvector and name their process."""
+    """A pool whose connections decode JSON, know pgvector and name their process.
+
+    Connections go back without a reset query (`RESET ALL`, `pg_advisory_unlock_all()`, ...),
+    a round trip saved per checkout: nothing here leaves session state behind. Tenant context,
+    tool timeouts and advisory locks are all transaction-scoped.
+    """
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={
             "application_name": application_name,
             "statement_timeout": str(statement_timeout_ms),

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from llm_service.db.pool import tenant_transaction, transaction
+from llm_service.db.pool import tenant_transaction
 from llm_service.errors import InvalidRequest, NotFound, Unauthorized
 from llm_service.tenants import repository
 from llm_service.tenants.keys import hash_api_key, is_well_formed, new_api_key
@@ -58,7 +58,8 @@ async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> UUID:
     scheme, _, key = (authorization or "").partition(" ")
     key = key.strip()
     key_hash = hash_api_key(key)
-    async with transaction(pool) as conn:
+    # One statement, no transaction around it: the hot path of every request.
+    async with pool.acquire() as conn:
         tenant_id = await repository.tenant_for_key_hash(conn, key_hash)
     if scheme.lower() != "bearer" or not is_well_formed(key) or tenant_id is None:
         raise Unauthorized(_UNKNOWN_KEY_MESSAGE)
