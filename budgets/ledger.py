@@ -141,6 +141,7 @@ async def reserve_call(
     investigation_id: UUID | None = None,
     budget_optimization_job_id: UUID | None = None,
     request_metadata: dict[str, Any] | None = None,
+    call_id: UUID | None = None,
 ) -> CallReservation:
     """Write the pending row for a call, atomically within the tenant's monthly cap.
 
@@ -150,7 +151,7 @@ async def reserve_call(
     """
     needed = usd_to_cents(worst_case_usd)
     await conn.execute(_LOCK_SQL, str(tenant_id))
-    call_id = uuid.uuid4()
+    call_id = call_id or uuid.uuid4()
     row = await conn.fetchrow(
         _RESERVE_SQL,
         call_id,
@@ -203,6 +204,18 @@ async def settle_call(
         provider_request_id,
         error_type,
         (error_message or "")[:2000] or None,
+    )
+    return bool(result == "UPDATE 1")
+
+
+async def void_reservation(conn: asyncpg.Connection, call_id: UUID, reason: str) -> bool:
+    """Settle at zero the reservation of a call that was never sent, if its row exists.
+
+    For a reserving transaction whose outcome is unknown (the connection died around its
+    commit): without this, a row that did commit would be counted at its worst case once swept.
+    """
+    result = await conn.execute(
+        _SETTLE_SQL, call_id, "failed", None, None, Decimal(0), False, None, None, "NotSent", reason
     )
     return bool(result == "UPDATE 1")
 

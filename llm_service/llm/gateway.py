@@ -9,8 +9,10 @@ Retries (tenacity, here only) never pass the caller's deadline, and each is its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,10 +23,10 @@ import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception
 
 from budgets.ceiling import Reservation, RunCeiling
-from budgets.ledger import CallReservation, reserve_call, settle_call
+from budgets.ledger import CallReservation, reserve_call, settle_call, void_reservation
 from budgets.prices import ModelPrice, PriceBook
 from llm_service.db.pool import tenant_transaction
-from llm_service.db.retry import retry_through_outage
+from llm_service.db.retry import is_database_outage, retry_through_outage
 from llm_service.errors import ServiceError
 from llm_service.llm import retry
 from llm_service.llm.litellm_setup import load_litellm
@@ -386,6 +388,32 @@ class LlmGateway:
         metadata: dict[str, Any] = {"input_tokens_estimate": held.input_tokens_estimate}
         if prompt is not None:
             metadata["prompt"] = _capped(prompt)
+        call_id = uuid.uuid4()
+        try:
+            call = await self._reserve(
+                request, price, provider, held, timeout, attempt_no, findings, metadata, call_id
+            )
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) or is_database_outage(exc):
+                # The reserving transaction may have committed before it was cut off; the call
+                # is not made, so its row (if any) must not be counted at its worst case.
+                await asyncio.shield(self._void(request.tenant_id, call_id))
+            raise
+        RESERVATIONS_IN_FLIGHT.inc()
+        return call
+
+    async def _reserve(
+        self,
+        request: LlmRequest,
+        price: ModelPrice,
+        provider: str,
+        held: Reservation,
+        timeout: float,
+        attempt_no: int,
+        findings: list[PiiFinding],
+        metadata: dict[str, Any],
+        call_id: uuid.UUID,
+    ) -> CallReservation:
         async with tenant_transaction(self.pool, request.tenant_id) as conn:
             call = await reserve_call(
                 conn,
@@ -400,13 +428,26 @@ class LlmGateway:
                 investigation_id=request.investigation_id,
                 budget_optimization_job_id=request.budget_optimization_job_id,
                 request_metadata=metadata,
+                call_id=call_id,
             )
             if findings:
                 await record_findings(
                     conn, request.tenant_id, findings, source="llm_guard", context=request.endpoint
                 )
-        RESERVATIONS_IN_FLIGHT.inc()
         return call
+
+    async def _void(self, tenant_id: UUID, call_id: uuid.UUID) -> None:
+        """Settle at zero a reservation whose transaction's outcome is unknown (best effort: if
+        this fails too, the sweeper counts the row at its worst case once it expires)."""
+
+        async def void() -> None:
+            async with tenant_transaction(self.pool, tenant_id) as conn:
+                await void_reservation(
+                    conn, call_id, "the reservation was cut off before the call; not sent"
+                )
+
+        with contextlib.suppress(Exception):
+            await retry_through_outage(void, within_s=LEASE_GRACE_S, what="void reservation")
 
     async def _settle_failure(
         self,

@@ -990,3 +990,70 @@ async def test_structured_output_invalid_twice_is_quarantined_twice(
         assert failure["validation_error"]
         assert_no_raw_pii(failure["row"])  # the quarantined prompt is the redacted one
     await assert_reconciled(app_pool, tenant.tenant_id)
+
+
+@respx.mock
+async def test_a_reservation_cut_off_after_its_commit_is_voided_not_charged(
+    make_gateway: Callable[..., LlmGateway],
+    tenant: CreatedTenant,
+    app_pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import llm_service.llm.gateway as gateway_module
+
+    real_reserve = gateway_module.reserve_call
+
+    async def reserve_then_lose_the_answer(conn: asyncpg.Connection, **kwargs: Any) -> Any:
+        # The row is written and committed; then the connection dies before the client knows.
+        async with tenant_transaction(app_pool, kwargs["tenant_id"]) as own:
+            await real_reserve(own, **kwargs)
+        raise asyncpg.ConnectionDoesNotExistError(
+            "connection was closed in the middle of operation"
+        )
+
+    monkeypatch.setattr(gateway_module, "reserve_call", reserve_then_lose_the_answer)
+    route = respx.post(OPENAI_URL).mock(return_value=httpx.Response(200, json=openai_completion()))
+    ceiling = RunCeiling(Decimal("0.05"))
+
+    with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+        await make_gateway().complete(request_for(tenant), ceiling=ceiling)
+
+    assert not route.called
+    [row] = await ledger(app_pool, tenant.tenant_id)
+    assert row["status"] == "failed" and row["error_type"] == "NotSent"
+    assert row["cost_cents"] == 0 and not row["cost_is_estimate"]
+    assert ceiling.outstanding == 0 and ceiling.spent == 0
+    await assert_reconciled(app_pool, tenant.tenant_id)
+
+
+@respx.mock
+async def test_a_settle_that_meets_an_outage_is_retried_until_it_lands(
+    make_gateway: Callable[..., LlmGateway],
+    tenant: CreatedTenant,
+    app_pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import llm_service.llm.gateway as gateway_module
+
+    real_settle = gateway_module.settle_call
+    failures = {"left": 2}
+
+    async def settle_after_two_outages(conn: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionRefusedError(111, "Connect call failed")
+        return await real_settle(conn, *args, **kwargs)
+
+    monkeypatch.setattr(gateway_module, "settle_call", settle_after_two_outages)
+    respx.post(OPENAI_URL).mock(
+        return_value=httpx.Response(200, json=openai_completion("ok", 20, 5))
+    )
+    gateway = make_gateway()
+
+    result = await gateway.complete(request_for(tenant))
+
+    assert result.content == "ok" and failures["left"] == 0
+    [row] = await ledger(app_pool, tenant.tenant_id)
+    assert row["status"] == "succeeded"
+    assert row["cost_cents"] == exact_cents(gateway, 20, 5)
+    await assert_reconciled(app_pool, tenant.tenant_id)
