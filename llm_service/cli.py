@@ -205,6 +205,7 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                 gateway_from_settings(settings, pool),
                 concurrency=args.concurrency or settings.worker_concurrency,
                 lease_s=settings.worker_lease_s,
+                shutdown_grace_s=settings.worker_shutdown_grace_s,
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

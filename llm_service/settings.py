@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = 50
     # A run whose worker stops heartbeating is taken over this long after its last heartbeat.
     worker_lease_s: float = 10.0
+    # On shutdown, runs in flight get this long to finish; the rest are cancelled and handed back
+    # (their lease ended at once, so another worker ends them with what they recorded).
+    worker_shutdown_grace_s: float = 10.0
 
 
 @lru_cache(maxsize=1)

@@ -78,16 +78,18 @@ def create_app(
                 app.state.gateway,
                 concurrency=settings.worker_concurrency,
                 lease_s=settings.worker_lease_s,
+                shutdown_grace_s=settings.worker_shutdown_grace_s,
             )
             worker_task = asyncio.create_task(worker.run_until_stopped())
         try:
             yield
         finally:
             if worker_task is not None:
-                # Graceful: stop claiming, let runs in flight finish (bounded by their own limits).
+                # Graceful: stop claiming, let runs in flight finish within the grace, hand the
+                # rest back (the worker bounds this itself; the wait is a safety net).
                 worker.stop()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(worker_task, settings.investigation_timeout_s + 5)
+                    await asyncio.wait_for(worker_task, settings.worker_shutdown_grace_s + 15)
             await app.state.explanations.aclose()
             if owned:
                 await app.state.pool.close()

@@ -90,6 +90,19 @@ async def request_cancel(conn: asyncpg.Connection, run_id: UUID) -> dict[str, An
     return dict(row) if row else None
 
 
+async def hand_back(conn: asyncpg.Connection, run_id: UUID, worker: str) -> bool:
+    """End this worker's lease at once (shutdown): any worker may take the run over now."""
+    done = await conn.execute(
+        """
+        UPDATE investigations SET lease_expires_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+        """,
+        run_id,
+        worker,
+    )
+    return bool(done == "UPDATE 1")
+
+
 async def heartbeat(
     conn: asyncpg.Connection, run_id: UUID, worker: str, lease_seconds: float, cost_cents: Decimal
 ) -> bool | None:

@@ -148,6 +148,19 @@ async def get(conn: asyncpg.Connection, job_id: UUID) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+async def hand_back(conn: asyncpg.Connection, run_id: UUID, worker: str) -> bool:
+    """End this worker's lease at once (shutdown): any worker may take the run over now."""
+    done = await conn.execute(
+        """
+        UPDATE budget_optimization_jobs SET lease_expires_at = now()
+         WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+        """,
+        run_id,
+        worker,
+    )
+    return bool(done == "UPDATE 1")
+
+
 async def heartbeat(
     conn: asyncpg.Connection, job_id: UUID, worker: str, lease_seconds: float
 ) -> bool:

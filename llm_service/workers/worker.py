@@ -14,6 +14,8 @@ from uuid import UUID
 
 import asyncpg
 
+from llm_service.db.pool import tenant_transaction
+from llm_service.investigations import repository as runs
 from llm_service.investigations.runner import LEASE_SECONDS, InvestigationRunner
 from llm_service.llm.gateway import LlmGateway
 
@@ -80,15 +82,17 @@ class Worker:
         poll_interval_s: float = 0.5,
         name: str | None = None,
         lease_s: float = LEASE_SECONDS,
+        shutdown_grace_s: float = 10.0,
     ) -> None:
         """A worker over `pool` (the application role)."""
         self.pool = pool
         self.lease_s = lease_s
+        self.shutdown_grace_s = shutdown_grace_s
         self.name = name or worker_name()
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s
         self.investigations = InvestigationRunner(pool, gateway, self.name, lease_s=lease_s)
-        self._running: dict[asyncio.Task[str], UUID] = {}
+        self._running: dict[asyncio.Task[str], Claim] = {}
         self._stopping = asyncio.Event()
 
     @property
@@ -97,16 +101,15 @@ class Worker:
         return len(self._running)
 
     async def run_until_stopped(self) -> None:
-        """Claim and run work until `stop()`; then wait for runs in flight to finish."""
+        """Claim and run work until `stop()`; then let runs in flight finish (see `_drain`)."""
         while not self._stopping.is_set():
             if self.in_flight >= self.concurrency:
                 await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
                 continue
             free = min(self.concurrency - self.in_flight, CLAIM_BATCH)
             try:
-                claims = await claim_batch(
-                    self.pool, self.name, self.lease_s, free, self._running.values()
-                )
+                running = [claim.run_id for claim in self._running.values()]
+                claims = await claim_batch(self.pool, self.name, self.lease_s, free, running)
             except Exception as exc:  # the loop must outlive any outage (or it stops for good)
                 _log.warning("claim failed", extra={"error": type(exc).__name__})
                 claims = []
@@ -116,10 +119,33 @@ class Worker:
                 continue
             for claim in claims:
                 task = asyncio.create_task(self.process(claim))
-                self._running[task] = claim.run_id
+                self._running[task] = claim
                 task.add_done_callback(self._running.pop)
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Give runs in flight `shutdown_grace_s` to finish; cancel the rest and hand their
+        leases back, so that another worker takes them over at once, not a lease later."""
+        if not self._running:
+            return
+        _, late = await asyncio.wait(self._running, timeout=self.shutdown_grace_s)
+        claims = [self._running[task] for task in late]
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        for claim in claims:
+            try:
+                await self._hand_back(claim)
+            except Exception as exc:  # the lease then simply expires
+                _log.warning("hand back failed", extra={"error": type(exc).__name__})
+
+    async def _hand_back(self, claim: Claim) -> None:
+        from llm_service.optimizations import repository as jobs
+
+        repository = runs if claim.kind == "investigation" else jobs
+        async with tenant_transaction(self.pool, claim.tenant_id) as conn:
+            await repository.hand_back(conn, claim.run_id, self.name)
+        _log.info("run handed back", extra={"run_id": str(claim.run_id)})
 
     async def run_once(self) -> str | None:
         """Claim one run and take it to its end (tests, the CLI); None when the queue is empty."""
