@@ -390,9 +390,30 @@ class LlmGateway:
             metadata["prompt"] = _capped(prompt)
         call_id = uuid.uuid4()
         try:
-            call = await self._reserve(
-                request, price, provider, held, timeout, attempt_no, findings, metadata, call_id
-            )
+            async with tenant_transaction(self.pool, request.tenant_id) as conn:
+                call = await reserve_call(
+                    conn,
+                    tenant_id=request.tenant_id,
+                    endpoint=request.endpoint,
+                    model=price.model,
+                    provider=provider,
+                    worst_case_usd=held.amount_usd,
+                    lease_seconds=timeout + LEASE_GRACE_S,
+                    max_tokens=held.max_tokens,
+                    attempt=attempt_no,
+                    investigation_id=request.investigation_id,
+                    budget_optimization_job_id=request.budget_optimization_job_id,
+                    request_metadata=metadata,
+                    call_id=call_id,
+                )
+                if findings:
+                    await record_findings(
+                        conn,
+                        request.tenant_id,
+                        findings,
+                        source="llm_guard",
+                        context=request.endpoint,
+                    )
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) or is_database_outage(exc):
                 # The reserving transaction may have committed before it was cut off; the call
@@ -400,40 +421,6 @@ class LlmGateway:
                 await asyncio.shield(self._void(request.tenant_id, call_id))
             raise
         RESERVATIONS_IN_FLIGHT.inc()
-        return call
-
-    async def _reserve(
-        self,
-        request: LlmRequest,
-        price: ModelPrice,
-        provider: str,
-        held: Reservation,
-        timeout: float,
-        attempt_no: int,
-        findings: list[PiiFinding],
-        metadata: dict[str, Any],
-        call_id: uuid.UUID,
-    ) -> CallReservation:
-        async with tenant_transaction(self.pool, request.tenant_id) as conn:
-            call = await reserve_call(
-                conn,
-                tenant_id=request.tenant_id,
-                endpoint=request.endpoint,
-                model=price.model,
-                provider=provider,
-                worst_case_usd=held.amount_usd,
-                lease_seconds=timeout + LEASE_GRACE_S,
-                max_tokens=held.max_tokens,
-                attempt=attempt_no,
-                investigation_id=request.investigation_id,
-                budget_optimization_job_id=request.budget_optimization_job_id,
-                request_metadata=metadata,
-                call_id=call_id,
-            )
-            if findings:
-                await record_findings(
-                    conn, request.tenant_id, findings, source="llm_guard", context=request.endpoint
-                )
         return call
 
     async def _void(self, tenant_id: UUID, call_id: uuid.UUID) -> None:

@@ -28,6 +28,7 @@ import asyncpg
 import httpx
 import pytest
 import respx
+from test_investigation_runs import _completion
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.investigations.runner import InvestigationRunner
@@ -219,27 +220,6 @@ async def snapshot(owner_pool: asyncpg.Pool, tenant_id: UUID) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 # The obedient model
 # --------------------------------------------------------------------------------------------
-
-
-def _completion(message: dict[str, Any], prompt: int, completion: int) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-{time.monotonic_ns()}",
-        "object": "chat.completion",
-        "created": 1_764_000_000,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", **message},
-                "finish_reason": "tool_calls" if "tool_calls" in message else "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        },
-    }
 
 
 def _tool_calls(calls: list[tuple[str, str]]) -> dict[str, Any]:
