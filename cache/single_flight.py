@@ -25,14 +25,15 @@ bounded here. When it runs out, `SingleFlightTimeout` is raised.
 
 The lock connection comes from `pool` and is held during `compute`: give it a pool that `compute`
 does not draw from (or one large enough for both), or a busy process can starve its own compute.
-The lock ends with its transaction: committed after `compute`, rolled back on an error or a
-cancellation, or ended by the server if the connection dies, so a cancelled or crashed leader
+The lock ends with its transaction, rolled back after `compute` (or on an error or a
+cancellation), or ended by the server if the connection dies, so a cancelled or crashed leader
 never leaves it held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 from collections.abc import Awaitable, Callable
@@ -129,15 +130,20 @@ class SingleFlight:
                 raise SingleFlightTimeout(
                     "no database connection was free for the single-flight lock in time"
                 ) from None
+            # The lock lives as long as this transaction, which writes nothing: it always ends in
+            # a rollback, whose failure (a dead connection) must not replace the computed answer.
+            transaction = conn.transaction()
             try:
-                async with conn.transaction():  # the lock lives as long as this transaction
-                    await _lock(conn, advisory_lock_key(*flight), deadline)
-                    # Another process may have stored the answer while we waited (or just before).
-                    value = await lookup()
-                    if value is not None:
-                        return value, False
-                    return await compute(), True
+                await transaction.start()
+                await _lock(conn, advisory_lock_key(*flight), deadline)
+                # Another process may have stored the answer while we waited (or just before).
+                value = await lookup()
+                if value is not None:
+                    return value, False
+                return await compute(), True
             finally:
+                with contextlib.suppress(Exception):
+                    await transaction.rollback()
                 await pool.release(conn)
         finally:
             if self._flights.get(flight) is done:

@@ -4,6 +4,7 @@ retry (tenacity) for the few writes that must land once the database is back."""
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -18,13 +19,21 @@ from tenacity import (
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Lost connections and a server that is shutting down, crashed or still starting (SQLSTATE
-# classes 08 and 57P0x). A statement timeout (57014) is NOT an outage: retrying repeats it.
+# How long a write that must land (a run's end) waits for the database to come back.
+OUTAGE_WAIT_S = 30.0
+
+# Lost connections and a server that is shutting down, crashed, still starting, full or idle-
+# timed-out (SQLSTATE 08, 57P0x, 53300). A statement timeout (57014) is NOT an outage: retrying
+# repeats it.
 _OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
+    asyncpg.IdleSessionTimeoutError,
+    asyncpg.TooManyConnectionsError,
+    ConnectionError,  # refused, reset, aborted, broken pipe
+    socket.gaierror,
 )
 
 
@@ -32,16 +41,16 @@ def is_database_outage(exc: BaseException) -> bool:
     """The database could not be reached or dropped the connection (worth retrying later)."""
     if isinstance(exc, _OUTAGE_ERRORS):
         return True
+    message = str(exc)
     # asyncpg leaves a connection whose server session was terminated mid-query in a busy state:
     # the pool's reset then raises "cannot switch to state 15; another operation (2) is in
     # progress" (asyncpg#784) after terminating it. The next connection is a fresh one.
-    if isinstance(exc, asyncpg.InternalClientError):
+    if type(exc) is asyncpg.InternalClientError and "cannot switch to state" in message:
         return True
-    message = str(exc)
     if isinstance(exc, asyncpg.InterfaceError) and "connection" in message and "closed" in message:
         return True
-    # Refused, reset or missing socket; TimeoutError is an OSError too, but it is a deadline.
-    return isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
+    # The server's Unix socket is gone (a file of ours that is missing names its file).
+    return isinstance(exc, FileNotFoundError) and exc.filename is None
 
 
 async def retry_through_outage(
@@ -49,7 +58,10 @@ async def retry_through_outage(
 ) -> T:
     """Run `work` (one whole, idempotent transaction), again after an outage, for `within_s`."""
     retrying = AsyncRetrying(
-        retry=retry_if_exception(is_database_outage),
+        # A connect timeout (a host gone dark in a failover) is an outage here too.
+        retry=retry_if_exception(
+            lambda exc: is_database_outage(exc) or isinstance(exc, TimeoutError)
+        ),
         wait=wait_exponential_jitter(initial=0.1, max=2.0),
         stop=stop_after_delay(within_s),
         reraise=True,

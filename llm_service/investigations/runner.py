@@ -16,7 +16,7 @@ from budgets.ceiling import RunCeiling
 from budgets.ledger import MonthlyCapExceeded, cap_status
 from budgets.money import cents_to_usd, usd_to_cents
 from llm_service.db.pool import tenant_transaction
-from llm_service.db.retry import is_database_outage, retry_through_outage
+from llm_service.db.retry import OUTAGE_WAIT_S, is_database_outage, retry_through_outage
 from llm_service.investigations import repository
 from llm_service.investigations.agent import AgentLoop
 from llm_service.investigations.analyst import run_degraded
@@ -33,8 +33,6 @@ _log = logging.getLogger(__name__)
 LEASE_SECONDS = 10.0
 # The one asyncio.timeout over a run allows this much beyond its limit for settling records.
 TIMEOUT_GRACE_S = 1.0
-# How long a run's end waits for the database to come back before its worker gives up on it.
-FINISH_RETRY_S = 30.0
 
 
 class InvestigationRunner:
@@ -53,6 +51,8 @@ class InvestigationRunner:
         self.pool = pool
         self.gateway = gateway
         self.worker = worker
+        # Ends being recorded (shielded: they outlive a cancelled run; see Worker._drain).
+        self.finishing: set[asyncio.Future[None]] = set()
 
     async def run(self, run_id: UUID, tenant_id: UUID, *, takeover: bool) -> str:
         """Take the run to a terminal state; returns that state."""
@@ -140,7 +140,10 @@ class InvestigationRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
         elapsed_ms = int((time.monotonic() - started) * 1000)
-        await asyncio.shield(self._finish(run_id, tenant_id, events, outcome, elapsed_ms))
+        finish = asyncio.ensure_future(self._finish(run_id, tenant_id, events, outcome, elapsed_ms))
+        self.finishing.add(finish)
+        finish.add_done_callback(self.finishing.discard)
+        await asyncio.shield(finish)
         return outcome.status
 
     async def _investigate(
@@ -190,7 +193,12 @@ class InvestigationRunner:
     async def _watch(
         self, run_id: UUID, tenant_id: UUID, ceiling: RunCeiling, work: asyncio.Task[RunOutcome]
     ) -> str:
-        """Heartbeat the lease; cancel the work on a cancel request or a lost lease."""
+        """Heartbeat the lease; cancel the work on a cancel request or a lost lease.
+
+        A failed heartbeat is tried again, but once the lease has run out without one the work
+        stops: another worker may be taking the run over, and it must not run on beside it.
+        """
+        renewed = time.monotonic()
         while True:
             await asyncio.sleep(max(0.2, self.lease_s / 5))
             spent = usd_to_cents(ceiling.spent + ceiling.reserved)
@@ -204,12 +212,16 @@ class InvestigationRunner:
                         min(spent, usd_to_cents(ceiling.limit)),
                     )
             except Exception as exc:
-                if not is_database_outage(exc):
-                    raise
-                # The run goes on; if the outage outlasts the lease another worker ends it, and
-                # the next heartbeat that gets through finds the lease lost.
-                _log.warning("heartbeat failed", extra={"investigation_id": str(run_id)})
-                continue
+                extra = {"investigation_id": str(run_id), "error": type(exc).__name__}
+                if is_database_outage(exc):
+                    _log.warning("heartbeat failed", extra=extra)
+                else:
+                    _log.exception("heartbeat failed", extra=extra)
+                if time.monotonic() - renewed < self.lease_s:
+                    continue
+                cancel = None
+            else:
+                renewed = time.monotonic()
             if cancel is None or cancel:
                 work.cancel()
                 return "lost" if cancel is None else "cancel"
@@ -240,16 +252,20 @@ class InvestigationRunner:
         outcome: RunOutcome,
         elapsed_ms: int | None,
     ) -> None:
-        """Record the terminal state, waiting out a database outage of up to a lease or so."""
-        await retry_through_outage(
+        """Record the terminal state, waiting out a database outage of up to OUTAGE_WAIT_S."""
+        done = await retry_through_outage(
             lambda: self._record_finish(run_id, tenant_id, outcome, elapsed_ms),
-            within_s=max(FINISH_RETRY_S, self.lease_s),
+            within_s=max(OUTAGE_WAIT_S, self.lease_s),
             what="finish investigation",
         )
+        if done:
+            RUN_OUTCOMES.labels("investigation", outcome.status).inc()
+        else:
+            _log.warning("run already ended elsewhere", extra={"investigation_id": str(run_id)})
 
     async def _record_finish(
         self, run_id: UUID, tenant_id: UUID, outcome: RunOutcome, elapsed_ms: int | None
-    ) -> None:
+    ) -> bool:
         async with tenant_transaction(self.pool, tenant_id) as conn:
             row = await repository.get(conn, run_id)
             assert row is not None
@@ -276,7 +292,6 @@ class InvestigationRunner:
                 degraded=outcome.degraded,
             )
             if done:
-                RUN_OUTCOMES.labels("investigation", outcome.status).inc()
                 await repository.add_event(
                     conn,
                     tenant_id,
@@ -291,3 +306,4 @@ class InvestigationRunner:
                         "findings": len(outcome.report.findings),
                     },
                 )
+        return done

@@ -38,17 +38,22 @@ from llm_service.settings import Settings
 # A pending row outlives its call by this much before a sweeper may count it as abandoned.
 LEASE_GRACE_S = 30.0
 _PROMPT_STORE_LIMIT = 32_000
-# `\u0000` escaping a NUL in JSON text: preceded by an even number of backslashes (or none).
-_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+# `\u0000`, or a lone surrogate `\ud800`-`\udfff`, escaped in JSON text: preceded by an even
+# number of backslashes (or none). A surrogate pair (high then low) is valid and kept.
+_JSON_BAD_ESCAPE = re.compile(
+    r"(?<!\\)((?:\\\\)*)(?:\\u0000|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    r"|(?<![dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
 def storable(text: str) -> str:
-    """`text` with every NUL, raw or escaped in the JSON it holds, as U+FFFD.
+    """`text` with every NUL and lone surrogate, raw or escaped in the JSON it holds, as U+FFFD.
 
-    PostgreSQL text and jsonb cannot hold U+0000, and what a model writes is stored (its tool
-    calls, events, findings) and parsed: one NUL in it would fail the run that records it.
+    PostgreSQL text and jsonb hold neither, and what a model writes is stored (its tool calls,
+    events, findings) and parsed: one such character in it would fail the run that records it.
     """
-    return _JSON_NUL.sub(r"\1\\ufffd", text.replace("\x00", "\ufffd"))
+    return _JSON_BAD_ESCAPE.sub(r"\1\\ufffd", _BAD_CHARS.sub("\ufffd", text))
 
 
 class ProviderUnavailable(ServiceError):

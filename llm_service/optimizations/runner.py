@@ -26,7 +26,7 @@ from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.ledger import MonthlyCapExceeded, cap_status
 from budgets.money import cents_to_usd
 from llm_service.db.pool import tenant_transaction
-from llm_service.db.retry import is_database_outage, retry_through_outage
+from llm_service.db.retry import OUTAGE_WAIT_S, is_database_outage, retry_through_outage
 from llm_service.llm.gateway import LlmGateway, LlmRequest, NoModelConfigured, ProviderUnavailable
 from llm_service.llm.structured import InvalidModelOutput, complete_structured
 from llm_service.optimizations import rationale, repository
@@ -263,7 +263,7 @@ class OptimizationRunner:
         """Record the terminal state with the job's spend: the sum of its calls, within its cap."""
         await retry_through_outage(
             lambda: self._record_finish(job_id, tenant_id, outcome),
-            within_s=LEASE_SECONDS,
+            within_s=OUTAGE_WAIT_S,
             what="finish budget optimisation",
         )
 

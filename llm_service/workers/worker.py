@@ -15,6 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from llm_service.db.pool import tenant_transaction
+from llm_service.db.retry import OUTAGE_WAIT_S, is_database_outage
 from llm_service.investigations import repository as runs
 from llm_service.investigations.runner import LEASE_SECONDS, InvestigationRunner
 from llm_service.llm.gateway import LlmGateway
@@ -104,14 +105,17 @@ class Worker:
         """Claim and run work until `stop()`; then let runs in flight finish (see `_drain`)."""
         while not self._stopping.is_set():
             if self.in_flight >= self.concurrency:
-                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                await self._until_a_slot_frees_or_stop()
                 continue
             free = min(self.concurrency - self.in_flight, CLAIM_BATCH)
             try:
                 running = [claim.run_id for claim in self._running.values()]
                 claims = await claim_batch(self.pool, self.name, self.lease_s, free, running)
-            except Exception as exc:  # the loop must outlive any outage (or it stops for good)
-                _log.warning("claim failed", extra={"error": type(exc).__name__})
+            except Exception as exc:  # the loop must outlive any error (or it stops for good)
+                if is_database_outage(exc):
+                    _log.warning("claim failed", extra={"error": type(exc).__name__})
+                else:
+                    _log.exception("claim failed")
                 claims = []
             if not claims:
                 with contextlib.suppress(TimeoutError):
@@ -123,6 +127,13 @@ class Worker:
                 task.add_done_callback(self._running.pop)
         await self._drain()
 
+    async def _until_a_slot_frees_or_stop(self) -> None:
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({*self._running, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+
     async def _drain(self) -> None:
         """Give runs in flight `shutdown_grace_s` to finish; cancel the rest and hand their
         leases back, so that another worker takes them over at once, not a lease later."""
@@ -133,6 +144,11 @@ class Worker:
         for task in late:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
+        # A cancelled run may still be recording its end (shielded): let that land first, or
+        # the hand-back could let another worker end the run over it.
+        finishing = self.investigations.finishing
+        if finishing:
+            await asyncio.wait(finishing, timeout=OUTAGE_WAIT_S)
         for claim in claims:
             try:
                 await self._hand_back(claim)
@@ -160,10 +176,11 @@ class Worker:
             # Typically the database went away at the start or the end of the run. It is still
             # `running` under this worker's lease; once that expires, this worker's claim loop
             # (or any other worker's) takes it over and ends it.
-            _log.warning(
-                "run interrupted",
-                extra={"run_id": str(claim.run_id), "error": type(exc).__name__},
-            )
+            extra = {"run_id": str(claim.run_id), "error": type(exc).__name__}
+            if is_database_outage(exc):
+                _log.warning("run interrupted", extra=extra)
+            else:
+                _log.exception("run interrupted", extra=extra)
             return "interrupted"
 
     async def _process(self, claim: Claim) -> str:
@@ -178,5 +195,5 @@ class Worker:
         )
 
     def stop(self) -> None:
-        """Stop claiming; runs in flight finish."""
+        """Stop claiming; runs in flight get the shutdown grace to finish (see `_drain`)."""
         self._stopping.set()

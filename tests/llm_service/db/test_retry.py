@@ -18,6 +18,7 @@ from llm_service.db.retry import is_database_outage, retry_through_outage
         asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"),
         ConnectionRefusedError(111, "Connect call failed"),
         FileNotFoundError(2, "No such file or directory"),  # the server's socket is gone
+        asyncpg.TooManyConnectionsError("sorry, too many clients already"),
     ],
 )
 def test_lost_connections_and_a_restarting_server_are_outages(exc: BaseException) -> None:
@@ -32,6 +33,8 @@ def test_lost_connections_and_a_restarting_server_are_outages(exc: BaseException
         asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
         TimeoutError(),
         ValueError("a defect"),
+        FileNotFoundError(2, "No such file or directory", "/srv/model.onnx"),  # a file of ours
+        asyncpg.InternalClientError("got result for unknown protocol state 3"),
     ],
 )
 def test_timeouts_constraint_errors_and_defects_are_not_outages(exc: BaseException) -> None:
@@ -73,3 +76,16 @@ async def test_the_retry_gives_up_after_its_time() -> None:
     with pytest.raises(ConnectionRefusedError):
         await retry_through_outage(work, within_s=0.3, what="test")
     assert 1 < len(attempts) < 10
+
+
+async def test_a_connect_timeout_is_retried_like_an_outage() -> None:
+    attempts = []
+
+    async def work() -> str:
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise TimeoutError
+        return "done"
+
+    assert await retry_through_outage(work, within_s=10, what="test") == "done"
+    assert len(attempts) == 2

@@ -76,3 +76,35 @@ async def test_a_worker_never_takes_over_a_run_it_is_executing(
     # Another worker does take it over.
     other = await claim_batch(app_pool, "worker-c", lease_s=5, limit=500)
     assert any(c.run_id == run_id and c.takeover for c in other)
+
+
+class _SlowWorker(Worker):
+    """A worker whose runs take far longer than its shutdown grace."""
+
+    async def _process(self, claim: Claim) -> str:
+        await asyncio.sleep(60)
+        return "succeeded"
+
+
+async def test_stop_at_full_concurrency_hands_back_runs_after_the_grace(
+    app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    await _queue(app_pool, tenant.tenant_id)
+    worker = _SlowWorker(
+        app_pool, None, name="worker-d", lease_s=30, poll_interval_s=0.05, shutdown_grace_s=0.5
+    )
+    worker.concurrency = 1
+    loop = asyncio.create_task(worker.run_until_stopped())
+    for _ in range(200):
+        if worker.in_flight == 1:
+            break
+        await asyncio.sleep(0.05)
+    [claim] = worker._running.values()
+    worker.stop()
+    # Every slot busy: the loop still notices the stop, waits the grace, cancels, hands back.
+    await asyncio.wait_for(loop, timeout=5)
+    assert worker.in_flight == 0
+    handed_back = await owner_pool.fetchval(
+        "SELECT lease_expires_at <= now() FROM investigations WHERE id = $1", claim.run_id
+    )
+    assert handed_back
