@@ -438,3 +438,35 @@ async def test_api_shows_exactly_the_recorded_tool_and_llm_calls(
         int(line.split(":", 1)[1]) for line in stream.text.splitlines() if line.startswith("id:")
     ]
     assert ids == sorted(ids)
+
+
+@respx.mock
+async def test_a_run_whose_heartbeats_keep_failing_stops_once_its_lease_is_over(
+    model_settings: Settings,
+    app_pool: asyncpg.Pool,
+    data_tenant: CreatedTenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import llm_service.investigations.repository as repository_module
+
+    async def stall(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200, json=_completion({"content": "late"}, 10, 10))
+
+    async def failing_heartbeat(*args: Any, **kwargs: Any) -> bool | None:
+        raise asyncpg.TooManyConnectionsError("sorry, too many clients already")
+
+    respx.post(OPENAI_URL).mock(side_effect=stall)
+    monkeypatch.setattr(repository_module, "heartbeat", failing_heartbeat)
+    run_id = await queue_run(app_pool, data_tenant.tenant_id, timeout_ms=20_000)
+    runner = InvestigationRunner(
+        app_pool, gateway_from_settings(model_settings, app_pool), "test-worker", lease_s=1.0
+    )
+    started = time.monotonic()
+    status = await runner.run(run_id, data_tenant.tenant_id, takeover=False)
+    # Not the 20 s run limit: once the lease is over another worker may take the run over.
+    assert status == "lost"
+    assert time.monotonic() - started < 5
+    record = await load(app_pool, data_tenant.tenant_id, run_id)
+    assert record["status"] == "running"  # left for the worker that takes it over
+    assert all(c["status"] != "pending" for c in record["llm_calls"])
