@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -188,8 +189,6 @@ def _month(text: str) -> date:
 
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    import signal
-
     from llm_service.llm.pricing import gateway_from_settings
     from llm_service.workers.worker import Worker
 
@@ -298,8 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # A normal exit, so that atexit runs: it releases (and, if this process was the last user,
+    # stops) the embedded server. uvicorn re-raises SIGTERM after its graceful shutdown, which
+    # by default would kill the process before that.
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `llm-service` console script."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = build_parser().parse_args(argv)
     if args.command in ("serve", "worker"):
         from llm_service.logging_setup import configure_logging

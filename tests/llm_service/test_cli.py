@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import httpx
 
@@ -63,3 +67,38 @@ def test_set_cap_changes_the_monthly_cap(database_urls: DatabaseUrls) -> None:
     assert result.returncode == 0, result.stderr
     unknown = _run(database_urls, "tenants", "set-cap", "00000000-0000-0000-0000-000000000000", "1")
     assert unknown.returncode != 0
+
+
+def test_serve_on_the_embedded_database_stops_it_cleanly_on_sigterm(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "APP_DATABASE_URL")}
+    env.update({"LLM_SERVICE_DATA_DIR": str(tmp_path), "WORKERS_IN_PROCESS": "0"})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "llm_service.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert serve.poll() is None, "serve exited"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve never answered /healthz"
+            time.sleep(0.2)
+        postmaster = tmp_path / "pgdata" / "postmaster.pid"
+        assert postmaster.exists()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
+        # The last user of the embedded server was serve: the server is stopped, data kept.
+        assert not postmaster.exists()
+        assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+    finally:
+        if serve.poll() is None:
+            serve.kill()
