@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from pathlib import Path
 from uuid import UUID
@@ -58,8 +57,8 @@ async def _stopped_within(service: ServiceProcess, seconds: float) -> float:
     service.process.terminate()
     await asyncio.to_thread(service.process.wait, seconds)
     took = time.monotonic() - started
-    # uvicorn re-raises the signal once its shutdown is complete: exit by SIGTERM, not a crash.
-    assert service.process.returncode in (0, -signal.SIGTERM), service.tail()
+    # uvicorn re-raises SIGTERM after its shutdown; the CLI turns that into a clean exit.
+    assert service.process.returncode == 0, service.tail()
     assert "Application shutdown complete" in service.tail(), service.tail()
     return took
 
