@@ -30,6 +30,13 @@ def _cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # A normal exit, so that atexit runs: it releases (and, if this process was the last user,
+    # stops) the embedded server. uvicorn re-raises SIGTERM after its graceful shutdown, which
+    # by default would kill the process before that.
+    raise SystemExit(0)
+
+
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -37,6 +44,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     if not args.no_migrate:
         _cmd_migrate(settings, args)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.host,
@@ -297,16 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    # A normal exit, so that atexit runs: it releases (and, if this process was the last user,
-    # stops) the embedded server. uvicorn re-raises SIGTERM after its graceful shutdown, which
-    # by default would kill the process before that.
-    raise SystemExit(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `llm-service` console script."""
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = build_parser().parse_args(argv)
     if args.command in ("serve", "worker"):
         from llm_service.logging_setup import configure_logging
