@@ -53,6 +53,16 @@ def is_database_outage(exc: BaseException) -> bool:
     return isinstance(exc, FileNotFoundError) and exc.filename is None
 
 
+def log_failure(
+    log: logging.Logger, message: str, exc: BaseException, extra: dict[str, str]
+) -> None:
+    """An outage as a warning naming its type; anything else (a defect) with its traceback."""
+    if is_database_outage(exc):
+        log.warning(message, extra={**extra, "error": type(exc).__name__})
+    else:
+        log.exception(message, extra=extra)
+
+
 async def retry_through_outage(
     work: Callable[[], Awaitable[T]], *, within_s: float, what: str
 ) -> T:

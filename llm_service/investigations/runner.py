@@ -16,7 +16,7 @@ from budgets.ceiling import RunCeiling
 from budgets.ledger import MonthlyCapExceeded, cap_status
 from budgets.money import cents_to_usd, usd_to_cents
 from llm_service.db.pool import tenant_transaction
-from llm_service.db.retry import OUTAGE_WAIT_S, is_database_outage, retry_through_outage
+from llm_service.db.retry import OUTAGE_WAIT_S, retry_through_outage
 from llm_service.investigations import repository
 from llm_service.investigations.agent import AgentLoop
 from llm_service.investigations.analyst import run_degraded
@@ -25,6 +25,7 @@ from llm_service.investigations.evidence import EvidenceLog
 from llm_service.investigations.outcome import RunLimits, RunOutcome
 from llm_service.investigations.report import Report
 from llm_service.investigations.templates import report_from_evidence
+from llm_service.leases import keep_lease
 from llm_service.llm.gateway import LlmGateway
 from llm_service.metrics import RUN_OUTCOMES
 
@@ -193,38 +194,24 @@ class InvestigationRunner:
     async def _watch(
         self, run_id: UUID, tenant_id: UUID, ceiling: RunCeiling, work: asyncio.Task[RunOutcome]
     ) -> str:
-        """Heartbeat the lease; cancel the work on a cancel request or a lost lease.
+        """Heartbeat the lease (recording the spend so far); cancel the work on a cancel request
+        or a lost lease."""
 
-        A failed heartbeat is tried again, but once the lease has run out without one the work
-        stops: another worker may be taking the run over, and it must not run on beside it.
-        """
-        renewed = time.monotonic()
-        while True:
-            await asyncio.sleep(max(0.2, self.lease_s / 5))
+        async def renew() -> bool | None:
             spent = usd_to_cents(ceiling.spent + ceiling.reserved)
-            try:
-                async with tenant_transaction(self.pool, tenant_id) as conn:
-                    cancel = await repository.heartbeat(
-                        conn,
-                        run_id,
-                        self.worker,
-                        self.lease_s,
-                        min(spent, usd_to_cents(ceiling.limit)),
-                    )
-            except Exception as exc:
-                extra = {"investigation_id": str(run_id), "error": type(exc).__name__}
-                if is_database_outage(exc):
-                    _log.warning("heartbeat failed", extra=extra)
-                else:
-                    _log.exception("heartbeat failed", extra=extra)
-                if time.monotonic() - renewed < self.lease_s:
-                    continue
-                cancel = None
-            else:
-                renewed = time.monotonic()
-            if cancel is None or cancel:
-                work.cancel()
-                return "lost" if cancel is None else "cancel"
+            async with tenant_transaction(self.pool, tenant_id) as conn:
+                return await repository.heartbeat(
+                    conn, run_id, self.worker, self.lease_s, min(spent, usd_to_cents(ceiling.limit))
+                )
+
+        ended = await keep_lease(
+            renew,
+            lease_s=self.lease_s,
+            interval_s=max(0.2, self.lease_s / 5),
+            context={"investigation_id": str(run_id)},
+        )
+        work.cancel()
+        return ended
 
     async def _end_abandoned(self, row: dict[str, Any], tenant_id: UUID, events: EventSink) -> str:
         """A run whose worker died, or could not record its end through a database outage (the

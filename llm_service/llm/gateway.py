@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,6 +27,7 @@ from budgets.prices import ModelPrice, PriceBook
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.retry import is_database_outage, retry_through_outage
 from llm_service.errors import ServiceError
+from llm_service.input_rules import storable
 from llm_service.llm import retry
 from llm_service.llm.litellm_setup import load_litellm
 from llm_service.metrics import LLM_CALLS, LLM_SPEND, RESERVATIONS_IN_FLIGHT
@@ -38,22 +38,6 @@ from llm_service.settings import Settings
 # A pending row outlives its call by this much before a sweeper may count it as abandoned.
 LEASE_GRACE_S = 30.0
 _PROMPT_STORE_LIMIT = 32_000
-# `\u0000`, or a lone surrogate `\ud800`-`\udfff`, escaped in JSON text: preceded by an even
-# number of backslashes (or none). A surrogate pair (high then low) is valid and kept.
-_JSON_BAD_ESCAPE = re.compile(
-    r"(?<!\\)((?:\\\\)*)(?:\\u0000|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
-    r"|(?<![dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-)
-_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
-
-
-def storable(text: str) -> str:
-    """`text` with every NUL and lone surrogate, raw or escaped in the JSON it holds, as U+FFFD.
-
-    PostgreSQL text and jsonb hold neither, and what a model writes is stored (its tool calls,
-    events, findings) and parsed: one such character in it would fail the run that records it.
-    """
-    return _JSON_BAD_ESCAPE.sub(r"\1\\ufffd", _BAD_CHARS.sub("\ufffd", text))
 
 
 class ProviderUnavailable(ServiceError):

@@ -26,7 +26,8 @@ from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.ledger import MonthlyCapExceeded, cap_status
 from budgets.money import cents_to_usd
 from llm_service.db.pool import tenant_transaction
-from llm_service.db.retry import OUTAGE_WAIT_S, is_database_outage, retry_through_outage
+from llm_service.db.retry import OUTAGE_WAIT_S, retry_through_outage
+from llm_service.leases import keep_lease
 from llm_service.llm.gateway import LlmGateway, LlmRequest, NoModelConfigured, ProviderUnavailable
 from llm_service.llm.structured import InvalidModelOutput, complete_structured
 from llm_service.optimizations import rationale, repository
@@ -245,19 +246,20 @@ class OptimizationRunner:
 
     async def _watch(self, job_id: UUID, tenant_id: UUID, work: asyncio.Task[Outcome]) -> str:
         """Heartbeat the lease; cancel the work if the lease is lost."""
-        while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
-            try:
-                async with tenant_transaction(self.pool, tenant_id) as conn:
-                    held = await repository.heartbeat(conn, job_id, self.worker, LEASE_SECONDS)
-            except Exception as exc:
-                if not is_database_outage(exc):
-                    raise
-                _log.warning("heartbeat failed: %s", type(exc).__name__)  # the lease has slack
-                continue
-            if not held:
-                work.cancel()
-                return "lost"
+
+        async def renew() -> bool | None:
+            async with tenant_transaction(self.pool, tenant_id) as conn:
+                held = await repository.heartbeat(conn, job_id, self.worker, LEASE_SECONDS)
+            return False if held else None
+
+        ended = await keep_lease(
+            renew,
+            lease_s=LEASE_SECONDS,
+            interval_s=HEARTBEAT_SECONDS,
+            context={"job_id": str(job_id)},
+        )
+        work.cancel()
+        return ended
 
     async def _finish(self, job_id: UUID, tenant_id: UUID, outcome: Outcome) -> None:
         """Record the terminal state with the job's spend: the sum of its calls, within its cap."""

@@ -15,10 +15,11 @@ from uuid import UUID
 import asyncpg
 
 from llm_service.db.pool import tenant_transaction
-from llm_service.db.retry import OUTAGE_WAIT_S, is_database_outage
+from llm_service.db.retry import OUTAGE_WAIT_S, log_failure
 from llm_service.investigations import repository as runs
 from llm_service.investigations.runner import LEASE_SECONDS, InvestigationRunner
 from llm_service.llm.gateway import LlmGateway
+from llm_service.optimizations import repository as jobs
 
 _log = logging.getLogger(__name__)
 # Runs claimed per round trip when slots are free (keeps a large concurrency filled quickly).
@@ -112,10 +113,7 @@ class Worker:
                 running = [claim.run_id for claim in self._running.values()]
                 claims = await claim_batch(self.pool, self.name, self.lease_s, free, running)
             except Exception as exc:  # the loop must outlive any error (or it stops for good)
-                if is_database_outage(exc):
-                    _log.warning("claim failed", extra={"error": type(exc).__name__})
-                else:
-                    _log.exception("claim failed")
+                log_failure(_log, "claim failed", exc, {})
                 claims = []
             if not claims:
                 with contextlib.suppress(TimeoutError):
@@ -156,8 +154,6 @@ class Worker:
                 _log.warning("hand back failed", extra={"error": type(exc).__name__})
 
     async def _hand_back(self, claim: Claim) -> None:
-        from llm_service.optimizations import repository as jobs
-
         repository = runs if claim.kind == "investigation" else jobs
         async with tenant_transaction(self.pool, claim.tenant_id) as conn:
             await repository.hand_back(conn, claim.run_id, self.name)
@@ -176,11 +172,7 @@ class Worker:
             # Typically the database went away at the start or the end of the run. It is still
             # `running` under this worker's lease; once that expires, this worker's claim loop
             # (or any other worker's) takes it over and ends it.
-            extra = {"run_id": str(claim.run_id), "error": type(exc).__name__}
-            if is_database_outage(exc):
-                _log.warning("run interrupted", extra=extra)
-            else:
-                _log.exception("run interrupted", extra=extra)
+            log_failure(_log, "run interrupted", exc, {"run_id": str(claim.run_id)})
             return "interrupted"
 
     async def _process(self, claim: Claim) -> str:

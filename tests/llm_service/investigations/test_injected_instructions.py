@@ -31,8 +31,8 @@ import respx
 from test_investigation_runs import _completion
 
 from llm_service.db.pool import tenant_transaction
+from llm_service.input_rules import storable
 from llm_service.investigations.runner import InvestigationRunner
-from llm_service.llm.gateway import storable
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant

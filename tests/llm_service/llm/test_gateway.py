@@ -12,7 +12,7 @@ import respx
 
 from budgets.prices import PriceBook
 from llm_service.db.pool import tenant_transaction
-from llm_service.llm.gateway import LlmGateway, LlmRequest, storable
+from llm_service.llm.gateway import LlmGateway, LlmRequest
 from llm_service.llm.pricing import build_price_book
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
@@ -91,20 +91,3 @@ async def test_successful_call_is_settled_at_exact_cost(
 
 def test_price_book_type(openai_settings: Settings) -> None:
     assert isinstance(build_price_book(openai_settings), PriceBook)
-
-
-@pytest.mark.parametrize(
-    ("written", "stored"),
-    [
-        ("a\x00b", "a\ufffdb"),
-        ("raw \ud800 surrogate", "raw \ufffd surrogate"),
-        ('{"x": "a\\u0000b"}', '{"x": "a\\ufffdb"}'),
-        ('{"x": "\\ud800 lone high"}', '{"x": "\\ufffd lone high"}'),
-        ('{"x": "lone low \\udc00"}', '{"x": "lone low \\ufffd"}'),
-        ('{"x": "\\ud83d\\ude00 a pair is kept"}', '{"x": "\\ud83d\\ude00 a pair is kept"}'),
-        ('{"x": "\\\\u0000 escaped"}', '{"x": "\\\\u0000 escaped"}'),
-        ("emoji 😀 and € stay", "emoji 😀 and € stay"),
-    ],
-)
-def test_storable_replaces_what_postgresql_cannot_hold(written: str, stored: str) -> None:
-    assert storable(written) == stored
