@@ -16,7 +16,14 @@ from llm_service.db.schema_dump import REGENERATE_COMMAND, dump_schema
 from llm_service.db.urls import DatabaseUrls
 from llm_service.verify import EXPECTED_TABLES
 
-REVISIONS = ["001_core_schema", "002_pii_controls", "003_data_governance", "004_llm_subsystem"]
+REVISIONS = [
+    "001_core_schema",
+    "002_pii_controls",
+    "003_data_governance",
+    "004_llm_subsystem",
+    "005_pii_scan_incremental",
+    "006_trust_privileges",
+]
 VERSIONS_DIR = migrate.MIGRATIONS_DIR / "versions"
 CANONICAL_SCHEMA = migrate.MIGRATIONS_DIR / "canonical_schema.sql"
 ALL_TABLES = EXPECTED_TABLES | {"alembic_version"}
