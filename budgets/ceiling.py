@@ -12,11 +12,12 @@ settled call costs no more than its reservation. A call costs no more than its r
   approximate Claude/Gemini counts) for approximate tokenizers from the FIRST call, and
   `exact_tokenizer_margin` (default 0.02, message framing) for OpenAI models counted exactly.
 
-Under those assumptions settled spend never exceeds the limit. Spend is the truth: a call that
-cost more than reserved (an assumption broken) is still settled at its real cost, which can push
-spend past the limit by that call's excess; `overrun` records it, the model's margin is raised to
-cover the observed under-count plus 0.05, and later reservations see the smaller remainder (they
-are refused once nothing is left), so an overrun cannot repeat unnoticed.
+Under those assumptions settled spend never exceeds the limit, and it does not when they are
+broken either: usage outside a call's bounds (output above `max_tokens`, input above the margined
+count, negative, non-integer) is billed at the call's reservation and flagged (budgets.usage),
+so spent + reserved <= limit always holds. A plausible input under-count (up to
+`MAX_LEARNABLE_RATIO` times the estimate) still raises the model's margin to the observed
+under-count plus 0.05, so later reservations are safe.
 
 Concurrency. One run is driven by one asyncio task, and several tool/LLM calls may reserve
 concurrently within it. Every method is synchronous with no await inside, so under asyncio each
@@ -32,13 +33,13 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from typing import Final
 
 from budgets.estimate import (
-    actual_cost,
     margined_input_tokens,
     max_tokens_affordable,
     worst_case_cost,
 )
 from budgets.money import USD, ZERO, exact_arithmetic, format_usd
 from budgets.prices import ModelPrice
+from budgets.usage import BilledUsage, UsageBounds, judge_usage
 
 DEFAULT_RUN_LIMIT: Final = Decimal("0.30")
 """The default and highest per-investigation ceiling, USD."""
@@ -78,6 +79,13 @@ class Reservation:
     input_tokens_reserved: int
     price: ModelPrice
     for_wrapup: bool = False
+
+    @property
+    def bounds(self) -> UsageBounds:
+        """What the call this reservation is for could at most consume."""
+        return UsageBounds(
+            self.input_tokens_estimate, self.input_tokens_reserved, self.max_tokens, self.amount_usd
+        )
 
 
 class RunCeiling:
@@ -140,7 +148,8 @@ class RunCeiling:
 
     @property
     def overrun(self) -> USD:
-        """Total by which settled calls cost more than they reserved (0 if the assumptions held)."""
+        """Total by which settled calls cost more than they reserved: always 0, since usage
+        outside a call's bounds is billed at its reservation (kept as a checkable invariant)."""
         return self._overrun
 
     @property
@@ -226,22 +235,29 @@ class RunCeiling:
             return reservation
 
     def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int) -> USD:
-        """Replace the reservation with the call's actual cost (returned); learn from the usage.
+        """Replace the reservation with the call's cost (returned): see `settle_reported`."""
+        return self.settle_reported(reservation, input_tokens, output_tokens).cost_usd
 
-        Output above max_tokens is still charged at its real cost (spend is the truth). If the
-        provider counted more input than was reserved, the model's margin is raised to the
-        observed under-count plus 0.05 so the next estimate is safe.
+    def settle_reported(
+        self, reservation: Reservation, reported_input: object, reported_output: object
+    ) -> BilledUsage:
+        """Replace the reservation with what the call is billed at, judged from its usage.
+
+        Usage within the call's bounds is billed as reported; anything else at the reservation
+        (budgets.usage), so a settled call never costs more than it reserved. If the provider
+        counted more input than was reserved (plausibly: a tokenizer miss), the model's margin
+        is raised to the observed under-count plus 0.05 so the next estimate is safe.
         """
-        cost = actual_cost(reservation.price, input_tokens, output_tokens)
+        billed = judge_usage(reservation.price, reservation.bounds, reported_input, reported_output)
         with self._lock:
             self._take(reservation)
             with exact_arithmetic():
-                self._spent += cost
-                if cost > reservation.amount_usd:
-                    self._overrun += cost - reservation.amount_usd
-            if input_tokens > reservation.input_tokens_reserved:
-                self._learn(reservation, input_tokens)
-        return cost
+                self._spent += billed.cost_usd
+                if billed.cost_usd > reservation.amount_usd:
+                    self._overrun += billed.cost_usd - reservation.amount_usd
+            if billed.learnable_input_tokens is not None:
+                self._learn(reservation, billed.learnable_input_tokens)
+        return billed
 
     def release(self, reservation: Reservation) -> None:
         """Return the reservation of a call that was never sent."""

@@ -16,11 +16,10 @@ from uuid import UUID
 
 import asyncpg
 
+from budgets.ceiling import CeilingReached
 from budgets.money import cents_to_usd, usd_to_cents
 
 CALL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
-
-_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('llm-cap:' || $1::text, 0))"
 
 _CAP_SQL = """
 SELECT t.monthly_cap_cents AS cap,
@@ -32,50 +31,28 @@ SELECT t.monthly_cap_cents AS cap,
 FROM tenants t WHERE t.id = $1
 """
 
-# Sweep, cap check and insert in one statement (one round trip instead of three), run after the
-# advisory lock so that its snapshot sees every reservation committed before the lock was won.
-# The swept rows are still 'pending' in that snapshot: they count as reserved rather than as
-# spent, the same amount (a swept row of an earlier month is counted once more, conservatively).
+# The database checks the reservation against the tenant's monthly cap (under a per-tenant
+# advisory lock, after settling the tenant's expired reservations) and against the run's ceiling:
+# see fn_llm_api_calls_reserve and fn_llm_api_calls_run_spend (migration 006).
 _RESERVE_SQL = """
-WITH swept AS (
-    UPDATE llm_api_calls
-       SET status = 'abandoned', cost_cents = reserved_cents, cost_is_estimate = true,
-           settled_at = now(), error_type = 'lease_expired',
-           error_message = 'the calling process stopped before settling; '
-                           'counted at its reserved worst case'
-     WHERE tenant_id = $2 AND status = 'pending' AND reservation_expires_at <= now()
-    RETURNING id
-),
-cap AS (
-    SELECT t.monthly_cap_cents AS cap,
-           coalesce((SELECT m.total_cost_cents FROM llm_monthly_costs m
-                     WHERE m.tenant_id = t.id
-                       AND m.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date),
-                    0) AS spent,
-           coalesce((SELECT sum(c.reserved_cents) FROM llm_api_calls c
-                     WHERE c.tenant_id = t.id AND c.status = 'pending'), 0) AS reserved
-    FROM tenants t WHERE t.id = $2
-),
-inserted AS (
-    INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, attempt,
-        status, reserved_cents, reservation_expires_at, max_tokens, investigation_id,
-        budget_optimization_job_id, request_metadata)
-    SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::text, $7::integer, 'pending',
-           $8::numeric, now() + make_interval(secs => $9::double precision), $10::integer,
-           $11::uuid, $12::uuid, $13::jsonb
-      FROM cap
-     WHERE cap.spent + cap.reserved + $8::numeric <= cap.cap
-    RETURNING reservation_expires_at
-)
-SELECT cap.cap, cap.spent, cap.reserved, (SELECT reservation_expires_at FROM inserted) AS expires_at
-  FROM cap
+INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, attempt,
+    reserved_cents, reservation_expires_at, max_tokens, investigation_id,
+    budget_optimization_job_id, request_metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9::double precision),
+        $10, $11, $12, $13)
+RETURNING reservation_expires_at
 """
+
+_CAP_REFUSED = "LLCAP"
+_RUN_CEILINGS = frozenset(
+    {"ck_investigations_within_ceiling", "ck_budget_optimization_jobs_within_ceiling"}
+)
 
 _SETTLE_SQL = """
 UPDATE llm_api_calls
    SET status = $2, input_tokens = $3, output_tokens = $4, cost_cents = $5, cost_is_estimate = $6,
        latency_ms = $7, provider_request_id = $8, error_type = $9, error_message = $10,
-       settled_at = now()
+       usage_anomaly = $11, raw_usage = $12, settled_at = now()
  WHERE id = $1 AND status = 'pending'
 """
 
@@ -145,34 +122,34 @@ async def reserve_call(
 ) -> CallReservation:
     """Write the pending row for a call, atomically within the tenant's monthly cap.
 
-    A per-tenant advisory lock serialises reservations across every process and machine, so
-    concurrent calls cannot each see the same room under the cap. Expired reservations of
-    crashed processes are settled (at their worst case) first, so they stop blocking.
+    The database does the checking (migration 006): a per-tenant advisory lock serialises
+    reservations across every process and machine, so concurrent calls cannot each see the same
+    room under the cap; expired reservations of crashed processes are settled (at their worst
+    case) first, so they stop blocking; a run's recorded spend may not pass its ceiling.
     """
     needed = usd_to_cents(worst_case_usd)
-    await conn.execute(_LOCK_SQL, str(tenant_id))
     call_id = call_id or uuid.uuid4()
-    row = await conn.fetchrow(
-        _RESERVE_SQL,
-        call_id,
-        tenant_id,
-        request_id or str(call_id),
-        endpoint,
-        model,
-        provider,
-        attempt,
-        needed,
-        lease_seconds,
-        max_tokens,
-        investigation_id,
-        budget_optimization_job_id,
-        request_metadata or {},
-    )
-    if row is None:
-        raise LookupError(f"tenant {tenant_id} is not visible in this transaction")
-    if row["expires_at"] is None:
-        raise MonthlyCapExceeded(row["cap"], row["spent"] + row["reserved"], needed)
-    return CallReservation(call_id, tenant_id, cents_to_usd(needed), row["expires_at"])
+    try:
+        expires_at = await conn.fetchval(
+            _RESERVE_SQL,
+            call_id,
+            tenant_id,
+            request_id or str(call_id),
+            endpoint,
+            model,
+            provider,
+            attempt,
+            needed,
+            lease_seconds,
+            max_tokens,
+            investigation_id,
+            budget_optimization_job_id,
+            request_metadata or {},
+        )
+    except asyncpg.PostgresError as exc:
+        _raise_refusal(exc, needed)
+        raise
+    return CallReservation(call_id, tenant_id, cents_to_usd(needed), expires_at)
 
 
 async def settle_call(
@@ -188,6 +165,8 @@ async def settle_call(
     provider_request_id: str | None = None,
     error_type: str | None = None,
     error_message: str | None = None,
+    usage_anomaly: str | None = None,
+    raw_usage: dict[str, Any] | None = None,
 ) -> bool:
     """Settle a pending call with what it really cost; False if it was already settled (swept)."""
     if status not in CALL_STATUSES:
@@ -204,6 +183,8 @@ async def settle_call(
         provider_request_id,
         error_type,
         (error_message or "")[:2000] or None,
+        usage_anomaly[:500] if usage_anomaly else None,
+        raw_usage,
     )
     return bool(result == "UPDATE 1")
 
@@ -215,7 +196,19 @@ async def void_reservation(conn: asyncpg.Connection, call_id: UUID, reason: str)
     commit): without this, a row that did commit would be counted at its worst case once swept.
     """
     result = await conn.execute(
-        _SETTLE_SQL, call_id, "failed", None, None, Decimal(0), False, None, None, "NotSent", reason
+        _SETTLE_SQL,
+        call_id,
+        "failed",
+        None,
+        None,
+        Decimal(0),
+        False,
+        None,
+        None,
+        "NotSent",
+        reason,
+        None,
+        None,
     )
     return bool(result == "UPDATE 1")
 
@@ -224,3 +217,23 @@ async def sweep_expired_reservations(conn: asyncpg.Connection) -> int:
     """Settle every tenant's expired reservations at their worst case (narrow definer function)."""
     count: int = await conn.fetchval("SELECT fn_sweep_expired_llm_reservations()")
     return count
+
+
+def _raise_refusal(exc: asyncpg.PostgresError, needed: Decimal) -> None:
+    """Turn the database's refusal of a reservation into the budget exception it stands for."""
+    state = getattr(exc, "sqlstate", None)
+    if state == _CAP_REFUSED:
+        figures = dict(
+            part.split("=", 1)
+            for part in (getattr(exc, "detail", "") or "").split(";")
+            if "=" in part
+        )
+        raise MonthlyCapExceeded(
+            Decimal(figures.get("cap", "0")), Decimal(figures.get("committed", "0")), needed
+        ) from exc
+    if getattr(exc, "constraint_name", None) in _RUN_CEILINGS:
+        raise CeilingReached(
+            "the database refused a reservation past the run's ceiling",
+            needed_usd=cents_to_usd(needed),
+            available_usd=Decimal(0),
+        ) from exc

@@ -19,6 +19,7 @@ from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.runtime import database_runtime
 from llm_service.errors import ServiceError
 from llm_service.settings import Settings, get_settings
+from llm_service.workers.sweeper import ReservationSweeper
 
 
 def _cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -220,7 +221,13 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             if args.once:
                 print(await worker.run_once() or "queue empty")
             else:
-                await worker.run_until_stopped()
+                sweeper = ReservationSweeper(pool, settings.ledger_sweep_interval_s)
+                sweeping = asyncio.create_task(sweeper.run_until_stopped())
+                try:
+                    await worker.run_until_stopped()
+                finally:
+                    sweeper.stop()
+                    await sweeping
         finally:
             await pool.close()
         return 0

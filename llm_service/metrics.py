@@ -30,6 +30,17 @@ RESERVATIONS_IN_FLIGHT = Gauge(
     "Provider calls reserved and not yet settled, in this process",
     registry=REGISTRY,
 )
+USAGE_ANOMALIES = Counter(
+    "llm_service_llm_usage_anomalies_total",
+    "Provider replies whose reported usage was impossible (billed at the reservation instead)",
+    ["model", "endpoint"],
+    registry=REGISTRY,
+)
+RESERVATIONS_SWEPT = Counter(
+    "llm_service_llm_reservations_swept_total",
+    "Expired reservations settled at their worst case by the sweeper",
+    registry=REGISTRY,
+)
 CACHE_LOOKUPS = Counter(
     "llm_service_explanation_cache_total",
     "Explanation requests by cache result",

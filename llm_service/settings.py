@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # On shutdown, runs in flight get this long to finish; the rest are cancelled and handed back
     # (their lease ended at once, so another worker ends them with what they recorded).
     worker_shutdown_grace_s: float = 10.0
+    # Every serve and worker process settles expired reservations (of crashed callers) at their
+    # worst case this often, so none stays pending longer than this past its expiry.
+    ledger_sweep_interval_s: float = Field(default=10.0, gt=0, le=50)
 
 
 @lru_cache(maxsize=1)

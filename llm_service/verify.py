@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from llm_service.db import migrate
+from llm_service.verify_privileges import privilege_checks
 
 EXPECTED_TABLES = frozenset(
     {
@@ -167,6 +168,7 @@ async def run_checks(
             f"{len(definers)} SECURITY DEFINER functions" + (f"; loose: {loose}" if loose else ""),
         )
     )
+    await privilege_checks(owner, app_role, lambda *c: checks.append(Check(*c)))
     return checks
 
 

@@ -152,8 +152,10 @@ TABLE budget_optimization_jobs  -- owner: <owner>
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
-    GRANT INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT TO llm_app
     GRANT SELECT, UPDATE TO llm_crosstenant
+    GRANT INSERT (idempotency_key, max_cost_cents, params, tenant_id) TO llm_app
+    GRANT UPDATE (degraded, finished_at, heartbeat_at, lease_expires_at, lease_owner, rationale, reason, recommendations, status) TO llm_app
 
 TABLE channel_assignment_corrections  -- owner: <owner>
     COMMENT 'Manual overrides of an event''s or allocation''s channel. Data class: business audit. Owner: attribution. RLS: enabled and forced (tenant_isolation_policy).'
@@ -403,8 +405,10 @@ TABLE investigations  -- owner: <owner>
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
-    GRANT INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT TO llm_app
     GRANT SELECT, UPDATE TO llm_crosstenant
+    GRANT INSERT (idempotency_key, max_cost_cents, max_steps, question, tenant_id, timeout_ms) TO llm_app
+    GRANT UPDATE (cancel_requested, degraded, elapsed_ms, finished_at, heartbeat_at, lease_expires_at, lease_owner, reason, result, status) TO llm_app
 
 TABLE llm_api_calls  -- owner: <owner>
     COMMENT 'One row per provider attempt, written before the call (pending, with its reserved worst case) and settled after. Data class: billing, prompts only in request_metadata. Owner: LLM gateway. RLS: enabled and forced (tenant_isolation_policy).'
@@ -434,6 +438,10 @@ TABLE llm_api_calls  -- owner: <owner>
     COLUMN started_at timestamp with time zone NOT NULL DEFAULT now()
     COLUMN settled_at timestamp with time zone
     COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN usage_anomaly text
+    COLUMN raw_usage jsonb
+    COMMENT ON COLUMN usage_anomaly 'Why the usage the provider reported was not believed (the call was then billed at its reservation); NULL when it was billed as reported.'
+    COMMENT ON COLUMN raw_usage 'The usage object the provider returned, as it came (capped), kept as evidence.'
     CONSTRAINT ck_llm_api_calls_attempt CHECK (attempt >= 1)
     CONSTRAINT ck_llm_api_calls_cost CHECK (cost_cents >= 0::numeric)
     CONSTRAINT ck_llm_api_calls_endpoint CHECK (endpoint = ANY (ARRAY['explanations'::text, 'investigations'::text, 'budget_optimizations'::text, 'embeddings'::text]))
@@ -444,6 +452,8 @@ TABLE llm_api_calls  -- owner: <owner>
     CONSTRAINT ck_llm_api_calls_reserved CHECK (reserved_cents >= 0::numeric)
     CONSTRAINT ck_llm_api_calls_settled CHECK ((status = 'pending'::text) = (settled_at IS NULL))
     CONSTRAINT ck_llm_api_calls_status CHECK (status = ANY (ARRAY['pending'::text, 'succeeded'::text, 'failed'::text, 'timed_out'::text, 'cancelled'::text, 'abandoned'::text]))
+    CONSTRAINT ck_llm_api_calls_usage_anomaly CHECK (length(usage_anomaly) >= 1 AND length(usage_anomaly) <= 500)
+    CONSTRAINT ck_llm_api_calls_within_reservation CHECK (cost_cents <= reserved_cents)
     CONSTRAINT llm_api_calls_pkey PRIMARY KEY (id)
     CONSTRAINT llm_api_calls_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
     CONSTRAINT uq_llm_api_calls_request UNIQUE (tenant_id, endpoint, request_id)
@@ -456,13 +466,17 @@ TABLE llm_api_calls  -- owner: <owner>
     INDEX idx_llm_calls_tenant_started: CREATE INDEX idx_llm_calls_tenant_started ON public.llm_api_calls USING btree (tenant_id, started_at)
     INDEX llm_api_calls_pkey: CREATE UNIQUE INDEX llm_api_calls_pkey ON public.llm_api_calls USING btree (id)
     INDEX uq_llm_api_calls_request: CREATE UNIQUE INDEX uq_llm_api_calls_request ON public.llm_api_calls USING btree (tenant_id, endpoint, request_id)
+    TRIGGER trg_llm_api_calls_reserve: CREATE TRIGGER trg_llm_api_calls_reserve BEFORE INSERT ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_reserve()
     TRIGGER trg_llm_api_calls_rollup: CREATE TRIGGER trg_llm_api_calls_rollup AFTER INSERT OR UPDATE OF status ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_rollup()
+    TRIGGER trg_llm_api_calls_run_spend: CREATE TRIGGER trg_llm_api_calls_run_spend AFTER INSERT OR UPDATE OF status, cost_cents ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_run_spend()
     TRIGGER trg_llm_api_calls_settled_immutable: CREATE TRIGGER trg_llm_api_calls_settled_immutable BEFORE UPDATE ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_settled_immutable()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
-    GRANT INSERT, SELECT, UPDATE TO llm_app
+    GRANT SELECT TO llm_app
     GRANT SELECT, UPDATE TO llm_crosstenant
+    GRANT INSERT (attempt, budget_optimization_job_id, endpoint, id, investigation_id, max_tokens, model, provider, request_id, request_metadata, reservation_expires_at, reserved_cents, tenant_id) TO llm_app
+    GRANT UPDATE (cost_cents, cost_is_estimate, error_message, error_type, input_tokens, latency_ms, output_tokens, provider_request_id, raw_usage, settled_at, status, usage_anomaly) TO llm_app
 
 TABLE llm_monthly_costs  -- owner: <owner>
     COMMENT 'What finance reviews: per tenant and UTC month, the exact sum of its settled calls, by model and endpoint. Written only by the ledger trigger. Data class: billing. Owner: finance. RLS: enabled and forced (tenant_isolation_policy); the application may only read it.'
@@ -661,7 +675,7 @@ TABLE tenants  -- owner: <owner>
     GRANT SELECT TO llm_app
     GRANT SELECT TO llm_crosstenant
 
-FUNCTION fn_attribution_events_immutable()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+FUNCTION fn_attribution_events_immutable()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_attribution_events_immutable()
  RETURNS trigger
@@ -684,7 +698,7 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_breakdown_add(p_breakdown jsonb, p_key text, p_cost numeric, p_input bigint, p_output bigint)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+FUNCTION fn_breakdown_add(p_breakdown jsonb, p_key text, p_cost numeric, p_input bigint, p_output bigint)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: llm_crosstenant, owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_breakdown_add(p_breakdown jsonb, p_key text, p_cost numeric, p_input bigint, p_output bigint)
  RETURNS jsonb
@@ -698,7 +712,7 @@ AS $function$
         'output_tokens', coalesce((p_breakdown -> p_key ->> 'output_tokens')::bigint, 0) + p_output))
 $function$
 
-FUNCTION fn_check_allocation_sums()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+FUNCTION fn_check_allocation_sums()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_check_allocation_sums()
  RETURNS trigger
@@ -739,7 +753,7 @@ CREATE OR REPLACE FUNCTION public.fn_claim_next_run(p_worker text, p_lease_secon
  RETURNS TABLE(kind text, run_id uuid, tenant_id uuid, takeover boolean)
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
     v_id uuid;
@@ -790,7 +804,7 @@ CREATE OR REPLACE FUNCTION public.fn_finance_daily_costs(p_month date)
  RETURNS TABLE(day date, tenant_id uuid, model text, cost_cents numeric, calls bigint)
  LANGUAGE plpgsql
  STABLE SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 BEGIN
     IF p_month IS NULL OR extract(day FROM p_month) <> 1 THEN
@@ -816,7 +830,7 @@ CREATE OR REPLACE FUNCTION public.fn_finance_monthly_costs(p_month date)
  RETURNS TABLE(tenant_id uuid, tenant_name text, total_cost_cents numeric, estimated_cost_cents numeric, calls bigint, input_tokens bigint, output_tokens bigint, model_breakdown jsonb, endpoint_breakdown jsonb, monthly_cap_cents numeric)
  LANGUAGE plpgsql
  STABLE SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 BEGIN
     IF p_month IS NULL OR extract(day FROM p_month) <> 1 THEN
@@ -836,7 +850,7 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_is_personal_key(p_key text)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+FUNCTION fn_is_personal_key(p_key text)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: llm_app, llm_crosstenant, owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_is_personal_key(p_key text)
  RETURNS boolean
@@ -852,12 +866,16 @@ CREATE OR REPLACE FUNCTION public.fn_journal_attribution_allocations()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
  SET enable_seqscan TO 'off'
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
 AS $function$
 BEGIN
+    IF TG_RELID <> 'public.attribution_allocations'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.attribution_allocations, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
         SELECT k.tenant_id, k.part, k.channel, k.day
@@ -964,12 +982,16 @@ CREATE OR REPLACE FUNCTION public.fn_journal_attribution_events()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
  SET enable_seqscan TO 'off'
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
 AS $function$
 BEGIN
+    IF TG_RELID <> 'public.attribution_events'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.attribution_events, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
         SELECT k.tenant_id, k.part, k.channel, k.day
@@ -1011,12 +1033,16 @@ CREATE OR REPLACE FUNCTION public.fn_journal_channel_assignment_corrections()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
  SET enable_seqscan TO 'off'
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
 AS $function$
 BEGIN
+    IF TG_RELID <> 'public.channel_assignment_corrections'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.channel_assignment_corrections, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
         SELECT k.tenant_id, k.part, k.channel, k.day
@@ -1100,12 +1126,16 @@ CREATE OR REPLACE FUNCTION public.fn_journal_dead_events()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
  SET enable_seqscan TO 'off'
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
 AS $function$
 BEGIN
+    IF TG_RELID <> 'public.dead_events'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.dead_events, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
         SELECT k.tenant_id, k.part, k.channel, k.day
@@ -1159,12 +1189,16 @@ CREATE OR REPLACE FUNCTION public.fn_journal_reconciliation_runs()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
  SET enable_seqscan TO 'off'
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
 AS $function$
 BEGIN
+    IF TG_RELID <> 'public.reconciliation_runs'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.reconciliation_runs, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
         SELECT k.tenant_id, k.part, k.channel, k.day
@@ -1218,12 +1252,16 @@ CREATE OR REPLACE FUNCTION public.fn_journal_revenue_ledger()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
  SET enable_seqscan TO 'off'
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
 AS $function$
 BEGIN
+    IF TG_RELID <> 'public.revenue_ledger'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.revenue_ledger, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
         SELECT k.tenant_id, k.part, k.channel, k.day
@@ -1291,12 +1329,16 @@ CREATE OR REPLACE FUNCTION public.fn_journal_revenue_state_transitions()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
  SET enable_seqscan TO 'off'
  SET enable_hashjoin TO 'off'
  SET enable_mergejoin TO 'off'
 AS $function$
 BEGIN
+    IF TG_RELID <> 'public.revenue_state_transitions'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.revenue_state_transitions, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO data_change_journal AS j (tenant_id, part, channel, day)
         SELECT k.tenant_id, k.part, k.channel, k.day
@@ -1356,7 +1398,7 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_jsonb_personal_paths(p_doc jsonb)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+FUNCTION fn_jsonb_personal_paths(p_doc jsonb)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: llm_app, llm_crosstenant, owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_jsonb_personal_paths(p_doc jsonb)
  RETURNS TABLE(path text, key text)
@@ -1382,19 +1424,72 @@ AS $function$
     SELECT path, key FROM walk WHERE personal
 $function$
 
-FUNCTION fn_llm_api_calls_rollup()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: PUBLIC, owner
+FUNCTION fn_llm_api_calls_reserve()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_llm_api_calls_reserve()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_cap numeric;
+    v_spent numeric;
+    v_reserved numeric;
+BEGIN
+    IF TG_RELID <> 'public.llm_api_calls'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.llm_api_calls, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NEW.status <> 'pending' OR NEW.cost_cents <> 0 OR NEW.settled_at IS NOT NULL THEN
+        RAISE EXCEPTION 'a provider call is recorded pending, then settled'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    -- The same key as the application's reservations (budgets.ledger), in every process.
+    PERFORM pg_advisory_xact_lock(hashtextextended('llm-cap:' || NEW.tenant_id::text, 0));
+    UPDATE llm_api_calls
+       SET status = 'abandoned', cost_cents = reserved_cents, cost_is_estimate = true,
+           settled_at = now(), error_type = 'lease_expired',
+           error_message = 'the calling process stopped before settling; '
+                           'counted at its reserved worst case'
+     WHERE tenant_id = NEW.tenant_id AND status = 'pending' AND reservation_expires_at <= now();
+    SELECT t.monthly_cap_cents INTO v_cap FROM tenants t WHERE t.id = NEW.tenant_id;
+    IF v_cap IS NULL THEN
+        RAISE EXCEPTION 'tenant % does not exist', NEW.tenant_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    SELECT coalesce(sum(m.total_cost_cents), 0) INTO v_spent FROM llm_monthly_costs m
+     WHERE m.tenant_id = NEW.tenant_id
+       AND m.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date;
+    SELECT coalesce(sum(c.reserved_cents), 0) INTO v_reserved FROM llm_api_calls c
+     WHERE c.tenant_id = NEW.tenant_id AND c.status = 'pending';
+    IF v_spent + v_reserved + NEW.reserved_cents > v_cap THEN
+        RAISE EXCEPTION 'the monthly cap leaves no room for this reservation'
+            USING ERRCODE = 'LLCAP',
+                  DETAIL = format('cap=%s;committed=%s;needed=%s',
+                                  v_cap, v_spent + v_reserved, NEW.reserved_cents);
+    END IF;
+    RETURN NEW;
+END
+$function$
+
+FUNCTION fn_llm_api_calls_rollup()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_llm_api_calls_rollup()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
     v_month date := date_trunc('month', NEW.started_at AT TIME ZONE 'UTC')::date;
     v_in bigint := coalesce(NEW.input_tokens, 0);
     v_out bigint := coalesce(NEW.output_tokens, 0);
 BEGIN
+    IF TG_RELID <> 'public.llm_api_calls'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.llm_api_calls, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF NEW.status = 'pending' OR (TG_OP = 'UPDATE' AND OLD.status <> 'pending') THEN
         RETURN NULL;
     END IF;
@@ -1417,17 +1512,56 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_llm_api_calls_settled_immutable()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+FUNCTION fn_llm_api_calls_run_spend()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_llm_api_calls_run_spend()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_delta numeric := CASE WHEN NEW.status = 'pending' THEN NEW.reserved_cents
+                            ELSE NEW.cost_cents END;
+BEGIN
+    IF TG_RELID <> 'public.llm_api_calls'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.llm_api_calls, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        v_delta := v_delta - CASE WHEN OLD.status = 'pending' THEN OLD.reserved_cents
+                                  ELSE OLD.cost_cents END;
+    END IF;
+    IF v_delta = 0 THEN
+        RETURN NULL;
+    END IF;
+    IF NEW.investigation_id IS NOT NULL THEN
+        UPDATE investigations SET cost_cents = cost_cents + v_delta
+         WHERE tenant_id = NEW.tenant_id AND id = NEW.investigation_id;
+    END IF;
+    IF NEW.budget_optimization_job_id IS NOT NULL THEN
+        UPDATE budget_optimization_jobs SET cost_cents = cost_cents + v_delta
+         WHERE tenant_id = NEW.tenant_id AND id = NEW.budget_optimization_job_id;
+    END IF;
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_llm_api_calls_settled_immutable()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_llm_api_calls_settled_immutable()
  RETURNS trigger
  LANGUAGE plpgsql
 AS $function$
 BEGIN
-    IF OLD.status <> 'pending' AND (NEW.status, NEW.cost_cents, NEW.input_tokens, NEW.output_tokens,
-            NEW.cost_is_estimate, NEW.model, NEW.endpoint, NEW.tenant_id, NEW.started_at)
-        IS DISTINCT FROM (OLD.status, OLD.cost_cents, OLD.input_tokens, OLD.output_tokens,
-            OLD.cost_is_estimate, OLD.model, OLD.endpoint, OLD.tenant_id, OLD.started_at) THEN
+    IF OLD.status <> 'pending' AND (NEW.status, NEW.cost_cents, NEW.input_tokens,
+            NEW.output_tokens, NEW.cost_is_estimate, NEW.model, NEW.endpoint, NEW.tenant_id,
+            NEW.started_at, NEW.reserved_cents, NEW.usage_anomaly, NEW.raw_usage,
+            NEW.investigation_id, NEW.budget_optimization_job_id, NEW.settled_at)
+        IS DISTINCT FROM (OLD.status, OLD.cost_cents, OLD.input_tokens,
+            OLD.output_tokens, OLD.cost_is_estimate, OLD.model, OLD.endpoint, OLD.tenant_id,
+            OLD.started_at, OLD.reserved_cents, OLD.usage_anomaly, OLD.raw_usage,
+            OLD.investigation_id, OLD.budget_optimization_job_id, OLD.settled_at) THEN
         RAISE EXCEPTION 'llm_api_calls row % is settled; its money facts are immutable', OLD.id
             USING ERRCODE = 'check_violation';
     END IF;
@@ -1435,7 +1569,7 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_normalize_json_key(p_key text)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+FUNCTION fn_normalize_json_key(p_key text)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: llm_app, llm_crosstenant, owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_normalize_json_key(p_key text)
  RETURNS text
@@ -1457,7 +1591,7 @@ CREATE OR REPLACE FUNCTION public.fn_purge_expired_explanation_cache(p_batch_siz
  RETURNS integer
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
     n integer;
@@ -1480,7 +1614,7 @@ CREATE OR REPLACE FUNCTION public.fn_purge_llm_call_prompts(p_before timestamp w
  RETURNS integer
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
     n integer;
@@ -1511,7 +1645,7 @@ CREATE OR REPLACE FUNCTION public.fn_purge_llm_validation_payloads(p_before time
  RETURNS integer
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
     n integer;
@@ -1540,7 +1674,7 @@ CREATE OR REPLACE FUNCTION public.fn_queue_depth()
  RETURNS TABLE(kind text, status text, runs bigint)
  LANGUAGE sql
  STABLE SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
     SELECT 'investigation', status, count(*) FROM investigations
      WHERE status IN ('queued', 'running') GROUP BY status
@@ -1555,7 +1689,7 @@ CREATE OR REPLACE FUNCTION public.fn_reconcile_monthly_costs(p_month date DEFAUL
  RETURNS TABLE(tenant_id uuid, month date, recorded_cost_cents numeric, computed_cost_cents numeric, recorded_calls bigint, computed_calls bigint, breakdowns_match boolean)
  LANGUAGE sql
  STABLE SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
     WITH settled AS (
         SELECT c.tenant_id, date_trunc('month', c.started_at AT TIME ZONE 'UTC')::date AS month,
@@ -1603,7 +1737,7 @@ AS $function$
     ORDER BY 2, 1
 $function$
 
-FUNCTION fn_revenue_ledger_audit_state()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+FUNCTION fn_revenue_ledger_audit_state()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_revenue_ledger_audit_state()
  RETURNS trigger
@@ -1625,7 +1759,7 @@ CREATE OR REPLACE FUNCTION public.fn_scan_pii_contamination()
  RETURNS integer
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
     inserted integer := 0;
@@ -1660,7 +1794,7 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_set_updated_at()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: PUBLIC, owner
+FUNCTION fn_set_updated_at()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_set_updated_at()
  RETURNS trigger
@@ -1678,7 +1812,7 @@ CREATE OR REPLACE FUNCTION public.fn_sweep_expired_llm_reservations()
  RETURNS integer
  LANGUAGE plpgsql
  SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
     n integer;
@@ -1699,7 +1833,7 @@ CREATE OR REPLACE FUNCTION public.fn_tenant_for_api_key_hash(p_hash text)
  RETURNS uuid
  LANGUAGE sql
  STABLE SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'public'
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
     SELECT id FROM public.tenants WHERE api_key_hash = p_hash
 $function$

@@ -8,6 +8,18 @@ CROSSTENANT_ROLE = "llm_crosstenant"
 # Fail closed: with no tenant set (NULL, or '' once a pooled session has reset it) nothing matches.
 CURRENT_TENANT = "nullif(current_setting('app.current_tenant_id', true), '')::uuid"
 
+# Every SECURITY DEFINER function searches these, pg_temp last: a temporary object can never
+# shadow one of ours (left out, pg_temp would be searched FIRST for tables).
+DEFINER_SEARCH_PATH = "pg_catalog, public, pg_temp"
+
+
+def trigger_table_guard(table: str) -> str:
+    """PL/pgSQL refusing to run as a trigger of any table but `table` (for definer triggers)."""
+    return f"""IF TG_RELID <> 'public.{table}'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.{table}, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;"""
+
 
 def tenant_rls(
     table: str, *, column: str = "tenant_id", app_privileges: str = "SELECT, INSERT, UPDATE, DELETE"

@@ -28,6 +28,7 @@ from llm_service.db.runtime import database_runtime
 from llm_service.explanations.service import ExplanationService
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings, get_settings
+from llm_service.workers.sweeper import ReservationSweeper
 
 
 def create_app(
@@ -69,6 +70,9 @@ def create_app(
                 database_runtime(settings).urls.app if owned else settings.app_database_url
             ),
         )
+        # Every serving process sweeps expired reservations (one of them per round does the work).
+        sweeper = ReservationSweeper(app.state.pool, settings.ledger_sweep_interval_s)
+        sweeper_task = asyncio.create_task(sweeper.run_until_stopped()) if owned else None
         worker_task = None
         if with_workers:
             from llm_service.workers.worker import Worker
@@ -90,6 +94,9 @@ def create_app(
                 worker.stop()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(worker_task, settings.worker_shutdown_grace_s + 15)
+            if sweeper_task is not None:
+                sweeper.stop()
+                await sweeper_task
             await app.state.explanations.aclose()
             if owned:
                 await app.state.pool.close()

@@ -115,6 +115,19 @@ GROUP BY grantee
 ORDER BY grantee
 """
 
+# Column privileges (the application role writes only some columns of the money tables).
+_COLUMN_GRANTS_SQL = """
+SELECT grantee, privilege_type,
+       string_agg(column_name, ', ' ORDER BY column_name) AS columns
+FROM information_schema.column_privileges cp
+WHERE table_schema = %(schema)s AND table_name = %(table)s AND grantee = ANY(%(roles)s)
+  AND NOT EXISTS (SELECT 1 FROM information_schema.role_table_grants tg
+                  WHERE tg.table_schema = cp.table_schema AND tg.table_name = cp.table_name
+                    AND tg.grantee = cp.grantee AND tg.privilege_type = cp.privilege_type)
+GROUP BY grantee, privilege_type
+ORDER BY grantee, privilege_type
+"""
+
 _FUNCTIONS_SQL = f"""
 SELECT p.oid, p.proname, pg_get_function_identity_arguments(p.oid) AS args,
        pg_get_functiondef(p.oid) AS def, p.prosecdef,
@@ -224,6 +237,12 @@ def _table_section(conn: psycopg.Connection[Any], table: Sequence[Any]) -> list[
         f"    GRANT {privileges} TO {grantee}"
         for grantee, privileges in _rows(
             conn, _TABLE_GRANTS_SQL, schema=SCHEMA, table=name, roles=list(SERVICE_ROLES)
+        )
+    ]
+    out += [
+        f"    GRANT {privilege} ({columns}) TO {grantee}"
+        for grantee, privilege, columns in _rows(
+            conn, _COLUMN_GRANTS_SQL, schema=SCHEMA, table=name, roles=list(SERVICE_ROLES)
         )
     ]
     return out

@@ -104,22 +104,20 @@ async def hand_back(conn: asyncpg.Connection, run_id: UUID, worker: str) -> bool
 
 
 async def heartbeat(
-    conn: asyncpg.Connection, run_id: UUID, worker: str, lease_seconds: float, cost_cents: Decimal
+    conn: asyncpg.Connection, run_id: UUID, worker: str, lease_seconds: float
 ) -> bool | None:
-    """Extend this worker's lease and record the spend so far; returns cancel_requested, or None
-    if the lease is no longer this worker's."""
+    """Extend this worker's lease; returns cancel_requested, or None if the lease is no longer
+    this worker's. (The run's spend is kept by the ledger: fn_llm_api_calls_run_spend.)"""
     result: bool | None = await conn.fetchval(
         """
         UPDATE investigations
-           SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now(),
-               cost_cents = greatest(cost_cents, $4)
+           SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now()
          WHERE id = $1 AND lease_owner = $2 AND status = 'running'
         RETURNING cancel_requested
         """,
         run_id,
         worker,
         lease_seconds,
-        cost_cents,
     )
     return result
 
@@ -131,30 +129,30 @@ async def finish(
     *,
     status: str,
     reason: str,
-    cost_cents: Decimal,
     elapsed_ms: int,
     result: dict[str, Any] | None,
     degraded: bool,
-) -> bool:
-    """Record a terminal state, if this worker still holds the run."""
+) -> Decimal | None:
+    """Record a terminal state, if this worker still holds the run; returns the run's spend (the
+    sum of its ledger rows, kept by the ledger), or None if the run was not this worker's."""
     assert status in TERMINAL_STATES
-    done = await conn.execute(
+    spent: Decimal | None = await conn.fetchval(
         """
         UPDATE investigations
-           SET status = $3, reason = $4, cost_cents = $5, elapsed_ms = $6, result = $7,
-               degraded = $8, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+           SET status = $3, reason = $4, elapsed_ms = $5, result = $6,
+               degraded = $7, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
          WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+        RETURNING cost_cents
         """,
         run_id,
         worker,
         status,
         reason,
-        cost_cents,
         elapsed_ms,
         result,
         degraded,
     )
-    return bool(done == "UPDATE 1")
+    return spent
 
 
 async def add_event(

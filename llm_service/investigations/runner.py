@@ -14,7 +14,7 @@ import asyncpg
 
 from budgets.ceiling import RunCeiling
 from budgets.ledger import MonthlyCapExceeded, cap_status
-from budgets.money import cents_to_usd, usd_to_cents
+from budgets.money import cents_to_usd
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.retry import OUTAGE_WAIT_S, retry_through_outage
 from llm_service.investigations import repository
@@ -194,15 +194,11 @@ class InvestigationRunner:
     async def _watch(
         self, run_id: UUID, tenant_id: UUID, ceiling: RunCeiling, work: asyncio.Task[RunOutcome]
     ) -> str:
-        """Heartbeat the lease (recording the spend so far); cancel the work on a cancel request
-        or a lost lease."""
+        """Heartbeat the lease; cancel the work on a cancel request or a lost lease."""
 
         async def renew() -> bool | None:
-            spent = usd_to_cents(ceiling.spent + ceiling.reserved)
             async with tenant_transaction(self.pool, tenant_id) as conn:
-                return await repository.heartbeat(
-                    conn, run_id, self.worker, self.lease_s, min(spent, usd_to_cents(ceiling.limit))
-                )
+                return await repository.heartbeat(conn, run_id, self.worker, self.lease_s)
 
         ended = await keep_lease(
             renew,
@@ -256,8 +252,6 @@ class InvestigationRunner:
         async with tenant_transaction(self.pool, tenant_id) as conn:
             row = await repository.get(conn, run_id)
             assert row is not None
-            spent = await repository.spent_cents(conn, run_id)
-            recorded = min(spent, row["max_cost_cents"])
             if elapsed_ms is None:
                 started = row["started_at"] or row["queued_at"]
                 elapsed_ms = int((datetime.now(UTC) - started).total_seconds() * 1000)
@@ -265,20 +259,17 @@ class InvestigationRunner:
                 "summary": outcome.report.summary,
                 "findings": [f.model_dump() for f in outcome.report.findings],
             }
-            if spent > recorded:
-                result["overrun_cents"] = str(spent - recorded)
-            done = await repository.finish(
+            recorded = await repository.finish(
                 conn,
                 run_id,
                 self.worker,
                 status=outcome.status,
                 reason=outcome.reason,
-                cost_cents=recorded,
                 elapsed_ms=elapsed_ms,
                 result=result,
                 degraded=outcome.degraded,
             )
-            if done:
+            if recorded is not None:
                 await repository.add_event(
                     conn,
                     tenant_id,
@@ -293,4 +284,4 @@ class InvestigationRunner:
                         "findings": len(outcome.report.findings),
                     },
                 )
-        return done
+        return recorded is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,16 +25,19 @@ from tenacity import AsyncRetrying, retry_if_exception
 from budgets.ceiling import Reservation, RunCeiling
 from budgets.ledger import CallReservation, reserve_call, settle_call, void_reservation
 from budgets.prices import ModelPrice, PriceBook
+from budgets.usage import missing_usage
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.retry import is_database_outage, retry_through_outage
 from llm_service.errors import ServiceError
 from llm_service.input_rules import storable
 from llm_service.llm import retry
 from llm_service.llm.litellm_setup import load_litellm
-from llm_service.metrics import LLM_CALLS, LLM_SPEND, RESERVATIONS_IN_FLIGHT
+from llm_service.metrics import LLM_CALLS, LLM_SPEND, RESERVATIONS_IN_FLIGHT, USAGE_ANOMALIES
 from llm_service.pii.redact import PiiFinding, redact_messages
 from llm_service.pii.repository import record_findings
 from llm_service.settings import Settings
+
+_log = logging.getLogger(__name__)
 
 # A pending row outlives its call by this much before a sweeper may count it as abandoned.
 LEASE_GRACE_S = 30.0
@@ -97,9 +101,22 @@ class LlmResult:
 
 @dataclass(frozen=True)
 class _Usage:
-    input_tokens: int
-    output_tokens: int
-    provider_request_id: str | None
+    """The usage a provider reported, as it came: evidence, judged before it is billed."""
+
+    input_tokens: object
+    output_tokens: object
+    raw: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Billed:
+    """How an answered call was settled."""
+
+    cost: Decimal
+    input_tokens: int | None
+    output_tokens: int | None
+    estimate: bool
+    anomaly: str | None
 
 
 class LlmGateway:
@@ -169,7 +186,7 @@ class LlmGateway:
             )
             return response, _completion_usage(response)
 
-        response, call, attempts, latency_ms, usage, cost = await self._with_retries(
+        response, call, attempts, latency_ms, billed, cost = await self._with_retries(
             request=request,
             price=price,
             provider=provider,
@@ -201,8 +218,8 @@ class LlmGateway:
             tool_calls=tool_calls,
             finish_reason=getattr(choice, "finish_reason", None),
             model=model,
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
+            input_tokens=billed.input_tokens or 0,
+            output_tokens=billed.output_tokens or 0,
             cost_usd=cost,
             call_id=call.call_id,
             attempts=attempts,
@@ -232,7 +249,7 @@ class LlmGateway:
             )
             usage = getattr(response, "usage", None)
             tokens = getattr(usage, "prompt_tokens", None) if usage else None
-            return response, _Usage(tokens, 0, None) if isinstance(tokens, int) else None
+            return response, None if tokens is None else _Usage(tokens, 0, _raw_usage(usage))
 
         response, *_, cost = await self._with_retries(
             request=request,
@@ -263,7 +280,7 @@ class LlmGateway:
         findings: list[PiiFinding],
         prompt: dict[str, Any] | None,
         invoke: Callable[[int, float], Awaitable[tuple[Any, _Usage | None]]],
-    ) -> tuple[Any, CallReservation, int, int, _Usage | None, Decimal]:
+    ) -> tuple[Any, CallReservation, int, int, _Billed, Decimal]:
         retrying = AsyncRetrying(
             retry=retry_if_exception(retry.is_transient),
             wait=retry.ProviderBackoff(),
@@ -310,7 +327,7 @@ class LlmGateway:
         prompt: dict[str, Any] | None,
         attempt_no: int,
         invoke: Callable[[int, float], Awaitable[tuple[Any, _Usage | None]]],
-    ) -> tuple[Any, CallReservation, int, int, _Usage | None, Decimal]:
+    ) -> tuple[Any, CallReservation, int, int, _Billed, Decimal]:
         timeout = self.settings.llm_request_timeout_s
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
@@ -339,29 +356,59 @@ class LlmGateway:
             await asyncio.shield(self._settle_failure(request, call, ceiling, held, exc, latency))
             raise
         latency = int((time.perf_counter() - started) * 1000)
+        billed = self._bill(request, call, ceiling, held, usage)
         # Shielded like the failure path: a cancellation now must not leave the row pending.
-        if usage is None:
-            # The provider did not say what it used: count the worst case, flagged as an estimate.
-            cost = ceiling.settle_unknown(held)
-            await asyncio.shield(
-                self._settle(request, call, "succeeded", cost, None, None, True, latency, response)
+        await asyncio.shield(
+            self._settle(
+                request,
+                call,
+                "succeeded",
+                billed.cost,
+                billed.input_tokens,
+                billed.output_tokens,
+                billed.estimate,
+                latency,
+                response,
+                anomaly=billed.anomaly,
+                raw_usage=None if usage is None else usage.raw,
             )
-        else:
-            cost = ceiling.settle(held, usage.input_tokens, usage.output_tokens)
-            await asyncio.shield(
-                self._settle(
-                    request,
-                    call,
-                    "succeeded",
-                    cost,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    False,
-                    latency,
-                    response,
+        )
+        return response, call, attempt_no, latency, billed, billed.cost
+
+    def _bill(
+        self,
+        request: LlmRequest,
+        call: CallReservation,
+        ceiling: RunCeiling,
+        held: Reservation,
+        usage: _Usage | None,
+    ) -> _Billed:
+        """Judge the reported usage and settle the run's ceiling; never raises (a call that was
+        answered must be settled, whatever its usage says)."""
+        if usage is not None:
+            judged = ceiling.settle_reported(held, usage.input_tokens, usage.output_tokens)
+            if judged.anomaly is None:
+                return _Billed(
+                    judged.cost_usd, judged.input_tokens, judged.output_tokens, False, None
                 )
-            )
-        return response, call, attempt_no, latency, usage, cost
+            anomaly = judged.anomaly
+            cost = judged.cost_usd
+        else:
+            anomaly = missing_usage()
+            cost = ceiling.settle_unknown(held)
+        model = self.model if request.endpoint != "embeddings" else self.settings.embedding_model
+        USAGE_ANOMALIES.labels(str(model), request.endpoint).inc()
+        _log.warning(
+            "provider usage not believed; billed at the reservation",
+            extra={
+                "call_id": str(call.call_id),
+                "endpoint": request.endpoint,
+                "anomaly": anomaly,
+                "reserved_usd": str(held.amount_usd),
+            },
+        )
+        # Tokens unknown: the reported ones are not believed (they are kept in raw_usage).
+        return _Billed(cost, None, None, True, anomaly)
 
     async def _open_call(
         self,
@@ -440,7 +487,7 @@ class LlmGateway:
             status = "timed_out"
         else:
             status = "failed"
-        if status == "failed" and retry.surely_not_billed(exc):
+        if status != "cancelled" and retry.surely_not_billed(exc):
             ceiling.release(held)
             cost, estimate = Decimal(0), False
         else:
@@ -463,6 +510,8 @@ class LlmGateway:
         response: Any,
         *,
         error: BaseException | None = None,
+        anomaly: str | None = None,
+        raw_usage: dict[str, Any] | None = None,
     ) -> None:
 
         async def settle() -> None:
@@ -479,6 +528,8 @@ class LlmGateway:
                     provider_request_id=None if response is None else getattr(response, "id", None),
                     error_type=type(error).__name__ if error else None,
                     error_message=_error_text(error) if error else None,
+                    usage_anomaly=anomaly,
+                    raw_usage=raw_usage,
                 )
 
         # Until the reservation expires the sweeper leaves it alone; after that it is counted at
@@ -503,13 +554,33 @@ class LlmGateway:
 
 def _completion_usage(response: Any) -> _Usage | None:
     usage = getattr(response, "usage", None)
-    prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
-    completion = getattr(usage, "completion_tokens", None) if usage is not None else None
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    if usage is None:
         return None
-    if prompt == 0 and completion == 0:
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if prompt is None and completion is None:
+        return None
+    if prompt == 0 and completion == 0 and type(prompt) is int and type(completion) is int:
         return None  # litellm fills zeros when the provider sent no usage at all
-    return _Usage(prompt, completion, getattr(response, "id", None))
+    return _Usage(prompt, completion, _raw_usage(usage))
+
+
+_RAW_USAGE_LIMIT = 2_000
+
+
+def _raw_usage(usage: Any) -> dict[str, Any]:
+    """The provider's usage object as JSON-safe evidence, capped in size."""
+    from llm_service.db.pool import encode_json
+
+    try:
+        raw = usage.model_dump() if hasattr(usage, "model_dump") else dict(usage)
+        text = encode_json(raw)
+    except Exception:
+        text = repr(usage)
+        raw = {"repr": text[:_RAW_USAGE_LIMIT]}
+    if len(text) > _RAW_USAGE_LIMIT:
+        return {"truncated": True, "head": text[:_RAW_USAGE_LIMIT]}
+    return raw
 
 
 def _capped(prompt: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,10 @@ _NOT_BILLED_STATUSES = frozenset(
     {400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504, 529}
 )
 _TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# The connection was never made, so the request was never sent (httpx's, aiohttp's, the OS's).
+_NOT_CONNECTED_ERRORS = frozenset(
+    {"ConnectError", "ConnectTimeout", "ClientConnectorError", "ConnectionRefusedError"}
+)
 _CONNECTION_ERRORS = frozenset(
     {"APIConnectionError", "ConnectError", "RemoteProtocolError", "ReadError", "WriteError"}
 )
@@ -69,12 +73,20 @@ def is_transient(exc: BaseException) -> bool:
     return code in _TRANSIENT_STATUSES
 
 
-def surely_not_billed(exc: BaseException) -> bool:
-    """The provider answered with an error status: nothing was generated, nothing is owed.
+def never_sent(exc: BaseException) -> bool:
+    """The connection to the provider was never established: the request cannot have reached
+    it (refused, unreachable, DNS, TLS or connect timeout)."""
+    return any(type(cause).__name__ in _NOT_CONNECTED_ERRORS for cause in _chain(exc))
 
-    A dropped connection or an unreadable answer proves nothing (the provider may have billed
-    it), even though litellm gives those status 500 as well.
+
+def surely_not_billed(exc: BaseException) -> bool:
+    """Nothing is owed: the request was never sent, or the provider answered an error status.
+
+    A dropped connection, a read timeout or an unreadable answer proves nothing (the provider may
+    have billed it), even though litellm gives those status 500 as well.
     """
+    if never_sent(exc):
+        return True
     if is_timeout(exc) or is_connection_error(exc):
         return False
     return answered_status(exc) in _NOT_BILLED_STATUSES

@@ -185,25 +185,25 @@ async def finish(
     *,
     status: str,
     reason: str | None,
-    cost_cents: Decimal,
     recommendations: dict[str, Any] | None,
     rationale: str | None,
     degraded: bool,
 ) -> bool:
-    """Record a terminal state (overwriting any earlier attempt's), if this worker holds the job."""
+    """Record a terminal state (overwriting any earlier attempt's), if this worker holds the job.
+
+    The job's spend is not written here: the ledger keeps it (fn_llm_api_calls_run_spend)."""
     assert status in TERMINAL_STATES
     done = await conn.execute(
         """
         UPDATE budget_optimization_jobs
-           SET status = $3, reason = $4, cost_cents = $5, recommendations = $6, rationale = $7,
-               degraded = $8, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+           SET status = $3, reason = $4, recommendations = $5, rationale = $6,
+               degraded = $7, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
          WHERE id = $1 AND lease_owner = $2 AND status = 'running'
         """,
         job_id,
         worker,
         status,
         reason,
-        cost_cents,
         recommendations,
         rationale,
         degraded,

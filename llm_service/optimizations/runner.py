@@ -262,7 +262,7 @@ class OptimizationRunner:
         return ended
 
     async def _finish(self, job_id: UUID, tenant_id: UUID, outcome: Outcome) -> None:
-        """Record the terminal state with the job's spend: the sum of its calls, within its cap."""
+        """Record the terminal state (the ledger keeps the job's spend: the sum of its calls)."""
         await retry_through_outage(
             lambda: self._record_finish(job_id, tenant_id, outcome),
             within_s=OUTAGE_WAIT_S,
@@ -274,20 +274,15 @@ class OptimizationRunner:
             row = await repository.get(conn, job_id)
             if row is None:
                 return
-            spent = await repository.spent_cents(conn, job_id)
-            recorded = min(spent, row["max_cost_cents"])
             recommendations = dict(outcome.recommendations) if outcome.recommendations else None
             if recommendations is not None:
                 recommendations["risks"] = outcome.rationale.risks if outcome.rationale else []
-                if spent > recorded:
-                    recommendations["overrun_usd"] = str(cents_to_usd(spent - recorded))
             done = await repository.finish(
                 conn,
                 job_id,
                 self.worker,
                 status=outcome.status,
                 reason=outcome.reason,
-                cost_cents=recorded,
                 recommendations=recommendations,
                 rationale=outcome.rationale.rationale if outcome.rationale else None,
                 degraded=outcome.degraded,

@@ -157,9 +157,11 @@ def test_learning_raises_the_margin_after_an_under_estimate() -> None:
     assert ceiling.margin_for(HAIKU) == Decimal("0.10")
     res = ceiling.reserve(HAIKU, 1000, 100)
     assert res.input_tokens_reserved == 1100
-    cost = ceiling.settle(res, 1250, 100)  # the provider counted 25% more
-    assert cost == actual_cost(HAIKU, 1250, 100)
-    assert ceiling.overrun == cost - res.amount_usd > 0  # spend is the truth
+    billed = ceiling.settle_reported(res, 1250, 100)  # the provider counted 25% more
+    # Beyond the margin: billed at the reservation (never past it), and learned from.
+    assert actual_cost(HAIKU, 1250, 100) > res.amount_usd
+    assert billed.cost_usd == res.amount_usd and billed.anomaly is not None
+    assert ceiling.spent == res.amount_usd and ceiling.overrun == 0
     assert ceiling.margin_for(HAIKU) == Decimal("0.30")  # 0.25 observed + 0.05
     assert ceiling.margin_for(SONNET) == Decimal("0.10")  # learned per model
     assert ceiling.reserve(HAIKU, 1000, 100).input_tokens_reserved == 1300
@@ -172,12 +174,23 @@ def test_no_learning_when_the_estimate_held() -> None:
     assert ceiling.margin_for(MINI) == Decimal("0.02")
 
 
-def test_output_beyond_max_tokens_is_still_charged() -> None:
+def test_output_beyond_max_tokens_is_billed_at_the_reservation() -> None:
     ceiling = RunCeiling(DEFAULT_RUN_LIMIT)
     res = ceiling.reserve(MINI, 100, 100)
-    cost = ceiling.settle(res, 100, 5000)
-    assert cost == actual_cost(MINI, 100, 5000)
-    assert ceiling.overrun == cost - res.amount_usd
+    billed = ceiling.settle_reported(res, 100, 5000)
+    assert billed.cost_usd == res.amount_usd < actual_cost(MINI, 100, 5000)
+    assert billed.anomaly is not None and "above the 100 granted" in billed.anomaly
+    assert ceiling.overrun == 0
+    assert ceiling.margin_for(MINI) == Decimal("0.02")  # a lie about output teaches nothing
+
+
+def test_an_absurd_input_count_is_not_learned() -> None:
+    ceiling = RunCeiling(DEFAULT_RUN_LIMIT)
+    res = ceiling.reserve(MINI, 100, 100)
+    billed = ceiling.settle_reported(res, 10**15, 10)
+    assert billed.cost_usd == res.amount_usd and billed.anomaly is not None
+    assert ceiling.margin_for(MINI) == Decimal("0.02")
+    assert ceiling.reserve(MINI, 100, 100).amount_usd == res.amount_usd
 
 
 def test_remaining_for_prompt() -> None:

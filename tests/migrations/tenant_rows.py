@@ -140,18 +140,17 @@ async def insert_llm_call(
     endpoint: str = "explanations",
     started_at: datetime | None = None,
 ) -> UUID:
-    """A pending (reserved, unsettled) provider call."""
+    """A pending (reserved, unsettled) provider call; backdated only by the owner (`started_at`
+    decides the month, so the application role cannot write it)."""
+    columns = "tenant_id, request_id, endpoint, model, provider, reserved_cents, "
+    columns += "reservation_expires_at" + (", started_at" if started_at else "")
+    values = "$1, $2, $3, $4, 'openai', 100, now() + interval '5 minutes'"
+    values += ", $5" if started_at else ""
+    args: tuple[object, ...] = (tenant_id, _key("req"), endpoint, model)
     call_id: UUID = await conn.fetchval(
-        """INSERT INTO llm_api_calls (tenant_id, request_id, endpoint, model, provider,
-               reserved_cents, reservation_expires_at, started_at)
-           VALUES ($1, $2, $3, $4, 'openai', 1, now() + interval '5 minutes',
-                   coalesce($5, now()))
-           RETURNING id""",
-        tenant_id,
-        _key("req"),
-        endpoint,
-        model,
-        started_at,
+        f"INSERT INTO llm_api_calls ({columns}) VALUES ({values}) RETURNING id",
+        *args,
+        *((started_at,) if started_at else ()),
     )
     return call_id
 

@@ -109,13 +109,14 @@ async def test_negative_ledger_amount_is_rejected(
 async def test_negative_llm_call_cost_is_rejected(
     app_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        call_id = await insert_llm_call(conn, tenant.tenant_id)
     await _expect_check_violation(
         app_pool,
         tenant.tenant_id,
-        """INSERT INTO llm_api_calls (tenant_id, request_id, endpoint, model, provider,
-               reserved_cents, reservation_expires_at, cost_cents)
-           VALUES ($1, 'r-neg', 'explanations', 'm', 'p', 1, now(), -0.0000000001)""",
-        tenant.tenant_id,
+        "UPDATE llm_api_calls SET status = 'succeeded', settled_at = now(),"
+        " cost_cents = -0.0000000001 WHERE id = $1",
+        call_id,
         constraint="ck_llm_api_calls_cost",
     )
 
@@ -140,10 +141,10 @@ async def test_negative_llm_call_cost_is_rejected(
     ],
 )
 async def test_unknown_states_are_rejected(
-    app_pool: asyncpg.Pool, tenant: CreatedTenant, statement: str, constraint: str
+    owner_pool: asyncpg.Pool, tenant: CreatedTenant, statement: str, constraint: str
 ) -> None:
     await _expect_check_violation(
-        app_pool, tenant.tenant_id, statement, tenant.tenant_id, constraint=constraint
+        owner_pool, tenant.tenant_id, statement, tenant.tenant_id, constraint=constraint
     )
 
 
@@ -164,24 +165,24 @@ async def test_unknown_taxonomy_state_is_rejected(owner_pool: asyncpg.Pool) -> N
 
 
 async def test_investigation_spend_above_its_ceiling_is_rejected(
-    app_pool: asyncpg.Pool, tenant: CreatedTenant
+    owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     await _expect_check_violation(
-        app_pool,
+        owner_pool,
         tenant.tenant_id,
         "INSERT INTO investigations (tenant_id, question, max_cost_cents, cost_cents)"
         " VALUES ($1, 'q?', 10, 10.0000000001)",
         tenant.tenant_id,
         constraint="ck_investigations_within_ceiling",
     )
-    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
         run_id = await conn.fetchval(
             "INSERT INTO investigations (tenant_id, question, max_cost_cents, cost_cents)"
             " VALUES ($1, 'q?', 10, 10) RETURNING id",
             tenant.tenant_id,
         )
     await _expect_check_violation(
-        app_pool,
+        owner_pool,
         tenant.tenant_id,
         "UPDATE investigations SET cost_cents = cost_cents + 0.5 WHERE id = $1",
         run_id,
@@ -321,9 +322,9 @@ MONTH = datetime(2026, 3, 15, 12, tzinfo=UTC)
 
 
 async def test_settled_llm_call_cannot_change_its_cost(
-    app_pool: asyncpg.Pool, tenant: CreatedTenant
+    owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
-    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
         call_id = await insert_llm_call(conn, tenant.tenant_id, started_at=MONTH)
         await conn.execute(SETTLE, call_id, Decimal("0.0000150000"), 10, 5)
     for statement in (
@@ -333,9 +334,9 @@ async def test_settled_llm_call_cannot_change_its_cost(
         "UPDATE llm_api_calls SET output_tokens = 0 WHERE id = $1",
     ):
         with pytest.raises(CheckViolation, match="settled"):
-            async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+            async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
                 await conn.execute(statement, call_id)
-    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
         cost = await conn.fetchval("SELECT cost_cents FROM llm_api_calls WHERE id = $1", call_id)
     assert cost == Decimal("0.0000150000")
 
@@ -356,10 +357,10 @@ async def _monthly(conn: asyncpg.Connection, tenant_id: UUID) -> asyncpg.Record 
 
 
 async def test_settling_a_call_updates_monthly_costs_exactly_in_the_same_transaction(
-    app_pool: asyncpg.Pool, tenant: CreatedTenant
+    owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     tid = tenant.tenant_id
-    async with tenant_transaction(app_pool, tid) as conn:
+    async with tenant_transaction(owner_pool, tid) as conn:
         first = await insert_llm_call(conn, tid, model="model-a", started_at=MONTH)
         second = await insert_llm_call(
             conn, tid, model="model-a", endpoint="investigations", started_at=MONTH
@@ -375,12 +376,12 @@ async def test_settling_a_call_updates_monthly_costs_exactly_in_the_same_transac
 
     # A settlement that is rolled back leaves the monthly row untouched.
     with pytest.raises(Rollback):
-        async with tenant_transaction(app_pool, tid) as conn:
+        async with tenant_transaction(owner_pool, tid) as conn:
             await conn.execute(SETTLE, second, Decimal("7"), 1, 1)
             assert (await _monthly(conn, tid))["total_calls"] == 2  # type: ignore[index]
             raise Rollback
 
-    async with tenant_transaction(app_pool, tid) as conn:
+    async with tenant_transaction(owner_pool, tid) as conn:
         await conn.execute(SETTLE, second, Decimal("0.0000025000"), 3, 4)
         await conn.execute(SETTLE, third, Decimal("0.1234567891"), 100, 200)
         row = await _monthly(conn, tid)
@@ -441,7 +442,7 @@ async def test_dead_event_remediation_can_progress(
 
 
 async def test_investigation_status_accepts_every_terminal_state(
-    app_pool: asyncpg.Pool, tenant: CreatedTenant
+    owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     states = [
         "queued",
@@ -452,7 +453,7 @@ async def test_investigation_status_accepts_every_terminal_state(
         "failed",
         "cancelled",
     ]
-    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
         run_id = await insert_investigation(
             conn, tenant.tenant_id, idempotency_key=uuid.uuid4().hex
         )

@@ -9,7 +9,13 @@ Create Date: 2026-11-25
 from collections.abc import Mapping
 
 from alembic import op
-from sqlhelpers import CROSSTENANT_ROLE, crosstenant_policy, tenant_rls
+from sqlhelpers import (
+    CROSSTENANT_ROLE,
+    DEFINER_SEARCH_PATH,
+    crosstenant_policy,
+    tenant_rls,
+    trigger_table_guard,
+)
 
 revision = "003_data_governance"
 down_revision = "002_pii_controls"
@@ -219,9 +225,10 @@ def _journal_function(table: str, changes: Mapping[str, str | tuple[str, str]]) 
     )
     return f"""
 CREATE FUNCTION fn_journal_{table}() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = {DEFINER_SEARCH_PATH}
     SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 BEGIN
+    {trigger_table_guard(table)}
     {branches}
     END IF;
     RETURN NULL;

@@ -9,8 +9,10 @@ from alembic import op
 from sqlhelpers import (
     APP_ROLE,
     CROSSTENANT_ROLE,
+    DEFINER_SEARCH_PATH,
     crosstenant_policy,
     tenant_rls,
+    trigger_table_guard,
     updated_at_trigger,
 )
 
@@ -132,12 +134,13 @@ $$;
 
 -- The monthly row moves in the same transaction as the call is settled, never otherwise.
 CREATE FUNCTION fn_llm_api_calls_rollup() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = {DEFINER_SEARCH_PATH} AS $$
 DECLARE
     v_month date := date_trunc('month', NEW.started_at AT TIME ZONE 'UTC')::date;
     v_in bigint := coalesce(NEW.input_tokens, 0);
     v_out bigint := coalesce(NEW.output_tokens, 0);
 BEGIN
+    {trigger_table_guard("llm_api_calls")}
     IF NEW.status = 'pending' OR (TG_OP = 'UPDATE' AND OLD.status <> 'pending') THEN
         RETURN NULL;
     END IF;
@@ -160,6 +163,7 @@ BEGIN
 END
 $$;
 ALTER FUNCTION fn_llm_api_calls_rollup() OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION fn_llm_api_calls_rollup() FROM PUBLIC;
 CREATE TRIGGER trg_llm_api_calls_rollup AFTER INSERT OR UPDATE OF status ON llm_api_calls
     FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_rollup();
 """

@@ -107,7 +107,7 @@ async def test_llm_calls_and_spend_move_with_a_call(
                         "finish_reason": "stop",
                     }
                 ],
-                "usage": {"prompt_tokens": 1000, "completion_tokens": 10, "total_tokens": 1010},
+                "usage": {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15},
             },
         )
     )
@@ -129,7 +129,7 @@ async def test_llm_calls_and_spend_move_with_a_call(
     spent = sample(after, "llm_service_llm_spend_usd_total", **labels) - sample(
         before, "llm_service_llm_spend_usd_total", **labels
     )
-    assert spent == pytest.approx(1000 * 0.15e-6 + 10 * 0.6e-6)
+    assert spent == pytest.approx(5 * 0.15e-6 + 10 * 0.6e-6)
     assert sample(after, "llm_service_llm_reservations_in_flight") == sample(
         before, "llm_service_llm_reservations_in_flight"
     )

@@ -114,10 +114,8 @@ async def queue_run(
     async with tenant_transaction(pool, tenant_id) as conn:
         run_id: UUID = await conn.fetchval(
             """
-            INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps,
-                status, lease_owner, lease_expires_at, started_at, attempts)
-            VALUES ($1, $2, $3, $4, $5, 'running', 'test-worker', now() + interval '1 minute',
-                    now(), 1)
+            INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps)
+            VALUES ($1, $2, $3, $4, $5)
             RETURNING id
             """,
             tenant_id,
@@ -125,6 +123,12 @@ async def queue_run(
             max_cost_cents,
             timeout_ms,
             max_steps,
+        )
+        # Claimed by the test's worker, as fn_claim_next_run would (lease columns only).
+        await conn.execute(
+            "UPDATE investigations SET status = 'running', lease_owner = 'test-worker',"
+            " lease_expires_at = now() + interval '1 minute' WHERE id = $1",
+            run_id,
         )
     return run_id
 

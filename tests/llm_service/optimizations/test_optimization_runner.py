@@ -390,7 +390,7 @@ async def test_the_model_writes_the_rationale_and_the_cost_is_its_calls(
     gateway: LlmGateway,
 ) -> None:
     route = respx.post(OPENAI_URL).mock(return_value=httpx.Response(
-        200, json=openai_completion(json.dumps(MODEL_ANSWER), 1_234, 87)))  # fmt: skip
+        200, json=openai_completion(json.dumps(MODEL_ANSWER), 300, 87)))  # fmt: skip
     await seed(owner_pool, tenant.tenant_id)
     job_id = await queue_job(client, tenant)
     claim = await claim_job(owner_pool, tenant.tenant_id, job_id)
@@ -412,9 +412,9 @@ async def test_the_model_writes_the_rationale_and_the_cost_is_its_calls(
     proposed = {code: c["proposed_usd"] for code, c in _by_channel(job).items()}
     assert proposed == {"google_search_paid": "2000.00", "facebook_paid": "1000.00",
                         "email": "600.00"}  # fmt: skip
-    # 1,234 input tokens at $0.15/M and 87 output at $0.60/M = $0.0002373 = 0.02373 cents.
+    # 300 input tokens at $0.15/M and 87 output at $0.60/M = $0.0000972 = 0.00972 cents.
     spent = await job_calls_cost(app_pool, tenant.tenant_id, job_id)
-    assert spent == Decimal("0.02373")
+    assert spent == Decimal("0.00972")
     assert Decimal(job["cost_usd"]) * 100 == spent
     assert [c["status"] for c in job["llm_calls"]] == ["succeeded"]
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
@@ -464,7 +464,7 @@ async def test_takeover_counts_earlier_spend_against_the_ceiling(
     gateway: LlmGateway,
 ) -> None:
     route = respx.post(OPENAI_URL).mock(return_value=httpx.Response(
-        200, json=openai_completion(json.dumps(MODEL_ANSWER), 1_000, 50)))  # fmt: skip
+        200, json=openai_completion(json.dumps(MODEL_ANSWER), 300, 50)))  # fmt: skip
     job_id = await queue_job(client, tenant)
 
     async def earlier_call(usd: str) -> None:
@@ -487,8 +487,9 @@ async def test_takeover_counts_earlier_spend_against_the_ceiling(
         app_pool, tenant.tenant_id, job_id)  # fmt: skip
     assert Decimal(job["cost_usd"]) > Decimal("0.10")
 
-    # Earlier attempts spent the whole ceiling: no call, the rationale is templated.
-    await earlier_call("0.20")
+    # Earlier attempts spent the whole ceiling: no call, the rationale is templated. (The
+    # database itself refuses a reservation past the job's ceiling: this fills it exactly.)
+    await earlier_call(str(Decimal("0.30") - Decimal(job["cost_usd"])))
     claim = await claim_job(owner_pool, tenant.tenant_id, job_id)
     claim = Claim(claim.kind, claim.run_id, claim.tenant_id, True)
     assert await run_budget_optimization(app_pool, gateway, WORKER, claim) == "budget_exhausted"

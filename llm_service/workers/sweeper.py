@@ -1,0 +1,60 @@
+"""The reservation sweeper: expired reservations are settled without anyone running reconcile.
+
+A reservation expires its call's timeout plus a grace after it was made; a caller that died (a
+SIGKILL, an OOM, a settle that failed for good) leaves it pending. Every serve and worker process
+runs this loop; each round one process (a transaction-scoped advisory lock elects it) settles
+every tenant's expired reservations at their worst case, flagged as estimates. A row is therefore
+settled at most one interval (`LEDGER_SWEEP_INTERVAL_S`, default 10 s) after it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from budgets.ledger import sweep_expired_reservations
+from llm_service.db.pool import transaction
+from llm_service.db.retry import log_failure
+from llm_service.metrics import RESERVATIONS_SWEPT
+
+_log = logging.getLogger(__name__)
+_ELECT_SQL = "SELECT pg_try_advisory_xact_lock(hashtextextended('llm-reservation-sweeper', 0))"
+
+
+async def sweep_once(pool: asyncpg.Pool) -> int | None:
+    """One round: the rows settled, or None if another process holds this round."""
+    async with transaction(pool) as conn:
+        if not await conn.fetchval(_ELECT_SQL):
+            return None
+        swept = await sweep_expired_reservations(conn)
+    if swept:
+        RESERVATIONS_SWEPT.inc(swept)
+        _log.warning("expired reservations settled at their worst case", extra={"rows": swept})
+    return swept
+
+
+class ReservationSweeper:
+    """Runs `sweep_once` every `interval_s` until stopped; outlives any error."""
+
+    def __init__(self, pool: asyncpg.Pool, interval_s: float) -> None:
+        """A sweeper over `pool` (the application role)."""
+        self.pool = pool
+        self.interval_s = interval_s
+        self._stopping = asyncio.Event()
+
+    async def run_until_stopped(self) -> None:
+        """Sweep, wait an interval (or the stop), repeat."""
+        while not self._stopping.is_set():
+            try:
+                await sweep_once(self.pool)
+            except Exception as exc:  # the loop must outlive an outage or a defect
+                log_failure(_log, "reservation sweep failed", exc, {})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+
+    def stop(self) -> None:
+        """End the loop after the current round."""
+        self._stopping.set()
