@@ -71,9 +71,7 @@ async def test_the_reproduced_temp_table_forgery_is_refused(
         "LANGUAGE sql AS 'SELECT NULL::uuid'",
     ],
 )
-async def test_the_app_role_creates_no_object(
-    app_conn: asyncpg.Connection, statement: str
-) -> None:
+async def test_the_app_role_creates_no_object(app_conn: asyncpg.Connection, statement: str) -> None:
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await app_conn.execute(statement)
 
@@ -180,8 +178,9 @@ async def test_a_runs_limits_and_spend_cannot_be_rewritten(
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute(f"UPDATE investigations SET {assignment} WHERE id = $1", run_id)
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
-        row = await conn.fetchrow("SELECT max_cost_cents, cost_cents FROM investigations "
-                                  "WHERE id = $1", run_id)
+        row = await conn.fetchrow(
+            "SELECT max_cost_cents, cost_cents FROM investigations WHERE id = $1", run_id
+        )
     assert (row["max_cost_cents"], row["cost_cents"]) == (1, 0)
 
 
@@ -302,12 +301,16 @@ async def test_a_ledger_row_naming_another_tenants_run_moves_nothing(
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         await _reserve_row(conn, tenant.tenant_id, Decimal("0.5"), victim_run)
     async with tenant_transaction(app_pool, other_tenant.tenant_id) as conn:
-        cost = await conn.fetchval("SELECT cost_cents FROM investigations WHERE id = $1", victim_run)
+        cost = await conn.fetchval(
+            "SELECT cost_cents FROM investigations WHERE id = $1", victim_run
+        )
     assert cost == 0
 
 
 async def test_a_row_cannot_be_written_for_another_tenant(
-    app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
     other_tenant: CreatedTenant,
 ) -> None:
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
