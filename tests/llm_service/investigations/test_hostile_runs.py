@@ -31,7 +31,7 @@ from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "llm"))
-from hostile_provider import CATALOGUE, OPENAI_URL, scripted  # noqa: E402
+from hostile_provider import CATALOGUE, OPENAI_URL, scripted
 
 TERMINAL = {"succeeded", "budget_exhausted", "timed_out", "failed", "cancelled"}
 CAP_CENTS = Decimal("0.8")

@@ -129,7 +129,9 @@ def _max_tokens(request: httpx.Request) -> int:
 
 
 USAGE_LIES: dict[str, Callable[[httpx.Request], dict[str, Any] | None]] = {
-    "output_100x_max_tokens": lambda r: {"prompt_tokens": 8, "completion_tokens": 100 * _max_tokens(r)},
+    "output_100x_max_tokens": lambda r: {
+        "prompt_tokens": 8, "completion_tokens": 100 * _max_tokens(r)
+    },
     "output_a_billion": lambda r: {"prompt_tokens": 8, "completion_tokens": 1_000_000_000},
     "input_10e15": lambda r: {"prompt_tokens": 10**15, "completion_tokens": 1},
     "both_10e15": lambda r: {"prompt_tokens": 10**15, "completion_tokens": 10**15},
