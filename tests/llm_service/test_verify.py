@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psycopg
+import pytest
 from psycopg import sql
 
 from llm_service.db import migrate
@@ -96,3 +97,82 @@ async def test_expected_tables_name_every_table_of_the_migrated_schema(
         f"{sorted(tables - EXPECTED_TABLES - {'alembic_version'})}, "
         f"listed but absent {sorted(EXPECTED_TABLES - tables)}"
     )
+
+
+@pytest.mark.parametrize(
+    ("hole", "check"),
+    [
+        (
+            "GRANT EXECUTE ON FUNCTION fn_breakdown_add(jsonb, text, numeric, bigint, bigint)"
+            " TO PUBLIC",
+            "no function of ours executable by PUBLIC",
+        ),
+        (
+            "ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO PUBLIC;"
+            " CREATE FUNCTION fn_new_helper() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "no function of ours executable by PUBLIC",
+        ),
+        (
+            "ALTER FUNCTION fn_tenant_for_api_key_hash(text) SET search_path = pg_catalog, public",
+            "every definer function pins search_path, pg_temp last",
+        ),
+        (
+            "ALTER FUNCTION fn_queue_depth() RESET search_path",
+            "every definer function pins search_path, pg_temp last",
+        ),
+        (
+            "CREATE OR REPLACE FUNCTION fn_llm_api_calls_run_spend() RETURNS trigger"
+            " LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp"
+            " AS 'BEGIN RETURN NULL; END'",
+            "definer trigger functions refuse other tables (TG_RELID)",
+        ),
+        (
+            "DO $$ BEGIN EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO llm_app',"
+            " current_database()); END $$",
+            "application role can create nothing (no TEMP, no CREATE, no large objects)",
+        ),
+        (
+            "GRANT CREATE ON SCHEMA public TO PUBLIC",
+            "application role can create nothing (no TEMP, no CREATE, no large objects)",
+        ),
+        (
+            "GRANT EXECUTE ON FUNCTION pg_catalog.lo_create(oid) TO llm_app",
+            "application role can create nothing (no TEMP, no CREATE, no large objects)",
+        ),
+        (
+            "GRANT UPDATE (max_cost_cents) ON investigations TO llm_app",
+            "committed money and limits are read-only to the application role",
+        ),
+        (
+            "GRANT UPDATE ON llm_api_calls TO llm_app",
+            "committed money and limits are read-only to the application role",
+        ),
+        (
+            "GRANT INSERT ON llm_monthly_costs TO llm_app",
+            "committed money and limits are read-only to the application role",
+        ),
+    ],
+)
+async def test_verify_detects_a_reopened_privilege_hole(
+    database_urls: DatabaseUrls, hole: str, check: str
+) -> None:
+    with _throwaway_database(database_urls) as scratch:
+        with psycopg.connect(scratch.owner, autocommit=True) as conn:
+            conn.execute(hole)
+        async with _connections(scratch) as (owner, app):
+            checks = await run_checks(owner, app, "llm_app")
+    failed = [c.name for c in checks if not c.ok]
+    assert failed == [check], render(checks)
+
+
+async def test_a_function_a_later_migration_creates_starts_closed(
+    database_urls: DatabaseUrls,
+) -> None:
+    with _throwaway_database(database_urls) as scratch:
+        with psycopg.connect(scratch.owner, autocommit=True) as conn:
+            conn.execute("CREATE FUNCTION fn_new_helper() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        async with _connections(scratch) as (owner, app):
+            checks = await run_checks(owner, app, "llm_app")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await app.fetchval("SELECT fn_new_helper()")
+    assert all(c.ok for c in checks), render(checks)
