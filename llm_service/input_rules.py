@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from llm_service.errors import InvalidRequest
 
@@ -10,6 +14,47 @@ from llm_service.errors import InvalidRequest
 # left to fail as a database error (500).
 NO_NUL = r"^[^\x00]*$"
 MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+# What shows nothing on screen: Unicode whitespace (str.isspace: NBSP, U+3000, U+2028, ...),
+# control and format characters (zero-width space, joiners, BOM, bidi marks, soft hyphen) and
+# the "filler" letters that render blank (Hangul fillers, the Braille blank).
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+BLANK_MESSAGE = "must not be blank (only whitespace or invisible characters)"
+
+
+def _invisible(char: str) -> bool:
+    return (
+        char.isspace()
+        or char in _BLANK_LETTERS
+        or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+    )
+
+
+def trim(text: str) -> str:
+    """`text` without the whitespace and invisible characters at either end."""
+    start, end = 0, len(text)
+    while start < end and _invisible(text[start]):
+        start += 1
+    while end > start and _invisible(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def is_blank(text: str) -> bool:
+    """True when `text` holds nothing visible: empty, Unicode whitespace or invisible only."""
+    return not trim(text)
+
+
+def visible(text: str) -> str:
+    """`text` trimmed, or ValueError when it is blank (a pydantic validator)."""
+    if is_blank(text):
+        raise ValueError(BLANK_MESSAGE)
+    return trim(text)
+
+
+#: Free text a caller writes (a question): refused when blank, kept trimmed of invisible ends.
+VisibleText = Annotated[str, AfterValidator(visible)]
 
 
 def check_idempotency_key(key: str | None) -> None:
