@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from typing import Annotated
@@ -74,10 +75,23 @@ _JSON_BAD_ESCAPE = re.compile(
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
-def storable(text: str) -> str:
+def storable(text: object) -> str:
     """`text` with every NUL and lone surrogate, raw or escaped in the JSON it holds, as U+FFFD.
 
     PostgreSQL text and jsonb hold neither, and what a model writes is stored (its tool calls,
     events, findings) and parsed: one such character in it would fail the run that records it.
+    A provider may also send null or a non-string where text belongs (a tool call's name or
+    arguments): None becomes "", anything else its JSON text, so nothing downstream crashes.
     """
+    if not isinstance(text, str):
+        text = _as_text(text)
     return _JSON_BAD_ESCAPE.sub(r"\1\\ufffd", _BAD_CHARS.sub("\ufffd", text))
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return ""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, TypeError, RecursionError):  # circular, or nested past the stack
+        return f"[unreadable {type(value).__name__}]"

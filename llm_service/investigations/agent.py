@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.ledger import MonthlyCapExceeded
 from llm_service.investigations.events import EventSink
-from llm_service.investigations.evidence import EvidenceLog, parse_arguments
+from llm_service.investigations.evidence import EvidenceLog
 from llm_service.investigations.outcome import RunLimits, RunOutcome
 from llm_service.investigations.report import (
     REPORT_INSTRUCTIONS,
@@ -26,6 +26,7 @@ from llm_service.investigations.report import (
     citation_check,
 )
 from llm_service.investigations.templates import report_from_evidence
+from llm_service.investigations.tool_calls import StepCall, step_calls
 from llm_service.llm.gateway import LlmGateway, LlmRequest, LlmResult, ProviderUnavailable
 from llm_service.llm.structured import parse_output, quarantine
 from llm_service.tools.specs import openai_tool_schemas
@@ -98,13 +99,14 @@ class AgentLoop:
                 )
                 break
             if result.tool_calls:
-                messages.append(_assistant_tool_message(result))
+                calls = step_calls(result.tool_calls, step)
+                messages.append(_assistant_tool_message(result, calls))
                 gathered = await self.evidence.gather(
-                    step, [(tc.name, parse_arguments(tc.arguments)) for tc in result.tool_calls]
+                    step, [(call.name, call.arguments) for call in calls]
                 )
-                for tc, item in zip(result.tool_calls, gathered, strict=True):
+                for call, item in zip(calls, gathered, strict=True):
                     messages.append(
-                        {"role": "tool", "tool_call_id": tc.id, "content": item.for_model()}
+                        {"role": "tool", "tool_call_id": call.id, "content": item.for_model()}
                     )
                 continue
             report = await self._final_report(messages, result)
@@ -230,18 +232,11 @@ class AgentLoop:
         await quarantine(self.gateway.pool, request, result, error)
 
 
-def _assistant_tool_message(result: LlmResult) -> dict[str, Any]:
+def _assistant_tool_message(result: LlmResult, calls: list[StepCall]) -> dict[str, Any]:
     return {
         "role": "assistant",
         "content": result.content or None,
-        "tool_calls": [
-            {
-                "id": tc.id,
-                "type": "function",
-                "function": {"name": tc.name, "arguments": tc.arguments},
-            }
-            for tc in result.tool_calls
-        ],
+        "tool_calls": [call.echo() for call in calls],
     }
 
 
