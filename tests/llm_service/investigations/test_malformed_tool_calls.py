@@ -192,3 +192,36 @@ async def test_every_malformed_tool_call_is_a_tool_error_and_the_run_goes_on(
         assert isinstance(json.loads(tc["function"]["arguments"]), dict)
         assert len(tc["function"]["arguments"]) < 5000
     assert all("error" in json.loads(a["content"]) for a in answers)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What happened to revenue from 0001-01-01 to 0001-01-08?",
+        "Compare revenue between 9999-12-24 and 9999-12-31",
+        "Why did revenue change from 1970-01-01 to 1970-01-08?",  # no period before it
+    ],
+)
+async def test_a_degraded_run_asked_about_the_calendars_edge_answers_with_tool_errors(
+    test_settings: Settings, app_pool: asyncpg.Pool, tenant: CreatedTenant, question: str
+) -> None:
+    assert test_settings.llm_model is None
+    run_id = await _queue_running(app_pool, tenant.tenant_id)
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        await conn.execute(
+            "UPDATE investigations SET question = $2 WHERE id = $1", run_id, question
+        )
+    runner = InvestigationRunner(
+        app_pool, gateway_from_settings(test_settings, app_pool), "test-worker"
+    )
+    status = await runner.run(run_id, tenant.tenant_id, takeover=False)
+    assert status == "succeeded"
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        calls = await conn.fetch(
+            "SELECT tool_name, error FROM investigation_tool_calls WHERE investigation_id = $1",
+            run_id,
+        )
+    assert {c["tool_name"] for c in calls} >= {"channel_performance", "compare_periods"}
+    errors = [c["error"] for c in calls if c["error"]]
+    assert errors and not any("unexpectedly" in e for e in errors)
+    assert any("1970-01-01" in e for e in errors)
