@@ -26,7 +26,7 @@ from llm_service.investigations.report import (
     citation_check,
 )
 from llm_service.investigations.templates import report_from_evidence
-from llm_service.investigations.tool_calls import StepCall, step_calls
+from llm_service.investigations.tool_calls import MAX_TOOL_CALLS_PER_STEP, StepCall, step_calls
 from llm_service.llm.gateway import LlmGateway, LlmRequest, LlmResult, ProviderUnavailable
 from llm_service.llm.structured import parse_output, quarantine
 from llm_service.tools.specs import openai_tool_schemas
@@ -99,7 +99,8 @@ class AgentLoop:
                 )
                 break
             if result.tool_calls:
-                calls = step_calls(result.tool_calls, step)
+                # A flood runs (and is echoed) only its first few: the rest are dropped, said so.
+                calls = step_calls(result.tool_calls[:MAX_TOOL_CALLS_PER_STEP], step)
                 messages.append(_assistant_tool_message(result, calls))
                 gathered = await self.evidence.gather(
                     step, [(call.name, call.arguments) for call in calls]
@@ -108,6 +109,9 @@ class AgentLoop:
                     messages.append(
                         {"role": "tool", "tool_call_id": call.id, "content": item.for_model()}
                     )
+                dropped = len(result.tool_calls) - len(calls)
+                if dropped > 0:
+                    messages.append(_dropped_note(dropped))
                 continue
             report = await self._final_report(messages, result)
             if report is not None:
@@ -237,6 +241,14 @@ def _assistant_tool_message(result: LlmResult, calls: list[StepCall]) -> dict[st
         "role": "assistant",
         "content": result.content or None,
         "tool_calls": [call.echo() for call in calls],
+    }
+
+
+def _dropped_note(dropped: int) -> dict[str, Any]:
+    return {
+        "role": "user",
+        "content": f"[limits] {dropped} more tool calls of that step were not run: at most "
+        f"{MAX_TOOL_CALLS_PER_STEP} run per step. Ask again for the ones you still need.",
     }
 
 

@@ -15,7 +15,9 @@ import asyncpg
 import httpx
 import pytest
 
+from llm_service.api.app import create_app
 from llm_service.db.pool import tenant_transaction
+from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
 
 BLANKS = [
@@ -162,9 +164,25 @@ async def test_a_budget_optimisation_at_the_calendars_edge_is_422(
 
 @pytest.mark.parametrize("month", ["0001-01", "9999-12", "0000-01"])
 async def test_a_cost_month_at_the_calendars_edge_is_never_a_500(
-    client: httpx.AsyncClient, tenant: CreatedTenant, month: str
-) -> None:
-    response = await client.get(f"/v1/costs/monthly?month={month}", headers=_auth(tenant))
-    assert response.status_code in (200, 422), response.text
-    if response.status_code == 422:
-        _assert_422(response)
+    client: httpx.AsyncClient, test_settings: Settings, app_pool: asyncpg.Pool,
+    tenant: CreatedTenant, month: str,
+) -> None:  # fmt: skip
+    finance = create_app(
+        test_settings.model_copy(update={"finance_api_token": "t" * 32}), pool=app_pool
+    )
+    transport = httpx.ASGITransport(app=finance, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as finance_client:
+        responses = [
+            await client.get(f"/v1/costs/monthly?month={month}", headers=_auth(tenant)),
+            await client.get(f"/v1/costs/monthly?month={month}&format=csv", headers=_auth(tenant)),
+            *[
+                await finance_client.get(
+                    f"{route}?month={month}", headers={"Authorization": "Bearer " + "t" * 32}
+                )
+                for route in ("/v1/finance/monthly-costs", "/v1/finance/daily-costs")
+            ],
+        ]
+    for response in responses:
+        assert response.status_code in (200, 422), response.text
+        if response.status_code == 422:
+            _assert_422(response)

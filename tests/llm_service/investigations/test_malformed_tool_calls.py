@@ -24,6 +24,7 @@ import respx
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.investigations.runner import InvestigationRunner
+from llm_service.investigations.tool_calls import MAX_TOOL_CALLS_PER_STEP
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
@@ -225,3 +226,38 @@ async def test_a_degraded_run_asked_about_the_calendars_edge_answers_with_tool_e
     errors = [c["error"] for c in calls if c["error"]]
     assert errors and not any("unexpectedly" in e for e in errors)
     assert any("1970-01-01" in e for e in errors)
+
+
+@respx.mock
+async def test_a_flood_of_tool_calls_runs_a_bounded_few_and_tells_the_model(
+    model_settings: Settings, app_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    flood = [
+        {"id": f"call_{i}", "type": "function",
+         "function": {"name": "top_orders", "arguments": json.dumps(P)}}
+        for i in range(500)
+    ]  # fmt: skip
+
+    def flood_step(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=_completion({"content": None, "tool_calls": flood}))
+
+    respond, seen = _scripted(flood_step, _answer)
+    respx.post(OPENAI_URL).mock(side_effect=respond)
+    run_id = await _queue_running(app_pool, tenant.tenant_id)
+    runner = InvestigationRunner(
+        app_pool, gateway_from_settings(model_settings, app_pool), "test-worker"
+    )
+    assert await runner.run(run_id, tenant.tenant_id, takeover=False) == "succeeded"
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        recorded = await conn.fetchval(
+            "SELECT count(*) FROM investigation_tool_calls WHERE investigation_id = $1", run_id
+        )
+    assert recorded == MAX_TOOL_CALLS_PER_STEP
+    second = json.loads(seen[1].content)
+    echoed = next(m for m in second["messages"] if m["role"] == "assistant" and m.get("tool_calls"))
+    assert len(echoed["tool_calls"]) == MAX_TOOL_CALLS_PER_STEP
+    assert len([m for m in second["messages"] if m["role"] == "tool"]) == MAX_TOOL_CALLS_PER_STEP
+    assert any(
+        m["role"] == "user" and f"{500 - MAX_TOOL_CALLS_PER_STEP} more" in m["content"]
+        for m in second["messages"]
+    )
