@@ -21,7 +21,7 @@ from llm_service.llm.gateway import ToolCall
 # What OpenAI and Anthropic both accept as a function name and as a tool call id.
 WIRE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 INVALID_NAME = "invalid_tool_name"
-MAX_TOOL_CALLS_PER_STEP = 8
+MAX_TOOL_CALLS_PER_STEP = 16
 
 
 @dataclass(frozen=True)

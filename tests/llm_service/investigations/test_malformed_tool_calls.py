@@ -101,9 +101,18 @@ def _completion(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _malformed_step(_: httpx.Request) -> httpx.Response:
-    calls = [{"type": "function", **call} for call in MALFORMED]
-    return httpx.Response(200, json=_completion({"content": None, "tool_calls": calls}))
+def _malformed_step(chunk: int) -> Callable[[httpx.Request], httpx.Response]:
+    """The chunk-th step's share of the malformed calls (each step within the per-step cap)."""
+    part = MALFORMED[chunk * MAX_TOOL_CALLS_PER_STEP : (chunk + 1) * MAX_TOOL_CALLS_PER_STEP]
+
+    def respond(_: httpx.Request) -> httpx.Response:
+        calls = [{"type": "function", **call} for call in part]
+        return httpx.Response(200, json=_completion({"content": None, "tool_calls": calls}))
+
+    return respond
+
+
+CHUNKS = -(-len(MALFORMED) // MAX_TOOL_CALLS_PER_STEP)
 
 
 def _answer(request: httpx.Request) -> httpx.Response:
@@ -142,7 +151,7 @@ async def _queue_running(pool: asyncpg.Pool, tenant_id: UUID) -> UUID:
             """
             INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps,
                 status, lease_owner, lease_expires_at, started_at, attempts)
-            VALUES ($1, 'Why did revenue fall?', $2, 60000, 4, 'running', 'test-worker',
+            VALUES ($1, 'Why did revenue fall?', $2, 60000, 8, 'running', 'test-worker',
                     now() + interval '1 minute', now(), 1)
             RETURNING id
             """,
@@ -156,7 +165,7 @@ async def _queue_running(pool: asyncpg.Pool, tenant_id: UUID) -> UUID:
 async def test_every_malformed_tool_call_is_a_tool_error_and_the_run_goes_on(
     model_settings: Settings, app_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
-    respond, seen = _scripted(_malformed_step, _answer)
+    respond, seen = _scripted(*(_malformed_step(k) for k in range(CHUNKS)), _answer)
     respx.post(OPENAI_URL).mock(side_effect=respond)
     run_id = await _queue_running(app_pool, tenant.tenant_id)
     runner = InvestigationRunner(
@@ -165,7 +174,7 @@ async def test_every_malformed_tool_call_is_a_tool_error_and_the_run_goes_on(
     status = await runner.run(run_id, tenant.tenant_id, takeover=False)
 
     assert status == "succeeded"
-    assert len(seen) == 2  # the malformed step, then the answer: nothing was retried or lost
+    assert len(seen) == CHUNKS + 1  # the malformed steps, then the answer: no retry, none lost
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         calls = await conn.fetch(
             "SELECT tool_name, input_params, error FROM investigation_tool_calls "
@@ -181,14 +190,14 @@ async def test_every_malformed_tool_call_is_a_tool_error_and_the_run_goes_on(
     assert all(len(json.dumps(c["input_params"])) < 5000 for c in calls)
 
     # What the model was shown: its calls echoed in a form any provider accepts, each answered.
-    second = json.loads(seen[1].content)
-    echoed = next(m for m in second["messages"] if m["role"] == "assistant" and m.get("tool_calls"))
-    answers = [m for m in second["messages"] if m["role"] == "tool"]
-    ids = [tc["id"] for tc in echoed["tool_calls"]]
+    last = json.loads(seen[-1].content)["messages"]
+    echoed = [tc for m in last if m["role"] == "assistant" for tc in m.get("tool_calls") or []]
+    answers = [m for m in last if m["role"] == "tool"]
+    ids = [tc["id"] for tc in echoed]
     assert len(ids) == len(MALFORMED) == len(set(ids))
     assert all(isinstance(i, str) and i for i in ids)
     assert [a["tool_call_id"] for a in answers] == ids
-    for tc in echoed["tool_calls"]:
+    for tc in echoed:
         assert NAME_ON_THE_WIRE.match(tc["function"]["name"]), tc["function"]["name"][:80]
         assert isinstance(json.loads(tc["function"]["arguments"]), dict)
         assert len(tc["function"]["arguments"]) < 5000
