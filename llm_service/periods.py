@@ -25,6 +25,22 @@ _ISO = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _LAST_N_DAYS = re.compile(r"\b(?:last|past) (\d{1,3}) days\b")
 
 
+#: Every period the service reads lies within [EARLIEST_DATE, LATEST_DATE]: attribution data from
+#: before 1970 cannot exist, and the calendar's own edges (year 1, 9999-12-31) overflow the date
+#: arithmetic of comparison periods and day boundaries.
+EARLIEST_DATE = date(1970, 1, 1)
+LATEST_DATE = date(2100, 1, 1)
+
+
+def check_calendar(start: date, end: date, label: str = "period") -> None:
+    """Raise ValueError unless the period lies between EARLIEST_DATE and LATEST_DATE."""
+    if start < EARLIEST_DATE or end > LATEST_DATE or start > LATEST_DATE or end < EARLIEST_DATE:
+        raise ValueError(
+            f"the {label} must lie between {EARLIEST_DATE} and {LATEST_DATE} "
+            f"({start} to {end} does not)"
+        )
+
+
 @dataclass(frozen=True)
 class Period:
     """A half-open date range [start, end) in UTC."""
@@ -38,8 +54,17 @@ class Period:
         return (self.end - self.start).days
 
     def previous(self) -> Period:
-        """The period of the same length just before this one."""
-        return Period(self.start - timedelta(days=self.days), self.start)
+        """The period of the same length just before this one (ValueError if before 1970)."""
+        try:
+            start = self.start - timedelta(days=self.days)
+        except OverflowError:
+            start = date.min
+        if start < EARLIEST_DATE:
+            raise ValueError(
+                f"no period of {self.days} days between {EARLIEST_DATE} and {self.start} "
+                "comes before it"
+            )
+        return Period(start, self.start)
 
     def as_dict(self) -> dict[str, str]:
         """ISO dates, for prompts, cache scopes and tool arguments."""

@@ -23,7 +23,7 @@ from llm_service.explanations.schemas import (
     ExplanationRequest,
 )
 from llm_service.optimizations.repository import known_channels
-from llm_service.periods import Period, resolve_period
+from llm_service.periods import Period, check_calendar, resolve_period
 from llm_service.tools.args import MAX_PERIOD_DAYS
 
 _PHRASE_HELP = (
@@ -40,14 +40,18 @@ def resolve_phrase(text: str, today: date) -> Period:
         raise InvalidRequest(
             f"period {text!r} is not a period this service understands: {_PHRASE_HELP}"
         )
-    _check_length(period)
+    _check_phrase_period(period)
     return period
 
 
-def _check_length(period: Period) -> None:
-    """Refuse periods over the limit (absolute ranges are checked by their schema)."""
+def _check_phrase_period(period: Period) -> None:
+    """Refuse periods over the limit or outside 1970-2100 (ranges are checked by their schema)."""
     if period.days > MAX_PERIOD_DAYS:
         raise InvalidRequest(f"the period spans {period.days} days; at most {MAX_PERIOD_DAYS}")
+    try:
+        check_calendar(period.start, period.end)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def _period(value: DateRange) -> Period:
@@ -59,10 +63,8 @@ def _previous(period: Period) -> Period:
     """The equally long period just before, or InvalidRequest when the calendar has none."""
     try:
         return period.previous()
-    except OverflowError:
-        raise InvalidRequest(
-            f"no period of {period.days} days comes before {period.start}; give a comparison"
-        ) from None
+    except ValueError as exc:
+        raise InvalidRequest(f"{exc}; give a comparison range") from None
 
 
 def resolve(body: ExplanationRequest, today: date) -> ExplanationQuery:

@@ -19,10 +19,18 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from llm_service.analytics.models import ModelType
-from llm_service.input_rules import NO_NUL
+from llm_service.input_rules import NO_NUL, visible
+from llm_service.periods import check_calendar
 from llm_service.tools.args import CHANNEL_PATTERN, MAX_PERIOD_DAYS
 
 Subject = Literal[
@@ -66,7 +74,8 @@ class DateRange(BaseModel):
 
     @model_validator(mode="after")
     def _valid(self) -> Self:
-        """Refuse empty, reversed and over-long ranges."""
+        """Refuse empty, reversed and over-long ranges, and any outside 1970-2100."""
+        check_calendar(self.start, self.end, "range")
         if self.start >= self.end:
             raise ValueError(f"start ({self.start}) must be before end ({self.end})")
         if (self.end - self.start).days > MAX_PERIOD_DAYS:
@@ -114,8 +123,17 @@ class ExplanationRequest(BaseModel):
         default=None, description="channel_performance and period_change (default last_touch)."
     )
     question: (
-        Annotated[str, StringConstraints(max_length=MAX_QUESTION_CHARS, pattern=NO_NUL)] | None
-    ) = Field(default=None, description="Optional free text, at most 500 characters.")
+        Annotated[
+            str,
+            StringConstraints(max_length=MAX_QUESTION_CHARS, pattern=NO_NUL),
+            AfterValidator(visible),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="Optional free text, at most 500 characters; omit it or send "
+        "null for none (blank text is refused).",
+    )
 
     @model_validator(mode="after")
     def _fits_subject(self) -> Self:

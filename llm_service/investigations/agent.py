@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.ledger import MonthlyCapExceeded
 from llm_service.investigations.events import EventSink
-from llm_service.investigations.evidence import EvidenceLog, parse_arguments
+from llm_service.investigations.evidence import EvidenceLog
 from llm_service.investigations.outcome import RunLimits, RunOutcome
 from llm_service.investigations.report import (
     REPORT_INSTRUCTIONS,
@@ -26,6 +26,7 @@ from llm_service.investigations.report import (
     citation_check,
 )
 from llm_service.investigations.templates import report_from_evidence
+from llm_service.investigations.tool_calls import MAX_TOOL_CALLS_PER_STEP, StepCall, step_calls
 from llm_service.llm.gateway import LlmGateway, LlmRequest, LlmResult, ProviderUnavailable
 from llm_service.llm.structured import parse_output, quarantine
 from llm_service.tools.specs import openai_tool_schemas
@@ -98,14 +99,19 @@ class AgentLoop:
                 )
                 break
             if result.tool_calls:
-                messages.append(_assistant_tool_message(result))
+                # A flood runs (and is echoed) only its first few: the rest are dropped, said so.
+                calls = step_calls(result.tool_calls[:MAX_TOOL_CALLS_PER_STEP], step)
+                messages.append(_assistant_tool_message(result, calls))
                 gathered = await self.evidence.gather(
-                    step, [(tc.name, parse_arguments(tc.arguments)) for tc in result.tool_calls]
+                    step, [(call.name, call.arguments) for call in calls]
                 )
-                for tc, item in zip(result.tool_calls, gathered, strict=True):
+                for call, item in zip(calls, gathered, strict=True):
                     messages.append(
-                        {"role": "tool", "tool_call_id": tc.id, "content": item.for_model()}
+                        {"role": "tool", "tool_call_id": call.id, "content": item.for_model()}
                     )
+                dropped = len(result.tool_calls) - len(calls)
+                if dropped > 0:
+                    messages.append(_dropped_note(dropped))
                 continue
             report = await self._final_report(messages, result)
             if report is not None:
@@ -230,18 +236,19 @@ class AgentLoop:
         await quarantine(self.gateway.pool, request, result, error)
 
 
-def _assistant_tool_message(result: LlmResult) -> dict[str, Any]:
+def _assistant_tool_message(result: LlmResult, calls: list[StepCall]) -> dict[str, Any]:
     return {
         "role": "assistant",
         "content": result.content or None,
-        "tool_calls": [
-            {
-                "id": tc.id,
-                "type": "function",
-                "function": {"name": tc.name, "arguments": tc.arguments},
-            }
-            for tc in result.tool_calls
-        ],
+        "tool_calls": [call.echo() for call in calls],
+    }
+
+
+def _dropped_note(dropped: int) -> dict[str, Any]:
+    return {
+        "role": "user",
+        "content": f"[limits] {dropped} more tool calls of that step were not run: at most "
+        f"{MAX_TOOL_CALLS_PER_STEP} run per step. Ask again for the ones you still need.",
     }
 
 

@@ -50,10 +50,14 @@ def plan(question: str, today: date, channels: dict[str, str]) -> list[tuple[str
 def _arguments(tool: str, period: Period, channel: str | None) -> dict[str, Any]:
     args: dict[str, Any] = period.as_dict()
     if tool == "compare_periods":
-        previous = period.previous()
-        args = {"current_start": args["start"], "current_end": args["end"],
-                "previous_start": previous.start.isoformat(),
-                "previous_end": previous.end.isoformat()}  # fmt: skip
+        args = {"current_start": args["start"], "current_end": args["end"]}
+        try:
+            previous = period.previous()
+        except ValueError:  # none before the calendar's start: the tool itself says so
+            pass
+        else:
+            args |= {"previous_start": previous.start.isoformat(),
+                     "previous_end": previous.end.isoformat()}  # fmt: skip
     if channel and tool in ("channel_performance", "compare_periods", "revenue_state_changes",
                             "compare_attribution_models", "top_orders"):  # fmt: skip
         args["channel"] = channel

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -12,6 +11,8 @@ import asyncpg
 
 from llm_service.db.pool import encode_json, tenant_transaction
 from llm_service.investigations import repository
+from llm_service.tools.parse import BadArguments
+from llm_service.tools.parse import parse_arguments as bounded_arguments
 from llm_service.tools.repository import record_tool_call
 from llm_service.tools.runner import ToolOutcome, run_tool
 
@@ -83,9 +84,9 @@ class EvidenceLog:
 
 
 def parse_arguments(raw: str) -> str | dict[str, Any]:
-    """Tool arguments as a dict if they are valid JSON, else the raw text (the tool reports it)."""
+    """Tool arguments as a dict if they are one bounded JSON object, else the raw text (the
+    tool runner reports what is wrong with it, and keeps only a bounded part)."""
     try:
-        value = json.loads(raw or "{}")
-    except ValueError:
+        return bounded_arguments(raw)
+    except BadArguments:
         return raw
-    return value if isinstance(value, dict) else raw

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llm_service.input_rules import NO_NUL
+from llm_service.input_rules import NO_NUL, VisibleText
 
 MAX_COST_USD = Decimal("0.30")
 MAX_TIMEOUT_S = 60.0
@@ -20,7 +20,7 @@ class InvestigationCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=3, max_length=4000, pattern=NO_NUL)
+    question: VisibleText = Field(min_length=3, max_length=4000, pattern=NO_NUL)
     max_cost_usd: Decimal | None = Field(default=None, gt=0, le=MAX_COST_USD, decimal_places=6)
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
     max_steps: int | None = Field(default=None, ge=1, le=20)

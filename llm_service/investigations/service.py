@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from budgets.money import cents_to_usd, usd_to_cents
+from llm_service import idempotency
 from llm_service.db.pool import tenant_transaction
 from llm_service.errors import InvalidRequest, NotFound
 from llm_service.input_rules import check_idempotency_key
@@ -36,7 +37,8 @@ async def create(
     body: InvestigationCreate,
     idempotency_key: str | None,
 ) -> tuple[InvestigationOut, bool]:
-    """Queue a run (the queue is the table); the same Idempotency-Key returns the same run."""
+    """Queue a run (the queue is the table); a reused Idempotency-Key returns the same run, or
+    409 when the request differs (`llm_service.idempotency`)."""
     check_idempotency_key(idempotency_key)
     max_cost = min(
         body.max_cost_usd or settings.investigation_max_cost_usd,
@@ -45,16 +47,22 @@ async def create(
     timeout_s = min(
         body.timeout_s or settings.investigation_timeout_s, settings.investigation_timeout_s
     )
+    question = body.question  # trimmed by its schema
+    max_cost_cents = usd_to_cents(max_cost)
+    timeout_ms = max(1, int(timeout_s * 1000))
+    max_steps = body.max_steps or DEFAULT_MAX_STEPS
+    # The request as the row stores it: what a retry must match.
+    request = {
+        "question": question,
+        "max_cost_cents": max_cost_cents,
+        "timeout_ms": timeout_ms,
+        "max_steps": max_steps,
+    }
     async with tenant_transaction(pool, tenant_id) as conn:
         row, created = await repository.insert(
-            conn,
-            tenant_id,
-            body.question.strip(),
-            usd_to_cents(max_cost),
-            max(1, int(timeout_s * 1000)),
-            body.max_steps or DEFAULT_MAX_STEPS,
-            idempotency_key,
+            conn, tenant_id, question, max_cost_cents, timeout_ms, max_steps, idempotency_key
         )
+        idempotency.replay(created, {key: row[key] for key in request}, request)
         if created:
             await repository.add_event(
                 conn,

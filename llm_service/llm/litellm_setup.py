@@ -9,6 +9,8 @@ from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 
+from llm_service.llm.litellm_patches import install_tool_call_guards
+
 
 def _tokenizer_dir() -> Path | None:
     spec = importlib.util.find_spec("litellm")
@@ -36,6 +38,7 @@ def load_litellm() -> ModuleType:
     litellm.disable_aiohttp_transport = True
     litellm.num_retries = 0
     litellm.telemetry = False
+    install_tool_call_guards()
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
         logger = logging.getLogger(name)
         logger.setLevel(logging.WARNING)

@@ -10,6 +10,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llm_service.periods import check_calendar
+
 MAX_TOTAL_USD = Decimal("1000000000")
 # The most one job may spend on its rationale, USD (like an investigation).
 MAX_COST_USD = Decimal("0.30")
@@ -49,7 +51,8 @@ class Period(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> Period:
-        """start before end, at most 366 days apart."""
+        """start before end, at most 366 days apart, between 1970 and 2100."""
+        check_calendar(self.start, self.end)
         if self.start >= self.end:
             raise ValueError("period.start must be before period.end")
         if (self.end - self.start).days > MAX_PERIOD_DAYS:

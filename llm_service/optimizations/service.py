@@ -9,8 +9,9 @@ from uuid import UUID
 import asyncpg
 
 from budgets.money import cents_to_usd, usd_to_cents
+from llm_service import idempotency
 from llm_service.db.pool import tenant_transaction
-from llm_service.errors import Conflict, InvalidRequest, NotFound
+from llm_service.errors import InvalidRequest, NotFound
 from llm_service.input_rules import check_idempotency_key
 from llm_service.optimizations import repository
 from llm_service.optimizations.schemas import (
@@ -29,7 +30,8 @@ async def create(
     body: BudgetOptimizationCreate,
     idempotency_key: str | None,
 ) -> tuple[BudgetOptimizationOut, bool]:
-    """Queue a job; the same Idempotency-Key with the same request returns the same job."""
+    """Queue a job; a reused Idempotency-Key returns the same job, or 409 when the request
+    differs (`llm_service.idempotency`)."""
     check_idempotency_key(idempotency_key)
     params = body.params()
     max_cost = min(settings.investigation_max_cost_usd, MAX_COST_USD)
@@ -43,8 +45,7 @@ async def create(
         row, created = await repository.insert(
             conn, tenant_id, params, usd_to_cents(max_cost), idempotency_key
         )
-    if not created and row["params"] != params:
-        raise Conflict("this Idempotency-Key was already used for a different request")
+        idempotency.replay(created, row["params"], params)
     return to_out(row), created
 
 

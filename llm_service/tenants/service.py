@@ -11,6 +11,7 @@ import asyncpg
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.errors import InvalidRequest, NotFound, Unauthorized
+from llm_service.input_rules import is_blank, trim
 from llm_service.tenants import repository
 from llm_service.tenants.keys import hash_api_key, is_well_formed, new_api_key
 
@@ -29,12 +30,12 @@ async def create_tenant(
     pool: asyncpg.Pool, name: str, *, monthly_cap_cents: Decimal | None = None
 ) -> CreatedTenant:
     """Create a tenant and return its freshly issued key (only the hash is stored)."""
-    if not name.strip():
+    if is_blank(name):
         raise InvalidRequest("tenant name must not be blank")
     tenant_id = uuid.uuid4()
     api_key = new_api_key()
     async with tenant_transaction(pool, tenant_id) as conn:
-        await repository.insert_tenant(conn, tenant_id, name.strip(), hash_api_key(api_key))
+        await repository.insert_tenant(conn, tenant_id, trim(name), hash_api_key(api_key))
         if monthly_cap_cents is not None:
             await repository.set_monthly_cap(conn, tenant_id, monthly_cap_cents)
     return CreatedTenant(tenant_id=tenant_id, api_key=api_key)

@@ -8,6 +8,7 @@ from typing import Annotated, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from llm_service.analytics.models import ModelType
+from llm_service.periods import Period, check_calendar
 
 CHANNEL_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
 MAX_PERIOD_DAYS = 366
@@ -22,7 +23,9 @@ Channel = Annotated[str, StringConstraints(pattern=CHANNEL_PATTERN)]
 
 
 def check_period(start: date, end: date, label: str = "period") -> None:
-    """Raise ValueError unless start < end and the period spans at most MAX_PERIOD_DAYS days."""
+    """Raise ValueError unless start < end, the period spans at most MAX_PERIOD_DAYS days and
+    lies between 1970 and 2100 (`llm_service.periods.check_calendar`)."""
+    check_calendar(start, end, label)
     if start >= end:
         raise ValueError(f"the {label} must start before it ends ({start} is not before {end})")
     if (end - start).days > MAX_PERIOD_DAYS:
@@ -91,8 +94,8 @@ class ComparePeriodsArgs(ToolArgs):
         """The comparison period: as given, or the equal-length period just before."""
         if self.previous_start is not None and self.previous_end is not None:
             return self.previous_start, self.previous_end
-        length = self.current_end - self.current_start
-        return self.current_start - length, self.current_start
+        before = Period(self.current_start, self.current_end).previous()
+        return before.start, before.end
 
 
 class RevenueStateChangesArgs(PeriodArgs):

@@ -8,9 +8,9 @@ concurrently (``asyncio.gather``); nothing is shared between calls.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
@@ -20,14 +20,19 @@ from pydantic import ValidationError
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.errors import ServiceError
+from llm_service.input_rules import storable
 from llm_service.pii.redact import redact_json
 from llm_service.tools.output import cap_output
+from llm_service.tools.parse import BadArguments, parse_arguments
 from llm_service.tools.specs import TOOLS, ToolArgs, ToolSpec
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATEMENT_TIMEOUT_MS = 2000
 DEFAULT_MAX_OUTPUT_CHARS = 6000
+# The most of a malformed call's arguments kept in its record (and shown back to the model).
+MAX_RECORDED_CHARS = 2000
+MAX_NAME_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -47,24 +52,25 @@ class ToolCallError(Exception):
     """A tool call the model got wrong or the database refused; the message is for the model."""
 
 
-def _parse(raw_arguments: str | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(raw_arguments, dict):
-        return raw_arguments
-    text = raw_arguments.strip()
-    if not text:
-        return {}
+def _parse(raw_arguments: object) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ToolCallError(
-            f"the arguments are not valid JSON ({exc.msg} at position {exc.pos}); "
-            "send one JSON object"
-        ) from None
-    except (ValueError, RecursionError):
-        raise ToolCallError("the arguments are not valid JSON; send one JSON object") from None
-    if not isinstance(value, dict):
-        raise ToolCallError("the arguments must be a JSON object")
-    return value
+        return parse_arguments(raw_arguments)
+    except BadArguments as exc:
+        raise ToolCallError(str(exc)) from None
+
+
+def _recordable(raw_arguments: object) -> dict[str, Any] | str:
+    """Arguments as they are kept: a bounded dict as is, anything else as text cut to
+    MAX_RECORDED_CHARS."""
+    if isinstance(raw_arguments, Mapping):
+        try:
+            return parse_arguments(raw_arguments)
+        except BadArguments as exc:
+            return str(exc)
+    text = raw_arguments if isinstance(raw_arguments, str) else storable(raw_arguments)
+    if len(text) > MAX_RECORDED_CHARS:
+        return text[:MAX_RECORDED_CHARS] + f"... [{len(text) - MAX_RECORDED_CHARS} more characters]"
+    return text
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -120,7 +126,8 @@ async def run_tool(
     if statement_timeout_ms < 1 or max_output_chars < 1:
         raise ValueError("statement_timeout_ms and max_output_chars must be positive")
     started = time.perf_counter()
-    arguments: dict[str, Any] | str = raw_arguments
+    name = name[:MAX_NAME_CHARS]
+    arguments: dict[str, Any] | str = _recordable(raw_arguments)
     findings = 0
     output: dict[str, Any] | None = None
     truncated = False

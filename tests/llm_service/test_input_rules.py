@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import asyncpg
 import pytest
 
 from llm_service.errors import InvalidRequest
-from llm_service.input_rules import NO_NUL, check_idempotency_key, storable
+from llm_service.input_rules import NO_NUL, check_idempotency_key, is_blank, storable, trim
+from llm_service.tenants.service import create_tenant
 
 
 @pytest.mark.parametrize("key", [None, "k", "x" * 200, "'; DROP TABLE investigations; --"])
@@ -42,3 +44,32 @@ def test_no_nul_pattern_matches_text_without_nul_only() -> None:
 )
 def test_storable_replaces_what_postgresql_cannot_hold(written: str, stored: str) -> None:
     assert storable(written) == stored
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", "\t\n\r", "\u00a0", "\u3000", "\u200b", "\ufeff", "\u2028\u2029", "\u00ad\u2060",
+     "\u200e\u200f\u202e", "\u3164\u115f\u1160\uffa0\u2800", "\x07\x1b", "\U000e0041"],
+)  # fmt: skip
+def test_whitespace_and_invisible_characters_alone_are_blank(text: str) -> None:
+    assert is_blank(text) and trim(text) == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "trimmed"),
+    [
+        ("\u200b Why did revenue fall? \ufeff", "Why did revenue fall?"),
+        ("cafe\u0301", "cafe\u0301"),  # a combining accent is content, even at the end
+        ("a\u00a0b", "a\u00a0b"),  # inside the text, spaces stay
+        ("\u2764\ufe0f", "\u2764\ufe0f"),  # an emoji's variation selector stays
+        ("?", "?"),
+    ],
+)
+def test_trim_removes_only_the_invisible_ends(text: str, trimmed: str) -> None:
+    assert trim(text) == trimmed and not is_blank(text)
+
+
+@pytest.mark.parametrize("name", ["\u200b\u200b", "\u00a0", "\u3000\t"])
+async def test_a_blank_tenant_name_is_refused(owner_pool: asyncpg.Pool, name: str) -> None:
+    with pytest.raises(InvalidRequest, match="blank"):
+        await create_tenant(owner_pool, name)
