@@ -21,6 +21,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 import respx
+from claimed_runs import queue_claimed_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,21 +57,15 @@ async def capped_tenant(owner_pool: asyncpg.Pool) -> CreatedTenant:
 async def _queue_claimed_run(
     pool: asyncpg.Pool, tenant_id: UUID, max_cost_cents: Decimal, max_steps: int
 ) -> UUID:
-    async with tenant_transaction(pool, tenant_id) as conn:
-        run_id: UUID = await conn.fetchval(
-            "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, "
-            "max_steps) VALUES ($1, 'Why did paid social revenue fall last week?', $2, 30000, $3) "
-            "RETURNING id",
-            tenant_id,
-            max_cost_cents,
-            max_steps,
-        )
-        await conn.execute(
-            "UPDATE investigations SET status = 'running', lease_owner = 'hostile-worker', "
-            "lease_expires_at = now() + interval '1 minute' WHERE id = $1",
-            run_id,
-        )
-    return run_id
+    return await queue_claimed_run(
+        pool,
+        tenant_id,
+        "Why did paid social revenue fall last week?",
+        max_cost_cents=max_cost_cents,
+        timeout_ms=30_000,
+        max_steps=max_steps,
+        worker="hostile-worker",
+    )
 
 
 async def _assert_invariants(pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> None:

@@ -28,6 +28,7 @@ import asyncpg
 import httpx
 import pytest
 import respx
+from claimed_runs import queue_claimed_run
 from test_investigation_runs import _completion
 
 from llm_service.db.pool import tenant_transaction
@@ -316,25 +317,14 @@ def model_settings(test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> 
 
 async def queue_run(pool: asyncpg.Pool, tenant_id: UUID, question: str) -> UUID:
     """A run claimed by this test's worker (not through the shared queue)."""
-    async with tenant_transaction(pool, tenant_id) as conn:
-        run_id: UUID = await conn.fetchval(
-            """
-            INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps)
-            VALUES ($1, $2, $3, $4, 30)
-            RETURNING id
-            """,
-            tenant_id,
-            question,
-            CEILING_CENTS,
-            TIMEOUT_MS,
-        )
-        # Claimed by the test's worker, as fn_claim_next_run would (lease columns only).
-        await conn.execute(
-            "UPDATE investigations SET status = 'running', lease_owner = 'test-worker',"
-            " lease_expires_at = now() + interval '1 minute' WHERE id = $1",
-            run_id,
-        )
-    return run_id
+    return await queue_claimed_run(
+        pool,
+        tenant_id,
+        question,
+        max_cost_cents=CEILING_CENTS,
+        timeout_ms=TIMEOUT_MS,
+        max_steps=30,
+    )
 
 
 @respx.mock

@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import pytest
 import respx
+from claimed_runs import queue_claimed_run
 
 from budgets.money import cents_to_usd
 from llm_service.db.pool import tenant_transaction
@@ -111,26 +112,14 @@ async def queue_run(
     max_steps: int = 8,
 ) -> UUID:
     """Queue a run and claim it for the test's worker (not through the shared queue)."""
-    async with tenant_transaction(pool, tenant_id) as conn:
-        run_id: UUID = await conn.fetchval(
-            """
-            INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps)
-            VALUES ($1, $2, $3, $4, $5)
-            RETURNING id
-            """,
-            tenant_id,
-            QUESTION,
-            max_cost_cents,
-            timeout_ms,
-            max_steps,
-        )
-        # Claimed by the test's worker, as fn_claim_next_run would (lease columns only).
-        await conn.execute(
-            "UPDATE investigations SET status = 'running', lease_owner = 'test-worker',"
-            " lease_expires_at = now() + interval '1 minute' WHERE id = $1",
-            run_id,
-        )
-    return run_id
+    return await queue_claimed_run(
+        pool,
+        tenant_id,
+        QUESTION,
+        max_cost_cents=max_cost_cents,
+        timeout_ms=timeout_ms,
+        max_steps=max_steps,
+    )
 
 
 async def load(pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import json
 import re
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +20,7 @@ import asyncpg
 import httpx
 import pytest
 import respx
+from claimed_runs import queue_claimed_run
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.investigations.runner import InvestigationRunner
@@ -146,19 +146,7 @@ def model_settings(test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 async def _queue_running(pool: asyncpg.Pool, tenant_id: UUID) -> UUID:
-    async with tenant_transaction(pool, tenant_id) as conn:
-        run_id: UUID = await conn.fetchval(
-            """
-            INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps,
-                status, lease_owner, lease_expires_at, started_at, attempts)
-            VALUES ($1, 'Why did revenue fall?', $2, 60000, 8, 'running', 'test-worker',
-                    now() + interval '1 minute', now(), 1)
-            RETURNING id
-            """,
-            tenant_id,
-            Decimal(30),
-        )
-    return run_id
+    return await queue_claimed_run(pool, tenant_id, "Why did revenue fall?")
 
 
 @respx.mock
@@ -216,11 +204,8 @@ async def test_a_degraded_run_asked_about_the_calendars_edge_answers_with_tool_e
     test_settings: Settings, app_pool: asyncpg.Pool, tenant: CreatedTenant, question: str
 ) -> None:
     assert test_settings.llm_model is None
-    run_id = await _queue_running(app_pool, tenant.tenant_id)
-    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
-        await conn.execute(
-            "UPDATE investigations SET question = $2 WHERE id = $1", run_id, question
-        )
+    # The question is fixed at creation (the application role cannot rewrite it).
+    run_id = await queue_claimed_run(app_pool, tenant.tenant_id, question)
     runner = InvestigationRunner(
         app_pool, gateway_from_settings(test_settings, app_pool), "test-worker"
     )
