@@ -12,7 +12,7 @@ generated with the same seed hold equal data under different ids. Injected anoma
 returned in the summary):
 - facebook_paid (the paid social channel) loses ~40% of its revenue in the last full week;
 - the shopify_webhook source floods dead_events on two days;
-- affiliate purchases of one week are refunded or charged back at ~10x the usual rate;
+- affiliate purchases of one week (at ~3x the usual volume) are mostly refunded or charged back;
 - for one week a third of instagram_paid sessions were recorded as organic_social; a batch of
   channel corrections (for the events and their allocations) moves them back.
 """
@@ -44,7 +44,7 @@ Row = tuple[Any, ...]
 DAYS = 90
 DAY_US = 86_400_000_000
 CHUNK_EVENTS = 25_000
-MIN_EVENTS = 10_000  # below this the weekly anomalies drown in noise
+MIN_EVENTS = 1_000  # the plants' floors (below) keep every anomaly visible from here up
 MAX_EVENTS = 5_000_000
 EVENT_TYPES = ("page_view", "click", "add_to_cart", "signup", "conversion", "purchase")
 PAGE_VIEW, CLICK, ADD_TO_CART, SIGNUP, CONVERSION, PURCHASE = range(6)
@@ -72,7 +72,12 @@ DROP_CONVERSION_FACTOR = 0.72
 DROP_ORDER_VALUE_FACTOR = 0.83  # 0.72 * 0.83 ~ 0.60: revenue down ~40%
 MISTAG_SHARE = 0.35
 REFUND_RATE, CHARGEBACK_RATE = 0.03, 0.004
-BURST_REFUND_RATE, BURST_CHARGEBACK_RATE = 0.22, 0.12
+BURST_REFUND_RATE, BURST_CHARGEBACK_RATE = 0.50, 0.25
+# Floors that keep each plant clearly visible at any size (they bind only on small data sets):
+# page views of other channels that day become the plant's events.
+DROP_PURCHASE_FLOOR, DROP_WEEK_PURCHASE_FLOOR = 2, 1  # drop channel purchases per day
+BURST_PURCHASE_FLOOR, BURST_VOLUME_FACTOR = 2, 3  # refund channel purchases per burst-week day
+MISTAG_EVENT_FLOOR = 4  # mis-tag channel events per day of the mis-tag week
 DEAD_EVENT_RATE = 0.004
 SPIKE_SOURCE = "shopify_webhook"
 PII_EVENT_RATE = 0.004
@@ -646,7 +651,41 @@ def _type_cells(rng: np.random.Generator, ctx: _Context, cells: IntArray) -> Int
                 factor *= DROP_CONVERSION_FACTOR
             mix = _type_mix(channel.profile, channel.is_paid, factor)
             out[d, c] = _apportion(rng, int(cells[d, c]), mix)
+    _apply_floors(ctx, out)
     return out
+
+
+def _steal(out: IntArray, d: int, to: tuple[int, int], wanted: int, keep: set[int]) -> None:
+    """Turn up to `wanted` page views of day d (busiest other channels first) into `to` events."""
+    while wanted > 0:
+        views = out[d, :, PAGE_VIEW].copy()
+        views[list(keep)] = -1
+        source = int(np.argmax(views))
+        take = min(wanted, int(views[source]))
+        if take <= 0:
+            return
+        out[d, source, PAGE_VIEW] -= take
+        out[d, to[0], to[1]] += take
+        wanted -= take
+
+
+def _apply_floors(ctx: _Context, out: IntArray) -> None:
+    """Give each plant enough events to stand out at any size (a no-op on large data sets)."""
+    sc = ctx.scenario
+    plants = (sc.drop_channel, sc.refund_channel, sc.mistag_to, sc.mistag_from)
+    keep = {c for c in plants if c is not None}
+    for d in range(DAYS):
+        day = ctx.start + timedelta(days=d)
+        floor = DROP_WEEK_PURCHASE_FLOOR if day in sc.drop_week else DROP_PURCHASE_FLOOR
+        short = floor - int(out[d, sc.drop_channel, PURCHASE])
+        _steal(out, d, (sc.drop_channel, PURCHASE), short, keep)
+        if day in sc.refund_week:
+            natural = int(out[d, sc.refund_channel, PURCHASE])
+            target = max(BURST_PURCHASE_FLOOR, BURST_VOLUME_FACTOR * natural)
+            _steal(out, d, (sc.refund_channel, PURCHASE), target - natural, keep)
+        if sc.mistag_to is not None and day in sc.mistag_week:
+            short = MISTAG_EVENT_FLOOR - int(out[d, sc.mistag_to].sum())
+            _steal(out, d, (sc.mistag_to, PAGE_VIEW), short, keep)
 
 
 def _sessions(
@@ -1498,7 +1537,8 @@ def _anomalies(ctx: _Context, mistagged: int) -> tuple[InjectedAnomaly, ...]:
             refund,
             sc.refund_week.start,
             sc.refund_week.end,
-            f"~{burst:.0%} of {refund} purchases made this week refunded or charged back",
+            f"{refund} purchases this week at ~{BURST_VOLUME_FACTOR}x the usual volume (a coupon "
+            f"push), ~{burst:.0%} of them refunded or charged back within days",
         ),
     ]
     if sc.mistag_from is not None and sc.mistag_to is not None:

@@ -76,6 +76,7 @@ class LlmRequest:
     budget_optimization_job_id: UUID | None = None
     for_wrapup: bool = False
     min_output_tokens: int = 64
+    response_format: dict[str, Any] | None = None  # native structured output (JSON schema)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,8 @@ class LlmGateway:
         extra: dict[str, Any] = {}
         if request.tools:
             extra["tools"] = request.tools
+        if request.response_format:
+            extra["response_format"] = request.response_format
         if self.settings.llm_api_base:
             extra["api_base"] = self.settings.llm_api_base
 
