@@ -181,7 +181,8 @@ def resolve(text: str, today: date) -> tuple[Period, bool]:
         end = date(year + (month == 12), month % 12 + 1, 1)
         return Period(start, min(end, tomorrow)), True
     period = resolve_period(lowered, today)
-    named = period != resolve_period(lowered, today, default_days=period.days + 1)
+    # A phrase it recognises does not move when the default window does.
+    named = period == resolve_period(lowered, today, default_days=period.days + 1)
     return period, named
 
 
