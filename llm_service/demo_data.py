@@ -77,7 +77,7 @@ BURST_REFUND_RATE, BURST_CHARGEBACK_RATE = 0.50, 0.25
 # page views of other channels that day become the plant's events.
 DROP_PURCHASE_FLOOR, DROP_WEEK_PURCHASE_FLOOR = 2, 1  # drop channel purchases per day
 BURST_PURCHASE_FLOOR, BURST_VOLUME_FACTOR = 2, 3  # refund channel purchases per burst-week day
-MISTAG_EVENT_FLOOR = 4  # mis-tag channel events per day of the mis-tag week
+MISTAG_EVENT_FLOOR = 6  # mis-tag channel events per day of the mis-tag week
 DEAD_EVENT_RATE = 0.004
 SPIKE_SOURCE = "shopify_webhook"
 PII_EVENT_RATE = 0.004

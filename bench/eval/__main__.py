@@ -5,7 +5,7 @@ question of `bench.eval.questions` as an investigation (the real runner and tool
 each answer: it must name the expected entity and state the expected figure (within a
 tolerance), both computed by the evaluation's own SQL. Scored for the deterministic analyst,
 and for the model named by LLM_MODEL when it is set (spend bounded: EVAL_MAX_USD in all,
-EVAL_RUN_CENTS per question). Per-question results go to bench/RESULTS.md.
+EVAL_RUN_CENTS per question). Per-question results go to their section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from llm_service.settings import Settings
 from llm_service.tenants.service import create_tenant
 
 ROOT = Path(__file__).resolve().parents[2]
+SECTION = "## Analyst evaluation (`python -m bench.eval`)"
 _NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
 
 
@@ -192,7 +193,7 @@ def _cell(result: dict[str, Any] | None) -> str:
 def markdown(run: dict[str, Any], baseline: dict[str, Any] | None) -> str:
     """bench/RESULTS.md: scores, then one row per question."""
     lines = [
-        "# Analyst evaluation",
+        SECTION,
         "",
         "`python -m bench.eval` (also in `make bench`): questions about the planted anomalies and "
         "ordinary facts of `demo-data`; an answer is correct when it names the expected entity "
@@ -201,7 +202,7 @@ def markdown(run: dict[str, Any], baseline: dict[str, Any] | None) -> str:
         "",
         f"Run on {run['date']}: {run['events']:,} demo events, seed {run['seed']}.",
         "",
-        "## Scores",
+        "### Scores",
         "",
         "| analyst | correct | per anomaly (correct / asked) |",
         "|---|---|---|",
@@ -214,9 +215,16 @@ def markdown(run: dict[str, Any], baseline: dict[str, Any] | None) -> str:
         kinds = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in t["kinds"].items())
         pct = 100 * t["ok"] / t["asked"] if t["asked"] else 0
         lines.append(f"| {label} | {t['ok']}/{t['asked']} ({pct:.0f}%) | {kinds} |")
-    if run["spent_usd"]:
-        lines += ["", "Model spend: " + ", ".join(f"{k} ${v}" for k, v in run["spent_usd"].items())]
-    lines += ["", "## Per question", ""]
+    if baseline and baseline.get("note"):
+        lines += ["", f"Before: {baseline['note']}."]
+    spend = {k: v for k, v in run["spent_usd"].items() if k != "deterministic"}
+    if spend:
+        lines += ["", "Model spend: " + ", ".join(f"{k} ${v}" for k, v in spend.items())]
+    lines += [
+        "",
+        "Other sizes and seeds: `python -m bench.eval --events 1000 --seed 3 --out /tmp/r.md`.",
+    ]
+    lines += ["", "### Per question", ""]
     header = "| # | kind | question | expected | " + " | ".join(run["analysts"])
     if baseline:
         header += " | before"
@@ -230,6 +238,17 @@ def markdown(run: dict[str, Any], baseline: dict[str, Any] | None) -> str:
         text = r["question"].replace("|", "/")
         lines.append(f"| {i} | {r['kind']} | {text} | {expected} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def replace_section(document: str, section: str) -> str:
+    """`document` with its analyst-evaluation section replaced by `section` (or appended)."""
+    lines = document.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(SECTION)), None)
+    if start is None:
+        return document.rstrip("\n") + "\n\n" + section
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rest = "\n".join(lines[end:])
+    return "\n".join(lines[:start]) + "\n" + section + ("\n" + rest + "\n" if rest else "")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -246,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     baseline = json.loads(args.baseline.read_text()) if args.baseline.exists() else None
     if args.json:
         args.json.write_text(json.dumps(run, indent=1, default=str))
-    args.out.write_text(markdown(run, baseline))
+    existing = args.out.read_text() if args.out.exists() else "# Benchmark results\n"
+    args.out.write_text(replace_section(existing, markdown(run, baseline)))
     for analyst in run["analysts"]:
         t = tally(run, analyst)
         print(f"{analyst}: {t['ok']}/{t['asked']} correct; per anomaly {t['kinds']}")

@@ -492,7 +492,8 @@ def _cause(q: Question, evidence: Evidence) -> Finding | None:
         for p in out.get("pairs") or []
         if not scope or {p["from_channel"], p["to_channel"]} & scope
     ]
-    if not pairs or sum(int(p["corrections"]) for p in pairs) < 5:
+    # Any correction touching the channels asked about counts; unscoped, only a batch does.
+    if not pairs or sum(int(p["corrections"]) for p in pairs) < (1 if scope else 5):
         return None
     p = max(pairs, key=lambda x: int(x["corrections"]))
     return Finding(
