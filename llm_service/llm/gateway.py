@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -150,6 +151,10 @@ class LlmGateway:
         price = self.price(model)
         redacted, findings = redact_messages(request.messages)
         input_tokens = self.count_tokens(redacted, request.tools)
+        if request.response_format:  # the schema is part of the prompt the provider bills
+            input_tokens += int(
+                self._litellm.token_counter(model=model, text=json.dumps(request.response_format))
+            )
         ceiling = ceiling or RunCeiling(self.settings.llm_call_max_cost_usd)
         provider = self._provider(model)
         extra: dict[str, Any] = {}

@@ -198,3 +198,59 @@ async def test_a_model_without_schema_support_gets_the_prompt_only(
     sent = bodies(route)
     assert sent and all("response_format" not in b for b in sent)
     assert "JSON object" in sent[0]["messages"][0]["content"]
+
+
+ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
+
+
+def anthropic_message(content: list[dict[str, Any]], stop: str) -> httpx.Response:
+    return httpx.Response(
+        200,
+        json={
+            "id": f"msg_{time.monotonic_ns()}",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-haiku-4-5",
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 900, "output_tokens": 60},
+        },
+    )
+
+
+@respx.mock
+async def test_an_anthropic_model_gets_the_schema_on_the_repair_and_its_answer_is_used(
+    test_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    app_pool: asyncpg.Pool,
+    data_tenant: CreatedTenant,
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    settings = test_settings.model_copy(
+        update={"llm_model": "anthropic/claude-haiku-4-5", "llm_max_attempts": 1}
+    )
+    report = {"summary": "Nothing stood out in the data I was shown.", "findings": []}
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        names = [t.get("name") for t in body.get("tools") or []]
+        if "json_tool_call" in names:  # the schema as a forced tool
+            block = {"type": "tool_use", "id": "toolu_1", "name": "json_tool_call", "input": report}
+            return anthropic_message([block], "tool_use")
+        if "output_format" in body:  # or as Anthropic's native structured output
+            return anthropic_message([{"type": "text", "text": json.dumps(report)}], "end_turn")
+        return anthropic_message([{"type": "text", "text": "Revenue looks fine."}], "end_turn")
+
+    route = respx.post(ANTHROPIC_URL).mock(side_effect=respond)
+    run_id = await queue_run(app_pool, data_tenant.tenant_id)
+    status = await run(settings, app_pool, data_tenant.tenant_id, run_id)
+    record = await load(app_pool, data_tenant.tenant_id, run_id)
+    sent = bodies(route)
+    # The step offers the data tools, not a forced answer tool; the repair carries the schema.
+    assert "json_tool_call" not in [t.get("name") for t in sent[0].get("tools") or []]
+    repair = sent[1]
+    forced = repair.get("tool_choice") == {"type": "tool", "name": "json_tool_call"}
+    assert forced or "output_format" in repair
+    assert status == "succeeded" and record["degraded"] is False
+    assert record["result"]["summary"] == report["summary"]
