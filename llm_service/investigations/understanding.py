@@ -45,7 +45,7 @@ TOPIC_PATTERNS: dict[str, re.Pattern[str]] = {
     "dead_events": re.compile(
         r"dead|ingest|dead.letter|dlq|fail(ed|ing|ure)s? (to )?(load|ingest|process)|webhook|"
         r"rejected|dropped events|lost events|missing events|schema (validation|error)|"
-        r"pipeline|events? fail"
+        r"pipeline|events? fail|integration|data quality|broke|broken|tracking (issue|problem|gap)"
     ),
     "corrections": re.compile(
         r"correct|reassign|re-?assign|overrid|re-?label|mis-?tag|mislabel|wrong channel|"
@@ -61,7 +61,8 @@ TOPIC_PATTERNS: dict[str, re.Pattern[str]] = {
     "change": re.compile(
         r"drop|fall|fell|declin|decreas|\bdown\b|\bdip|rise|rose|increas|\bup\b|jump|spike|"
         r"surge|chang|compar|\bvs\b|versus|week over week|anomal|unusual|wrong|happen|lost|"
-        r"gain|grew|grow|shrank|worse|better|inflat|\bwhy\b"
+        r"gain|grew|grow|shrank|worse|better|inflat|\bwhy\b|underperform|look(s|ing)? off|"
+        r"how is .* doing|going on"
     ),
     "performance": re.compile(
         r"which channel|top channel|best|most|how much|how many|what was|what is|share|total|"
@@ -159,6 +160,8 @@ def resolve(text: str, today: date) -> tuple[Period, bool]:
         return Period(start, start + timedelta(days=7)), True
     if m := _LAST_N_WEEKS.search(lowered):
         return Period(tomorrow - timedelta(days=7 * _count(m.group(1))), tomorrow), True
+    if re.search(r"\b(?:this )?(?:past|last) 7 days\b|\b(?:this )?past week\b", lowered):
+        return Period(tomorrow - timedelta(days=7), tomorrow), True
     if (m := _LAST_N_DAYS.search(lowered)) and not m.group(1).isdigit():
         return Period(tomorrow - timedelta(days=_count(m.group(1))), tomorrow), True
     isos = _ISO.findall(lowered)
@@ -246,10 +249,17 @@ def understand(text: str, today: date, channels: list[ChannelInfo]) -> Question:
     lowered = text.lower()
     period, named = resolve(lowered, today)
     topics = tuple(t for t, pattern in TOPIC_PATTERNS.items() if pattern.search(lowered))
-    source = next((s for s in _SOURCES if s in lowered or s.replace("_", " ") in lowered), None)
+    source = next((s for s in _SOURCES if any(name in lowered for name in _SOURCES[s])), None)
     if source and "dead_events" not in topics:
         topics = ("dead_events", *topics)
     return Question(text, period, named, scope_of(text, channels), metric_of(text), topics, source)
 
 
-_SOURCES = ("shopify_webhook", "web_sdk", "meta_capi", "stripe_webhook", "google_ads_api")
+# Ingestion sources of dead events, and how people name them.
+_SOURCES = {
+    "shopify_webhook": ("shopify_webhook", "shopify webhook", "shopify"),
+    "web_sdk": ("web_sdk", "web sdk", "sdk", "pixel"),
+    "meta_capi": ("meta_capi", "meta capi", "conversions api", "capi"),
+    "stripe_webhook": ("stripe_webhook", "stripe webhook", "stripe"),
+    "google_ads_api": ("google_ads_api", "google ads api"),
+}
