@@ -177,7 +177,8 @@ def tally(run: dict[str, Any], analyst: str) -> dict[str, Any]:
         kinds.setdefault(r["kind"], [0, 0])
         kinds[r["kind"]][1] += 1
         kinds[r["kind"]][0] += int(r[analyst]["ok"])
-    return {"ok": ok, "asked": len(scored), "kinds": kinds}
+    degraded = sum(1 for r in scored if r[analyst].get("degraded"))
+    return {"ok": ok, "asked": len(scored), "kinds": kinds, "degraded": degraded}
 
 
 def _cell(result: dict[str, Any] | None) -> str:
@@ -187,7 +188,9 @@ def _cell(result: dict[str, Any] | None) -> str:
         return "skipped"
     mark = "pass" if result["ok"] else "FAIL"
     missing = [k for k in ("entity", "figure", "said") if not result[k]]
-    return mark + (f" (no {', '.join(missing)})" if missing else "")
+    mark += f" (no {', '.join(missing)})" if missing else ""
+    # A model run the deterministic analyst had to finish is not the model's answer.
+    return mark + (" degraded" if result.get("degraded") and result["cost_cents"] != "0" else "")
 
 
 def markdown(run: dict[str, Any], baseline: dict[str, Any] | None) -> str:
@@ -204,8 +207,8 @@ def markdown(run: dict[str, Any], baseline: dict[str, Any] | None) -> str:
         "",
         "### Scores",
         "",
-        "| analyst | correct | per anomaly (correct / asked) |",
-        "|---|---|---|",
+        "| analyst | correct | per anomaly (correct / asked) | runs degraded |",
+        "|---|---|---|---|",
     ]
     rows = [("before (deterministic)", baseline, "deterministic")] if baseline else []
     rows += [(a, run, a) for a in run["analysts"]]
@@ -214,12 +217,16 @@ def markdown(run: dict[str, Any], baseline: dict[str, Any] | None) -> str:
         t = tally(data, analyst)
         kinds = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in t["kinds"].items())
         pct = 100 * t["ok"] / t["asked"] if t["asked"] else 0
-        lines.append(f"| {label} | {t['ok']}/{t['asked']} ({pct:.0f}%) | {kinds} |")
+        lines.append(
+            f"| {label} | {t['ok']}/{t['asked']} ({pct:.0f}%) | {kinds} | {t['degraded']} |"
+        )
     if baseline and baseline.get("note"):
         lines += ["", f"Before: {baseline['note']}."]
     spend = {k: v for k, v in run["spent_usd"].items() if k != "deterministic"}
     if spend:
         lines += ["", "Model spend: " + ", ".join(f"{k} ${v}" for k, v in spend.items())]
+    else:
+        lines += ["", "No model scored: LLM_MODEL was not set for this run."]
     lines += [
         "",
         "Other sizes and seeds: `python -m bench.eval --events 1000 --seed 3 --out /tmp/r.md`.",
@@ -269,7 +276,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.write_text(replace_section(existing, markdown(run, baseline)))
     for analyst in run["analysts"]:
         t = tally(run, analyst)
-        print(f"{analyst}: {t['ok']}/{t['asked']} correct; per anomaly {t['kinds']}")
+        print(
+            f"{analyst}: {t['ok']}/{t['asked']} correct ({t['degraded']} runs degraded); "
+            f"per anomaly {t['kinds']}"
+        )
     print(f"written {args.out} in {time.perf_counter() - started:.1f} s")
 
 
