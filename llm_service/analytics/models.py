@@ -102,8 +102,21 @@ class PeriodComparisonRow(Result):
     attributed_revenue_change_pct: Decimal | None
 
 
+class DataCoverage(Result):
+    """The days the tenant's events span, and how many days of each period they cover."""
+
+    first_day: date | None
+    last_day: date | None
+    current_days_with_data: int
+    previous_days_with_data: int
+
+
 class PeriodComparison(Result):
-    """Channels sorted by the size of their revenue change (largest movement first)."""
+    """Channels sorted by the size of their revenue change (largest movement first).
+
+    ``warnings`` says when a period lies (partly) outside the days the data covers: such a
+    period is not zero, it is unknown, and its changes must not be read as real movements.
+    """
 
     current: Period
     previous: Period
@@ -112,6 +125,8 @@ class PeriodComparison(Result):
     totals: PeriodComparisonRow
     rows: tuple[PeriodComparisonRow, ...]
     more_rows: bool
+    coverage: DataCoverage | None = None
+    warnings: tuple[str, ...] = ()
 
 
 # -- revenue state changes --------------------------------------------------------------------
@@ -179,9 +194,17 @@ class DeadEventDay(Result):
     top_source: str
 
 
+class DeadEventSource(Result):
+    """All dead events of one source in the period."""
+
+    source: str
+    events: int
+
+
 class DeadEventSummary(Result):
     """Dead events ingested in the period."""
 
+    by_source: tuple[DeadEventSource, ...] = ()  # first: the headline figures
     period: Period
     total_events: int
     groups: tuple[DeadEventGroup, ...]
@@ -204,6 +227,7 @@ class CorrectionPair(Result):
     last_corrected_at: datetime
     corrected_by: tuple[str, ...]
     latest_reasons: tuple[str, ...]
+    about_period_events: int = 0  # corrections of events (or their allocations) in the period
 
 
 class CorrectionAuthor(Result):
@@ -214,7 +238,7 @@ class CorrectionAuthor(Result):
 
 
 class ChannelCorrections(Result):
-    """Channel assignment corrections made in the period."""
+    """Channel corrections made in the period, or correcting events that occurred in it."""
 
     period: Period
     total_corrections: int

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
@@ -29,8 +29,10 @@ from llm_service.analytics.models import (
     ChannelPerformanceRow,
     CorrectionAuthor,
     CorrectionPair,
+    DataCoverage,
     DeadEventDay,
     DeadEventGroup,
+    DeadEventSource,
     DeadEventSummary,
     LedgerStateTotal,
     ModelComparisonRow,
@@ -177,6 +179,12 @@ ORDER BY g.is_total DESC, abs(g.current_revenue - g.previous_revenue) DESC,
 LIMIT $7
 """
 
+# The tenant's first and last event (both ends of idx_events_tenant_occurred).
+DATA_COVERAGE: Final = """
+SELECT (SELECT min(occurred_at) FROM attribution_events) AS first_at,
+       (SELECT max(occurred_at) FROM attribution_events) AS last_at
+"""
+
 # idx_revenue_state_transitions_tenant (tenant_id, transitioned_at); the ledger and allocation by
 # their (tenant_id, id) keys. One scan, four groupings; $4 caps each list, $5 the statement.
 REVENUE_STATE_CHANGES: Final = f"""
@@ -240,10 +248,18 @@ days AS (
                AS rn
     FROM dead
     GROUP BY (ingested_at AT TIME ZONE 'UTC')::date
+),
+sources AS (
+    SELECT source, count(*) AS events, row_number() OVER (ORDER BY count(*) DESC, source) AS rn
+    FROM dead
+    GROUP BY source
 )
 SELECT 'group' AS section, source, error_type, remediation_status, NULL::date AS day, events,
        first_seen, last_seen, latest_error_message, rn
 FROM groups WHERE rn <= $3
+UNION ALL
+SELECT 'source', source, NULL, NULL, NULL, events, NULL, NULL, NULL, rn
+FROM sources WHERE rn <= $3
 UNION ALL
 SELECT 'day', top_source, NULL, NULL, day, events, NULL, NULL, NULL, rn
 FROM days WHERE rn <= $3
@@ -254,13 +270,33 @@ ORDER BY section, rn
 LIMIT $4
 """
 
-# idx_channel_corrections_tenant (tenant_id, corrected_at).
+# Corrections made in the period (idx_channel_corrections_tenant (tenant_id, corrected_at)) and
+# corrections of the period's events or of their allocations, whenever they were made (the
+# period's events by idx_events_tenant_occurred, then idx_channel_corrections_entity per id):
+# asking about the week of a mis-tagging finds the fix made days later.
 CHANNEL_CORRECTIONS: Final = f"""
-WITH c AS MATERIALIZED (
+WITH period_events AS MATERIALIZED (
+    SELECT e.tenant_id, e.id
+    FROM attribution_events e
+    WHERE e.occurred_at >= $1 AND e.occurred_at < $2
+),
+about AS (
+    SELECT c.id
+    FROM period_events e
+    JOIN channel_assignment_corrections c
+      ON c.tenant_id = e.tenant_id AND c.entity_type = 'event' AND c.entity_id = e.id
+    UNION
+    SELECT c.id
+    FROM period_events e
+    JOIN attribution_allocations a ON a.tenant_id = e.tenant_id AND a.event_id = e.id
+    JOIN channel_assignment_corrections c
+      ON c.tenant_id = a.tenant_id AND c.entity_type = 'allocation' AND c.entity_id = a.id
+),
+c AS MATERIALIZED (
     SELECT c.from_channel, c.to_channel, c.entity_type, c.corrected_by, c.corrected_at,
-           left(c.reason, {TEXT_CHARS}) AS reason
+           left(c.reason, {TEXT_CHARS}) AS reason, (c.id IN (SELECT id FROM about)) AS about
     FROM channel_assignment_corrections c
-    WHERE c.corrected_at >= $1 AND c.corrected_at < $2
+    WHERE (c.corrected_at >= $1 AND c.corrected_at < $2) OR c.id IN (SELECT id FROM about)
 ),
 pairs AS (
     SELECT from_channel, to_channel, count(*) AS corrections,
@@ -268,6 +304,7 @@ pairs AS (
            count(*) FILTER (WHERE entity_type = 'allocation') AS allocation_corrections,
            min(corrected_at) AS first_at, max(corrected_at) AS last_at,
            (array_agg(DISTINCT corrected_by ORDER BY corrected_by))[1:5] AS correctors,
+           count(*) FILTER (WHERE about) AS about,
            row_number() OVER (ORDER BY count(*) DESC, from_channel, to_channel) AS rn
     FROM c
     GROUP BY from_channel, to_channel
@@ -294,15 +331,16 @@ authors AS (
 )
 SELECT 'pair' AS section, p.from_channel, p.to_channel, NULL::text AS corrected_by,
        p.corrections, p.event_corrections, p.allocation_corrections, p.first_at, p.last_at,
-       p.correctors, coalesce(r.reasons, '{{}}'::text[]) AS reasons, p.rn
+       p.correctors, coalesce(r.reasons, '{{}}'::text[]) AS reasons, p.about, p.rn
 FROM pairs p
 LEFT JOIN pair_reasons r ON r.from_channel = p.from_channel AND r.to_channel = p.to_channel
 WHERE p.rn <= $3
 UNION ALL
-SELECT 'author', NULL, NULL, corrected_by, corrections, NULL, NULL, NULL, NULL, NULL, NULL, rn
+SELECT 'author', NULL, NULL, corrected_by, corrections, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, rn
 FROM authors WHERE rn <= $3
 UNION ALL
-SELECT 'total', NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL, NULL, NULL, 1
+SELECT 'total', NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1
 FROM c
 ORDER BY section, rn
 LIMIT $4
@@ -535,6 +573,7 @@ async def period_comparison(
     )
     totals = [_comparison_row(r) for r in rows if r["is_total"]]
     channels = [_comparison_row(r) for r in rows if not r["is_total"]]
+    coverage = await data_coverage(conn, cur, prev)
     return PeriodComparison(
         current=cur,
         previous=prev,
@@ -543,7 +582,56 @@ async def period_comparison(
         totals=totals[0],
         rows=tuple(channels[:limit]),
         more_rows=len(channels) > limit,
+        coverage=coverage,
+        warnings=coverage_warnings(coverage, cur, prev),
     )
+
+
+async def data_coverage(
+    conn: asyncpg.Connection, current: Period, previous: Period
+) -> DataCoverage:
+    """The first and last day of the tenant's events, and the days of each period they cover."""
+    row = await conn.fetchrow(DATA_COVERAGE)
+    first = row["first_at"].astimezone(UTC).date() if row and row["first_at"] else None
+    last = row["last_at"].astimezone(UTC).date() if row and row["last_at"] else None
+
+    def covered(period: Period) -> int:
+        if first is None or last is None:
+            return 0
+        start, end = max(period.start, first), min(period.end, last + timedelta(days=1))
+        return max(0, int((end - start).days))
+
+    return DataCoverage(
+        first_day=first,
+        last_day=last,
+        current_days_with_data=covered(current),
+        previous_days_with_data=covered(previous),
+    )
+
+
+def coverage_warnings(coverage: DataCoverage, current: Period, previous: Period) -> tuple[str, ...]:
+    """Plain warnings for periods the data does not (fully) cover: unknown, never zero."""
+    span = (
+        f"the data covers {coverage.first_day} to {coverage.last_day}"
+        if coverage.first_day
+        else "there is no event data at all"
+    )
+    warnings = []
+    for label, period, days in (
+        ("current", current, coverage.current_days_with_data),
+        ("previous", previous, coverage.previous_days_with_data),
+    ):
+        if days == 0:
+            warnings.append(
+                f"the {label} period {period.start} to {period.end} has no data ({span}): "
+                "its figures are unknown, not zero; do not read the changes as movements"
+            )
+        elif days < period.days:
+            warnings.append(
+                f"only {days} of the {period.days} days of the {label} period {period.start} to "
+                f"{period.end} have data ({span}): the comparison is not like for like"
+            )
+    return tuple(warnings)
 
 
 async def revenue_state_changes(
@@ -590,7 +678,7 @@ async def dead_event_summary(
     """Dead events ingested in the period by source, error type and status, and peak days."""
     period = _period(start, end)
     cap = _cap(limit)
-    rows = await conn.fetch(DEAD_EVENT_SUMMARY, *period.bounds(), cap, 2 * cap + 1)
+    rows = await conn.fetch(DEAD_EVENT_SUMMARY, *period.bounds(), cap, 3 * cap + 1)
     sections, more = _sections(rows, limit)
     return DeadEventSummary(
         period=period,
@@ -611,6 +699,10 @@ async def dead_event_summary(
             DeadEventDay(day=r["day"], events=r["events"], top_source=r["source"])
             for r in sections.get("day", [])
         ),
+        by_source=tuple(
+            DeadEventSource(source=r["source"], events=r["events"])
+            for r in sections.get("source", [])
+        ),
         more_rows=more,
     )
 
@@ -618,7 +710,8 @@ async def dead_event_summary(
 async def channel_corrections(
     conn: asyncpg.Connection, start: date, end: date, *, limit: int = 50
 ) -> ChannelCorrections:
-    """Channel corrections made in the period by (from, to) channel, and by who made them."""
+    """Channel corrections made in the period or of its events, by (from, to) channel and by
+    who made them."""
     period = _period(start, end)
     cap = _cap(limit)
     rows = await conn.fetch(CHANNEL_CORRECTIONS, *period.bounds(), cap, 2 * cap + 1)
@@ -637,6 +730,7 @@ async def channel_corrections(
                 last_corrected_at=r["last_at"],
                 corrected_by=tuple(r["correctors"]),
                 latest_reasons=tuple(r["reasons"]),
+                about_period_events=r["about"],
             )
             for r in sections.get("pair", [])
         ),

@@ -10,6 +10,7 @@ answers; the wrap-up then turns the evidence gathered into findings.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,8 +29,17 @@ from llm_service.investigations.report import (
 from llm_service.investigations.templates import report_from_evidence
 from llm_service.investigations.tool_calls import MAX_TOOL_CALLS_PER_STEP, StepCall, step_calls
 from llm_service.llm.gateway import LlmGateway, LlmRequest, LlmResult, ProviderUnavailable
-from llm_service.llm.structured import parse_output, quarantine
+from llm_service.llm.structured import (
+    is_anthropic,
+    parse_output,
+    quarantine,
+    response_format,
+    supports_schema,
+)
 from llm_service.tools.specs import openai_tool_schemas
+
+#: Finishes a run without the model: (reason, next step number) -> outcome.
+Fallback = Callable[[str, int], Awaitable[RunOutcome]]
 
 STEP_MAX_TOKENS = 700
 WRAPUP_MAX_TOKENS = 900
@@ -56,8 +66,11 @@ class AgentLoop:
         *,
         started: float,
         today: str,
+        fallback: Fallback | None = None,
     ) -> None:
-        """A loop for one run; `started` is its `time.monotonic()` start."""
+        """A loop for one run; `started` is its `time.monotonic()` start; `fallback` finishes
+        the run without the model (the deterministic analyst) when the provider goes away."""
+        self.fallback = fallback
         self.gateway = gateway
         self.evidence = evidence
         self.events = events
@@ -69,6 +82,11 @@ class AgentLoop:
         self.loop_deadline = self.hard_deadline - min(10.0, limits.timeout_s * 0.25)
         self.today = today
         self.price = gateway.price()
+        # Native structured output where the model takes a schema; the prompt says it anyway.
+        native = supports_schema(gateway.model)
+        self.report_format = response_format(Report, "investigation_report") if native else None
+        # With a forced tool (Anthropic) the steps could not call the data tools: wrap-ups only.
+        self.step_format = None if is_anthropic(gateway.model) else self.report_format
 
     async def run(self, question: str) -> RunOutcome:
         """Investigate `question` and end in a terminal state with findings."""
@@ -98,6 +116,12 @@ class AgentLoop:
                     "the run's time ran out before the model answered",
                 )
                 break
+            except ProviderUnavailable as exc:
+                return await self._hand_over(
+                    f"the model provider became unavailable at step {step} ({exc}); the "
+                    "deterministic analyst finished the run from the evidence",
+                    step,
+                )
             if result.tool_calls:
                 # A flood runs (and is echoed) only its first few: the rest are dropped, said so.
                 calls = step_calls(result.tool_calls[:MAX_TOOL_CALLS_PER_STEP], step)
@@ -116,8 +140,11 @@ class AgentLoop:
             report = await self._final_report(messages, result)
             if report is not None:
                 return RunOutcome("succeeded", "the model answered with findings", report)
-            stop_status, stop_reason = "failed", "the model's answer failed validation twice"
-            break
+            return await self._hand_over(
+                "the model's answer failed validation twice; findings written from the "
+                "evidence without it",
+                step,
+            )
         return await self._wrap_up(messages, stop_status, stop_reason)
 
     # -- steps -----------------------------------------------------------------------------
@@ -136,6 +163,7 @@ class AgentLoop:
             tools=openai_tool_schemas() if tools else None,
             investigation_id=self.evidence.run_id,
             for_wrapup=wrapup,
+            response_format=self.step_format if tools else self.report_format,
         )
         result = await self.gateway.complete(request, ceiling=self.ceiling, deadline=deadline)
         await self.events.emit(
@@ -204,6 +232,15 @@ class AgentLoop:
                 except (ValidationError, ValueError) as exc:
                     await self._quarantine(prompt, result, _describe(exc))
         return RunOutcome(status, reason, report_from_evidence(self.evidence.items, reason))
+
+    async def _hand_over(self, reason: str, step: int) -> RunOutcome:
+        """Finish without the model: the fallback's answer, else the evidence's headlines."""
+        await self.events.emit("note", {"message": reason})
+        if self.fallback is not None:
+            return await self.fallback(reason, step + 1)
+        return RunOutcome(
+            "succeeded", reason, report_from_evidence(self.evidence.items, reason), degraded=True
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from llm_service.investigations.evidence import EvidenceLog
 from llm_service.investigations.outcome import RunLimits, RunOutcome
 from llm_service.investigations.report import Report
 from llm_service.investigations.templates import report_from_evidence
+from llm_service.investigations.understanding import ChannelInfo
 from llm_service.leases import keep_lease
 from llm_service.llm.gateway import LlmGateway
 from llm_service.metrics import RUN_OUTCOMES
@@ -164,6 +165,11 @@ class InvestigationRunner:
             return await run_degraded(
                 evidence, row["question"], today, channels, reason or "no LLM model is configured"
             )
+
+        async def fallback(why: str, step: int) -> RunOutcome:
+            channels = await self._channels(tenant_id)
+            return await run_degraded(evidence, row["question"], today, channels, why, step=step)
+
         loop = AgentLoop(
             self.gateway,
             evidence,
@@ -172,6 +178,7 @@ class InvestigationRunner:
             ceiling,
             started=started,
             today=today.isoformat(),
+            fallback=fallback,
         )
         return await loop.run(row["question"])
 
@@ -184,12 +191,13 @@ class InvestigationRunner:
             return "the tenant's monthly LLM cap is spent"
         return None
 
-    async def _channels(self, tenant_id: UUID) -> dict[str, str]:
+    async def _channels(self, tenant_id: UUID) -> list[ChannelInfo]:
         async with tenant_transaction(self.pool, tenant_id, readonly=True) as conn:
             rows = await conn.fetch(
-                "SELECT code, display_name FROM channel_taxonomy WHERE is_active"
+                "SELECT code, display_name, family, is_paid FROM channel_taxonomy"
+                " WHERE is_active ORDER BY code"
             )
-        return {r["code"]: r["display_name"] for r in rows}
+        return [ChannelInfo(r["code"], r["display_name"], r["family"], r["is_paid"]) for r in rows]
 
     async def _watch(
         self, run_id: UUID, tenant_id: UUID, ceiling: RunCeiling, work: asyncio.Task[RunOutcome]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -80,6 +81,7 @@ class LlmRequest:
     budget_optimization_job_id: UUID | None = None
     for_wrapup: bool = False
     min_output_tokens: int = 64
+    response_format: dict[str, Any] | None = None  # native structured output (JSON schema)
 
 
 @dataclass(frozen=True)
@@ -166,11 +168,17 @@ class LlmGateway:
         price = self.price(model)
         redacted, findings = redact_messages(request.messages)
         input_tokens = self.count_tokens(redacted, request.tools)
+        if request.response_format:  # the schema is part of the prompt the provider bills
+            input_tokens += int(
+                self._litellm.token_counter(model=model, text=json.dumps(request.response_format))
+            )
         ceiling = ceiling or RunCeiling(self.settings.llm_call_max_cost_usd)
         provider = self._provider(model)
         extra: dict[str, Any] = {}
         if request.tools:
             extra["tools"] = request.tools
+        if request.response_format:
+            extra["response_format"] = request.response_format
         if self.settings.llm_api_base:
             extra["api_base"] = self.settings.llm_api_base
 

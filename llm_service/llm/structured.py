@@ -14,6 +14,7 @@ from budgets.ceiling import CeilingReached, RunCeiling
 from llm_service.db.pool import tenant_transaction
 from llm_service.errors import ServiceError
 from llm_service.llm.gateway import LlmGateway, LlmRequest, LlmResult
+from llm_service.llm.litellm_setup import load_litellm
 from llm_service.pii.redact import redact_messages
 
 T = TypeVar("T", bound=BaseModel)
@@ -25,6 +26,30 @@ class InvalidModelOutput(ServiceError):
 
     status = 503
     code = "invalid_model_output"
+
+
+def supports_schema(model: str | None) -> bool:
+    """Whether litellm says the model takes a JSON schema as `response_format`."""
+    if not model:
+        return False
+    try:
+        return bool(load_litellm().supports_response_schema(model=model))
+    except Exception:  # an unmapped model: the prompt-only path
+        return False
+
+
+def response_format(schema: type[BaseModel], name: str) -> dict[str, Any]:
+    """`response_format` asking for `schema` (OpenAI's json_schema form; for Anthropic models
+    litellm turns it into a forced tool whose input is the answer)."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": schema.model_json_schema(), "strict": False},
+    }
+
+
+def is_anthropic(model: str | None) -> bool:
+    """Anthropic models get the schema as a forced tool, which rules out other tool calls."""
+    return bool(model) and (str(model).startswith("anthropic/") or "claude" in str(model))
 
 
 def parse_output(content: str | None, schema: type[T], check: Callable[[T], None] | None) -> T:
@@ -113,6 +138,7 @@ def _repair_request(
         budget_optimization_job_id=request.budget_optimization_job_id,
         for_wrapup=request.for_wrapup,
         min_output_tokens=request.min_output_tokens,
+        response_format=request.response_format,
     )
 
 

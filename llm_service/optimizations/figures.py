@@ -79,12 +79,34 @@ def _empty(channel: str) -> ChannelSums:
 
 
 def build_proposal(
-    params: dict[str, Any], sums: list[ChannelSums], names: dict[str, str]
+    params: dict[str, Any],
+    sums: list[ChannelSums],
+    names: dict[str, str],
+    *,
+    paid: set[str] | None = None,
 ) -> tuple[dict[str, Any], Allocation]:
-    """The stored recommendations for a job's parameters and figures, and the allocation."""
+    """The stored recommendations for a job's parameters and figures, and the allocation.
+
+    With `paid` (the paid channels' codes), channels that are not paid get no budget unless
+    the job asks for them (`include_unpaid`, or bounds naming them); they are listed as left
+    out, with their attributed revenue and why.
+    """
     total_cents = usd_to_whole_cents(params["total_budget_usd"])
     bounds: dict[str, dict[str, str | None]] = params.get("bounds") or {}
     by_channel = {s.channel: s for s in sums}
+    excluded: list[dict[str, str]] = []
+    if paid is not None and not params.get("include_unpaid"):
+        for code in sorted(by_channel):
+            if code not in paid and code not in bounds:
+                s = by_channel.pop(code)
+                excluded.append(
+                    {
+                        "channel": code,
+                        "display_name": names.get(code, code),
+                        "attributed_revenue_usd": cents_usd(s.attributed_cents),
+                        "reason": "not a paid channel (is_paid = false): a budget cannot buy it",
+                    }
+                )
     for code in bounds:
         by_channel.setdefault(code, _empty(code))
     figures = {code: efficiency(s) for code, s in sorted(by_channel.items())}
@@ -142,6 +164,13 @@ def build_proposal(
         )
     channels.sort(key=lambda c: (-figures[c["channel"]].efficiency_cents, c["channel"]))
     notes = _notes(result, figures, attributed_total)
+    if excluded:
+        notes.append(
+            f"Left out {len(excluded)} unpaid channel(s) ("
+            + ", ".join(f"{e['channel']} {e['attributed_revenue_usd']} USD" for e in excluded)
+            + " attributed revenue): they are not bought media, so a budget cannot buy more of "
+            "them; set include_unpaid (or give them bounds) to include them."
+        )
     recommendations = {
         "version": 1,
         "period": params["period"],
@@ -152,6 +181,7 @@ def build_proposal(
         "feasible": result.feasible,
         "attributed_revenue_usd": cents_usd(attributed_total),
         "channels": channels,
+        "excluded_channels": excluded,
         "notes": notes,
         "method": METHOD,
     }

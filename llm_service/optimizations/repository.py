@@ -110,6 +110,14 @@ async def display_names(conn: asyncpg.Connection, codes: list[str]) -> dict[str,
     return {r["code"]: r["display_name"] for r in rows}
 
 
+async def paid_channels(conn: asyncpg.Connection, codes: list[str]) -> set[str]:
+    """The codes among `codes` that the taxonomy marks as paid media (is_paid)."""
+    rows = await conn.fetch(
+        "SELECT code FROM channel_taxonomy WHERE code = ANY($1::text[]) AND is_paid", codes
+    )
+    return {r["code"] for r in rows}
+
+
 async def insert(
     conn: asyncpg.Connection,
     tenant_id: UUID,

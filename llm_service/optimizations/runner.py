@@ -231,7 +231,8 @@ class OptimizationRunner:
             sums = await repository.channel_sums(conn, params["model_type"], start, end)
             codes = sorted({s.channel for s in sums} | set(params.get("bounds") or {}))
             names = await repository.display_names(conn, codes)
-        recommendations, _ = build_proposal(params, sums, names)
+            paid = await repository.paid_channels(conn, codes)
+        recommendations, _ = build_proposal(params, sums, names, paid=paid)
         return recommendations
 
     async def _degraded_reason(self, tenant_id: UUID) -> str | None:

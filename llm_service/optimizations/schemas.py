@@ -85,6 +85,9 @@ class BudgetOptimizationCreate(BaseModel):
     period: Period
     bounds: dict[str, ChannelBounds] = Field(default_factory=dict, max_length=MAX_BOUNDS)
     model_type: ModelType = "last_touch"
+    # Unpaid channels (organic, direct, email, ...) cannot be bought: left out unless asked for
+    # here, or named in `bounds`.
+    include_unpaid: bool = False
 
     @field_validator("total_budget_usd", mode="before")
     @classmethod
@@ -127,6 +130,7 @@ class BudgetOptimizationCreate(BaseModel):
                 for code, b in sorted(self.bounds.items())
             },
             "model_type": self.model_type,
+            "include_unpaid": self.include_unpaid,
         }
 
 

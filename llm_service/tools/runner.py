@@ -22,6 +22,7 @@ from llm_service.db.pool import tenant_transaction
 from llm_service.errors import ServiceError
 from llm_service.input_rules import storable
 from llm_service.pii.redact import redact_json
+from llm_service.tools.headline import with_headline
 from llm_service.tools.output import cap_output
 from llm_service.tools.parse import BadArguments, parse_arguments
 from llm_service.tools.specs import TOOLS, ToolArgs, ToolSpec
@@ -139,7 +140,9 @@ async def run_tool(
         parsed = _parse(raw_arguments)
         arguments = parsed
         args = _validate(spec, parsed)
-        raw_output = await _execute(pool, tenant_id, spec, args, statement_timeout_ms)
+        raw_output = with_headline(
+            name, await _execute(pool, tenant_id, spec, args, statement_timeout_ms)
+        )
         redacted, found = redact_json(raw_output)  # a dict in, a dict out
         findings = len(found)
         output, truncated = cap_output(cast(dict[str, Any], redacted), max_output_chars)

@@ -55,7 +55,10 @@ __all__ = [
 
 Execute = Callable[[asyncpg.Connection, Any], Awaitable[Result]]
 
-_COMMON = " Money in integer cents. Periods [start, end) up to 366 days. more_rows: limit hit."
+_COMMON = (
+    " Money in integer cents. Periods [start, end) up to 366 days. more_rows: limit hit."
+    " `headline` states the key figures first (money there in USD)."
+)
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,8 @@ _SPECS = (
         "Compares each channel between a current and a previous period: events, conversions, "
         "revenue and attributed revenue in both, with absolute and percentage changes (null "
         "when the previous value is 0), biggest revenue movement first, plus totals over all "
-        "channels. Use it for 'why did X drop/rise'." + _COMMON,
+        "channels, and `warnings` when a period lies outside the days with data (unknown, not "
+        "zero). Use it for 'why did X drop/rise'." + _COMMON,
         ComparePeriodsArgs,
         _compare_periods,
     ),
@@ -197,9 +201,11 @@ _SPECS = (
     ),
     ToolSpec(
         "channel_corrections",
-        "Manual channel re-assignments made in a period: per (from_channel, to_channel) the "
-        "number of corrected events and allocations, who made them and recent reasons, and a "
-        "count per person. Corrections move revenue between channels." + _COMMON,
+        "Manual channel re-assignments made in a period OR correcting events that occurred in "
+        "it (a fix is often made days later): per (from_channel, to_channel) the number of "
+        "corrected events and allocations, how many concern the period's events, who made "
+        "them and recent reasons, and a count per person. Corrections move revenue between "
+        "channels." + _COMMON,
         ChannelCorrectionsArgs,
         _channel_corrections,
     ),

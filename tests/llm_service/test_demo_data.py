@@ -545,3 +545,69 @@ def test_model_weights() -> None:
     assert _model_weights("position_based", ages) == [0.4, 0.1, 0.1, 0.4]
     decay = _model_weights("time_decay", ages)
     assert decay == sorted(decay) and decay[-1] == 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Every plant stays clearly visible at the smallest size accepted
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("events", [1_000, 3_000])
+async def test_every_plant_is_visible_at_small_sizes(owner_pool: asyncpg.Pool, events: int) -> None:
+    created = await create_tenant(owner_pool, f"small-{events}-{uuid4().hex[:6]}")
+    summary = await _generate(owner_pool, created.tenant_id, events=events, seed=21)
+    assert summary.attribution_events == events
+    tid, week = created.tenant_id, timedelta(days=7)
+    drop = _anomaly(summary, "revenue_drop")
+    revenue = (
+        "SELECT coalesce(sum(revenue_cents), 0) FROM attribution_events WHERE tenant_id = $1"
+        " AND channel = $2 AND occurred_at >= $3::date AND occurred_at < $4::date"
+    )
+    cur = await _value(owner_pool, tid, revenue, drop.channel, drop.start, drop.start + week)
+    prev = await _value(owner_pool, tid, revenue, drop.channel, drop.start - week, drop.start)
+    assert cur < prev * 7 / 10  # at least a 30% drop week over week
+
+    burst = _anomaly(summary, "refund_burst")
+    per_channel = dict(
+        await _rows(
+            owner_pool,
+            tid,
+            "SELECT a.channel_code, count(*) FROM revenue_state_transitions t"
+            " JOIN revenue_ledger l ON l.id = t.ledger_id"
+            " JOIN attribution_allocations a ON a.id = l.allocation_id"
+            " WHERE t.tenant_id = $1 AND t.transitioned_at >= $2::date"
+            " AND t.transitioned_at < $3::date GROUP BY 1",
+            burst.start,
+            burst.start + 2 * week,
+        )
+    )
+    top = per_channel.pop(burst.channel, 0)
+    assert top >= 5 and top >= 3 * max(per_channel.values(), default=0)
+
+    spike = _anomaly(summary, "dead_event_spike")
+    per_source = dict(
+        await _rows(
+            owner_pool,
+            tid,
+            "SELECT source, count(*) FROM dead_events WHERE tenant_id = $1"
+            " AND ingested_at >= $2::date AND ingested_at < $3::date GROUP BY 1",
+            spike.start,
+            spike.end + timedelta(days=1),
+        )
+    )
+    spiked = per_source.pop(spike.source, 0)
+    assert spiked >= 50 and spiked >= 5 * max(per_source.values(), default=0)
+
+    fix = _anomaly(summary, "channel_corrections")
+    corrected = await _value(
+        owner_pool,
+        tid,
+        "SELECT count(*) FROM channel_assignment_corrections c"
+        " JOIN attribution_events e ON e.id = c.entity_id"
+        " WHERE c.tenant_id = $1 AND c.entity_type = 'event' AND c.to_channel = $2"
+        " AND e.occurred_at >= $3::date AND e.occurred_at < $4::date",
+        fix.channel,
+        fix.start,
+        fix.start + week,
+    )
+    assert corrected >= 5

@@ -573,22 +573,31 @@ async def test_channel_corrections(app_pool: asyncpg.Pool, data: Dataset) -> Non
     result = await as_app(
         app_pool, data.tenant_id, lambda c: queries.channel_corrections(c, START, END)
     )
-    assert result.total_corrections == 3
+    # Made in the period, or correcting the period's events whenever made: e1's fix of
+    # 10 March (after the period) concerns an event of 2 March, so it is found too.
+    assert result.total_corrections == 4
     pairs = [
         (p.from_channel, p.to_channel, p.corrections, p.event_corrections,
          p.allocation_corrections, p.first_corrected_at, p.last_corrected_at, p.corrected_by,
-         p.latest_reasons)
+         p.latest_reasons, p.about_period_events)
         for p in result.pairs
     ]  # fmt: skip
     assert pairs == [
-        ("facebook_paid", "instagram_paid", 2, 1, 1, at(4), at(5), ("alice",),
-         ("follows event", "utm mismatch")),
-        ("organic_search", "referral", 1, 1, 0, at(6), at(6), ("bot",), ()),
+        ("facebook_paid", "instagram_paid", 3, 2, 1, at(4), at(10), ("alice",),
+         ("later", "follows event", "utm mismatch"), 3),
+        ("organic_search", "referral", 1, 1, 0, at(6), at(6), ("bot",), (), 1),
     ]  # fmt: skip
     assert [(a.corrected_by, a.corrections) for a in result.by_corrector] == [
-        ("alice", 2),
+        ("alice", 3),
         ("bot", 1),
     ]
+    # A later window holds the 10 March fix by its date only (its event is not in it).
+    later = await as_app(
+        app_pool,
+        data.tenant_id,
+        lambda c: queries.channel_corrections(c, date(2025, 3, 10), date(2025, 3, 11)),
+    )
+    assert [(p.corrections, p.about_period_events) for p in later.pairs] == [(1, 0)]
 
 
 async def test_attribution_model_comparison(app_pool: asyncpg.Pool, data: Dataset) -> None:

@@ -310,12 +310,16 @@ async def test_without_a_model_a_degraded_run_cites_real_tool_calls(
     assert record["degraded"] is True
     assert record["cost_cents"] == 0 and record["llm_calls"] == []
     tool_ids = {str(tc["id"]) for tc in record["tool_calls"]}
+    # "Why did paid social revenue fall": the change, and a possible cause (corrections).
     assert {tc["tool_name"] for tc in record["tool_calls"]} >= {
-        "channel_performance",
         "compare_periods",
+        "channel_corrections",
     }
     findings = record["result"]["findings"]
     assert findings and all(set(f["evidence"]) <= tool_ids for f in findings)
+    # The answer comes first, about the family asked for, with its figures.
+    first = findings[0]["claim"]
+    assert first.startswith("paid social (") and "facebook_paid" in first and "USD" in first
 
 
 @respx.mock

@@ -129,7 +129,9 @@ def _auth(tenant: CreatedTenant) -> dict[str, str]:
 
 async def queue_job(client: httpx.AsyncClient, tenant: CreatedTenant, **body: Any) -> UUID:
     """POST a job through the API; returns its id."""
-    payload = {"total_budget_usd": "3600.00", "period": PERIOD, **body}
+    # These tests exercise the method on every channel, the unpaid email among them; the
+    # default (paid channels only) has its own test below.
+    payload = {"total_budget_usd": "3600.00", "period": PERIOD, "include_unpaid": True, **body}
     response = await client.post(URL, json=payload, headers=_auth(tenant))
     assert response.status_code == 202, response.text
     return UUID(response.json()["id"])
@@ -171,6 +173,42 @@ async def job_calls_cost(app_pool: asyncpg.Pool, tenant_id: UUID, job_id: UUID) 
 
 def _by_channel(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["channel"]: c for c in job["recommendations"]["channels"]}
+
+
+async def test_by_default_only_paid_channels_get_budget_and_the_rest_are_named(
+    client: httpx.AsyncClient,
+    tenant: CreatedTenant,
+    owner_pool: asyncpg.Pool,
+    app_pool: asyncpg.Pool,
+) -> None:
+    await seed(owner_pool, tenant.tenant_id)
+    paid_only = await queue_job(client, tenant, include_unpaid=False)
+    claim = await claim_job(owner_pool, tenant.tenant_id, paid_only)
+    assert await run_budget_optimization(app_pool, None, WORKER, claim) == "succeeded"
+    job = await fetch(client, tenant, paid_only)
+    recs = job["recommendations"]
+    async with owner_pool.acquire() as conn:
+        unpaid = {r["code"] for r in await conn.fetch(
+            "SELECT code FROM channel_taxonomy WHERE NOT is_paid")}  # fmt: skip
+    assert unpaid and not unpaid & set(_by_channel(job))
+    assert [e["channel"] for e in recs["excluded_channels"]] == ["email"]
+    assert "not a paid channel" in recs["excluded_channels"][0]["reason"]
+    assert recs["excluded_channels"][0]["attributed_revenue_usd"] == "60.00"
+    assert recs["allocated_usd"] == "3600.00"
+    # 200 : 100 between the two paid channels, and the rationale says what was left out.
+    assert {c: v["proposed_usd"] for c, v in _by_channel(job).items()} == {
+        "google_search_paid": "2400.00", "facebook_paid": "1200.00"}  # fmt: skip
+    assert any("Left out 1 unpaid channel(s) (email 60.00 USD" in n for n in recs["notes"])
+    assert "Left out 1 unpaid channel" in job["rationale"]
+    # Naming an unpaid channel in the bounds asks for it.
+    asked = await queue_job(
+        client, tenant, include_unpaid=False, bounds={"email": {"max_usd": "100"}}
+    )
+    claim = await claim_job(owner_pool, tenant.tenant_id, asked)
+    assert await run_budget_optimization(app_pool, None, WORKER, claim) == "succeeded"
+    job = await fetch(client, tenant, asked)
+    assert _by_channel(job)["email"]["proposed_usd"] == "100.00"
+    assert job["recommendations"]["excluded_channels"] == []
 
 
 async def test_degraded_run_with_no_model_writes_a_templated_rationale(

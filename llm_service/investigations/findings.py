@@ -1,0 +1,560 @@
+"""The deterministic analyst's findings: the answer first, with its figures, citing tool calls.
+
+Each writer reads one topic's evidence (and its baseline) and states what it shows in the
+question's terms: "facebook_paid revenue fell 45.9% week over week, from 1,340.45 to 725.04
+USD". A period the data does not cover is said to be unknown, never compared as zero.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from llm_service.investigations.evidence import Evidence
+from llm_service.investigations.report import Finding, Report
+from llm_service.investigations.templates import finding_for
+from llm_service.investigations.understanding import ChannelInfo, Question
+from llm_service.tools.headline import count, money, moved, pct
+
+if TYPE_CHECKING:
+    from llm_service.investigations.analyst import PlannedCall
+
+Out = dict[str, Any]
+# metric -> (current field, previous field, label, formatter)
+_COMPARE: dict[str, tuple[str, str, str]] = {
+    "revenue": ("current_revenue_cents", "previous_revenue_cents", "revenue"),
+    "attributed_revenue": (
+        "current_attributed_revenue_cents",
+        "previous_attributed_revenue_cents",
+        "attributed revenue",
+    ),
+    "conversions": ("current_conversions", "previous_conversions", "conversions"),
+    "events": ("current_events", "previous_events", "events"),
+}
+_PERFORMANCE = {
+    "revenue": "revenue_cents",
+    "attributed_revenue": "attributed_revenue_cents",
+    "conversions": "conversions",
+    "events": "events",
+}
+
+
+def call_key(tool: str, arguments: Any) -> str:
+    """A stable identity for a tool call (its name and arguments), to find its evidence."""
+    return f"{tool}:{json.dumps(arguments, sort_keys=True, default=str)}"
+
+
+def _is_money(metric: str) -> bool:
+    return metric in ("revenue", "attributed_revenue")
+
+
+def _show(metric: str, value: float) -> str:
+    return f"{money(value)} USD" if _is_money(metric) else count(value)
+
+
+def _change_pct(current: float, previous: float) -> float | None:
+    return None if previous == 0 else (current - previous) * 100 / previous
+
+
+def _period(p: dict[str, Any] | None) -> str:
+    p = p or {}
+    return f"{p.get('start')} to {p.get('end')} (end exclusive)"
+
+
+def _who(q: Question) -> str:
+    if q.scope.single:
+        return q.scope.single
+    if q.scope.group:
+        return f"{q.scope.label or 'the channels asked about'} ({', '.join(q.scope.channels)})"
+    return "all channels"
+
+
+def _sum(rows: list[Out], fields: tuple[str, ...]) -> Out:
+    return {f: sum(int(r.get(f) or 0) for r in rows) for f in fields}
+
+
+# -- change --------------------------------------------------------------------------------------
+
+
+def _comparison_subject(q: Question, out: Out) -> Out:
+    rows = list(out.get("rows") or [])
+    if q.scope.single:
+        return next((r for r in rows if r.get("channel") == q.scope.single), {})
+    if q.scope.group:
+        fields = tuple(
+            k for k in (rows[0] if rows else {}) if k.startswith(("current", "previous"))
+        )
+        return _sum([r for r in rows if r.get("channel") in q.scope.channels], fields)
+    return dict(out.get("totals") or {})
+
+
+def _unknown_period(out: Out) -> str | None:
+    cov = out.get("coverage") or {}
+    prev = out.get("previous") or {}
+    if not cov:
+        return None
+    days = (date.fromisoformat(prev["end"]) - date.fromisoformat(prev["start"])).days
+    if cov.get("previous_days_with_data", days) < days:
+        return (
+            f"the comparison period {_period(prev)} is not covered by the data (events run from "
+            f"{cov.get('first_day')} to {cov.get('last_day')}; {cov.get('previous_days_with_data')}"
+            f" of its {days} days have data), so it is unknown, not zero"
+        )
+    return None
+
+
+def _relation(out: Out) -> str:
+    cur, prev = out.get("current") or {}, out.get("previous") or {}
+    days = (date.fromisoformat(cur["end"]) - date.fromisoformat(cur["start"])).days
+    adjacent = prev.get("end") == cur.get("start")
+    if adjacent and days == 7:
+        phrase = "week over week"
+    elif adjacent and days == 1:
+        phrase = "day over day"
+    elif adjacent:
+        phrase = f"against the previous {days} days"
+    else:
+        phrase = "against the comparison period"
+    return (
+        f"{phrase} ({cur.get('start')} to {cur.get('end')} vs {prev.get('start')} to "
+        f"{prev.get('end')}, ends exclusive)"
+    )
+
+
+def _movers(q: Question, out: Out, metric: str, limit: int) -> list[Out]:
+    cur_f, prev_f, _ = _COMPARE[metric]
+    rows = [r for r in out.get("rows") or [] if r.get("channel")]
+    if q.scope.group:
+        rows = [r for r in rows if r["channel"] in q.scope.channels]
+    lowered = q.text.lower()
+    if any(
+        w in lowered for w in ("drop", "fell", "fall", "lost", "declin", "decreas", "down", "worse")
+    ):
+        rows.sort(key=lambda r: int(r[cur_f]) - int(r[prev_f]))
+    elif any(w in lowered for w in ("rose", "rise", "gain", "grew", "increas", "jump", " up")):
+        rows.sort(key=lambda r: int(r[prev_f]) - int(r[cur_f]))
+    else:
+        rows.sort(key=lambda r: -abs(int(r[cur_f]) - int(r[prev_f])))
+    return rows[:limit]
+
+
+def _mover_text(metric: str, r: Out) -> str:
+    cur_f, prev_f, label = _COMPARE[metric]
+    cur, prev = int(r[cur_f]), int(r[prev_f])
+    return (
+        f"{r['channel']} {label} {moved(_change_pct(cur, prev), cur - prev)}, from "
+        f"{_show(metric, prev)} to {_show(metric, cur)}"
+    )
+
+
+def _change(q: Question, answer: Evidence, baselines: dict[str, Evidence]) -> list[Finding]:
+    out = answer.outcome.output or {}
+    metric = q.metric if q.metric in _COMPARE else "revenue"
+    cur_f, prev_f, label = _COMPARE[metric]
+    subject = _comparison_subject(q, out)
+    cur, prev = int(subject.get(cur_f) or 0), int(subject.get(prev_f) or 0)
+    unknown = _unknown_period(out)
+    cited = [answer.id]
+    if unknown:
+        claim = (
+            f"{_who(q)} {label} in {_period(out.get('current'))} was {_show(metric, cur)}; no "
+            f"change is stated because {unknown}."
+        )
+    else:
+        claim = (
+            f"{_who(q)} {label} {moved(_change_pct(cur, prev), cur - prev)} {_relation(out)}, "
+            f"from {_show(metric, prev)} to {_show(metric, cur)}."
+        )
+        if not q.scope.single:
+            movers = _movers(q, out, metric, 3)
+            if movers:
+                claim += (
+                    " Largest movements: " + "; ".join(_mover_text(metric, r) for r in movers) + "."
+                )
+        for role, evidence in baselines.items():
+            text = _baseline_text(q, metric, cur, role, evidence.outcome.output or {})
+            if text:
+                claim += " " + text
+                cited.append(evidence.id)
+    return [Finding(claim=claim[:1500], evidence=cited)]
+
+
+def _baseline_text(q: Question, metric: str, cur: int, role: str, out: Out) -> str | None:
+    if _unknown_period(out):
+        return None
+    prev_f = _COMPARE[metric][1]
+    base = int(_comparison_subject(q, out).get(prev_f) or 0)
+    if role == "typical":
+        weekly = base / 4
+        return (
+            f"Against a typical week (the 4 weeks before averaged {_show(metric, weekly)}), "
+            f"it {moved(_change_pct(cur, weekly), cur - weekly)}."
+        )
+    if role == "weekday":
+        prev = out.get("previous") or {}
+        return (
+            f"Against the same weekday a week earlier ({prev.get('start')}: "
+            f"{_show(metric, base)}), it {moved(_change_pct(cur, base), cur - base)}."
+        )
+    return None
+
+
+# -- performance ---------------------------------------------------------------------------------
+
+
+def _performance(q: Question, answer: Evidence, _: dict[str, Evidence]) -> list[Finding]:
+    out = answer.outcome.output or {}
+    rows = [r for r in out.get("rows") or [] if r.get("channel")]
+    total = int(out.get("total_attributed_revenue_cents") or 0)
+    model = out.get("model_type", "last_touch")
+    where = _period(out.get("period"))
+    metric = q.metric if q.metric in _PERFORMANCE else "revenue"
+    key = _PERFORMANCE[metric]
+    label = _COMPARE[metric][2]
+    fields = ("events", "conversions", "revenue_cents", "attributed_revenue_cents")
+
+    def facts(r: Out) -> str:
+        share = pct(int(r["attributed_revenue_cents"]) * 100 / total) if total else "0.0%"
+        return (
+            f"revenue {money(r['revenue_cents'])} USD from {count(r['conversions'])} conversions "
+            f"({count(r['events'])} events); attributed revenue ({model}) "
+            f"{money(r['attributed_revenue_cents'])} USD, {share} of all attributed revenue "
+            f"({money(total)} USD)"
+        )
+
+    if q.scope.single:
+        row = next((r for r in rows if r["channel"] == q.scope.single), None)
+        claim = (
+            f"{q.scope.single} in {where}: {facts(row)}."
+            if row
+            else f"{q.scope.single} recorded 0 events, 0 conversions and no revenue in {where}."
+        )
+    elif q.scope.group:
+        members = sorted(
+            (r for r in rows if r["channel"] in q.scope.channels), key=lambda r: -int(r[key])
+        )
+        summed = {"channel": _who(q), **_sum(members, fields)}
+        claim = f"{_who(q)} in {where}: {facts(summed)}."
+        if members:
+            claim += (
+                " By channel: "
+                + ", ".join(f"{r['channel']} {_show(metric, int(r[key]))}" for r in members[:6])
+                + "."
+            )
+    else:
+        ranked = sorted(rows, key=lambda r: -int(r[key]))
+        everything = _sum(rows, fields)
+        if not ranked:
+            claim = f"No channel has events or attributed revenue in {where}."
+        else:
+            top = ranked[0]
+            claim = (
+                f"The top channel by {label} in {where} is {top['channel']} with "
+                f"{_show(metric, int(top[key]))}"
+                + (
+                    f" ({pct(int(top[key]) * 100 / total)} of all)"
+                    if key == "attributed_revenue_cents" and total
+                    else ""
+                )
+                + "; then "
+                + ", ".join(f"{r['channel']} {_show(metric, int(r[key]))}" for r in ranked[1:4])
+                + f". All channels: revenue {money(everything['revenue_cents'])} USD, "
+                f"{count(everything['conversions'])} conversions, {count(everything['events'])} "
+                f"events, attributed revenue ({model}) {money(total)} USD."
+            )
+    return [Finding(claim=claim[:1500], evidence=[answer.id])]
+
+
+# -- refunds -------------------------------------------------------------------------------------
+
+
+def _per_channel(out: Out) -> dict[str, dict[str, int]]:
+    per: dict[str, dict[str, int]] = {}
+    for r in out.get("by_channel") or []:
+        entry = per.setdefault(
+            r.get("channel") or "unattributed", {"refunded": 0, "chargeback": 0, "amount": 0}
+        )
+        entry[r["to_state"]] += int(r["changes"])
+        entry["amount"] += int(r["amount_cents"])
+    return per
+
+
+def _refunds(q: Question, answer: Evidence, baselines: dict[str, Evidence]) -> list[Finding]:
+    out = answer.outcome.output or {}
+    where = _period(out.get("period"))
+    states = {s["to_state"]: s for s in out.get("by_state") or []}
+    n = sum(int(s["changes"]) for s in states.values())
+    amount = sum(int(s["amount_cents"]) for s in states.values())
+    cited = [answer.id]
+    if not n:
+        who = q.scope.single or "any channel"
+        return [Finding(claim=f"No refunds or chargebacks for {who} in {where}.", evidence=cited)]
+    per = _per_channel(out)
+    ranked = sorted(per.items(), key=lambda kv: -(kv[1]["refunded"] + kv[1]["chargeback"]))
+    top, t = ranked[0]
+    k = t["refunded"] + t["chargeback"]
+    if q.scope.single:
+        claim = (
+            f"{top} had {count(k)} refunds and chargebacks in {where} ({count(t['refunded'])} "
+            f"refunds, {count(t['chargeback'])} chargebacks), reversing {money(t['amount'])} USD."
+        )
+    else:
+        claim = (
+            f"{top} had the most refunds and chargebacks in {where}: {count(k)} "
+            f"({count(t['refunded'])} refunds, {count(t['chargeback'])} chargebacks, "
+            f"{money(t['amount'])} USD), {pct(k * 100 / n)} of all {count(n)} reversals "
+            f"({money(amount)} USD)."
+        )
+        if len(ranked) > 1:
+            claim += (
+                " Next: "
+                + ", ".join(f"{c} {v['refunded'] + v['chargeback']}" for c, v in ranked[1:4])
+                + "."
+            )
+    typical = baselines.get("typical")
+    if typical is not None:
+        before = _per_channel(typical.outcome.output or {}).get(top)
+        weekly = (before["refunded"] + before["chargeback"]) / 4 if before else 0.0
+        days = out.get("period") or {}
+        claim += f" In the 4 weeks before, {top} averaged {weekly:.1f} a week" + (
+            f" ({k / weekly:.1f}x that rate)." if weekly else " (none at all)."
+        )
+        cited.append(typical.id)
+        del days
+    reasons = [r for r in out.get("top_reasons") or [] if r.get("reason")]
+    if reasons:
+        claim += f" Most common reason: {reasons[0]['reason']!r} ({count(reasons[0]['changes'])})."
+    return [Finding(claim=claim[:1500], evidence=cited)]
+
+
+# -- dead events ---------------------------------------------------------------------------------
+
+
+def _dead_events(q: Question, answer: Evidence, baselines: dict[str, Evidence]) -> list[Finding]:
+    out = answer.outcome.output or {}
+    where = _period(out.get("period"))
+    total = int(out.get("total_events") or 0)
+    cited = [answer.id]
+    if not total:
+        return [Finding(claim=f"No events failed ingestion in {where}.", evidence=cited)]
+    errors: dict[str, tuple[int, str, str]] = {}
+    for g in out.get("groups") or []:
+        if int(g["events"]) > errors.get(g["source"], (0, "", ""))[0]:
+            errors[g["source"]] = (int(g["events"]), g["error_type"], g["latest_error_message"])
+    per = {s["source"]: int(s["events"]) for s in out.get("by_source") or []}
+    if not per:
+        return [Finding(claim=f"{count(total)} dead events in {where}.", evidence=cited)]
+    source: str = q.source if q.source and q.source in per else max(per, key=lambda s: per[s])
+    n = per.get(source, 0)
+    _, error_type, message = errors.get(source, (0, "", ""))
+    claim = (
+        f"{source} produced {count(n)} of the {count(total)} dead events (failed ingestion) in "
+        f"{where} ({pct(n * 100 / total)}), mostly {error_type}: {message!r}."
+    )
+    peaks = out.get("peak_days") or []
+    if peaks:
+        p = peaks[0]
+        claim += (
+            f" Peak day {p['day']}: {count(p['events'])} dead events, mostly {p['top_source']}."
+        )
+    typical = baselines.get("typical")
+    if typical is not None:
+        before = int((typical.outcome.output or {}).get("total_events") or 0)
+        claim += f" In the 4 weeks before there were {before / 28:.1f} a day."
+        cited.append(typical.id)
+    return [Finding(claim=claim[:1500], evidence=cited)]
+
+
+# -- corrections ---------------------------------------------------------------------------------
+
+
+def _corrections(q: Question, answer: Evidence, _: dict[str, Evidence]) -> list[Finding]:
+    out = answer.outcome.output or {}
+    where = _period(out.get("period"))
+    pairs = list(out.get("pairs") or [])
+    if q.scope.channels:
+        pairs.sort(key=lambda p: not ({p["from_channel"], p["to_channel"]} & set(q.scope.channels)))
+    if not pairs:
+        return [
+            Finding(
+                claim=f"No channel corrections were made in {where} or for its events.",
+                evidence=[answer.id],
+            )
+        ]
+    p = pairs[0]
+    reason = (p.get("latest_reasons") or [""])[0]
+    claim = (
+        f"{p['event_corrections']} events recorded as {p['from_channel']} were corrected to "
+        f"{p['to_channel']} ({count(p['corrections'])} corrections: "
+        f"{count(p['event_corrections'])} events and "
+        f"{count(p['allocation_corrections'])} allocations; "
+        f"{count(p.get('about_period_events'))} concern events of {where}), by "
+        f"{', '.join(p.get('corrected_by') or [])}, first on {str(p['first_corrected_at'])[:10]}"
+        + (f": {reason!r}" if reason else "")
+        + f". In all {count(out.get('total_corrections'))} corrections were made in the period "
+        "or correct its events."
+    )
+    others = [f"{o['from_channel']} -> {o['to_channel']} {o['corrections']}" for o in pairs[1:4]]
+    if others:
+        claim += " Others: " + ", ".join(others) + "."
+    return [Finding(claim=claim[:1500], evidence=[answer.id])]
+
+
+# -- models, orders, reconciliation -------------------------------------------------------------
+
+
+def _models(q: Question, answer: Evidence, _: dict[str, Evidence]) -> list[Finding]:
+    out = answer.outcome.output or {}
+    rows = out.get("rows") or []
+    where = _period(out.get("period"))
+    if not rows:
+        return [
+            Finding(claim=f"No attributed revenue to compare in {where}.", evidence=[answer.id])
+        ]
+    r = rows[0]
+    by = r.get("attributed_by_model") or {}
+    claim = (
+        f"In {where} the attribution models disagree most on {r['channel']}: "
+        f"{r['highest_model']} credits {money(by.get(r['highest_model']))} USD and "
+        f"{r['lowest_model']} {money(by.get(r['lowest_model']))} USD, a spread of "
+        f"{money(r['spread_cents'])} USD ({pct(r.get('spread_pct') or 0)} of the highest)."
+    )
+    if len(rows) > 1:
+        claim += (
+            " Next: "
+            + ", ".join(f"{o['channel']} {money(o['spread_cents'])} USD" for o in rows[1:4])
+            + "."
+        )
+    return [Finding(claim=claim[:1500], evidence=[answer.id])]
+
+
+def _orders(q: Question, answer: Evidence, _: dict[str, Evidence]) -> list[Finding]:
+    out = answer.outcome.output or {}
+    orders = out.get("orders") or []
+    where = _period(out.get("period"))
+    if not orders:
+        return [Finding(claim=f"No ledger orders were posted in {where}.", evidence=[answer.id])]
+    o = orders[0]
+    claim = (
+        f"The largest order posted in {where} is {money(o['amount_cents'])} {o['currency']} "
+        f"(order {o.get('order_id')}, {o['state']}, channel {o.get('channel')}, posted "
+        f"{str(o['posted_at'])[:10]})."
+    )
+    if len(orders) > 1:
+        claim += " Next: " + ", ".join(f"{money(x['amount_cents'])}" for x in orders[1:4]) + "."
+    return [Finding(claim=claim[:1500], evidence=[answer.id])]
+
+
+def _reconciliation(q: Question, answer: Evidence, _: dict[str, Evidence]) -> list[Finding]:
+    out = answer.outcome.output or {}
+    where = _period(out.get("period"))
+    claim = (
+        f"In {where}, purchase events total {money(out.get('event_purchase_revenue_cents'))} USD "
+        f"({count(out.get('event_purchases'))} purchases) against "
+        f"{money(out.get('ledger_revenue_cents'))} USD in the ledger "
+        f"({count(out.get('ledger_rows'))} rows): a difference of "
+        f"{money(out.get('event_minus_ledger_revenue_cents'))} USD; "
+        f"{count(out.get('unverified_ledger_rows'))} ledger rows are unverified."
+    )
+    failed = [r for r in out.get("runs") or [] if r.get("state") == "failed"]
+    if failed:
+        claim += (
+            " Failed reconciliation runs: "
+            + "; ".join(
+                f"{str(r['created_at'])[:10]} ({r.get('error_message')})" for r in failed[:3]
+            )
+            + "."
+        )
+    return [Finding(claim=claim[:1500], evidence=[answer.id])]
+
+
+Writer = Callable[[Question, Evidence, dict[str, Evidence]], list[Finding]]
+WRITERS: dict[str, Writer] = {
+    "change": _change,
+    "performance": _performance,
+    "refunds": _refunds,
+    "dead_events": _dead_events,
+    "corrections": _corrections,
+    "models": _models,
+    "orders": _orders,
+    "reconciliation": _reconciliation,
+}
+
+
+def _cause(q: Question, evidence: Evidence) -> Finding | None:
+    """A correction touching the channels asked about, as a possible cause of a change."""
+    out = evidence.outcome.output or {}
+    scope = set(q.scope.channels)
+    pairs = [
+        p
+        for p in out.get("pairs") or []
+        if not scope or {p["from_channel"], p["to_channel"]} & scope
+    ]
+    # Any correction touching the channels asked about counts; unscoped, only a batch does.
+    if not pairs or sum(int(p["corrections"]) for p in pairs) < (1 if scope else 5):
+        return None
+    p = max(pairs, key=lambda x: int(x["corrections"]))
+    return Finding(
+        claim=(
+            f"Possible cause: {count(p['event_corrections'])} events were corrected from "
+            f"{p['from_channel']} to {p['to_channel']} for this period "
+            f"({count(p['corrections'])} corrections in all), which moves revenue between them."
+        ),
+        evidence=[evidence.id],
+    )
+
+
+def write_report(
+    q: Question,
+    calls: list[PlannedCall],
+    items: list[Evidence],
+    channels: list[ChannelInfo],
+    reason: str,
+) -> Report:
+    """Findings for each planned topic (answer first), then any other evidence's headline."""
+    by_key = {call_key(e.outcome.name, e.outcome.arguments): e for e in items}
+    findings: list[Finding] = []
+    used: set[str] = set()
+    for topic in dict.fromkeys(c.topic for c in calls):
+        group = [c for c in calls if c.topic == topic]
+        answer = next((by_key.get(c.key) for c in group if c.role == "answer"), None)
+        if answer is None:
+            continue
+        used.add(answer.id)
+        if answer.outcome.error:
+            findings.append(
+                Finding(
+                    claim=f"{answer.outcome.name} failed: {answer.outcome.error}"[:1500],
+                    evidence=[answer.id],
+                )
+            )
+            continue
+        baselines = {
+            c.role: by_key[c.key]
+            for c in group
+            if c.role in ("typical", "weekday", "previous")
+            and c.key in by_key
+            and not by_key[c.key].outcome.error
+        }
+        used.update(e.id for e in baselines.values())
+        findings.extend(WRITERS[topic](q, answer, baselines))
+        for c in group:
+            cause = by_key.get(c.key) if c.role == "cause" else None
+            if cause is not None and not cause.outcome.error:
+                used.add(cause.id)
+                extra = _cause(q, cause)
+                if extra:
+                    findings.append(extra)
+    for e in items:
+        if e.id not in used:
+            extra = finding_for(e)
+            if extra is not None:
+                findings.append(extra)
+    if not findings:
+        return Report(summary=f"No evidence could be gathered ({reason}).", findings=[])
+    summary = (
+        f"{findings[0].claim} (Written from {len(items)} tool result(s) without a model: {reason}.)"
+    )
+    return Report(summary=summary[:3000], findings=findings[:25])

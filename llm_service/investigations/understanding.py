@@ -1,0 +1,265 @@
+"""What an analyst's question asks, in the user's own words: channels, period, metric, topics.
+
+Channels are recognised by code (`facebook_paid`), by code with spaces, by display name
+("Facebook Ads"), by a distinctive first word ("facebook", "tiktok"), by family ("paid social")
+and by "paid" / "organic". Periods in words and dates resolve to ABSOLUTE half-open ranges
+(`llm_service.periods`), with a few more phrases an analyst uses ("the week of 2026-10-12",
+"three weeks ago", "on 12 October", "in October").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from llm_service.periods import Period, resolve_period
+
+_MONTHS = {
+    name: i
+    for i, names in enumerate(
+        [("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
+         ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
+         ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
+         ("dec", "december")],
+        start=1,
+    )
+    for name in names
+}  # fmt: skip
+_MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_NUMBERS = {"one": 1, "a": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+            "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}  # fmt: skip
+_COUNT = r"(\d{1,2}|" + "|".join(_NUMBERS) + r")"
+_ISO_DAY = r"(\d{4})-(\d{2})-(\d{2})"
+_WEEK_OF_ISO = re.compile(rf"\bweek (?:of|starting|beginning|from) (?:monday )?{_ISO_DAY}\b")
+_WEEKS_AGO = re.compile(rf"\b{_COUNT} weeks? ago\b")
+_LAST_N_WEEKS = re.compile(rf"\b(?:last|past|previous) {_COUNT} weeks\b")
+_LAST_N_DAYS = re.compile(rf"\b(?:last|past|previous) {_COUNT} days\b")
+_DAY_MONTH = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)? ({_MONTH})\b|\b({_MONTH}) (\d{{1,2}})\b")
+_ISO = re.compile(rf"\b{_ISO_DAY}\b")
+_IN_MONTH = re.compile(rf"\b(?:in|during|for|of) ({_MONTH})\b(?! \d)")
+
+# Topics: what the question is about, each answered by one tool (or a change comparison).
+TOPIC_PATTERNS: dict[str, re.Pattern[str]] = {
+    "refunds": re.compile(r"refund|chargeback|charge-back|dispute|revers|returned|money back"),
+    "dead_events": re.compile(
+        r"dead|ingest|dead.letter|dlq|fail(ed|ing|ure)s? (to )?(load|ingest|process)|webhook|"
+        r"rejected|dropped events|lost events|missing events|schema (validation|error)|"
+        r"pipeline|events? fail|integration|data quality|broke|broken|tracking (issue|problem|gap)"
+    ),
+    "corrections": re.compile(
+        r"correct|reassign|re-?assign|overrid|re-?label|mis-?tag|mislabel|wrong channel|"
+        r"misattribut|re-?tag|mis-?classif|misrecord|recorded as|moved back"
+    ),
+    # A model named alone ("under first touch") sets the model of the figures, not the topic.
+    "models": re.compile(
+        r"attribution models|models? (disagree|differ)|disagree|compare (the )?(attribution )?"
+        r"models|which model|between models|across models"
+    ),
+    "orders": re.compile(r"(largest|biggest|top|highest|largest single) (order|purchase|sale)"),
+    "reconciliation": re.compile(r"reconcil|ledger|verif|captur|missing from the ledger"),
+    "change": re.compile(
+        r"drop|fall|fell|declin|decreas|\bdown\b|\bdip|rise|rose|increas|\bup\b|jump|spike|"
+        r"surge|chang|compar|\bvs\b|versus|week over week|anomal|unusual|wrong|happen|lost|"
+        r"gain|grew|grow|shrank|worse|better|inflat|\bwhy\b|underperform|look(s|ing)? off|"
+        r"how is .* doing|going on"
+    ),
+    "performance": re.compile(
+        r"which channel|top channel|best|most|how much|how many|what was|what is|share|total|"
+        r"bring|brought|generate|earn|perform|made|make"
+    ),
+}
+_METRICS: list[tuple[str, re.Pattern[str]]] = [
+    ("attributed_revenue", re.compile(r"attribut\w* revenue|credited|credit|share")),
+    ("conversions", re.compile(r"conversion|purchases|converted|convert\b")),
+    ("events", re.compile(r"\bevents\b|traffic|visits|sessions|clicks")),
+    ("revenue", re.compile(r"revenue|sales|money|income|earn|turnover|\bgmv\b|bring|brought")),
+]
+_PAID = re.compile(r"\bpaid (channels?|media|traffic|marketing|ads)\b|\bpaid\b(?! social| search)")
+_UNPAID = re.compile(r"\b(organic|unpaid|non-?paid|free) (channels?|traffic|sources?)\b|\bunpaid\b")
+_BARE_ORGANIC = re.compile(r"\borganic\b(?! search| social)")
+_ALIASES = {
+    "facebook_paid": ("fb", "meta ads", "meta"),
+    "instagram_paid": ("ig", "insta"),
+    "google_search_paid": ("google ads", "adwords", "google search"),
+    "bing_search_paid": ("bing", "microsoft ads"),
+    "display_programmatic": ("programmatic",),
+    "youtube_video": ("youtube",),
+    "affiliate": ("affiliates", "affiliate partners", "partners"),
+    "organic_search": ("seo",),
+    "email": ("emails", "newsletter"),
+    "sms": ("text messages",),
+    "direct": ("direct traffic",),
+}
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """One taxonomy channel as the analyst knows it."""
+
+    code: str
+    name: str
+    family: str
+    is_paid: bool
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The channels a question is about: none (every channel), one, or a group with a label."""
+
+    channels: tuple[str, ...] = ()
+    label: str | None = None
+
+    @property
+    def single(self) -> str | None:
+        """The one channel in scope, if exactly one."""
+        return self.channels[0] if len(self.channels) == 1 else None
+
+    @property
+    def group(self) -> bool:
+        """Several named channels (a family, paid, organic)."""
+        return len(self.channels) > 1
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question understood: period, scope, metric and topics."""
+
+    text: str
+    period: Period
+    period_named: bool
+    scope: Scope
+    metric: str
+    topics: tuple[str, ...]
+    source: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _count(text: str) -> int:
+    return int(text) if text.isdigit() else _NUMBERS[text]
+
+
+def _monday(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def _year_for(month: int, day: int, today: date) -> int:
+    candidate = date(today.year, month, day)
+    return today.year if candidate <= today else today.year - 1
+
+
+def resolve(text: str, today: date) -> tuple[Period, bool]:
+    """The period the question names, and whether it named one (else the default window)."""
+    lowered = text.lower()
+    tomorrow = today + timedelta(days=1)
+    if m := _WEEK_OF_ISO.search(lowered):
+        start = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        return Period(start, start + timedelta(days=7)), True
+    if m := _WEEKS_AGO.search(lowered):
+        start = _monday(today) - timedelta(days=7 * _count(m.group(1)))
+        return Period(start, start + timedelta(days=7)), True
+    if m := _LAST_N_WEEKS.search(lowered):
+        return Period(tomorrow - timedelta(days=7 * _count(m.group(1))), tomorrow), True
+    if re.search(r"\b(?:this )?(?:past|last) 7 days\b|\b(?:this )?past week\b", lowered):
+        return Period(tomorrow - timedelta(days=7), tomorrow), True
+    if (m := _LAST_N_DAYS.search(lowered)) and not m.group(1).isdigit():
+        return Period(tomorrow - timedelta(days=_count(m.group(1))), tomorrow), True
+    isos = _ISO.findall(lowered)
+    if len(isos) == 1 and "week" not in lowered:  # "on 2026-10-14": that day
+        day = date(int(isos[0][0]), int(isos[0][1]), int(isos[0][2]))
+        return Period(day, day + timedelta(days=1)), True
+    if "week of" not in lowered and not isos and (m := _DAY_MONTH.search(lowered)):
+        day_text, month_text = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+        month, day_no = _MONTHS[month_text], int(day_text)
+        try:
+            on = date(_year_for(month, day_no, today), month, day_no)
+        except ValueError:  # "31 February": not a day
+            pass
+        else:
+            return Period(on, on + timedelta(days=1)), True
+    if (m := _IN_MONTH.search(lowered)) and m.group(1) != "may":
+        month = _MONTHS[m.group(1)]
+        year = today.year if month <= today.month else today.year - 1
+        start = date(year, month, 1)
+        end = date(year + (month == 12), month % 12 + 1, 1)
+        return Period(start, min(end, tomorrow)), True
+    period = resolve_period(lowered, today)
+    # A phrase it recognises does not move when the default window does.
+    named = period == resolve_period(lowered, today, default_days=period.days + 1)
+    return period, named
+
+
+def _alias_pattern(alias: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![a-z0-9_]){re.escape(alias)}(?![a-z0-9_])")
+
+
+def _aliases(channels: list[ChannelInfo]) -> list[tuple[str, str]]:
+    """(alias, code) pairs, longest alias first."""
+    firsts: dict[str, list[str]] = {}
+    for c in channels:
+        firsts.setdefault(c.code.split("_")[0], []).append(c.code)
+    pairs: list[tuple[str, str]] = []
+    for c in channels:
+        names = {c.code, c.code.replace("_", " "), c.name.lower(),
+                 re.sub(r"\s+ads$", "", c.name.lower()), *_ALIASES.get(c.code, ())}  # fmt: skip
+        first = c.code.split("_")[0]
+        if len(firsts[first]) == 1 and len(first) > 3:
+            names.add(first)
+        pairs += [(n, c.code) for n in names if len(n) >= 2]
+    return sorted(pairs, key=lambda p: len(p[0]), reverse=True)
+
+
+def scope_of(text: str, channels: list[ChannelInfo]) -> Scope:
+    """The channels the question names: by code, name, family, or paid / organic."""
+    lowered = text.lower()
+    found: list[str] = []
+    for alias, code in _aliases(channels):
+        pattern = _alias_pattern(alias)
+        if pattern.search(lowered):
+            if code not in found:
+                found.append(code)
+            lowered = pattern.sub(" ", lowered)
+    families: dict[str, list[str]] = {}
+    for c in channels:
+        families.setdefault(c.family, []).append(c.code)
+    for family, codes in sorted(families.items(), key=lambda f: -len(f[0])):
+        label = family.replace("_", " ")
+        if len(codes) > 1 and _alias_pattern(label).search(lowered):
+            return Scope(tuple(codes), label)
+    if found:
+        return Scope(tuple(found[:1]), found[0]) if len(found) == 1 else Scope(tuple(found))
+    if _UNPAID.search(lowered) or _BARE_ORGANIC.search(lowered):
+        return Scope(tuple(c.code for c in channels if not c.is_paid), "organic channels")
+    if _PAID.search(lowered):
+        return Scope(tuple(c.code for c in channels if c.is_paid), "paid channels")
+    return Scope()
+
+
+def metric_of(text: str) -> str:
+    """The metric asked about (revenue unless the words say otherwise)."""
+    lowered = text.lower()
+    for metric, pattern in _METRICS:
+        if pattern.search(lowered):
+            return metric
+    return "revenue"
+
+
+def understand(text: str, today: date, channels: list[ChannelInfo]) -> Question:
+    """Everything the analyst needs from the question's words."""
+    lowered = text.lower()
+    period, named = resolve(lowered, today)
+    topics = tuple(t for t, pattern in TOPIC_PATTERNS.items() if pattern.search(lowered))
+    source = next((s for s in _SOURCES if any(name in lowered for name in _SOURCES[s])), None)
+    if source and "dead_events" not in topics:
+        topics = ("dead_events", *topics)
+    return Question(text, period, named, scope_of(text, channels), metric_of(text), topics, source)
+
+
+# Ingestion sources of dead events, and how people name them.
+_SOURCES = {
+    "shopify_webhook": ("shopify_webhook", "shopify webhook", "shopify"),
+    "web_sdk": ("web_sdk", "web sdk", "sdk", "pixel"),
+    "meta_capi": ("meta_capi", "meta capi", "conversions api", "capi"),
+    "stripe_webhook": ("stripe_webhook", "stripe webhook", "stripe"),
+    "google_ads_api": ("google_ads_api", "google ads api"),
+}

@@ -1,0 +1,233 @@
+"""The deterministic analyst on real demo data: each planted anomaly found, its figure stated.
+
+The expected figures are computed here with this test's own SQL (as the owner, tenant named
+explicitly), never by the service's queries.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import pytest
+from claimed_runs import queue_claimed_run
+
+from llm_service.db.pool import tenant_transaction
+from llm_service.demo_data import DemoDataSummary, generate_demo_data
+from llm_service.investigations.runner import InvestigationRunner
+from llm_service.investigations.understanding import ChannelInfo, resolve, scope_of, understand
+from llm_service.tenants.service import create_tenant
+
+TODAY = date(2026, 12, 2)  # a Wednesday
+
+
+def ts(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+async def planted(owner_pool: asyncpg.Pool) -> tuple[UUID, DemoDataSummary]:
+    """A tenant with demo data generated for today (the analyst resolves periods from today)."""
+    created = await create_tenant(owner_pool, "analyst-eval")
+    async with tenant_transaction(owner_pool, created.tenant_id) as conn:
+        summary = await generate_demo_data(conn, created.tenant_id, events=5_000, seed=5)
+    return created.tenant_id, summary
+
+
+def anomaly(summary: DemoDataSummary, kind: str) -> Any:
+    return next(a for a in summary.anomalies if a.kind == kind)
+
+
+async def ask(pool: asyncpg.Pool, tenant_id: UUID, question: str) -> dict[str, Any]:
+    run_id = await queue_claimed_run(pool, tenant_id, question)
+    status = await InvestigationRunner(pool, None, "test-worker").run(
+        run_id, tenant_id, takeover=False
+    )
+    assert status == "succeeded"
+    async with tenant_transaction(pool, tenant_id) as conn:
+        row = await conn.fetchrow(
+            "SELECT result, degraded FROM investigations WHERE id = $1", run_id
+        )
+        ids = {
+            str(r["id"])
+            for r in await conn.fetch(
+                "SELECT id FROM investigation_tool_calls WHERE investigation_id = $1", run_id
+            )
+        }
+    assert row["degraded"] is True
+    findings = row["result"]["findings"]
+    assert findings and all(set(f["evidence"]) <= ids for f in findings)
+    return dict(row["result"])
+
+
+async def test_the_revenue_drop_is_stated_with_its_week_over_week_figure(
+    owner_pool: asyncpg.Pool, app_pool: asyncpg.Pool, planted: tuple[UUID, DemoDataSummary]
+) -> None:
+    tenant_id, summary = planted
+    drop = anomaly(summary, "revenue_drop")
+    sql = (
+        "SELECT coalesce(sum(revenue_cents), 0) FROM attribution_events WHERE tenant_id = $1"
+        " AND channel = $2 AND occurred_at >= $3 AND occurred_at < $4"
+    )
+    week = timedelta(days=7)
+    cur = await owner_pool.fetchval(
+        sql, tenant_id, drop.channel, ts(drop.start), ts(drop.start + week)
+    )
+    prev = await owner_pool.fetchval(
+        sql, tenant_id, drop.channel, ts(drop.start - week), ts(drop.start)
+    )
+    assert cur < prev
+    result = await ask(app_pool, tenant_id, "What happened to Facebook Ads sales last week?")
+    claim = result["findings"][0]["claim"]
+    change = f"fell {abs(cur - prev) * 100 / prev:.1f}%"
+    assert claim.startswith(drop.channel) and change in claim
+    assert f"{prev / 100:,.2f}" in claim and f"{cur / 100:,.2f}" in claim
+    assert result["summary"].startswith(claim)  # the answer first
+
+
+async def test_the_refund_burst_is_found_with_its_count(
+    owner_pool: asyncpg.Pool, app_pool: asyncpg.Pool, planted: tuple[UUID, DemoDataSummary]
+) -> None:
+    tenant_id, summary = planted
+    burst = anomaly(summary, "refund_burst")
+    start, end = burst.start, burst.start + timedelta(days=7)
+    reversals = await owner_pool.fetchval(
+        "SELECT count(*) FROM revenue_state_transitions t"
+        " JOIN revenue_ledger l ON l.id = t.ledger_id"
+        " JOIN attribution_allocations a ON a.id = l.allocation_id"
+        " WHERE t.tenant_id = $1 AND a.channel_code = $2"
+        " AND t.to_state IN ('refunded', 'chargeback')"
+        " AND t.transitioned_at >= $3 AND t.transitioned_at < $4",
+        tenant_id,
+        burst.channel,
+        ts(start),
+        ts(end),
+    )
+    assert reversals >= 5
+    result = await ask(
+        app_pool, tenant_id, f"Why were affiliate orders refunded in the week of {start}?"
+    )
+    claim = result["findings"][0]["claim"]
+    assert claim.startswith(f"{burst.channel} had {reversals} refunds and chargebacks")
+
+
+async def test_the_dead_event_spike_names_its_source_and_count(
+    owner_pool: asyncpg.Pool, app_pool: asyncpg.Pool, planted: tuple[UUID, DemoDataSummary]
+) -> None:
+    tenant_id, summary = planted
+    spike = anomaly(summary, "dead_event_spike")
+    n = await owner_pool.fetchval(
+        "SELECT count(*) FROM dead_events WHERE tenant_id = $1 AND source = $2"
+        " AND ingested_at >= $3 AND ingested_at < $4",
+        tenant_id,
+        spike.source,
+        ts(spike.start),
+        ts(spike.start + timedelta(days=1)),
+    )
+    result = await ask(app_pool, tenant_id, f"Were events lost in the pipeline on {spike.start}?")
+    claim = result["findings"][0]["claim"]
+    assert claim.startswith(f"{spike.source} produced {n:,} of the")
+
+
+async def test_the_mistagging_is_found_by_the_dates_of_the_events_corrected(
+    owner_pool: asyncpg.Pool, app_pool: asyncpg.Pool, planted: tuple[UUID, DemoDataSummary]
+) -> None:
+    tenant_id, summary = planted
+    fix = anomaly(summary, "channel_corrections")
+    start, end = fix.start, fix.start + timedelta(days=7)
+    events, made_in_week = await owner_pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE e.occurred_at >= $3 AND e.occurred_at < $4),"
+        " count(*) FILTER (WHERE c.corrected_at >= $3 AND c.corrected_at < $4)"
+        " FROM channel_assignment_corrections c JOIN attribution_events e ON e.id = c.entity_id"
+        " WHERE c.tenant_id = $1 AND c.entity_type = 'event' AND c.to_channel = $2"
+        " AND c.from_channel = 'organic_social'",
+        tenant_id,
+        fix.channel,
+        ts(start),
+        ts(end),
+    )
+    assert events > 0 and made_in_week == 0  # the fix was made after the week asked about
+    result = await ask(
+        app_pool,
+        tenant_id,
+        f"Were instagram events mis-tagged as organic social in the week of {start}?",
+    )
+    claim = result["findings"][0]["claim"]
+    assert claim.startswith(
+        f"{events} events recorded as organic_social were corrected to {fix.channel}"
+    )
+
+
+async def test_a_window_before_the_data_is_flagged_not_compared_as_zero(
+    app_pool: asyncpg.Pool, planted: tuple[UUID, DemoDataSummary]
+) -> None:
+    tenant_id, _ = planted
+    result = await ask(app_pool, tenant_id, "How did revenue change in the last 60 days?")
+    claim = result["findings"][0]["claim"]
+    assert "no change is stated" in claim and "unknown, not zero" in claim
+    assert "rose" not in claim and "fell" not in claim
+
+
+# -- understanding the question's words ---------------------------------------------------------
+
+CHANNELS = [
+    ChannelInfo("facebook_paid", "Facebook Ads", "paid_social", True),
+    ChannelInfo("instagram_paid", "Instagram Ads", "paid_social", True),
+    ChannelInfo("google_search_paid", "Google Search Ads", "paid_search", True),
+    ChannelInfo("google_shopping", "Google Shopping", "shopping", True),
+    ChannelInfo("organic_search", "Organic Search", "organic_search", False),
+    ChannelInfo("organic_social", "Organic Social", "organic_social", False),
+    ChannelInfo("email", "Email", "email", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "channels"),
+    [
+        ("Why did facebook_paid revenue drop?", ("facebook_paid",)),
+        ("what about Facebook Ads", ("facebook_paid",)),
+        ("meta ads last week", ("facebook_paid",)),
+        ("google shopping sales", ("google_shopping",)),
+        ("google ads spend", ("google_search_paid",)),
+        ("paid social revenue", ("facebook_paid", "instagram_paid")),
+        ("organic social last week", ("organic_social",)),
+        ("revenue from organic channels", ("organic_search", "organic_social", "email")),
+        (
+            "our paid channels",
+            ("facebook_paid", "instagram_paid", "google_search_paid", "google_shopping"),
+        ),
+        ("total revenue", ()),
+    ],
+)
+def test_channels_in_the_users_words(text: str, channels: tuple[str, ...]) -> None:
+    assert scope_of(text, CHANNELS).channels == channels
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "end"),
+    [
+        ("last week", date(2026, 11, 23), date(2026, 11, 30)),
+        ("the week of 2026-11-09", date(2026, 11, 9), date(2026, 11, 16)),
+        ("the week starting 2026-11-09", date(2026, 11, 9), date(2026, 11, 16)),
+        ("three weeks ago", date(2026, 11, 9), date(2026, 11, 16)),
+        ("on 2026-11-11", date(2026, 11, 11), date(2026, 11, 12)),
+        ("on November 11", date(2026, 11, 11), date(2026, 11, 12)),
+        ("in October", date(2026, 10, 1), date(2026, 11, 1)),
+        ("the last two weeks", date(2026, 11, 19), date(2026, 12, 3)),
+        ("the last 30 days", date(2026, 11, 3), date(2026, 12, 3)),
+    ],
+)
+def test_periods_in_words_and_dates(text: str, start: date, end: date) -> None:
+    period, named = resolve(text, TODAY)
+    assert (period.start, period.end, named) == (start, end, True)
+
+
+def test_metric_and_topics() -> None:
+    q = understand("How many conversions did email have under first touch?", TODAY, CHANNELS)
+    assert q.metric == "conversions" and "models" not in q.topics
+    q = understand("Which attribution models disagree most?", TODAY, CHANNELS)
+    assert "models" in q.topics
+    q = understand("Were there chargebacks for affiliates?", TODAY, CHANNELS)
+    assert "refunds" in q.topics
