@@ -288,6 +288,7 @@ def _tense(tokens: list[str]) -> tuple[str | None, list[str]]:
     """The tense the auxiliaries give, and the tokens without them."""
     tense: str | None = None
     out: list[str] = []
+    slot: int | None = None  # where the opening auxiliary was (a "not" of it belongs there)
     for word in tokens:
         if word in _TENSE_MARKS:
             tense = tense or _TENSE_MARKS[word]
@@ -299,19 +300,55 @@ def _tense(tokens: list[str]) -> tuple[str | None, list[str]]:
         opening = i == 0 or tokens[i - 1] in _OPENERS
         if word in lex.TENSE_OF_AUX and opening:
             tense = tense or lex.TENSE_OF_AUX[word]
+            slot = len(out) if slot is None else slot
             continue
+        if word in lex.MODALS and opening and slot is None:
+            slot = len(out) + 1
         if word in lex.PERFECT_AUX and opening:
             nxt = [w for w in tokens[i + 1 : i + 4] if w not in lex.NEGATIONS]
             if any(_is_participle(w) for w in nxt[:2]):
                 tense = tense or "past"
+                slot = len(out) if slot is None else slot
                 continue
         out.append(word)
+    out = _negation_to_slot(out, slot)
     if tense is None and any(
         w in _PAST_IRREGULAR or (w.endswith("ed") and len(w) >= 5 and w not in lex.NOT_INFLECTED)
         for w in out
     ):
         tense = "past"
     return tense, out
+
+
+_QUANTIFIERS = frozenset({"all", "every", "any", "some", "both", "each", "most", "many", "few"})
+
+
+def _subject_word(word: str) -> bool:
+    """A word that can stand between an auxiliary and its "not": a noun-like open-class word or
+    a determiner, never a quantifier, a verb or a direction."""
+    if word in lex.STOP_WORDS:
+        return True
+    if word in _CLOSED or word in _QUANTIFIERS or word in lex.DIRECTION_WORDS:
+        return False
+    verb = lex.SYNONYMS.get(word, word)
+    return verb not in lex.VERBS and verb not in {"decrease", "increase"} and not (
+        word.endswith(("ed", "ing"))
+    )
+
+
+def _negation_to_slot(words: list[str], slot: int | None) -> list[str]:
+    """ "why did revenue not grow" -> "why not revenue grow", as "why didn't revenue grow" reads:
+    a "not" up to three open-class words after the opening auxiliary belongs to it. Never past a
+    quantifier ("why did all channels not drop" is not "why didn't all channels drop")."""
+    if slot is None:
+        return words
+    for j in range(slot, min(slot + 4, len(words))):
+        if words[j] == "not":
+            between = words[slot:j]
+            if all(_subject_word(w) for w in between):
+                return [*words[:slot], "not", *between, *words[j + 1 :]]
+            return words
+    return words
 
 
 def _infinitive_after_cause(tokens: list[str]) -> list[str]:
