@@ -331,8 +331,10 @@ def _subject_word(word: str) -> bool:
     if word in _CLOSED or word in _QUANTIFIERS or word in lex.DIRECTION_WORDS:
         return False
     verb = lex.SYNONYMS.get(word, word)
-    return verb not in lex.VERBS and verb not in {"decrease", "increase"} and not (
-        word.endswith(("ed", "ing"))
+    return (
+        verb not in lex.VERBS
+        and verb not in {"decrease", "increase"}
+        and not (word.endswith(("ed", "ing")))
     )
 
 
