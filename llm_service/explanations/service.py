@@ -3,10 +3,13 @@
 The hit path (what a repeated dashboard request costs):
 1. resolve the request to absolute dates (`resolve`); a channel code is checked against an
    in-process copy of the taxonomy after its first use;
-2. the free-text question, if any, is embedded, or found in the in-process LRU
-   (`QuestionVectors`); a request without free text embeds nothing;
-3. ONE pooled connection, ONE READ ONLY transaction: set the tenant, `data_fingerprint` (twice
-   for a period change), `cache.store.lookup`;
+2. ONE pooled connection, ONE READ ONLY transaction: set the tenant, `data_fingerprint` (twice
+   for a period change), `cache.store.lookup` without a vector: no free text, or the same
+   question (exact normalised text), hits without embedding anything;
+3. only if that misses and the question is one the analyser reads (`cache.question_match`),
+   it is embedded (or found in the in-process LRU, `QuestionVectors`) and the nearest stored
+   questions are read: the matcher serves one only on positive evidence (in the response's
+   `cache_match`); a question in another language is never embedded for a lookup;
 4. a hit is counted in memory (`HitCounter`, flushed in the background) and returned.
 Nothing touches the model, the analytics queries or the budget before the lookup misses.
 
