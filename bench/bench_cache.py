@@ -5,13 +5,13 @@ Run from the repository root: `python -m bench.bench_cache [--entries N --tenant
 An embedded PostgreSQL is started in a temporary directory (deleted afterwards) and migrated.
 200 tenants get 100,000 entries between them (COPY; random unit vectors as filler, a tenth of it
 expired), plus known entries stored through `cache.store.store` with real embeddings of labelled
-questions (tests/cache/data/question_pairs.json), each in a scope shared with random filler and
+questions (tests/cache/data/question_pairs.jsonl), each in a scope shared with random filler and
 with two other real questions. Then 20 concurrent asyncio clients look entries up as the
 application role under row-level security, each request embedding its question with the local
 model first, as the service will. HTTP-level figures will come with the route.
 
 Recall: every known entry is looked up with its exact question and with each paraphrase that the
-threshold accepts (similarity and guard, computed here); all of them must hit that entry. For
+threshold and the question matcher accept (computed here); all of them must hit that entry. For
 contrast, the same lookups through a plain `ORDER BY distance LIMIT 1` query with the HNSW index
 forced show what an approximate search with a selective filter loses.
 """
@@ -42,7 +42,7 @@ from pgvector.asyncpg import register_vector
 from cache import store
 from cache.embedding_local import MODEL_ID, LocalEmbedder, get_local_embedder
 from cache.hits import HitCounter
-from cache.question_guard import questions_compatible
+from cache.question_match import match
 from cache.scope import CacheScope, normalise_question
 from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded
@@ -50,7 +50,7 @@ from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.urls import resolve_urls
 from llm_service.settings import Settings
 
-PAIRS_FILE = Path(__file__).resolve().parents[1] / "tests/cache/data/question_pairs.json"
+PAIRS_FILE = Path(__file__).resolve().parents[1] / "tests/cache/data/question_pairs.jsonl"
 FINGERPRINT = "fp-current"
 CHANNELS = ("paid_social", "paid_search", "email", "organic", "display", "affiliate")
 METRICS = ("revenue", "conversions", "roas", "cpa")
@@ -141,13 +141,13 @@ def _scope(tenant_id: uuid.UUID, index: int) -> CacheScope:
 
 def _accepted_pairs(embedder: LocalEmbedder) -> tuple[list[tuple[str, str]], list[str]]:
     """Paraphrase pairs the default threshold accepts, and every question of the labelled set."""
-    pairs = json.loads(PAIRS_FILE.read_text())["pairs"]
+    pairs = [json.loads(line) for line in PAIRS_FILE.read_text().splitlines() if line.strip()]
     same = [(p["a"], p["b"]) for p in pairs if p["same"]]
     vectors = embedder.embed([normalise_question(t) for pair in same for t in pair])
     accepted = []
     for i, (a, b) in enumerate(same):
         similarity = float(np.dot(vectors[2 * i], vectors[2 * i + 1]))
-        if similarity >= store.DEFAULT_SIMILARITY_THRESHOLD and questions_compatible(a, b):
+        if similarity >= store.DEFAULT_SIMILARITY_THRESHOLD and match(b, a).hit:
             accepted.append((a, b))
     questions = sorted({t for p in pairs for t in (p["a"], p["b"])})
     return accepted, questions
@@ -451,7 +451,7 @@ async def _run(args: argparse.Namespace) -> None:
         print(f"load: COPY {copy_s:.1f} s, HNSW index build {hnsw_s:.1f} s")
         print(
             f"threshold {store.DEFAULT_SIMILARITY_THRESHOLD}: {len(accepted)} labelled "
-            "paraphrase pairs accepted (similarity and guard)"
+            "paraphrase pairs accepted (similarity and matcher)"
         )
 
         # Warm up: pool connections, prepared statements, the model.

@@ -17,7 +17,7 @@ local stub server (`LLM_API_BASE`) that answers every chat completion at once.
    overhead (data queries, ledger writes, litellm, store). What they store are the known entries.
 3. Hits: 20 concurrent HTTP clients (httpx.AsyncClient, keep-alive) request known scopes for N
    seconds: without free text, with the stored question, and with a paraphrase that the
-   threshold and guard accept (a new text: its first use embeds it, later ones hit the LRU).
+   question matcher accepts (a new text: its first use embeds it, later ones hit the LRU).
    Every request should be a hit (recall). Then a steady --rate requests/s from the same
    clients (paced, not saturating), and the same requests from one client.
 

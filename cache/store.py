@@ -6,15 +6,17 @@ security then confines it to the tenant, and each query also names the tenant ex
 a connection that bypasses RLS never crosses tenants. Values go in and out as text / real[] casts,
 so nothing here depends on the connection's jsonb or vector codecs.
 
-Matching (see `lookup`): the structured scope, the embedding model and the data fingerprint must be
-equal and the entry unexpired; among those few rows only, the nearest stored question by exact
-cosine distance is a hit if its similarity reaches the threshold and the lexical guard
-(`cache.question_guard`) finds no meaning-flipping difference. A request without free text
-matches only entries without free text (question '' and no vector), and vice versa.
+Matching (see `lookup`): the structured scope and the data fingerprint must be equal and the
+entry unexpired. Among those few rows, a question hits first on an exact normalised match (no
+vector needed), else the nearest stored questions of the same embedding model (exact cosine
+distance) are read and the first that `cache.question_match` accepts on positive evidence is
+served: similarity finds candidates, it never decides. A request without free text matches only
+entries without free text (question '' and no vector), and vice versa.
 
 API notes. `lookup` and `store` take the question as the user wrote it and the embedding of
 `normalise_question(question)` by `embedding_model`; both are None / '' for a request without free
-text. Vectors of other embedding models, other dimensions, other fingerprints, other scopes and
+text; `lookup` also takes a question without its vector (then only the exact match is
+tried). Vectors of other embedding models, other dimensions, other fingerprints, other scopes and
 expired entries are never considered, and a lookup does not count its hit (see `cache.hits`).
 `store` keeps the question as written (trimmed); it must run in a transaction whose tenant is the
 scope's. `add_hits` sets the tenant for the current transaction (call it inside one) and sorts
@@ -36,26 +38,16 @@ from uuid import UUID
 
 import asyncpg
 
-from cache.question_guard import questions_compatible
+from cache.question_match import MatchDecision, match
+from cache.question_signature import exact_text
 from cache.scope import CacheScope, normalise_question
 
-# Chosen on tests/cache/data/question_pairs.json (164 labelled pairs about one widget with one
-# structured scope: 80 paraphrases, 84 different questions), local model
-# 'local/all-MiniLM-L6-v2-int8', cosine similarity of normalised questions:
-#   threshold               0.66  0.75  0.80  0.83  0.86  0.90  0.93  0.95
-#   with the guard: recall  0.89  0.80  0.74  0.64  0.55  0.44  0.23  0.12   (precision 1.00)
-#   similarity alone: precision 0.61 at 0.80, 0.65 at 0.90, 0.53 at 0.95; 1.00 only at 0.99
-# Reversals ("most"/"least" 0.98, "drop"/"not drop" 0.97) outscore 38 of the 40 dev paraphrases,
-# hence the guard. With the guard as it stands nothing wrong scores above 0.66 here, but the guard
-# was fitted to these pairs: the honest figure is what it let through when frozen before each
-# held-out split was written - 9 of 42 fresh different questions, at 0.82-0.99 (before/after
-# 0.988, why/how big 0.937, why/did 0.926, caused/would cause 0.917, costing/earning 0.822 ...),
-# since added to the guard. 0.90 would have stopped 5 of those 9 and still reuses 44% of
-# paraphrases; below it, each point of recall buys back wrong hits of the kind the guard has not
-# seen yet. A wrong hit is a wrong answer on a dashboard; a miss is one model call.
+# Similarity no longer decides a hit (`cache.question_match` does); it only ranks which stored
+# questions of the exact scope are worth reading. Kept as the figure of GPTCache's own setting
+# (cosine >= 0.90) that bench/bench_question_match.py compares with.
 DEFAULT_SIMILARITY_THRESHOLD = 0.90
-# How many of the nearest entries the guard may look at before the lookup gives up.
-CANDIDATE_LIMIT = 5
+# How many of the nearest entries the matcher reads before the lookup gives up.
+CANDIDATE_LIMIT = 8
 
 _SET_TENANT_SQL = "SELECT set_config('app.current_tenant_id', $1, true)"
 
@@ -80,6 +72,21 @@ WITH candidates AS MATERIALIZED (
 SELECT {_ROW_COLUMNS}, 1 - n.distance AS similarity
   FROM nearest n JOIN explanation_cache e ON e.id = n.id
  ORDER BY n.distance, n.id
+"""
+
+# The same question (exact_text: trimmed, one-spaced, lower-case, no trailing punctuation): no
+# vector is needed, so a fixed dashboard question is found without embedding it. The SQL form of
+# exact_text only narrows the rows; `lookup` checks each in Python, so where PostgreSQL's lower()
+# disagrees with Python's the result is a miss, never a wrong hit.
+LOOKUP_QUESTION_SQL = f"""
+SELECT {_ROW_COLUMNS}, 1.0::float8 AS similarity
+  FROM explanation_cache e
+ WHERE e.tenant_id = $1 AND e.scope_key = $2 AND e.data_fingerprint = $3
+   AND e.expires_at > now() AND e.question <> ''
+   AND regexp_replace(lower(btrim(regexp_replace(e.question, '\\s+', ' ', 'g'))),
+                      '[\\s?!.,;:]+$', '') = $4
+ ORDER BY e.created_at DESC, e.id
+ LIMIT 4
 """
 
 # No free text: the scope alone is the key (any embedding model: no vector is compared).
@@ -115,7 +122,7 @@ PURGE_BATCH_SQL = "SELECT fn_purge_expired_explanation_cache($1)"
 
 @dataclass(frozen=True)
 class CacheHit:
-    """A cached explanation served for a request, with how close its question was."""
+    """A cached explanation served for a request: its question and why it matched."""
 
     entry_id: UUID
     tenant_id: UUID
@@ -130,6 +137,10 @@ class CacheHit:
     cost_cents: Decimal
     created_at: datetime
     expires_at: datetime
+    # Why the stored question answers the asked one: "none" (no free text), "exact" or
+    # "paraphrase", and the features both agree on (see cache.question_match).
+    match_relation: str = "none"
+    agreement: Mapping[str, Any] | None = None
 
 
 def _dumps(value: object) -> str:
@@ -159,8 +170,8 @@ def _loads(text: str) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
-def _hit(row: asyncpg.Record) -> CacheHit:
-    """A CacheHit from a lookup row."""
+def _hit(row: asyncpg.Record, decision: MatchDecision | None = None) -> CacheHit:
+    """A CacheHit from a lookup row (and the match decision that made it one)."""
     return CacheHit(
         entry_id=row["id"],
         tenant_id=row["tenant_id"],
@@ -175,6 +186,8 @@ def _hit(row: asyncpg.Record) -> CacheHit:
         cost_cents=row["cost_cents"],
         created_at=row["created_at"],
         expires_at=row["expires_at"],
+        match_relation=decision.relation or "none" if decision is not None else "none",
+        agreement=decision.agreement if decision is not None else None,
     )
 
 
@@ -189,13 +202,10 @@ def _vector(embedding: Sequence[float] | None) -> list[float] | None:
 
 
 def _check_question(question: str | None, embedding: Sequence[float] | None) -> str:
-    """The normalised question, or ValueError unless free text and a vector come together."""
+    """The normalised question, or ValueError for a vector without free text."""
     normalised = normalise_question(question)
-    if bool(normalised) != (embedding is not None):
-        raise ValueError(
-            "a question with free text needs its embedding, and a request without free text "
-            "must not carry one"
-        )
+    if not normalised and embedding is not None:
+        raise ValueError("a request without free text must not carry an embedding")
     return normalised
 
 
@@ -212,16 +222,28 @@ async def lookup(
     question: str | None,
     question_embedding: Sequence[float] | None,
     embedding_model: str,
-    threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
 ) -> CacheHit | None:
-    """The live entry of this exact scope and data whose question matches, or None (see above)."""
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], not {threshold!r}")
+    """The live entry of this exact scope and data whose question matches, or None.
+
+    Without free text: the scope's entry without free text. With free text: the same question
+    (no vector needed); then, if `question_embedding` is given, the nearest stored questions are
+    read and the first that `cache.question_match.match` accepts is served.
+    """
     normalised = _check_question(question, question_embedding)
-    vector = _vector(question_embedding)
-    if vector is None:
+    if not normalised:
         row = await conn.fetchrow(LOOKUP_EXACT_SQL, scope.tenant_id, scope.scope_key(), fingerprint)
         return _hit(row) if row is not None else None
+    asked = question or ""
+    key = exact_text(asked)
+    for row in await conn.fetch(
+        LOOKUP_QUESTION_SQL, scope.tenant_id, scope.scope_key(), fingerprint, key
+    ):
+        decision = match(asked, row["question"])
+        if decision.relation == "exact":
+            return _hit(row, decision)
+    vector = _vector(question_embedding)
+    if vector is None:
+        return None
     rows = await conn.fetch(
         LOOKUP_SIMILAR_SQL,
         scope.tenant_id,
@@ -233,10 +255,9 @@ async def lookup(
         CANDIDATE_LIMIT,
     )
     for row in rows:
-        if float(row["similarity"]) < threshold:
-            break  # nearest first: nothing further away can qualify
-        if questions_compatible(normalised, row["question"]):
-            return _hit(row)
+        decision = match(asked, row["question"])
+        if decision.hit:
+            return _hit(row, decision)
     return None
 
 
@@ -254,7 +275,11 @@ async def store(
     ttl_seconds: float,
 ) -> UUID:
     """Insert an explanation for `scope` (the transaction's tenant) and return its id."""
-    _check_question(question, question_embedding)
+    if bool(normalise_question(question)) != (question_embedding is not None):
+        raise ValueError(
+            "a question with free text needs its embedding, and a request without free text "
+            "must not carry one"
+        )
     if not embedding_model.strip():
         raise ValueError("embedding_model must not be blank")
     if not fingerprint:

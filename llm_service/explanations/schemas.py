@@ -182,6 +182,24 @@ class PeriodOut(BaseModel):
     end: date
 
 
+class CacheMatch(BaseModel):
+    """Why a cached explanation answers this request."""
+
+    question: str | None = Field(
+        description="The stored question whose answer is served (null: no free text)."
+    )
+    relation: Literal["none", "exact", "paraphrase"] = Field(
+        description="none: neither has free text; exact: the same text once trimmed, one-spaced "
+        "and lower-cased; paraphrase: both read as asking the same thing."
+    )
+    agreement: dict[str, Any] = Field(
+        default_factory=dict,
+        description="For a paraphrase: the features both questions agree on (intent, tense, "
+        "measures, entities, direction, comparators, negation, ...) and the known relations "
+        "that reconcile their wording (synonym, inflection, stop_word, number_words, ...).",
+    )
+
+
 class ExplanationResponse(BaseModel):
     """An explanation and how it was produced (which data, whether cached, at what cost)."""
 
@@ -206,3 +224,6 @@ class ExplanationResponse(BaseModel):
         default=None, description="period_change: the absolute dates compared with."
     )
     fingerprint: str = Field(description="sha256 of the data the explanation rests on.")
+    cache_match: CacheMatch | None = Field(
+        default=None, description="On a cache hit: which stored question it matched, and why."
+    )

@@ -3,10 +3,13 @@
 The hit path (what a repeated dashboard request costs):
 1. resolve the request to absolute dates (`resolve`); a channel code is checked against an
    in-process copy of the taxonomy after its first use;
-2. the free-text question, if any, is embedded, or found in the in-process LRU
-   (`QuestionVectors`); a request without free text embeds nothing;
-3. ONE pooled connection, ONE READ ONLY transaction: set the tenant, `data_fingerprint` (twice
-   for a period change), `cache.store.lookup`;
+2. ONE pooled connection, ONE READ ONLY transaction: set the tenant, `data_fingerprint` (twice
+   for a period change), `cache.store.lookup` without a vector: no free text, or the same
+   question (exact normalised text), hits without embedding anything;
+3. only if that misses and the question is one the analyser reads (`cache.question_match`),
+   it is embedded (or found in the in-process LRU, `QuestionVectors`) and the nearest stored
+   questions are read: the matcher serves one only on positive evidence (in the response's
+   `cache_match`); a question in another language is never embedded for a lookup;
 4. a hit is counted in memory (`HitCounter`, flushed in the background) and returned.
 Nothing touches the model, the analytics queries or the budget before the lookup misses.
 
@@ -47,6 +50,7 @@ from cache.embedder import Embedder
 from cache.embedding_local import MODEL_ID as LOCAL_MODEL_ID
 from cache.embedding_local import get_local_embedder
 from cache.hits import HitCounter
+from cache.question_match import analysable
 from cache.scope import CacheScope, normalise_question
 from cache.single_flight import SingleFlight, SingleFlightTimeout
 from llm_service.db.pool import create_pool, tenant_transaction
@@ -66,6 +70,7 @@ from llm_service.explanations.embeddings import (
 from llm_service.explanations.prompt import PROMPT_VERSION, ModelExplanation, messages
 from llm_service.explanations.resolve import ChannelCodes, resolve
 from llm_service.explanations.schemas import (
+    CacheMatch,
     Explanation,
     ExplanationRequest,
     ExplanationResponse,
@@ -109,6 +114,7 @@ class _Outcome:
     model: str | None
     cost_usd: Decimal = _ZERO
     degraded_reason: str | None = None
+    matched: CacheMatch | None = None
 
 
 def _usd_text(amount: Decimal) -> str:
@@ -217,15 +223,6 @@ class ExplanationService:
         vector: Sequence[float] | None = None
         embed_cost = _ZERO
         normalised = normalise_question(query.question)
-        if scope is not None and normalised:
-            try:
-                vector, embed_cost = await self.vectors.get(
-                    tenant_id, await self._embedder(tenant_id), normalised
-                )
-            except Exception as exc:
-                reason = _degraded_reason(exc)
-            timings.add("embed", time.perf_counter() - t)
-            t = time.perf_counter()
 
         hit: store.CacheHit | None = None
         data: SubjectData | None = None
@@ -236,15 +233,40 @@ class ExplanationService:
             timings.add("fingerprint", time.perf_counter() - t)
             t = time.perf_counter()
             if scope is not None and reason is None:
+                # The exact question (or no question) first: no embedding at all.
                 hit = await store.lookup(
                     conn,
                     scope,
                     fingerprint=fp,
                     question=query.question,
-                    question_embedding=vector,
+                    question_embedding=None,
                     embedding_model=self._embedding_model_id(),
                 )
                 timings.add("lookup", time.perf_counter() - t)
+                t = time.perf_counter()
+                if hit is None and normalised and analysable(query.question or ""):
+                    # Only a question the analyser reads can match a paraphrase: find the
+                    # candidates by similarity, let the matcher decide.
+                    try:
+                        vector, embed_cost = await self.vectors.get(
+                            tenant_id, await self._embedder(tenant_id), normalised
+                        )
+                    except Exception as exc:
+                        reason = _degraded_reason(exc)
+                    timings.add("embed", time.perf_counter() - t)
+                    t = time.perf_counter()
+                    if vector is not None:
+                        hit = await store.lookup(
+                            conn,
+                            scope,
+                            fingerprint=fp,
+                            question=query.question,
+                            question_embedding=vector,
+                            embedding_model=self._embedding_model_id(),
+                        )
+                        timings.add("lookup", time.perf_counter() - t)
+                    else:
+                        data = await gather(conn, query)
             else:
                 data = await gather(conn, query)
                 timings.add("data", time.perf_counter() - t)
@@ -292,6 +314,11 @@ class ExplanationService:
             cache="hit",
             fingerprint=fp,
             model=hit.model,
+            matched=CacheMatch(
+                question=hit.question or None,
+                relation=hit.match_relation,
+                agreement=dict(hit.agreement or {}),
+            ),
         )
 
     def _degraded(
@@ -415,7 +442,14 @@ class ExplanationService:
         t = time.perf_counter()
         explanation = answer.model_dump(mode="json")
         cost = ceiling.spent
+        normalised = normalise_question(query.question)
         try:
+            if vector is None and normalised:
+                # Not embedded for the lookup (an exact-only question): the row needs its vector.
+                vector, embed_cost = await self.vectors.get(
+                    tenant_id, await self._embedder(tenant_id), normalised
+                )
+                cost += embed_cost
             async with tenant_transaction(self.pool, tenant_id) as conn:
                 await store.store(
                     conn,
@@ -432,6 +466,8 @@ class ExplanationService:
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
             # Paid for: answer anyway; the next request computes again.
             _log.exception("storing an explanation in the cache failed")
+        except (NoModelConfigured, ProviderUnavailable, TimeoutError, ValueError):
+            _log.warning("embedding the question for storage failed; the answer is not cached")
         timings.add("miss.store", time.perf_counter() - t)
         return _Outcome(
             explanation=explanation,
@@ -463,6 +499,7 @@ class ExplanationService:
                 PeriodOut(start=comparison.start, end=comparison.end) if comparison else None
             ),
             fingerprint=outcome.fingerprint,
+            cache_match=outcome.matched,
         )
 
 

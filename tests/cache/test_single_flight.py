@@ -191,7 +191,9 @@ async def test_paraphrases_coalesce_and_a_different_question_computes_its_own(
             wait_timeout_s=20,
         )
 
-    same = ["What explains the revenue decline?"] * 10 + ["Explain the decline in revenue"] * 10
+    same = ["What explains the revenue decline?"] * 10 + [
+        "What explains the decline in revenue?"
+    ] * 10
     different = ["Which campaign performed best?"] * 5
     results = await asyncio.gather(*(ask(q) for q in same + different))
     # One call for the 20 paraphrases, one for the 5 different (they waited, missed, then one

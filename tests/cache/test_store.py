@@ -109,10 +109,14 @@ async def test_miss_then_hit_for_the_same_scope_and_a_paraphrase(
     assert same is not None and same.entry_id == entry_id
     assert same.similarity == pytest.approx(1.0, abs=1e-5)
 
-    paraphrase = "Explain the decline in revenue"
+    assert same.match_relation == "exact"
+
+    paraphrase = "What explains the decline in revenue?"
     hit = await get(app_pool, scope, paraphrase, embed(local_embedder, paraphrase))
     assert hit is not None and hit.entry_id == entry_id
-    assert store.DEFAULT_SIMILARITY_THRESHOLD <= hit.similarity < 1.0
+    assert hit.similarity < 1.0
+    assert hit.match_relation == "paraphrase"
+    assert hit.agreement is not None and hit.agreement["measures"] == ["revenue"]
     assert hit.explanation == EXPLANATION  # Decimals come back exact
     assert hit.citations == CITATIONS
     assert hit.question == question
@@ -294,7 +298,23 @@ async def test_a_reversed_question_misses_despite_high_similarity(
     assert await get(app_pool, scope, reversed_question, vector) is None
 
 
-async def test_the_guard_falls_through_to_the_next_nearest_entry(
+async def test_the_exact_question_hits_without_a_vector(
+    app_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+    make_scope: ScopeFactory,
+    local_embedder: LocalEmbedder,
+) -> None:
+    scope = make_scope(tenant.tenant_id)
+    stored = "¿Por qué bajaron las ventas?"
+    entry_id = await put(app_pool, scope, stored, embed(local_embedder, stored))
+    hit = await get(app_pool, scope, "  ¿por qué   bajaron las ventas ", None)
+    assert hit is not None and hit.entry_id == entry_id and hit.match_relation == "exact"
+    # Another language is read by no analyser: its reversal misses even with its vector.
+    reversal = "¿Por qué subieron las ventas?"
+    assert await get(app_pool, scope, reversal, embed(local_embedder, reversal)) is None
+
+
+async def test_the_matcher_falls_through_to_the_next_nearest_entry(
     app_pool: asyncpg.Pool,
     tenant: CreatedTenant,
     make_scope: ScopeFactory,
@@ -316,10 +336,13 @@ async def test_vectors_of_another_model_are_never_compared(
     scope = make_scope(tenant.tenant_id)
     vector = random_unit(seed=4)
     other_id = await put(app_pool, scope, "why did revenue drop", vector, model=OTHER_384_MODEL)
-    # Same question, same 384 dimensions, the identical vector: a different model id never matches.
-    assert await get(app_pool, scope, "why did revenue drop", vector) is None
-    hit = await get(app_pool, scope, "why did revenue drop", vector, model=OTHER_384_MODEL)
+    # A paraphrase, same 384 dimensions, the identical vector: a different model id never matches.
+    assert await get(app_pool, scope, "why did revenue decline", vector) is None
+    hit = await get(app_pool, scope, "why did revenue decline", vector, model=OTHER_384_MODEL)
     assert hit is not None and hit.entry_id == other_id
+    # The very same question needs no vector at all, so it is found whatever the model.
+    same = await get(app_pool, scope, "Why did revenue drop?", None)
+    assert same is not None and same.entry_id == other_id and same.match_relation == "exact"
 
 
 async def test_models_of_other_dimensions_live_side_by_side(
@@ -329,12 +352,13 @@ async def test_models_of_other_dimensions_live_side_by_side(
     small, large = random_unit(384, seed=5), random_unit(1536, seed=6)
     small_id = await put(app_pool, scope, "why did revenue drop", small)
     large_id = await put(app_pool, scope, "why did revenue drop", large, model=MODEL_1536)
-    hit = await get(app_pool, scope, "why did revenue drop", small)
+    # A paraphrase (the exact text would need no vector): found through each model's vectors.
+    hit = await get(app_pool, scope, "why did revenue decline", small)
     assert hit is not None and hit.entry_id == small_id
-    hit = await get(app_pool, scope, "why did revenue drop", large, model=MODEL_1536)
+    hit = await get(app_pool, scope, "why did revenue decline", large, model=MODEL_1536)
     assert hit is not None and hit.entry_id == large_id
     # A vector of the wrong length for the model's entries finds nothing (and raises nothing).
-    assert await get(app_pool, scope, "why did revenue drop", small, model=MODEL_1536) is None
+    assert await get(app_pool, scope, "why did revenue decline", small, model=MODEL_1536) is None
 
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         dims = await conn.fetch(
@@ -385,26 +409,14 @@ async def test_arguments_are_validated(
 ) -> None:
     scope = make_scope(tenant.tenant_id)
     vector = random_unit(seed=7)
-    with pytest.raises(ValueError, match="free text"):
-        await get(app_pool, scope, "a question", None)
+    # A question without its vector is an exact-only lookup (nothing stored: a miss).
+    assert await get(app_pool, scope, "a question", None) is None
     with pytest.raises(ValueError, match="free text"):
         await get(app_pool, scope, None, vector)
     with pytest.raises(ValueError, match="free text"):
         await put(app_pool, scope, "  ", vector)
     with pytest.raises(ValueError, match="ttl"):
         await put(app_pool, scope, None, None, ttl=0)
-    for threshold in (0.0, -0.5, 1.01):
-        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
-            with pytest.raises(ValueError, match="threshold"):
-                await store.lookup(
-                    conn,
-                    scope,
-                    fingerprint=FP,
-                    question="q",
-                    question_embedding=vector,
-                    embedding_model=MODEL_ID,
-                    threshold=threshold,
-                )
 
 
 async def test_store_for_another_tenant_is_refused(

@@ -20,10 +20,10 @@ from llm_service.tenants.service import CreatedTenant
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 MODEL = "openai/gpt-4o-mini"
-# A paraphrase pair of tests/cache/data/question_pairs.json that the default threshold (0.90)
-# and the lexical guard accept: similarity 0.961 with the local model.
+# A paraphrase the question matcher (cache.question_match) accepts: a word-order rewrite of
+# "the decline in revenue" with the same opening.
 QUESTION = "What explains the revenue decline?"
-PARAPHRASE = "Explain the decline in revenue"
+PARAPHRASE = "What explains the decline in revenue?"
 
 
 def completion_body(

@@ -58,7 +58,8 @@ async def test_miss_then_hit_for_the_same_scope_and_a_paraphrase(
             )
             same = await client.post("/v1/explanations", json=_body(), headers=auth(demo_tenant))
             vectors = app.state.explanations.vectors
-            assert (vectors.misses, vectors.hits) == (2, 1)  # the repeated question: no embedding
+            # The repeated question is found by its text: not embedded, not even looked up.
+            assert (vectors.misses, vectors.hits) == (2, 0)
     assert route.call_count == 1
     miss, hit = first.json(), again.json()
     assert first.status_code == 200, miss
@@ -68,6 +69,17 @@ async def test_miss_then_hit_for_the_same_scope_and_a_paraphrase(
     assert Decimal(miss["cost_usd"]) > 0
     assert hit["cost_usd"] == "0"
     assert hit["explanation"] == miss["explanation"]
+    # Why the cached answer applies: the stored question and the agreement.
+    assert miss["cache_match"] is None
+    assert hit["cache_match"]["question"] == QUESTION
+    assert hit["cache_match"]["relation"] == "paraphrase"
+    assert hit["cache_match"]["agreement"]["intent"] == "why"
+    assert "word_order" in hit["cache_match"]["agreement"]["relations"]
+    assert same.json()["cache_match"] == {
+        "question": QUESTION,
+        "relation": "exact",
+        "agreement": {"relation": "exact"},
+    }
     assert miss["explanation"]["summary"] == fake.summaries[0]
     assert miss["explanation"]["confidence"] == "high"
     assert miss["explanation"]["drivers"][0]["figure"] == "-1,234.56"

@@ -1,0 +1,78 @@
+"""The cache's decision: does a stored question ask what the new one asks? Positive evidence only.
+
+A hit needs one of two proofs:
+- `exact`: the two texts are equal once trimmed, one-spaced, lower-cased and stripped of trailing
+  punctuation (any language; the only way a question the analyser does not read can hit);
+- `paraphrase`: both are English questions the analyser reads (`cache.question_signature`), every
+  structured feature agrees (intent, tense, modality, negation, direction, comparators with their
+  bounds, inclusion, extremes, time words, prefixes, numbers, measures, entities) and the
+  canonical word sequences are equal: the words differ only by the known relations listed.
+Embedding similarity only chooses which stored questions to look at (`cache.store`); it never
+decides. Everything else is a miss, with the first feature that disagreed as its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cache.question_signature import Signature, analyse, exact_text
+
+_COMPARED: tuple[str, ...] = (
+    "intent",
+    "tense",
+    "modality",
+    "negation",
+    "direction",
+    "comparators",
+    "inclusion",
+    "extremes",
+    "time_words",
+    "prefixes",
+    "numbers",
+    "measures",
+    "entities",
+    "content",
+)
+
+
+@dataclass(frozen=True)
+class MatchDecision:
+    """Whether a stored question may serve a new one, and the evidence (or the reason not)."""
+
+    hit: bool
+    relation: Literal["exact", "paraphrase"] | None
+    reason: str
+    agreement: dict[str, Any] = field(default_factory=dict)
+
+
+def match(asked: str, stored: str) -> MatchDecision:
+    """The decision for serving the answer to `stored` for the question `asked`."""
+    if not exact_text(asked) or not exact_text(stored):
+        return MatchDecision(False, None, "no_question")
+    if exact_text(asked) == exact_text(stored):
+        return MatchDecision(True, "exact", "same text", {"relation": "exact"})
+    a, b = analyse(asked), analyse(stored)
+    if a.language != "en" or b.language != "en":
+        return MatchDecision(False, None, "language_not_analysed")
+    if not a.understood or not b.understood:
+        return MatchDecision(False, None, "not_understood")
+    for name in _COMPARED:
+        if getattr(a, name) != getattr(b, name):
+            return MatchDecision(False, None, f"{name}_differs")
+    return MatchDecision(True, "paraphrase", "signatures agree", _agreement(a, b))
+
+
+def analysable(question: str) -> bool:
+    """True if a paraphrase of `question` could ever hit (so finding candidates is worth it)."""
+    return analyse(question).understood
+
+
+def _agreement(a: Signature, b: Signature) -> dict[str, Any]:
+    """The features both questions share and the relations that reconcile their words."""
+    features = a.features()
+    return {
+        "relation": "paraphrase",
+        **{k: v for k, v in features.items() if v not in ([], None, "")},
+        "relations": sorted(a.relations | b.relations),
+    }

@@ -1,0 +1,516 @@
+"""A deterministic reading of one free-text question into what it asks (its signature).
+
+`analyse` turns a question into a canonical sequence of content words, in order, and the
+structured features read from it: intent, tense, modality, negation, direction, comparators and
+bounds with their numbers, inclusion/exclusion, extremes, time words, prefixes, measures and
+entities, and the language. The canonical form removes only differences that never change the
+answer, each a known relation recorded in `relations`: contractions, lead-ins ("can you tell me"),
+stop words (the, a, our), synonyms and phrase rewrites (cache/question_lexicon.py), inflections
+(plural -s, -ed, -ing), numbers in words, currency spellings and one-letter typos of domain words.
+Everything else stays as written, in order, so word order and roles survive ("Facebook
+outperforming Google" is not "Google outperforming Facebook").
+
+Only English is analysed. A text with letters outside ASCII, with a function word of another
+language, or with no English function word at all is `understood=False`: it can hit only on an
+exact normalised match (`exact_text`).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+from cache import question_lexicon as lex
+
+_CONTRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), repl)
+    for pattern, repl in (
+        (r"\bwon't\b", "will not"),
+        (r"\bcan't\b", "can not"),
+        (r"\bcannot\b", "can not"),
+        (r"\bshan't\b", "shall not"),
+        (r"\b(\w+)n't\b", r"\1 not"),
+        (r"\b(what|that|it|there|here|who|where|how|why|when|which)'s\b", r"\1 is"),
+        (r"'re\b", " are"),
+        (r"'ve\b", " have"),
+        (r"'ll\b", " will"),
+        (r"\bi'm\b", "i am"),
+        (r"'d\b", " would"),
+        (r"'s\b", ""),
+        (r"s'(?=\s|$)", "s"),
+    )
+)
+_TOKEN = re.compile(
+    r"<=|>=|[$€£%<>&+/=#]|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:k\b)?|[a-z]+(?:'[a-z]+)?"
+)
+# Characters that are punctuation only: dropped without changing what is asked.
+_IGNORED = re.compile(r"[\s?!.,;:()\[\]{}\"'`*_\-–—…]+")
+_WHITESPACE = re.compile(r"\s+")
+_TRAILING = re.compile(r"[\s?!.,;:]+$")
+_AUX_OPENERS = frozenset(lex.TENSE_OF_AUX) | lex.PERFECT_AUX | lex.MODALS
+_UNSTEMMED = (
+    lex.NOT_INFLECTED
+    | lex.MEASURES
+    | lex.ENTITIES
+    | lex.TIME_WORDS
+    | lex.EXTREMES
+    | lex.MODALS
+    | lex.ENGLISH_MARKERS
+    | lex.NEGATIONS
+    | lex.COMPARATORS
+    | lex.INCLUSION
+    | lex.WH_WORDS
+    | frozenset(lex.DIRECTION_WORDS)
+    | frozenset(w for v in lex.PHRASES.values() for w in v)
+    | frozenset(w for v in lex.SYNONYMS.values() for w in v.split())
+)
+_PAST_IRREGULAR = frozenset(lex.PAST_FORMS) - {"paid"}
+_TENSE_MARKS = {"@past": "past", "@present": "present"}
+_OPENERS = lex.WH_WORDS | {"amount", "share", "@past", "@present", "not"}
+
+
+def exact_text(question: str | None) -> str:
+    """The exact-match key: trimmed, one-spaced, lower-case, no trailing punctuation."""
+    if question is None:
+        return ""
+    return _TRAILING.sub("", _WHITESPACE.sub(" ", question).strip().lower())
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What one question asks, as read by `analyse` (see the module doc)."""
+
+    language: str
+    understood: bool
+    content: tuple[str, ...]
+    intent: str
+    tense: str | None
+    modality: tuple[str, ...] = ()
+    negation: tuple[str, ...] = ()
+    direction: tuple[str, ...] = ()
+    comparators: tuple[str, ...] = ()
+    inclusion: tuple[str, ...] = ()
+    extremes: tuple[str, ...] = ()
+    time_words: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    numbers: tuple[str, ...] = ()
+    measures: tuple[str, ...] = ()
+    entities: tuple[str, ...] = ()
+    relations: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def features(self) -> dict[str, object]:
+        """The compared features as plain JSON values (what the cache reports as agreement)."""
+        return {
+            "language": self.language,
+            "intent": self.intent,
+            "tense": self.tense,
+            "modality": list(self.modality),
+            "negation": list(self.negation),
+            "direction": list(self.direction),
+            "comparators": list(self.comparators),
+            "inclusion": list(self.inclusion),
+            "extremes": list(self.extremes),
+            "time_words": list(self.time_words),
+            "prefixes": list(self.prefixes),
+            "numbers": list(self.numbers),
+            "measures": list(self.measures),
+            "entities": list(self.entities),
+            "content": list(self.content),
+        }
+
+
+def _not_english(text: str, words: list[str]) -> bool:
+    """True unless the text reads as English (see the module doc)."""
+    if any(ch.isalpha() and ord(ch) > 127 for ch in text):
+        return True
+    if any(w in lex.FOREIGN_MARKERS for w in words):
+        return True
+    return not any(w in lex.ENGLISH_MARKERS for w in words)
+
+
+def _number(token: str) -> str | None:
+    """A canonical decimal for a numeric token ("50,000" -> "50000", "5k" -> "5000")."""
+    scale = 1
+    if token.endswith("k"):
+        token, scale = token[:-1], 1000
+    try:
+        value = Decimal(token.replace(",", "")) * scale
+    except InvalidOperation:
+        return None
+    text = format(value.normalize(), "f")
+    return text
+
+
+def _number_words(tokens: list[str], relations: set[str]) -> list[str]:
+    """Runs of number words as one number ("twenty five" -> "25", "one hundred" -> "100")."""
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        if tokens[i] not in lex.NUMBER_WORDS:
+            out.append(tokens[i])
+            i += 1
+            continue
+        total, current = 0, lex.NUMBER_WORDS[tokens[i]]
+        i += 1
+        while i < len(tokens):
+            word = tokens[i]
+            if word in lex.NUMBER_WORDS and lex.NUMBER_WORDS[word] < 10 and current % 10 == 0:
+                current += lex.NUMBER_WORDS[word]
+            elif word in lex.NUMBER_SCALES:
+                current *= lex.NUMBER_SCALES[word]
+                if lex.NUMBER_SCALES[word] >= 1000:
+                    total, current = total + current, 0
+            elif word == "and" and i + 1 < len(tokens) and tokens[i + 1] in lex.NUMBER_WORDS:
+                pass
+            else:
+                break
+            i += 1
+        out.append(str(total + current))
+        relations.add("number_words")
+    return out
+
+
+def _rewrite_phrases(tokens: list[str], relations: set[str]) -> list[str]:
+    """Multi-word phrases to their canonical tokens, longest match first."""
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        for size in range(min(lex.MAX_PHRASE, len(tokens) - i), 1, -1):
+            replacement = lex.PHRASES.get(tuple(tokens[i : i + size]))
+            if replacement is not None:
+                out.extend(replacement)
+                relations.add("synonym")
+                i += size
+                break
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
+
+
+def _strip_lead_ins(tokens: list[str], relations: set[str]) -> list[str]:
+    """Remove openings that ask nothing ("can you tell me ...", "explain why ...")."""
+    changed = True
+    while changed and tokens:
+        changed = False
+        for lead in lex.LEAD_INS:
+            if tuple(tokens[: len(lead)]) == lead and len(tokens) > len(lead):
+                tokens, changed = tokens[len(lead) :], True
+                relations.add("lead_in")
+                break
+        explain = tokens[0] in lex.LEAD_IN_BEFORE_WH if tokens else False
+        if explain and len(tokens) > 1 and tokens[1] in lex.WH_WORDS:
+            tokens, changed = tokens[1:], True
+            relations.add("lead_in")
+    return tokens
+
+
+def _is_participle(word: str) -> bool:
+    """A past participle after has/have/had ("dropped", "fallen", "been")."""
+    return (len(word) >= 5 and word.endswith(("ed", "en"))) or word in lex.PARTICIPLE_IRREGULAR
+
+
+def _stem(word: str) -> str:
+    """The inflection-free form of an open-class word: plural -s, -es, -ies, verb -ed, -ing."""
+    if word in _UNSTEMMED or not word.isalpha() or len(word) < 4:
+        return word
+    base = word
+    if word.endswith("ies") and len(word) > 4:
+        base = word[:-3] + "y"
+    elif word.endswith(("sses", "xes", "zes", "ches", "shes")):
+        base = word[:-2]
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is", "ous")):
+        base = word[:-1]
+    elif word.endswith(("ed", "ing")):
+        cut = word[:-2] if word.endswith("ed") else word[:-3]
+        for candidate in (cut, _undouble(cut), cut + "e"):
+            if candidate in lex.VERBS:
+                return _drop_e(candidate)
+        return word
+    return _drop_e(base)
+
+
+def _drop_e(word: str) -> str:
+    """ "decline", "declined", "declining" share one key: drop a final e of longer words."""
+    return word[:-1] if len(word) >= 5 and word.endswith("e") else word
+
+
+def _undouble(stem: str) -> str:
+    """'dropp' -> 'drop', 'plann' -> 'plan' (a doubled final consonant of -ed / -ing)."""
+    if len(stem) >= 3 and stem[-1] == stem[-2] and stem[-1] in "bgmnprt":
+        return stem[:-1]
+    return stem
+
+
+def _distance_one(a: str, b: str) -> bool:
+    """True if `a` and `b` differ by exactly one edit (insert, delete, replace, transpose)."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diffs = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diffs) == 1:
+            return True
+        i = diffs[0]
+        return len(diffs) == 2 and diffs[1] == i + 1 and a[i] == b[i + 1] and a[i + 1] == b[i]
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long_[i]:
+        i += 1
+    return short[i:] == long_[i + 1 :]
+
+
+def _known(word: str) -> bool:
+    """A word the lexicon names (never corrected as a typo)."""
+    return (
+        word in lex.SYNONYMS
+        or word in lex.TYPO_TARGETS
+        or _stem(word) in lex.TYPO_TARGETS
+        or word in lex.NOT_INFLECTED
+        or word in lex.ENGLISH_MARKERS
+        or word in lex.TIME_WORDS
+    )
+
+
+@lru_cache(maxsize=8192)
+def _typo_target(word: str) -> str | None:
+    """The one domain word `word` is a one-letter typo of, if exactly one."""
+    if len(word) < 6 or not word.isalpha() or _known(word):
+        return None
+    found = {t for t in lex.TYPO_TARGETS if _distance_one(word, t)}
+    found |= {t + "s" for t in lex.TYPO_TARGETS if _distance_one(word, t + "s")}
+    return found.pop() if len(found) == 1 else None
+
+
+def _tense(tokens: list[str]) -> tuple[str | None, list[str]]:
+    """The tense the auxiliaries give, and the tokens without them."""
+    tense: str | None = None
+    out: list[str] = []
+    slot: int | None = None  # where the opening auxiliary was (a "not" of it belongs there)
+    for word in tokens:
+        if word in _TENSE_MARKS:
+            tense = tense or _TENSE_MARKS[word]
+    for i, word in enumerate(tokens):
+        if word in _TENSE_MARKS:
+            continue
+        # Only the auxiliary that opens the question (or follows its question word) is one;
+        # "what does it do" keeps its verb "do", "why resources are important" its "are".
+        opening = i == 0 or tokens[i - 1] in _OPENERS
+        if word in lex.TENSE_OF_AUX and opening:
+            tense = tense or lex.TENSE_OF_AUX[word]
+            slot = len(out) if slot is None else slot
+            continue
+        if word in lex.MODALS and opening and slot is None:
+            slot = len(out) + 1
+        if word in lex.PERFECT_AUX and opening:
+            nxt = [w for w in tokens[i + 1 : i + 4] if w not in lex.NEGATIONS]
+            if any(_is_participle(w) for w in nxt[:2]):
+                tense = tense or "past"
+                slot = len(out) if slot is None else slot
+                continue
+        out.append(word)
+    out = _negation_to_slot(out, slot)
+    if tense is None and any(
+        w in _PAST_IRREGULAR or (w.endswith("ed") and len(w) >= 5 and w not in lex.NOT_INFLECTED)
+        for w in out
+    ):
+        tense = "past"
+    return tense, out
+
+
+_QUANTIFIERS = frozenset({"all", "every", "any", "some", "both", "each", "most", "many", "few"})
+
+
+def _subject_word(word: str) -> bool:
+    """A word that can stand between an auxiliary and its "not": a noun-like open-class word or
+    a determiner, never a quantifier, a verb or a direction."""
+    if word in lex.STOP_WORDS:
+        return True
+    if word in _CLOSED or word in _QUANTIFIERS or word in lex.DIRECTION_WORDS:
+        return False
+    verb = lex.SYNONYMS.get(word, word)
+    return (
+        verb not in lex.VERBS
+        and verb not in {"decrease", "increase"}
+        and not (word.endswith(("ed", "ing")))
+    )
+
+
+def _negation_to_slot(words: list[str], slot: int | None) -> list[str]:
+    """ "why did revenue not grow" -> "why not revenue grow", as "why didn't revenue grow" reads:
+    a "not" up to three open-class words after the opening auxiliary belongs to it. Never past a
+    quantifier ("why did all channels not drop" is not "why didn't all channels drop")."""
+    if slot is None:
+        return words
+    for j in range(slot, min(slot + 4, len(words))):
+        if words[j] == "not":
+            between = words[slot:j]
+            if all(_subject_word(w) for w in between):
+                return [*words[:slot], "not", *between, *words[j + 1 :]]
+            return words
+    return words
+
+
+def _infinitive_after_cause(tokens: list[str]) -> list[str]:
+    """ "why @past revenue to fall" (from "what caused revenue to fall") -> "why @past revenue
+    fall": the "to" before a change verb says nothing once "what caused" reads as "why"."""
+    if len(tokens) < 2 or tokens[0] != "why" or tokens[1] not in _TENSE_MARKS:
+        return tokens
+    for i in range(2, len(tokens) - 1):
+        if tokens[i] == "to" and lex.SYNONYMS.get(tokens[i + 1]) in {"decrease", "increase"}:
+            return tokens[:i] + tokens[i + 1 :]
+    return tokens
+
+
+def _cause_of_change(tokens: list[str], relations: set[str]) -> list[str]:
+    """ "what caused the drop in revenue (on mobile)" -> "why @past revenue drop (on mobile)"."""
+    for opening, tense in lex.CAUSE_OPENINGS.items():
+        n = len(opening)
+        if tuple(tokens[:n]) != opening:
+            continue
+        rest = tokens[n:]
+        if rest[:1] == ["the"]:
+            rest = rest[1:]
+        if len(rest) >= 3 and rest[0] in lex.CHANGE_NOUNS and rest[1] in {"in", "of"}:
+            end = 2
+            while end < len(rest) and rest[end] not in lex.PHRASE_BOUNDARIES:
+                end += 1
+            if end > 2:
+                relations.add("word_order")
+                return ["why", tense, *rest[2:end], rest[0], *rest[end:]]
+        return tokens
+    return tokens
+
+
+_CLOSED = (
+    lex.ENGLISH_MARKERS
+    | frozenset(lex.TENSE_OF_AUX)
+    | lex.PERFECT_AUX
+    | lex.MODALS
+    | lex.WH_WORDS
+    | lex.STOP_WORDS
+    | lex.NEGATIONS
+    | frozenset({"kind", "type", "sort", "percentage", "percent"})
+)
+
+
+def _what_noun(tokens: list[str]) -> list[str]:
+    """ "what campaign ..." asks "which campaign ...": "what" before an open-class word."""
+    out = list(tokens)
+    for i in range(len(out) - 1):
+        if out[i] == "what" and out[i + 1] not in _CLOSED and not out[i + 1][:1].isdigit():
+            out[i] = "which"
+    return out
+
+
+def _intent(tokens: list[str]) -> str:
+    """What the question asks for, from its first words."""
+    for word in tokens[:3]:
+        if word in lex.WH_WORDS or word in {"amount", "share"}:
+            return word
+    if tokens and tokens[0] in _AUX_OPENERS:
+        return "yes_no"
+    return "statement"
+
+
+def _comparators(content: tuple[str, ...]) -> tuple[str, ...]:
+    """Each comparator with the number and unit it bounds ("above 50 usd")."""
+    found = []
+    for i, word in enumerate(content):
+        if word in lex.COMPARATORS:
+            bound = [w for w in content[i + 1 : i + 3] if w[:1].isdigit() or w in _UNITS]
+            found.append(" ".join([word, *bound]))
+    return tuple(found)
+
+
+_UNITS = lex.CURRENCY_WORDS | {"percent"}
+
+
+@lru_cache(maxsize=16384)
+def analyse(question: str) -> Signature:
+    """The signature of a question (see the module doc); pure and deterministic."""
+    relations: set[str] = set()
+    text = unicodedata.normalize("NFKC", question).lower().replace("’", "'").replace("‘", "'")
+    contracted = text
+    for pattern, repl in _CONTRACTIONS:
+        contracted = pattern.sub(repl, contracted)
+    if contracted != text:
+        relations.add("contraction")
+    raw = _TOKEN.findall(contracted)
+    leftover = _IGNORED.sub("", _TOKEN.sub("", contracted))
+    language = "other" if _not_english(text, raw) else "en"
+    if language != "en" or leftover or not raw:
+        return Signature(language=language, understood=False, content=(), intent="", tense=None)
+
+    tokens = []
+    for token in raw:
+        if token[:1].isdigit():
+            number = _number(token)
+            tokens.append(number if number is not None else token)
+        else:
+            target = _typo_target(token)
+            if target is not None:
+                relations.add("typo")
+            tokens.append(target or token)
+    tokens = _strip_lead_ins(tokens, relations)
+    tokens = _cause_of_change(tokens, relations)
+    tokens = _number_words(tokens, relations)
+    tokens = _what_noun(_rewrite_phrases(tokens, relations))
+    intent = _intent(tokens)
+    tokens = _infinitive_after_cause(tokens)
+    tense, tokens = _tense(tokens)
+    words: list[str] = []
+    for token in tokens:
+        if token in lex.STOP_WORDS and not (token == "a" and token is tokens[-1]):
+            relations.add("stop_word")
+            continue
+        synonym = lex.SYNONYMS.get(token)
+        if synonym is not None:
+            if synonym != token:
+                relations.add("synonym")
+            words.extend(synonym.split())
+            continue
+        if token in lex.PAST_FORMS:
+            relations.add("inflection")
+            words.append(lex.PAST_FORMS[token])
+            continue
+        stem = _stem(token)
+        if stem != token:
+            relations.add("inflection")
+        words.extend(lex.SYNONYMS.get(stem, stem).split())
+    content = tuple(_units_after_numbers(words))
+    return Signature(
+        language="en",
+        understood=bool(content),
+        content=content,
+        intent=intent,
+        tense=tense,
+        modality=tuple(w for w in content if w in lex.MODALS),
+        negation=tuple(w for w in content if w in lex.NEGATIONS),
+        direction=tuple(lex.DIRECTION_WORDS[w] for w in content if w in lex.DIRECTION_WORDS),
+        comparators=_comparators(content),
+        inclusion=tuple(w for w in content if w in lex.INCLUSION),
+        extremes=tuple(w for w in content if w in lex.EXTREMES),
+        time_words=tuple(w for w in content if w in lex.TIME_WORDS),
+        prefixes=tuple(w for w in content if w in lex.PREFIXES),
+        numbers=tuple(w for w in content if w[:1].isdigit()),
+        measures=tuple(w for w in content if w in lex.MEASURES),
+        entities=tuple(w for w in content if w in lex.ENTITIES),
+        relations=frozenset(relations),
+    )
+
+
+def _units_after_numbers(words: list[str]) -> list[str]:
+    """Currency before its number moves after it ("$ 50" -> "50 usd"); over/under a number are
+    above/below."""
+    out = list(words)
+    for i in range(len(out) - 1):
+        if out[i] in lex.CURRENCY_WORDS and out[i + 1][:1].isdigit():
+            out[i], out[i + 1] = out[i + 1], out[i]
+    for i in range(len(out) - 1):
+        nxt = out[i + 1]
+        if out[i] in {"over", "under"} and (nxt[:1].isdigit() or nxt in lex.CURRENCY_WORDS):
+            out[i] = "above" if out[i] == "over" else "below"
+    return out
