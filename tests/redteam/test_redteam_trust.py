@@ -367,7 +367,12 @@ async def test_internal_functions_not_executable(
 async def test_every_executable_function_of_ours_is_one_the_app_calls(
     app_conn: asyncpg.Connection,
 ) -> None:
-    """Nothing beyond the service's own calls (an allowlist, so a new grant is noticed)."""
+    """Nothing beyond the service's own calls (an allowlist, so a new grant is noticed).
+
+    BROKE (minor): llm_app may run fn_scan_pii_contamination, a cross-tenant definer that no
+    code of the service calls as llm_app; a compromised session can run the full scan of every
+    tenant's events, dead events and ledger in a loop (seconds each on PostgreSQL 15).
+    """
     names = {
         r[0]
         for r in await app_conn.fetch(
@@ -380,7 +385,7 @@ async def test_every_executable_function_of_ours_is_one_the_app_calls(
         "fn_purge_expired_explanation_cache", "fn_reconcile_monthly_costs", "fn_claim_next_run",
         "fn_queue_depth", "fn_finance_monthly_costs", "fn_purge_llm_call_prompts",
         "fn_purge_llm_validation_payloads", "fn_tenant_for_api_key_hash",
-        "fn_sweep_expired_llm_reservations", "fn_scan_pii_contamination",
+        "fn_sweep_expired_llm_reservations",
         "fn_finance_daily_costs", "fn_normalize_json_key", "fn_is_personal_key",
         "fn_jsonb_personal_paths",
     }  # fmt: skip
@@ -520,14 +525,19 @@ async def test_run_ceiling_holds_against_direct_reservations(
     assert spent <= 1
 
 
-async def test_repeatable_read_snapshot_cannot_pass_the_monthly_cap(
-    database_urls: DatabaseUrls, capped_tenant: CreatedTenant, owner_pool: asyncpg.Pool
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+async def test_snapshot_isolation_cannot_pass_the_monthly_cap(
+    database_urls: DatabaseUrls,
+    capped_tenant: CreatedTenant,
+    owner_pool: asyncpg.Pool,
+    isolation: str,
 ) -> None:
-    """BROKE: two REPEATABLE READ sessions each reserve 80 of a 100-cent cap.
+    """BROKE (REPEATABLE READ): two sessions each reserve 80 of a 100-cent cap.
 
     The cap trigger takes the per-tenant advisory lock and then sums the pending rows, but under
     REPEATABLE READ its snapshot predates the lock, so the second session never sees the first
     session's committed reservation. Both commit; settled at their reservations the month is 160.
+    (SERIALIZABLE: its read/write dependency tracking aborts one of them.)
     """
     tid = capped_tenant.tenant_id
     first = await asyncpg.connect(database_urls.app)
@@ -535,7 +545,7 @@ async def test_repeatable_read_snapshot_cannot_pass_the_monthly_cap(
     try:
         for conn in (first, second):
             await set_tenant(conn, tid)
-            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            await conn.execute(f"BEGIN ISOLATION LEVEL {isolation}")
             await conn.fetchval("SELECT count(*) FROM llm_api_calls")  # takes the snapshot
         a = await insert_pending(first, tid, Decimal(80))
         await first.execute("COMMIT")
@@ -1028,3 +1038,37 @@ async def test_anthropic_cache_token_lies_stay_within_the_reservation(
     rows = await rows_of(app_pool, tenant.tenant_id)
     assert result.cost_usd * 100 == sum(r["cost_cents"] for r in rows)
     assert_settled_within(await rows_of(app_pool, tenant.tenant_id))
+
+
+async def test_snapshot_isolation_cannot_pass_a_runs_ceiling(
+    database_urls: DatabaseUrls, tenant: CreatedTenant, owner_pool: asyncpg.Pool
+) -> None:
+    """Refused: two REPEATABLE READ sessions each reserve 0.6 of a run's 1-cent ceiling."""
+    tid = tenant.tenant_id
+    first = await asyncpg.connect(database_urls.app)
+    second = await asyncpg.connect(database_urls.app)
+    try:
+        await set_tenant(first, tid)
+        run = await first.fetchval(
+            "INSERT INTO investigations (tenant_id, question, max_cost_cents) "
+            "VALUES ($1, 'q', 1) RETURNING id",
+            tid,
+        )
+        for conn in (first, second):
+            await set_tenant(conn, tid)
+            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            await conn.fetchval("SELECT count(*) FROM investigations")
+        await insert_pending(first, tid, Decimal("0.6"), investigation_id=run)
+        await first.execute("COMMIT")
+        try:
+            await insert_pending(second, tid, Decimal("0.6"), investigation_id=run)
+            await second.execute("COMMIT")
+        except asyncpg.PostgresError:
+            await second.execute("ROLLBACK")
+    finally:
+        await first.close()
+        await second.close()
+    reserved = await owner_pool.fetchval(
+        "SELECT sum(reserved_cents) FROM llm_api_calls WHERE investigation_id = $1", run
+    )
+    assert reserved <= 1
