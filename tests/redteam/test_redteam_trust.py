@@ -25,7 +25,7 @@ import httpx
 import pytest
 import respx
 
-from llm_service.db.pool import tenant_transaction
+from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.urls import DatabaseUrls
 from llm_service.llm import retry
 from llm_service.llm.gateway import LlmGateway, LlmRequest, ProviderUnavailable
@@ -1072,3 +1072,76 @@ async def test_snapshot_isolation_cannot_pass_a_runs_ceiling(
         "SELECT sum(reserved_cents) FROM llm_api_calls WHERE investigation_id = $1", run
     )
     assert reserved <= 1
+
+
+async def test_verify_fails_when_the_app_may_insert_a_ledger_rows_month(
+    database_urls: DatabaseUrls,
+    owner_pool: asyncpg.Pool,
+    app_conn: asyncpg.Connection,
+    capped_tenant: CreatedTenant,
+) -> None:
+    """BROKE: verify checks UPDATE of `started_at` (the row's month), never INSERT of it.
+
+    With INSERT (started_at) granted, every reservation can be dated last month: the cap
+    trigger sums only this month's spend, so last month's bill grows past the cap without end.
+    Nothing in the reserve trigger pins started_at to now() either.
+    """
+    tid = capped_tenant.tenant_id
+    await owner_pool.execute("GRANT INSERT (started_at) ON llm_api_calls TO llm_app")
+    try:
+        await set_tenant(app_conn, tid)
+        for _ in range(3):
+            call = uuid.uuid4()
+            await app_conn.execute(
+                "INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, "
+                "provider, reserved_cents, reservation_expires_at, started_at) VALUES ($1, $2, "
+                "$3, 'explanations', 'm', 'p', 80, now() + interval '1 minute', "
+                "date_trunc('month', now()) - interval '1 day')",
+                call,
+                tid,
+                str(call),
+            )
+            await app_conn.execute(
+                "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = 80, "
+                "settled_at = now() WHERE id = $1",
+                call,
+            )
+        last_month = await owner_pool.fetchval(
+            "SELECT total_cost_cents FROM llm_monthly_costs WHERE tenant_id = $1", tid
+        )
+        assert last_month == 240  # the escape is real: 240 cents against a 100-cent cap
+        failures = await verify_failures(database_urls)
+    finally:
+        await owner_pool.execute("REVOKE INSERT (started_at) ON llm_api_calls FROM llm_app")
+    assert failures, "verify passed although llm_app may date its reservations last month"
+
+
+async def test_app_role_cannot_persist_settings_into_every_future_session(
+    database_urls: DatabaseUrls, owner_pool: asyncpg.Pool, app_conn: asyncpg.Connection
+) -> None:
+    """BROKE: `ALTER ROLE CURRENT_USER SET ...` needs no privilege, and it outlives the session.
+
+    The compromised session runs `ALTER ROLE llm_app SET default_transaction_isolation =
+    'repeatable read'`: every connection the service opens from then on (every process, after
+    restarts) runs its transactions in REPEATABLE READ, where the monthly-cap trigger cannot see
+    concurrent reservations (see the snapshot test above), so the service's own concurrent calls
+    pass the cap. verify does not look at pg_db_role_setting, and the service does not pin the
+    isolation level it relies on.
+    """
+    await app_conn.execute(
+        "ALTER ROLE llm_app SET default_transaction_isolation = 'repeatable read'"
+    )
+    try:
+        pool = await create_pool(database_urls.app, application_name="rt-fresh", max_size=1)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                isolation = await conn.fetchval("SELECT current_setting('transaction_isolation')")
+        finally:
+            await pool.close()
+        failures = await verify_failures(database_urls)
+    finally:
+        await owner_pool.execute("ALTER ROLE llm_app RESET ALL")
+    assert isolation == "read committed" or failures, (
+        f"a service transaction now runs {isolation!r} and verify passes"
+    )
+    assert isolation == "read committed", f"the service's transactions run {isolation!r}"
