@@ -168,8 +168,9 @@ def _cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     from llm_service.retention.service import render, run_retention
 
     async def work() -> int:
-        # As the application role: every batch is a narrow definer function (SKIP LOCKED).
-        conn = await asyncpg.connect(database_runtime(settings).urls.app)
+        # As the owner, an operator's command: the prompt purges cross every tenant, so the
+        # application role may not run them (each batch is a definer function, SKIP LOCKED).
+        conn = await asyncpg.connect(database_runtime(settings).urls.owner)
         try:
             report = await run_retention(
                 conn,

@@ -670,10 +670,12 @@ TABLE tenants  -- owner: <owner>
     INDEX uq_tenants_api_key_hash: CREATE UNIQUE INDEX uq_tenants_api_key_hash ON public.tenants USING btree (api_key_hash)
     TRIGGER trg_tenants_updated_at: CREATE TRIGGER trg_tenants_updated_at BEFORE UPDATE ON tenants FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
     ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_lock_policy AS PERMISSIVE FOR UPDATE TO llm_crosstenant USING (true) WITH CHECK (false)
     POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
     GRANT SELECT TO llm_app
     GRANT SELECT TO llm_crosstenant
+    GRANT UPDATE (monthly_cap_cents) TO llm_crosstenant
 
 FUNCTION fn_attribution_events_immutable()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
     COMMENT NULL
@@ -759,6 +761,12 @@ DECLARE
     v_id uuid;
     v_takeover boolean;
 BEGIN
+    -- A lease is seconds to an hour: a caller cannot hold another tenant's run for years.
+    IF p_lease_seconds IS NULL OR NOT (p_lease_seconds > 0 AND p_lease_seconds <= 3600)
+       OR p_worker IS NULL OR length(p_worker) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a claim needs a worker name (1-200 characters) and a lease of (0, 3600] s'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     FOR v_takeover IN SELECT unnest(ARRAY[true, false]) LOOP
         SELECT i.id INTO v_id FROM investigations i
          -- A worker never takes over a run it is still executing (p_running: a late heartbeat
@@ -1445,15 +1453,27 @@ BEGIN
         RAISE EXCEPTION 'a provider call is recorded pending, then settled'
             USING ERRCODE = 'check_violation';
     END IF;
-    -- The same key as the application's reservations (budgets.ledger), in every process.
-    PERFORM pg_advisory_xact_lock(hashtextextended('llm-cap:' || NEW.tenant_id::text, 0));
+    -- The sums below must see every reservation committed before this one: a snapshot taken
+    -- earlier in the transaction (REPEATABLE READ) would not, and could pass the cap.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'reservations are made in READ COMMITTED transactions only'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    -- Reservations of a tenant queue on its row, locked as the definer: the application role
+    -- cannot take this lock (no UPDATE on tenants), so no session can hold a tenant's
+    -- reservations hostage, as it could an advisory lock. NO KEY: inserts referencing the
+    -- tenant (KEY SHARE) do not wait for it.
+    SELECT t.monthly_cap_cents INTO v_cap FROM tenants t WHERE t.id = NEW.tenant_id
+       FOR NO KEY UPDATE;
     UPDATE llm_api_calls
        SET status = 'abandoned', cost_cents = reserved_cents, cost_is_estimate = true,
            settled_at = now(), error_type = 'lease_expired',
            error_message = 'the calling process stopped before settling; '
                            'counted at its reserved worst case'
-     WHERE tenant_id = NEW.tenant_id AND status = 'pending' AND reservation_expires_at <= now();
-    SELECT t.monthly_cap_cents INTO v_cap FROM tenants t WHERE t.id = NEW.tenant_id;
+     WHERE id IN (SELECT c.id FROM llm_api_calls c
+                   WHERE c.tenant_id = NEW.tenant_id AND c.status = 'pending'
+                     AND c.reservation_expires_at <= now()
+                   FOR UPDATE SKIP LOCKED);
     IF v_cap IS NULL THEN
         RAISE EXCEPTION 'tenant % does not exist', NEW.tenant_id
             USING ERRCODE = 'foreign_key_violation';
@@ -1608,7 +1628,7 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_purge_llm_call_prompts(p_before timestamp with time zone, p_batch_size integer)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+FUNCTION fn_purge_llm_call_prompts(p_before timestamp with time zone, p_batch_size integer)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_purge_llm_call_prompts(p_before timestamp with time zone, p_batch_size integer)
  RETURNS integer
@@ -1639,7 +1659,7 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_purge_llm_validation_payloads(p_before timestamp with time zone, p_batch_size integer)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+FUNCTION fn_purge_llm_validation_payloads(p_before timestamp with time zone, p_batch_size integer)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_purge_llm_validation_payloads(p_before timestamp with time zone, p_batch_size integer)
  RETURNS integer
@@ -1821,7 +1841,11 @@ BEGIN
        SET status = 'abandoned', cost_cents = reserved_cents, cost_is_estimate = true,
            settled_at = now(), error_type = 'lease_expired',
            error_message = 'the calling process stopped before settling; counted at its reserved worst case'
-     WHERE status = 'pending' AND reservation_expires_at <= now();
+     WHERE id IN (SELECT c.id FROM llm_api_calls c
+                   WHERE c.status = 'pending' AND c.reservation_expires_at <= now()
+                   -- A row some transaction holds (its settle in flight, or a session holding
+                   -- it on purpose) is left for the next round, not waited for.
+                   FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END

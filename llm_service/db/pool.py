@@ -74,6 +74,8 @@ async def create_pool(
             "application_name": application_name,
             "statement_timeout": str(statement_timeout_ms),
             "timezone": "UTC",
+            # Pinned, whatever a role setting says: the ledger's cap check relies on it.
+            "default_transaction_isolation": "read committed",
         },
     )
     assert pool is not None

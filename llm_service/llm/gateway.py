@@ -522,6 +522,17 @@ class LlmGateway:
         raw_usage: dict[str, Any] | None = None,
     ) -> None:
 
+        provider_id = None if response is None else getattr(response, "id", None)
+        # What the provider sent is untrusted text: made storable, capped (a NUL, a surrogate or
+        # a non-string there must not keep the money from settling).
+        details: dict[str, Any] = {
+            "provider_request_id": storable(provider_id)[:200] if provider_id else None,
+            "error_type": type(error).__name__ if error else None,
+            "error_message": storable(_error_text(error)) if error else None,
+            "usage_anomaly": storable(anomaly) if anomaly else None,
+            "raw_usage": raw_usage,
+        }
+
         async def settle() -> None:
             async with tenant_transaction(self.pool, request.tenant_id) as conn:
                 await settle_call(
@@ -533,17 +544,25 @@ class LlmGateway:
                     output_tokens=output_tokens,
                     cost_is_estimate=estimate,
                     latency_ms=latency_ms,
-                    provider_request_id=None if response is None else getattr(response, "id", None),
-                    error_type=type(error).__name__ if error else None,
-                    error_message=_error_text(error) if error else None,
-                    usage_anomaly=anomaly,
-                    raw_usage=raw_usage,
+                    **details,
                 )
 
         # Until the reservation expires the sweeper leaves it alone; after that it is counted at
         # its worst case anyway, so retrying longer would change nothing (settling is idempotent).
         try:
-            await retry_through_outage(settle, within_s=LEASE_GRACE_S, what="settle llm call")
+            try:
+                await retry_through_outage(settle, within_s=LEASE_GRACE_S, what="settle llm call")
+            except Exception as exc:
+                if is_database_outage(exc):
+                    raise
+                # Something in the details was refused: settle the money alone, once.
+                _log.warning(
+                    "settling with the provider's details failed; settling the money alone",
+                    extra={"call_id": str(call.call_id), "error": type(exc).__name__},
+                )
+                details = dict.fromkeys(details) | {"usage_anomaly": details["usage_anomaly"]}
+                details["error_type"] = type(error).__name__ if error else None
+                await retry_through_outage(settle, within_s=LEASE_GRACE_S, what="settle llm call")
         finally:
             RESERVATIONS_IN_FLIGHT.dec()
         model = (
@@ -577,18 +596,17 @@ _RAW_USAGE_LIMIT = 2_000
 
 
 def _raw_usage(usage: Any) -> dict[str, Any]:
-    """The provider's usage object as JSON-safe evidence, capped in size."""
-    from llm_service.db.pool import encode_json
-
+    """The provider's usage object as storable JSON evidence (no NaN, NUL or lone surrogate),
+    capped in size."""
     try:
         raw = usage.model_dump() if hasattr(usage, "model_dump") else dict(usage)
-        text = encode_json(raw)
-    except Exception:
-        text = repr(usage)
-        raw = {"repr": text[:_RAW_USAGE_LIMIT]}
+        text = storable(json.dumps(raw, default=str, allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        return {"unreadable": storable(repr(usage))[:_RAW_USAGE_LIMIT]}
     if len(text) > _RAW_USAGE_LIMIT:
         return {"truncated": True, "head": text[:_RAW_USAGE_LIMIT]}
-    return raw
+    parsed: dict[str, Any] = json.loads(text)
+    return parsed
 
 
 def _capped(prompt: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 A reservation expires its call's timeout plus a grace after it was made; a caller that died (a
 SIGKILL, an OOM, a settle that failed for good) leaves it pending. Every serve and worker process
-runs this loop; each round one process (a transaction-scoped advisory lock elects it) settles
-every tenant's expired reservations at their worst case, flagged as estimates. A row is therefore
-settled at most one interval (`LEDGER_SWEEP_INTERVAL_S`, default 10 s) after it expires.
+runs this loop; each round settles every tenant's expired reservations at their worst case,
+flagged as estimates. Rounds of several processes at once share the rows (the sweep skips rows
+another transaction holds), so no election is needed and no session can stop the sweep by
+holding a lock. A row is settled at most one interval (`LEDGER_SWEEP_INTERVAL_S`, default 10 s)
+after it expires, unless a transaction holds it that long.
 """
 
 from __future__ import annotations
@@ -21,14 +23,11 @@ from llm_service.db.retry import log_failure
 from llm_service.metrics import RESERVATIONS_SWEPT
 
 _log = logging.getLogger(__name__)
-_ELECT_SQL = "SELECT pg_try_advisory_xact_lock(hashtextextended('llm-reservation-sweeper', 0))"
 
 
-async def sweep_once(pool: asyncpg.Pool) -> int | None:
-    """One round: the rows settled, or None if another process holds this round."""
+async def sweep_once(pool: asyncpg.Pool) -> int:
+    """One round: the number of rows settled."""
     async with transaction(pool) as conn:
-        if not await conn.fetchval(_ELECT_SQL):
-            return None
         swept = await sweep_expired_reservations(conn)
     if swept:
         RESERVATIONS_SWEPT.inc(swept)

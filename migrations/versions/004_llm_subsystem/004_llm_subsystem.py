@@ -180,7 +180,11 @@ BEGIN
        SET status = 'abandoned', cost_cents = reserved_cents, cost_is_estimate = true,
            settled_at = now(), error_type = 'lease_expired',
            error_message = 'the calling process stopped before settling; counted at its reserved worst case'
-     WHERE status = 'pending' AND reservation_expires_at <= now();
+     WHERE id IN (SELECT c.id FROM llm_api_calls c
+                   WHERE c.status = 'pending' AND c.reservation_expires_at <= now()
+                   -- A row some transaction holds (its settle in flight, or a session holding
+                   -- it on purpose) is left for the next round, not waited for.
+                   FOR UPDATE SKIP LOCKED);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
@@ -379,6 +383,12 @@ DECLARE
     v_id uuid;
     v_takeover boolean;
 BEGIN
+    -- A lease is seconds to an hour: a caller cannot hold another tenant's run for years.
+    IF p_lease_seconds IS NULL OR NOT (p_lease_seconds > 0 AND p_lease_seconds <= 3600)
+       OR p_worker IS NULL OR length(p_worker) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a claim needs a worker name (1-200 characters) and a lease of (0, 3600] s'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     FOR v_takeover IN SELECT unnest(ARRAY[true, false]) LOOP
         SELECT i.id INTO v_id FROM investigations i
          -- A worker never takes over a run it is still executing (p_running: a late heartbeat

@@ -72,6 +72,10 @@ BEGIN
     END LOOP;
 END
 $$;
+-- Purging every tenant's prompts is the operator's (`llm-service retention`, as the owner), not
+-- something a request-serving session should be able to do with a cutoff of its choosing.
+REVOKE EXECUTE ON FUNCTION fn_purge_llm_call_prompts(timestamptz, integer),
+    fn_purge_llm_validation_payloads(timestamptz, integer) FROM {APP_ROLE};
 -- Functions created later by the migrating role start closed too.
 ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
@@ -136,15 +140,27 @@ BEGIN
         RAISE EXCEPTION 'a provider call is recorded pending, then settled'
             USING ERRCODE = 'check_violation';
     END IF;
-    -- The same key as the application's reservations (budgets.ledger), in every process.
-    PERFORM pg_advisory_xact_lock(hashtextextended('llm-cap:' || NEW.tenant_id::text, 0));
+    -- The sums below must see every reservation committed before this one: a snapshot taken
+    -- earlier in the transaction (REPEATABLE READ) would not, and could pass the cap.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'reservations are made in READ COMMITTED transactions only'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    -- Reservations of a tenant queue on its row, locked as the definer: the application role
+    -- cannot take this lock (no UPDATE on tenants), so no session can hold a tenant's
+    -- reservations hostage, as it could an advisory lock. NO KEY: inserts referencing the
+    -- tenant (KEY SHARE) do not wait for it.
+    SELECT t.monthly_cap_cents INTO v_cap FROM tenants t WHERE t.id = NEW.tenant_id
+       FOR NO KEY UPDATE;
     UPDATE llm_api_calls
        SET status = 'abandoned', cost_cents = reserved_cents, cost_is_estimate = true,
            settled_at = now(), error_type = 'lease_expired',
            error_message = 'the calling process stopped before settling; '
                            'counted at its reserved worst case'
-     WHERE tenant_id = NEW.tenant_id AND status = 'pending' AND reservation_expires_at <= now();
-    SELECT t.monthly_cap_cents INTO v_cap FROM tenants t WHERE t.id = NEW.tenant_id;
+     WHERE id IN (SELECT c.id FROM llm_api_calls c
+                   WHERE c.tenant_id = NEW.tenant_id AND c.status = 'pending'
+                     AND c.reservation_expires_at <= now()
+                   FOR UPDATE SKIP LOCKED);
     IF v_cap IS NULL THEN
         RAISE EXCEPTION 'tenant % does not exist', NEW.tenant_id
             USING ERRCODE = 'foreign_key_violation';
@@ -164,6 +180,10 @@ BEGIN
 END
 $$;
 ALTER FUNCTION fn_llm_api_calls_reserve() OWNER TO {CROSSTENANT_ROLE};
+-- The row lock above needs UPDATE on a column and an UPDATE policy; nothing updates the row.
+GRANT UPDATE (monthly_cap_cents) ON tenants TO {CROSSTENANT_ROLE};
+CREATE POLICY crosstenant_lock_policy ON tenants FOR UPDATE TO {CROSSTENANT_ROLE}
+    USING (true) WITH CHECK (false);
 REVOKE ALL ON FUNCTION fn_llm_api_calls_reserve() FROM PUBLIC;
 CREATE TRIGGER trg_llm_api_calls_reserve BEFORE INSERT ON llm_api_calls
     FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_reserve();
@@ -259,6 +279,10 @@ def downgrade() -> None:
         DROP FUNCTION fn_llm_api_calls_run_spend();
         DROP TRIGGER trg_llm_api_calls_reserve ON llm_api_calls;
         DROP FUNCTION fn_llm_api_calls_reserve();
+        DROP POLICY crosstenant_lock_policy ON tenants;
+        REVOKE UPDATE (monthly_cap_cents) ON tenants FROM {CROSSTENANT_ROLE};
+        GRANT EXECUTE ON FUNCTION fn_purge_llm_call_prompts(timestamptz, integer),
+            fn_purge_llm_validation_payloads(timestamptz, integer) TO {APP_ROLE};
         {_SETTLED_IMMUTABLE_004}
         ALTER TABLE llm_api_calls DROP CONSTRAINT ck_llm_api_calls_within_reservation,
             DROP COLUMN raw_usage, DROP COLUMN usage_anomaly;

@@ -293,8 +293,15 @@ async def test_retention_purges_exactly_what_is_past_its_age_while_calls_continu
     assert await snapshot("llm_api_calls", old_calls | young_calls) == calls_after
 
 
-async def test_batches_are_bounded_and_the_cutoff_is_guarded(app_pool: asyncpg.Pool) -> None:
+async def test_batches_are_bounded_and_the_cutoff_is_guarded(
+    owner_pool: asyncpg.Pool, app_pool: asyncpg.Pool
+) -> None:
     async with app_pool.acquire() as conn:
+        for function in ("fn_purge_llm_call_prompts", "fn_purge_llm_validation_payloads"):
+            # An operator's purge across tenants: not the application role's to run.
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetchval(f"SELECT {function}(now() - interval '30 days', 10)")
+    async with owner_pool.acquire() as conn:
         for function in ("fn_purge_llm_call_prompts", "fn_purge_llm_validation_payloads"):
             with pytest.raises(asyncpg.InvalidParameterValueError, match="at least a day"):
                 await conn.fetchval(f"SELECT {function}(now() - interval '2 hours', 10)")
