@@ -112,6 +112,16 @@ def cents_text(cents: Decimal) -> str:
         return format(cents.quantize(CENTS_SCALE), "f")
 
 
+def exact_cents_text(cents: Decimal) -> str:
+    """Cents at the ledger's 10 places when they fit, else every digit (a per-kind cost is exact,
+    not rounded up like a call's total)."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        if cents == cents.quantize(CENTS_SCALE):
+            return cents_text(cents)
+    return format(cents.normalize(), "f")
+
+
 def usd_text(cents: Decimal) -> str:
     """Cents as USD in the shortest exact fixed-point form ("0.00000015", "20", "0")."""
     with exact_arithmetic():
@@ -191,9 +201,9 @@ def _kinds(raw: Any) -> list[KindCost]:
                 direction="output" if kind in OUTPUT_KINDS else "input",
                 tokens=int(entry.get("tokens", 0)),
                 cost_usd=usd_text(cost),
-                cost_cents=cents_text(cost),
+                cost_cents=exact_cents_text(cost),
                 uncached_usd=usd_text(uncached),
-                uncached_cents=cents_text(uncached),
+                uncached_cents=exact_cents_text(uncached),
             )
         )
     return lines
@@ -209,13 +219,13 @@ def _kind_totals(kinds: list[KindCost], total: Decimal) -> dict[str, str]:
         unitemised = total - itemised
     return {
         "cached_cost_usd": usd_text(cached),
-        "cached_cost_cents": cents_text(cached),
+        "cached_cost_cents": exact_cents_text(cached),
         "uncached_cost_usd": usd_text(uncached),
-        "uncached_cost_cents": cents_text(uncached),
+        "uncached_cost_cents": exact_cents_text(uncached),
         "caching_saved_usd": signed_usd_text(saved),
-        "caching_saved_cents": cents_text(saved),
+        "caching_saved_cents": exact_cents_text(saved),
         "unitemised_cost_usd": signed_usd_text(unitemised),
-        "unitemised_cost_cents": cents_text(unitemised),
+        "unitemised_cost_cents": exact_cents_text(unitemised),
     }
 
 

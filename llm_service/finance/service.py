@@ -20,6 +20,7 @@ from llm_service.costs.service import (
     ModelCost,
     build_report,
     cents_text,
+    exact_cents_text,
     month_label,
     signed_usd_text,
     usd_text,
@@ -197,11 +198,11 @@ def build_monthly(month: date, rows: Sequence[Mapping[str, Any]]) -> FinanceMont
         input_tokens=sum(int(r["input_tokens"]) for r in rows),
         output_tokens=sum(int(r["output_tokens"]) for r in rows),
         cached_cost_usd=usd_text(cached),
-        cached_cost_cents=cents_text(cached),
+        cached_cost_cents=exact_cents_text(cached),
         uncached_cost_usd=usd_text(uncached),
-        uncached_cost_cents=cents_text(uncached),
+        uncached_cost_cents=exact_cents_text(uncached),
         caching_saved_usd=signed_usd_text(saved),
-        caching_saved_cents=cents_text(saved),
+        caching_saved_cents=exact_cents_text(saved),
         tenants=tenants,
     )
 
