@@ -50,6 +50,35 @@ GRANT EXECUTE ON FUNCTION fn_kind_breakdown_add(jsonb, jsonb) TO {CROSSTENANT_RO
 """
 
 
+# A settled call's breakdown must add up to the call: its kinds' tokens to its input and output
+# counts, their exact costs to its cost (which is their sum rounded up to the ledger's 10 places).
+# Whoever writes the row, the month's cached and uncached figures can then not be forged apart
+# from its total.
+BREAKDOWN_GUARD = """
+    IF NEW.usage_breakdown IS NOT NULL AND NOT EXISTS (
+        SELECT 1
+          FROM (SELECT sum((b.value ->> 'tokens')::bigint) FILTER (
+                           WHERE b.key IN ('input', 'cache_read', 'cache_write', 'input_audio'))
+                           AS input_tokens,
+                       sum((b.value ->> 'tokens')::bigint) FILTER (
+                           WHERE b.key IN ('output', 'reasoning', 'output_audio'))
+                           AS output_tokens,
+                       sum((b.value ->> 'cost_cents')::numeric) AS cost,
+                       bool_and(b.key IN ('input', 'cache_read', 'cache_write', 'input_audio',
+                                          'output', 'reasoning', 'output_audio')
+                                AND (b.value ->> 'tokens')::bigint >= 0
+                                AND (b.value ->> 'cost_cents')::numeric >= 0
+                                AND (b.value ->> 'uncached_cents')::numeric >= 0) AS sane
+                  FROM jsonb_each(NEW.usage_breakdown) b) k
+         WHERE k.sane
+           AND coalesce(k.input_tokens, 0) = coalesce(NEW.input_tokens, -1)
+           AND coalesce(k.output_tokens, 0) = coalesce(NEW.output_tokens, -1)
+           AND k.cost <= NEW.cost_cents AND k.cost > NEW.cost_cents - 0.0000000001) THEN
+        RAISE EXCEPTION 'the usage breakdown of call % does not add up to the call', NEW.id
+            USING ERRCODE = 'check_violation';
+    END IF;"""
+
+
 def _rollup(with_kinds: bool) -> str:
     kinds_col = ", kind_breakdown" if with_kinds else ""
     kinds_val = (
@@ -62,6 +91,7 @@ def _rollup(with_kinds: bool) -> str:
         if with_kinds
         else ""
     )
+    guard = BREAKDOWN_GUARD if with_kinds else ""
     return f"""
 CREATE OR REPLACE FUNCTION fn_llm_api_calls_rollup() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = {DEFINER_SEARCH_PATH} AS $$
@@ -73,7 +103,7 @@ BEGIN
     {trigger_table_guard("llm_api_calls")}
     IF NEW.status = 'pending' OR (TG_OP = 'UPDATE' AND OLD.status <> 'pending') THEN
         RETURN NULL;
-    END IF;
+    END IF;{guard}
     INSERT INTO llm_monthly_costs AS m (tenant_id, month, total_cost_cents, estimated_cost_cents,
         total_calls, total_input_tokens, total_output_tokens, model_breakdown,
         endpoint_breakdown{kinds_col})

@@ -125,6 +125,8 @@ async def settle_in_month(
                       "uncached_cents": half, "rate_usd": "0", "rate_known": True},
             "cache_read": {"tokens": input_tokens // 2, "cost_cents": half,
                            "uncached_cents": half * 10, "rate_usd": "0", "rate_known": True},
+            "output": {"tokens": output_tokens, "cost_cents": 0, "uncached_cents": 0,
+                       "rate_usd": "0", "rate_known": True},
         }  # fmt: skip
     async with tenant_transaction(app_pool, tenant_id) as conn:
         assert await settle_call(
