@@ -39,7 +39,7 @@ from budgets.estimate import (
 )
 from budgets.money import USD, ZERO, exact_arithmetic, format_usd
 from budgets.prices import ModelPrice
-from budgets.usage import BilledUsage, UsageBounds, judge_usage
+from budgets.usage import BilledUsage, UsageBounds, UsageDetails, judge_usage
 
 DEFAULT_RUN_LIMIT: Final = Decimal("0.30")
 """The default and highest per-investigation ceiling, USD."""
@@ -79,6 +79,7 @@ class Reservation:
     input_tokens_reserved: int
     price: ModelPrice
     for_wrapup: bool = False
+    cache_writes: bool = False
 
     @property
     def bounds(self) -> UsageBounds:
@@ -170,9 +171,13 @@ class RunCeiling:
         base = self._exact_margin if price.tokenizer_exact else self._approx_margin
         return max(base, self._learned.get(price.model, ZERO))
 
-    def worst_case(self, price: ModelPrice, input_tokens: int, max_tokens: int) -> USD:
+    def worst_case(
+        self, price: ModelPrice, input_tokens: int, max_tokens: int, *, cache_writes: bool = False
+    ) -> USD:
         """A call's worst case with this ceiling's current margin (e.g. to size the reserve)."""
-        return worst_case_cost(price, input_tokens, max_tokens, self.margin_for(price))
+        return worst_case_cost(
+            price, input_tokens, max_tokens, self.margin_for(price), cache_writes=cache_writes
+        )
 
     def available(self, *, for_wrapup: bool = False) -> USD:
         """What the next call may reserve: remaining, less the wrap-up reserve unless for_wrapup."""
@@ -189,12 +194,15 @@ class RunCeiling:
         *,
         min_output_tokens: int = 64,
         for_wrapup: bool = False,
+        cache_writes: bool = False,
     ) -> Reservation:
         """Hold a call's worst case, shrinking max_tokens to fit; CeilingReached if too little fits.
 
         Refused when fewer than `min_output_tokens` (or the wanted count, if smaller) fit. The
-        granted `max_tokens` is also capped at the model's `max_output_tokens`.
+        granted `max_tokens` is also capped at the model's `max_output_tokens`. `cache_writes`:
+        the request may write the provider's prompt cache (priced at the cache-write rate).
         """
+        cw = cache_writes
         if isinstance(wanted_max_tokens, bool) or wanted_max_tokens < 1:
             raise ValueError(f"wanted_max_tokens must be >= 1, got {wanted_max_tokens!r}")
         if isinstance(min_output_tokens, bool) or min_output_tokens < 1:
@@ -206,15 +214,17 @@ class RunCeiling:
             if price.max_output_tokens is not None:
                 cap = min(cap, price.max_output_tokens)
             floor_tokens = min(min_output_tokens, cap)
-            granted = min(cap, max_tokens_affordable(price, input_tokens, margin, available))
+            granted = min(
+                cap, max_tokens_affordable(price, input_tokens, margin, available, cache_writes=cw)
+            )
             if granted < floor_tokens:
-                needed = worst_case_cost(price, input_tokens, floor_tokens, margin)
+                needed = worst_case_cost(price, input_tokens, floor_tokens, margin, cache_writes=cw)
                 raise CeilingReached(
                     self._refusal(price, needed, available, floor_tokens, for_wrapup),
                     needed_usd=needed,
                     available_usd=available,
                 )
-            amount = worst_case_cost(price, input_tokens, granted, margin)
+            amount = worst_case_cost(price, input_tokens, granted, margin, cache_writes=cw)
             if amount > available:  # cannot happen: max_tokens_affordable checked it exactly
                 raise CeilingReached(
                     self._refusal(price, amount, available, granted, for_wrapup),
@@ -230,6 +240,7 @@ class RunCeiling:
                 input_tokens_reserved=margined_input_tokens(input_tokens, margin),
                 price=price,
                 for_wrapup=for_wrapup,
+                cache_writes=cw,
             )
             self._outstanding[reservation.id] = reservation
             return reservation
@@ -239,7 +250,11 @@ class RunCeiling:
         return self.settle_reported(reservation, input_tokens, output_tokens).cost_usd
 
     def settle_reported(
-        self, reservation: Reservation, reported_input: object, reported_output: object
+        self,
+        reservation: Reservation,
+        reported_input: object,
+        reported_output: object,
+        details: UsageDetails | None = None,
     ) -> BilledUsage:
         """Replace the reservation with what the call is billed at, judged from its usage.
 
@@ -248,7 +263,9 @@ class RunCeiling:
         counted more input than was reserved (plausibly: a tokenizer miss), the model's margin
         is raised to the observed under-count plus 0.05 so the next estimate is safe.
         """
-        billed = judge_usage(reservation.price, reservation.bounds, reported_input, reported_output)
+        billed = judge_usage(
+            reservation.price, reservation.bounds, reported_input, reported_output, details
+        )
         with self._lock:
             self._take(reservation)
             with exact_arithmetic():

@@ -33,12 +33,21 @@ def margined_input_tokens(input_tokens: int, input_margin: Decimal) -> int:
 
 
 def worst_case_cost(
-    price: ModelPrice, input_tokens: int, max_tokens: int, input_margin: Decimal
+    price: ModelPrice,
+    input_tokens: int,
+    max_tokens: int,
+    input_margin: Decimal,
+    *,
+    cache_writes: bool = False,
 ) -> USD:
-    """ceil(input_tokens * (1 + margin)) * input price + max_tokens * output price, exactly."""
+    """ceil(input_tokens * (1 + margin)) * input price + max_tokens * output price, exactly.
+
+    No cache hit is assumed; with `cache_writes` every input token may be written to the cache,
+    so the input price is the dearer of the base and cache-write rates (prices.reservation_rates).
+    """
     _check_tokens(max_tokens, "max_tokens")
     billed_in = margined_input_tokens(input_tokens, input_margin)
-    rate_in, rate_out = price.rates_for(billed_in)
+    rate_in, rate_out = price.reservation_rates(billed_in, cache_writes=cache_writes)
     with exact_arithmetic():
         return Decimal(billed_in) * rate_in + Decimal(max_tokens) * rate_out
 
@@ -53,7 +62,12 @@ def actual_cost(price: ModelPrice, input_tokens: int, output_tokens: int) -> USD
 
 
 def max_tokens_affordable(
-    price: ModelPrice, input_tokens: int, input_margin: Decimal, available_usd: USD
+    price: ModelPrice,
+    input_tokens: int,
+    input_margin: Decimal,
+    available_usd: USD,
+    *,
+    cache_writes: bool = False,
 ) -> int:
     """The largest max_tokens whose worst case fits in `available_usd`; -1 if the input cannot.
 
@@ -62,7 +76,7 @@ def max_tokens_affordable(
     if not isinstance(available_usd, Decimal) or not available_usd.is_finite():
         raise ValueError(f"available_usd must be a finite Decimal, got {available_usd!r}")
     billed_in = margined_input_tokens(input_tokens, input_margin)
-    rate_in, rate_out = price.rates_for(billed_in)
+    rate_in, rate_out = price.reservation_rates(billed_in, cache_writes=cache_writes)
     with exact_arithmetic():
         rest = available_usd - Decimal(billed_in) * rate_in
     if rest < 0:
@@ -74,6 +88,10 @@ def max_tokens_affordable(
         ctx.rounding = ROUND_FLOOR  # a rounded-down quotient has the same floor as the exact one
         tokens = int((rest / rate_out).to_integral_value(rounding=ROUND_FLOOR))
     # Belt and braces: the answer is checked with exact multiplication.
-    while tokens > 0 and worst_case_cost(price, input_tokens, tokens, input_margin) > available_usd:
+    while (
+        tokens > 0
+        and worst_case_cost(price, input_tokens, tokens, input_margin, cache_writes=cache_writes)
+        > available_usd
+    ):
         tokens -= 1
     return tokens

@@ -52,7 +52,7 @@ _SETTLE_SQL = """
 UPDATE llm_api_calls
    SET status = $2, input_tokens = $3, output_tokens = $4, cost_cents = $5, cost_is_estimate = $6,
        latency_ms = $7, provider_request_id = $8, error_type = $9, error_message = $10,
-       usage_anomaly = $11, raw_usage = $12, settled_at = now()
+       usage_anomaly = $11, raw_usage = $12, usage_breakdown = $13, settled_at = now()
  WHERE id = $1 AND status = 'pending'
 """
 
@@ -167,8 +167,13 @@ async def settle_call(
     error_message: str | None = None,
     usage_anomaly: str | None = None,
     raw_usage: dict[str, Any] | None = None,
+    usage_breakdown: dict[str, Any] | None = None,
 ) -> bool:
-    """Settle a pending call with what it really cost; False if it was already settled (swept)."""
+    """Settle a pending call with what it really cost; False if it was already settled (swept).
+
+    `usage_breakdown` is the cost per kind of token ({kind: {tokens, rate_usd, cost_cents,
+    uncached_cents, rate_known}}), rolled up into the month by the database.
+    """
     if status not in CALL_STATUSES:
         raise ValueError(f"unknown call status {status!r}")
     result = await conn.execute(
@@ -185,6 +190,7 @@ async def settle_call(
         (error_message or "")[:2000] or None,
         usage_anomaly[:500] if usage_anomaly else None,
         raw_usage,
+        usage_breakdown,
     )
     return bool(result == "UPDATE 1")
 
@@ -207,6 +213,7 @@ async def void_reservation(conn: asyncpg.Connection, call_id: UUID, reason: str)
         None,
         "NotSent",
         reason,
+        None,
         None,
         None,
     )

@@ -18,6 +18,10 @@ under the same candidates first, without the provider check (the operator said s
 Fail closed: an entry lacking either per-token price, holding None, a negative or non-numeric
 value, or listing BOTH prices as zero (litellm's map uses 0/0 for prices it does not know, e.g.
 Cohere's command-a-plus) is unpriced. An explicit zero in an override is a real price.
+
+Kinds of token. Providers bill cached reads, cache writes, audio and reasoning tokens at their own
+rates (KIND_FIELDS names litellm's fields). A kind the map has no rate for is not free: it is
+billed at the dearest known rate of its direction (`dearest_rate`) and flagged (budgets.usage).
 """
 
 from __future__ import annotations
@@ -38,6 +42,29 @@ EXACT_TOKENIZER_PROVIDERS: Final = frozenset({"openai"})
 """Providers whose token counts litellm computes exactly (tiktoken); all others are approximate."""
 
 _TIER_KEY: Final = re.compile(r"^(input|output)_cost_per_token_above_(\d+)(k?)_tokens$")
+_KIND_TIER_KEY: Final = re.compile(
+    r"^(cache_read_input_token_cost|cache_creation_input_token_cost)_above_(\d+)(k?)_tokens$"
+)
+
+INPUT_KINDS: Final = ("input", "cache_read", "cache_write", "input_audio")
+"""Kinds of input token a provider bills separately ("input" is uncached text)."""
+OUTPUT_KINDS: Final = ("output", "reasoning", "output_audio")
+"""Kinds of output token ("output" is text; reasoning and audio are parts of the output count)."""
+
+# litellm's field for each kind beyond plain input and output (the pinned map's names).
+KIND_FIELDS: Final = MappingProxyType(
+    {
+        "cache_read": "cache_read_input_token_cost",
+        "cache_write": "cache_creation_input_token_cost",
+        "input_audio": "input_cost_per_audio_token",
+        "reasoning": "output_cost_per_reasoning_token",
+        "output_audio": "output_cost_per_audio_token",
+    }
+)
+_FIELD_KINDS: Final = {
+    "cache_read_input_token_cost": "cache_read",
+    "cache_creation_input_token_cost": "cache_write",
+}
 _IGNORED_KEYS: Final = frozenset({"sample_spec"})  # litellm's documentation entry, not a model
 
 
@@ -48,6 +75,7 @@ class PriceTier:
     above_input_tokens: int
     input_per_token: Decimal
     output_per_token: Decimal
+    kind_rates: tuple[tuple[str, Decimal], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +90,8 @@ class ModelPrice:
     tokenizer_exact: bool
     tiers: tuple[PriceTier, ...] = ()
     source: str = ""
+    kind_rates: tuple[tuple[str, Decimal], ...] = ()
+    """Rates of the other billed kinds of token (see KIND_FIELDS) that the map lists."""
 
     def __post_init__(self) -> None:
         """Refuse prices that are not finite, non-negative Decimals."""
@@ -70,6 +100,12 @@ class ModelPrice:
         for tier in self.tiers:
             _check_price(tier.input_per_token, f"{self.model} tier input price")
             _check_price(tier.output_per_token, f"{self.model} tier output price")
+            for kind, rate in tier.kind_rates:
+                _check_price(rate, f"{self.model} tier {kind} price")
+        for kind, rate in self.kind_rates:
+            if kind not in KIND_FIELDS:
+                raise ValueError(f"{self.model}: unknown kind of token {kind!r}")
+            _check_price(rate, f"{self.model} {kind} price")
 
     def rates_for(self, input_tokens: int) -> tuple[Decimal, Decimal]:
         """(input, output) USD per token for a prompt of this size: never below the base rates.
@@ -82,6 +118,48 @@ class ModelPrice:
             if input_tokens >= tier.above_input_tokens:
                 rate_in = max(rate_in, tier.input_per_token)
                 rate_out = max(rate_out, tier.output_per_token)
+        return rate_in, rate_out
+
+    def kind_rate(self, kind: str, input_tokens: int) -> Decimal | None:
+        """USD per token of one kind for a prompt of this size, or None if the map has none.
+
+        "input" and "output" are the base (tiered) rates; a tier's rate for a kind applies from
+        its threshold like the base tiers, never below the kind's base rate.
+        """
+        rate_in, rate_out = self.rates_for(input_tokens)
+        if kind == "input":
+            return rate_in
+        if kind == "output":
+            return rate_out
+        rate = dict(self.kind_rates).get(kind)
+        if rate is None:
+            return None
+        for tier in self.tiers:
+            tiered = dict(tier.kind_rates).get(kind)
+            if tiered is not None and input_tokens >= tier.above_input_tokens:
+                rate = max(rate, tiered)
+        return rate
+
+    def dearest_rate(self, direction: str, input_tokens: int) -> Decimal:
+        """The dearest known rate of a direction ("input" or "output"): an unpriced kind's rate."""
+        kinds = INPUT_KINDS if direction == "input" else OUTPUT_KINDS
+        rates = [self.kind_rate(kind, input_tokens) for kind in kinds]
+        return max(rate for rate in rates if rate is not None)
+
+    def reservation_rates(
+        self, input_tokens: int, *, cache_writes: bool
+    ) -> tuple[Decimal, Decimal]:
+        """(input, output) rates a worst case is priced at: no cache hit, and where the request
+        can write the cache, every input token at the dearer of base and cache-write rate."""
+        rate_in, rate_out = self.rates_for(input_tokens)
+        if cache_writes:
+            write = self.kind_rate("cache_write", input_tokens)
+            rate_in = max(
+                rate_in, write if write is not None else self.dearest_rate("input", input_tokens)
+            )
+        reasoning = self.kind_rate("reasoning", input_tokens)
+        if reasoning is not None:
+            rate_out = max(rate_out, reasoning)
         return rate_in, rate_out
 
 
@@ -315,17 +393,32 @@ def _price_from_entry(key: str, entry: Mapping[str, Any], meta: _Meta) -> ModelP
         tokenizer_exact=meta.provider in EXACT_TOKENIZER_PROVIDERS,
         tiers=_tiers_from_entry(entry),
         source=f"litellm:{key}",
+        kind_rates=_kind_rates_from_entry(entry),
     )
+
+
+def _kind_rates_from_entry(entry: Mapping[str, Any]) -> tuple[tuple[str, Decimal], ...]:
+    """The usable rates of the other billed kinds of token (an unusable one stays unpriced)."""
+    found = ((kind, _to_price(entry.get(field))) for kind, field in KIND_FIELDS.items())
+    return tuple((kind, rate) for kind, rate in found if rate is not None)
 
 
 def _tiers_from_entry(entry: Mapping[str, Any]) -> tuple[PriceTier, ...]:
     """Standard-service-tier prices above a prompt size ("..._above_200k_tokens")."""
     found: dict[int, dict[str, Decimal]] = {}
+    kinds: dict[int, dict[str, Decimal]] = {}
     for field, value in entry.items():
         match = _TIER_KEY.match(field) if isinstance(field, str) else None
-        rate = _to_price(value) if match else None
-        if match is None or rate is None:
+        kind_match = _KIND_TIER_KEY.match(field) if isinstance(field, str) else None
+        rate = _to_price(value) if match or kind_match else None
+        if rate is None:
             continue
+        if kind_match is not None:
+            threshold = int(kind_match.group(2)) * (1000 if kind_match.group(3) else 1)
+            kinds.setdefault(threshold, {})[_FIELD_KINDS[kind_match.group(1)]] = rate
+            found.setdefault(threshold, {})
+            continue
+        assert match is not None
         threshold = int(match.group(2)) * (1000 if match.group(3) else 1)
         found.setdefault(threshold, {})[match.group(1)] = rate
     base_in = _to_price(entry.get("input_cost_per_token")) or Decimal(0)
@@ -335,6 +428,7 @@ def _tiers_from_entry(entry: Mapping[str, Any]) -> tuple[PriceTier, ...]:
             above_input_tokens=threshold,
             input_per_token=rates.get("input", base_in),
             output_per_token=rates.get("output", base_out),
+            kind_rates=tuple(sorted(kinds.get(threshold, {}).items())),
         )
         for threshold, rates in sorted(found.items())
     )

@@ -6,6 +6,10 @@ cost can never pass the call's reservation. A report outside them (output above 
 input above the margined count, negative, non-integer, missing) is an anomaly: the call is billed
 at its reservation (what it could at most have cost), and the reason is kept beside the raw
 report.
+
+Priced as billed: the input count includes cached reads and cache writes (and audio), which are
+billed at their own rates, and the rest at the base rate; the output count includes reasoning and
+audio tokens. Every kind's tokens and cost are kept (`KindCost`) for the ledger's breakdown.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
-from budgets.estimate import actual_cost
-from budgets.prices import ModelPrice
+from budgets.money import exact_arithmetic
+from budgets.prices import INPUT_KINDS, OUTPUT_KINDS, ModelPrice
 
 MAX_LEARNABLE_RATIO: Final = 4
 """An input count above this multiple of the estimate is not learned from: it is not a tokenizer
@@ -33,6 +37,31 @@ class UsageBounds:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageDetails:
+    """Parts of the reported counts billed at their own rates (each within its total)."""
+
+    cache_read: object = 0
+    cache_write: object = 0
+    input_audio: object = 0
+    reasoning: object = 0
+    output_audio: object = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KindCost:
+    """One kind of token of a call: how many, at what rate, what they cost, and what they would
+    have cost uncached (at the base rate of their direction; the difference is what caching saved).
+    `rate_known` is False when the map had no rate and the dearest known one was charged."""
+
+    kind: str
+    tokens: int
+    rate_usd: Decimal
+    cost_usd: Decimal
+    uncached_usd: Decimal
+    rate_known: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class BilledUsage:
     """What a call is billed at, and why if not as the provider reported it."""
 
@@ -41,6 +70,12 @@ class BilledUsage:
     cost_usd: Decimal
     anomaly: str | None = None
     learnable_input_tokens: int | None = None
+    kinds: tuple[KindCost, ...] = ()
+
+    @property
+    def unpriced_kinds(self) -> tuple[str, ...]:
+        """Kinds billed at the dearest known rate because the map had no rate for them."""
+        return tuple(k.kind for k in self.kinds if not k.rate_known and k.tokens)
 
 
 def _token_count(value: object) -> int | None:
@@ -51,7 +86,11 @@ def _token_count(value: object) -> int | None:
 
 
 def judge_usage(
-    price: ModelPrice, bounds: UsageBounds, reported_input: object, reported_output: object
+    price: ModelPrice,
+    bounds: UsageBounds,
+    reported_input: object,
+    reported_output: object,
+    details: UsageDetails | None = None,
 ) -> BilledUsage:
     """Bill a call from its reported usage if that is possible, else at its reservation."""
     input_tokens = _token_count(reported_input)
@@ -62,6 +101,13 @@ def judge_usage(
             f"usage is not a pair of non-negative integers "
             f"(input {_shown(reported_input)}, output {_shown(reported_output)})",
         )
+    parts: dict[str, int] = {}
+    for kind in (*INPUT_KINDS[1:], *OUTPUT_KINDS[1:]):
+        value = getattr(details, kind) if details is not None else 0
+        count = _token_count(0 if value is None else value)
+        if count is None:
+            return _at_reservation(bounds, f"{kind} tokens {_shown(value)} is not a token count")
+        parts[kind] = count
     learnable = (
         input_tokens
         if bounds.input_tokens_reserved
@@ -82,10 +128,46 @@ def judge_usage(
             f"with its margin (estimate {bounds.input_tokens_estimate})",
             learnable,
         )
-    cost = actual_cost(price, input_tokens, output_tokens)
-    if cost > bounds.reserved_usd:  # impossible for monotone prices; kept as a guard
+    input_parts = sum(parts[k] for k in INPUT_KINDS[1:])
+    output_parts = sum(parts[k] for k in OUTPUT_KINDS[1:])
+    if input_parts > input_tokens or output_parts > output_tokens:
+        return _at_reservation(
+            bounds,
+            f"the parts of the usage ({_parts_text(parts)}) exceed its totals "
+            f"(input {input_tokens}, output {output_tokens})",
+        )
+    parts["input"] = input_tokens - input_parts
+    parts["output"] = output_tokens - output_parts
+    kinds = price_kinds(price, input_tokens, parts)
+    with exact_arithmetic():
+        cost = sum((k.cost_usd for k in kinds), Decimal(0))
+    if cost > bounds.reserved_usd:  # e.g. an unpriced kind at the dearest rate; kept as a guard
         return _at_reservation(bounds, f"cost {cost} is above the reservation", learnable)
-    return BilledUsage(input_tokens, output_tokens, cost)
+    return BilledUsage(input_tokens, output_tokens, cost, kinds=kinds)
+
+
+def price_kinds(
+    price: ModelPrice, prompt_tokens: int, parts: dict[str, int]
+) -> tuple[KindCost, ...]:
+    """Each kind's cost at its rate for a prompt of `prompt_tokens` (all input kinds together);
+    a kind without a rate is charged the dearest known rate of its direction, flagged."""
+    out: list[KindCost] = []
+    for kinds, direction in ((INPUT_KINDS, "input"), (OUTPUT_KINDS, "output")):
+        base = price.kind_rate(direction, prompt_tokens)
+        assert base is not None
+        for kind in kinds:
+            tokens = parts.get(kind, 0)
+            if not tokens:
+                continue
+            rate = price.kind_rate(kind, prompt_tokens)
+            known = rate is not None
+            if rate is None:
+                rate = price.dearest_rate(direction, prompt_tokens)
+            with exact_arithmetic():
+                cost = Decimal(tokens) * rate
+                uncached = Decimal(tokens) * base if kind.startswith("cache_") else cost
+            out.append(KindCost(kind, tokens, rate, cost, uncached, known))
+    return tuple(out)
 
 
 def missing_usage() -> str:
@@ -101,6 +183,10 @@ def _at_reservation(bounds: UsageBounds, why: str, learnable: int | None = None)
         anomaly=why,
         learnable_input_tokens=learnable,
     )
+
+
+def _parts_text(parts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in parts.items() if count) or "none"
 
 
 def _shown(value: object) -> str:

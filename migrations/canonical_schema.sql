@@ -440,8 +440,10 @@ TABLE llm_api_calls  -- owner: <owner>
     COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
     COLUMN usage_anomaly text
     COLUMN raw_usage jsonb
+    COLUMN usage_breakdown jsonb
     COMMENT ON COLUMN usage_anomaly 'Why the usage the provider reported was not believed (the call was then billed at its reservation); NULL when it was billed as reported.'
     COMMENT ON COLUMN raw_usage 'The usage object the provider returned, as it came (capped), kept as evidence.'
+    COMMENT ON COLUMN usage_breakdown 'The cost of the call per kind of token as billed (input, cache_read, cache_write, input_audio, output, reasoning, output_audio): tokens, rate_usd, exact cost_cents, uncached_cents (at the base rate) and rate_known (false: charged the dearest known rate). NULL when the call was not billed from its usage (failed, estimated, anomalous).'
     CONSTRAINT ck_llm_api_calls_attempt CHECK (attempt >= 1)
     CONSTRAINT ck_llm_api_calls_cost CHECK (cost_cents >= 0::numeric)
     CONSTRAINT ck_llm_api_calls_endpoint CHECK (endpoint = ANY (ARRAY['explanations'::text, 'investigations'::text, 'budget_optimizations'::text, 'embeddings'::text]))
@@ -453,6 +455,7 @@ TABLE llm_api_calls  -- owner: <owner>
     CONSTRAINT ck_llm_api_calls_settled CHECK ((status = 'pending'::text) = (settled_at IS NULL))
     CONSTRAINT ck_llm_api_calls_status CHECK (status = ANY (ARRAY['pending'::text, 'succeeded'::text, 'failed'::text, 'timed_out'::text, 'cancelled'::text, 'abandoned'::text]))
     CONSTRAINT ck_llm_api_calls_usage_anomaly CHECK (length(usage_anomaly) >= 1 AND length(usage_anomaly) <= 500)
+    CONSTRAINT ck_llm_api_calls_usage_breakdown CHECK (jsonb_typeof(usage_breakdown) = 'object'::text)
     CONSTRAINT ck_llm_api_calls_within_reservation CHECK (cost_cents <= reserved_cents)
     CONSTRAINT llm_api_calls_pkey PRIMARY KEY (id)
     CONSTRAINT llm_api_calls_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
@@ -476,7 +479,7 @@ TABLE llm_api_calls  -- owner: <owner>
     GRANT SELECT TO llm_app
     GRANT SELECT, UPDATE TO llm_crosstenant
     GRANT INSERT (attempt, budget_optimization_job_id, endpoint, id, investigation_id, max_tokens, model, provider, request_id, request_metadata, reservation_expires_at, reserved_cents, tenant_id) TO llm_app
-    GRANT UPDATE (cost_cents, cost_is_estimate, error_message, error_type, input_tokens, latency_ms, output_tokens, provider_request_id, raw_usage, settled_at, status, usage_anomaly) TO llm_app
+    GRANT UPDATE (cost_cents, cost_is_estimate, error_message, error_type, input_tokens, latency_ms, output_tokens, provider_request_id, raw_usage, settled_at, status, usage_anomaly, usage_breakdown) TO llm_app
 
 TABLE llm_monthly_costs  -- owner: <owner>
     COMMENT 'What finance reviews: per tenant and UTC month, the exact sum of its settled calls, by model and endpoint. Written only by the ledger trigger. Data class: billing. Owner: finance. RLS: enabled and forced (tenant_isolation_policy); the application may only read it.'
@@ -492,6 +495,8 @@ TABLE llm_monthly_costs  -- owner: <owner>
     COLUMN endpoint_breakdown jsonb NOT NULL DEFAULT '{}'::jsonb
     COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
     COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN kind_breakdown jsonb NOT NULL DEFAULT '{}'::jsonb
+    COMMENT ON COLUMN kind_breakdown 'The month''s settled calls per kind of token: tokens, exact cost_cents and uncached_cents (what they would have cost at the base rate; the difference is what caching saved).'
     CONSTRAINT ck_llm_monthly_costs_month CHECK (EXTRACT(day FROM month) = 1::numeric)
     CONSTRAINT ck_llm_monthly_costs_total CHECK (total_cost_cents >= 0::numeric)
     CONSTRAINT llm_monthly_costs_pkey PRIMARY KEY (id)
@@ -835,7 +840,7 @@ $function$
 FUNCTION fn_finance_monthly_costs(p_month date)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_finance_monthly_costs(p_month date)
- RETURNS TABLE(tenant_id uuid, tenant_name text, total_cost_cents numeric, estimated_cost_cents numeric, calls bigint, input_tokens bigint, output_tokens bigint, model_breakdown jsonb, endpoint_breakdown jsonb, monthly_cap_cents numeric)
+ RETURNS TABLE(tenant_id uuid, tenant_name text, total_cost_cents numeric, estimated_cost_cents numeric, calls bigint, input_tokens bigint, output_tokens bigint, model_breakdown jsonb, endpoint_breakdown jsonb, monthly_cap_cents numeric, kind_breakdown jsonb)
  LANGUAGE plpgsql
  STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
@@ -850,7 +855,7 @@ BEGIN
     SELECT t.id, t.name, coalesce(m.total_cost_cents, 0), coalesce(m.estimated_cost_cents, 0),
            coalesce(m.total_calls, 0), coalesce(m.total_input_tokens, 0),
            coalesce(m.total_output_tokens, 0), coalesce(m.model_breakdown, '{}'::jsonb),
-           coalesce(m.endpoint_breakdown, '{}'::jsonb), t.monthly_cap_cents
+           coalesce(m.endpoint_breakdown, '{}'::jsonb), t.monthly_cap_cents, coalesce(m.kind_breakdown, '{}'::jsonb)
       FROM tenants t
       LEFT JOIN llm_monthly_costs m ON m.tenant_id = t.id AND m.month = p_month
      WHERE m.id IS NOT NULL OR t.created_at < (p_month + interval '1 month') AT TIME ZONE 'UTC'
@@ -1432,6 +1437,24 @@ AS $function$
     SELECT path, key FROM walk WHERE personal
 $function$
 
+FUNCTION fn_kind_breakdown_add(p_acc jsonb, p_call jsonb)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: llm_crosstenant, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_kind_breakdown_add(p_acc jsonb, p_call jsonb)
+ RETURNS jsonb
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT coalesce(p_acc, '{}'::jsonb) || coalesce((
+        SELECT jsonb_object_agg(k.key, jsonb_build_object(
+            'tokens', coalesce((p_acc -> k.key ->> 'tokens')::bigint, 0)
+                      + (k.value ->> 'tokens')::bigint,
+            'cost_cents', coalesce((p_acc -> k.key ->> 'cost_cents')::numeric, 0)
+                          + (k.value ->> 'cost_cents')::numeric,
+            'uncached_cents', coalesce((p_acc -> k.key ->> 'uncached_cents')::numeric, 0)
+                              + (k.value ->> 'uncached_cents')::numeric))
+          FROM jsonb_each(coalesce(p_call, '{}'::jsonb)) k), '{}'::jsonb)
+$function$
+
 FUNCTION fn_llm_api_calls_reserve()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_llm_api_calls_reserve()
@@ -1513,20 +1536,47 @@ BEGIN
     IF NEW.status = 'pending' OR (TG_OP = 'UPDATE' AND OLD.status <> 'pending') THEN
         RETURN NULL;
     END IF;
+    IF NEW.usage_breakdown IS NOT NULL AND NOT EXISTS (
+        SELECT 1
+          FROM (SELECT sum((b.value ->> 'tokens')::bigint) FILTER (
+                           WHERE b.key IN ('input', 'cache_read', 'cache_write', 'input_audio'))
+                           AS input_tokens,
+                       sum((b.value ->> 'tokens')::bigint) FILTER (
+                           WHERE b.key IN ('output', 'reasoning', 'output_audio'))
+                           AS output_tokens,
+                       sum((b.value ->> 'cost_cents')::numeric) AS cost,
+                       bool_and(b.key IN ('input', 'cache_read', 'cache_write', 'input_audio',
+                                          'output', 'reasoning', 'output_audio')
+                                AND (b.value ->> 'tokens')::bigint >= 0
+                                AND (b.value ->> 'cost_cents')::numeric >= 0
+                                AND (b.value ->> 'uncached_cents')::numeric >= 0) AS sane
+                  FROM jsonb_each(NEW.usage_breakdown) b) k
+         WHERE k.sane
+           AND coalesce(k.input_tokens, 0) = coalesce(NEW.input_tokens, -1)
+           AND coalesce(k.output_tokens, 0) = coalesce(NEW.output_tokens, -1)
+           AND k.cost <= NEW.cost_cents AND k.cost > NEW.cost_cents - 0.0000000001) THEN
+        RAISE EXCEPTION 'the usage breakdown of call % does not add up to the call', NEW.id
+            USING ERRCODE = 'check_violation';
+    END IF;
     INSERT INTO llm_monthly_costs AS m (tenant_id, month, total_cost_cents, estimated_cost_cents,
-        total_calls, total_input_tokens, total_output_tokens, model_breakdown, endpoint_breakdown)
+        total_calls, total_input_tokens, total_output_tokens, model_breakdown,
+        endpoint_breakdown, kind_breakdown)
     VALUES (NEW.tenant_id, v_month, NEW.cost_cents,
             CASE WHEN NEW.cost_is_estimate THEN NEW.cost_cents ELSE 0 END, 1, v_in, v_out,
             fn_breakdown_add('{}'::jsonb, NEW.model, NEW.cost_cents, v_in, v_out),
-            fn_breakdown_add('{}'::jsonb, NEW.endpoint, NEW.cost_cents, v_in, v_out))
+            fn_breakdown_add('{}'::jsonb, NEW.endpoint, NEW.cost_cents, v_in, v_out),
+            fn_kind_breakdown_add('{}'::jsonb, NEW.usage_breakdown))
     ON CONFLICT (tenant_id, month) DO UPDATE SET
         total_cost_cents = m.total_cost_cents + EXCLUDED.total_cost_cents,
         estimated_cost_cents = m.estimated_cost_cents + EXCLUDED.estimated_cost_cents,
         total_calls = m.total_calls + 1,
         total_input_tokens = m.total_input_tokens + v_in,
         total_output_tokens = m.total_output_tokens + v_out,
-        model_breakdown = fn_breakdown_add(m.model_breakdown, NEW.model, NEW.cost_cents, v_in, v_out),
-        endpoint_breakdown = fn_breakdown_add(m.endpoint_breakdown, NEW.endpoint, NEW.cost_cents, v_in, v_out),
+        model_breakdown = fn_breakdown_add(m.model_breakdown, NEW.model, NEW.cost_cents, v_in,
+                                           v_out),
+        endpoint_breakdown = fn_breakdown_add(m.endpoint_breakdown, NEW.endpoint, NEW.cost_cents,
+                                              v_in, v_out),
+        kind_breakdown = fn_kind_breakdown_add(m.kind_breakdown, NEW.usage_breakdown),
         updated_at = now();
     RETURN NULL;
 END
@@ -1577,11 +1627,11 @@ BEGIN
     IF OLD.status <> 'pending' AND (NEW.status, NEW.cost_cents, NEW.input_tokens,
             NEW.output_tokens, NEW.cost_is_estimate, NEW.model, NEW.endpoint, NEW.tenant_id,
             NEW.started_at, NEW.reserved_cents, NEW.usage_anomaly, NEW.raw_usage,
-            NEW.investigation_id, NEW.budget_optimization_job_id, NEW.settled_at)
+            NEW.investigation_id, NEW.budget_optimization_job_id, NEW.settled_at, NEW.usage_breakdown)
         IS DISTINCT FROM (OLD.status, OLD.cost_cents, OLD.input_tokens,
             OLD.output_tokens, OLD.cost_is_estimate, OLD.model, OLD.endpoint, OLD.tenant_id,
             OLD.started_at, OLD.reserved_cents, OLD.usage_anomaly, OLD.raw_usage,
-            OLD.investigation_id, OLD.budget_optimization_job_id, OLD.settled_at) THEN
+            OLD.investigation_id, OLD.budget_optimization_job_id, OLD.settled_at, OLD.usage_breakdown) THEN
         RAISE EXCEPTION 'llm_api_calls row % is settled; its money facts are immutable', OLD.id
             USING ERRCODE = 'check_violation';
     END IF;
@@ -1715,7 +1765,7 @@ AS $function$
         SELECT c.tenant_id, date_trunc('month', c.started_at AT TIME ZONE 'UTC')::date AS month,
                c.model, c.endpoint, c.cost_cents, c.cost_is_estimate,
                coalesce(c.input_tokens, 0) AS input_tokens,
-               coalesce(c.output_tokens, 0) AS output_tokens
+               coalesce(c.output_tokens, 0) AS output_tokens, coalesce(c.usage_breakdown, '{}'::jsonb) AS usage_breakdown
         FROM llm_api_calls c
         WHERE c.status <> 'pending'
           AND (p_month IS NULL OR date_trunc('month', c.started_at AT TIME ZONE 'UTC')::date = p_month)
@@ -1744,6 +1794,17 @@ AS $function$
     ),
     recorded AS (
         SELECT m.* FROM llm_monthly_costs m WHERE p_month IS NULL OR m.month = p_month
+    ),
+    kinds AS (
+        SELECT k.tenant_id, k.month, jsonb_object_agg(k.kind, jsonb_build_object(
+                   'tokens', k.tokens, 'cost_cents', k.cost, 'uncached_cents', k.uncached)) AS kinds
+        FROM (SELECT s.tenant_id, s.month, b.key AS kind,
+                     sum((b.value ->> 'tokens')::bigint) AS tokens,
+                     sum((b.value ->> 'cost_cents')::numeric) AS cost,
+                     sum((b.value ->> 'uncached_cents')::numeric) AS uncached
+                FROM settled s CROSS JOIN LATERAL jsonb_each(s.usage_breakdown) b
+               GROUP BY 1, 2, 3) k
+        GROUP BY 1, 2
     )
     SELECT coalesce(r.tenant_id, c.tenant_id), coalesce(r.month, c.month),
            coalesce(r.total_cost_cents, 0), coalesce(c.cost, 0),
@@ -1753,7 +1814,10 @@ AS $function$
              AND coalesce(r.total_output_tokens, 0) = coalesce(c.output_tokens, 0)
              AND coalesce(r.model_breakdown, '{}'::jsonb) = coalesce(c.models, '{}'::jsonb)
              AND coalesce(r.endpoint_breakdown, '{}'::jsonb) = coalesce(c.endpoints, '{}'::jsonb)
+             AND coalesce(r.kind_breakdown, '{}'::jsonb) = coalesce(kd.kinds, '{}'::jsonb)
     FROM recorded r FULL JOIN computed c ON c.tenant_id = r.tenant_id AND c.month = r.month
+      LEFT JOIN kinds kd ON kd.tenant_id = coalesce(r.tenant_id, c.tenant_id)
+                        AND kd.month = coalesce(r.month, c.month)
     ORDER BY 2, 1
 $function$
 

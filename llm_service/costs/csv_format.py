@@ -1,4 +1,8 @@
-"""The monthly report as CSV: one row per model and per endpoint, then a total row."""
+"""The monthly report as CSV: one row per model, endpoint and kind of token, then totals.
+
+A `token` row holds one kind of token as billed (its count in the input or output column); the
+`caching_saved` row what the cached tokens would have cost more at the base rate.
+"""
 
 from __future__ import annotations
 
@@ -53,6 +57,25 @@ def render_csv(report: MonthlyCostReport) -> str:
                 line.cost_cents,
             )
         )
+    for token in report.by_kind:
+        is_input = token.direction == "input"
+        writer.writerow(
+            (
+                *head,
+                "token",
+                token.kind,
+                "",
+                token.tokens if is_input else "",
+                "" if is_input else token.tokens,
+                token.cost_usd,
+                token.cost_cents,
+            )
+        )
+    if report.by_kind:
+        writer.writerow(
+            (*head, "caching_saved", "", "", "", "", report.caching_saved_usd,
+             report.caching_saved_cents)
+        )  # fmt: skip
     writer.writerow(
         (
             *head,

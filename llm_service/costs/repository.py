@@ -11,7 +11,7 @@ import asyncpg
 
 _MONTHLY_SQL = """
 SELECT total_cost_cents, estimated_cost_cents, total_calls, total_input_tokens,
-       total_output_tokens, model_breakdown, endpoint_breakdown
+       total_output_tokens, model_breakdown, endpoint_breakdown, kind_breakdown
 FROM llm_monthly_costs
 WHERE tenant_id = $1 AND month = $2
 """

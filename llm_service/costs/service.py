@@ -13,6 +13,7 @@ import asyncpg
 from pydantic import BaseModel, Field
 
 from budgets.money import CENTS_SCALE, exact_arithmetic
+from budgets.prices import INPUT_KINDS, OUTPUT_KINDS
 from llm_service.costs import repository
 from llm_service.db.pool import decode_json, set_tenant
 from llm_service.errors import InvalidRequest
@@ -45,6 +46,18 @@ class EndpointCost(CostLine):
     endpoint: str
 
 
+class KindCost(BaseModel):
+    """A month's tokens of one kind as billed (input, cache_read, cache_write, output, ...)."""
+
+    kind: str
+    direction: str = Field(description="input or output")
+    tokens: int
+    cost_usd: str = Field(description="exact decimal USD, as billed")
+    cost_cents: str
+    uncached_usd: str = Field(description="what these tokens would have cost at the base rate")
+    uncached_cents: str
+
+
 class DailyCost(CostLine):
     """One UTC day's settled cost of one model."""
 
@@ -67,6 +80,22 @@ class MonthlyCostReport(BaseModel):
     output_tokens: int
     by_model: list[ModelCost]
     by_endpoint: list[EndpointCost]
+    by_kind: list[KindCost] = Field(
+        default_factory=list, description="the calls billed from their usage, per kind of token"
+    )
+    cached_cost_usd: str = Field(default="0", description="spent on cache reads and cache writes")
+    cached_cost_cents: str = Field(default="0.0000000000")
+    uncached_cost_usd: str = Field(default="0", description="spent on every other kind of token")
+    uncached_cost_cents: str = Field(default="0.0000000000")
+    caching_saved_usd: str = Field(
+        default="0", description="what the cached tokens would have cost more at the base rate"
+    )
+    caching_saved_cents: str = Field(default="0.0000000000")
+    unitemised_cost_usd: str = Field(
+        default="0",
+        description="the part of the total not billed from usage (estimates, at reservation)",
+    )
+    unitemised_cost_cents: str = Field(default="0.0000000000")
     cap_usd: str
     cap_cents: str
     cap_used_fraction: str | None = Field(
@@ -81,6 +110,16 @@ def cents_text(cents: Decimal) -> str:
     """Cents as a fixed-point string at the ledger's 10 places ("0.0000150000"), never rounded."""
     with exact_arithmetic():
         return format(cents.quantize(CENTS_SCALE), "f")
+
+
+def exact_cents_text(cents: Decimal) -> str:
+    """Cents at the ledger's 10 places when they fit, else every digit (a per-kind cost is exact,
+    not rounded up like a call's total)."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        if cents == cents.quantize(CENTS_SCALE):
+            return cents_text(cents)
+    return format(cents.normalize(), "f")
 
 
 def usd_text(cents: Decimal) -> str:
@@ -145,6 +184,56 @@ def _breakdown(raw: Any) -> list[tuple[str, CostLine]]:
     return sorted(lines, key=lambda kv: (-_decimal(kv[1].cost_cents), kv[0]))
 
 
+def _kinds(raw: Any) -> list[KindCost]:
+    """The month's kind breakdown in the pricing order (input kinds, then output kinds)."""
+    data: Mapping[str, Mapping[str, Any]] = decode_json(raw) if isinstance(raw, str) else raw or {}
+    order = {kind: i for i, kind in enumerate((*INPUT_KINDS, *OUTPUT_KINDS))}
+    lines = []
+    for kind in sorted(data, key=lambda k: (order.get(k, len(order)), k)):
+        entry = data[kind]
+        cost, uncached = (
+            _decimal(entry.get("cost_cents", 0)),
+            _decimal(entry.get("uncached_cents", 0)),
+        )
+        lines.append(
+            KindCost(
+                kind=kind,
+                direction="output" if kind in OUTPUT_KINDS else "input",
+                tokens=int(entry.get("tokens", 0)),
+                cost_usd=usd_text(cost),
+                cost_cents=exact_cents_text(cost),
+                uncached_usd=usd_text(uncached),
+                uncached_cents=exact_cents_text(uncached),
+            )
+        )
+    return lines
+
+
+def _kind_totals(kinds: list[KindCost], total: Decimal) -> dict[str, str]:
+    """Cached beside uncached spend, what caching saved, and what is not itemised, exactly."""
+    with exact_arithmetic():
+        cached = sum((Decimal(k.cost_cents) for k in kinds if k.kind.startswith("cache_")), ZERO)
+        itemised = sum((Decimal(k.cost_cents) for k in kinds), ZERO)
+        saved = sum((Decimal(k.uncached_cents) - Decimal(k.cost_cents) for k in kinds), ZERO)
+        uncached = itemised - cached
+        unitemised = total - itemised
+    return {
+        "cached_cost_usd": usd_text(cached),
+        "cached_cost_cents": exact_cents_text(cached),
+        "uncached_cost_usd": usd_text(uncached),
+        "uncached_cost_cents": exact_cents_text(uncached),
+        "caching_saved_usd": signed_usd_text(saved),
+        "caching_saved_cents": exact_cents_text(saved),
+        "unitemised_cost_usd": signed_usd_text(unitemised),
+        "unitemised_cost_cents": exact_cents_text(unitemised),
+    }
+
+
+def signed_usd_text(cents: Decimal) -> str:
+    """Like usd_text, for an amount that may be negative (a cache write costs more than base)."""
+    return ("-" + usd_text(-cents)) if cents < 0 else usd_text(cents)
+
+
 def _line(calls: int, input_tokens: int, output_tokens: int, cents: Decimal) -> CostLine:
     return CostLine(
         calls=calls,
@@ -167,6 +256,7 @@ def build_report(
     row: Mapping[str, Any] = monthly or {}
     total = _decimal(row.get("total_cost_cents", ZERO))
     estimated = _decimal(row.get("estimated_cost_cents", ZERO))
+    kinds = _kinds(row.get("kind_breakdown"))
     return MonthlyCostReport(
         month=month_label(month),
         tenant_id=tenant_id,
@@ -185,6 +275,8 @@ def build_report(
             EndpointCost(endpoint=key, **line.model_dump())
             for key, line in _breakdown(row.get("endpoint_breakdown"))
         ],
+        by_kind=kinds,
+        **_kind_totals(kinds, total),
         cap_usd=usd_text(cap_cents),
         cap_cents=cents_text(cap_cents),
         cap_used_fraction=fraction_text(total, cap_cents),

@@ -16,10 +16,13 @@ from pydantic import BaseModel, Field
 from budgets.money import exact_arithmetic
 from llm_service.costs.service import (
     EndpointCost,
+    KindCost,
     ModelCost,
     build_report,
     cents_text,
+    exact_cents_text,
     month_label,
+    signed_usd_text,
     usd_text,
 )
 from llm_service.finance import repository
@@ -37,6 +40,15 @@ _TENANT_FIELDS: Final = frozenset(
         "output_tokens",
         "by_model",
         "by_endpoint",
+        "by_kind",
+        "cached_cost_usd",
+        "cached_cost_cents",
+        "uncached_cost_usd",
+        "uncached_cost_cents",
+        "caching_saved_usd",
+        "caching_saved_cents",
+        "unitemised_cost_usd",
+        "unitemised_cost_cents",
         "cap_usd",
         "cap_cents",
         "cap_used_fraction",
@@ -58,6 +70,15 @@ class TenantMonthCosts(BaseModel):
     output_tokens: int
     by_model: list[ModelCost]
     by_endpoint: list[EndpointCost]
+    by_kind: list[KindCost]
+    cached_cost_usd: str = Field(description="spent on cache reads and cache writes")
+    cached_cost_cents: str
+    uncached_cost_usd: str = Field(description="spent on every other kind of token")
+    uncached_cost_cents: str
+    caching_saved_usd: str = Field(description="what cached tokens would have cost more uncached")
+    caching_saved_cents: str
+    unitemised_cost_usd: str = Field(description="not billed from usage (estimates, anomalies)")
+    unitemised_cost_cents: str
     cap_usd: str
     cap_cents: str
     cap_used_fraction: str | None = Field(
@@ -78,6 +99,12 @@ class FinanceMonthlyCosts(BaseModel):
     calls: int
     input_tokens: int
     output_tokens: int
+    cached_cost_usd: str = Field(description="all tenants: spent on cache reads and writes")
+    cached_cost_cents: str
+    uncached_cost_usd: str
+    uncached_cost_cents: str
+    caching_saved_usd: str = Field(description="all tenants: what caching saved")
+    caching_saved_cents: str
     tenants: list[TenantMonthCosts]
 
 
@@ -141,6 +168,7 @@ def tenant_month(month: date, row: Mapping[str, Any]) -> TenantMonthCosts:
             "total_output_tokens": row["output_tokens"],
             "model_breakdown": row["model_breakdown"],
             "endpoint_breakdown": row["endpoint_breakdown"],
+            "kind_breakdown": row.get("kind_breakdown"),
         },
         [],
         row["monthly_cap_cents"],
@@ -155,6 +183,10 @@ def build_monthly(month: date, rows: Sequence[Mapping[str, Any]]) -> FinanceMont
     """The finance month from the definer function's rows (already most spent first)."""
     total = _sum(r["total_cost_cents"] for r in rows)
     estimated = _sum(r["estimated_cost_cents"] for r in rows)
+    tenants = [tenant_month(month, r) for r in rows]
+    cached = _sum(Decimal(t.cached_cost_cents) for t in tenants)
+    uncached = _sum(Decimal(t.uncached_cost_cents) for t in tenants)
+    saved = _sum(Decimal(t.caching_saved_cents) for t in tenants)
     return FinanceMonthlyCosts(
         month=month_label(month),
         tenant_count=len(rows),
@@ -165,7 +197,13 @@ def build_monthly(month: date, rows: Sequence[Mapping[str, Any]]) -> FinanceMont
         calls=sum(int(r["calls"]) for r in rows),
         input_tokens=sum(int(r["input_tokens"]) for r in rows),
         output_tokens=sum(int(r["output_tokens"]) for r in rows),
-        tenants=[tenant_month(month, r) for r in rows],
+        cached_cost_usd=usd_text(cached),
+        cached_cost_cents=exact_cents_text(cached),
+        uncached_cost_usd=usd_text(uncached),
+        uncached_cost_cents=exact_cents_text(uncached),
+        caching_saved_usd=signed_usd_text(saved),
+        caching_saved_cents=exact_cents_text(saved),
+        tenants=tenants,
     )
 
 

@@ -26,13 +26,15 @@ from tenacity import AsyncRetrying, retry_if_exception
 from budgets.ceiling import Reservation, RunCeiling
 from budgets.ledger import CallReservation, reserve_call, settle_call, void_reservation
 from budgets.prices import ModelPrice, PriceBook
-from budgets.usage import missing_usage
+from budgets.usage import KindCost, UsageDetails, missing_usage
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.retry import is_database_outage, retry_through_outage
 from llm_service.errors import ServiceError
 from llm_service.input_rules import storable
 from llm_service.llm import retry
 from llm_service.llm.litellm_setup import load_litellm
+from llm_service.llm.prompt_cache import mark_stable_prefix
+from llm_service.llm.usage_read import ProviderUsage, breakdown_json, completion_usage, raw_usage
 from llm_service.metrics import LLM_CALLS, LLM_SPEND, RESERVATIONS_IN_FLIGHT, USAGE_ANOMALIES
 from llm_service.pii.redact import PiiFinding, redact_messages
 from llm_service.pii.repository import record_findings
@@ -102,15 +104,6 @@ class LlmResult:
 
 
 @dataclass(frozen=True)
-class _Usage:
-    """The usage a provider reported, as it came: evidence, judged before it is billed."""
-
-    input_tokens: object
-    output_tokens: object
-    raw: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
 class _Billed:
     """How an answered call was settled."""
 
@@ -119,6 +112,7 @@ class _Billed:
     output_tokens: int | None
     estimate: bool
     anomaly: str | None
+    kinds: tuple[KindCost, ...] = ()
 
 
 class LlmGateway:
@@ -174,6 +168,8 @@ class LlmGateway:
             )
         ceiling = ceiling or RunCeiling(self.settings.llm_call_max_cost_usd)
         provider = self._provider(model)
+        # The stable prefix marked for providers that cache only where asked (prompt_cache).
+        sent, cache_writes = mark_stable_prefix(redacted, provider)
         extra: dict[str, Any] = {}
         if request.tools:
             extra["tools"] = request.tools
@@ -182,17 +178,17 @@ class LlmGateway:
         if self.settings.llm_api_base:
             extra["api_base"] = self.settings.llm_api_base
 
-        async def invoke(max_tokens: int, timeout: float) -> tuple[Any, _Usage | None]:
+        async def invoke(max_tokens: int, timeout: float) -> tuple[Any, ProviderUsage | None]:
             response = await self._litellm.acompletion(
                 model=model,
-                messages=redacted,
+                messages=sent,
                 max_tokens=max_tokens,
                 timeout=timeout,
                 max_retries=0,
                 num_retries=0,
                 **extra,
             )
-            return response, _completion_usage(response)
+            return response, completion_usage(response)
 
         response, call, attempts, latency_ms, billed, cost = await self._with_retries(
             request=request,
@@ -205,6 +201,7 @@ class LlmGateway:
             findings=findings,
             prompt={"messages": redacted},
             invoke=invoke,
+            cache_writes=cache_writes,
         )
         if not response.choices:
             # Settled (and billed) as answered, but there is nothing to return.
@@ -247,7 +244,7 @@ class LlmGateway:
         input_tokens = sum(int(self._litellm.token_counter(model=model, text=t)) for t in redacted)
         request = LlmRequest(tenant_id=tenant_id, endpoint="embeddings", messages=[], max_tokens=1)
 
-        async def invoke(_: int, timeout: float) -> tuple[Any, _Usage | None]:
+        async def invoke(_: int, timeout: float) -> tuple[Any, ProviderUsage | None]:
             response = await self._litellm.aembedding(
                 model=model,
                 input=redacted,
@@ -257,7 +254,9 @@ class LlmGateway:
             )
             usage = getattr(response, "usage", None)
             tokens = getattr(usage, "prompt_tokens", None) if usage else None
-            return response, None if tokens is None else _Usage(tokens, 0, _raw_usage(usage))
+            if tokens is None:
+                return response, None
+            return response, ProviderUsage(tokens, 0, UsageDetails(), raw_usage(usage))
 
         response, *_, cost = await self._with_retries(
             request=request,
@@ -287,7 +286,8 @@ class LlmGateway:
         max_tokens: int,
         findings: list[PiiFinding],
         prompt: dict[str, Any] | None,
-        invoke: Callable[[int, float], Awaitable[tuple[Any, _Usage | None]]],
+        invoke: Callable[[int, float], Awaitable[tuple[Any, ProviderUsage | None]]],
+        cache_writes: bool = False,
     ) -> tuple[Any, CallReservation, int, int, _Billed, Decimal]:
         retrying = AsyncRetrying(
             retry=retry_if_exception(retry.is_transient),
@@ -312,6 +312,7 @@ class LlmGateway:
                         prompt=prompt,
                         attempt_no=attempt_no,
                         invoke=invoke,
+                        cache_writes=cache_writes,
                     )
         except BaseException as exc:
             if retry.is_transient(exc) and not isinstance(exc, TimeoutError):
@@ -334,7 +335,8 @@ class LlmGateway:
         findings: list[PiiFinding],
         prompt: dict[str, Any] | None,
         attempt_no: int,
-        invoke: Callable[[int, float], Awaitable[tuple[Any, _Usage | None]]],
+        invoke: Callable[[int, float], Awaitable[tuple[Any, ProviderUsage | None]]],
+        cache_writes: bool = False,
     ) -> tuple[Any, CallReservation, int, int, _Billed, Decimal]:
         timeout = self.settings.llm_request_timeout_s
         if deadline is not None:
@@ -347,6 +349,7 @@ class LlmGateway:
             max_tokens,
             min_output_tokens=min(request.min_output_tokens, max_tokens),
             for_wrapup=request.for_wrapup,
+            cache_writes=cache_writes,
         )
         try:
             call = await self._open_call(
@@ -379,6 +382,7 @@ class LlmGateway:
                 response,
                 anomaly=billed.anomaly,
                 raw_usage=None if usage is None else usage.raw,
+                usage_breakdown=breakdown_json(billed.kinds),
             )
         )
         return response, call, attempt_no, latency, billed, billed.cost
@@ -389,15 +393,27 @@ class LlmGateway:
         call: CallReservation,
         ceiling: RunCeiling,
         held: Reservation,
-        usage: _Usage | None,
+        usage: ProviderUsage | None,
     ) -> _Billed:
         """Judge the reported usage and settle the run's ceiling; never raises (a call that was
         answered must be settled, whatever its usage says)."""
         if usage is not None:
-            judged = ceiling.settle_reported(held, usage.input_tokens, usage.output_tokens)
+            judged = ceiling.settle_reported(
+                held, usage.input_tokens, usage.output_tokens, usage.details
+            )
             if judged.anomaly is None:
+                if judged.unpriced_kinds:
+                    _log.warning(
+                        "tokens of a kind without a price billed at the dearest known rate",
+                        extra={"call_id": str(call.call_id), "kinds": judged.unpriced_kinds},
+                    )
                 return _Billed(
-                    judged.cost_usd, judged.input_tokens, judged.output_tokens, False, None
+                    judged.cost_usd,
+                    judged.input_tokens,
+                    judged.output_tokens,
+                    False,
+                    None,
+                    judged.kinds,
                 )
             anomaly = judged.anomaly
             cost = judged.cost_usd
@@ -520,6 +536,7 @@ class LlmGateway:
         error: BaseException | None = None,
         anomaly: str | None = None,
         raw_usage: dict[str, Any] | None = None,
+        usage_breakdown: dict[str, Any] | None = None,
     ) -> None:
 
         provider_id = None if response is None else getattr(response, "id", None)
@@ -531,6 +548,7 @@ class LlmGateway:
             "error_message": storable(_error_text(error)) if error else None,
             "usage_anomaly": storable(anomaly) if anomaly else None,
             "raw_usage": raw_usage,
+            "usage_breakdown": usage_breakdown,
         }
 
         async def settle() -> None:
@@ -577,36 +595,6 @@ class LlmGateway:
         except Exception:
             provider = model.split("/", 1)[0] if "/" in model else "unknown"
         return provider
-
-
-def _completion_usage(response: Any) -> _Usage | None:
-    usage = getattr(response, "usage", None)
-    if usage is None:
-        return None
-    prompt = getattr(usage, "prompt_tokens", None)
-    completion = getattr(usage, "completion_tokens", None)
-    if prompt is None and completion is None:
-        return None
-    if prompt == 0 and completion == 0 and type(prompt) is int and type(completion) is int:
-        return None  # litellm fills zeros when the provider sent no usage at all
-    return _Usage(prompt, completion, _raw_usage(usage))
-
-
-_RAW_USAGE_LIMIT = 2_000
-
-
-def _raw_usage(usage: Any) -> dict[str, Any]:
-    """The provider's usage object as storable JSON evidence (no NaN, NUL or lone surrogate),
-    capped in size."""
-    try:
-        raw = usage.model_dump() if hasattr(usage, "model_dump") else dict(usage)
-        text = storable(json.dumps(raw, default=str, allow_nan=False))
-    except (TypeError, ValueError, RecursionError):
-        return {"unreadable": storable(repr(usage))[:_RAW_USAGE_LIMIT]}
-    if len(text) > _RAW_USAGE_LIMIT:
-        return {"truncated": True, "head": text[:_RAW_USAGE_LIMIT]}
-    parsed: dict[str, Any] = json.loads(text)
-    return parsed
 
 
 def _capped(prompt: dict[str, Any]) -> dict[str, Any]:

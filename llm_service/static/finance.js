@@ -170,6 +170,13 @@
     $("sum-calls").textContent = integer(m.calls);
     $("sum-calls").dataset.value = String(m.calls);
     $("sum-tenants").textContent = integer(m.tenant_count);
+    // Cached beside uncached spend, and what caching saved (negative: writes cost more).
+    for (const [id, field] of [["sum-uncached", "uncached_cost_usd"],
+                               ["sum-cached", "cached_cost_usd"],
+                               ["sum-saved", "caching_saved_usd"]]) {
+      $(id).textContent = usd(m[field]);
+      $(id).dataset.value = m[field];
+    }
     $("foot-total").textContent = usd(m.total_cost_usd);
     $("foot-estimated").textContent = usd(m.estimated_cost_usd);
     $("foot-calls").textContent = integer(m.calls);
@@ -203,6 +210,11 @@
       list.append(el("li", { "data-endpoint": line.endpoint, "data-value": line.cost_usd },
                      line.endpoint + ": " + usd(line.cost_usd) + " (" + integer(line.calls) +
                      " calls)"));
+    }
+    for (const line of tenant.by_kind || []) {
+      list.append(el("li", { "data-kind": line.kind, "data-value": line.cost_usd },
+                     line.kind.replace("_", " ") + ": " + usd(line.cost_usd) + " (" +
+                     integer(line.tokens) + " tokens; uncached " + usd(line.uncached_usd) + ")"));
     }
     details.append(list);
     cellNode.append(details);

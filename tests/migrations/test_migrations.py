@@ -23,6 +23,7 @@ REVISIONS = [
     "004_llm_subsystem",
     "005_pii_scan_incremental",
     "006_trust_privileges",
+    "007_priced_as_billed",
 ]
 VERSIONS_DIR = migrate.MIGRATIONS_DIR / "versions"
 CANONICAL_SCHEMA = migrate.MIGRATIONS_DIR / "canonical_schema.sql"

@@ -115,6 +115,19 @@ async def settle_in_month(
             started,
         )
         assert moved == "UPDATE 1"
+    breakdown = None
+    if status == "succeeded" and not estimate and input_tokens > 1:
+        # Billed as a provider with prompt caching would: half the cost on cached reads, which
+        # would have cost ten times as much uncached.
+        half = usd_to_cents(cost_usd) / 2
+        breakdown = {
+            "input": {"tokens": input_tokens - input_tokens // 2, "cost_cents": half,
+                      "uncached_cents": half, "rate_usd": "0", "rate_known": True},
+            "cache_read": {"tokens": input_tokens // 2, "cost_cents": half,
+                           "uncached_cents": half * 10, "rate_usd": "0", "rate_known": True},
+            "output": {"tokens": output_tokens, "cost_cents": 0, "uncached_cents": 0,
+                       "rate_usd": "0", "rate_known": True},
+        }  # fmt: skip
     async with tenant_transaction(app_pool, tenant_id) as conn:
         assert await settle_call(
             conn,
@@ -124,6 +137,7 @@ async def settle_in_month(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cost_is_estimate=estimate,
+            usage_breakdown=breakdown,
         )
     return Call(day, model, endpoint, usd_to_cents(cost_usd), input_tokens, output_tokens, estimate)
 

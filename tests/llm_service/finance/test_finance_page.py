@@ -240,6 +240,16 @@ async def test_page_shows_the_apis_numbers_and_a_chart(
     assert total.attrs["data-value"] == api["total_cost_usd"]
     assert _shown_usd(total.text) == Decimal(api["total_cost_usd"])
     assert dom.one(data_testid="month-calls").attrs["data-value"] == str(api["calls"])
+    # Cached beside uncached spend, and what caching saved, as the API has them.
+    assert Decimal(api["cached_cost_usd"]) > 0 and Decimal(api["caching_saved_usd"]) > 0
+    for testid, key in (
+        ("month-cached", "cached_cost_usd"),
+        ("month-uncached", "uncached_cost_usd"),
+        ("month-saved", "caching_saved_usd"),
+    ):
+        shown = dom.one(data_testid=testid)
+        assert shown.attrs["data-value"] == api[key]
+        assert _shown_usd(shown.text) == Decimal(api[key])
 
     # The table: one row per tenant, most spent first, every number as the API has it.
     rows = dom.find_all(data_testid="tenant-row")
