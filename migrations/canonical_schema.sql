@@ -865,7 +865,7 @@ FUNCTION fn_is_personal_key(p_key text)  -- owner: <owner>; SECURITY INVOKER; EX
 CREATE OR REPLACE FUNCTION public.fn_is_personal_key(p_key text)
  RETURNS boolean
  LANGUAGE sql
- IMMUTABLE PARALLEL SAFE STRICT
+ IMMUTABLE PARALLEL SAFE
 AS $function$
     SELECT fn_normalize_json_key(p_key) = ANY (ARRAY['address', 'address1', 'address2', 'address_line1', 'address_line2', 'address_line_1', 'address_line_2', 'bank_account', 'bank_account_number', 'billing_address', 'billing_email', 'billing_name', 'billing_phone', 'birth_date', 'birthdate', 'birthday', 'card_holder', 'card_holder_name', 'card_number', 'cardholder_name', 'cc_number', 'cell_phone', 'cellphone', 'client_ip', 'contact_email', 'contact_name', 'contact_phone', 'credit_card', 'credit_card_number', 'customer_email', 'customer_ip', 'customer_name', 'customer_phone', 'cvc', 'cvv', 'date_of_birth', 'dob', 'driver_license', 'driver_license_number', 'drivers_license', 'drivers_license_number', 'driving_licence', 'driving_license', 'e_mail', 'e_mail_address', 'email', 'email_address', 'family_name', 'fax', 'first_name', 'firstname', 'full_name', 'fullname', 'geo_location', 'geolocation', 'given_name', 'home_address', 'home_phone', 'house_number', 'iban', 'ip', 'ip_address', 'ip_v4', 'ip_v6', 'ipv4', 'ipv6', 'itin', 'last_name', 'lastname', 'lat', 'latitude', 'lng', 'lon', 'longitude', 'maiden_name', 'mailing_address', 'middle_name', 'mobile', 'mobile_number', 'mobile_phone', 'msisdn', 'national_id', 'national_id_number', 'national_insurance_number', 'nino', 'passport', 'passport_no', 'passport_number', 'personal_email', 'phone', 'phone_no', 'phone_number', 'post_code', 'postal_address', 'postal_code', 'postcode', 'recipient_name', 'remote_addr', 'remote_address', 'remote_ip', 'shipping_address', 'shipping_email', 'shipping_name', 'shipping_phone', 'social_security', 'social_security_number', 'ssn', 'street', 'street_address', 'surname', 'tax_id', 'taxpayer_id', 'tel', 'telephone', 'telephone_number', 'tin', 'user_email', 'user_ip', 'user_name', 'username', 'work_email', 'work_phone', 'x_forwarded_for', 'x_real_ip', 'zip', 'zip_code', 'zipcode']::text[])
 $function$
@@ -1464,7 +1464,7 @@ FUNCTION fn_normalize_json_key(p_key text)  -- owner: <owner>; SECURITY INVOKER;
 CREATE OR REPLACE FUNCTION public.fn_normalize_json_key(p_key text)
  RETURNS text
  LANGUAGE sql
- IMMUTABLE PARALLEL SAFE STRICT
+ IMMUTABLE PARALLEL SAFE
 AS $function$
     -- Fast path: most keys are already snake_case, and normalise to themselves.
     SELECT CASE WHEN p_key ~ '^[a-z0-9]+(_[a-z0-9]+)*$' THEN p_key ELSE
@@ -1593,13 +1593,17 @@ WITH taken AS (
       FROM docs d
      CROSS JOIN LATERAL regexp_matches(d.doc::text, '"((?:[^"\\]|\\.)*)"(: )?', 'g') AS m
      WHERE m[2] IS NOT NULL
+), tokens AS MATERIALIZED (
+    -- Distinct first (materialized, so the test is not pushed below the aggregate).
+    SELECT DISTINCT token FROM keys
 ), personal AS MATERIALIZED (
-    SELECT u.token FROM (SELECT DISTINCT token FROM keys) AS u
-     WHERE fn_is_personal_key(('"' || u.token || '"')::jsonb #>> '{}')
+    SELECT t.token FROM tokens t
+     WHERE fn_is_personal_key(('"' || t.token || '"')::jsonb #>> '{}')
 ), hits AS (
     SELECT d.* FROM docs d
-     WHERE EXISTS (SELECT 1 FROM keys k JOIN personal p ON p.token = k.token
-                    WHERE k.table_name = d.table_name AND k.record_id = d.record_id)
+      JOIN (SELECT DISTINCT k.table_name, k.record_id
+              FROM keys k JOIN personal p ON p.token = k.token) AS h
+        ON h.table_name = d.table_name AND h.record_id = d.record_id
 ), found AS (
     SELECT h.tenant_id, h.table_name, h.column_name, h.record_id,
            CASE WHEN length(p.path) <= 400 THEN p.path
