@@ -1588,28 +1588,12 @@ WITH taken AS (
               FROM taken k JOIN revenue_ledger s ON s.id = k.record_id
              WHERE k.source_table = 'revenue_ledger'
            ) AS d (table_name, column_name, tenant_id, record_id, doc)
-), keys AS MATERIALIZED (
-    SELECT d.table_name, d.record_id, m[1] AS token
-      FROM docs d
-     CROSS JOIN LATERAL regexp_matches(d.doc::text, '"((?:[^"\\]|\\.)*)"(: )?', 'g') AS m
-     WHERE m[2] IS NOT NULL
-), tokens AS MATERIALIZED (
-    -- Distinct first (materialized, so the test is not pushed below the aggregate).
-    SELECT DISTINCT token FROM keys
-), personal AS MATERIALIZED (
-    SELECT t.token FROM tokens t
-     WHERE fn_is_personal_key(('"' || t.token || '"')::jsonb #>> '{}')
-), hits AS (
-    SELECT d.* FROM docs d
-      JOIN (SELECT DISTINCT k.table_name, k.record_id
-              FROM keys k JOIN personal p ON p.token = k.token) AS h
-        ON h.table_name = d.table_name AND h.record_id = d.record_id
 ), found AS (
     SELECT h.tenant_id, h.table_name, h.column_name, h.record_id,
            CASE WHEN length(p.path) <= 400 THEN p.path
                 ELSE left(p.path, 360) || '...#' || md5(p.path) END AS path,
            left(p.key, 100) AS key
-      FROM hits h CROSS JOIN LATERAL fn_jsonb_personal_paths(h.doc) AS p
+      FROM docs h CROSS JOIN LATERAL fn_jsonb_personal_paths(h.doc) AS p
 ), inserted AS (
     INSERT INTO pii_audit_findings (tenant_id, source, table_name, column_name, record_id,
                                     detected_key, finding_kind, redacted_snippet)

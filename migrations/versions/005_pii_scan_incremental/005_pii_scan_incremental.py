@@ -11,9 +11,8 @@ entries (SKIP LOCKED) and records the findings of their rows in the same stateme
   it queued, or a newer one (one snapshot serves the delete and the reads);
 - a batch that fails rolls back, entries included; concurrent scans take disjoint entries, never
   wait for each other or for writers, and a finding is recorded once (the unique index of 002);
-- a batch costs its own rows, whatever the size of the tables: all the keys of its documents are
-  listed in one linear pass over their text form, each distinct key is tested once, and only the
-  documents that hold a personal key are walked for their JSON paths.
+- a batch costs its own rows, whatever the size of the tables (the walk of each document is
+  002's fn_jsonb_personal_paths, with its key tests now inlined by the planner).
 
 Revision ID: 005_pii_scan_incremental
 Revises: 004_llm_subsystem
@@ -129,10 +128,7 @@ _DOCS = "\n            UNION ALL\n".join(
 
 # One statement, so one snapshot: the entries it deletes and the rows it reads. An entry visible
 # to it was committed with (or before) the row version it queued, so that version or a newer one
-# is what it scans. Keys are listed from jsonb's text form, where every string is a complete
-# "..." token with \" and \\ escaped and a key is the token followed by ': '; matching every
-# string token in turn keeps the scan aligned on token boundaries (linear; jsonpath's .** is
-# quadratic in depth). Findings are inserted in key order so concurrent scans cannot deadlock.
+# is what it scans. Findings are inserted in key order so concurrent scans cannot deadlock.
 BATCH_SQL = f"""
 WITH taken AS (
     DELETE FROM pii_scan_queue q
@@ -144,28 +140,12 @@ WITH taken AS (
       FROM (
 {_DOCS}
            ) AS d (table_name, column_name, tenant_id, record_id, doc)
-), keys AS MATERIALIZED (
-    SELECT d.table_name, d.record_id, m[1] AS token
-      FROM docs d
-     CROSS JOIN LATERAL regexp_matches(d.doc::text, '"((?:[^"\\\\]|\\\\.)*)"(: )?', 'g') AS m
-     WHERE m[2] IS NOT NULL
-), tokens AS MATERIALIZED (
-    -- Distinct first (materialized, so the test is not pushed below the aggregate).
-    SELECT DISTINCT token FROM keys
-), personal AS MATERIALIZED (
-    SELECT t.token FROM tokens t
-     WHERE fn_is_personal_key(('"' || t.token || '"')::jsonb #>> '{{}}')
-), hits AS (
-    SELECT d.* FROM docs d
-      JOIN (SELECT DISTINCT k.table_name, k.record_id
-              FROM keys k JOIN personal p ON p.token = k.token) AS h
-        ON h.table_name = d.table_name AND h.record_id = d.record_id
 ), found AS (
     SELECT h.tenant_id, h.table_name, h.column_name, h.record_id,
            CASE WHEN length(p.path) <= {MAX_PATH} THEN p.path
                 ELSE left(p.path, {MAX_PATH - 40}) || '...#' || md5(p.path) END AS path,
            left(p.key, 100) AS key
-      FROM hits h CROSS JOIN LATERAL fn_jsonb_personal_paths(h.doc) AS p
+      FROM docs h CROSS JOIN LATERAL fn_jsonb_personal_paths(h.doc) AS p
 ), inserted AS (
     INSERT INTO pii_audit_findings (tenant_id, source, table_name, column_name, record_id,
                                     detected_key, finding_kind, redacted_snippet)
