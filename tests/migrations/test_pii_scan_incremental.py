@@ -333,6 +333,17 @@ async def test_a_huge_backlog_is_scanned_in_bounded_batches(
         )
 
 
+async def test_the_inlinable_key_functions_still_answer_null_for_null(
+    app_pool: asyncpg.Pool,
+) -> None:
+    async with app_pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT fn_normalize_json_key(NULL), fn_is_personal_key(NULL),"
+            " (SELECT count(*) FROM fn_jsonb_personal_paths(NULL))"
+        )
+    assert tuple(row or ()) == (None, None, 0)
+
+
 @pytest.mark.parametrize("size", [0, -1, 10_001, None])
 async def test_a_batch_size_out_of_bounds_is_refused(
     app_pool: asyncpg.Pool, size: int | None

@@ -9,8 +9,9 @@ entries (SKIP LOCKED) and records the findings of their rows in the same stateme
   (a transaction that commits after a later one is simply queued later; there is no watermark to
   skip past it), and it leaves the queue only with the transaction that scanned the row version
   it queued, or a newer one (one snapshot serves the delete and the reads);
-- a batch that fails rolls back, entries included; concurrent scans take disjoint entries, never
-  wait for each other or for writers, and a finding is recorded once (the unique index of 002);
+- a batch that fails rolls back, entries included; concurrent scans take disjoint entries and
+  never wait for writers (nor for each other, unless both hold the same row through a replayed
+  entry), and a finding is recorded once (the unique index of 002);
 - a batch costs its own rows, whatever the size of the tables (the walk of each document is
   002's fn_jsonb_personal_paths, with its key tests now inlined by the planner).
 
