@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test lint bench clean-db install browser
+.PHONY: run test test-pg15 lint bench clean-db install browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ browser:
 ## The whole test suite against a real PostgreSQL (embedded unless DATABASE_URL is set).
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+## The whole suite against Debian's PostgreSQL 15 (the production version) with pgvector built
+## from PGVECTOR_SRC, on a private throwaway cluster (scripts/test_pg15.sh).
+test-pg15: $(STAMP) browser
+	scripts/test_pg15.sh
 
 ## Ruff and mypy, as CI runs them.
 lint: $(STAMP)

@@ -189,6 +189,22 @@ def _cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(work())
 
 
+def _cmd_pii_scan(settings: Settings, args: argparse.Namespace) -> int:
+    from llm_service.pii.scan import drain, render
+
+    async def work() -> int:
+        # As the application role: each batch is a narrow definer function (SKIP LOCKED).
+        conn = await asyncpg.connect(database_runtime(settings).urls.app)
+        try:
+            report = await drain(conn, batch_size=args.batch_size, max_batches=args.max_batches)
+        finally:
+            await conn.close()
+        print(render(report))
+        return 0
+
+    return asyncio.run(work())
+
+
 def _month(text: str) -> date:
     from llm_service.costs.service import parse_month
 
@@ -310,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retention.add_argument("--batch-size", type=int, help="rows per batch (default 1000)")
     retention.set_defaults(func=_cmd_retention)
+
+    pii_scan = sub.add_parser(
+        "pii-scan",
+        help="scan new and changed event, dead-event and ledger JSON for personal data, in batches",
+    )
+    pii_scan.add_argument("--batch-size", type=int, default=1000, help="rows per batch")
+    pii_scan.add_argument("--max-batches", type=int, help="stop after this many batches")
+    pii_scan.set_defaults(func=_cmd_pii_scan)
     return parser
 
 

@@ -16,7 +16,7 @@ EXPECTED_TABLES = frozenset(
         "channel_state_transitions", "channel_assignment_corrections", "pii_audit_findings",
         "llm_api_calls", "llm_monthly_costs", "investigations", "investigation_tool_calls",
         "explanation_cache", "budget_optimization_jobs", "llm_validation_failures",
-        "investigation_events", "data_change_journal",
+        "investigation_events", "data_change_journal", "pii_scan_queue",
     }
 )  # fmt: skip
 GLOBAL_TABLES = frozenset({"channel_taxonomy", "channel_state_transitions", "alembic_version"})

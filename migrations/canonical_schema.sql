@@ -11,6 +11,7 @@ SCHEMA public GRANT USAGE TO llm_crosstenant
 
 SEQUENCE investigation_events_seq_seq
     GRANT llm_app: USAGE
+SEQUENCE pii_scan_queue_id_seq
 
 TABLE alembic_version  -- owner: <owner>
     COMMENT NULL
@@ -109,6 +110,7 @@ TABLE attribution_events  -- owner: <owner>
     TRIGGER trg_attribution_events_immutable: CREATE TRIGGER trg_attribution_events_immutable BEFORE UPDATE ON attribution_events FOR EACH ROW EXECUTE FUNCTION fn_attribution_events_immutable()
     TRIGGER trg_attribution_events_journal_delete: CREATE TRIGGER trg_attribution_events_journal_delete AFTER DELETE ON attribution_events REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_attribution_events()
     TRIGGER trg_attribution_events_journal_insert: CREATE TRIGGER trg_attribution_events_journal_insert AFTER INSERT ON attribution_events REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_attribution_events()
+    TRIGGER trg_attribution_events_pii_queue_insert: CREATE TRIGGER trg_attribution_events_pii_queue_insert AFTER INSERT ON attribution_events REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_pii_queue_attribution_events()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
@@ -273,6 +275,8 @@ TABLE dead_events  -- owner: <owner>
     TRIGGER trg_dead_events_journal_delete: CREATE TRIGGER trg_dead_events_journal_delete AFTER DELETE ON dead_events REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_dead_events()
     TRIGGER trg_dead_events_journal_insert: CREATE TRIGGER trg_dead_events_journal_insert AFTER INSERT ON dead_events REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_dead_events()
     TRIGGER trg_dead_events_journal_update: CREATE TRIGGER trg_dead_events_journal_update AFTER UPDATE ON dead_events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_dead_events()
+    TRIGGER trg_dead_events_pii_queue_insert: CREATE TRIGGER trg_dead_events_pii_queue_insert AFTER INSERT ON dead_events REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_pii_queue_dead_events()
+    TRIGGER trg_dead_events_pii_queue_update: CREATE TRIGGER trg_dead_events_pii_queue_update AFTER UPDATE ON dead_events REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_pii_queue_dead_events()
     TRIGGER trg_dead_events_updated_at: CREATE TRIGGER trg_dead_events_updated_at BEFORE UPDATE ON dead_events FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
@@ -556,6 +560,24 @@ TABLE pii_audit_findings  -- owner: <owner>
     GRANT INSERT, SELECT TO llm_app
     GRANT INSERT, SELECT TO llm_crosstenant
 
+TABLE pii_scan_queue  -- owner: <owner>
+    COMMENT 'Rows whose JSON (event and dead-event payloads, ledger metadata) changed and awaits the PII scan, queued by statement triggers in the transaction of the change; a scan batch deletes the entries it scanned. Data class: internal bookkeeping (ids only). Owner: data protection. RLS: enabled and forced (tenant_isolation_policy); the application may only read it, the definer functions (llm_crosstenant) write it.'
+    COLUMN id bigint NOT NULL GENERATED ALWAYS AS IDENTITY
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN source_table text NOT NULL
+    COLUMN record_id uuid NOT NULL
+    COLUMN queued_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_pii_scan_queue_source_table CHECK (source_table = ANY (ARRAY['attribution_events'::text, 'dead_events'::text, 'revenue_ledger'::text]))
+    CONSTRAINT pii_scan_queue_pkey PRIMARY KEY (id)
+    CONSTRAINT pii_scan_queue_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX idx_pii_scan_queue_tenant: CREATE INDEX idx_pii_scan_queue_tenant ON public.pii_scan_queue USING btree (tenant_id)
+    INDEX pii_scan_queue_pkey: CREATE UNIQUE INDEX pii_scan_queue_pkey ON public.pii_scan_queue USING btree (id)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT SELECT TO llm_app
+    GRANT DELETE, INSERT, SELECT, UPDATE TO llm_crosstenant
+
 TABLE reconciliation_runs  -- owner: <owner>
     COMMENT 'Job tracking for channel and revenue reconciliation. Data class: operational. Owner: reconciliation. RLS: enabled and forced (tenant_isolation_policy).'
     COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
@@ -622,6 +644,8 @@ TABLE revenue_ledger  -- owner: <owner>
     TRIGGER trg_revenue_ledger_journal_delete: CREATE TRIGGER trg_revenue_ledger_journal_delete AFTER DELETE ON revenue_ledger REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_revenue_ledger()
     TRIGGER trg_revenue_ledger_journal_insert: CREATE TRIGGER trg_revenue_ledger_journal_insert AFTER INSERT ON revenue_ledger REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_revenue_ledger()
     TRIGGER trg_revenue_ledger_journal_update: CREATE TRIGGER trg_revenue_ledger_journal_update AFTER UPDATE ON revenue_ledger REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_journal_revenue_ledger()
+    TRIGGER trg_revenue_ledger_pii_queue_insert: CREATE TRIGGER trg_revenue_ledger_pii_queue_insert AFTER INSERT ON revenue_ledger REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_pii_queue_revenue_ledger()
+    TRIGGER trg_revenue_ledger_pii_queue_update: CREATE TRIGGER trg_revenue_ledger_pii_queue_update AFTER UPDATE ON revenue_ledger REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fn_pii_queue_revenue_ledger()
     TRIGGER trg_revenue_ledger_updated_at: CREATE TRIGGER trg_revenue_ledger_updated_at BEFORE UPDATE ON revenue_ledger FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR SELECT TO llm_crosstenant USING (true)
@@ -868,7 +892,7 @@ FUNCTION fn_is_personal_key(p_key text)  -- owner: <owner>; SECURITY INVOKER; EX
 CREATE OR REPLACE FUNCTION public.fn_is_personal_key(p_key text)
  RETURNS boolean
  LANGUAGE sql
- IMMUTABLE PARALLEL SAFE STRICT
+ IMMUTABLE PARALLEL SAFE
 AS $function$
     SELECT fn_normalize_json_key(p_key) = ANY (ARRAY['address', 'address1', 'address2', 'address_line1', 'address_line2', 'address_line_1', 'address_line_2', 'bank_account', 'bank_account_number', 'billing_address', 'billing_email', 'billing_name', 'billing_phone', 'birth_date', 'birthdate', 'birthday', 'card_holder', 'card_holder_name', 'card_number', 'cardholder_name', 'cc_number', 'cell_phone', 'cellphone', 'client_ip', 'contact_email', 'contact_name', 'contact_phone', 'credit_card', 'credit_card_number', 'customer_email', 'customer_ip', 'customer_name', 'customer_phone', 'cvc', 'cvv', 'date_of_birth', 'dob', 'driver_license', 'driver_license_number', 'drivers_license', 'drivers_license_number', 'driving_licence', 'driving_license', 'e_mail', 'e_mail_address', 'email', 'email_address', 'family_name', 'fax', 'first_name', 'firstname', 'full_name', 'fullname', 'geo_location', 'geolocation', 'given_name', 'home_address', 'home_phone', 'house_number', 'iban', 'ip', 'ip_address', 'ip_v4', 'ip_v6', 'ipv4', 'ipv6', 'itin', 'last_name', 'lastname', 'lat', 'latitude', 'lng', 'lon', 'longitude', 'maiden_name', 'mailing_address', 'middle_name', 'mobile', 'mobile_number', 'mobile_phone', 'msisdn', 'national_id', 'national_id_number', 'national_insurance_number', 'nino', 'passport', 'passport_no', 'passport_number', 'personal_email', 'phone', 'phone_no', 'phone_number', 'post_code', 'postal_address', 'postal_code', 'postcode', 'recipient_name', 'remote_addr', 'remote_address', 'remote_ip', 'shipping_address', 'shipping_email', 'shipping_name', 'shipping_phone', 'social_security', 'social_security_number', 'ssn', 'street', 'street_address', 'surname', 'tax_id', 'taxpayer_id', 'tel', 'telephone', 'telephone_number', 'tin', 'user_email', 'user_ip', 'user_name', 'username', 'work_email', 'work_phone', 'x_forwarded_for', 'x_real_ip', 'zip', 'zip_code', 'zipcode']::text[])
 $function$
@@ -1559,8 +1583,7 @@ BEGIN
             USING ERRCODE = 'check_violation';
     END IF;
     INSERT INTO llm_monthly_costs AS m (tenant_id, month, total_cost_cents, estimated_cost_cents,
-        total_calls, total_input_tokens, total_output_tokens, model_breakdown,
-        endpoint_breakdown, kind_breakdown)
+        total_calls, total_input_tokens, total_output_tokens, model_breakdown, endpoint_breakdown, kind_breakdown)
     VALUES (NEW.tenant_id, v_month, NEW.cost_cents,
             CASE WHEN NEW.cost_is_estimate THEN NEW.cost_cents ELSE 0 END, 1, v_in, v_out,
             fn_breakdown_add('{}'::jsonb, NEW.model, NEW.cost_cents, v_in, v_out),
@@ -1572,10 +1595,8 @@ BEGIN
         total_calls = m.total_calls + 1,
         total_input_tokens = m.total_input_tokens + v_in,
         total_output_tokens = m.total_output_tokens + v_out,
-        model_breakdown = fn_breakdown_add(m.model_breakdown, NEW.model, NEW.cost_cents, v_in,
-                                           v_out),
-        endpoint_breakdown = fn_breakdown_add(m.endpoint_breakdown, NEW.endpoint, NEW.cost_cents,
-                                              v_in, v_out),
+        model_breakdown = fn_breakdown_add(m.model_breakdown, NEW.model, NEW.cost_cents, v_in, v_out),
+        endpoint_breakdown = fn_breakdown_add(m.endpoint_breakdown, NEW.endpoint, NEW.cost_cents, v_in, v_out),
         kind_breakdown = fn_kind_breakdown_add(m.kind_breakdown, NEW.usage_breakdown),
         updated_at = now();
     RETURN NULL;
@@ -1644,7 +1665,7 @@ FUNCTION fn_normalize_json_key(p_key text)  -- owner: <owner>; SECURITY INVOKER;
 CREATE OR REPLACE FUNCTION public.fn_normalize_json_key(p_key text)
  RETURNS text
  LANGUAGE sql
- IMMUTABLE PARALLEL SAFE STRICT
+ IMMUTABLE PARALLEL SAFE
 AS $function$
     -- Fast path: most keys are already snake_case, and normalise to themselves.
     SELECT CASE WHEN p_key ~ '^[a-z0-9]+(_[a-z0-9]+)*$' THEN p_key ELSE
@@ -1653,6 +1674,141 @@ AS $function$
                            '([a-z0-9])([A-Z])', '\1_\2', 'g')),
             '[^a-z0-9]+', '_', 'g'), '_')
     END
+$function$
+
+FUNCTION fn_pii_queue_attribution_events()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_pii_queue_attribution_events()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    -- Only for its own table: attached elsewhere it would queue forged ids.
+    IF TG_RELID <> 'public.attribution_events'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.attribution_events, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO pii_scan_queue (tenant_id, source_table, record_id)
+        SELECT n.tenant_id, 'attribution_events', n.id FROM new_rows n WHERE jsonb_typeof(n.raw_payload) IN ('object', 'array') AND n.raw_payload NOT IN ('{}', '[]');
+    END IF;
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_pii_queue_dead_events()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_pii_queue_dead_events()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    -- Only for its own table: attached elsewhere it would queue forged ids.
+    IF TG_RELID <> 'public.dead_events'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.dead_events, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO pii_scan_queue (tenant_id, source_table, record_id)
+        SELECT n.tenant_id, 'dead_events', n.id FROM new_rows n WHERE jsonb_typeof(n.raw_payload) IN ('object', 'array') AND n.raw_payload NOT IN ('{}', '[]');
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO pii_scan_queue (tenant_id, source_table, record_id)
+        SELECT n.tenant_id, 'dead_events', n.id
+          FROM (SELECT tenant_id, id, raw_payload FROM new_rows
+                EXCEPT SELECT tenant_id, id, raw_payload FROM old_rows) AS n
+         WHERE jsonb_typeof(n.raw_payload) IN ('object', 'array') AND n.raw_payload NOT IN ('{}', '[]');
+    END IF;
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_pii_queue_revenue_ledger()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_pii_queue_revenue_ledger()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    -- Only for its own table: attached elsewhere it would queue forged ids.
+    IF TG_RELID <> 'public.revenue_ledger'::regclass THEN
+        RAISE EXCEPTION 'this trigger function belongs to public.revenue_ledger, not %',
+            TG_RELID::regclass USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO pii_scan_queue (tenant_id, source_table, record_id)
+        SELECT n.tenant_id, 'revenue_ledger', n.id FROM new_rows n WHERE jsonb_typeof(n.metadata) IN ('object', 'array') AND n.metadata NOT IN ('{}', '[]');
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO pii_scan_queue (tenant_id, source_table, record_id)
+        SELECT n.tenant_id, 'revenue_ledger', n.id
+          FROM (SELECT tenant_id, id, metadata FROM new_rows
+                EXCEPT SELECT tenant_id, id, metadata FROM old_rows) AS n
+         WHERE jsonb_typeof(n.metadata) IN ('object', 'array') AND n.metadata NOT IN ('{}', '[]');
+    END IF;
+    RETURN NULL;
+END
+$function$
+
+FUNCTION fn_pii_scan_batch(p_limit integer, p_upto bigint)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT 'One bounded batch of the incremental PII scan: takes up to p_limit queued rows (skipping those another scan holds; only entries up to p_upto if given), records one finding per personal key at any depth with its tenant and JSON path, never the value; returns the entries taken and the findings added. Idempotent; commit each batch on its own.'
+CREATE OR REPLACE FUNCTION public.fn_pii_scan_batch(p_limit integer DEFAULT 1000, p_upto bigint DEFAULT NULL::bigint)
+ RETURNS TABLE(scanned integer, findings integer)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
+        RAISE EXCEPTION 'PII scan batch size must be between 1 and 10000, not %', p_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Planned for each batch: a plan cached while the tables were small must not outlive them.
+    EXECUTE $q$
+WITH taken AS (
+    DELETE FROM pii_scan_queue q
+     WHERE q.id IN (SELECT id FROM pii_scan_queue WHERE $2::bigint IS NULL OR id <= $2
+                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING q.source_table, q.record_id
+), docs (table_name, column_name, tenant_id, record_id, doc) AS MATERIALIZED (
+    SELECT DISTINCT ON (d.table_name, d.record_id) d.*
+      FROM (
+            SELECT 'attribution_events'::text, 'raw_payload'::text, s.tenant_id, s.id, s.raw_payload
+              FROM taken k JOIN attribution_events s ON s.id = k.record_id
+             WHERE k.source_table = 'attribution_events'
+            UNION ALL
+            SELECT 'dead_events'::text, 'raw_payload'::text, s.tenant_id, s.id, s.raw_payload
+              FROM taken k JOIN dead_events s ON s.id = k.record_id
+             WHERE k.source_table = 'dead_events'
+            UNION ALL
+            SELECT 'revenue_ledger'::text, 'metadata'::text, s.tenant_id, s.id, s.metadata
+              FROM taken k JOIN revenue_ledger s ON s.id = k.record_id
+             WHERE k.source_table = 'revenue_ledger'
+           ) AS d (table_name, column_name, tenant_id, record_id, doc)
+), found AS (
+    SELECT h.tenant_id, h.table_name, h.column_name, h.record_id,
+           CASE WHEN length(p.path) <= 400 THEN p.path
+                ELSE left(p.path, 360) || '...#' || md5(p.path) END AS path,
+           left(p.key, 100) AS key
+      FROM docs h CROSS JOIN LATERAL fn_jsonb_personal_paths(h.doc) AS p
+), inserted AS (
+    INSERT INTO pii_audit_findings (tenant_id, source, table_name, column_name, record_id,
+                                    detected_key, finding_kind, redacted_snippet)
+    SELECT f.tenant_id, 'scan', f.table_name, f.column_name, f.record_id, f.path, 'personal_key',
+           f.key || ': [REDACTED]'
+      FROM found f
+     ORDER BY f.tenant_id, f.table_name, f.column_name, f.record_id, f.path
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM taken)::integer, (SELECT count(*) FROM inserted)::integer
+$q$ INTO scanned, findings USING p_limit, p_upto;
+    RETURN NEXT;
+END
 $function$
 
 FUNCTION fn_purge_expired_explanation_cache(p_batch_size integer)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
@@ -1838,7 +1994,7 @@ END
 $function$
 
 FUNCTION fn_scan_pii_contamination()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
-    COMMENT 'Scans every tenant''s event payloads, dead-event payloads and ledger metadata for keys that name personal data, at any depth; records one finding per place with its tenant; idempotent.'
+    COMMENT 'The incremental PII scan of every row queued so far, in one transaction (batches of 1000); returns the findings added. While serving, prefer fn_pii_scan_batch, one batch per transaction (llm-service pii-scan).'
 CREATE OR REPLACE FUNCTION public.fn_scan_pii_contamination()
  RETURNS integer
  LANGUAGE plpgsql
@@ -1846,35 +2002,19 @@ CREATE OR REPLACE FUNCTION public.fn_scan_pii_contamination()
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
-    inserted integer := 0;
-    n integer;
+    upto bigint;
+    total integer := 0;
+    batch record;
 BEGIN
-    INSERT INTO pii_audit_findings (tenant_id, source, table_name, column_name, record_id,
-                                    detected_key, finding_kind, redacted_snippet)
-    SELECT e.tenant_id, 'scan', 'attribution_events', 'raw_payload', e.id, p.path, 'personal_key',
-           p.key || ': [REDACTED]'
-    FROM attribution_events e CROSS JOIN LATERAL fn_jsonb_personal_paths(e.raw_payload) p
-    ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    inserted := inserted + n;
-
-    INSERT INTO pii_audit_findings (tenant_id, source, table_name, column_name, record_id,
-                                    detected_key, finding_kind, redacted_snippet)
-    SELECT d.tenant_id, 'scan', 'dead_events', 'raw_payload', d.id, p.path, 'personal_key',
-           p.key || ': [REDACTED]'
-    FROM dead_events d CROSS JOIN LATERAL fn_jsonb_personal_paths(d.raw_payload) p
-    ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    inserted := inserted + n;
-
-    INSERT INTO pii_audit_findings (tenant_id, source, table_name, column_name, record_id,
-                                    detected_key, finding_kind, redacted_snippet)
-    SELECT r.tenant_id, 'scan', 'revenue_ledger', 'metadata', r.id, p.path, 'personal_key',
-           p.key || ': [REDACTED]'
-    FROM revenue_ledger r CROSS JOIN LATERAL fn_jsonb_personal_paths(r.metadata) p
-    ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN inserted + n;
+    -- Everything queued when it starts (later entries wait for the next run), batch by batch.
+    SELECT max(id) INTO upto FROM pii_scan_queue;
+    LOOP
+        EXIT WHEN upto IS NULL;
+        SELECT * INTO batch FROM fn_pii_scan_batch(1000, upto);
+        total := total + batch.findings;
+        EXIT WHEN batch.scanned = 0;
+    END LOOP;
+    RETURN total;
 END
 $function$
 

@@ -73,6 +73,10 @@ async def generated(owner_pool: asyncpg.Pool) -> tuple[UUID, DemoDataSummary]:
     """One tenant with the default demo data set, generated once for the module."""
     created = await create_tenant(owner_pool, f"demo-{uuid4().hex[:8]}")
     summary = await _generate(owner_pool, created.tenant_id)
+    # Fresh statistics, as after any bulk load: with the ones autovacuum had (or not) before the
+    # load, PostgreSQL 15 may nest-loop the ledger/order join below past the statement timeout.
+    async with owner_pool.acquire() as conn:
+        await conn.execute("ANALYZE attribution_events, revenue_ledger, attribution_allocations")
     return created.tenant_id, summary
 
 

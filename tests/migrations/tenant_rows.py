@@ -292,6 +292,20 @@ async def _data_change_journal(conn: asyncpg.Connection, tenant_id: UUID) -> Non
     )
 
 
+async def _pii_scan_queue(conn: asyncpg.Connection, tenant_id: UUID) -> None:
+    # Only the definer triggers write the queue: an event with a payload queues itself.
+    event_id = await insert_event(conn, tenant_id, raw_payload={"utm": {"source": "x"}})
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM pii_scan_queue WHERE tenant_id = $1 AND record_id = $2"
+            " AND source_table = 'attribution_events'",
+            tenant_id,
+            event_id,
+        )
+        == 1
+    )
+
+
 ROW_BUILDERS: dict[str, RowBuilder] = {
     "tenants": _tenants,
     "attribution_events": _attribution_events,
@@ -311,6 +325,7 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "budget_optimization_jobs": _budget_optimization_jobs,
     "llm_validation_failures": _llm_validation_failures,
     "data_change_journal": _data_change_journal,
+    "pii_scan_queue": _pii_scan_queue,
 }
 
 

@@ -369,9 +369,11 @@ async def test_every_executable_function_of_ours_is_one_the_app_calls(
 ) -> None:
     """Nothing beyond the service's own calls (an allowlist, so a new grant is noticed).
 
-    BROKE (minor): llm_app may run fn_scan_pii_contamination, a cross-tenant definer that no
-    code of the service calls as llm_app; a compromised session can run the full scan of every
-    tenant's events, dead events and ledger in a loop (seconds each on PostgreSQL 15).
+    Was BROKE (minor): llm_app could run fn_scan_pii_contamination, a full rescan of every
+    tenant (seconds each on PostgreSQL 15), with no caller in the service. The scan is now
+    incremental (migration 005: a queue filled by triggers, drained in bounded batches) and
+    `llm-service pii-scan` drains it as the application role: a call with nothing new costs
+    milliseconds, so both scan functions are on the list.
     """
     names = {
         r[0]
@@ -387,7 +389,7 @@ async def test_every_executable_function_of_ours_is_one_the_app_calls(
         "fn_purge_llm_validation_payloads", "fn_tenant_for_api_key_hash",
         "fn_sweep_expired_llm_reservations",
         "fn_finance_daily_costs", "fn_normalize_json_key", "fn_is_personal_key",
-        "fn_jsonb_personal_paths",
+        "fn_jsonb_personal_paths", "fn_scan_pii_contamination", "fn_pii_scan_batch",
     }  # fmt: skip
 
 

@@ -74,7 +74,7 @@ GRANT SELECT ON tenants TO {CROSSTENANT_ROLE};
 
 -- Authentication must find a tenant before any tenant is set: one narrow definer function.
 CREATE FUNCTION fn_tenant_for_api_key_hash(p_hash text) RETURNS uuid
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
     SELECT id FROM public.tenants WHERE api_key_hash = p_hash
 $$;
 ALTER FUNCTION fn_tenant_for_api_key_hash(text) OWNER TO {CROSSTENANT_ROLE};

@@ -214,7 +214,7 @@ $$;
 
 SCAN = f"""
 CREATE FUNCTION fn_scan_pii_contamination() RETURNS integer
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     inserted integer := 0;
     n integer;

@@ -172,7 +172,7 @@ LEDGER_FUNCTIONS = f"""
 -- A reservation whose process died is settled at its reserved worst case (flagged as an
 -- estimate: the provider may have billed it), so it stops blocking and money stays counted.
 CREATE FUNCTION fn_sweep_expired_llm_reservations() RETURNS integer
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     n integer;
 BEGIN
@@ -198,7 +198,7 @@ CREATE FUNCTION fn_reconcile_monthly_costs(p_month date DEFAULT NULL)
     RETURNS TABLE (tenant_id uuid, month date, recorded_cost_cents numeric,
                    computed_cost_cents numeric, recorded_calls bigint, computed_calls bigint,
                    breakdowns_match boolean)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
     WITH settled AS (
         SELECT c.tenant_id, date_trunc('month', c.started_at AT TIME ZONE 'UTC')::date AS month,
                c.model, c.endpoint, c.cost_cents, c.cost_is_estimate,
@@ -378,7 +378,7 @@ GRANT USAGE ON SEQUENCE investigation_events_seq_seq TO {APP_ROLE};
 CREATE FUNCTION fn_claim_next_run(
     p_worker text, p_lease_seconds double precision, p_running uuid[] DEFAULT '{{}}')
     RETURNS TABLE (kind text, run_id uuid, tenant_id uuid, takeover boolean)
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     v_id uuid;
     v_takeover boolean;
@@ -433,7 +433,7 @@ GRANT EXECUTE ON FUNCTION fn_claim_next_run(text, double precision, uuid[]) TO {
 
 -- How deep the queue is, for metrics and readiness (counts only, no tenant data).
 CREATE FUNCTION fn_queue_depth() RETURNS TABLE (kind text, status text, runs bigint)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
     SELECT 'investigation', status, count(*) FROM investigations
      WHERE status IN ('queued', 'running') GROUP BY status
     UNION ALL
@@ -489,7 +489,7 @@ CREATE INDEX idx_explanation_cache_embedding_local ON explanation_cache
 -- Expired entries of every tenant, one batch per call (each call its own short transaction when
 -- run outside one); SKIP LOCKED never waits for a row a hit-counter flush is updating.
 CREATE FUNCTION fn_purge_expired_explanation_cache(p_batch_size integer) RETURNS integer
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     n integer;
 BEGIN
@@ -537,7 +537,7 @@ CREATE FUNCTION fn_finance_monthly_costs(p_month date)
                    estimated_cost_cents numeric, calls bigint, input_tokens bigint,
                    output_tokens bigint, model_breakdown jsonb, endpoint_breakdown jsonb,
                    monthly_cap_cents numeric)
-    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 BEGIN
     IF p_month IS NULL OR extract(day FROM p_month) <> 1 THEN
         RAISE EXCEPTION 'month must be the first day of a month, not %', p_month
@@ -561,7 +561,7 @@ GRANT EXECUTE ON FUNCTION fn_finance_monthly_costs(date) TO {APP_ROLE};
 
 CREATE FUNCTION fn_finance_daily_costs(p_month date)
     RETURNS TABLE (day date, tenant_id uuid, model text, cost_cents numeric, calls bigint)
-    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 BEGIN
     IF p_month IS NULL OR extract(day FROM p_month) <> 1 THEN
         RAISE EXCEPTION 'month must be the first day of a month, not %', p_month
@@ -592,7 +592,7 @@ CREATE INDEX idx_llm_calls_prompt_retention ON llm_api_calls (created_at)
     WHERE request_metadata ?| ARRAY['prompt', 'response'];
 CREATE FUNCTION fn_purge_llm_call_prompts(p_before timestamptz, p_batch_size integer)
     RETURNS integer
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     n integer;
 BEGIN
@@ -624,7 +624,7 @@ CREATE INDEX idx_llm_validation_failures_retention ON llm_validation_failures (c
 {crosstenant_policy("llm_validation_failures", privileges="SELECT, UPDATE")}
 CREATE FUNCTION fn_purge_llm_validation_payloads(p_before timestamptz, p_batch_size integer)
     RETURNS integer
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     n integer;
 BEGIN

@@ -308,20 +308,16 @@ def downgrade() -> None:
         """
     )
     # Invoker functions go back to PUBLIC, as they were created; definers stay closed (004 closed
-    # all but one of them itself, and reopening that hole would help nobody).
+    # all but one of them itself, and reopening that hole would help nobody) and keep their
+    # pinned search_path (the earlier revisions create them pinned).
     op.execute(
         f"""
         DO $$
         DECLARE
             f record;
         BEGIN
-            FOR f IN {_OUR_FUNCTIONS} LOOP
-                IF NOT f.definer THEN
-                    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f.signature);
-                ELSE
-                    EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, public',
-                                   f.signature);
-                END IF;
+            FOR f IN {_OUR_FUNCTIONS} AND NOT p.prosecdef LOOP
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f.signature);
             END LOOP;
         END
         $$;

@@ -105,8 +105,7 @@ BEGIN
         RETURN NULL;
     END IF;{guard}
     INSERT INTO llm_monthly_costs AS m (tenant_id, month, total_cost_cents, estimated_cost_cents,
-        total_calls, total_input_tokens, total_output_tokens, model_breakdown,
-        endpoint_breakdown{kinds_col})
+        total_calls, total_input_tokens, total_output_tokens, model_breakdown, endpoint_breakdown{kinds_col})
     VALUES (NEW.tenant_id, v_month, NEW.cost_cents,
             CASE WHEN NEW.cost_is_estimate THEN NEW.cost_cents ELSE 0 END, 1, v_in, v_out,
             fn_breakdown_add('{{}}'::jsonb, NEW.model, NEW.cost_cents, v_in, v_out),
@@ -117,10 +116,8 @@ BEGIN
         total_calls = m.total_calls + 1,
         total_input_tokens = m.total_input_tokens + v_in,
         total_output_tokens = m.total_output_tokens + v_out,
-        model_breakdown = fn_breakdown_add(m.model_breakdown, NEW.model, NEW.cost_cents, v_in,
-                                           v_out),
-        endpoint_breakdown = fn_breakdown_add(m.endpoint_breakdown, NEW.endpoint, NEW.cost_cents,
-                                              v_in, v_out),{kinds_set}
+        model_breakdown = fn_breakdown_add(m.model_breakdown, NEW.model, NEW.cost_cents, v_in, v_out),
+        endpoint_breakdown = fn_breakdown_add(m.endpoint_breakdown, NEW.endpoint, NEW.cost_cents, v_in, v_out),{kinds_set}
         updated_at = now();
     RETURN NULL;
 END
