@@ -427,8 +427,14 @@ class Page:
             await self.send("Input.dispatchKeyEvent", {"type": "keyUp"})
 
     async def press(self, key: str) -> None:
-        """Press one named key (Enter, Tab, Space) on the focused element."""
-        codes = {"Enter": (13, "\r"), "Tab": (9, ""), " ": (32, " ")}
+        """Press one named key (Enter, Tab, Space, arrows) on the focused element."""
+        codes = {
+            "Enter": (13, "\r"),
+            "Tab": (9, ""),
+            " ": (32, " "),
+            "ArrowLeft": (37, ""),
+            "ArrowRight": (39, ""),
+        }
         code, text = codes[key]
         down: dict[str, Any] = {"type": "keyDown", "key": key, "windowsVirtualKeyCode": code}
         if text:
