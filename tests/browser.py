@@ -340,13 +340,18 @@ class Browser:
         self._listeners.append((method, session, waiter))
         return waiter
 
+    def forget(self, waiter: asyncio.Future[dict[str, Any]]) -> None:
+        """Stop listening for an event no one waits for any more."""
+        self._listeners = [item for item in self._listeners if item[2] is not waiter]
+        waiter.cancel()
+
     async def new_page(self, width: int = 1280, height: int = 900) -> Page:
         """A fresh tab, attached, with its console and errors recorded."""
         target = await self.send("Target.createTarget", {"url": "about:blank"})
         attached = await self.send(
             "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
         )
-        page = Page(self, attached["sessionId"])
+        page = Page(self, attached["sessionId"], target["targetId"])
         for domain in ("Page", "Runtime", "Log"):
             await page.send(f"{domain}.enable")
         await page.set_viewport(width, height)
@@ -356,10 +361,15 @@ class Browser:
 class Page:
     """One tab of the browser."""
 
-    def __init__(self, browser: Browser, session: str) -> None:
+    def __init__(self, browser: Browser, session: str, target_id: str) -> None:
         """Use `Browser.new_page()`."""
         self.browser = browser
         self.session = session
+        self.target_id = target_id
+
+    async def close(self) -> None:
+        """Close the tab."""
+        await self.browser.send("Target.closeTarget", {"targetId": self.target_id})
 
     async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """A protocol command for this tab."""
@@ -392,12 +402,21 @@ class Page:
     async def wait_for(self, predicate: str, timeout: float = 60) -> Any:
         """Wait until the JavaScript function `predicate` returns a truthy value for the DOM
         (re-tested on every DOM change, inside the page); returns that value."""
+        waiting = asyncio.ensure_future(self.evaluate(_WAIT_JS % predicate))
+        thrown = self.browser.next_event("Runtime.exceptionThrown", self.session)
         try:
             async with asyncio.timeout(timeout):
-                return await self.evaluate(_WAIT_JS % predicate)
+                await asyncio.wait([waiting, thrown], return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():  # a page script threw first: fail now, with its message
+                details = thrown.result()["params"]["exceptionDetails"]
+                raise BrowserError(f"a page script threw while waiting: {json.dumps(details)}")
+            return waiting.result()
         except TimeoutError:
             status = await self.evaluate("document.body ? document.body.innerText : ''")
             raise AssertionError(f"the page never satisfied {predicate}\n{status}") from None
+        finally:
+            waiting.cancel()
+            self.browser.forget(thrown)
 
     async def click(self, selector: str, *, clicks: int = 1) -> None:
         """A real mouse click (or `clicks` in a row: 2 is a double click) on an element."""

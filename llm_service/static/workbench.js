@@ -102,7 +102,7 @@
 
   // ---- the API --------------------------------------------------------------------------------
 
-  async function api(path, options) {
+  async function request(path, options) {
     const opts = options || {};
     const headers = Object.assign({ Authorization: "Bearer " + state.key }, opts.headers || {});
     const response = await fetch(path, Object.assign({}, opts, { headers, cache: "no-store" }));
@@ -114,7 +114,11 @@
       error.status = response.status;
       throw error;
     }
-    return body;
+    return { status: response.status, body };
+  }
+
+  async function api(path, options) {
+    return (await request(path, options)).body;
   }
 
   function hashParams() {
@@ -217,20 +221,25 @@
     }
     state.submitting = true;
     $("submit").disabled = true;
-    // One key per draft: a retry after an error, or a second click, is the same run.
+    // One key per draft: a retry after an error, a second click, or submitting the same
+    // unchanged draft again is the same run; editing the question or a limit makes a new draft.
     state.draftKey = state.draftKey || newKey();
     setStatus("Starting the investigation…");
     try {
-      const run = await api("v1/investigations", {
+      const { status, body: run } = await request("v1/investigations", {
         method: "POST",
         headers: { "Content-Type": "application/json", "Idempotency-Key": state.draftKey },
         body: JSON.stringify({
           question, max_cost_usd: $("max-cost").value, timeout_s: Number($("timeout").value),
         }),
       });
-      state.draftKey = null;
-      setStatus("");
-      openRun(run.id, run);
+      if (status === 200) {
+        setStatus("This question was already started: here is its run. Edit the question or a " +
+                  "limit to start another.");
+      } else {
+        setStatus("");
+      }
+      if (!state.run || state.run.id !== run.id) openRun(run.id, run);
       loadHistory(false);
     } catch (error) {
       if (error.status === 401) askForKey(error.message);
@@ -267,6 +276,7 @@
     $("findings").replaceChildren();
     $("summary").textContent = "";
     $("outcome").textContent = "";
+    delete document.body.dataset.run;
     $("cancel").disabled = false;
     $("cancel").textContent = "Cancel run";
     markCurrent();

@@ -392,6 +392,12 @@ async def test_a_question_runs_live_and_every_claim_can_be_checked(
     )
     assert series == [[d["day"][5:], str(d["events"])] for d in peaks[:40]]
     await page.screenshot(ARTIFACTS / "workbench-finished.png")
+    # Every control is labelled, and the page fits 1280 px.
+    assert await page.evaluate(
+        "[...document.querySelectorAll('input, select, textarea')]"
+        ".every((e) => e.labels.length > 0 || e.getAttribute('aria-label'))"
+    )
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
     # History: newest first, this run on top; filtering by status hides it.
     top = await page.wait_for(
@@ -468,6 +474,22 @@ async def test_a_degraded_run_says_so_and_why(
     assert run["degraded"] and run["status"] == "succeeded"
     shown = await page.evaluate(f"({_shown_findings_js()})()")
     assert shown == [{"claim": f["claim"], "evidence": f["evidence"]} for f in run["findings"]]
+    # The same unchanged draft submitted again is the same run (its Idempotency-Key); an
+    # edited draft is a new one.
+    await page.click("#submit")
+    message = await page.wait_for(
+        "() => /already started/.test(document.querySelector('#status').textContent) && "
+        "document.querySelector('#status').textContent"
+    )
+    assert "Edit the question" in message
+    assert [r["id"] for r in await _runs(bench)] == [run["id"]]
+    await _ask(page, " Or the week before?")
+    await page.wait_for(
+        f"() => document.querySelector('#run').dataset.runId !== '{run['id']}' && "
+        "document.body.dataset.run === 'succeeded' && "
+        "document.querySelectorAll('[data-testid=history-item]').length === 2"
+    )
+    assert len(await _runs(bench)) == 2
     assert page.problems() == []
 
 
