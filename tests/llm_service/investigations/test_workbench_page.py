@@ -260,7 +260,7 @@ def _shown_findings_js() -> str:
 
 
 async def test_a_question_runs_live_and_every_claim_can_be_checked(
-    workbench: Workbench, browser: Browser
+    browser: Browser, workbench: Workbench
 ) -> None:
     before = {r["id"] for r in await _runs(workbench)}
     page = await _signed_in(browser, workbench.url())
@@ -432,7 +432,7 @@ async def test_a_question_runs_live_and_every_claim_can_be_checked(
 
 
 async def test_cancel_stops_a_running_run_and_says_so(
-    workbench: Workbench, browser: Browser
+    browser: Browser, workbench: Workbench
 ) -> None:
     page = await _signed_in(browser, workbench.url())
     question = f"{HELD} Which channels lost revenue? {uuid.uuid4().hex[:6]}"
@@ -460,7 +460,7 @@ async def test_cancel_stops_a_running_run_and_says_so(
 
 
 async def test_a_degraded_run_says_so_and_why(
-    workbench: Workbench, browser: Browser, owner_pool: asyncpg.Pool
+    browser: Browser, workbench: Workbench, owner_pool: asyncpg.Pool
 ) -> None:
     spent = await create_tenant(owner_pool, f"workbench-capped-{uuid.uuid4().hex[:6]}")
     await set_monthly_cap(owner_pool, spent.tenant_id, Decimal(0))
@@ -494,7 +494,7 @@ async def test_a_degraded_run_says_so_and_why(
 
 
 async def test_without_a_key_or_with_a_wrong_one_the_page_asks_for_one(
-    workbench: Workbench, browser: Browser
+    browser: Browser, workbench: Workbench
 ) -> None:
     page = await browser.new_page()
     await page.goto(f"{workbench.server.base_url}/investigations")
