@@ -42,8 +42,7 @@
   function setStatus(text, kind) {
     const status = $("status");
     status.textContent = text || "";
-    status.className = kind || "";
-    status.hidden = !text;
+    status.className = kind || ""; // its line is always kept: nothing below it moves
   }
 
   function groupThousands(whole) {
@@ -220,7 +219,7 @@
       return;
     }
     state.submitting = true;
-    $("submit").disabled = true;
+    $("submit").setAttribute("aria-disabled", "true");
     // One key per draft: a retry after an error, a second click, or submitting the same
     // unchanged draft again is the same run; editing the question or a limit makes a new draft.
     state.draftKey = state.draftKey || newKey();
@@ -246,7 +245,7 @@
       else setStatus("Could not start the investigation: " + error.message, "error");
     } finally {
       state.submitting = false;
-      $("submit").disabled = false;
+      $("submit").removeAttribute("aria-disabled");
     }
   }
 
@@ -730,7 +729,10 @@
     const colors = ["#9aa6bd", "#2550c4"];
     const slot = plotW / points.length;
     const barW = Math.max(2, (slot * 0.8) / series.length);
-    const chars = Math.max(3, Math.floor(slot / 6.5));
+    // Series (dates) label every n-th bar in full; comparisons shorten each label to its slot.
+    const longest = Math.max(...points.map((p) => p.label.length));
+    const every = kind === "series" ? Math.max(1, Math.ceil((longest * 6.5) / slot)) : 1;
+    const chars = kind === "series" ? 12 : Math.max(3, Math.floor(slot / 6.5));
     points.forEach((point, i) => {
       point.values.forEach((value, j) => {
         const v = Number(value);
@@ -745,7 +747,7 @@
                                      (money ? centsText(value) : String(value))));
         root.append(rect);
       });
-      if (points.length <= 12 || i % Math.ceil(points.length / 12) === 0) {
+      if (i % every === 0) {
         root.append(svg("text", { x: (pad.left + i * slot + slot / 2).toFixed(2),
                                   y: height - 18, "text-anchor": "middle" },
                         point.label.length > chars ? point.label.slice(0, chars - 1) + "…"

@@ -277,6 +277,10 @@ async def test_a_question_runs_live_and_every_claim_can_be_checked(
     assert await page.evaluate("document.querySelector('#max-cost-value').textContent") == "$0.20"
 
     question = f"{HELD} Why did revenue move in the last 28 days? {uuid.uuid4().hex[:6]}"
+    await page.evaluate(
+        "window.__submits = 0; document.querySelector('#ask-form')"
+        ".addEventListener('submit', () => { window.__submits += 1; })"
+    )
     await _ask(page, question, clicks=2)  # a double click
     await asyncio.to_thread(workbench.provider.wait_arrivals, 1)
     # Running, before the model has answered: step 1 shown, nothing spent yet.
@@ -296,6 +300,7 @@ async def test_a_question_runs_live_and_every_claim_can_be_checked(
     )
     ours = [r for r in await _runs(workbench) if r["id"] not in before]
     assert [r["question"] for r in ours] == [question], "a double click must start exactly one run"
+    assert await page.evaluate("window.__submits") == 2, "both clicks reached the button"
     run_id = ours[0]["id"]
     assert ours[0]["max_cost_usd"] == "0.2"
 
@@ -490,6 +495,13 @@ async def test_a_degraded_run_says_so_and_why(
         "document.querySelectorAll('[data-testid=history-item]').length === 2"
     )
     assert len(await _runs(bench)) == 2
+    # Opening the older run from the history shows its result again.
+    await page.click(f"[data-testid=history-item][data-run-id='{run['id']}'] button")
+    await page.wait_for(
+        f"() => document.querySelector('#run').dataset.runId === '{run['id']}' && "
+        "document.body.dataset.run === 'succeeded'"
+    )
+    assert await page.evaluate(f"({_shown_findings_js()})()") == shown
     assert page.problems() == []
 
 
