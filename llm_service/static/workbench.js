@@ -232,7 +232,9 @@
           question, max_cost_usd: $("max-cost").value, timeout_s: Number($("timeout").value),
         }),
       });
-      if (status === 200) {
+      // 200: this draft's run exists. A double click lands here too: only a finished run is
+      // worth a word (asking the same again needs an edit).
+      if (status === 200 && TERMINAL.has(run.status)) {
         setStatus("This question was already started: here is its run. Edit the question or a " +
                   "limit to start another.");
       } else {
@@ -393,6 +395,7 @@
           run.maxCost = event.limits.max_cost_usd;
           run.timeout = Number(event.limits.timeout_s);
         }
+        if (historyStatus(run.id) === "queued") loadHistory(false);
         line = timelineItem(event, "Started (at most " +
                             (event.limits ? event.limits.max_steps : "?") + " steps)");
         break;
@@ -811,6 +814,13 @@
     });
     item.append(button);
     return item;
+  }
+
+  function historyStatus(id) {
+    for (const item of document.querySelectorAll("#history-list li[data-run-id]")) {
+      if (item.dataset.runId === id) return item.dataset.status;
+    }
+    return null;
   }
 
   function markCurrent() {
