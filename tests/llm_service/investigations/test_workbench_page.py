@@ -189,12 +189,16 @@ class Workbench:
 
 
 @pytest.fixture(scope="module")
-async def analyst(owner_pool: asyncpg.Pool) -> CreatedTenant:
-    """A tenant with realistic data (its runs are told apart by id)."""
+async def analyst(owner_pool: asyncpg.Pool) -> AsyncIterator[CreatedTenant]:
+    """A tenant with realistic data (its runs are told apart by id); its events are removed
+    afterwards, so the session's later whole-database scans (PII) do not carry them."""
     created = await create_tenant(owner_pool, "workbench-analyst")
     async with tenant_transaction(owner_pool, created.tenant_id) as conn:
         await generate_demo_data(conn, created.tenant_id, events=10_000, seed=13)
-    return created
+    yield created
+    async with tenant_transaction(owner_pool, created.tenant_id) as conn:
+        for table in ("dead_events", "attribution_events"):
+            await conn.execute(f"DELETE FROM {table} WHERE tenant_id = $1", created.tenant_id)
 
 
 @pytest.fixture
