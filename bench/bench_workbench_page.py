@@ -30,7 +30,12 @@ from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded
 from llm_service.tenants.service import create_tenant
 
-ASSETS = ("/investigations", "/investigations/workbench.js", "/investigations/workbench.css")
+ASSETS = (
+    "/investigations",
+    "/investigations/workbench.js",
+    "/investigations/workbench-evidence.js",
+    "/investigations/workbench.css",
+)
 
 
 async def _weights(base_url: str) -> None:

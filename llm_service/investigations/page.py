@@ -28,5 +28,6 @@ PAGE_HEADERS: Final = {
 ASSETS: Final = {
     "workbench.html": "text/html; charset=utf-8",
     "workbench.js": "text/javascript; charset=utf-8",
+    "workbench-evidence.js": "text/javascript; charset=utf-8",
     "workbench.css": "text/css; charset=utf-8",
 }

@@ -22,6 +22,12 @@ async def workbench_script() -> Response:
     return _asset("workbench.js")
 
 
+@router.get("/investigations/workbench-evidence.js", include_in_schema=False)
+async def workbench_evidence_script() -> Response:
+    """The workbench's evidence views (tables and charts of cited tool calls)."""
+    return _asset("workbench-evidence.js")
+
+
 @router.get("/investigations/workbench.css", include_in_schema=False)
 async def workbench_style() -> Response:
     """The workbench's style sheet."""

@@ -219,6 +219,7 @@ async def test_the_workbench_page_and_its_files_are_served_with_a_strict_policy(
     assert page.headers["content-type"].startswith("text/html")
     for path, media in (
         ("/investigations/workbench.js", "text/javascript"),
+        ("/investigations/workbench-evidence.js", "text/javascript"),
         ("/investigations/workbench.css", "text/css"),
     ):
         asset = await client.get(path)
@@ -234,5 +235,6 @@ async def test_the_workbench_page_and_its_files_are_served_with_a_strict_policy(
     # Everything the page loads is the service's own (no CDN, nothing inline).
     assert "<style" not in page.text and "style=" not in page.text
     assert "http://" not in page.text and "https://" not in page.text
-    script = (await client.get("/investigations/workbench.js")).text
-    assert "innerHTML" not in script and "insertAdjacentHTML" not in script
+    for name in ("workbench.js", "workbench-evidence.js"):
+        script = (await client.get(f"/investigations/{name}")).text
+        assert "innerHTML" not in script and "insertAdjacentHTML" not in script
