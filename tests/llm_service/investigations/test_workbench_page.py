@@ -199,6 +199,10 @@ async def analyst(owner_pool: asyncpg.Pool) -> AsyncIterator[CreatedTenant]:
     async with tenant_transaction(owner_pool, created.tenant_id) as conn:
         for table in ("dead_events", "attribution_events"):
             await conn.execute(f"DELETE FROM {table} WHERE tenant_id = $1", created.tenant_id)
+    # and their dead rows with them, or later sequential scans would still read them
+    await owner_pool.execute(
+        "VACUUM (ANALYZE) dead_events, attribution_events, attribution_allocations"
+    )
 
 
 @pytest.fixture
