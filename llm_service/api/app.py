@@ -22,6 +22,7 @@ from llm_service.api.routes import (
     investigations,
     metrics,
     tenants,
+    workbench,
 )
 from llm_service.db.pool import create_pool
 from llm_service.db.runtime import database_runtime
@@ -119,6 +120,7 @@ def create_app(
     app.include_router(finance.page_router)
     app.include_router(tenants.router)
     app.include_router(investigations.router)
+    app.include_router(workbench.router)
     app.include_router(budget_optimizations.router)
     app.include_router(explanations.router)
     return app

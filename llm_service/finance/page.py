@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-from importlib.resources import files
 from typing import Final
+
+from llm_service.pages import static_text
+
+__all__ = ["PAGE_HEADERS", "static_text"]
 
 # Everything the page loads comes from the service itself; the data needs the finance token.
 PAGE_HEADERS: Final = {
@@ -17,9 +19,3 @@ PAGE_HEADERS: Final = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
-
-
-@lru_cache(maxsize=4)
-def static_text(name: str) -> str:
-    """The text of one file of llm_service/static."""
-    return files("llm_service").joinpath("static", name).read_text(encoding="utf-8")

@@ -13,6 +13,7 @@ from llm_service.input_rules import NO_NUL, VisibleText
 
 MAX_COST_USD = Decimal("0.30")
 MAX_TIMEOUT_S = 60.0
+MAX_STEPS = 20
 
 
 class InvestigationCreate(BaseModel):
@@ -23,7 +24,16 @@ class InvestigationCreate(BaseModel):
     question: VisibleText = Field(min_length=3, max_length=4000, pattern=NO_NUL)
     max_cost_usd: Decimal | None = Field(default=None, gt=0, le=MAX_COST_USD, decimal_places=6)
     timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
-    max_steps: int | None = Field(default=None, ge=1, le=20)
+    max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+
+
+class InvestigationLimits(BaseModel):
+    """The most a run may ask for (a request's limits are capped at these) and the defaults."""
+
+    max_cost_usd: str
+    timeout_s: float
+    max_steps: int
+    default_max_steps: int
 
 
 class ToolCallOut(BaseModel):

@@ -18,7 +18,11 @@ from llm_service.errors import InvalidRequest, NotFound
 from llm_service.input_rules import check_idempotency_key
 from llm_service.investigations import repository
 from llm_service.investigations.schemas import (
+    MAX_COST_USD,
+    MAX_STEPS,
+    MAX_TIMEOUT_S,
     InvestigationCreate,
+    InvestigationLimits,
     InvestigationOut,
     InvestigationPage,
     LlmCallOut,
@@ -76,6 +80,17 @@ async def create(
                 },
             )
     return to_out(row), created
+
+
+def limits(settings: Settings) -> InvestigationLimits:
+    """The ceilings a request may ask up to: the service's, within what the API accepts."""
+    max_cost = min(settings.investigation_max_cost_usd, MAX_COST_USD)
+    return InvestigationLimits(
+        max_cost_usd=format(max_cost.normalize(), "f"),
+        timeout_s=min(settings.investigation_timeout_s, MAX_TIMEOUT_S),
+        max_steps=MAX_STEPS,
+        default_max_steps=DEFAULT_MAX_STEPS,
+    )
 
 
 async def get(pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> InvestigationOut:

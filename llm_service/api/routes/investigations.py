@@ -15,6 +15,7 @@ from llm_service.db.pool import encode_json
 from llm_service.investigations import service
 from llm_service.investigations.schemas import (
     InvestigationCreate,
+    InvestigationLimits,
     InvestigationOut,
     InvestigationPage,
 )
@@ -51,6 +52,12 @@ async def list_investigations(
 ) -> InvestigationPage:
     """The tenant's investigations, newest first."""
     return await service.list_page(pool, tenant_id, status=status, limit=limit, before=before)
+
+
+@router.get("/limits", response_model=InvestigationLimits)
+async def investigation_limits(_: TenantDep, settings: SettingsDep) -> InvestigationLimits:
+    """The most a run may ask for (cost, time, steps): requests above these are refused."""
+    return service.limits(settings)
 
 
 @router.get("/{investigation_id}", response_model=InvestigationOut)

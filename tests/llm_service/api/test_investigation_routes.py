@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
+from llm_service.api.app import create_app
+from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
 
 
@@ -170,3 +174,67 @@ def parse_sse(text: str) -> list[dict[str, Any]]:
             fields["data"] = json.loads(fields.get("data", "{}"))
             events.append(fields)
     return events
+
+
+async def test_limits_are_the_ceilings_a_request_may_ask_up_to(
+    client: httpx.AsyncClient, tenant: CreatedTenant
+) -> None:
+    response = await client.get("/v1/investigations/limits", headers=_auth(tenant))
+    assert response.status_code == 200
+    assert response.json() == {
+        "max_cost_usd": "0.3",
+        "timeout_s": 60.0,
+        "max_steps": 20,
+        "default_max_steps": 12,
+    }
+    assert (await client.get("/v1/investigations/limits")).status_code == 401
+
+
+async def test_limits_follow_a_tighter_configuration(
+    test_settings: Settings, app_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    settings = test_settings.model_copy(
+        update={"investigation_max_cost_usd": Decimal("0.125"), "investigation_timeout_s": 20.0}
+    )
+    transport = httpx.ASGITransport(app=create_app(settings, pool=app_pool))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        limits = (await http.get("/v1/investigations/limits", headers=_auth(tenant))).json()
+        assert (limits["max_cost_usd"], limits["timeout_s"]) == ("0.125", 20.0)
+        # A request at the advertised ceiling is accepted as it is.
+        run = await http.post(
+            "/v1/investigations",
+            json={"question": "What changed?", "max_cost_usd": "0.125", "timeout_s": 20},
+            headers=_auth(tenant),
+        )
+        assert run.status_code == 202
+        assert (run.json()["max_cost_usd"], run.json()["timeout_s"]) == ("0.125", 20)
+        await http.post(f"/v1/investigations/{run.json()['id']}/cancel", headers=_auth(tenant))
+
+
+async def test_the_workbench_page_and_its_files_are_served_with_a_strict_policy(
+    client: httpx.AsyncClient,
+) -> None:
+    page = await client.get("/investigations")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    for path, media in (
+        ("/investigations/workbench.js", "text/javascript"),
+        ("/investigations/workbench-evidence.js", "text/javascript"),
+        ("/investigations/workbench.css", "text/css"),
+    ):
+        asset = await client.get(path)
+        assert asset.status_code == 200
+        assert asset.headers["content-type"].startswith(media)
+        assert asset.headers["content-security-policy"] == page.headers["content-security-policy"]
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert "require-trusted-types-for 'script'" in policy
+    assert page.headers["referrer-policy"] == "no-referrer"
+    # Everything the page loads is the service's own (no CDN, nothing inline).
+    assert "<style" not in page.text and "style=" not in page.text
+    assert "http://" not in page.text and "https://" not in page.text
+    for name in ("workbench.js", "workbench-evidence.js"):
+        script = (await client.get(f"/investigations/{name}")).text
+        assert "innerHTML" not in script and "insertAdjacentHTML" not in script

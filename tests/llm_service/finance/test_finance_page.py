@@ -6,192 +6,39 @@ from __future__ import annotations
 import asyncio
 import calendar
 import random
-import shutil
-import socket
-import subprocess
-import tempfile
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from html.parser import HTMLParser
-from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from finance_workload import random_workload
 
-from llm_service.api.app import create_app
-from llm_service.db.pool import create_pool
 from llm_service.db.urls import DatabaseUrls
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
+from tests.browser import (
+    ARTIFACTS,
+    LiveServer,
+    chromium_path,
+    parse_dom,
+    run_chromium,
+    serve_app,
+)
 
 TOKEN = "finance-page-token-9f8e7d6c5b4a"
 #: A past month no other test writes to: the page shows exactly this module's tenants.
 MONTH = date(2019, 5, 1)
 MONTH_TEXT = "2019-05"
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-VOID = frozenset(
-    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
-)
-
-
-def _chromium() -> str:
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip(
-        "chromium is not installed and the test set-up could not install it "
-        "(`make browser` runs `apt-get install chromium`); the finance page test needs a browser"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# The dumped DOM, as a small tree
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Node:
-    """An element of the rendered page."""
-
-    tag: str
-    attrs: dict[str, str]
-    children: list[Node] = field(default_factory=list)
-    parts: list[str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        """All text inside, in order."""
-        return "".join(self.parts)
-
-    def find_all(self, **attrs: str) -> list[Node]:
-        """Every descendant whose attributes include `attrs` (data_testid -> data-testid)."""
-        want = {k.replace("_", "-"): v for k, v in attrs.items()}
-        found = []
-        for child in self.children:
-            if all(child.attrs.get(k) == v for k, v in want.items()):
-                found.append(child)
-            found.extend(child.find_all(**attrs))
-        return found
-
-    def one(self, **attrs: str) -> Node:
-        """The single descendant matching `attrs`."""
-        (node,) = self.find_all(**attrs)
-        return node
-
-
-class _TreeBuilder(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Node("#document", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        node = Node(tag, {k: v or "" for k, v in attrs})
-        self.stack[-1].children.append(node)
-        if tag not in VOID:
-            self.stack.append(node)
-
-    def handle_endtag(self, tag: str) -> None:
-        for i in range(len(self.stack) - 1, 0, -1):
-            if self.stack[i].tag == tag:
-                del self.stack[i:]
-                return
-
-    def handle_data(self, data: str) -> None:
-        for node in self.stack:
-            node.parts.append(data)
-
-
-def parse_dom(html: str) -> Node:
-    """The tree of a dumped DOM."""
-    builder = _TreeBuilder()
-    builder.feed(html)
-    builder.close()
-    return builder.root
-
-
-# --------------------------------------------------------------------------------------------
-# The real application on 127.0.0.1, and the browser
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LiveServer:
-    """The application served by uvicorn in a thread."""
-
-    base_url: str
-    server: uvicorn.Server
-    thread: threading.Thread
 
 
 @pytest.fixture
 def live_server(test_settings: Settings, database_urls: DatabaseUrls) -> Iterator[LiveServer]:
     """Serve the real application (as the application role) on a free local port."""
     settings = test_settings.model_copy(update={"finance_api_token": TOKEN})
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    box: dict[str, Any] = {}
-    ready = threading.Event()
-
-    async def serve() -> None:
-        pool = await create_pool(database_urls.app, application_name="tests-finance-page")
-        try:
-            app = create_app(settings, pool=pool, run_workers=False)
-            server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-            box["server"] = server
-            ready.set()
-            await server.serve(sockets=[sock])
-        finally:
-            await pool.close()
-
-    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    server: uvicorn.Server = box["server"]
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{port}", server, thread)
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
-def _run_chromium(chromium: str, *args: str) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        return subprocess.run(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--hide-scrollbars",
-                f"--user-data-dir={profile}",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    with serve_app(settings, database_urls, name="tests-finance-page") as server:
+        yield server
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +55,7 @@ def _shown_usd(text: str) -> Decimal:
 async def test_page_shows_the_apis_numbers_and_a_chart(
     live_server: LiveServer, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool
 ) -> None:
-    chromium = _chromium()
+    chromium = chromium_path()
     seed = random.randrange(2**32)
     print(f"finance page workload seed {seed}")
     workload = await random_workload(
@@ -226,7 +73,7 @@ async def test_page_shows_the_apis_numbers_and_a_chart(
 
     url = f"{live_server.base_url}/finance?month={MONTH_TEXT}#token={TOKEN}"
     result = await asyncio.to_thread(
-        _run_chromium, chromium, "--virtual-time-budget=15000", "--dump-dom", url
+        run_chromium, chromium, "--virtual-time-budget=15000", "--dump-dom", url
     )
     assert result.returncode == 0, result.stderr[-2000:]
     dom = parse_dom(result.stdout)
@@ -319,7 +166,7 @@ async def test_page_shows_the_apis_numbers_and_a_chart(
     shot = ARTIFACTS / "finance.png"
     shot.unlink(missing_ok=True)
     result = await asyncio.to_thread(
-        _run_chromium,
+        run_chromium,
         chromium,
         "--virtual-time-budget=15000",
         "--window-size=1400,1000",
@@ -332,10 +179,10 @@ async def test_page_shows_the_apis_numbers_and_a_chart(
 
 
 async def test_page_without_a_token_asks_for_one(live_server: LiveServer) -> None:
-    chromium = _chromium()
+    chromium = chromium_path()
     url = f"{live_server.base_url}/finance?month={MONTH_TEXT}"
     result = await asyncio.to_thread(
-        _run_chromium, chromium, "--virtual-time-budget=5000", "--dump-dom", url
+        run_chromium, chromium, "--virtual-time-budget=5000", "--dump-dom", url
     )
     assert result.returncode == 0, result.stderr[-2000:]
     dom = parse_dom(result.stdout)
@@ -346,10 +193,10 @@ async def test_page_without_a_token_asks_for_one(live_server: LiveServer) -> Non
 async def test_page_with_a_tenant_key_shows_no_data(
     live_server: LiveServer, tenant: CreatedTenant
 ) -> None:
-    chromium = _chromium()
+    chromium = chromium_path()
     url = f"{live_server.base_url}/finance?month={MONTH_TEXT}#token={tenant.api_key}"
     result = await asyncio.to_thread(
-        _run_chromium, chromium, "--virtual-time-budget=5000", "--dump-dom", url
+        run_chromium, chromium, "--virtual-time-budget=5000", "--dump-dom", url
     )
     assert result.returncode == 0, result.stderr[-2000:]
     dom = parse_dom(result.stdout)
