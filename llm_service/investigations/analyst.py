@@ -60,17 +60,32 @@ def _window(period: Period) -> dict[str, str]:
 
 
 def _before(period: Period, days: int) -> Period:
-    return Period(period.start - timedelta(days=days), period.start)
+    """The `days` before `period`; at the calendar's edge, the period itself (its tool then
+    answers with a tool error about the edge, rather than the run failing)."""
+    try:
+        return Period(period.start - timedelta(days=days), period.start)
+    except (OverflowError, ValueError):
+        return period
 
 
-def _compare(current: Period, previous: Period, channel: str | None) -> dict[str, Any]:
+def _previous(period: Period) -> Period | None:
+    try:
+        return period.previous()
+    except (OverflowError, ValueError):  # nothing before the calendar's start
+        return None
+
+
+def _compare(current: Period, previous: Period | None, channel: str | None) -> dict[str, Any]:
     args: dict[str, Any] = {
         "current_start": current.start.isoformat(),
         "current_end": current.end.isoformat(),
-        "previous_start": previous.start.isoformat(),
-        "previous_end": previous.end.isoformat(),
         "limit": ALL_ROWS,
     }
+    if previous is not None:
+        args |= {
+            "previous_start": previous.start.isoformat(),
+            "previous_end": previous.end.isoformat(),
+        }
     if channel:
         args["channel"] = channel
     return args
@@ -88,7 +103,7 @@ def plan(q: Question) -> list[PlannedCall]:
     model = _model_type(q)
     for topic in topics_for(q):
         if topic == "change":
-            args = _compare(p, p.previous(), channel)
+            args = _compare(p, _previous(p), channel)
             if model:
                 args["model_type"] = model
             calls.append(PlannedCall("answer", topic, "compare_periods", args))

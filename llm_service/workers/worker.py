@@ -46,7 +46,7 @@ def worker_name() -> str:
 # $4: the runs this worker is executing, which it must not take over from itself.
 _CLAIM_BATCH_SQL = """
 SELECT c.* FROM generate_series(1, $3) AS g
-CROSS JOIN LATERAL fn_claim_next_run($1, $2 + 0 * g, $4::uuid[]) AS c
+CROSS JOIN LATERAL fn_claim_next_run($1, $2::double precision + 0 * g, $4::uuid[]) AS c
 WHERE c.run_id IS NOT NULL
 """
 
