@@ -433,11 +433,11 @@ async def test_anthropic_cache_control_without_a_write_rate_reserves_the_real_wo
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """BROKE: an operator prices an Anthropic model by override ([input, output] only, no
-    cache-write
-    rate). The gateway still marks cache_control, so Anthropic may write the whole prefix at
-    1.25x the base rate. The reply writes as many tokens as the reservation's own margined input
-    count (so the usage is believable) and uses all 50 output tokens: the reservation must cover
-    Anthropic's bill (or no breakpoint be sent), and the ledger must record that bill."""
+    cache-write rate). The gateway still marks cache_control, so Anthropic may write the whole
+    prefix at 1.25x the base rate. The reply writes as many tokens as the reservation's own
+    margined input count (so the usage is believable) and uses all 50 output tokens: the
+    reservation must cover Anthropic's bill (or no breakpoint be sent), and the ledger must
+    record that bill."""
     overrides = {"anthropic/claude-haiku-4-5": (Decimal("0.000001"), Decimal("0.000005"))}
     gw = make_gateway(
         test_settings,
