@@ -56,7 +56,7 @@ def actual_cost(price: ModelPrice, input_tokens: int, output_tokens: int) -> USD
     """What a call costs from the usage the provider reported, exactly."""
     _check_tokens(input_tokens, "input_tokens")
     _check_tokens(output_tokens, "output_tokens")
-    rate_in, rate_out = price.rates_for(input_tokens)
+    rate_in, rate_out = price.rates_for(input_tokens, billed=True)
     with exact_arithmetic():
         return Decimal(input_tokens) * rate_in + Decimal(output_tokens) * rate_out
 

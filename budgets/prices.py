@@ -107,26 +107,26 @@ class ModelPrice:
                 raise ValueError(f"{self.model}: unknown kind of token {kind!r}")
             _check_price(rate, f"{self.model} {kind} price")
 
-    def rates_for(self, input_tokens: int) -> tuple[Decimal, Decimal]:
+    def rates_for(self, input_tokens: int, *, billed: bool = False) -> tuple[Decimal, Decimal]:
         """(input, output) USD per token for a prompt of this size: never below the base rates.
 
-        A tier applies from its threshold inclusive (litellm bills most providers only above it):
-        at exactly the threshold this may over-record, never under-record.
+        A tier applies above its threshold when billing (as the providers bill: a prompt of
+        exactly 200,000 tokens is at the base rate), and from it inclusive for a worst case.
         """
         rate_in, rate_out = self.input_per_token, self.output_per_token
         for tier in self.tiers:
-            if input_tokens >= tier.above_input_tokens:
+            if _in_tier(input_tokens, tier.above_input_tokens, billed):
                 rate_in = max(rate_in, tier.input_per_token)
                 rate_out = max(rate_out, tier.output_per_token)
         return rate_in, rate_out
 
-    def kind_rate(self, kind: str, input_tokens: int) -> Decimal | None:
+    def kind_rate(self, kind: str, input_tokens: int, *, billed: bool = False) -> Decimal | None:
         """USD per token of one kind for a prompt of this size, or None if the map has none.
 
         "input" and "output" are the base (tiered) rates; a tier's rate for a kind applies from
         its threshold like the base tiers, never below the kind's base rate.
         """
-        rate_in, rate_out = self.rates_for(input_tokens)
+        rate_in, rate_out = self.rates_for(input_tokens, billed=billed)
         if kind == "input":
             return rate_in
         if kind == "output":
@@ -136,31 +136,33 @@ class ModelPrice:
             return None
         for tier in self.tiers:
             tiered = dict(tier.kind_rates).get(kind)
-            if tiered is not None and input_tokens >= tier.above_input_tokens:
+            if tiered is not None and _in_tier(input_tokens, tier.above_input_tokens, billed):
                 rate = max(rate, tiered)
         return rate
 
-    def dearest_rate(self, direction: str, input_tokens: int) -> Decimal:
+    def dearest_rate(self, direction: str, input_tokens: int, *, billed: bool = False) -> Decimal:
         """The dearest known rate of a direction ("input" or "output"): an unpriced kind's rate."""
         kinds = INPUT_KINDS if direction == "input" else OUTPUT_KINDS
-        rates = [self.kind_rate(kind, input_tokens) for kind in kinds]
+        rates = [self.kind_rate(kind, input_tokens, billed=billed) for kind in kinds]
         return max(rate for rate in rates if rate is not None)
 
     def reservation_rates(
         self, input_tokens: int, *, cache_writes: bool
     ) -> tuple[Decimal, Decimal]:
         """(input, output) rates a worst case is priced at: no cache hit, and where the request
-        can write the cache, every input token at the dearer of base and cache-write rate."""
-        rate_in, rate_out = self.rates_for(input_tokens)
+        can write the cache, every input token at the dearer of base and cache-write rate; every
+        output token at the dearest output rate (reasoning and audio tokens are output too)."""
+        rate_in, _ = self.rates_for(input_tokens)
         if cache_writes:
             write = self.kind_rate("cache_write", input_tokens)
             rate_in = max(
                 rate_in, write if write is not None else self.dearest_rate("input", input_tokens)
             )
-        reasoning = self.kind_rate("reasoning", input_tokens)
-        if reasoning is not None:
-            rate_out = max(rate_out, reasoning)
-        return rate_in, rate_out
+        return rate_in, self.dearest_rate("output", input_tokens)
+
+
+def _in_tier(input_tokens: int, threshold: int, billed: bool) -> bool:
+    return input_tokens > threshold if billed else input_tokens >= threshold
 
 
 class UnpricedModelError(ValueError):

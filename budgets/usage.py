@@ -153,16 +153,16 @@ def price_kinds(
     a kind without a rate is charged the dearest known rate of its direction, flagged."""
     out: list[KindCost] = []
     for kinds, direction in ((INPUT_KINDS, "input"), (OUTPUT_KINDS, "output")):
-        base = price.kind_rate(direction, prompt_tokens)
+        base = price.kind_rate(direction, prompt_tokens, billed=True)
         assert base is not None
         for kind in kinds:
             tokens = parts.get(kind, 0)
             if not tokens:
                 continue
-            rate = price.kind_rate(kind, prompt_tokens)
+            rate = price.kind_rate(kind, prompt_tokens, billed=True)
             known = rate is not None
             if rate is None:
-                rate = price.dearest_rate(direction, prompt_tokens)
+                rate = price.dearest_rate(direction, prompt_tokens, billed=True)
             with exact_arithmetic():
                 cost = Decimal(tokens) * rate
                 uncached = Decimal(tokens) * base if kind.startswith("cache_") else cost

@@ -1569,11 +1569,31 @@ BEGIN
                            WHERE b.key IN ('output', 'reasoning', 'output_audio'))
                            AS output_tokens,
                        sum((b.value ->> 'cost_cents')::numeric) AS cost,
+                       -- Every figure finite and non-negative (NaN and Infinity sort above
+                       -- every number), each kind's cost its tokens at its rate (to the ledger's last place), its
+                       -- uncached cost equal to its cost but for the cache kinds (a read is
+                       -- cheaper than uncached, a write dearer), rate_known a boolean.
                        bool_and(b.key IN ('input', 'cache_read', 'cache_write', 'input_audio',
                                           'output', 'reasoning', 'output_audio')
                                 AND (b.value ->> 'tokens')::bigint >= 0
                                 AND (b.value ->> 'cost_cents')::numeric >= 0
-                                AND (b.value ->> 'uncached_cents')::numeric >= 0) AS sane
+                                AND (b.value ->> 'cost_cents')::numeric < 'Infinity'::numeric
+                                AND (b.value ->> 'rate_usd')::numeric >= 0
+                                AND (b.value ->> 'rate_usd')::numeric < 'Infinity'::numeric
+                                AND (b.value ->> 'uncached_cents')::numeric >= 0
+                                AND (b.value ->> 'uncached_cents')::numeric < 'Infinity'::numeric
+                                AND abs((b.value ->> 'cost_cents')::numeric
+                                        - (b.value ->> 'tokens')::numeric
+                                          * (b.value ->> 'rate_usd')::numeric * 100)
+                                    <= 0.0000000001
+                                AND CASE b.key
+                                    WHEN 'cache_read' THEN (b.value ->> 'uncached_cents')::numeric
+                                                           >= (b.value ->> 'cost_cents')::numeric
+                                    WHEN 'cache_write' THEN (b.value ->> 'uncached_cents')::numeric
+                                                            <= (b.value ->> 'cost_cents')::numeric
+                                    ELSE (b.value ->> 'uncached_cents')::numeric
+                                         = (b.value ->> 'cost_cents')::numeric END
+                                AND jsonb_typeof(b.value -> 'rate_known') = 'boolean') AS sane
                   FROM jsonb_each(NEW.usage_breakdown) b) k
          WHERE k.sane
            AND coalesce(k.input_tokens, 0) = coalesce(NEW.input_tokens, -1)

@@ -169,7 +169,13 @@ class LlmGateway:
         ceiling = ceiling or RunCeiling(self.settings.llm_call_max_cost_usd)
         provider = self._provider(model)
         # The stable prefix marked for providers that cache only where asked (prompt_cache).
-        sent, cache_writes = mark_stable_prefix(redacted, provider)
+        # A breakpoint only where the price says what a cache write costs (else the write's
+        # real rate could pass what was reserved).
+        sent, cache_writes = (
+            mark_stable_prefix(redacted, provider)
+            if price.kind_rate("cache_write", 0) is not None
+            else (redacted, False)
+        )
         extra: dict[str, Any] = {}
         if request.tools:
             extra["tools"] = request.tools
@@ -518,7 +524,17 @@ class LlmGateway:
             # Cancelled, timed out, cut off or unreadable: the provider may have billed it.
             cost, estimate = ceiling.settle_unknown(held), True
         await self._settle(
-            request, call, status, cost, None, None, estimate, latency_ms, None, error=exc
+            request,
+            call,
+            status,
+            cost,
+            None,
+            None,
+            estimate,
+            latency_ms,
+            None,
+            error=exc,
+            anomaly=_unreadable_reply(exc),
         )
 
     async def _settle(
@@ -608,5 +624,15 @@ def _capped(prompt: dict[str, Any]) -> dict[str, Any]:
 
 def _error_text(exc: BaseException) -> str:
     code = retry.answered_status(exc)
-    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    # litellm inlines a traceback into some messages: it is no one's business outside the logs.
+    text = text.split(" Traceback (most recent call last)")[0][:300]
     return f"HTTP {code}: {text}" if code else text
+
+
+def _unreadable_reply(exc: BaseException) -> str | None:
+    """The anomaly of a reply that came back but could not be read (litellm refused its body:
+    a usage field of the wrong type, say), billed at the reservation like any other."""
+    if "Invalid response object" in str(exc):
+        return "the provider's reply could not be read: " + _error_text(exc)[:200]
+    return None

@@ -54,9 +54,12 @@ def test_actual_cost_is_exact() -> None:
     assert actual_cost(MINI, 0, 0) == 0
 
 
-def test_tiered_price_applies_to_the_whole_prompt_from_the_threshold() -> None:
-    assert actual_cost(TIERED, 199_999, 0) == 199_999 * Decimal("1.25E-6")
-    assert actual_cost(TIERED, 200_000, 10) == 200_000 * Decimal("2.5E-6") + 10 * Decimal(
+def test_tiered_price_applies_to_the_whole_prompt_above_the_threshold() -> None:
+    # As billed ("above 200k tokens"): exactly 200,000 is still the base rate.
+    assert actual_cost(TIERED, 200_000, 10) == 200_000 * Decimal("1.25E-6") + 10 * Decimal(
+        "0.00001"
+    )
+    assert actual_cost(TIERED, 200_001, 10) == 200_001 * Decimal("2.5E-6") + 10 * Decimal(
         "0.000015"
     )
     # The worst case prices the margined count: 180,000 * 1.2 crosses the threshold.

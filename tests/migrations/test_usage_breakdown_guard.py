@@ -18,9 +18,27 @@ COST = Decimal("0.0000123")  # USD: 1.23e-3 cents
 def kinds(**overrides: Any) -> dict[str, Any]:
     """100 input tokens (60 cached) and 10 output tokens costing COST in all."""
     breakdown: dict[str, Any] = {
-        "input": {"tokens": 40, "cost_cents": "0.0008", "uncached_cents": "0.0008"},
-        "cache_read": {"tokens": 60, "cost_cents": "0.0003", "uncached_cents": "0.0006"},
-        "output": {"tokens": 10, "cost_cents": "0.00013", "uncached_cents": "0.00013"},
+        "input": {
+            "tokens": 40,
+            "rate_usd": "0.0000002",
+            "cost_cents": "0.0008",
+            "uncached_cents": "0.0008",
+            "rate_known": True,
+        },
+        "cache_read": {
+            "tokens": 60,
+            "rate_usd": "0.00000005",
+            "cost_cents": "0.0003",
+            "uncached_cents": "0.0006",
+            "rate_known": True,
+        },
+        "output": {
+            "tokens": 10,
+            "rate_usd": "0.00000013",
+            "cost_cents": "0.00013",
+            "uncached_cents": "0.00013",
+            "rate_known": True,
+        },
     }
     breakdown.update(overrides)
     return breakdown

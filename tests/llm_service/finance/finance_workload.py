@@ -120,11 +120,12 @@ async def settle_in_month(
         # Billed as a provider with prompt caching would: half the cost on cached reads, which
         # would have cost ten times as much uncached.
         half = usd_to_cents(cost_usd) / 2
+        uncached, cached = input_tokens - input_tokens // 2, input_tokens // 2
         breakdown = {
-            "input": {"tokens": input_tokens - input_tokens // 2, "cost_cents": half,
-                      "uncached_cents": half, "rate_usd": "0", "rate_known": True},
-            "cache_read": {"tokens": input_tokens // 2, "cost_cents": half,
-                           "uncached_cents": half * 10, "rate_usd": "0", "rate_known": True},
+            "input": {"tokens": uncached, "cost_cents": half, "uncached_cents": half,
+                      "rate_usd": str(half / 100 / uncached), "rate_known": True},
+            "cache_read": {"tokens": cached, "cost_cents": half, "uncached_cents": half * 10,
+                           "rate_usd": str(half / 100 / cached), "rate_known": True},
             "output": {"tokens": output_tokens, "cost_cents": 0, "uncached_cents": 0,
                        "rate_usd": "0", "rate_known": True},
         }  # fmt: skip
