@@ -9,11 +9,10 @@ page driven in Debian's headless chromium (tests/browser.py).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,7 +22,9 @@ import asyncpg
 import httpx
 import pytest
 
+from llm_service.api.app import create_app
 from llm_service.db.pool import tenant_transaction
+from llm_service.db.urls import DatabaseUrls
 from llm_service.demo_data import generate_demo_data
 from llm_service.investigations import service as investigations
 from llm_service.investigations.runner import InvestigationRunner
@@ -31,6 +32,7 @@ from llm_service.investigations.understanding import ChannelInfo, understand
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from tests.browser import Browser, LiveServer, Page, chromium_path, serve_app
 
 # =============================================================================================
 # (B) issue 12: the deterministic analyst states correct figures
@@ -209,8 +211,8 @@ async def test_two_channels_in_one_question_get_their_own_figures(
 async def test_a_channel_that_does_not_exist_is_not_answered_with_everything(
     test_settings: Settings, app_pool: asyncpg.Pool, demo_tenant: CreatedTenant
 ) -> None:
-    """BROKE: "myspace_paid" is not in the taxonomy; the answer must name it (as unknown), not silently
-    answer for all channels as if that were its revenue."""
+    """BROKE: "myspace_paid" is not in the taxonomy; the answer must name it (as unknown),
+    not silently answer for all channels as if that were its revenue."""
     run = await ask(
         test_settings,
         app_pool,
@@ -387,3 +389,427 @@ def _static_channels() -> list[ChannelInfo]:
         ChannelInfo("email", "Email", "owned", False),
         ChannelInfo("direct", "Direct", "direct", False),
     ]
+
+
+# =============================================================================================
+# (A) issue 13: the workbench page renders hostile content as text, guards the key, starts one
+# run per draft, keeps to the ceilings, and has a strict CSP
+# =============================================================================================
+
+PWN = "window.__pwned = (window.__pwned || 0) + 1"
+HOSTILE = (
+    f'<script>{PWN}</script><img src=x onerror="{PWN}"><svg onload="{PWN}"><a href="javascript:'
+    f'{PWN}">x</a></svg><style>body{{display:none}}</style><iframe srcdoc="<script>{PWN}'
+    f'</script>"></iframe>" onmouseover="{PWN}" x="'
+)
+
+#: What the page may hold after rendering hostile content: its own two scripts, no more.
+_DOM_CHECK = """() => {
+  const hasOn = [...document.querySelectorAll("*")].some((e) =>
+    [...e.attributes].some((a) => a.name.startsWith("on")));
+  return JSON.stringify({
+    pwned: window.__pwned || 0,
+    scripts: document.scripts.length,
+    imgs: document.querySelectorAll("img, iframe, style, object, embed").length,
+    js_links: document.querySelectorAll('[href^="javascript:" i], [src^="javascript:" i]').length,
+    on_attrs: hasOn,
+    svg_anchors: document.querySelectorAll("svg a, svg script, svg foreignObject").length,
+  });
+}"""
+_CLEAN = {"pwned": 0, "scripts": 2, "imgs": 0, "js_links": 0, "on_attrs": False, "svg_anchors": 0}
+
+
+@pytest.fixture(scope="module")
+def live(test_settings: Settings, database_urls: DatabaseUrls) -> Iterator[LiveServer]:
+    with serve_app(test_settings, database_urls, name="rt-pages") as server:
+        yield server
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with Browser.launch(chromium_path()) as launched:
+        yield launched
+
+
+async def hostile_run(owner_pool: asyncpg.Pool, tenant_id: UUID) -> UUID:
+    """A finished run whose every model- and data-sourced text is hostile HTML."""
+    async with tenant_transaction(owner_pool, tenant_id) as conn:
+        run_id: UUID = await conn.fetchval(
+            "INSERT INTO investigations (tenant_id, question, status, reason, degraded, "
+            "started_at, finished_at, elapsed_ms) "
+            "VALUES ($1, $2, 'succeeded', $3, true, now(), now(), 1200) RETURNING id",
+            tenant_id,
+            "Q " + HOSTILE,
+            "R " + HOSTILE,
+        )
+        comparison = await conn.fetchval(
+            "INSERT INTO investigation_tool_calls (tenant_id, investigation_id, step, tool_name, "
+            "input_params, output, duration_ms) VALUES ($1, $2, 1, $3, $4, $5, 7) RETURNING id",
+            tenant_id,
+            run_id,
+            "compare_periods" + HOSTILE,
+            {HOSTILE: HOSTILE, "channel": HOSTILE},
+            (
+                {
+                    "rows": [
+                        {
+                            "channel": HOSTILE,
+                            HOSTILE: HOSTILE,
+                            "current_revenue_cents": 100,
+                            "previous_revenue_cents": 300,
+                        },
+                        {
+                            "channel": "javascript:" + PWN,
+                            "current_revenue_cents": 5,
+                            "previous_revenue_cents": 7,
+                        },
+                    ]
+                }
+            ),
+        )
+        series = await conn.fetchval(
+            "INSERT INTO investigation_tool_calls (tenant_id, investigation_id, step, tool_name, "
+            "input_params, output, duration_ms, error) VALUES ($1, $2, 1, 'revenue_state_changes', "
+            "'{}', $3, 9, NULL) RETURNING id",
+            tenant_id,
+            run_id,
+            (
+                {
+                    "by_day": [
+                        {"day": HOSTILE, HOSTILE: 3},
+                        {"day": "2026-11-02" + HOSTILE, HOSTILE: 4},
+                    ]
+                }
+            ),
+        )
+        result = {
+            "summary": "S " + HOSTILE,
+            "findings": [
+                {"claim": HOSTILE, "evidence": [str(comparison), str(series)]},
+                {"claim": "second " + HOSTILE, "evidence": [HOSTILE]},
+            ],
+        }
+        await conn.execute("UPDATE investigations SET result = $2 WHERE id = $1", run_id, result)
+        for kind, data in (
+            ("queued", {"question": HOSTILE, "max_cost_usd": "0.30", "timeout_s": 60}),
+            ("started", {"limits": {"max_cost_usd": "0.30", "timeout_s": 60, "max_steps": 8}}),
+            (
+                "tool_call",
+                {
+                    "evidence_id": str(comparison),
+                    "tool": HOSTILE,
+                    "arguments": {HOSTILE: HOSTILE},
+                    "duration_ms": 7,
+                    "error": HOSTILE,
+                },
+            ),
+            (
+                "llm_call",
+                {
+                    "model": HOSTILE,
+                    "cost_usd": "0.001",
+                    "input_tokens": HOSTILE,
+                    "output_tokens": 1,
+                    "tool_calls": [HOSTILE],
+                    "spent_usd": "0.001",
+                },
+            ),
+            ("note", {"message": HOSTILE}),
+            (
+                "final",
+                {"status": "succeeded", "reason": HOSTILE, "cost_usd": "0.001", "elapsed_s": 1.2},
+            ),
+        ):
+            await conn.execute(
+                "INSERT INTO investigation_events (tenant_id, investigation_id, event_type, data) "
+                "VALUES ($1, $2, $3, $4)",
+                tenant_id,
+                run_id,
+                kind,
+                data,
+            )
+    return run_id
+
+
+async def open_page(browser: Browser, live: LiveServer, key: str, run_id: UUID | None) -> Page:
+    page = await browser.new_page()
+    fragment = f"#key={key}" + (f"&run={run_id}" if run_id else "")
+    await page.goto(f"{live.base_url}/investigations{fragment}")
+    await page.wait_for("() => document.body.dataset.state === 'ready'")
+    return page
+
+
+async def test_hostile_model_and_data_text_renders_as_text(
+    browser: Browser, live: LiveServer, owner_pool: asyncpg.Pool
+) -> None:
+    """Question, reason, summary, findings, tool names, arguments, result keys and values,
+    chart labels, SSE event fields and the tenant's name: all hostile HTML, all shown as text;
+    nothing runs, no element or attribute is injected, no CSP / Trusted Types violation."""
+    tenant = await create_tenant(owner_pool, "T " + HOSTILE)
+    run_id = await hostile_run(owner_pool, tenant.tenant_id)
+    page = await open_page(browser, live, tenant.api_key, run_id)
+    await page.wait_for("() => document.querySelectorAll('[data-testid=finding]').length === 2")
+    await page.click("[data-testid=finding-toggle]")
+    await page.wait_for("() => document.querySelector('[data-testid=chart]')")
+    for button in ("#history-list button",):
+        await page.evaluate(f"document.querySelector({json.dumps(button)})?.focus()")
+    state = json.loads(await page.evaluate(f"({_DOM_CHECK})()"))
+    assert state == _CLEAN, state
+    claims_text = await page.evaluate(
+        "[...document.querySelectorAll('[data-testid=claim]')].map((e) => e.textContent)"
+    )
+    assert claims_text == [HOSTILE, "second " + HOSTILE]
+    body = await page.evaluate("document.body.innerText")
+    assert "T " + HOSTILE in body and "S " + HOSTILE in body and "Q " + HOSTILE in body
+    assert await page.evaluate("getComputedStyle(document.body).display") != "none"
+    assert page.problems() == []
+
+
+async def test_the_key_never_reaches_a_url_and_leaves_with_sign_out(
+    browser: Browser, live: LiveServer, tenant: CreatedTenant, owner_pool: asyncpg.Pool
+) -> None:
+    """Signed in by the form: no request URL, no address, no history entry carries the key;
+    after sign-out neither storage, cookies, the address nor the DOM holds it."""
+    run_id = await hostile_run(owner_pool, tenant.tenant_id)
+    page = await browser.new_page()
+    await page.send("Network.enable")
+    await page.goto(f"{live.base_url}/investigations#run={run_id}")
+    await page.wait_for("() => document.body.dataset.state === 'auth'")
+    await page.type("#api-key", tenant.api_key)
+    await page.press("Enter")
+    await page.wait_for("() => document.querySelectorAll('[data-testid=finding]').length === 2")
+    urls = await page.evaluate(
+        "[location.href, document.referrer, ...performance.getEntriesByType('resource')"
+        ".map((e) => e.name), ...performance.getEntriesByType('navigation').map((e) => e.name)]"
+    )
+    assert not [u for u in urls if tenant.api_key in u], urls
+    sent = [
+        e["params"]["request"]["url"]
+        for e in browser.events
+        if e.get("method") == "Network.requestWillBeSent"
+    ]
+    assert len(sent) >= 3  # the page, its assets and its API calls were seen
+    assert not [u for u in sent if tenant.api_key in u]
+    await page.click("#sign-out")
+    await page.wait_for("() => document.body.dataset.state === 'auth'")
+    leftovers = await page.evaluate(
+        "JSON.stringify([document.documentElement.outerHTML, document.getElementById('api-key')"
+        ".value, Object.values(sessionStorage), Object.values(localStorage), document.cookie, "
+        "location.href])"
+    )
+    assert tenant.api_key not in leftovers
+
+
+async def test_sign_out_leaves_none_of_the_tenants_data_in_the_page(
+    browser: Browser, live: LiveServer, tenant: CreatedTenant, owner_pool: asyncpg.Pool
+) -> None:
+    """BROKE (beyond the key): after sign-out the previous tenant's run (question, summary,
+    findings, history) is still in the DOM, only hidden: on a shared machine the next person
+    reads it with devtools or "view selection"."""
+    run_id = await hostile_run(owner_pool, tenant.tenant_id)
+    page = await open_page(browser, live, tenant.api_key, run_id)
+    await page.wait_for("() => document.querySelectorAll('[data-testid=finding]').length === 2")
+    await page.click("#sign-out")
+    await page.wait_for("() => document.body.dataset.state === 'auth'")
+    text = await page.evaluate("document.body.textContent")
+    assert "Q <script>" not in text and "S <script>" not in text, (
+        "the signed-out tenant's run is still in the page (hidden)"
+    )
+
+
+async def count_runs(owner_pool: asyncpg.Pool, tenant_id: UUID) -> int:
+    async with tenant_transaction(owner_pool, tenant_id, readonly=True) as conn:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM investigations WHERE tenant_id = $1", tenant_id
+            )
+        )
+
+
+async def settled(page: Page) -> None:
+    await page.wait_for(
+        "() => document.querySelector('[data-testid=run-question]').textContent.length > 0"
+        " && !document.getElementById('submit').hasAttribute('aria-disabled')"
+    )
+
+
+async def test_double_click_enter_and_rapid_resubmits_start_one_run(
+    browser: Browser, live: LiveServer, tenant: CreatedTenant, owner_pool: asyncpg.Pool
+) -> None:
+    """One draft: a double click, Ctrl+Enter with a click, and five more submits in a burst
+    (from script, as fast as the page takes them) all land on the same single run."""
+    page = await open_page(browser, live, tenant.api_key, None)
+    await page.type("#question", "How did revenue change last week?")
+    await page.click("[data-testid=submit]", clicks=2)
+    await settled(page)
+    await page.evaluate("document.getElementById('question').focus()")
+    await page.send(
+        "Input.dispatchKeyEvent",
+        {"type": "keyDown", "key": "Enter", "windowsVirtualKeyCode": 13, "modifiers": 2},
+    )
+    await page.click("[data-testid=submit]")
+    await page.evaluate(
+        "for (let i = 0; i < 5; i++) document.getElementById('ask-form').requestSubmit()"
+    )
+    await settled(page)
+    assert await count_runs(owner_pool, tenant.tenant_id) == 1
+    assert page.problems() == []
+
+
+async def test_sliders_stop_at_the_ceilings_and_a_forged_limit_is_refused(
+    browser: Browser, live: LiveServer, tenant: CreatedTenant, owner_pool: asyncpg.Pool
+) -> None:
+    """The sliders' maxima are the service's ceilings; a user who edits the slider's max in
+    devtools and submits $5 / 600 s gets an error and no run."""
+    page = await open_page(browser, live, tenant.api_key, None)
+    limits = await page.evaluate(
+        "fetch('v1/investigations/limits', {headers: {Authorization: 'Bearer ' + "
+        "sessionStorage.getItem('llm-service-tenant-key')}}).then((r) => r.json())"
+    )
+    got = await page.evaluate(
+        "[document.getElementById('max-cost').max, document.getElementById('timeout').max]"
+    )
+    assert (
+        Decimal(got[0]) == Decimal(limits["max_cost_usd"]) and float(got[1]) == limits["timeout_s"]
+    )
+    await page.type("#question", "How did revenue change last week?")
+    await page.evaluate(
+        "(() => { const c = document.getElementById('max-cost'); c.max = '5'; c.value = '5';"
+        " const t = document.getElementById('timeout'); t.max = '600'; t.value = '600';"
+        " c.dispatchEvent(new Event('input')); })()"
+    )
+    await page.click("[data-testid=submit]")
+    await page.wait_for(
+        "() => /Could not start/.test(document.getElementById('status').textContent)"
+    )
+    assert await count_runs(owner_pool, tenant.tenant_id) == 0
+
+
+async def test_the_page_and_its_assets_carry_a_strict_csp(live: LiveServer) -> None:
+    """No inline script or style, no eval, no remote origin, Trusted Types, no framing."""
+    async with httpx.AsyncClient(base_url=live.base_url) as http:
+        for path in (
+            "/investigations",
+            "/investigations/workbench.js",
+            "/investigations/workbench-evidence.js",
+            "/investigations/workbench.css",
+        ):
+            response = await http.get(path)
+            assert response.status_code == 200, path
+            csp = response.headers["content-security-policy"]
+            directives = dict(
+                (part.split()[0], part.split()[1:]) for part in csp.split(";") if part.strip()
+            )
+            assert directives["default-src"] == ["'none'"]
+            assert directives["script-src"] == ["'self'"], csp
+            assert directives["style-src"] == ["'self'"], csp
+            assert directives["frame-ancestors"] == ["'none'"]
+            assert "require-trusted-types-for" in directives
+            assert "unsafe" not in csp and "*" not in csp and "http" not in csp
+            assert response.headers["x-content-type-options"] == "nosniff"
+        html = (await http.get("/investigations")).text
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline script in the page"
+    assert " style=" not in html and "<style" not in html
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "a remote asset"
+
+
+# ---- the API's ceilings, whatever the page -----------------------------------------------
+
+
+@pytest.fixture
+async def api(test_settings: Settings, app_pool: asyncpg.Pool) -> AsyncIterator[Any]:
+    """A client factory for the real application under given settings."""
+    clients: list[httpx.AsyncClient] = []
+
+    def make(settings: Settings) -> httpx.AsyncClient:
+        app = create_app(settings, pool=app_pool)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url="http://test",
+        )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"max_cost_usd": "0.300001"},
+        {"max_cost_usd": "0.31"},
+        {"max_cost_usd": "1e3"},
+        {"max_cost_usd": "Infinity"},
+        {"max_cost_usd": "NaN"},
+        {"max_cost_usd": "-0.01"},
+        {"timeout_s": 60.001},
+        {"timeout_s": 1e309},
+        {"max_steps": 1000},
+    ],
+)
+async def test_the_api_refuses_limits_above_its_ceilings(
+    api: Any, test_settings: Settings, tenant: CreatedTenant, body: dict[str, Any]
+) -> None:
+    """Above the ceiling, or not a number: 422 with the error shape, no run."""
+    http = api(test_settings)
+    content = json.dumps({"question": "How did revenue change last week?", **body}).replace(
+        '"1e309"', "1e309"
+    )
+    response = await http.post(
+        "/v1/investigations",
+        content=content,
+        headers={
+            "Authorization": f"Bearer {tenant.api_key}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": uuid.uuid4().hex,
+        },
+    )
+    assert response.status_code == 422, response.text
+    assert set(response.json()["error"]) >= {"code", "message"}
+
+
+async def test_a_lower_service_ceiling_binds_the_api(
+    api: Any, test_settings: Settings, tenant: CreatedTenant
+) -> None:
+    """The operator lowers the ceiling to $0.10 / 20 s: the limits say so and a request for
+    $0.25 / 50 s never gets a run above them."""
+    settings = test_settings.model_copy(
+        update={"investigation_max_cost_usd": Decimal("0.10"), "investigation_timeout_s": 20.0}
+    )
+    http = api(settings)
+    auth = {"Authorization": f"Bearer {tenant.api_key}"}
+    limits = (await http.get("/v1/investigations/limits", headers=auth)).json()
+    assert Decimal(limits["max_cost_usd"]) == Decimal("0.10") and limits["timeout_s"] == 20.0
+    response = await http.post(
+        "/v1/investigations",
+        json={"question": "How did revenue change?", "max_cost_usd": "0.25", "timeout_s": 50},
+        headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    if response.status_code != 422:
+        run = response.json()
+        assert Decimal(run["max_cost_usd"]) <= Decimal("0.10") and run["timeout_s"] <= 20.0
+
+
+async def test_a_looser_configured_ceiling_is_not_a_500(
+    api: Any, test_settings: Settings, tenant: CreatedTenant
+) -> None:
+    """BROKE (suspected): an operator sets INVESTIGATION_MAX_COST_USD=1.00 / timeout 120 s; the
+    limits endpoint says $0.30 / 60 s, so a request without limits must get a run within
+    those, not the raw setting (which the table refuses: a 500)."""
+    settings = test_settings.model_copy(
+        update={"investigation_max_cost_usd": Decimal("1.00"), "investigation_timeout_s": 120.0}
+    )
+    http = api(settings)
+    auth = {"Authorization": f"Bearer {tenant.api_key}"}
+    limits = (await http.get("/v1/investigations/limits", headers=auth)).json()
+    response = await http.post(
+        "/v1/investigations",
+        json={"question": "How did revenue change last week?"},
+        headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code in (200, 201, 202), response.text
+    run = response.json()
+    assert Decimal(run["max_cost_usd"]) <= Decimal(limits["max_cost_usd"])
+    assert run["timeout_s"] <= limits["timeout_s"]
