@@ -13,6 +13,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -30,6 +31,7 @@ from llm_service.investigations import service as investigations
 from llm_service.investigations.runner import InvestigationRunner
 from llm_service.investigations.understanding import ChannelInfo, understand
 from llm_service.llm.pricing import gateway_from_settings
+from llm_service.optimizations.runner import run_budget_optimization
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
 from tests.browser import Browser, LiveServer, Page, chromium_path, serve_app
@@ -813,3 +815,85 @@ async def test_a_looser_configured_ceiling_is_not_a_500(
     run = response.json()
     assert Decimal(run["max_cost_usd"]) <= Decimal(limits["max_cost_usd"])
     assert run["timeout_s"] <= limits["timeout_s"]
+
+
+# ---- (B) budget proposals never buy unpaid channels unless asked --------------------------
+
+
+@dataclass(frozen=True)
+class _Claim:
+    kind: str
+    run_id: UUID
+    tenant_id: UUID
+    takeover: bool
+
+
+async def _propose(
+    client: httpx.AsyncClient, owner_pool: asyncpg.Pool, app_pool: asyncpg.Pool,
+    tenant: CreatedTenant, body: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    auth = {"Authorization": f"Bearer {tenant.api_key}"}
+    start = TODAY - timedelta(days=60)
+    payload = {"period": {"start": start.isoformat(), "end": TODAY.isoformat()}, **body}
+    response = await client.post("/v1/budget-optimizations", json=payload, headers=auth)
+    assert response.status_code == 202, response.text
+    job_id = UUID(response.json()["id"])
+    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
+        await conn.execute(
+            "UPDATE budget_optimization_jobs SET status = 'running', lease_owner = 'rt-pages', "
+            "attempts = attempts + 1, lease_expires_at = now() + interval '30 seconds', "
+            "heartbeat_at = now(), started_at = coalesce(started_at, now()) WHERE id = $1",
+            job_id,
+        )
+    claim = _Claim("budget_optimization", job_id, tenant.tenant_id, False)
+    assert await run_budget_optimization(app_pool, None, "rt-pages", claim) == "succeeded"
+    job = (await client.get(f"/v1/budget-optimizations/{job_id}", headers=auth)).json()
+    return dict(job["recommendations"])
+
+
+async def unpaid_codes(owner_pool: asyncpg.Pool) -> set[str]:
+    async with owner_pool.acquire() as conn:
+        rows = await conn.fetch("SELECT code FROM channel_taxonomy WHERE NOT is_paid")
+    return {r["code"] for r in rows}
+
+
+async def paid_codes(owner_pool: asyncpg.Pool) -> list[str]:
+    async with owner_pool.acquire() as conn:
+        rows = await conn.fetch("SELECT code FROM channel_taxonomy WHERE is_paid ORDER BY code")
+    return [r["code"] for r in rows]
+
+
+async def test_a_budget_on_the_demo_data_buys_only_paid_channels(
+    client: httpx.AsyncClient, owner_pool: asyncpg.Pool, app_pool: asyncpg.Pool,
+    demo_tenant: CreatedTenant,
+) -> None:  # fmt: skip
+    """$10,000 over the demo data (where organic, direct, email... earn revenue): no dollar to
+    a channel marked is_paid = false, and the left-out ones are named."""
+    recs = await _propose(
+        client, owner_pool, app_pool, demo_tenant, {"total_budget_usd": "10000.00"}
+    )
+    unpaid = await unpaid_codes(owner_pool)
+    given = {c["channel"] for c in recs["channels"] if Decimal(c["proposed_usd"]) > 0}
+    assert given and not given & unpaid, given & unpaid
+    assert {e["channel"] for e in recs["excluded_channels"]} & unpaid
+
+
+async def test_capped_paid_channels_do_not_spill_the_rest_onto_unpaid_ones(
+    client: httpx.AsyncClient, owner_pool: asyncpg.Pool, app_pool: asyncpg.Pool,
+    demo_tenant: CreatedTenant,
+) -> None:  # fmt: skip
+    """Every paid channel capped at $10 of a $10,000 budget: the remainder must stay
+    unallocated (and said so), not flow to organic / direct / email."""
+    caps = {code: {"max_usd": "10.00"} for code in await paid_codes(owner_pool)}
+    recs = await _propose(
+        client,
+        owner_pool,
+        app_pool,
+        demo_tenant,
+        {"total_budget_usd": "10000.00", "bounds": caps},
+    )
+    unpaid = await unpaid_codes(owner_pool)
+    given = {c["channel"]: Decimal(c["proposed_usd"]) for c in recs["channels"]}
+    assert not {c for c, v in given.items() if v > 0} & unpaid, given
+    assert all(v <= Decimal("10.00") for v in given.values()), given
+    assert Decimal(recs["allocated_usd"]) <= Decimal(10) * len(caps), recs["allocated_usd"]
