@@ -9,6 +9,7 @@ page driven in Debian's headless chromium (tests/browser.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -897,3 +898,50 @@ async def test_capped_paid_channels_do_not_spill_the_rest_onto_unpaid_ones(
     assert not {c for c, v in given.items() if v > 0} & unpaid, given
     assert all(v <= Decimal("10.00") for v in given.values()), given
     assert Decimal(recs["allocated_usd"]) <= Decimal(10) * len(caps), recs["allocated_usd"]
+
+
+# ---- one run per draft, at the API ---------------------------------------------------------
+
+
+async def test_a_reused_idempotency_key_with_another_question_is_a_409_not_a_second_run(
+    client: httpx.AsyncClient, tenant: CreatedTenant, owner_pool: asyncpg.Pool
+) -> None:
+    """The same draft key twice is one run; the same key with an edited question is refused."""
+    headers = {"Authorization": f"Bearer {tenant.api_key}", "Idempotency-Key": "draft-1-abcdef"}
+    body = {"question": "How did revenue change last week?", "max_cost_usd": "0.10"}
+    first, again = [
+        await client.post("/v1/investigations", json=body, headers=headers) for _ in range(2)
+    ]
+    assert first.status_code in (201, 202) and again.status_code == 200, again.text
+    assert first.json()["id"] == again.json()["id"]
+    other = await client.post(
+        "/v1/investigations", json={**body, "question": "Something else?"}, headers=headers
+    )
+    assert other.status_code == 409 and set(other.json()["error"]) >= {"code", "message"}
+    racing = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/investigations",
+                json={**body, "question": "Racing drafts?"},
+                headers={**headers, "Idempotency-Key": "draft-2-abcdef"},
+            )
+            for _ in range(8)
+        )
+    )
+    assert {r.status_code for r in racing} <= {200, 201, 202}, [r.text for r in racing]
+    assert len({r.json()["id"] for r in racing}) == 1
+    assert await count_runs(owner_pool, tenant.tenant_id) == 2
+
+
+@pytest.mark.parametrize("question", ["\u200b\u200b\u200b\u200b", "   \t\n  ", "ab", "a\x00bc"])
+async def test_an_invisible_or_empty_question_is_refused(
+    client: httpx.AsyncClient, tenant: CreatedTenant, question: str
+) -> None:
+    """Zero-width spaces, blanks, too short, NUL: 422 with the error shape, no run."""
+    response = await client.post(
+        "/v1/investigations",
+        json={"question": question},
+        headers={"Authorization": f"Bearer {tenant.api_key}", "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 422, response.text
+    assert set(response.json()["error"]) >= {"code", "message"}
