@@ -105,6 +105,29 @@ def _unknown_period(out: Out) -> str | None:
     return None
 
 
+def _current_coverage(out: Out) -> tuple[int, int] | None:
+    """(days of the current period with data, its days), when the tool reported coverage."""
+    cov = out.get("coverage") or {}
+    cur = out.get("current") or {}
+    if not cov or "current_days_with_data" not in cov or not cur:
+        return None
+    days = (date.fromisoformat(cur["end"]) - date.fromisoformat(cur["start"])).days
+    return int(cov["current_days_with_data"]), days
+
+
+def _no_current_data(out: Out) -> str | None:
+    coverage = _current_coverage(out)
+    if coverage is None or coverage[0] > 0:
+        return None
+    cov = out.get("coverage") or {}
+    span = (
+        f"events run from {cov.get('first_day')} to {cov.get('last_day')}"
+        if cov.get("first_day")
+        else "there are no events at all"
+    )
+    return f"none of its {coverage[1]} days has data ({span}), so it is unknown, not zero"
+
+
 def _relation(out: Out) -> str:
     cur, prev = out.get("current") or {}, out.get("previous") or {}
     days = (date.fromisoformat(cur["end"]) - date.fromisoformat(cur["start"])).days
@@ -157,6 +180,17 @@ def _change(q: Question, answer: Evidence, baselines: dict[str, Evidence]) -> li
     cur, prev = int(subject.get(cur_f) or 0), int(subject.get(prev_f) or 0)
     unknown = _unknown_period(out)
     cited = [answer.id]
+    empty = _no_current_data(out)
+    if empty:
+        return [
+            Finding(
+                claim=(
+                    f"{_who(q)} {label} in {_period(out.get('current'))} cannot be stated: "
+                    f"{empty}; no change is stated."
+                )[:1500],
+                evidence=cited,
+            )
+        ]
     if unknown:
         claim = (
             f"{_who(q)} {label} in {_period(out.get('current'))} was {_show(metric, cur)}; no "
@@ -167,6 +201,12 @@ def _change(q: Question, answer: Evidence, baselines: dict[str, Evidence]) -> li
             f"{_who(q)} {label} {moved(_change_pct(cur, prev), cur - prev)} {_relation(out)}, "
             f"from {_show(metric, prev)} to {_show(metric, cur)}."
         )
+        coverage = _current_coverage(out)
+        if coverage is not None and coverage[0] < coverage[1]:
+            claim += (
+                f" Not like for like: only {coverage[0]} of the current period's {coverage[1]} "
+                "days have data."
+            )
         if not q.scope.single:
             movers = _movers(q, out, metric, 3)
             if movers:

@@ -44,13 +44,11 @@ async def create(
     """Queue a run (the queue is the table); a reused Idempotency-Key returns the same run, or
     409 when the request differs (`llm_service.idempotency`)."""
     check_idempotency_key(idempotency_key)
-    max_cost = min(
-        body.max_cost_usd or settings.investigation_max_cost_usd,
-        settings.investigation_max_cost_usd,
-    )
-    timeout_s = min(
-        body.timeout_s or settings.investigation_timeout_s, settings.investigation_timeout_s
-    )
+    # The ceilings are the service's within the hard ones ($0.30, 60 s), whatever is configured.
+    ceilings = limits(settings)
+    ceiling_usd = Decimal(ceilings.max_cost_usd)
+    max_cost = min(body.max_cost_usd or ceiling_usd, ceiling_usd)
+    timeout_s = min(body.timeout_s or ceilings.timeout_s, ceilings.timeout_s)
     question = body.question  # trimmed by its schema
     max_cost_cents = usd_to_cents(max_cost)
     timeout_ms = max(1, int(timeout_s * 1000))
