@@ -67,14 +67,18 @@ async def ask(
 ) -> dict[str, Any]:
     """Run one investigation to its end; its status, answer text and cost."""
     async with tenant_transaction(pool, tenant_id) as conn:
+        # Created with the columns the application role may write, then claimed by this runner.
         run_id = await conn.fetchval(
             "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms,"
-            " max_steps, status, lease_owner, lease_expires_at, started_at, attempts)"
-            " VALUES ($1, $2, $3, 60000, 8, 'running', $4, now() + interval '1 minute',"
-            " now(), 1) RETURNING id",
+            " max_steps) VALUES ($1, $2, $3, 60000, 8) RETURNING id",
             tenant_id,
             question,
             max_cost_cents,
+        )
+        await conn.execute(
+            "UPDATE investigations SET status = 'running', lease_owner = $2,"
+            " lease_expires_at = now() + interval '1 minute' WHERE id = $1",
+            run_id,
             runner.worker,
         )
     status = await runner.run(run_id, tenant_id, takeover=False)

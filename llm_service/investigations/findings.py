@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from llm_service.investigations.evidence import Evidence
 from llm_service.investigations.report import Finding, Report
 from llm_service.investigations.templates import finding_for
-from llm_service.investigations.understanding import ChannelInfo, Question
+from llm_service.investigations.understanding import ChannelInfo, Question, unknown_channels
 from llm_service.tools.headline import count, money, moved, pct
 
 if TYPE_CHECKING:
@@ -592,9 +592,17 @@ def write_report(
             extra = finding_for(e)
             if extra is not None:
                 findings.append(extra)
+    unknown = unknown_channels(q.text, channels)
+    warning = (
+        f"No channel is named {', '.join(unknown)} (known: "
+        f"{', '.join(sorted(c.code for c in channels))}); what follows is not about it. "
+        if unknown
+        else ""
+    )
     if not findings:
-        return Report(summary=f"No evidence could be gathered ({reason}).", findings=[])
+        return Report(summary=f"{warning}No evidence could be gathered ({reason}).", findings=[])
     summary = (
-        f"{findings[0].claim} (Written from {len(items)} tool result(s) without a model: {reason}.)"
+        f"{warning}{findings[0].claim} (Written from {len(items)} tool result(s) without a "
+        f"model: {reason}.)"
     )
     return Report(summary=summary[:3000], findings=findings[:25])

@@ -209,9 +209,50 @@ def _aliases(channels: list[ChannelInfo]) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda p: len(p[0]), reverse=True)
 
 
+# A mention right after one of these is excluded, not asked about ("every channel except paid
+# social", "channels that are not paid").
+_NEGATION = re.compile(
+    r"\b(?:except(?: for)?|excluding|other than|besides|apart from|aside from|but not|not|"
+    r"outside(?: of)?)\s+(?:the\s+|any\s+|our\s+)?"
+)
+
+
 def scope_of(text: str, channels: list[ChannelInfo]) -> Scope:
-    """The channels the question names: by code, name, family, or paid / organic."""
+    """The channels the question names: by code, name, family, or paid / organic; a mention
+    right after a negation ("except", "other than", "not") means every other channel."""
     lowered = text.lower()
+    for cue in _NEGATION.finditer(lowered):
+        excluded = _mention_at(lowered[cue.end() :], channels)
+        if excluded.channels:
+            kept = tuple(c.code for c in channels if c.code not in excluded.channels)
+            what = excluded.label or ", ".join(excluded.channels)
+            return Scope(kept, f"channels other than {what}")
+    return _named_scope(lowered, channels)
+
+
+def _mention_at(rest: str, channels: list[ChannelInfo]) -> Scope:
+    """The widest scope named by the first one to three words of `rest`, starting with its
+    first word (so "not drop for facebook" negates nothing)."""
+    words = rest.split()
+    best = Scope()
+    for k in range(1, min(3, len(words)) + 1):
+        found = _named_scope(" ".join(words[:k]), channels)
+        if found.channels and not _named_scope(" ".join(words[1:k]), channels).channels:
+            best = found
+    return best
+
+
+def unknown_channels(text: str, channels: list[ChannelInfo]) -> list[str]:
+    """Channel-like codes in the question (`myspace_paid`) that name no channel."""
+    known = {c.code for c in channels}
+    return [
+        m.group(0)
+        for m in re.finditer(r"\b[a-z][a-z0-9]*_(?:paid|organic|search|social|ads)\b", text.lower())
+        if m.group(0) not in known
+    ]
+
+
+def _named_scope(lowered: str, channels: list[ChannelInfo]) -> Scope:
     found: list[str] = []
     for alias, code in _aliases(channels):
         pattern = _alias_pattern(alias)

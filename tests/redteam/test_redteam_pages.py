@@ -211,9 +211,6 @@ async def test_two_channels_in_one_question_get_their_own_figures(
     ), f"the two channels were answered with the whole tenant's figure: {text}"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 open: an unknown channel is answered as all channels"
-)
 async def test_a_channel_that_does_not_exist_is_not_answered_with_everything(
     test_settings: Settings, app_pool: asyncpg.Pool, demo_tenant: CreatedTenant
 ) -> None:
@@ -345,9 +342,6 @@ async def test_a_partly_covered_current_week_says_so(
         assert re.search(r"not like for like|only \d+ of|partial|no data", text), text
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 open: the analyst reads no negation of a channel or family"
-)
 async def test_other_than_paid_social_is_not_paid_social(
     test_settings: Settings, app_pool: asyncpg.Pool, demo_tenant: CreatedTenant
 ) -> None:
@@ -362,9 +356,6 @@ async def test_other_than_paid_social_is_not_paid_social(
     assert not text.startswith("paid social"), text
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12 open: the analyst reads no negation of a channel or family"
-)
 def test_negated_family_is_not_the_family() -> None:
     """BROKE: "except paid social" must not be understood as "paid social"."""
     channels = _static_channels()
@@ -373,7 +364,6 @@ def test_negated_family_is_not_the_family() -> None:
     assert set(q.scope.channels) != paid_social, q.scope
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 open: the analyst reads no negation of paid")
 def test_not_paid_is_not_paid() -> None:
     """BROKE: "channels that are not paid" must not be understood as the paid channels."""
     channels = _static_channels()
