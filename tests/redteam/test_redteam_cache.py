@@ -98,6 +98,8 @@ ENTITIES_AND_ROLES: list[Pair] = [
     # BROKE: "the US" (a country) loses "the" and its case
     ("How much revenue came from the US?", "How much revenue came from us?"),
     ("How much did we spend on YouTubers?", "How much did we spend on YouTube?"),
+    # BROKE: active vs passive: it paused (by itself, a rule) vs someone paused it
+    ("Why did the campaign pause?", "Why was the campaign paused?"),
 ]
 COMPARATIVES: list[Pair] = [
     ("Why did CPA rise above $50?", "Why did CPA rise below $50?"),
