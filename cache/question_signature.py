@@ -38,16 +38,25 @@ _CONTRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"'ve\b", " have"),
         (r"'ll\b", " will"),
         (r"\bi'm\b", "i am"),
-        (r"'d\b", " would"),
+        (r"'s(?= (?:been|gone|done|had|seen|got|\w{3,}ed|\w{3,}en)\b)", " has"),
         (r"'s\b", ""),
-        (r"s'(?=\s|$)", "s"),
     )
 )
 _TOKEN = re.compile(
-    r"<=|>=|[$€£%<>&+/=#]|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:k\b)?|[a-z]+(?:'[a-z]+)?"
+    r"<=|>=|!=|\b(?:nz|us|a|c|r)\$|[$€£%<>&+/=#]"
+    r"|(?<![\w.])-(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:k\b)?"
+    r"|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:k\b)?|(?<!\d)\.\d+(?:k\b)?"
+    r"|[a-z]+(?:'[a-z]+)?|,"
 )
+# Forms read as not understood: "'d" (did, would or had), a plural possessive ("campaigns'"),
+# a European-looking thousands separator ("1.000", "$2.500": a thousand or 1, 2.5?), a "!" or a
+# sign that is not part of "!=" or a number.
+_UNREAD = re.compile(r"'d\b|s'(?=\s|$|[?!.,;:])|(?<![\d.])\d{1,3}\.\d{3}(?![\d.])|!(?!=)")
+# NFKC may turn a symbol or a superscript into another character ("10²" -> "102"): any
+# non-letter it changes (besides spaces and an ellipsis) makes the question not understood.
+_NFKC_HARMLESS = frozenset("…")
 # Characters that are punctuation only: dropped without changing what is asked.
-_IGNORED = re.compile(r"[\s?!.,;:()\[\]{}\"'`*_\-–—…]+")
+_IGNORED = re.compile(r"[\s?.,;:()\[\]{}\"'`*_\-–—…]+")
 _WHITESPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.,;:]+$")
 _AUX_OPENERS = frozenset(lex.TENSE_OF_AUX) | lex.PERFECT_AUX | lex.MODALS
@@ -66,6 +75,20 @@ _UNSTEMMED = (
     | frozenset(lex.DIRECTION_WORDS)
     | frozenset(w for v in lex.PHRASES.values() for w in v)
     | frozenset(w for v in lex.SYNONYMS.values() for w in v.split())
+)
+_SHARED_MARKERS = frozenset({"i", "a", "in", "on", "to", "do", "be", "no", "is"})
+# Words an English question is read from (most of a question's words must be among them).
+_VOCABULARY = (
+    _UNSTEMMED
+    | lex.VERBS
+    | lex.STOP_WORDS
+    | lex.TYPO_TARGETS
+    | frozenset(lex.SYNONYMS)
+    | frozenset(lex.NUMBER_WORDS)
+    | frozenset(lex.NUMBER_SCALES)
+    | frozenset(lex.TENSE_OF_AUX)
+    | frozenset(lex.PAST_FORMS)
+    | lex.PERFECT_AUX
 )
 _PAST_IRREGULAR = frozenset(lex.PAST_FORMS) - {"paid"}
 _TENSE_MARKS = {"@past": "past", "@present": "present"}
@@ -128,7 +151,11 @@ def _not_english(text: str, words: list[str]) -> bool:
         return True
     if any(w in lex.FOREIGN_MARKERS for w in words):
         return True
-    return not any(w in lex.ENGLISH_MARKERS for w in words)
+    # One short function word is not enough: "i", "a", "in" are Danish, Romanian, Italian too.
+    alpha = [w for w in words if w.isalpha()]
+    known = [w for w in alpha if w in _VOCABULARY or _stem(w) in _VOCABULARY]
+    strong = any(w in lex.ENGLISH_MARKERS and w not in _SHARED_MARKERS for w in alpha)
+    return not strong or 2 * len(known) < len(alpha)
 
 
 def _number(token: str) -> str | None:
@@ -163,8 +190,13 @@ def _number_words(tokens: list[str], relations: set[str]) -> list[str]:
                 current *= lex.NUMBER_SCALES[word]
                 if lex.NUMBER_SCALES[word] >= 1000:
                     total, current = total + current, 0
-            elif word == "and" and i + 1 < len(tokens) and tokens[i + 1] in lex.NUMBER_WORDS:
-                pass
+            elif (
+                word == "and"
+                and tokens[i - 1] in lex.NUMBER_SCALES
+                and i + 1 < len(tokens)
+                and tokens[i + 1] in lex.NUMBER_WORDS
+            ):
+                pass  # "one hundred and five"; never "thirty and one" or "ten and five hundred"
             else:
                 break
             i += 1
@@ -277,7 +309,7 @@ def _known(word: str) -> bool:
 @lru_cache(maxsize=8192)
 def _typo_target(word: str) -> str | None:
     """The one domain word `word` is a one-letter typo of, if exactly one."""
-    if len(word) < 6 or not word.isalpha() or _known(word):
+    if len(word) < 6 or not word.isalpha() or _known(word) or word in lex.NOT_TYPOS:
         return None
     found = {t for t in lex.TYPO_TARGETS if _distance_one(word, t)}
     found |= {t + "s" for t in lex.TYPO_TARGETS if _distance_one(word, t + "s")}
@@ -432,21 +464,30 @@ _UNITS = lex.CURRENCY_WORDS | {"percent"}
 def analyse(question: str) -> Signature:
     """The signature of a question (see the module doc); pure and deterministic."""
     relations: set[str] = set()
+    changed = any(
+        unicodedata.normalize("NFKC", ch) != ch
+        for ch in unicodedata.normalize("NFC", question)
+        if not ch.isalpha() and not ch.isspace() and ch not in _NFKC_HARMLESS
+    )
     text = unicodedata.normalize("NFKC", question).lower().replace("’", "'").replace("‘", "'")
+    if changed or _UNREAD.search(text):
+        language = "other" if _not_english(text, _TOKEN.findall(text)) else "en"
+        return Signature(language=language, understood=False, content=(), intent="", tense=None)
     contracted = text
     for pattern, repl in _CONTRACTIONS:
         contracted = pattern.sub(repl, contracted)
     if contracted != text:
         relations.add("contraction")
     raw = _TOKEN.findall(contracted)
+    words_only = [w for w in raw if w != ","]
     leftover = _IGNORED.sub("", _TOKEN.sub("", contracted))
-    language = "other" if _not_english(text, raw) else "en"
-    if language != "en" or leftover or not raw:
+    language = "other" if _not_english(text, words_only) else "en"
+    if language != "en" or leftover or not words_only:
         return Signature(language=language, understood=False, content=(), intent="", tense=None)
 
     tokens = []
     for token in raw:
-        if token[:1].isdigit():
+        if token[:1].isdigit() or token[:1] in "-.":
             number = _number(token)
             tokens.append(number if number is not None else token)
         else:
@@ -454,9 +495,10 @@ def analyse(question: str) -> Signature:
             if target is not None:
                 relations.add("typo")
             tokens.append(target or token)
+    # Number words first, while the commas that separate them are still there ("ten, five").
+    tokens = [t for t in _number_words(tokens, relations) if t != ","]
     tokens = _strip_lead_ins(tokens, relations)
     tokens = _cause_of_change(tokens, relations)
-    tokens = _number_words(tokens, relations)
     tokens = _what_noun(_rewrite_phrases(tokens, relations))
     intent = _intent(tokens)
     tokens = _infinitive_after_cause(tokens)

@@ -244,8 +244,35 @@ CLASSES: dict[str, list[Pair]] = {
     "languages": LANGUAGES,
     "long_and_empty": LONG_AND_EMPTY,
 }
+# Still served (issue 11 open): strict xfail, so a fix shows up as an unexpected pass.
+OPEN: dict[str, str] = {
+    "entities_and_roles-5": "the article and the case are dropped: 'the US' reads as 'us'",
+    "entities_and_roles-7": "active and passive voice are not told apart",
+    "quantifiers-2": "plural -s is an inflection; the own set needs campaign/campaigns to hit",
+    "quantifiers-3": "is/are and the plural are not compared",
+    "quantifiers-5": "'a' and 'the' are both stop words",
+    "quantifiers-6": "a one-letter name (ad set A) is dropped as the article 'a'",
+    "quantifiers-7": "a one-letter name (group A) is dropped as the article 'a'",
+    "question_type-4": "'s before 'happened' is read as 'is' only in some forms; tense merges",
+    "typos-6": "stemming merges returns/return (and many/much both ask an amount)",
+    "typos-7": "stemming merges targeting/target",
+    "typos-8": "stemming merges states/stats",
+    "case_and_punctuation-0": "the exact key is lower-cased: 'IT' is 'it'",
+    "case_and_punctuation-1": "the exact key is lower-cased: 'Apple' is 'apple'",
+}
+
+
+def _param(name: str, i: int, asked: str, stored: str) -> Any:
+    """One pair as a test case; an open one is a strict xfail with its reason."""
+    case_id = f"{name}-{i}"
+    if case_id in OPEN:
+        mark = pytest.mark.xfail(strict=True, reason=f"issue 11 open: {OPEN[case_id]}")
+        return pytest.param(asked, stored, id=case_id, marks=mark)
+    return pytest.param(asked, stored, id=case_id)
+
+
 _CASES = [
-    pytest.param(asked, stored, id=f"{name}-{i}")
+    _param(name, i, asked, stored)
     for name, pairs in CLASSES.items()
     for i, (asked, stored) in enumerate(pairs)
 ]
@@ -283,6 +310,7 @@ HTTP_PAIRS: list[Pair] = [
     LANGUAGES[5],  # Danish with a comma
     NEGATION[0],  # a guard that holds today: didn't / did
 ]
+HTTP_OPEN: dict[int, str] = {4: OPEN["quantifiers-2"]}
 
 
 def _completion(content: str) -> dict[str, Any]:
@@ -350,7 +378,18 @@ async def api(
 
 
 @pytest.mark.parametrize(
-    ("index", "pair"), [pytest.param(i, p, id=str(i)) for i, p in enumerate(HTTP_PAIRS)]
+    ("index", "pair"),
+    [
+        pytest.param(
+            i,
+            p,
+            id=str(i),
+            marks=[pytest.mark.xfail(strict=True, reason=f"issue 11 open: {HTTP_OPEN[i]}")]
+            if i in HTTP_OPEN
+            else [],
+        )
+        for i, p in enumerate(HTTP_PAIRS)
+    ],
 )
 async def test_a_near_miss_is_a_cache_miss_through_the_api(
     api: httpx.AsyncClient, cache_tenant: CreatedTenant, index: int, pair: Pair
