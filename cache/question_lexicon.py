@@ -472,6 +472,7 @@ NOT_INFLECTED = _words(
     was is does yes us bus gas plus minus various previous serious famous obvious christmas
     texas paris sms ios aws kpis roas kpi securities customs goods arms glasses manners
     savings earnings damages spirits quarters remains grounds premises letters headquarters
+    returns targeting
     """
 )
 # Verbs whose -ed / -ing forms are inflections here; other -ed / -ing words are left alone
@@ -502,6 +503,7 @@ TYPO_TARGETS = _words(
 NOT_TYPOS = _words(
     """
     deferral deferrals overage overages goggle goggles googly chanel champaign champaigns
-    revenge revenges recline reclined dripped drooped cropped propped costumer costumers
+    youtuber youtubers revenge revenges recline reclined dripped drooped cropped propped
+    costumer costumers
     """
 )

@@ -260,14 +260,9 @@ def _stem(word: str) -> str:
         cut = word[:-2] if word.endswith("ed") else word[:-3]
         for candidate in (cut, _undouble(cut), cut + "e"):
             if candidate in lex.VERBS:
-                return _drop_e(candidate)
+                return candidate
         return word
-    return _drop_e(base)
-
-
-def _drop_e(word: str) -> str:
-    """ "decline", "declined", "declining" share one key: drop a final e of longer words."""
-    return word[:-1] if len(word) >= 5 and word.endswith("e") else word
+    return base
 
 
 def _undouble(stem: str) -> str:
@@ -460,6 +455,24 @@ def _comparators(content: tuple[str, ...]) -> tuple[str, ...]:
 _UNITS = lex.CURRENCY_WORDS | {"percent"}
 
 
+_MID_CAPITALS = re.compile(r"(?<=[A-Za-z0-9,] )([A-Z]{2,}|A)\b")
+
+
+def _names_kept(text: str) -> str:
+    """A capital word inside a mixed-case question that would read as a function word ("the US",
+    "IT", "ad set A") becomes a name of its own, never the pronoun or article."""
+    if not any(ch.islower() for ch in text):
+        return text
+
+    def name(m: re.Match[str]) -> str:
+        word = m.group(1)
+        if word.lower() in lex.ENGLISH_MARKERS | lex.STOP_WORDS | {"us"}:
+            return "name" + word.lower()
+        return word
+
+    return _MID_CAPITALS.sub(name, text)
+
+
 @lru_cache(maxsize=16384)
 def analyse(question: str) -> Signature:
     """The signature of a question (see the module doc); pure and deterministic."""
@@ -469,7 +482,8 @@ def analyse(question: str) -> Signature:
         for ch in unicodedata.normalize("NFC", question)
         if not ch.isalpha() and not ch.isspace() and ch not in _NFKC_HARMLESS
     )
-    text = unicodedata.normalize("NFKC", question).lower().replace("’", "'").replace("‘", "'")
+    text = _names_kept(unicodedata.normalize("NFKC", question))
+    text = text.lower().replace("’", "'").replace("‘", "'")
     if changed or _UNREAD.search(text):
         language = "other" if _not_english(text, _TOKEN.findall(text)) else "en"
         return Signature(language=language, understood=False, content=(), intent="", tense=None)
