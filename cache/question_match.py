@@ -60,6 +60,9 @@ def match(asked: str, stored: str) -> MatchDecision:
     for name in _COMPARED:
         if getattr(a, name) != getattr(b, name):
             return MatchDecision(False, None, f"{name}_differs")
+    # Articles where both have them in the same places: "a campaign" (any) is not "the campaign".
+    if len(a.grammar) == len(b.grammar) and a.grammar != b.grammar:
+        return MatchDecision(False, None, "grammar_differs")
     return MatchDecision(True, "paraphrase", "signatures agree", _agreement(a, b))
 
 

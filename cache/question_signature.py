@@ -33,12 +33,12 @@ _CONTRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\bcannot\b", "can not"),
         (r"\bshan't\b", "shall not"),
         (r"\b(\w+)n't\b", r"\1 not"),
+        (r"'s(?= (?:been|gone|done|had|seen|got|\w{3,}ed|\w{3,}en)\b)", " has"),
         (r"\b(what|that|it|there|here|who|where|how|why|when|which)'s\b", r"\1 is"),
         (r"'re\b", " are"),
         (r"'ve\b", " have"),
         (r"'ll\b", " will"),
         (r"\bi'm\b", "i am"),
-        (r"'s(?= (?:been|gone|done|had|seen|got|\w{3,}ed|\w{3,}en)\b)", " has"),
         (r"'s\b", ""),
     )
 )
@@ -122,6 +122,7 @@ class Signature:
     numbers: tuple[str, ...] = ()
     measures: tuple[str, ...] = ()
     entities: tuple[str, ...] = ()
+    grammar: tuple[str, ...] = ()
     relations: frozenset[str] = field(default=frozenset(), compare=False)
 
     def features(self) -> dict[str, object]:
@@ -141,6 +142,7 @@ class Signature:
             "numbers": list(self.numbers),
             "measures": list(self.measures),
             "entities": list(self.entities),
+            "grammar": list(self.grammar),
             "content": list(self.content),
         }
 
@@ -512,6 +514,7 @@ def analyse(question: str) -> Signature:
     # Number words first, while the commas that separate them are still there ("ten, five").
     tokens = [t for t in _number_words(tokens, relations) if t != ","]
     tokens = _strip_lead_ins(tokens, relations)
+    grammar = _grammar(tokens)
     tokens = _cause_of_change(tokens, relations)
     tokens = _what_noun(_rewrite_phrases(tokens, relations))
     intent = _intent(tokens)
@@ -554,8 +557,17 @@ def analyse(question: str) -> Signature:
         numbers=tuple(w for w in content if w[:1].isdigit()),
         measures=tuple(w for w in content if w in lex.MEASURES),
         entities=tuple(w for w in content if w in lex.ENTITIES),
+        grammar=grammar,
         relations=frozenset(relations),
     )
+
+
+_GRAMMAR = {"a": "any", "an": "any", "the": "that"}
+
+
+def _grammar(tokens: list[str]) -> tuple[str, ...]:
+    """The articles in order: "a" (any one) vs "the" (that one)."""
+    return tuple(_GRAMMAR[t] for t in tokens if t in _GRAMMAR)
 
 
 def _units_after_numbers(words: list[str]) -> list[str]:
