@@ -60,6 +60,8 @@ def match(asked: str, stored: str) -> MatchDecision:
     for name in _COMPARED:
         if getattr(a, name) != getattr(b, name):
             return MatchDecision(False, None, f"{name}_differs")
+    if ("passive" in a.grammar) != ("passive" in b.grammar):
+        return MatchDecision(False, None, "voice_differs")
     # Articles where both have them in the same places: "a campaign" (any) is not "the campaign".
     if len(a.grammar) == len(b.grammar) and a.grammar != b.grammar:
         return MatchDecision(False, None, "grammar_differs")

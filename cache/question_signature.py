@@ -514,7 +514,7 @@ def analyse(question: str) -> Signature:
     # Number words first, while the commas that separate them are still there ("ten, five").
     tokens = [t for t in _number_words(tokens, relations) if t != ","]
     tokens = _strip_lead_ins(tokens, relations)
-    grammar = _grammar(tokens)
+    grammar = _grammar(tokens) + (("passive",) if _passive(tokens) else ())
     tokens = _cause_of_change(tokens, relations)
     tokens = _what_noun(_rewrite_phrases(tokens, relations))
     intent = _intent(tokens)
@@ -568,6 +568,21 @@ _GRAMMAR = {"a": "any", "an": "any", "the": "that"}
 def _grammar(tokens: list[str]) -> tuple[str, ...]:
     """The articles in order: "a" (any one) vs "the" (that one)."""
     return tuple(_GRAMMAR[t] for t in tokens if t in _GRAMMAR)
+
+
+_BE = frozenset({"is", "are", "was", "were", "been", "being"})
+
+
+def _passive(tokens: list[str]) -> bool:
+    """A passive question: an opening "was"/"is" and a verb's participle after it ("why was the
+    campaign paused" is not "why did the campaign pause")."""
+    start = 1 if tokens[:1] and tokens[0] in lex.WH_WORDS else 0
+    if len(tokens) <= start or tokens[start] not in _BE:
+        return False
+    return any(
+        w.endswith("ed") and _stem(w) != w and _stem(w) in lex.VERBS
+        for w in tokens[start + 1 : start + 4]  # near it: "what is the reason revenue dropped"
+    )
 
 
 def _units_after_numbers(words: list[str]) -> list[str]:
