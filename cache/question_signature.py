@@ -102,6 +102,12 @@ def exact_text(question: str | None) -> str:
     return _TRAILING.sub("", _WHITESPACE.sub(" ", question).strip().lower())
 
 
+def same_names(a: str, b: str) -> bool:
+    """True if two questions write their names alike ("Did IT approve" is not "Did it approve",
+    "Apple" is not "apple"): what an exact match needs beyond `exact_text`."""
+    return exact_text(_names_kept(a)) == exact_text(_names_kept(b))
+
+
 @dataclass(frozen=True)
 class Signature:
     """What one question asks, as read by `analyse` (see the module doc)."""
@@ -457,20 +463,23 @@ def _comparators(content: tuple[str, ...]) -> tuple[str, ...]:
 _UNITS = lex.CURRENCY_WORDS | {"percent"}
 
 
-_MID_CAPITALS = re.compile(r"(?<=[A-Za-z0-9,] )([A-Z]{2,}|A)\b")
+_MID_CAPITALS = re.compile(r"(?<=[A-Za-z0-9,] )([A-Z][A-Za-z]*)\b")
 
 
 def _names_kept(text: str) -> str:
     """A capital word inside a mixed-case question that would read as a function word ("the US",
-    "IT", "ad set A") becomes a name of its own, never the pronoun or article."""
+    "IT", "ad set A") or as a common word ("Apple") becomes a name of its own."""
     if not any(ch.islower() for ch in text):
         return text
 
     def name(m: re.Match[str]) -> str:
         word = m.group(1)
-        if word.lower() in lex.ENGLISH_MARKERS | lex.STOP_WORDS | {"us"}:
-            return "name" + word.lower()
-        return word
+        lower = word.lower()
+        if lower in lex.ENGLISH_MARKERS | lex.STOP_WORDS | {"us"}:
+            return "name" + lower if word.isupper() else word
+        if lower in _VOCABULARY or _stem(lower) in _VOCABULARY or word.isupper():
+            return word
+        return "name" + lower
 
     return _MID_CAPITALS.sub(name, text)
 

@@ -249,8 +249,6 @@ OPEN: dict[str, str] = {
     "quantifiers-2": "plural -s is an inflection; the own set needs campaign/campaigns to hit",
     "quantifiers-3": "is/are and the plural are not compared: the own set labels 'the drivers'"
     " are' / 'the driver is' a paraphrase (p238)",
-    "case_and_punctuation-0": "the exact key is lower-cased: 'IT' is 'it'",
-    "case_and_punctuation-1": "the exact key is lower-cased: 'Apple' is 'apple'",
 }
 
 
