@@ -11,8 +11,10 @@ Everything else stays as written, in order, so word order and roles survive ("Fa
 outperforming Google" is not "Google outperforming Facebook").
 
 Only English is analysed. A text with letters outside ASCII, with a function word of another
-language, or with no English function word at all is `understood=False`: it can hit only on an
-exact normalised match (`exact_text`).
+language, without an English function word that other languages do not share ("i", "a", "in"
+are not enough) or with most of its words outside the vocabulary is `understood=False`: it can
+hit only on an exact normalised match (`exact_text`). So is any form read two ways ("'d", "1.000",
+a "!" that is not "!=", a symbol NFKC would change).
 """
 
 from __future__ import annotations
