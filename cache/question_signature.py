@@ -26,6 +26,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from cache import question_lexicon as lex
+from cache.question_edit import distance_one as _distance_one
 
 _CONTRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), repl)
@@ -280,23 +281,6 @@ def _undouble(stem: str) -> str:
     if len(stem) >= 3 and stem[-1] == stem[-2] and stem[-1] in "bgmnprt":
         return stem[:-1]
     return stem
-
-
-def _distance_one(a: str, b: str) -> bool:
-    """True if `a` and `b` differ by exactly one edit (insert, delete, replace, transpose)."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        diffs = [i for i in range(len(a)) if a[i] != b[i]]
-        if len(diffs) == 1:
-            return True
-        i = diffs[0]
-        return len(diffs) == 2 and diffs[1] == i + 1 and a[i] == b[i + 1] and a[i + 1] == b[i]
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    i = 0
-    while i < len(short) and short[i] == long_[i]:
-        i += 1
-    return short[i:] == long_[i + 1 :]
 
 
 def _known(word: str) -> bool:
