@@ -161,7 +161,6 @@ PHRASES: dict[tuple[str, ...], tuple[str, ...]] = {
         "organic search": "organic_search",
         "google ads": "google_ads",
         "facebook ads": "facebook_ads",
-        "meta ads": "facebook_ads",
         "per cent": "percent",
         "last week's": "last week",
         "e mail": "email",
@@ -210,8 +209,9 @@ SYNONYMS: dict[str, str] = {
     # the one most important thing
     "main": "main",
     "primary": "main",
-    "biggest": "main",
-    "largest": "main",
+    # by size, not by importance: a superlative of its own
+    "biggest": "largest",
+    "largest": "largest",
     "principal": "main",
     "chief": "main",
     "key": "main",
@@ -248,10 +248,7 @@ SYNONYMS: dict[str, str] = {
     "normally": "usually",
     "typically": "usually",
     "fb": "facebook",
-    "meta": "facebook",
     "adwords": "google_ads",
-    "ppc": "paid_search",
-    "sem": "paid_search",
     "seo": "organic_search",
     "nonbrand": "non brand",
     "unbranded": "non brand",
@@ -265,7 +262,6 @@ SYNONYMS: dict[str, str] = {
     "exclude": "excluding",
     "excludes": "excluding",
     "excluded": "excluding",
-    "without": "excluding",
     "minus": "excluding",
     "including": "including",
     "include": "including",
@@ -374,7 +370,19 @@ DIRECTION_WORDS: dict[str, str] = _pairs(
 )
 COMPARATORS = frozenset({"above", "below", "at_least", "at_most", "under", "over", "between"})
 EXTREMES = frozenset(
-    {"most", "least", "highest", "lowest", "best", "worst", "top", "bottom", "main", "fewest"}
+    {
+        "most",
+        "least",
+        "highest",
+        "lowest",
+        "best",
+        "worst",
+        "top",
+        "bottom",
+        "main",
+        "fewest",
+        "largest",
+    }
 )
 INCLUSION = frozenset({"including", "excluding"})
 PREFIXES = frozenset({"non", "un", "anti", "pre", "post", "multi", "cross", "sub", "re"})
@@ -464,6 +472,7 @@ NOT_INFLECTED = _words(
     was is does yes us bus gas plus minus various previous serious famous obvious christmas
     texas paris sms ios aws kpis roas kpi securities customs goods arms glasses manners
     savings earnings damages spirits quarters remains grounds premises letters headquarters
+    returns targeting
     """
 )
 # Verbs whose -ed / -ing forms are inflections here; other -ed / -ing words are left alone
@@ -487,5 +496,14 @@ TYPO_TARGETS = _words(
     performing facebook google instagram linkedin youtube pinterest snapchat organic session
     customer average referral affiliate display desktop mobile newsletter decrease increase
     decline dropped budget tiktok traffic returning yesterday weekend
+    """
+)
+# Real English words one edit away from a typo target: never "corrected" (a deferral is not a
+# referral, an overage is not an average, Chanel is not a channel).
+NOT_TYPOS = _words(
+    """
+    deferral deferrals overage overages goggle goggles googly chanel champaign champaigns
+    youtuber youtubers revenge revenges recline reclined dripped drooped cropped propped
+    costumer costumers
     """
 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cache.question_signature import Signature, analyse, exact_text
+from cache.question_signature import Signature, analyse, exact_text, same_names
 
 _COMPARED: tuple[str, ...] = (
     "intent",
@@ -50,7 +50,10 @@ def match(asked: str, stored: str) -> MatchDecision:
     """The decision for serving the answer to `stored` for the question `asked`."""
     if not exact_text(asked) or not exact_text(stored):
         return MatchDecision(False, None, "no_question")
-    if exact_text(asked) == exact_text(stored):
+    # English capitals can name things ("IT", "Apple"); other languages' are left alone.
+    if exact_text(asked) == exact_text(stored) and (
+        same_names(asked, stored) or analyse(asked).language != "en"
+    ):
         return MatchDecision(True, "exact", "same text", {"relation": "exact"})
     a, b = analyse(asked), analyse(stored)
     if a.language != "en" or b.language != "en":
@@ -60,6 +63,11 @@ def match(asked: str, stored: str) -> MatchDecision:
     for name in _COMPARED:
         if getattr(a, name) != getattr(b, name):
             return MatchDecision(False, None, f"{name}_differs")
+    if ("passive" in a.grammar) != ("passive" in b.grammar):
+        return MatchDecision(False, None, "voice_differs")
+    # Articles where both have them in the same places: "a campaign" (any) is not "the campaign".
+    if len(a.grammar) == len(b.grammar) and a.grammar != b.grammar:
+        return MatchDecision(False, None, "grammar_differs")
     return MatchDecision(True, "paraphrase", "signatures agree", _agreement(a, b))
 
 

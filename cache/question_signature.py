@@ -11,8 +11,10 @@ Everything else stays as written, in order, so word order and roles survive ("Fa
 outperforming Google" is not "Google outperforming Facebook").
 
 Only English is analysed. A text with letters outside ASCII, with a function word of another
-language, or with no English function word at all is `understood=False`: it can hit only on an
-exact normalised match (`exact_text`).
+language, without an English function word that other languages do not share ("i", "a", "in"
+are not enough) or with most of its words outside the vocabulary is `understood=False`: it can
+hit only on an exact normalised match (`exact_text`). So is any form read two ways ("'d", "1.000",
+a "!" that is not "!=", a symbol NFKC would change).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from cache import question_lexicon as lex
+from cache.question_edit import distance_one as _distance_one
 
 _CONTRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), repl)
@@ -33,21 +36,30 @@ _CONTRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\bcannot\b", "can not"),
         (r"\bshan't\b", "shall not"),
         (r"\b(\w+)n't\b", r"\1 not"),
+        (r"'s(?= (?:been|gone|done|had|seen|got|\w{3,}ed|\w{3,}en)\b)", " has"),
         (r"\b(what|that|it|there|here|who|where|how|why|when|which)'s\b", r"\1 is"),
         (r"'re\b", " are"),
         (r"'ve\b", " have"),
         (r"'ll\b", " will"),
         (r"\bi'm\b", "i am"),
-        (r"'d\b", " would"),
         (r"'s\b", ""),
-        (r"s'(?=\s|$)", "s"),
     )
 )
 _TOKEN = re.compile(
-    r"<=|>=|[$€£%<>&+/=#]|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:k\b)?|[a-z]+(?:'[a-z]+)?"
+    r"<=|>=|!=|\b(?:nz|us|a|c|r)\$|[$€£%<>&+/=#]"
+    r"|(?<![\w.])-(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:k\b)?"
+    r"|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:k\b)?|(?<!\d)\.\d+(?:k\b)?"
+    r"|[a-z]+(?:'[a-z]+)?|,"
 )
+# Forms read as not understood: "'d" (did, would or had), a plural possessive ("campaigns'"),
+# a European-looking thousands separator ("1.000", "$2.500": a thousand or 1, 2.5?), a "!" or a
+# sign that is not part of "!=" or a number.
+_UNREAD = re.compile(r"'d\b|s'(?=\s|$|[?!.,;:])|(?<![\d.])\d{1,3}\.\d{3}(?![\d.])|!(?!=)")
+# NFKC may turn a symbol or a superscript into another character ("10²" -> "102"): any
+# non-letter it changes (besides spaces and an ellipsis) makes the question not understood.
+_NFKC_HARMLESS = frozenset("…")
 # Characters that are punctuation only: dropped without changing what is asked.
-_IGNORED = re.compile(r"[\s?!.,;:()\[\]{}\"'`*_\-–—…]+")
+_IGNORED = re.compile(r"[\s?.,;:()\[\]{}\"'`*_\-–—…]+")
 _WHITESPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.,;:]+$")
 _AUX_OPENERS = frozenset(lex.TENSE_OF_AUX) | lex.PERFECT_AUX | lex.MODALS
@@ -67,6 +79,20 @@ _UNSTEMMED = (
     | frozenset(w for v in lex.PHRASES.values() for w in v)
     | frozenset(w for v in lex.SYNONYMS.values() for w in v.split())
 )
+_SHARED_MARKERS = frozenset({"i", "a", "in", "on", "to", "do", "be", "no", "is"})
+# Words an English question is read from (most of a question's words must be among them).
+_VOCABULARY = (
+    _UNSTEMMED
+    | lex.VERBS
+    | lex.STOP_WORDS
+    | lex.TYPO_TARGETS
+    | frozenset(lex.SYNONYMS)
+    | frozenset(lex.NUMBER_WORDS)
+    | frozenset(lex.NUMBER_SCALES)
+    | frozenset(lex.TENSE_OF_AUX)
+    | frozenset(lex.PAST_FORMS)
+    | lex.PERFECT_AUX
+)
 _PAST_IRREGULAR = frozenset(lex.PAST_FORMS) - {"paid"}
 _TENSE_MARKS = {"@past": "past", "@present": "present"}
 _OPENERS = lex.WH_WORDS | {"amount", "share", "@past", "@present", "not"}
@@ -77,6 +103,12 @@ def exact_text(question: str | None) -> str:
     if question is None:
         return ""
     return _TRAILING.sub("", _WHITESPACE.sub(" ", question).strip().lower())
+
+
+def same_names(a: str, b: str) -> bool:
+    """True if two questions write their names alike ("Did IT approve" is not "Did it approve",
+    "Apple" is not "apple"): what an exact match needs beyond `exact_text`."""
+    return exact_text(_names_kept(a)) == exact_text(_names_kept(b))
 
 
 @dataclass(frozen=True)
@@ -99,6 +131,7 @@ class Signature:
     numbers: tuple[str, ...] = ()
     measures: tuple[str, ...] = ()
     entities: tuple[str, ...] = ()
+    grammar: tuple[str, ...] = ()
     relations: frozenset[str] = field(default=frozenset(), compare=False)
 
     def features(self) -> dict[str, object]:
@@ -118,6 +151,7 @@ class Signature:
             "numbers": list(self.numbers),
             "measures": list(self.measures),
             "entities": list(self.entities),
+            "grammar": list(self.grammar),
             "content": list(self.content),
         }
 
@@ -128,7 +162,11 @@ def _not_english(text: str, words: list[str]) -> bool:
         return True
     if any(w in lex.FOREIGN_MARKERS for w in words):
         return True
-    return not any(w in lex.ENGLISH_MARKERS for w in words)
+    # One short function word is not enough: "i", "a", "in" are Danish, Romanian, Italian too.
+    alpha = [w for w in words if w.isalpha()]
+    known = [w for w in alpha if w in _VOCABULARY or _stem(w) in _VOCABULARY]
+    strong = any(w in lex.ENGLISH_MARKERS and w not in _SHARED_MARKERS for w in alpha)
+    return not strong or 2 * len(known) < len(alpha)
 
 
 def _number(token: str) -> str | None:
@@ -163,8 +201,13 @@ def _number_words(tokens: list[str], relations: set[str]) -> list[str]:
                 current *= lex.NUMBER_SCALES[word]
                 if lex.NUMBER_SCALES[word] >= 1000:
                     total, current = total + current, 0
-            elif word == "and" and i + 1 < len(tokens) and tokens[i + 1] in lex.NUMBER_WORDS:
-                pass
+            elif (
+                word == "and"
+                and tokens[i - 1] in lex.NUMBER_SCALES
+                and i + 1 < len(tokens)
+                and tokens[i + 1] in lex.NUMBER_WORDS
+            ):
+                pass  # "one hundred and five"; never "thirty and one" or "ten and five hundred"
             else:
                 break
             i += 1
@@ -228,14 +271,9 @@ def _stem(word: str) -> str:
         cut = word[:-2] if word.endswith("ed") else word[:-3]
         for candidate in (cut, _undouble(cut), cut + "e"):
             if candidate in lex.VERBS:
-                return _drop_e(candidate)
+                return candidate
         return word
-    return _drop_e(base)
-
-
-def _drop_e(word: str) -> str:
-    """ "decline", "declined", "declining" share one key: drop a final e of longer words."""
-    return word[:-1] if len(word) >= 5 and word.endswith("e") else word
+    return base
 
 
 def _undouble(stem: str) -> str:
@@ -243,23 +281,6 @@ def _undouble(stem: str) -> str:
     if len(stem) >= 3 and stem[-1] == stem[-2] and stem[-1] in "bgmnprt":
         return stem[:-1]
     return stem
-
-
-def _distance_one(a: str, b: str) -> bool:
-    """True if `a` and `b` differ by exactly one edit (insert, delete, replace, transpose)."""
-    if a == b or abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        diffs = [i for i in range(len(a)) if a[i] != b[i]]
-        if len(diffs) == 1:
-            return True
-        i = diffs[0]
-        return len(diffs) == 2 and diffs[1] == i + 1 and a[i] == b[i + 1] and a[i + 1] == b[i]
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    i = 0
-    while i < len(short) and short[i] == long_[i]:
-        i += 1
-    return short[i:] == long_[i + 1 :]
 
 
 def _known(word: str) -> bool:
@@ -277,7 +298,7 @@ def _known(word: str) -> bool:
 @lru_cache(maxsize=8192)
 def _typo_target(word: str) -> str | None:
     """The one domain word `word` is a one-letter typo of, if exactly one."""
-    if len(word) < 6 or not word.isalpha() or _known(word):
+    if len(word) < 6 or not word.isalpha() or _known(word) or word in lex.NOT_TYPOS:
         return None
     found = {t for t in lex.TYPO_TARGETS if _distance_one(word, t)}
     found |= {t + "s" for t in lex.TYPO_TARGETS if _distance_one(word, t + "s")}
@@ -428,25 +449,56 @@ def _comparators(content: tuple[str, ...]) -> tuple[str, ...]:
 _UNITS = lex.CURRENCY_WORDS | {"percent"}
 
 
+_MID_CAPITALS = re.compile(r"(?<=[A-Za-z0-9,] )([A-Z][A-Za-z]*)\b")
+
+
+def _names_kept(text: str) -> str:
+    """A capital word inside a mixed-case question that would read as a function word ("the US",
+    "IT", "ad set A") or as a common word ("Apple") becomes a name of its own."""
+    if not any(ch.islower() for ch in text):
+        return text
+
+    def name(m: re.Match[str]) -> str:
+        word = m.group(1)
+        lower = word.lower()
+        if lower in lex.ENGLISH_MARKERS | lex.STOP_WORDS | {"us"}:
+            return "name" + lower if word.isupper() else word
+        if lower in _VOCABULARY or _stem(lower) in _VOCABULARY or word.isupper():
+            return word
+        return "name" + lower
+
+    return _MID_CAPITALS.sub(name, text)
+
+
 @lru_cache(maxsize=16384)
 def analyse(question: str) -> Signature:
     """The signature of a question (see the module doc); pure and deterministic."""
     relations: set[str] = set()
-    text = unicodedata.normalize("NFKC", question).lower().replace("’", "'").replace("‘", "'")
+    changed = any(
+        unicodedata.normalize("NFKC", ch) != ch
+        for ch in unicodedata.normalize("NFC", question)
+        if not ch.isalpha() and not ch.isspace() and ch not in _NFKC_HARMLESS
+    )
+    text = _names_kept(unicodedata.normalize("NFKC", question))
+    text = text.lower().replace("’", "'").replace("‘", "'")
+    if changed or _UNREAD.search(text):
+        language = "other" if _not_english(text, _TOKEN.findall(text)) else "en"
+        return Signature(language=language, understood=False, content=(), intent="", tense=None)
     contracted = text
     for pattern, repl in _CONTRACTIONS:
         contracted = pattern.sub(repl, contracted)
     if contracted != text:
         relations.add("contraction")
     raw = _TOKEN.findall(contracted)
+    words_only = [w for w in raw if w != ","]
     leftover = _IGNORED.sub("", _TOKEN.sub("", contracted))
-    language = "other" if _not_english(text, raw) else "en"
-    if language != "en" or leftover or not raw:
+    language = "other" if _not_english(text, words_only) else "en"
+    if language != "en" or leftover or not words_only:
         return Signature(language=language, understood=False, content=(), intent="", tense=None)
 
     tokens = []
     for token in raw:
-        if token[:1].isdigit():
+        if token[:1].isdigit() or token[:1] in "-.":
             number = _number(token)
             tokens.append(number if number is not None else token)
         else:
@@ -454,9 +506,11 @@ def analyse(question: str) -> Signature:
             if target is not None:
                 relations.add("typo")
             tokens.append(target or token)
+    # Number words first, while the commas that separate them are still there ("ten, five").
+    tokens = [t for t in _number_words(tokens, relations) if t != ","]
     tokens = _strip_lead_ins(tokens, relations)
+    grammar = _grammar(tokens) + (("passive",) if _passive(tokens) else ())
     tokens = _cause_of_change(tokens, relations)
-    tokens = _number_words(tokens, relations)
     tokens = _what_noun(_rewrite_phrases(tokens, relations))
     intent = _intent(tokens)
     tokens = _infinitive_after_cause(tokens)
@@ -498,7 +552,31 @@ def analyse(question: str) -> Signature:
         numbers=tuple(w for w in content if w[:1].isdigit()),
         measures=tuple(w for w in content if w in lex.MEASURES),
         entities=tuple(w for w in content if w in lex.ENTITIES),
+        grammar=grammar,
         relations=frozenset(relations),
+    )
+
+
+_GRAMMAR = {"a": "any", "an": "any", "the": "that"}
+
+
+def _grammar(tokens: list[str]) -> tuple[str, ...]:
+    """The articles in order: "a" (any one) vs "the" (that one)."""
+    return tuple(_GRAMMAR[t] for t in tokens if t in _GRAMMAR)
+
+
+_BE = frozenset({"is", "are", "was", "were", "been", "being"})
+
+
+def _passive(tokens: list[str]) -> bool:
+    """A passive question: an opening "was"/"is" and a verb's participle after it ("why was the
+    campaign paused" is not "why did the campaign pause")."""
+    start = 1 if tokens[:1] and tokens[0] in lex.WH_WORDS else 0
+    if len(tokens) <= start or tokens[start] not in _BE:
+        return False
+    return any(
+        w.endswith("ed") and _stem(w) != w and _stem(w) in lex.VERBS
+        for w in tokens[start + 1 : start + 4]  # near it: "what is the reason revenue dropped"
     )
 
 
