@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-_MONTHS = {
+MONTHS: dict[str, int] = {
     name: i
     for i, names in enumerate(
         [("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
@@ -17,9 +17,10 @@ _MONTHS = {
     )
     for name in names
 }  # fmt: skip
-_MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
+MONTH_PATTERN = "|".join(sorted(MONTHS, key=len, reverse=True))
 _WEEK_OF = re.compile(
-    rf"\bweek of (\d{{1,2}})(?:st|nd|rd|th)? ({_MONTH})\b|\bweek of ({_MONTH}) (\d{{1,2}})\b"
+    rf"\bweek of (\d{{1,2}})(?:st|nd|rd|th)? ({MONTH_PATTERN})\b"
+    rf"|\bweek of ({MONTH_PATTERN}) (\d{{1,2}})\b"
 )
 _ISO = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _LAST_N_DAYS = re.compile(r"\b(?:last|past) (\d{1,3}) days\b")
@@ -90,7 +91,7 @@ def resolve_period(text: str, today: date, *, default_days: int = 28) -> Period:
         day_text, month_text = (
             (match.group(1), match.group(2)) if match.group(1) else (match.group(4), match.group(3))
         )
-        month, day = _MONTHS[month_text], int(day_text)
+        month, day = MONTHS[month_text], int(day_text)
         try:
             start = date(_year_for(month, day, today), month, day)
         except ValueError:

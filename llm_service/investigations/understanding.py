@@ -13,20 +13,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from llm_service.periods import Period, resolve_period
+from llm_service.periods import MONTH_PATTERN, MONTHS, Period, resolve_period
 
-_MONTHS = {
-    name: i
-    for i, names in enumerate(
-        [("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
-         ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
-         ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
-         ("dec", "december")],
-        start=1,
-    )
-    for name in names
-}  # fmt: skip
-_MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
 _NUMBERS = {"one": 1, "a": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
             "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}  # fmt: skip
 _COUNT = r"(\d{1,2}|" + "|".join(_NUMBERS) + r")"
@@ -35,9 +23,11 @@ _WEEK_OF_ISO = re.compile(rf"\bweek (?:of|starting|beginning|from) (?:monday )?{
 _WEEKS_AGO = re.compile(rf"\b{_COUNT} weeks? ago\b")
 _LAST_N_WEEKS = re.compile(rf"\b(?:last|past|previous) {_COUNT} weeks\b")
 _LAST_N_DAYS = re.compile(rf"\b(?:last|past|previous) {_COUNT} days\b")
-_DAY_MONTH = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)? ({_MONTH})\b|\b({_MONTH}) (\d{{1,2}})\b")
+_DAY_MONTH = re.compile(
+    rf"\b(\d{{1,2}})(?:st|nd|rd|th)? ({MONTH_PATTERN})\b|\b({MONTH_PATTERN}) (\d{{1,2}})\b"
+)
 _ISO = re.compile(rf"\b{_ISO_DAY}\b")
-_IN_MONTH = re.compile(rf"\b(?:in|during|for|of) ({_MONTH})\b(?! \d)")
+_IN_MONTH = re.compile(rf"\b(?:in|during|for|of) ({MONTH_PATTERN})\b(?! \d)")
 
 # Topics: what the question is about, each answered by one tool (or a change comparison).
 TOPIC_PATTERNS: dict[str, re.Pattern[str]] = {
@@ -170,7 +160,7 @@ def resolve(text: str, today: date) -> tuple[Period, bool]:
         return Period(day, day + timedelta(days=1)), True
     if "week of" not in lowered and not isos and (m := _DAY_MONTH.search(lowered)):
         day_text, month_text = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
-        month, day_no = _MONTHS[month_text], int(day_text)
+        month, day_no = MONTHS[month_text], int(day_text)
         try:
             on = date(_year_for(month, day_no, today), month, day_no)
         except ValueError:  # "31 February": not a day
@@ -178,7 +168,7 @@ def resolve(text: str, today: date) -> tuple[Period, bool]:
         else:
             return Period(on, on + timedelta(days=1)), True
     if (m := _IN_MONTH.search(lowered)) and m.group(1) != "may":
-        month = _MONTHS[m.group(1)]
+        month = MONTHS[m.group(1)]
         year = today.year if month <= today.month else today.year - 1
         start = date(year, month, 1)
         end = date(year + (month == 12), month % 12 + 1, 1)
