@@ -25,7 +25,7 @@ from llm_service.verify_queries import (
 CROSSTENANT_ROLE = "llm_crosstenant"
 
 
-# The guard of migrations/sqlhelpers.trigger_table_guard, as code (not a word in a comment).
+# The guard of llm_service/migrations/sqlhelpers.trigger_table_guard, as code (not in a comment).
 _GUARD = re.compile(r"^\s*IF TG_RELID <> 'public\.([a-z_][a-z0-9_]*)'::regclass THEN", re.MULTILINE)
 
 

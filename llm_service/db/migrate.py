@@ -14,12 +14,13 @@ from alembic.script import ScriptDirectory
 from llm_service.db import queries
 from llm_service.db.urls import sqlalchemy_url
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# Shipped inside the package (llm_service/migrations), so an installed wheel can migrate.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
 def alembic_config(owner_url: str) -> Config:
     """An Alembic configuration for the repository's migrations against `owner_url`."""
-    # Revision files import their shared SQL helpers (migrations/sqlhelpers.py) by name.
+    # Revision files import their shared SQL helpers (llm_service/migrations/sqlhelpers.py) by name.
     if str(MIGRATIONS_DIR) not in sys.path:
         sys.path.insert(0, str(MIGRATIONS_DIR))
     config = Config(str(MIGRATIONS_DIR / "alembic.ini"))

@@ -4,10 +4,11 @@ Raw ``pg_dump`` text differs between server versions (15 vs 18) and PostgreSQL 1
 random ``\\restrict`` lines, so it cannot be committed and compared. This module renders the
 parts of the schema that matter (tables, columns, constraints, indexes, triggers, row-level
 security, policies, comments, functions, extensions and the grants of the service's roles) as
-sorted, deterministic SQL-ish text. The committed copy lives in ``migrations/canonical_schema.sql``
-and a test compares a freshly migrated database against it. Regenerate it with::
+sorted, deterministic SQL-ish text. The committed copy lives in
+``llm_service/migrations/canonical_schema.sql`` and a test compares a freshly migrated
+database against it. Regenerate it with::
 
-    python -m llm_service.db.schema_dump URL > migrations/canonical_schema.sql
+    python -m llm_service.db.schema_dump URL > llm_service/migrations/canonical_schema.sql
 
 where URL is the *owner's* URL of a freshly migrated database (the role the migrations ran as:
 it is rendered as ``<owner>`` so the text does not depend on the deployment's user name).
@@ -26,7 +27,9 @@ from llm_service.db import schema_queries as queries
 SCHEMA = "public"
 #: Roles whose grants are part of the schema's security model.
 SERVICE_ROLES: tuple[str, ...] = ("llm_app", "llm_crosstenant")
-REGENERATE_COMMAND = "python -m llm_service.db.schema_dump URL > migrations/canonical_schema.sql"
+REGENERATE_COMMAND = (
+    "python -m llm_service.db.schema_dump URL > llm_service/migrations/canonical_schema.sql"
+)
 
 _HEADER = f"""\
 -- Canonical description of the `{SCHEMA}` schema after `alembic upgrade head`.
