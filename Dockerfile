@@ -1,28 +1,36 @@
 # syntax=docker/dockerfile:1
-# Build stage: a virtual environment with the service and its dependencies.
-FROM python:3.11-slim AS build
+# The base image is pinned to a full version tag (Python 3.11.11 on Debian 12). Its digest could
+# not be read on the machine this was written on (no registry access); to pin it fully, run
+# `docker buildx imagetools inspect python:3.11.11-slim-bookworm` and append @sha256:<digest>.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+# Build stage: a virtual environment with the locked dependencies, then the service as a wheel.
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /app
 RUN python -m venv /opt/venv
+# Dependency layer: only the lock file, so a change to the source reuses it. Every package is
+# pinned and hash-checked (requirements.lock is pip-compile --generate-hashes of pyproject.toml).
+COPY requirements.lock /tmp/requirements.lock
+RUN /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/requirements.lock
+# The service, installed (not editable): code, pages and migrations all live in site-packages.
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY llm_service ./llm_service
 COPY budgets ./budgets
 COPY cache ./cache
-COPY migrations ./migrations
-RUN /opt/venv/bin/pip install -e .
+RUN /opt/venv/bin/pip install --no-deps /src
 
-# Runtime stage: no compiler, no build caches, a non-root user.
-FROM python:3.11-slim AS runtime
+# Runtime stage: no build tree, code owned by root, run by a non-root user who owns only /data.
+FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
     LLM_SERVICE_DATA_DIR=/data
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin llm \
+RUN useradd --system --uid 10001 --create-home --home-dir /home/llm --shell /usr/sbin/nologin llm \
     && mkdir -p /data && chown llm /data
-WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build --chown=llm /app /app
+WORKDIR /data
 USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \

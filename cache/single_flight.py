@@ -42,14 +42,11 @@ from uuid import UUID
 
 import asyncpg
 
+from cache import single_flight_queries as queries
+
 T = TypeVar("T")
 
 _LOCK_NAMESPACE = "explanation-cache-flight"
-_TRY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock($1)"
-_LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
-_TIMEOUTS_SQL = (
-    "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)"
-)
 # The least time given to acquiring a pool connection, even when the wait budget is spent.
 _MIN_ACQUIRE_S = 0.1
 
@@ -153,7 +150,7 @@ class SingleFlight:
 
 async def _lock(conn: asyncpg.Connection, lock_key: int, deadline: float) -> None:
     """Take the transaction's advisory lock, waiting at most until `deadline` (loop time)."""
-    if await conn.fetchval(_TRY_LOCK_SQL, lock_key):
+    if await conn.fetchval(queries.TRY_LOCK, lock_key):
         return
     remaining = deadline - asyncio.get_running_loop().time()
     if remaining <= 0:
@@ -162,8 +159,8 @@ async def _lock(conn: asyncpg.Connection, lock_key: int, deadline: float) -> Non
     try:
         # A savepoint: a lock timeout rolls back to it, not the whole transaction.
         async with conn.transaction():
-            await conn.execute(_TIMEOUTS_SQL, f"{ms}ms", f"{ms + 5000}ms")
-            await conn.execute(_LOCK_SQL, lock_key, timeout=remaining + 5.0)
+            await conn.execute(queries.SET_TIMEOUTS, f"{ms}ms", f"{ms + 5000}ms")
+            await conn.execute(queries.LOCK, lock_key, timeout=remaining + 5.0)
     except (asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError, TimeoutError) as exc:
         raise SingleFlightTimeout(
             f"another process has been computing the same explanation for longer than the "

@@ -103,15 +103,16 @@ def _cmd_tenants_set_cap(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo_data(settings: Settings, args: argparse.Namespace) -> int:
+    from llm_service.db.queries import set_statement_timeout
     from llm_service.demo_data import generate_demo_data
+    from llm_service.tenants.repository import get_tenant
 
     async def work(pool: asyncpg.Pool) -> int:
         async with tenant_transaction(pool, args.tenant) as conn:
-            exists = await conn.fetchval("SELECT count(*) FROM tenants WHERE id = $1", args.tenant)
-            if not exists:
+            if await get_tenant(conn, args.tenant) is None:
                 raise ServiceError(f"no tenant {args.tenant}", code="not_found")
             # Large data sets take longer than the pool's per-statement limit.
-            await conn.execute("SET LOCAL statement_timeout = 0")
+            await set_statement_timeout(conn, 0)
             summary = await generate_demo_data(
                 conn, args.tenant, events=args.events, seed=args.seed
             )
@@ -203,6 +204,22 @@ def _cmd_pii_scan(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(work())
+
+
+def _cmd_db_stop(settings: Settings, args: argparse.Namespace) -> int:
+    from llm_service.db.embedded import EmbeddedInUse, stop_unused
+
+    data_dir = settings.llm_service_data_dir
+    try:
+        report = stop_unused(data_dir, delete=args.delete)
+    except EmbeddedInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    state = "stopped" if report.was_running else "was not running"
+    print(
+        f"embedded database in {data_dir}: {state}" + ("; data deleted" if report.deleted else "")
+    )
+    return 0
 
 
 def _month(text: str) -> date:
@@ -334,6 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
     pii_scan.add_argument("--batch-size", type=int, default=1000, help="rows per batch")
     pii_scan.add_argument("--max-batches", type=int, help="stop after this many batches")
     pii_scan.set_defaults(func=_cmd_pii_scan)
+
+    db_stop = sub.add_parser(
+        "db-stop",
+        help="stop the embedded database (refuses while a process or client uses it)",
+    )
+    db_stop.add_argument(
+        "--delete",
+        action="store_true",
+        help="then delete its data directory (LLM_SERVICE_DATA_DIR)",
+    )
+    db_stop.set_defaults(func=_cmd_db_stop)
     return parser
 
 

@@ -6,8 +6,21 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from llm_service.channels.repository import channel_count, family_of
 from llm_service.db import migrate
 from llm_service.verify_privileges import privilege_checks
+from llm_service.verify_queries import (
+    ALEMBIC_REVISIONS,
+    APP_ROLE_SQL,
+    CURRENT_USER_SQL,
+    DEFINER_OWNERS_SQL,
+    OWNED_RELATIONS_SQL,
+    POWERFUL_MEMBERSHIPS_SQL,
+    PUBLIC_TABLES_SQL,
+    TENANT_TABLES_SQL,
+    VECTOR_VERSION_SQL,
+    count_rows_sql,
+)
 
 EXPECTED_TABLES = frozenset(
     {
@@ -31,21 +44,6 @@ class Check:
     detail: str
 
 
-TENANT_TABLES_SQL = """
-SELECT c.relname AS table_name, c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced,
-       EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid
-               AND p.polname = 'tenant_isolation_policy'
-               AND p.polqual IS NOT NULL AND p.polwithcheck IS NOT NULL
-               AND p.polroles = '{0}'::oid[]) AS has_policy
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
-  AND (c.relname = 'tenants' OR EXISTS (
-        SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
-        AND NOT a.attisdropped))
-ORDER BY 1
-"""
-
-
 async def tenant_tables(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Every table holding a tenant's rows, discovered from the catalog, with its RLS state."""
     return list(await conn.fetch(TENANT_TABLES_SQL))
@@ -56,10 +54,7 @@ async def run_checks(
 ) -> list[Check]:
     """Run every check; `owner` and `app` are connections as the owner and the application role."""
     checks: list[Check] = []
-    tables = {
-        r["tablename"]
-        for r in await owner.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    }
+    tables = {r["tablename"] for r in await owner.fetch(PUBLIC_TABLES_SQL)}
     missing = EXPECTED_TABLES - tables
     checks.append(
         Check(
@@ -71,9 +66,7 @@ async def run_checks(
     )
 
     heads = migrate.heads()
-    versions = [
-        r["version_num"] for r in await owner.fetch("SELECT version_num FROM alembic_version")
-    ]
+    versions = [r["version_num"] for r in await owner.fetch(ALEMBIC_REVISIONS)]
     checks.append(Check("single migration head", len(heads) == 1, f"heads: {heads}"))
     checks.append(Check("database at head", versions == heads, f"database: {versions}"))
 
@@ -89,8 +82,7 @@ async def run_checks(
     )
 
     role = await owner.fetchrow(
-        "SELECT rolsuper, rolbypassrls, rolcanlogin, rolcreaterole, rolcreatedb FROM pg_roles "
-        "WHERE rolname = $1",
+        APP_ROLE_SQL,
         app_role,
     )
     role_ok = (
@@ -107,16 +99,13 @@ async def run_checks(
     )
 
     owned = await owner.fetchval(
-        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) = $1",
+        OWNED_RELATIONS_SQL,
         app_role,
     )
     checks.append(Check("application role owns no table", owned == 0, f"owns {owned} relations"))
 
     powerful = await owner.fetchval(
-        "SELECT count(*) FROM pg_roles r "
-        "WHERE pg_has_role($1, r.oid, 'MEMBER') AND r.rolname <> $1 "
-        "AND (r.rolsuper OR r.rolbypassrls)",
+        POWERFUL_MEMBERSHIPS_SQL,
         app_role,
     )
     checks.append(
@@ -127,10 +116,10 @@ async def run_checks(
         )
     )
 
-    current = await app.fetchval("SELECT current_user")
+    current = await app.fetchval(CURRENT_USER_SQL)
     leaks = []
     for r in rls:
-        count = await app.fetchval(f'SELECT count(*) FROM "{r["table_name"]}"')
+        count = await app.fetchval(count_rows_sql(r["table_name"]))
         if count:
             leaks.append(f"{r['table_name']}={count}")
     checks.append(
@@ -141,8 +130,8 @@ async def run_checks(
         )
     )
 
-    seed = await owner.fetchval("SELECT family FROM channel_taxonomy WHERE code = 'facebook_paid'")
-    channels = await owner.fetchval("SELECT count(*) FROM channel_taxonomy")
+    seed = await family_of(owner, "facebook_paid")
+    channels = await channel_count(owner)
     checks.append(
         Check(
             "taxonomy seed",
@@ -151,15 +140,10 @@ async def run_checks(
         )
     )
 
-    vector = await owner.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    vector = await owner.fetchval(VECTOR_VERSION_SQL)
     checks.append(Check("pgvector installed", vector is not None, f"vector {vector}"))
 
-    definers = await owner.fetch(
-        "SELECT p.proname, pg_get_userbyid(p.proowner) AS owner, r.rolsuper, r.rolbypassrls "
-        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-        "JOIN pg_roles r ON r.oid = p.proowner "
-        "WHERE n.nspname = 'public' AND p.prosecdef"
-    )
+    definers = await owner.fetch(DEFINER_OWNERS_SQL)
     loose = [d["proname"] for d in definers if d["rolsuper"] or d["rolbypassrls"]]
     checks.append(
         Check(

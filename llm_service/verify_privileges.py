@@ -12,87 +12,22 @@ from collections.abc import Callable
 
 import asyncpg
 
+from llm_service.verify_queries import (
+    CREATE_PRIVILEGES_SQL,
+    DEFINER_TRIGGERS_SQL,
+    EXTRA_POLICIES_SQL,
+    PUBLIC_FUNCTIONS_SQL,
+    ROLE_WIDENING_SQL,
+    UNPINNED_DEFINERS_SQL,
+    WRITABLE_PROTECTED_SQL,
+)
+
 CROSSTENANT_ROLE = "llm_crosstenant"
 
-# Functions of ours (not an extension's) in any schema but the system's.
-_OUR_FUNCTIONS = """
-FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                  AND d.objid = p.oid AND d.deptype = 'e')
-"""
 
-PUBLIC_FUNCTIONS_SQL = f"""
-SELECT p.oid::regprocedure::text {_OUR_FUNCTIONS}
-  AND EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
-              WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
-ORDER BY 1
-"""
-
-# search_path must be exactly ours: pg_temp once, and last (a schema is searched where it is
-# first named; left out, pg_temp is searched first).
-PINNED_SEARCH_PATH = "search_path=pg_catalog, public, pg_temp"
-UNPINNED_DEFINERS_SQL = f"""
-SELECT p.oid::regprocedure::text {_OUR_FUNCTIONS}
-  AND p.prosecdef
-  AND NOT ('{PINNED_SEARCH_PATH}' = ANY (coalesce(p.proconfig, '{{}}')))
-ORDER BY 1
-"""
-
-DEFINER_TRIGGERS_SQL = f"""
-SELECT p.oid::regprocedure::text AS function, p.prosrc AS source,
-       ARRAY(SELECT t.tgrelid::regclass::text FROM pg_trigger t
-             WHERE t.tgfoid = p.oid AND NOT t.tgisinternal) AS tables
-{_OUR_FUNCTIONS}
-  AND p.prosecdef AND p.prorettype = 'trigger'::regtype
-ORDER BY 1
-"""
-# The guard of migrations/sqlhelpers.trigger_table_guard, as code (not a word in a comment).
+# The guard of llm_service/migrations/sqlhelpers.trigger_table_guard, as code (not in a comment).
 _GUARD = re.compile(r"^\s*IF TG_RELID <> 'public\.([a-z_][a-z0-9_]*)'::regclass THEN", re.MULTILINE)
 
-# A tenant table's policies: the tenant policy for everyone, the cross-tenant ones for the
-# definer role only. Any other permissive policy is ORed in and could leak rows.
-EXTRA_POLICIES_SQL = """
-SELECT c.relname || '.' || p.polname
-  FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
-  JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = 'public' AND p.polpermissive
-   AND NOT (p.polname = 'tenant_isolation_policy' AND p.polroles = '{0}'::oid[])
-   AND NOT (p.polname IN ('crosstenant_policy', 'crosstenant_lock_policy')
-            AND p.polroles = ARRAY[(SELECT oid FROM pg_roles WHERE rolname = $1)])
-ORDER BY 1
-"""
-
-# Membership in any role (even NOINHERIT: SET ROLE works) and stored settings (ALTER ROLE ...
-# SET outlives every session) widen the application role beyond its grants.
-ROLE_WIDENING_SQL = """
-SELECT 'member of ' || pg_get_userbyid(m.roleid)
-  FROM pg_auth_members m WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1)
-UNION ALL
-SELECT 'stored setting ' || s.setting
-  FROM pg_db_role_setting d CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
- WHERE d.setrole = (SELECT oid FROM pg_roles WHERE rolname = $1)
-UNION ALL
-SELECT 'REPLICATION' FROM pg_roles WHERE rolname = $1 AND rolreplication
-ORDER BY 1
-"""
-
-CREATE_PRIVILEGES_SQL = """
-SELECT 'database ' || current_database() || ': ' || x.privilege
-  FROM unnest(ARRAY['CREATE', 'TEMPORARY']) AS x(privilege)
- WHERE has_database_privilege($1, current_database(), x.privilege)
-UNION ALL
-SELECT 'schema ' || n.nspname || ': CREATE'
-  FROM pg_namespace n
- WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
-   AND has_schema_privilege($1, n.oid, 'CREATE')
-UNION ALL
-SELECT 'function ' || f || ': EXECUTE'
-  FROM unnest(ARRAY['pg_catalog.lo_create(oid)', 'pg_catalog.lo_creat(integer)',
-                    'pg_catalog.lo_from_bytea(oid, bytea)']) AS f
- WHERE has_function_privilege($1, f, 'EXECUTE')
-ORDER BY 1
-"""
 
 # Money and limits the service committed: the application role may not write them.
 PROTECTED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -116,26 +51,6 @@ PROTECTED_AT_INSERT: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 READ_ONLY_TABLES = ("llm_monthly_costs",)
-
-WRITABLE_PROTECTED_SQL = """
-SELECT t.tbl || '.' || t.col || ': UPDATE'
-  FROM unnest($2::text[], $3::text[]) AS t(tbl, col)
- WHERE has_column_privilege($1, t.tbl, t.col, 'UPDATE')
-UNION ALL
-SELECT t.tbl || '.' || t.col || ': INSERT'
-  FROM unnest($5::text[], $6::text[]) AS t(tbl, col)
- WHERE has_column_privilege($1, t.tbl, t.col, 'INSERT')
-UNION ALL
-SELECT tb.tbl || ': ' || pr.privilege
-  FROM unnest($4::text[]) AS tb(tbl)
- CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS pr(privilege)
- WHERE has_table_privilege($1, tb.tbl, pr.privilege)
-UNION ALL
-SELECT 'llm_api_calls: ' || p
-  FROM unnest(ARRAY['DELETE', 'TRUNCATE']) AS p
- WHERE has_table_privilege($1, 'llm_api_calls', p)
-ORDER BY 1
-"""
 
 
 async def privilege_checks(

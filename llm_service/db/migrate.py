@@ -10,16 +10,17 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from psycopg import sql
 
+from llm_service.db import queries
 from llm_service.db.urls import sqlalchemy_url
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# Shipped inside the package (llm_service/migrations), so an installed wheel can migrate.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
 def alembic_config(owner_url: str) -> Config:
     """An Alembic configuration for the repository's migrations against `owner_url`."""
-    # Revision files import their shared SQL helpers (migrations/sqlhelpers.py) by name.
+    # Revision files import their shared SQL helpers (llm_service/migrations/sqlhelpers.py) by name.
     if str(MIGRATIONS_DIR) not in sys.path:
         sys.path.insert(0, str(MIGRATIONS_DIR))
     config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
@@ -51,15 +52,13 @@ def downgrade(owner_url: str, revision: str = "base") -> None:
 def current_revisions(owner_url: str) -> list[str]:
     """The revisions recorded in the database's alembic_version table (empty if none)."""
     with psycopg.connect(owner_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('public.alembic_version') IS NOT NULL").fetchone()
+        exists = conn.execute(queries.ALEMBIC_TABLE_EXISTS).fetchone()
         if not exists or not exists[0]:
             return []
-        return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+        return [row[0] for row in conn.execute(queries.ALEMBIC_REVISIONS)]
 
 
 def set_app_role_password(owner_url: str, role: str, password: str) -> None:
     """Give the application role its login password (for servers that require one)."""
     with psycopg.connect(owner_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
-        )
+        conn.execute(queries.alter_role_password(role, password))

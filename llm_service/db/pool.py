@@ -14,6 +14,8 @@ from uuid import UUID
 import asyncpg
 from pgvector.asyncpg import register_vector
 
+from llm_service.db.queries import set_tenant as set_tenant  # re-exported for callers
+
 Connection = asyncpg.Connection
 Pool = asyncpg.Pool
 
@@ -80,11 +82,6 @@ async def create_pool(
     )
     assert pool is not None
     return pool
-
-
-async def set_tenant(conn: asyncpg.Connection, tenant_id: UUID | str) -> None:
-    """Set the tenant for the current transaction only (never the session)."""
-    await conn.execute("SELECT set_config('app.current_tenant_id', $1, true)", str(tenant_id))
 
 
 @asynccontextmanager

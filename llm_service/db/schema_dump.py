@@ -4,10 +4,11 @@ Raw ``pg_dump`` text differs between server versions (15 vs 18) and PostgreSQL 1
 random ``\\restrict`` lines, so it cannot be committed and compared. This module renders the
 parts of the schema that matter (tables, columns, constraints, indexes, triggers, row-level
 security, policies, comments, functions, extensions and the grants of the service's roles) as
-sorted, deterministic SQL-ish text. The committed copy lives in ``migrations/canonical_schema.sql``
-and a test compares a freshly migrated database against it. Regenerate it with::
+sorted, deterministic SQL-ish text. The committed copy lives in
+``llm_service/migrations/canonical_schema.sql`` and a test compares a freshly migrated
+database against it. Regenerate it with::
 
-    python -m llm_service.db.schema_dump URL > migrations/canonical_schema.sql
+    python -m llm_service.db.schema_dump URL > llm_service/migrations/canonical_schema.sql
 
 where URL is the *owner's* URL of a freshly migrated database (the role the migrations ran as:
 it is rendered as ``<owner>`` so the text does not depend on the deployment's user name).
@@ -21,139 +22,20 @@ from typing import Any
 
 import psycopg
 
+from llm_service.db import schema_queries as queries
+
 SCHEMA = "public"
 #: Roles whose grants are part of the schema's security model.
 SERVICE_ROLES: tuple[str, ...] = ("llm_app", "llm_crosstenant")
-REGENERATE_COMMAND = "python -m llm_service.db.schema_dump URL > migrations/canonical_schema.sql"
+REGENERATE_COMMAND = (
+    "python -m llm_service.db.schema_dump URL > llm_service/migrations/canonical_schema.sql"
+)
 
 _HEADER = f"""\
 -- Canonical description of the `{SCHEMA}` schema after `alembic upgrade head`.
 -- Generated from the catalog, not by pg_dump; do not edit by hand. Regenerate with:
 --   {REGENERATE_COMMAND}
 -- (URL: the owner's URL of a freshly migrated database; the owner is shown as <owner>.)
-"""
-
-# Objects that belong to an extension (pgvector installs its functions into public) are the
-# extension's, not ours: they are represented by the extension's name alone.
-_NOT_EXTENSION_MEMBER = """
-NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {catalog}::regclass
-            AND d.objid = {oid} AND d.deptype = 'e')
-"""
-
-_TABLES_SQL = f"""
-SELECT c.oid, c.relname, c.relrowsecurity, c.relforcerowsecurity,
-       obj_description(c.oid, 'pg_class') AS comment,
-       CASE WHEN c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
-            THEN '<owner>' ELSE pg_get_userbyid(c.relowner) END AS owner
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
-  AND {_NOT_EXTENSION_MEMBER.format(catalog="'pg_class'", oid="c.oid")}
-ORDER BY c.relname
-"""
-
-_OTHER_RELATIONS_SQL = f"""
-SELECT c.relname, c.relkind::text,
-       ARRAY(SELECT pg_get_userbyid(a.grantee) || ': ' || string_agg(a.privilege_type, ', '
-                    ORDER BY a.privilege_type)
-             FROM aclexplode(c.relacl) a
-             WHERE pg_get_userbyid(a.grantee) = ANY(%(roles)s)
-             GROUP BY a.grantee ORDER BY 1) AS grants
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %(schema)s AND c.relkind IN ('v', 'm', 'S', 'f')
-  AND {_NOT_EXTENSION_MEMBER.format(catalog="'pg_class'", oid="c.oid")}
-ORDER BY c.relname
-"""
-
-_COLUMNS_SQL = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
-       pg_get_expr(ad.adbin, ad.adrelid) AS default_expr, a.attidentity::text,
-       a.attgenerated::text, col_description(a.attrelid, a.attnum) AS comment
-FROM pg_attribute a
-LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
-
-# contype 'n' (NOT NULL as a constraint, PostgreSQL 18+) is shown on the column instead.
-_CONSTRAINTS_SQL = """
-SELECT conname, pg_get_constraintdef(oid, true) AS def
-FROM pg_constraint
-WHERE conrelid = %(oid)s AND contype <> 'n'
-ORDER BY conname
-"""
-
-_INDEXES_SQL = """
-SELECT i.relname, pg_get_indexdef(x.indexrelid) AS def
-FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-WHERE x.indrelid = %(oid)s
-ORDER BY i.relname
-"""
-
-_TRIGGERS_SQL = """
-SELECT tgname, pg_get_triggerdef(oid, true) AS def, tgenabled::text
-FROM pg_trigger
-WHERE tgrelid = %(oid)s AND NOT tgisinternal
-ORDER BY tgname
-"""
-
-_POLICIES_SQL = """
-SELECT p.polname, p.polpermissive, p.polcmd::text,
-       ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r) END
-             FROM unnest(p.polroles) AS r ORDER BY 1) AS roles,
-       pg_get_expr(p.polqual, p.polrelid) AS using_expr,
-       pg_get_expr(p.polwithcheck, p.polrelid) AS check_expr
-FROM pg_policy p
-WHERE p.polrelid = %(oid)s
-ORDER BY p.polname
-"""
-
-_TABLE_GRANTS_SQL = """
-SELECT grantee, string_agg(privilege_type, ', ' ORDER BY privilege_type) AS privileges
-FROM information_schema.role_table_grants
-WHERE table_schema = %(schema)s AND table_name = %(table)s AND grantee = ANY(%(roles)s)
-GROUP BY grantee
-ORDER BY grantee
-"""
-
-# Column privileges (the application role writes only some columns of the money tables).
-_COLUMN_GRANTS_SQL = """
-SELECT grantee, privilege_type,
-       string_agg(column_name, ', ' ORDER BY column_name) AS columns
-FROM information_schema.column_privileges cp
-WHERE table_schema = %(schema)s AND table_name = %(table)s AND grantee = ANY(%(roles)s)
-  AND NOT EXISTS (SELECT 1 FROM information_schema.role_table_grants tg
-                  WHERE tg.table_schema = cp.table_schema AND tg.table_name = cp.table_name
-                    AND tg.grantee = cp.grantee AND tg.privilege_type = cp.privilege_type)
-GROUP BY grantee, privilege_type
-ORDER BY grantee, privilege_type
-"""
-
-_FUNCTIONS_SQL = f"""
-SELECT p.oid, p.proname, pg_get_function_identity_arguments(p.oid) AS args,
-       pg_get_functiondef(p.oid) AS def, p.prosecdef,
-       CASE WHEN p.proowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
-            THEN '<owner>' ELSE pg_get_userbyid(p.proowner) END AS owner,
-       obj_description(p.oid, 'pg_proc') AS comment,
-       ARRAY(SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
-                         WHEN a.grantee = p.proowner THEN 'owner'
-                         ELSE pg_get_userbyid(a.grantee) END
-             FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
-             WHERE a.privilege_type = 'EXECUTE' ORDER BY 1) AS execute_grantees
-FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = %(schema)s AND p.prokind IN ('f', 'p')
-  AND {_NOT_EXTENSION_MEMBER.format(catalog="'pg_proc'", oid="p.oid")}
-ORDER BY p.proname, args
-"""
-
-_EXTENSIONS_SQL = "SELECT extname FROM pg_extension ORDER BY extname"
-
-_SCHEMA_GRANTS_SQL = """
-SELECT pg_get_userbyid(a.grantee) AS grantee,
-       string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) AS privileges
-FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
-WHERE n.nspname = %(schema)s AND pg_get_userbyid(a.grantee) = ANY(%(roles)s)
-GROUP BY 1
-ORDER BY 1
 """
 
 _RELKINDS = {"v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE", "f": "FOREIGN TABLE"}
@@ -207,14 +89,14 @@ def _table_section(conn: psycopg.Connection[Any], table: Sequence[Any]) -> list[
     oid, name, rls_enabled, rls_forced, comment, owner = table
     out = [f"TABLE {name}  -- owner: {owner}"]
     out.append(f"    COMMENT {_literal(comment)}")
-    columns = _rows(conn, _COLUMNS_SQL, oid=oid)
+    columns = _rows(conn, queries.COLUMNS_SQL, oid=oid)
     out += [_column_line(c) for c in columns]
     out += [f"    COMMENT ON COLUMN {c[0]} {_literal(c[6])}" for c in columns if c[6] is not None]
-    out += [f"    CONSTRAINT {n} {d}" for n, d in _rows(conn, _CONSTRAINTS_SQL, oid=oid)]
-    out += [f"    INDEX {n}: {d}" for n, d in _rows(conn, _INDEXES_SQL, oid=oid)]
+    out += [f"    CONSTRAINT {n} {d}" for n, d in _rows(conn, queries.CONSTRAINTS_SQL, oid=oid)]
+    out += [f"    INDEX {n}: {d}" for n, d in _rows(conn, queries.INDEXES_SQL, oid=oid)]
     out += [
         f"    TRIGGER {n}: {d}{_TRIGGER_STATES.get(s, f' -- tgenabled={s}')}"
-        for n, d, s in _rows(conn, _TRIGGERS_SQL, oid=oid)
+        for n, d, s in _rows(conn, queries.TRIGGERS_SQL, oid=oid)
     ]
     out.append(
         "    ROW LEVEL SECURITY "
@@ -222,7 +104,7 @@ def _table_section(conn: psycopg.Connection[Any], table: Sequence[Any]) -> list[
         + (" FORCED" if rls_forced else " NOT FORCED")
     )
     for pname, permissive, cmd, roles, using_expr, check_expr in _rows(
-        conn, _POLICIES_SQL, oid=oid
+        conn, queries.POLICIES_SQL, oid=oid
     ):
         line = (
             f"    POLICY {pname} AS {'PERMISSIVE' if permissive else 'RESTRICTIVE'}"
@@ -236,13 +118,13 @@ def _table_section(conn: psycopg.Connection[Any], table: Sequence[Any]) -> list[
     out += [
         f"    GRANT {privileges} TO {grantee}"
         for grantee, privileges in _rows(
-            conn, _TABLE_GRANTS_SQL, schema=SCHEMA, table=name, roles=list(SERVICE_ROLES)
+            conn, queries.TABLE_GRANTS_SQL, schema=SCHEMA, table=name, roles=list(SERVICE_ROLES)
         )
     ]
     out += [
         f"    GRANT {privilege} ({columns}) TO {grantee}"
         for grantee, privilege, columns in _rows(
-            conn, _COLUMN_GRANTS_SQL, schema=SCHEMA, table=name, roles=list(SERVICE_ROLES)
+            conn, queries.COLUMN_GRANTS_SQL, schema=SCHEMA, table=name, roles=list(SERVICE_ROLES)
         )
     ]
     return out
@@ -262,16 +144,16 @@ def _function_section(row: Sequence[Any]) -> list[str]:
 def dump_schema(conn: psycopg.Connection[Any]) -> str:
     """The canonical text of the `public` schema seen through `conn` (connect as the owner)."""
     sections: list[list[str]] = [[_HEADER.rstrip("\n")]]
-    sections.append([f"EXTENSION {e}" for (e,) in _rows(conn, _EXTENSIONS_SQL)])
+    sections.append([f"EXTENSION {e}" for (e,) in _rows(conn, queries.EXTENSIONS_SQL)])
     sections.append(
         [
             f"SCHEMA {SCHEMA} GRANT {privileges} TO {grantee}"
             for grantee, privileges in _rows(
-                conn, _SCHEMA_GRANTS_SQL, schema=SCHEMA, roles=list(SERVICE_ROLES)
+                conn, queries.SCHEMA_GRANTS_SQL, schema=SCHEMA, roles=list(SERVICE_ROLES)
             )
         ]
     )
-    others = _rows(conn, _OTHER_RELATIONS_SQL, schema=SCHEMA, roles=list(SERVICE_ROLES))
+    others = _rows(conn, queries.OTHER_RELATIONS_SQL, schema=SCHEMA, roles=list(SERVICE_ROLES))
     if others:
         sections.append(
             [
@@ -280,8 +162,8 @@ def dump_schema(conn: psycopg.Connection[Any]) -> str:
                 for name, kind, grants in others
             ]
         )
-    sections += [_table_section(conn, t) for t in _rows(conn, _TABLES_SQL, schema=SCHEMA)]
-    sections += [_function_section(f) for f in _rows(conn, _FUNCTIONS_SQL, schema=SCHEMA)]
+    sections += [_table_section(conn, t) for t in _rows(conn, queries.TABLES_SQL, schema=SCHEMA)]
+    sections += [_function_section(f) for f in _rows(conn, queries.FUNCTIONS_SQL, schema=SCHEMA)]
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
 
 

@@ -7,6 +7,9 @@ from uuid import UUID
 
 import asyncpg
 
+from llm_service.channels.repository import active_channels
+from llm_service.db.queries import current_tenant
+from llm_service.demo_data import queries
 from llm_service.demo_data.summary import (
     DemoDataExists,
 )
@@ -130,26 +133,18 @@ def _profile_for(code: str, family: str) -> _Profile:
 
 
 async def _load_channels(conn: asyncpg.Connection) -> tuple[_Channel, ...]:
-    rows = await conn.fetch(
-        "SELECT code, family, is_paid FROM channel_taxonomy WHERE is_active ORDER BY code"
-    )
+    rows = await active_channels(conn)
     if len(rows) < 2:
         raise InvalidRequest("channel_taxonomy needs at least two active channels")
     return tuple(
-        _Channel(r["code"], r["family"], r["is_paid"], _profile_for(r["code"], r["family"]))
-        for r in rows
+        _Channel(r.code, r.family, r.is_paid, _profile_for(r.code, r.family)) for r in rows
     )
 
 
 async def _check_target(conn: asyncpg.Connection, tenant_id: UUID, seed: int) -> None:
-    current = await conn.fetchval("SELECT current_setting('app.current_tenant_id', true)")
+    current = await current_tenant(conn)
     if str(current or "").strip().lower() != str(tenant_id):
         raise InvalidRequest("the transaction's tenant (app.current_tenant_id) is not tenant_id")
-    exists = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM attribution_events"
-        " WHERE tenant_id = $1 AND idempotency_key = $2)",
-        tenant_id,
-        f"demo-{seed}-0",
-    )
+    exists = await queries.event_exists(conn, tenant_id, f"demo-{seed}-0")
     if exists:
         raise DemoDataExists(f"tenant already holds demo data for seed {seed}")

@@ -16,6 +16,7 @@ from llm_service.demo_data.planner import (
     Row,
     _Context,
 )
+from llm_service.demo_data.queries import bulk_insert_sql
 from llm_service.demo_data.summary import InjectedAnomaly
 
 # --------------------------------------------------------------------------------------------
@@ -42,7 +43,7 @@ class _Table:
             f"u.{name}" if kind in _BINARY_TYPES or kind == "text" else f"u.{name}::{kind}"
             for name, kind in self.columns
         )
-        return f"INSERT INTO {self.name} ({names}) SELECT {values} FROM unnest({params}) u({names})"
+        return bulk_insert_sql(self.name, names, values, params)
 
 
 # Passed as typed arrays, in binary; every other column goes as text[] and is cast (jsonb as

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
+from llm_service.demo_data import queries
 from llm_service.demo_data.builder import (
     _Builder,
 )
@@ -105,28 +106,15 @@ async def _apply_state_changes(
         return 0
     ids, states, reasons, times = (list(column) for column in zip(*changes, strict=True))
     status = await conn.execute(
-        """
-        UPDATE revenue_ledger l
-           SET state = v.state,
-               metadata = l.metadata || jsonb_build_object(
-                   'state_change_reason', v.reason, 'state_changed_at', v.at)
-          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS v(id, state, reason, at)
-         WHERE l.tenant_id = $5 AND l.id = v.id
-        """,
+        queries.UPDATE_LEDGER_STATES,
         ids,
         states,
         reasons,
         times,
         ctx.tenant_id,
     )
-    # The trigger stamps transitions with now(); move them to the simulated moment of change.
     await conn.execute(
-        """
-        UPDATE revenue_state_transitions t
-           SET transitioned_at = v.at::timestamptz
-          FROM unnest($1::uuid[], $2::text[]) AS v(id, at)
-         WHERE t.tenant_id = $3 AND t.ledger_id = v.id AND t.transitioned_at = now()
-        """,
+        queries.RESTAMP_TRANSITIONS,
         ids,
         times,
         ctx.tenant_id,
@@ -137,17 +125,7 @@ async def _apply_state_changes(
 async def _settle_runs(conn: asyncpg.Connection, ctx: _Context) -> None:
     """Record what each completed reconciliation checked."""
     await conn.execute(
-        """
-        UPDATE reconciliation_runs r
-           SET run_metadata = r.run_metadata || jsonb_build_object(
-                   'transactions_checked', c.checked, 'amount_cents', c.amount, 'mismatches', 0)
-          FROM (SELECT reconciliation_run_id AS id, count(*) AS checked,
-                       sum(amount_cents) AS amount
-                  FROM revenue_ledger
-                 WHERE tenant_id = $1 AND reconciliation_run_id = ANY($2::uuid[])
-                 GROUP BY reconciliation_run_id) c
-         WHERE r.tenant_id = $1 AND r.id = c.id
-        """,
+        queries.SETTLE_RUNS,
         ctx.tenant_id,
         [run.id for run in ctx.runs],
     )

@@ -13,6 +13,7 @@ from datetime import date
 
 import asyncpg
 
+from llm_service.channels.repository import known_channels
 from llm_service.errors import InvalidRequest
 from llm_service.explanations.data import ExplanationQuery
 from llm_service.explanations.schemas import (
@@ -22,7 +23,6 @@ from llm_service.explanations.schemas import (
     DateRange,
     ExplanationRequest,
 )
-from llm_service.optimizations.repository import known_channels
 from llm_service.periods import Period, check_calendar, resolve_period
 from llm_service.tools.args import MAX_PERIOD_DAYS
 

@@ -15,6 +15,7 @@ from llm_service.db.pool import tenant_transaction
 from llm_service.errors import ServiceError
 from llm_service.llm.gateway import LlmGateway, LlmRequest, LlmResult
 from llm_service.llm.litellm_setup import load_litellm
+from llm_service.llm.validation_repository import insert_validation_failure
 from llm_service.pii.redact import redact_messages
 
 T = TypeVar("T", bound=BaseModel)
@@ -69,20 +70,16 @@ async def quarantine(
 ) -> None:
     """Keep the failed output for review in llm_validation_failures."""
     async with tenant_transaction(pool, request.tenant_id) as conn:
-        await conn.execute(
-            """
-            INSERT INTO llm_validation_failures (tenant_id, endpoint, model, llm_api_call_id,
-                validation_error, request_payload, response_payload)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            """,
-            request.tenant_id,
-            request.endpoint,
-            result.model,
-            result.call_id,
-            error[:4000],
+        await insert_validation_failure(
+            conn,
+            tenant_id=request.tenant_id,
+            endpoint=request.endpoint,
+            model=result.model,
+            call_id=result.call_id,
+            error=error[:4000],
             # The prompt as the provider saw it: redacted, never the caller's raw text.
-            {"messages": redact_messages(request.messages[-4:])[0]},
-            (result.content or "")[:32_000],
+            request_payload={"messages": redact_messages(request.messages[-4:])[0]},
+            response_payload=(result.content or "")[:32_000],
         )
 
 

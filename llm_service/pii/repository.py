@@ -29,3 +29,10 @@ async def record_findings(
             for f in findings
         ],
     )
+
+
+async def scan_queued_batch(conn: asyncpg.Connection, batch_size: int) -> tuple[int, int]:
+    """Run fn_pii_scan_batch: (rows scanned, findings added)."""
+    row = await conn.fetchrow("SELECT scanned, findings FROM fn_pii_scan_batch($1)", batch_size)
+    assert row is not None
+    return row["scanned"], row["findings"]

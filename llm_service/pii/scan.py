@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from llm_service.errors import InvalidRequest
+from llm_service.pii.repository import scan_queued_batch
 
 MAX_BATCH_SIZE = 10_000
 
@@ -26,9 +27,8 @@ class ScanReport:
 
 async def scan_batch(conn: asyncpg.Connection, batch_size: int) -> ScanReport:
     """Scan up to `batch_size` queued rows; commits with the caller's transaction (or at once)."""
-    row = await conn.fetchrow("SELECT scanned, findings FROM fn_pii_scan_batch($1)", batch_size)
-    assert row is not None
-    return ScanReport(scanned=row["scanned"], findings=row["findings"])
+    scanned, findings = await scan_queued_batch(conn, batch_size)
+    return ScanReport(scanned=scanned, findings=findings)
 
 
 async def drain(

@@ -19,6 +19,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from llm_service.db.pool import tenant_transaction
+from llm_service.db.queries import set_statement_timeout
 from llm_service.errors import ServiceError
 from llm_service.input_rules import storable
 from llm_service.pii.redact import redact_json
@@ -95,7 +96,7 @@ async def _execute(
 ) -> dict[str, Any]:
     try:
         async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
-            await conn.execute("SELECT set_config('statement_timeout', $1, true)", str(timeout_ms))
+            await set_statement_timeout(conn, timeout_ms)
             result = await spec.execute(conn, args)
     except asyncpg.QueryCanceledError:
         raise ToolCallError(

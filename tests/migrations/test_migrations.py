@@ -150,7 +150,7 @@ def test_migrated_database_matches_the_canonical_schema(database_urls: DatabaseU
             difflib.unified_diff(
                 expected.splitlines(),
                 actual.splitlines(),
-                "migrations/canonical_schema.sql",
+                "llm_service/migrations/canonical_schema.sql",
                 "migrated test database",
                 lineterm="",
             )
@@ -159,8 +159,8 @@ def test_migrated_database_matches_the_canonical_schema(database_urls: DatabaseU
             f"\n... ({len(diff) - 80} more diff lines)" if len(diff) > 80 else ""
         )
         raise AssertionError(
-            f"the migrated schema drifted from migrations/canonical_schema.sql; if the change is "
-            f"intended, {how}.\n{shown}"
+            "the migrated schema drifted from llm_service/migrations/canonical_schema.sql; if the "
+            f"change is intended, {how}.\n{shown}"
         )
 
 

@@ -1,6 +1,6 @@
 -- Canonical description of the `public` schema after `alembic upgrade head`.
 -- Generated from the catalog, not by pg_dump; do not edit by hand. Regenerate with:
---   python -m llm_service.db.schema_dump URL > migrations/canonical_schema.sql
+--   python -m llm_service.db.schema_dump URL > llm_service/migrations/canonical_schema.sql
 -- (URL: the owner's URL of a freshly migrated database; the owner is shown as <owner>.)
 
 EXTENSION plpgsql

@@ -1,0 +1,1 @@
+"""The channel taxonomy (global, read-only reference data) and its one repository."""

@@ -1,0 +1,48 @@
+"""The database plumbing's named statements: tenant and time limits, migrations, server set-up."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+from psycopg import sql
+
+# The one statement that sets the tenant: for the current transaction only, never the session.
+SET_TENANT = "SELECT set_config('app.current_tenant_id', $1, true)"
+CURRENT_TENANT = "SELECT current_setting('app.current_tenant_id', true)"
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
+
+ALEMBIC_TABLE_EXISTS = "SELECT to_regclass('public.alembic_version') IS NOT NULL"
+ALEMBIC_REVISIONS = "SELECT version_num FROM alembic_version"
+
+DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = '{name}';"
+CREATE_DATABASE = "CREATE DATABASE {name};"
+
+# Client backends of other processes on a database: what `db-stop` refuses to cut off.
+OTHER_CLIENTS = """
+SELECT pid, coalesce(nullif(application_name, ''), '?') AS application_name, state
+  FROM pg_stat_activity
+ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+ ORDER BY pid
+"""
+
+
+def alter_role_password(role: str, password: str) -> sql.Composed:
+    """ALTER ROLE … PASSWORD …, quoted by psycopg."""
+    return sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+
+
+async def set_tenant(conn: asyncpg.Connection, tenant_id: UUID | str) -> None:
+    """Set the tenant for the current transaction only (never the session)."""
+    await conn.execute(SET_TENANT, str(tenant_id))
+
+
+async def current_tenant(conn: asyncpg.Connection) -> str | None:
+    """The transaction's tenant setting as text (None or '' when unset)."""
+    value: str | None = await conn.fetchval(CURRENT_TENANT)
+    return value
+
+
+async def set_statement_timeout(conn: asyncpg.Connection, milliseconds: int) -> None:
+    """Limit each statement of the current transaction to `milliseconds` (0 = no limit)."""
+    await conn.execute(SET_STATEMENT_TIMEOUT, str(milliseconds))
