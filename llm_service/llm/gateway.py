@@ -24,9 +24,10 @@ import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception
 
 from budgets.ceiling import Reservation, RunCeiling
-from budgets.ledger import CallReservation, reserve_call, settle_call, void_reservation
+from budgets.ledger import CallReservation
 from budgets.prices import ModelPrice, PriceBook
 from budgets.usage import KindCost, UsageDetails, missing_usage
+from llm_service.costs.ledger_repository import reserve_call, settle_call, void_reservation
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.retry import is_database_outage, retry_through_outage
 from llm_service.errors import ServiceError

@@ -25,9 +25,9 @@ from pydantic import BaseModel
 
 from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.estimate import worst_case_cost
-from budgets.ledger import MonthlyCapExceeded
 from budgets.money import usd_to_cents
 from budgets.prices import UnpricedModelError
+from llm_service.costs.ledger_repository import MonthlyCapExceeded
 from llm_service.db.pool import tenant_transaction
 from llm_service.llm import retry
 from llm_service.llm.gateway import LlmGateway, LlmRequest, ProviderUnavailable, ToolCall
