@@ -173,8 +173,12 @@ async def _measure(
     # attributes, so wrapping them here is seen on every call.
     real_acompletion = litellm.acompletion
     litellm.acompletion = phases.wrap_async("litellm.acompletion", real_acompletion)
-    gateway._open_call = phases.wrap_async("reserve txn (+ PII findings)", gateway._open_call)
-    gateway._settle = phases.wrap_async("settle txn", gateway._settle)
+    gateway.ledger.open_call = phases.wrap_async(  # type: ignore[method-assign]
+        "reserve txn (+ PII findings)", gateway.ledger.open_call
+    )
+    gateway.ledger.settle = phases.wrap_async(  # type: ignore[method-assign]
+        "settle txn", gateway.ledger.settle
+    )
     gateway.count_tokens = phases.wrap_sync("token counting", gateway.count_tokens)
     real_redact = gateway_module.redact_messages
     gateway_module.redact_messages = phases.wrap_sync("PII redaction", real_redact)
