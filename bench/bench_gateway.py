@@ -2,6 +2,12 @@
 
 Run from the repository root: `python -m bench.bench_gateway`.
 
+First, side by side in interleaved rounds against a zero-latency OpenAI-compatible stub over
+real HTTP on loopback: raw httpx (the floor), bare `litellm.acompletion`, and our gateway with
+its ledger. The LiteLLM proxy column is not measured yet: it is skipped with a message
+(`pip install 'litellm[proxy]'` does not resolve here: its pinned `litellm-proxy` companion is
+missing from the registry). Then the phase breakdown below.
+
 An embedded PostgreSQL is started in a temporary directory (deleted afterwards) and migrated;
 OpenAI is mocked with respx at zero latency, so the whole time of `gateway.complete` is overhead:
 PII redaction, token counting, the reserve and settle transactions, litellm's request building
@@ -12,6 +18,7 @@ two ledger transactions, so what is ours and what is litellm's can be told apart
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import shutil
@@ -149,7 +156,9 @@ async def _run() -> None:
             max_size=settings.db_pool_max_size,
         )
         try:
-            await _measure(settings, owner_pool, app_pool, litellm)
+            await _side_by_side(settings, owner_pool, app_pool, litellm)
+            if os.environ.get("BENCH_GATEWAY_PHASES", "1") != "0":
+                await _measure(settings, owner_pool, app_pool, litellm)
         finally:
             await app_pool.close()
             await owner_pool.close()
@@ -159,6 +168,113 @@ async def _run() -> None:
     print(
         f"max RSS: {_rss_mib():.0f} MiB (at start {rss_start:.0f} MiB, "
         f"after imports {rss_imported:.0f} MiB)"
+    )
+
+
+ROUNDS = 8
+PER_ROUND = 100
+
+
+async def _stub_server() -> tuple[asyncio.Server, str]:
+    """A zero-latency OpenAI chat-completions stub speaking HTTP/1.1 keep-alive on loopback."""
+    payload = json.dumps(_completion()).encode()
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(payload)).encode() + b"\r\n\r\n"
+    )
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                header = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in header.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                writer.write(head + payload)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client hung up, or the stub is shutting down
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/v1"
+
+
+async def _side_by_side(
+    settings: Settings, owner_pool: asyncpg.Pool, app_pool: asyncpg.Pool, litellm: Any
+) -> None:
+    server, base = await _stub_server()
+    cap = Decimal(10) ** 8
+    tenant = await create_tenant(owner_pool, "bench-side", monthly_cap_cents=cap)
+    stubbed = settings.model_copy(update={"llm_api_base": base})
+    gateway = LlmGateway(stubbed, app_pool, build_price_book(stubbed))
+    messages = [{"role": "user", "content": PROMPT}]
+    body = {"model": "gpt-4o-mini", "messages": messages, "max_tokens": 200}
+    client = httpx.AsyncClient(base_url=base)
+
+    async def raw() -> None:
+        (await client.post("/chat/completions", json=body)).json()
+
+    async def bare() -> None:
+        await litellm.acompletion(
+            model=stubbed.llm_model,
+            messages=messages,
+            max_tokens=200,
+            api_base=base,
+            max_retries=0,
+            num_retries=0,
+        )
+
+    async def ours() -> None:
+        await gateway.complete(
+            LlmRequest(
+                tenant_id=tenant.tenant_id,
+                endpoint="explanations",
+                messages=messages,
+                max_tokens=200,
+            )
+        )
+
+    columns: dict[str, Callable[[], Awaitable[None]]] = {
+        "raw httpx to the stub": raw,
+        "bare litellm.acompletion": bare,
+        "our gateway + ledger": ours,
+    }
+    wall: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
+    try:
+        for call in columns.values():  # warm every path once
+            for _ in range(20):
+                await call()
+        for _ in range(ROUNDS):  # interleaved: every column in every round
+            for name, call in columns.items():
+                cpu_started = time.process_time()
+                for _ in range(PER_ROUND):
+                    started = time.perf_counter()
+                    await call()
+                    wall[name].append(time.perf_counter() - started)
+                cpu[name].append((time.process_time() - cpu_started) / PER_ROUND)
+    finally:
+        await client.aclose()
+        server.close()
+    p50 = {name: statistics.median(values) * 1000 for name, values in wall.items()}
+    print(f"\nside by side, {ROUNDS} interleaved rounds x {PER_ROUND} calls, loopback stub")
+    for name in columns:
+        print(
+            f"  {name:28s} p50 {p50[name]:.3f} ms, CPU/call "
+            f"{statistics.median(cpu[name]) * 1000:.3f} ms"
+        )
+    ours_over = p50["our gateway + ledger"] - p50["bare litellm.acompletion"]
+    print(f"  our overhead over bare litellm (p50): {ours_over:.3f} ms (target <= 1.5 ms)")
+    over_raw = p50["our gateway + ledger"] - p50["raw httpx to the stub"]
+    print(f"  whole call over raw HTTP (p50): {over_raw:.3f} ms")
+    print(
+        "  LiteLLM proxy: skipped (not installed: `pip install 'litellm[proxy]'` needs "
+        "litellm-proxy==1.110.2, missing from the registry; this script does not start it yet)"
     )
 
 
@@ -173,8 +289,12 @@ async def _measure(
     # attributes, so wrapping them here is seen on every call.
     real_acompletion = litellm.acompletion
     litellm.acompletion = phases.wrap_async("litellm.acompletion", real_acompletion)
-    gateway._open_call = phases.wrap_async("reserve txn (+ PII findings)", gateway._open_call)
-    gateway._settle = phases.wrap_async("settle txn", gateway._settle)
+    gateway.ledger.open_call = phases.wrap_async(  # type: ignore[method-assign]
+        "reserve txn (+ PII findings)", gateway.ledger.open_call
+    )
+    gateway.ledger.settle = phases.wrap_async(  # type: ignore[method-assign]
+        "settle txn", gateway.ledger.settle
+    )
     gateway.count_tokens = phases.wrap_sync("token counting", gateway.count_tokens)
     real_redact = gateway_module.redact_messages
     gateway_module.redact_messages = phases.wrap_sync("PII redaction", real_redact)

@@ -609,8 +609,10 @@ async def _measure(
             _CALL.reset(token)
 
     patches.set(litellm, "acompletion", acompletion)
-    patches.set(gateway, "_open_call", probe.wrap_async("reserve txn", gateway._open_call))
-    patches.set(gateway, "_settle", probe.wrap_async("settle txn", gateway._settle))
+    patches.set(
+        gateway.ledger, "open_call", probe.wrap_async("reserve txn", gateway.ledger.open_call)
+    )
+    patches.set(gateway.ledger, "settle", probe.wrap_async("settle txn", gateway.ledger.settle))
     patches.set(
         gateway, "count_tokens", probe.wrap_sync("count_tokens (CPU)", gateway.count_tokens)
     )

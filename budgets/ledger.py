@@ -1,8 +1,9 @@
-"""The spend ledger in PostgreSQL: reserve before a call within the monthly cap, settle after.
+"""The spend ledger's rules: reserve a call's worst case within the monthly cap, settle after.
 
-Every function takes a connection inside a transaction that its caller owns and has set the
-tenant on. The monthly row (`llm_monthly_costs`) is moved by a database trigger in the same
-transaction as each settlement, so it can never drift from the calls behind it.
+The rows live in a store the service implements (`LedgerStore`; llm_service's is
+`llm_service.costs.ledger_repository.PgLedgerStore`), so this module names no table. The store
+works inside a transaction its caller owns and has set the tenant on; it enforces the cap and the
+run's ceiling atomically and turns its refusals into `MonthlyCapExceeded` / `CeilingReached`.
 """
 
 from __future__ import annotations
@@ -11,50 +12,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
-import asyncpg
-
-from budgets.ceiling import CeilingReached
 from budgets.money import cents_to_usd, usd_to_cents
 
 CALL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
-
-_CAP_SQL = """
-SELECT t.monthly_cap_cents AS cap,
-       coalesce((SELECT m.total_cost_cents FROM llm_monthly_costs m
-                 WHERE m.tenant_id = t.id
-                   AND m.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date), 0) AS spent,
-       coalesce((SELECT sum(c.reserved_cents) FROM llm_api_calls c
-                 WHERE c.tenant_id = t.id AND c.status = 'pending'), 0) AS reserved
-FROM tenants t WHERE t.id = $1
-"""
-
-# The database checks the reservation against the tenant's monthly cap (under a per-tenant
-# advisory lock, after settling the tenant's expired reservations) and against the run's ceiling:
-# see fn_llm_api_calls_reserve and fn_llm_api_calls_run_spend (migration 006).
-_RESERVE_SQL = """
-INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, attempt,
-    reserved_cents, reservation_expires_at, max_tokens, investigation_id,
-    budget_optimization_job_id, request_metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9::double precision),
-        $10, $11, $12, $13)
-RETURNING reservation_expires_at
-"""
-
-_CAP_REFUSED = "LLCAP"
-_RUN_CEILINGS = frozenset(
-    {"ck_investigations_within_ceiling", "ck_budget_optimization_jobs_within_ceiling"}
-)
-
-_SETTLE_SQL = """
-UPDATE llm_api_calls
-   SET status = $2, input_tokens = $3, output_tokens = $4, cost_cents = $5, cost_is_estimate = $6,
-       latency_ms = $7, provider_request_id = $8, error_type = $9, error_message = $10,
-       usage_anomaly = $11, raw_usage = $12, usage_breakdown = $13, settled_at = now()
- WHERE id = $1 AND status = 'pending'
-"""
 
 
 class MonthlyCapExceeded(Exception):
@@ -95,16 +58,77 @@ class CapStatus:
         return max(self.cap_cents - self.spent_cents - self.reserved_cents, Decimal(0))
 
 
-async def cap_status(conn: asyncpg.Connection, tenant_id: UUID) -> CapStatus:
+@dataclass(frozen=True)
+class PendingCall:
+    """What a reservation writes: the call it is for and its worst case in cents."""
+
+    call_id: UUID
+    tenant_id: UUID
+    request_id: str
+    endpoint: str
+    model: str
+    provider: str
+    attempt: int
+    reserved_cents: Decimal
+    lease_seconds: float
+    max_tokens: int | None
+    investigation_id: UUID | None
+    budget_optimization_job_id: UUID | None
+    request_metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a settlement writes on a pending call (text fields already capped)."""
+
+    status: str
+    cost_cents: Decimal
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_is_estimate: bool = False
+    latency_ms: int | None = None
+    provider_request_id: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    usage_anomaly: str | None = None
+    raw_usage: dict[str, Any] | None = None
+    usage_breakdown: dict[str, Any] | None = None
+
+
+class LedgerStore(Protocol):
+    """Where the ledger's rows live; one instance per transaction (tenant already set)."""
+
+    async def insert_pending(self, call: PendingCall) -> datetime:
+        """Write the pending row within the cap and the run's ceiling; its expiry instant.
+
+        Raises MonthlyCapExceeded or CeilingReached when the store refuses it.
+        """
+        ...
+
+    async def settle_pending(self, call_id: UUID, settlement: Settlement) -> bool:
+        """Settle the row if it is still pending; False if it was not (swept or absent)."""
+        ...
+
+    async def cap_figures(self, tenant_id: UUID) -> CapStatus | None:
+        """The tenant's cap, this month's settled spend and its live reservations; None if the
+        tenant is not visible."""
+        ...
+
+    async def sweep_expired(self) -> int:
+        """Settle every tenant's expired reservations at their worst case; how many."""
+        ...
+
+
+async def cap_status(store: LedgerStore, tenant_id: UUID) -> CapStatus:
     """The tenant's cap, this month's settled spend and its live reservations."""
-    row = await conn.fetchrow(_CAP_SQL, tenant_id)
-    if row is None:
+    status = await store.cap_figures(tenant_id)
+    if status is None:
         raise LookupError(f"tenant {tenant_id} is not visible in this transaction")
-    return CapStatus(row["cap"], row["spent"], row["reserved"])
+    return status
 
 
 async def reserve_call(
-    conn: asyncpg.Connection,
+    store: LedgerStore,
     *,
     tenant_id: UUID,
     endpoint: str,
@@ -122,38 +146,35 @@ async def reserve_call(
 ) -> CallReservation:
     """Write the pending row for a call, atomically within the tenant's monthly cap.
 
-    The database does the checking (migration 006): a per-tenant advisory lock serialises
-    reservations across every process and machine, so concurrent calls cannot each see the same
-    room under the cap; expired reservations of crashed processes are settled (at their worst
-    case) first, so they stop blocking; a run's recorded spend may not pass its ceiling.
+    The store does the checking: reservations of one tenant are serialised across every process
+    and machine, so concurrent calls cannot each see the same room under the cap; expired
+    reservations of crashed processes are settled (at their worst case) first, so they stop
+    blocking; a run's recorded spend may not pass its ceiling.
     """
     needed = usd_to_cents(worst_case_usd)
     call_id = call_id or uuid.uuid4()
-    try:
-        expires_at = await conn.fetchval(
-            _RESERVE_SQL,
-            call_id,
-            tenant_id,
-            request_id or str(call_id),
-            endpoint,
-            model,
-            provider,
-            attempt,
-            needed,
-            lease_seconds,
-            max_tokens,
-            investigation_id,
-            budget_optimization_job_id,
-            request_metadata or {},
+    expires_at = await store.insert_pending(
+        PendingCall(
+            call_id=call_id,
+            tenant_id=tenant_id,
+            request_id=request_id or str(call_id),
+            endpoint=endpoint,
+            model=model,
+            provider=provider,
+            attempt=attempt,
+            reserved_cents=needed,
+            lease_seconds=lease_seconds,
+            max_tokens=max_tokens,
+            investigation_id=investigation_id,
+            budget_optimization_job_id=budget_optimization_job_id,
+            request_metadata=request_metadata or {},
         )
-    except asyncpg.PostgresError as exc:
-        _raise_refusal(exc, needed)
-        raise
+    )
     return CallReservation(call_id, tenant_id, cents_to_usd(needed), expires_at)
 
 
 async def settle_call(
-    conn: asyncpg.Connection,
+    store: LedgerStore,
     reservation: CallReservation,
     *,
     status: str,
@@ -172,75 +193,43 @@ async def settle_call(
     """Settle a pending call with what it really cost; False if it was already settled (swept).
 
     `usage_breakdown` is the cost per kind of token ({kind: {tokens, rate_usd, cost_cents,
-    uncached_cents, rate_known}}), rolled up into the month by the database.
+    uncached_cents, rate_known}}), rolled up into the month by the store.
     """
     if status not in CALL_STATUSES:
         raise ValueError(f"unknown call status {status!r}")
-    result = await conn.execute(
-        _SETTLE_SQL,
+    return await store.settle_pending(
         reservation.call_id,
-        status,
-        input_tokens,
-        output_tokens,
-        usd_to_cents(cost_usd),
-        cost_is_estimate,
-        latency_ms,
-        provider_request_id,
-        error_type,
-        (error_message or "")[:2000] or None,
-        usage_anomaly[:500] if usage_anomaly else None,
-        raw_usage,
-        usage_breakdown,
+        Settlement(
+            status=status,
+            cost_cents=usd_to_cents(cost_usd),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_is_estimate=cost_is_estimate,
+            latency_ms=latency_ms,
+            provider_request_id=provider_request_id,
+            error_type=error_type,
+            error_message=(error_message or "")[:2000] or None,
+            usage_anomaly=usage_anomaly[:500] if usage_anomaly else None,
+            raw_usage=raw_usage,
+            usage_breakdown=usage_breakdown,
+        ),
     )
-    return bool(result == "UPDATE 1")
 
 
-async def void_reservation(conn: asyncpg.Connection, call_id: UUID, reason: str) -> bool:
+async def void_reservation(store: LedgerStore, call_id: UUID, reason: str) -> bool:
     """Settle at zero the reservation of a call that was never sent, if its row exists.
 
     For a reserving transaction whose outcome is unknown (the connection died around its
     commit): without this, a row that did commit would be counted at its worst case once swept.
     """
-    result = await conn.execute(
-        _SETTLE_SQL,
+    return await store.settle_pending(
         call_id,
-        "failed",
-        None,
-        None,
-        Decimal(0),
-        False,
-        None,
-        None,
-        "NotSent",
-        reason,
-        None,
-        None,
-        None,
+        Settlement(
+            status="failed", cost_cents=Decimal(0), error_type="NotSent", error_message=reason
+        ),
     )
-    return bool(result == "UPDATE 1")
 
 
-async def sweep_expired_reservations(conn: asyncpg.Connection) -> int:
-    """Settle every tenant's expired reservations at their worst case (narrow definer function)."""
-    count: int = await conn.fetchval("SELECT fn_sweep_expired_llm_reservations()")
-    return count
-
-
-def _raise_refusal(exc: asyncpg.PostgresError, needed: Decimal) -> None:
-    """Turn the database's refusal of a reservation into the budget exception it stands for."""
-    state = getattr(exc, "sqlstate", None)
-    if state == _CAP_REFUSED:
-        figures = dict(
-            part.split("=", 1)
-            for part in (getattr(exc, "detail", "") or "").split(";")
-            if "=" in part
-        )
-        raise MonthlyCapExceeded(
-            Decimal(figures.get("cap", "0")), Decimal(figures.get("committed", "0")), needed
-        ) from exc
-    if getattr(exc, "constraint_name", None) in _RUN_CEILINGS:
-        raise CeilingReached(
-            "the database refused a reservation past the run's ceiling",
-            needed_usd=cents_to_usd(needed),
-            available_usd=Decimal(0),
-        ) from exc
+async def sweep_expired_reservations(store: LedgerStore) -> int:
+    """Settle every tenant's expired reservations at their worst case."""
+    return await store.sweep_expired()

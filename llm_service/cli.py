@@ -19,7 +19,7 @@ from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.runtime import database_runtime
 from llm_service.errors import ServiceError
 from llm_service.settings import Settings, get_settings
-from llm_service.workers.sweeper import ReservationSweeper
+from llm_service.workers.sweeper import start_sweeper
 
 
 def _cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -255,13 +255,11 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             if args.once:
                 print(await worker.run_once() or "queue empty")
             else:
-                sweeper = ReservationSweeper(pool, settings.ledger_sweep_interval_s)
-                sweeping = asyncio.create_task(sweeper.run_until_stopped())
+                sweeper = start_sweeper(pool, settings.ledger_sweep_interval_s)
                 try:
                     await worker.run_until_stopped()
                 finally:
-                    sweeper.stop()
-                    await sweeping
+                    await sweeper.stop()
         finally:
             await pool.close()
         return 0

@@ -29,7 +29,7 @@ from llm_service.db.runtime import database_runtime
 from llm_service.explanations.service import ExplanationService
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings, get_settings
-from llm_service.workers.sweeper import ReservationSweeper
+from llm_service.workers.sweeper import start_sweeper
 
 
 def create_app(
@@ -72,8 +72,7 @@ def create_app(
             ),
         )
         # Every serving process sweeps expired reservations (one of them per round does the work).
-        sweeper = ReservationSweeper(app.state.pool, settings.ledger_sweep_interval_s)
-        sweeper_task = asyncio.create_task(sweeper.run_until_stopped()) if owned else None
+        sweeper = start_sweeper(app.state.pool, settings.ledger_sweep_interval_s) if owned else None
         worker_task = None
         if with_workers:
             from llm_service.workers.worker import Worker
@@ -95,9 +94,8 @@ def create_app(
                 worker.stop()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(worker_task, settings.worker_shutdown_grace_s + 15)
-            if sweeper_task is not None:
-                sweeper.stop()
-                await sweeper_task
+            if sweeper is not None:
+                await sweeper.stop()
             await app.state.explanations.aclose()
             if owned:
                 await app.state.pool.close()

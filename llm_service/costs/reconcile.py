@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from llm_service.costs import repository
+from llm_service.costs import ledger_repository, repository
 from llm_service.costs.service import cents_text, month_label
 
 
@@ -65,7 +65,7 @@ async def reconcile(conn: asyncpg.Connection, month: date | None) -> ReconcileRe
     Runs as the application role: both steps go through narrow SECURITY DEFINER functions.
     Expired reservations of crashed processes are settled first so their spend is counted.
     """
-    swept = await repository.sweep_expired_reservations(conn)
+    swept = await ledger_repository.sweep_expired_reservations(conn)
     rows = [
         ReconcileRow(
             tenant_id=r["tenant_id"],

@@ -1,9 +1,9 @@
-"""Every query about costs: the monthly roll-up, daily spend, reservations and reconciliation."""
+"""Every query about costs: the monthly roll-up, daily spend and reconciliation (the ledger's
+own rows, reservations and the cap: `ledger_repository`)."""
 
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -31,17 +31,6 @@ GROUP BY 1, 2
 ORDER BY 1, 2
 """
 
-_CAP_AND_RESERVED_SQL = """
-SELECT t.monthly_cap_cents AS cap_cents,
-       coalesce((SELECT sum(c.reserved_cents) FROM llm_api_calls c
-                 WHERE c.tenant_id = t.id AND c.status = 'pending'
-                   AND c.started_at >= ($2::date)::timestamp AT TIME ZONE 'UTC'
-                   AND c.started_at < (($2::date) + interval '1 month') AT TIME ZONE 'UTC'),
-                0) AS reserved_cents
-FROM tenants t
-WHERE t.id = $1
-"""
-
 
 async def monthly_row(
     conn: asyncpg.Connection, tenant_id: UUID, month: date
@@ -58,22 +47,6 @@ async def daily_spend(
     return [dict(r) for r in await conn.fetch(_DAILY_SQL, tenant_id, month)]
 
 
-async def cap_and_reserved(
-    conn: asyncpg.Connection, tenant_id: UUID, month: date
-) -> tuple[Decimal, Decimal]:
-    """The tenant's monthly cap and the worst cases of its pending calls started in the month."""
-    row = await conn.fetchrow(_CAP_AND_RESERVED_SQL, tenant_id, month)
-    if row is None:
-        raise LookupError(f"tenant {tenant_id} is not visible in this transaction")
-    return row["cap_cents"], row["reserved_cents"]
-
-
 async def reconcile_rows(conn: asyncpg.Connection, month: date | None) -> list[asyncpg.Record]:
     """Every monthly row against the sum of its settled calls, across tenants (definer function)."""
     return list(await conn.fetch("SELECT * FROM fn_reconcile_monthly_costs($1)", month))
-
-
-async def sweep_expired_reservations(conn: asyncpg.Connection) -> int:
-    """Settle every tenant's expired reservations at their worst case; the number settled."""
-    count: int = await conn.fetchval("SELECT fn_sweep_expired_llm_reservations()")
-    return count

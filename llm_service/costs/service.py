@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from budgets.money import CENTS_SCALE, exact_arithmetic
 from budgets.prices import INPUT_KINDS, OUTPUT_KINDS
-from llm_service.costs import repository
+from llm_service.costs import ledger_repository, repository
 from llm_service.db.pool import decode_json, set_tenant
 from llm_service.errors import InvalidRequest
 
@@ -306,5 +306,5 @@ async def monthly_report(pool: asyncpg.Pool, tenant_id: UUID, month: date) -> Mo
         await set_tenant(conn, tenant_id)
         monthly = await repository.monthly_row(conn, tenant_id, month)
         daily = await repository.daily_spend(conn, tenant_id, month)
-        cap_cents, reserved_cents = await repository.cap_and_reserved(conn, tenant_id, month)
+        cap_cents, reserved_cents = await ledger_repository.cap_and_reserved(conn, tenant_id, month)
     return build_report(tenant_id, month, monthly, daily, cap_cents, reserved_cents)

@@ -43,7 +43,6 @@ from uuid import UUID
 import asyncpg
 
 from budgets.ceiling import CeilingReached, RunCeiling
-from budgets.ledger import MonthlyCapExceeded, cap_status
 from budgets.money import usd_to_cents
 from cache import store
 from cache.embedder import Embedder
@@ -53,6 +52,7 @@ from cache.hits import HitCounter
 from cache.question_match import analysable
 from cache.scope import CacheScope, normalise_question
 from cache.single_flight import SingleFlight, SingleFlightTimeout
+from llm_service.costs.ledger_repository import MonthlyCapExceeded, cap_status
 from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.explanations.data import (
     ExplanationQuery,

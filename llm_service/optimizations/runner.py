@@ -23,8 +23,8 @@ from uuid import UUID
 import asyncpg
 
 from budgets.ceiling import CeilingReached, RunCeiling
-from budgets.ledger import MonthlyCapExceeded, cap_status
 from budgets.money import cents_to_usd
+from llm_service.costs.ledger_repository import MonthlyCapExceeded, cap_status
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.retry import OUTAGE_WAIT_S, retry_through_outage
 from llm_service.leases import keep_lease

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 import asyncpg
 
-from budgets.ledger import sweep_expired_reservations
+from llm_service.costs.ledger_repository import sweep_expired_reservations
 from llm_service.db.pool import transaction
 from llm_service.db.retry import log_failure
 from llm_service.metrics import RESERVATIONS_SWEPT
@@ -57,3 +58,23 @@ class ReservationSweeper:
     def stop(self) -> None:
         """End the loop after the current round."""
         self._stopping.set()
+
+
+@dataclass
+class RunningSweeper:
+    """A sweeper looping in a background task; `stop` ends it and waits for the last round."""
+
+    sweeper: ReservationSweeper
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        """Stop after the current round and wait for it."""
+        self.sweeper.stop()
+        await self.task
+
+
+def start_sweeper(pool: asyncpg.Pool, interval_s: float) -> RunningSweeper:
+    """Start the sweep loop in the background: the one way serve and `cli worker` start it."""
+    sweeper = ReservationSweeper(pool, interval_s)
+    task = asyncio.create_task(sweeper.run_until_stopped(), name="reservation-sweeper")
+    return RunningSweeper(sweeper, task)

@@ -18,8 +18,8 @@ import time
 from decimal import Decimal
 from uuid import UUID
 
-from budgets.ledger import MonthlyCapExceeded, reserve_call, settle_call
 from budgets.money import usd_to_cents
+from llm_service.costs.ledger_repository import MonthlyCapExceeded, reserve_call, settle_call
 from llm_service.db.pool import create_pool, tenant_transaction
 
 

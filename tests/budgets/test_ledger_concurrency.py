@@ -17,7 +17,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from budgets.ledger import (
+from llm_service.costs.ledger_repository import (
     CallReservation,
     MonthlyCapExceeded,
     cap_status,

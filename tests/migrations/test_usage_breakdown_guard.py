@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from budgets.ledger import reserve_call, settle_call
+from llm_service.costs.ledger_repository import reserve_call, settle_call
 from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.service import CreatedTenant
 

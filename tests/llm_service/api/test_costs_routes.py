@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from budgets.estimate import actual_cost
-from budgets.ledger import reserve_call, settle_call
 from budgets.money import usd_to_cents
 from budgets.prices import ModelPrice
+from llm_service.costs.ledger_repository import reserve_call, settle_call
 from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.service import CreatedTenant
 

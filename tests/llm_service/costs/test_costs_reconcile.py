@@ -15,10 +15,10 @@ import asyncpg
 import pytest
 
 from budgets.estimate import actual_cost
-from budgets.ledger import reserve_call, settle_call
 from budgets.money import usd_to_cents
 from budgets.prices import ModelPrice
 from llm_service.cli import main
+from llm_service.costs.ledger_repository import reserve_call, settle_call
 from llm_service.costs.reconcile import ReconcileReport, ReconcileRow, reconcile, render
 from llm_service.db import runtime
 from llm_service.db.pool import tenant_transaction

@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 
 from budgets.estimate import actual_cost
-from budgets.ledger import reserve_call, settle_call
 from budgets.money import usd_to_cents
 from budgets.prices import ModelPrice
+from llm_service.costs.ledger_repository import reserve_call, settle_call
 from llm_service.costs.service import (
     cents_text,
     fraction_text,

@@ -15,8 +15,8 @@ from uuid import UUID
 
 import asyncpg
 
-from budgets.ledger import reserve_call, settle_call
 from budgets.money import usd_to_cents
+from llm_service.costs.ledger_repository import reserve_call, settle_call
 from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.service import create_tenant, set_monthly_cap
 

@@ -25,9 +25,9 @@ from pydantic import BaseModel
 
 from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.estimate import worst_case_cost
-from budgets.ledger import MonthlyCapExceeded
 from budgets.money import usd_to_cents
 from budgets.prices import UnpricedModelError
+from llm_service.costs.ledger_repository import MonthlyCapExceeded
 from llm_service.db.pool import tenant_transaction
 from llm_service.llm import retry
 from llm_service.llm.gateway import LlmGateway, LlmRequest, ProviderUnavailable, ToolCall
@@ -1003,9 +1003,9 @@ async def test_a_reservation_cut_off_after_its_commit_is_voided_not_charged(
     app_pool: asyncpg.Pool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import llm_service.llm.gateway as gateway_module
+    import llm_service.llm.ledger_steps as ledger_steps
 
-    real_reserve = gateway_module.reserve_call
+    real_reserve = ledger_steps.reserve_call
 
     async def reserve_then_lose_the_answer(conn: asyncpg.Connection, **kwargs: Any) -> Any:
         # The row is written and committed; then the connection dies before the client knows.
@@ -1015,7 +1015,7 @@ async def test_a_reservation_cut_off_after_its_commit_is_voided_not_charged(
             "connection was closed in the middle of operation"
         )
 
-    monkeypatch.setattr(gateway_module, "reserve_call", reserve_then_lose_the_answer)
+    monkeypatch.setattr(ledger_steps, "reserve_call", reserve_then_lose_the_answer)
     route = respx.post(OPENAI_URL).mock(return_value=httpx.Response(200, json=openai_completion()))
     ceiling = RunCeiling(Decimal("0.05"))
 
@@ -1037,9 +1037,9 @@ async def test_a_settle_that_meets_an_outage_is_retried_until_it_lands(
     app_pool: asyncpg.Pool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import llm_service.llm.gateway as gateway_module
+    import llm_service.llm.ledger_steps as ledger_steps
 
-    real_settle = gateway_module.settle_call
+    real_settle = ledger_steps.settle_call
     failures = {"left": 2}
 
     async def settle_after_two_outages(conn: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
@@ -1048,7 +1048,7 @@ async def test_a_settle_that_meets_an_outage_is_retried_until_it_lands(
             raise ConnectionRefusedError(111, "Connect call failed")
         return await real_settle(conn, *args, **kwargs)
 
-    monkeypatch.setattr(gateway_module, "settle_call", settle_after_two_outages)
+    monkeypatch.setattr(ledger_steps, "settle_call", settle_after_two_outages)
     respx.post(OPENAI_URL).mock(
         return_value=httpx.Response(200, json=openai_completion("ok", 10, 5))
     )

@@ -19,8 +19,8 @@ import respx
 from hostile_provider import BODY_LIES, CATALOGUE, OPENAI_URL, USAGE_LIES
 
 from budgets.ceiling import RunCeiling
-from budgets.ledger import reserve_call
 from budgets.money import usd_to_cents
+from llm_service.costs.ledger_repository import reserve_call
 from llm_service.db.pool import tenant_transaction
 from llm_service.llm.gateway import LlmGateway, LlmRequest
 from llm_service.llm.pricing import build_price_book

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import respx
 
-from budgets.ledger import reserve_call, settle_call
+from llm_service.costs.ledger_repository import reserve_call, settle_call
 from llm_service.db.pool import tenant_transaction
 from llm_service.llm.gateway import LlmGateway
 from llm_service.llm.pricing import build_price_book

@@ -13,8 +13,8 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from budgets.ledger import reserve_call, settle_call
 from llm_service.cli import main
+from llm_service.costs.ledger_repository import reserve_call, settle_call
 from llm_service.costs.reconcile import reconcile
 from llm_service.db import runtime
 from llm_service.db.pool import tenant_transaction

@@ -1,0 +1,267 @@
+"""The spend ledger's rows in PostgreSQL: the `budgets.ledger.LedgerStore` llm_service implements.
+
+Every statement about reserving, settling and sweeping `llm_api_calls`, and the one query of a
+tenant's cap, spend and reservations. The connection-first functions below are the ledger's
+rules (`budgets.ledger`) bound to this store, for callers holding a tenant transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from budgets import ledger
+from budgets.ceiling import CeilingReached
+from budgets.ledger import (
+    CallReservation,
+    CapStatus,
+    MonthlyCapExceeded,
+    PendingCall,
+    Settlement,
+)
+from budgets.money import cents_to_usd
+
+__all__ = [
+    "CallReservation",
+    "CapStatus",
+    "MonthlyCapExceeded",
+    "PgLedgerStore",
+    "cap_and_reserved",
+    "cap_status",
+    "reserve_call",
+    "settle_call",
+    "sweep_expired_reservations",
+    "void_reservation",
+]
+
+# Cap, settled spend of month $2 (the current UTC month when NULL), every live reservation, and
+# the live reservations of calls started in that month.
+_CAP_SQL = """
+WITH m AS (SELECT coalesce($2::date, date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS month)
+SELECT t.monthly_cap_cents AS cap,
+       coalesce((SELECT mc.total_cost_cents FROM llm_monthly_costs mc
+                 WHERE mc.tenant_id = t.id AND mc.month = m.month), 0) AS spent,
+       coalesce(r.reserved, 0) AS reserved,
+       coalesce(r.reserved_in_month, 0) AS reserved_in_month
+FROM tenants t CROSS JOIN m
+LEFT JOIN LATERAL (
+    SELECT sum(c.reserved_cents) AS reserved,
+           sum(c.reserved_cents) FILTER (
+               WHERE c.started_at >= (m.month)::timestamp AT TIME ZONE 'UTC'
+                 AND c.started_at < (m.month + interval '1 month') AT TIME ZONE 'UTC'
+           ) AS reserved_in_month
+    FROM llm_api_calls c WHERE c.tenant_id = t.id AND c.status = 'pending'
+) r ON true
+WHERE t.id = $1
+"""
+
+# The database checks the reservation against the tenant's monthly cap (under a per-tenant
+# advisory lock, after settling the tenant's expired reservations) and against the run's ceiling:
+# see fn_llm_api_calls_reserve and fn_llm_api_calls_run_spend (migration 006).
+_RESERVE_SQL = """
+INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, attempt,
+    reserved_cents, reservation_expires_at, max_tokens, investigation_id,
+    budget_optimization_job_id, request_metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9::double precision),
+        $10, $11, $12, $13)
+RETURNING reservation_expires_at
+"""
+
+_SETTLE_SQL = """
+UPDATE llm_api_calls
+   SET status = $2, input_tokens = $3, output_tokens = $4, cost_cents = $5, cost_is_estimate = $6,
+       latency_ms = $7, provider_request_id = $8, error_type = $9, error_message = $10,
+       usage_anomaly = $11, raw_usage = $12, usage_breakdown = $13, settled_at = now()
+ WHERE id = $1 AND status = 'pending'
+"""
+
+_SWEEP_SQL = "SELECT fn_sweep_expired_llm_reservations()"
+
+_CAP_REFUSED = "LLCAP"
+_RUN_CEILINGS = frozenset(
+    {"ck_investigations_within_ceiling", "ck_budget_optimization_jobs_within_ceiling"}
+)
+
+
+@dataclass(frozen=True)
+class PgLedgerStore:
+    """The ledger's rows on one connection inside a transaction that has set the tenant."""
+
+    conn: asyncpg.Connection
+
+    async def insert_pending(self, call: PendingCall) -> datetime:
+        """Write the pending row; the database refuses it past the cap or the run's ceiling."""
+        try:
+            expires_at: datetime = await self.conn.fetchval(
+                _RESERVE_SQL,
+                call.call_id,
+                call.tenant_id,
+                call.request_id,
+                call.endpoint,
+                call.model,
+                call.provider,
+                call.attempt,
+                call.reserved_cents,
+                call.lease_seconds,
+                call.max_tokens,
+                call.investigation_id,
+                call.budget_optimization_job_id,
+                call.request_metadata,
+            )
+        except asyncpg.PostgresError as exc:
+            _raise_refusal(exc, call.reserved_cents)
+            raise
+        return expires_at
+
+    async def settle_pending(self, call_id: UUID, settlement: Settlement) -> bool:
+        """Settle the row if still pending (the trigger moves the monthly row with it)."""
+        s = settlement
+        result = await self.conn.execute(
+            _SETTLE_SQL,
+            call_id,
+            s.status,
+            s.input_tokens,
+            s.output_tokens,
+            s.cost_cents,
+            s.cost_is_estimate,
+            s.latency_ms,
+            s.provider_request_id,
+            s.error_type,
+            s.error_message,
+            s.usage_anomaly,
+            s.raw_usage,
+            s.usage_breakdown,
+        )
+        return bool(result == "UPDATE 1")
+
+    async def cap_figures(self, tenant_id: UUID) -> CapStatus | None:
+        """Cap, this month's settled spend and every live reservation of the tenant."""
+        row = await self.conn.fetchrow(_CAP_SQL, tenant_id, None)
+        return None if row is None else CapStatus(row["cap"], row["spent"], row["reserved"])
+
+    async def sweep_expired(self) -> int:
+        """Every tenant's expired reservations at their worst case (narrow definer function)."""
+        count: int = await self.conn.fetchval(_SWEEP_SQL)
+        return count
+
+
+def _raise_refusal(exc: asyncpg.PostgresError, needed: Decimal) -> None:
+    """Turn the database's refusal of a reservation into the budget exception it stands for."""
+    state = getattr(exc, "sqlstate", None)
+    if state == _CAP_REFUSED:
+        figures = dict(
+            part.split("=", 1)
+            for part in (getattr(exc, "detail", "") or "").split(";")
+            if "=" in part
+        )
+        raise MonthlyCapExceeded(
+            Decimal(figures.get("cap", "0")), Decimal(figures.get("committed", "0")), needed
+        ) from exc
+    if getattr(exc, "constraint_name", None) in _RUN_CEILINGS:
+        raise CeilingReached(
+            "the database refused a reservation past the run's ceiling",
+            needed_usd=cents_to_usd(needed),
+            available_usd=Decimal(0),
+        ) from exc
+
+
+async def cap_and_reserved(
+    conn: asyncpg.Connection, tenant_id: UUID, month: date
+) -> tuple[Decimal, Decimal]:
+    """The tenant's monthly cap and the worst cases of its pending calls started in `month`."""
+    row = await conn.fetchrow(_CAP_SQL, tenant_id, month)
+    if row is None:
+        raise LookupError(f"tenant {tenant_id} is not visible in this transaction")
+    return row["cap"], row["reserved_in_month"]
+
+
+async def cap_status(conn: asyncpg.Connection, tenant_id: UUID) -> CapStatus:
+    """`budgets.ledger.cap_status` on this connection."""
+    return await ledger.cap_status(PgLedgerStore(conn), tenant_id)
+
+
+async def reserve_call(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: UUID,
+    endpoint: str,
+    model: str,
+    provider: str,
+    worst_case_usd: Decimal,
+    lease_seconds: float,
+    max_tokens: int | None = None,
+    attempt: int = 1,
+    request_id: str | None = None,
+    investigation_id: UUID | None = None,
+    budget_optimization_job_id: UUID | None = None,
+    request_metadata: dict[str, Any] | None = None,
+    call_id: UUID | None = None,
+) -> CallReservation:
+    """`budgets.ledger.reserve_call` on this connection."""
+    return await ledger.reserve_call(
+        PgLedgerStore(conn),
+        tenant_id=tenant_id,
+        endpoint=endpoint,
+        model=model,
+        provider=provider,
+        worst_case_usd=worst_case_usd,
+        lease_seconds=lease_seconds,
+        max_tokens=max_tokens,
+        attempt=attempt,
+        request_id=request_id,
+        investigation_id=investigation_id,
+        budget_optimization_job_id=budget_optimization_job_id,
+        request_metadata=request_metadata,
+        call_id=call_id,
+    )
+
+
+async def settle_call(
+    conn: asyncpg.Connection,
+    reservation: CallReservation,
+    *,
+    status: str,
+    cost_usd: Decimal,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    cost_is_estimate: bool = False,
+    latency_ms: int | None = None,
+    provider_request_id: str | None = None,
+    error_type: str | None = None,
+    error_message: str | None = None,
+    usage_anomaly: str | None = None,
+    raw_usage: dict[str, Any] | None = None,
+    usage_breakdown: dict[str, Any] | None = None,
+) -> bool:
+    """`budgets.ledger.settle_call` on this connection."""
+    return await ledger.settle_call(
+        PgLedgerStore(conn),
+        reservation,
+        status=status,
+        cost_usd=cost_usd,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_is_estimate=cost_is_estimate,
+        latency_ms=latency_ms,
+        provider_request_id=provider_request_id,
+        error_type=error_type,
+        error_message=error_message,
+        usage_anomaly=usage_anomaly,
+        raw_usage=raw_usage,
+        usage_breakdown=usage_breakdown,
+    )
+
+
+async def void_reservation(conn: asyncpg.Connection, call_id: UUID, reason: str) -> bool:
+    """`budgets.ledger.void_reservation` on this connection."""
+    return await ledger.void_reservation(PgLedgerStore(conn), call_id, reason)
+
+
+async def sweep_expired_reservations(conn: asyncpg.Connection) -> int:
+    """`budgets.ledger.sweep_expired_reservations` on this connection (the one sweep)."""
+    return await ledger.sweep_expired_reservations(PgLedgerStore(conn))
