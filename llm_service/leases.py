@@ -81,6 +81,11 @@ class LeaseKeeper:
         """Stop renewing `lease` (its run ended, or stopped)."""
         if self._held.get(lease.run_id) is lease:
             del self._held[lease.run_id]
+        if not self._held and self._task is not None and self._task is not asyncio.current_task():
+            # Nothing left to renew: stop the loop now, not at its next round (no task is left
+            # behind a run that has ended; the next `hold` starts a new one).
+            self._task.cancel()
+            self._task = None
 
     async def idle(self) -> None:
         """Until the loop has ended by itself (it holds nothing any more)."""
