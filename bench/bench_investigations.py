@@ -38,6 +38,7 @@ import random
 import resource
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -67,6 +68,7 @@ from llm_service.investigations import repository
 from llm_service.investigations.events import EventSink
 from llm_service.investigations.evidence import EvidenceLog
 from llm_service.investigations.service import DEFAULT_MAX_STEPS
+from llm_service.jobs import repository as jobs_repository
 from llm_service.llm.litellm_setup import load_litellm
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
@@ -163,6 +165,15 @@ def _postgres_cpu_s(postmaster_pid: int | None) -> float | None:
             # utime, stime, cutime, cstime are fields 14-17 (index 11-14 from field 3)
             total += sum(int(x) for x in fields[11:15])
     return total / ticks
+
+
+def _uptime() -> str:
+    """`uptime`'s line (the machine's load), or why it is missing."""
+    try:
+        done = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(uptime unavailable: {type(exc).__name__})"
+    return done.stdout.strip() or done.stderr.strip()
 
 
 def _machine_busy_s() -> float | None:
@@ -391,7 +402,7 @@ def make_provider(
 
 def _what_ifs(args: argparse.Namespace) -> str:
     changes = []
-    if args.what_if_claim_batch > 1:
+    if args.what_if_claim_batch > 0:
         changes.append(f"claims batched by {args.what_if_claim_batch}")
     if args.what_if_cached_tool_schemas:
         changes.append("tool schemas cached")
@@ -402,35 +413,6 @@ def _what_ifs(args: argparse.Namespace) -> str:
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """No reset query on release (the service only ever sets transaction-local settings)."""
-
-
-def _batched_claims(worker: Worker, batch: int) -> Callable[..., Awaitable[Claim | None]]:
-    """A `claim_next` that claims up to `batch` runs (never more than free slots) per statement."""
-    ready: list[Claim] = []
-
-    async def claim_next(pool: asyncpg.Pool, name: str, lease_s: float) -> Claim | None:
-        if not ready:
-            wanted = max(1, min(batch, worker.concurrency - worker.in_flight))
-            async with pool.acquire() as conn:
-                # `0 * g` makes the call depend on g: one claim per row, not one reused.
-                rows = await conn.fetch(
-                    "SELECT c.* FROM generate_series(1, $3) AS g, "
-                    "LATERAL fn_claim_next_run($1, $2 + 0 * g) AS c",
-                    name,
-                    lease_s,
-                    wanted,
-                )
-            claims = {
-                r["run_id"]: Claim(r["kind"], r["run_id"], r["tenant_id"], r["takeover"])
-                for r in rows
-                if r["run_id"] is not None
-            }
-            if len(claims) != sum(1 for r in rows if r["run_id"] is not None):
-                raise AssertionError("a batched claim returned the same run twice")
-            ready.extend(claims.values())
-        return ready.pop(0) if ready else None
-
-    return claim_next
 
 
 # -- set-up --------------------------------------------------------------------------------------
@@ -457,15 +439,16 @@ async def _queue(app_pool: asyncpg.Pool, tenants: list[UUID], runs: int) -> list
     ids: list[UUID] = []
     for i in range(runs):
         tenant = tenants[i % len(tenants)]
+        values = {
+            "tenant_id": tenant,
+            "question": QUESTIONS[i % len(QUESTIONS)],
+            "max_cost_cents": MAX_COST_CENTS,
+            "timeout_ms": TIMEOUT_MS,
+            "max_steps": DEFAULT_MAX_STEPS,
+        }
         async with tenant_transaction(app_pool, tenant) as conn:
-            row, _ = await repository.insert(
-                conn,
-                tenant,
-                QUESTIONS[i % len(QUESTIONS)],
-                MAX_COST_CENTS,
-                TIMEOUT_MS,
-                DEFAULT_MAX_STEPS,
-                None,
+            row, _ = await jobs_repository.insert_idempotent(
+                conn, repository.TABLE, values, None, "id"
             )
         ids.append(row["id"])
     return ids
@@ -550,7 +533,13 @@ async def _measure(
     probe = Probe()
     gateway = gateway_from_settings(settings, app_pool)
     assert gateway is not None
-    worker = Worker(app_pool, gateway, concurrency=args.concurrency)
+    # As `serve` and `worker` run it: the lease keeper on its own connection.
+    worker = Worker(
+        app_pool,
+        gateway,
+        concurrency=args.concurrency,
+        heartbeat_url=settings.app_database_url,
+    )
     all_done = asyncio.Event()
     patches = Patches()
 
@@ -582,16 +571,15 @@ async def _measure(
                 all_done.set()
 
     patches.set(worker, "process", process)
-    claim_next = worker_module.claim_next
-    if args.what_if_claim_batch > 1:
-        claim_next = _batched_claims(worker, args.what_if_claim_batch)
+    if args.what_if_claim_batch > 0:
+        patches.set(worker_module, "CLAIM_BATCH", args.what_if_claim_batch)
     if args.what_if_cached_tool_schemas:
         schemas = agent_module.openai_tool_schemas()
         patches.set(agent_module, "openai_tool_schemas", lambda: schemas)
     patches.set(
         worker_module,
-        "claim_next",
-        probe.wrap_async("claim_next (pool wait + claim txn)", claim_next),
+        "claim_batch",
+        probe.wrap_async("claim_batch (pool wait + claim txn)", worker_module.claim_batch),
     )
 
     # litellm's own time per call = acompletion wall time minus the mocked handler's time.
@@ -627,7 +615,9 @@ async def _measure(
         probe.wrap_sync("openai_tool_schemas (CPU)", agent_module.openai_tool_schemas),
     )
     patches.set(
-        repository, "heartbeat", probe.wrap_async("heartbeat statement", repository.heartbeat)
+        jobs_repository,
+        "renew_leases",
+        probe.wrap_async("heartbeat (all leases, 1 statement)", jobs_repository.renew_leases),
     )
     patches.set(EventSink, "emit", probe.wrap_async("event emit txn", EventSink.emit))
     patches.set(
@@ -694,6 +684,7 @@ async def _measure(
     cpu_before = time.process_time()
     machine_before = _machine_busy_s()
     load_before = os.getloadavg()[0]
+    uptime_before = _uptime()
     if profiler is not None:
         profiler.enable()
     try:
@@ -729,6 +720,7 @@ async def _measure(
         else None
     )
     load_after = os.getloadavg()[0]
+    uptime_after = _uptime()
     pg_cpu_after = _postgres_cpu_s(postmaster_pid)
     rss_peak_run = max(rss_samples, default=_rss_now_mib())
     if profiler is not None:
@@ -757,6 +749,8 @@ async def _measure(
         machine=machine,
         loads=(load_before, load_after),
         backend_states={k: v / max(1, samples["n"]) for k, v in waits.items()},
+        leases=(worker.runtime.leases.lost, worker.runtime.leases.rounds),
+        uptimes=(uptime_before, uptime_after),
     )
 
 
@@ -778,6 +772,8 @@ async def _report(
     machine: float | None,
     loads: tuple[float, float],
     backend_states: dict[str, float],
+    leases: tuple[int, int],
+    uptimes: tuple[str, str],
 ) -> None:
     # The database's view (the owner bypasses row-level security: it is the superuser here).
     async with owner_pool.acquire() as conn:
@@ -897,6 +893,11 @@ async def _report(
         f"{'= all it could' if peak >= min(args.runs, args.concurrency) else '(NOT all queued)'}"
     )
     print(f"  terminal statuses: {dict(statuses)}")
+    leases_lost, heartbeat_rounds = leases
+    print(
+        f"  leases: {leases_lost} lost; {heartbeat_rounds} batched heartbeats "
+        "(one statement each, renewing every lease held, on the keeper's own connection)"
+    )
     returned = Counter(t.status for t in traces)
     if returned != statuses or probe.takeovers:
         live = sum(1 for _, alive, _ in probe.takeovers if alive)
@@ -988,8 +989,10 @@ async def _report(
     )
     for row in stuck:
         print(f"    pending call of a run now {row['run_status']}: {row['run_reason']}")
+    print(f"  uptime before: {uptimes[0]}\n  uptime after:  {uptimes[1]}")
     verdict = (
-        peak >= min(args.runs, args.concurrency)
+        leases_lost == 0
+        and peak >= min(args.runs, args.concurrency)
         and len(over_time) == 0
         and len(over_budget) == 0
         and statuses.get("succeeded", 0) == args.runs
@@ -998,7 +1001,7 @@ async def _report(
     )
     print(
         f"  target (all {min(args.runs, args.concurrency)} in flight at once on one worker, none "
-        f"over budget or time, all "
+        f"over budget or time, no lease lost, all "
         f"succeeded, ledger reconciled): {'MET' if verdict else 'NOT MET'}"
     )
 
@@ -1022,10 +1025,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--what-if-claim-batch",
         type=int,
-        default=1,
+        default=0,
         metavar="N",
         help="experiment, NOT what the service does: claim up to N runs per round trip "
-        "(fn_claim_next_run called N times in one statement) instead of one",
+        "instead of the worker's CLAIM_BATCH",
     )
     parser.add_argument(
         "--what-if-no-reset",

@@ -248,6 +248,8 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                 concurrency=args.concurrency or settings.worker_concurrency,
                 lease_s=settings.worker_lease_s,
                 shutdown_grace_s=settings.worker_shutdown_grace_s,
+                # The lease keeper's own connection (heartbeats never wait for the pool).
+                heartbeat_url=database_runtime(settings).urls.app,
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

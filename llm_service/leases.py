@@ -1,43 +1,142 @@
-"""Keeping a run's lease: renew it on a timer, through outages, and stop once it is lost."""
+"""Keeping leases: ONE heartbeat loop per worker process renews all of its leases at once.
+
+Every `interval_s` the loop sends one renewal naming every run it holds (`Renew`: one statement
+on the keeper's own connection, never queued behind the runs' pool). The answer lists the runs
+still held, each with its cancel flag. A run missing from it was lost (taken over by another
+worker, or ended): its lease ends "lost" and the run stops. A run whose cancel was requested
+ends "cancel". A failed renewal is tried again next round; but once `lease_s` has passed since
+a run's last renewal its lease counts as lost (another worker may be taking it over, and the
+run must not go on beside it). The loop runs only while it holds leases.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
+from uuid import UUID
 
 from llm_service.db.retry import log_failure
 
 _log = logging.getLogger(__name__)
 
+LeaseEnd = Literal["lost", "cancel"]
+# Renew these runs' leases; answer the runs still held, each with its cancel flag.
+Renew = Callable[[Sequence[UUID]], Awaitable[Mapping[UUID, bool]]]
 
-async def keep_lease(
-    renew: Callable[[], Awaitable[bool | None]],
-    *,
-    lease_s: float,
-    interval_s: float,
-    context: dict[str, str],
-) -> Literal["lost", "cancel"]:
-    """Call `renew` every `interval_s` until it reports a lost lease (None) or a cancel (True).
 
-    A failed renewal is tried again, but once `lease_s` has passed without one the lease counts
-    as lost: another worker may be taking the run over, and the run must not go on beside it.
-    """
-    renewed = time.monotonic()
-    while True:
-        await asyncio.sleep(interval_s)
+def heartbeat_interval(lease_s: float) -> float:
+    """How often leases of `lease_s` are renewed: five times a lease, at most every 0.2 s."""
+    return max(0.2, lease_s / 5)
+
+
+class Lease:
+    """One run's lease, held by a `LeaseKeeper` until the run releases it or it ends."""
+
+    def __init__(self, run_id: UUID) -> None:
+        """A lease the claim has just set (so it counts as renewed now)."""
+        self.run_id = run_id
+        self.renewed_at = time.monotonic()
+        self.ended: asyncio.Future[LeaseEnd] = asyncio.get_running_loop().create_future()
+
+    def end(self, how: LeaseEnd) -> None:
+        """Report the lease's end once (later reports are ignored)."""
+        if not self.ended.done():
+            self.ended.set_result(how)
+
+    async def wait(self) -> LeaseEnd:
+        """Until the lease is lost or the run's cancel is requested."""
+        return await asyncio.shield(self.ended)
+
+
+class LeaseKeeper:
+    """The batched heartbeat of one worker process (or one stand-alone runner)."""
+
+    def __init__(self, renew: Renew, *, lease_s: float, interval_s: float | None = None) -> None:
+        """A keeper renewing through `renew` every `interval_s` (default: lease_s / 5)."""
+        self.renew = renew
+        self.lease_s = lease_s
+        self.interval_s = heartbeat_interval(lease_s) if interval_s is None else interval_s
+        self._held: dict[UUID, Lease] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.rounds = 0  # renewals sent (figures for the bench)
+        self.lost = 0  # leases that ended "lost"
+
+    @property
+    def held(self) -> int:
+        """Leases held now."""
+        return len(self._held)
+
+    def hold(self, run_id: UUID) -> Lease:
+        """Keep `run_id`'s lease (just claimed) from now on; starts the loop if it sleeps."""
+        lease = Lease(run_id)
+        self._held[run_id] = lease
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="lease-keeper")
+        return lease
+
+    def release(self, lease: Lease) -> None:
+        """Stop renewing `lease` (its run ended, or stopped)."""
+        if self._held.get(lease.run_id) is lease:
+            del self._held[lease.run_id]
+        if not self._held and self._task is not None and self._task is not asyncio.current_task():
+            # Nothing left to renew: stop the loop now, not at its next round (no task is left
+            # behind a run that has ended; the next `hold` starts a new one).
+            self._task.cancel()
+            self._task = None
+
+    async def idle(self) -> None:
+        """Until the loop has ended by itself (it holds nothing any more)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def aclose(self) -> None:
+        """Stop the loop (leases held are simply no longer renewed)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _loop(self) -> None:
         try:
-            cancel = await renew()
+            # No await between the emptiness check and the exit: a `hold` never finds a task
+            # that is about to end without renewing its lease.
+            while self._held:
+                await asyncio.sleep(self.interval_s)
+                if self._held:
+                    await self._round()
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    async def _round(self) -> None:
+        leases = list(self._held.values())
+        sent = time.monotonic()
+        try:
+            held = await self.renew([lease.run_id for lease in leases])
         except Exception as exc:
-            log_failure(_log, "heartbeat failed", exc, context)
-            if time.monotonic() - renewed < lease_s:
-                continue
-            cancel = None
-        else:
-            renewed = time.monotonic()
-        if cancel is None:
-            return "lost"
-        if cancel:
-            return "cancel"
+            log_failure(_log, "heartbeat failed", exc, {"leases": str(len(leases))})
+            for lease in leases:
+                if time.monotonic() - lease.renewed_at >= self.lease_s:
+                    self._end(lease, "lost")
+            return
+        self.rounds += 1
+        for lease in leases:
+            if self._held.get(lease.run_id) is not lease:
+                continue  # released while the renewal was in flight
+            cancel = held.get(lease.run_id)
+            if cancel is None:
+                self._end(lease, "lost")
+            elif cancel:
+                self._end(lease, "cancel")
+            else:
+                lease.renewed_at = sent
+
+    def _end(self, lease: Lease, how: LeaseEnd) -> None:
+        if how == "lost" and not lease.ended.done():
+            self.lost += 1
+            _log.warning("lease lost", extra={"run_id": str(lease.run_id)})
+        lease.end(how)
+        self.release(lease)

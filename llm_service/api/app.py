@@ -83,6 +83,10 @@ def create_app(
                 concurrency=settings.worker_concurrency,
                 lease_s=settings.worker_lease_s,
                 shutdown_grace_s=settings.worker_shutdown_grace_s,
+                # The lease keeper's own connection (heartbeats never wait for the pool).
+                heartbeat_url=(
+                    database_runtime(settings).urls.app if owned else settings.app_database_url
+                ),
             )
             worker_task = asyncio.create_task(worker.run_until_stopped())
         try:

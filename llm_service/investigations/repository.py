@@ -1,4 +1,5 @@
-"""Every query about investigations, their events and their evidence."""
+"""Every query about investigations, their events and their evidence (the queue's own queries,
+shared with every job kind, are in `llm_service.jobs.repository`)."""
 
 from __future__ import annotations
 
@@ -8,50 +9,20 @@ from uuid import UUID
 
 import asyncpg
 
+from llm_service.jobs import repository as jobs
+from llm_service.jobs.kinds import JobTable
+
+TABLE = JobTable("investigations", ledger_column="investigation_id")
 TERMINAL_STATES = frozenset({"succeeded", "budget_exhausted", "timed_out", "failed", "cancelled"})
 
-_COLUMNS = """id, status, reason, degraded, question, max_cost_cents, timeout_ms, max_steps,
+COLUMNS = """id, status, reason, degraded, question, max_cost_cents, timeout_ms, max_steps,
     cost_cents, elapsed_ms, result, idempotency_key, attempts, cancel_requested, queued_at,
     started_at, finished_at, created_at"""
 
 
-async def insert(
-    conn: asyncpg.Connection,
-    tenant_id: UUID,
-    question: str,
-    max_cost_cents: Decimal,
-    timeout_ms: int,
-    max_steps: int,
-    idempotency_key: str | None,
-) -> tuple[dict[str, Any], bool]:
-    """Queue a run; with an idempotency key already used, return that run (created=False)."""
-    row = await conn.fetchrow(
-        f"""
-        INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps,
-                                    idempotency_key)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING {_COLUMNS}
-        """,
-        tenant_id,
-        question,
-        max_cost_cents,
-        timeout_ms,
-        max_steps,
-        idempotency_key,
-    )
-    if row is not None:
-        return dict(row), True
-    existing = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM investigations WHERE idempotency_key = $1", idempotency_key
-    )
-    assert existing is not None
-    return dict(existing), False
-
-
 async def get(conn: asyncpg.Connection, run_id: UUID) -> dict[str, Any] | None:
     """One run of the current tenant (RLS hides every other tenant's)."""
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM investigations WHERE id = $1", run_id)
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM investigations WHERE id = $1", run_id)
     return dict(row) if row else None
 
 
@@ -61,7 +32,7 @@ async def list_runs(
     """The tenant's runs, newest first, optionally by status, keyset-paged by created_at."""
     rows = await conn.fetch(
         f"""
-        SELECT {_COLUMNS} FROM investigations
+        SELECT {COLUMNS} FROM investigations
         WHERE ($1::text IS NULL OR status = $1) AND ($2::timestamptz IS NULL OR created_at < $2)
         ORDER BY created_at DESC, id DESC LIMIT $3
         """,
@@ -83,43 +54,11 @@ async def request_cancel(conn: asyncpg.Connection, run_id: UUID) -> dict[str, An
                              ELSE reason END,
                finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
          WHERE id = $1
-        RETURNING {_COLUMNS}
+        RETURNING {COLUMNS}
         """,
         run_id,
     )
     return dict(row) if row else None
-
-
-async def hand_back(conn: asyncpg.Connection, run_id: UUID, worker: str) -> bool:
-    """End this worker's lease at once (shutdown): any worker may take the run over now."""
-    done = await conn.execute(
-        """
-        UPDATE investigations SET lease_expires_at = now()
-         WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-        """,
-        run_id,
-        worker,
-    )
-    return bool(done == "UPDATE 1")
-
-
-async def heartbeat(
-    conn: asyncpg.Connection, run_id: UUID, worker: str, lease_seconds: float
-) -> bool | None:
-    """Extend this worker's lease; returns cancel_requested, or None if the lease is no longer
-    this worker's. (The run's spend is kept by the ledger: fn_llm_api_calls_run_spend.)"""
-    result: bool | None = await conn.fetchval(
-        """
-        UPDATE investigations
-           SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now()
-         WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-        RETURNING cancel_requested
-        """,
-        run_id,
-        worker,
-        lease_seconds,
-    )
-    return result
 
 
 async def finish(
@@ -203,25 +142,19 @@ async def tool_calls(conn: asyncpg.Connection, run_id: UUID) -> list[dict[str, A
 
 async def llm_calls(conn: asyncpg.Connection, run_id: UUID) -> list[dict[str, Any]]:
     """The run's provider calls with their exact costs, in order."""
-    rows = await conn.fetch(
-        """
-        SELECT id, model, attempt, status, input_tokens, output_tokens, cost_cents,
-               cost_is_estimate, latency_ms, started_at
-        FROM llm_api_calls WHERE investigation_id = $1 ORDER BY started_at, attempt
-        """,
-        run_id,
-    )
-    return [dict(r) for r in rows]
+    return await jobs.llm_calls(conn, TABLE, run_id)
 
 
 async def spent_cents(conn: asyncpg.Connection, run_id: UUID) -> Decimal:
     """What the run's settled calls cost plus what its pending calls hold (worst case)."""
-    value: Decimal = await conn.fetchval(
-        """
-        SELECT coalesce(sum(CASE WHEN status = 'pending' THEN reserved_cents
-                                 ELSE cost_cents END), 0)
-        FROM llm_api_calls WHERE investigation_id = $1
-        """,
-        run_id,
+    return await jobs.spent_cents(conn, TABLE, run_id)
+
+
+async def active_channels(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """The active channels of the taxonomy (code, display name, family, paid), by code."""
+    return list(
+        await conn.fetch(
+            "SELECT code, display_name, family, is_paid FROM channel_taxonomy"
+            " WHERE is_active ORDER BY code"
+        )
     )
-    return value

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -26,19 +24,22 @@ from llm_service.investigations.outcome import RunLimits, RunOutcome
 from llm_service.investigations.report import Report
 from llm_service.investigations.templates import report_from_evidence
 from llm_service.investigations.understanding import ChannelInfo
-from llm_service.leases import keep_lease
+from llm_service.jobs.kinds import Claim, JobTable
+from llm_service.jobs.runtime import LEASE_SECONDS, JobRuntime, Supervised
 from llm_service.llm.gateway import LlmGateway
 from llm_service.metrics import RUN_OUTCOMES
 
 _log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 10.0
 # The one asyncio.timeout over a run allows this much beyond its limit for settling records.
 TIMEOUT_GRACE_S = 1.0
 
 
 class InvestigationRunner:
-    """Runs claimed investigations for one worker process."""
+    """Runs claimed investigations for one worker process (the job kind "investigation")."""
+
+    name = "investigation"
+    table: JobTable = repository.TABLE
 
     def __init__(
         self,
@@ -47,14 +48,19 @@ class InvestigationRunner:
         worker: str,
         *,
         lease_s: float = LEASE_SECONDS,
+        runtime: JobRuntime | None = None,
     ) -> None:
-        """A runner recording through `pool`; `gateway` None means degraded runs only."""
-        self.lease_s = lease_s
+        """A runner recording through `pool`; `gateway` None means degraded runs only;
+        `runtime` is the worker's (shared lease keeper), else one of its own."""
+        self.runtime = runtime or JobRuntime(pool, worker, lease_s=lease_s)
+        self.lease_s = self.runtime.lease_s
         self.pool = pool
         self.gateway = gateway
         self.worker = worker
-        # Ends being recorded (shielded: they outlive a cancelled run; see Worker._drain).
-        self.finishing: set[asyncio.Future[None]] = set()
+
+    async def execute(self, claim: Claim) -> str:
+        """The job kind's entry: take a claim to its end."""
+        return await self.run(claim.run_id, claim.tenant_id, takeover=claim.takeover)
 
     async def run(self, run_id: UUID, tenant_id: UUID, *, takeover: bool) -> str:
         """Take the run to a terminal state; returns that state."""
@@ -99,53 +105,16 @@ class InvestigationRunner:
                 },
             },
         )
-        work = asyncio.create_task(
-            self._investigate(row, tenant_id, limits, ceiling, evidence, events, started)
+        supervised = await self.runtime.supervise(
+            run_id,
+            self._investigate(row, tenant_id, limits, ceiling, evidence, events, started),
+            limits.timeout_s + TIMEOUT_GRACE_S,
         )
-        watcher = asyncio.create_task(self._watch(run_id, tenant_id, ceiling, work))
-        outcome: RunOutcome
-        try:
-            async with asyncio.timeout(limits.timeout_s + TIMEOUT_GRACE_S):
-                outcome = await work
-        except TimeoutError:
-            outcome = RunOutcome(
-                "timed_out",
-                f"the run reached its {limits.timeout_s:g} s limit",
-                report_from_evidence(evidence.items, "time limit reached"),
-            )
-        except asyncio.CancelledError:
-            if watcher.done() and watcher.result() == "cancel":
-                outcome = RunOutcome(
-                    "cancelled",
-                    "cancelled by the analyst",
-                    report_from_evidence(evidence.items, "cancelled"),
-                )
-            elif watcher.done() and watcher.result() == "lost":
-                return "lost"
-            else:
-                raise
-        except MonthlyCapExceeded as exc:
-            outcome = RunOutcome(
-                "budget_exhausted",
-                str(exc),
-                report_from_evidence(evidence.items, "monthly cap reached"),
-            )
-        except Exception as exc:  # a defect or an outage: end the run, never leave it running
-            _log.exception("investigation failed", extra={"investigation_id": str(run_id)})
-            outcome = RunOutcome(
-                "failed",
-                f"the run failed: {type(exc).__name__}",
-                report_from_evidence(evidence.items, "run failed"),
-            )
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher
+        if supervised.ended == "lost":
+            return "lost"
+        outcome = _outcome(supervised, limits, evidence, run_id)
         elapsed_ms = int((time.monotonic() - started) * 1000)
-        finish = asyncio.ensure_future(self._finish(run_id, tenant_id, events, outcome, elapsed_ms))
-        self.finishing.add(finish)
-        finish.add_done_callback(self.finishing.discard)
-        await asyncio.shield(finish)
+        await self.runtime.record_end(self._finish(run_id, tenant_id, events, outcome, elapsed_ms))
         return outcome.status
 
     async def _investigate(
@@ -193,29 +162,8 @@ class InvestigationRunner:
 
     async def _channels(self, tenant_id: UUID) -> list[ChannelInfo]:
         async with tenant_transaction(self.pool, tenant_id, readonly=True) as conn:
-            rows = await conn.fetch(
-                "SELECT code, display_name, family, is_paid FROM channel_taxonomy"
-                " WHERE is_active ORDER BY code"
-            )
+            rows = await repository.active_channels(conn)
         return [ChannelInfo(r["code"], r["display_name"], r["family"], r["is_paid"]) for r in rows]
-
-    async def _watch(
-        self, run_id: UUID, tenant_id: UUID, ceiling: RunCeiling, work: asyncio.Task[RunOutcome]
-    ) -> str:
-        """Heartbeat the lease; cancel the work on a cancel request or a lost lease."""
-
-        async def renew() -> bool | None:
-            async with tenant_transaction(self.pool, tenant_id) as conn:
-                return await repository.heartbeat(conn, run_id, self.worker, self.lease_s)
-
-        ended = await keep_lease(
-            renew,
-            lease_s=self.lease_s,
-            interval_s=max(0.2, self.lease_s / 5),
-            context={"investigation_id": str(run_id)},
-        )
-        work.cancel()
-        return ended
 
     async def _end_abandoned(self, row: dict[str, Any], tenant_id: UUID, events: EventSink) -> str:
         """A run whose worker died, or could not record its end through a database outage (the
@@ -293,3 +241,42 @@ class InvestigationRunner:
                     },
                 )
         return recorded is not None
+
+
+def _outcome(
+    supervised: Supervised[RunOutcome], limits: RunLimits, evidence: EvidenceLog, run_id: UUID
+) -> RunOutcome:
+    """The terminal state of supervised work (findings so far when it was cut short)."""
+    if supervised.ended == "done":
+        assert supervised.result is not None
+        return supervised.result
+    if supervised.ended == "timed_out":
+        return RunOutcome(
+            "timed_out",
+            f"the run reached its {limits.timeout_s:g} s limit",
+            report_from_evidence(evidence.items, "time limit reached"),
+        )
+    if supervised.ended == "cancel":
+        return RunOutcome(
+            "cancelled",
+            "cancelled by the analyst",
+            report_from_evidence(evidence.items, "cancelled"),
+        )
+    exc = supervised.error
+    if isinstance(exc, MonthlyCapExceeded):
+        return RunOutcome(
+            "budget_exhausted",
+            str(exc),
+            report_from_evidence(evidence.items, "monthly cap reached"),
+        )
+    # A defect or an outage: end the run, never leave it running.
+    _log.error(
+        "investigation failed",
+        exc_info=exc,
+        extra={"investigation_id": str(run_id)},
+    )
+    return RunOutcome(
+        "failed",
+        f"the run failed: {type(exc).__name__}",
+        report_from_evidence(evidence.items, "run failed"),
+    )

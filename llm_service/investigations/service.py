@@ -12,10 +12,8 @@ from uuid import UUID
 import asyncpg
 
 from budgets.money import cents_to_usd, usd_to_cents
-from llm_service import idempotency
 from llm_service.db.pool import tenant_transaction
 from llm_service.errors import InvalidRequest, NotFound
-from llm_service.input_rules import check_idempotency_key
 from llm_service.investigations import repository
 from llm_service.investigations.schemas import (
     MAX_COST_USD,
@@ -28,6 +26,7 @@ from llm_service.investigations.schemas import (
     LlmCallOut,
     ToolCallOut,
 )
+from llm_service.jobs import service as queueing
 from llm_service.settings import Settings
 
 STATUSES = frozenset({"queued", "running"}) | repository.TERMINAL_STATES
@@ -43,7 +42,7 @@ async def create(
 ) -> tuple[InvestigationOut, bool]:
     """Queue a run (the queue is the table); a reused Idempotency-Key returns the same run, or
     409 when the request differs (`llm_service.idempotency`)."""
-    check_idempotency_key(idempotency_key)
+    queueing.check_key(idempotency_key)
     # The ceilings are the service's within the hard ones ($0.30, 60 s), whatever is configured.
     ceilings = limits(settings)
     ceiling_usd = Decimal(ceilings.max_cost_usd)
@@ -61,10 +60,14 @@ async def create(
         "max_steps": max_steps,
     }
     async with tenant_transaction(pool, tenant_id) as conn:
-        row, created = await repository.insert(
-            conn, tenant_id, question, max_cost_cents, timeout_ms, max_steps, idempotency_key
+        row, created = await queueing.queue(
+            conn,
+            repository.TABLE,
+            {"tenant_id": tenant_id, **request},
+            idempotency_key,
+            returning=repository.COLUMNS,
+            compared=request,
         )
-        idempotency.replay(created, {key: row[key] for key in request}, request)
         if created:
             await repository.add_event(
                 conn,

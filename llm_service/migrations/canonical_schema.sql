@@ -778,9 +778,9 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_claim_next_run(p_worker text, p_lease_seconds double precision, p_running uuid[])  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+FUNCTION fn_claim_next_run(p_worker text, p_lease_seconds double precision, p_running uuid[], p_kinds text[])  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
     COMMENT NULL
-CREATE OR REPLACE FUNCTION public.fn_claim_next_run(p_worker text, p_lease_seconds double precision, p_running uuid[] DEFAULT '{}'::uuid[])
+CREATE OR REPLACE FUNCTION public.fn_claim_next_run(p_worker text, p_lease_seconds double precision, p_running uuid[] DEFAULT '{}'::uuid[], p_kinds text[] DEFAULT NULL::text[])
  RETURNS TABLE(kind text, run_id uuid, tenant_id uuid, takeover boolean)
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -797,39 +797,45 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     FOR v_takeover IN SELECT unnest(ARRAY[true, false]) LOOP
-        SELECT i.id INTO v_id FROM investigations i
-         -- A worker never takes over a run it is still executing (p_running: a late heartbeat
-         -- is not a dead worker), but does take over its own runs it no longer executes: one
-         -- whose claim's answer was lost with the connection, or whose end could not be
-         -- recorded during a database outage.
-         WHERE CASE WHEN v_takeover THEN i.status = 'running' AND i.lease_expires_at < now()
-                                         AND (i.lease_owner IS DISTINCT FROM p_worker
-                                              OR i.id <> ALL (p_running))
-                    ELSE i.status = 'queued' END
-         ORDER BY i.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
-        IF v_id IS NOT NULL THEN
-            RETURN QUERY UPDATE investigations i
-                SET status = 'running', lease_owner = p_worker, heartbeat_at = now(),
-                    lease_expires_at = now() + make_interval(secs => p_lease_seconds),
-                    attempts = i.attempts + 1, started_at = coalesce(i.started_at, now())
-              WHERE i.id = v_id
-              RETURNING 'investigation'::text, i.id, i.tenant_id, v_takeover;
-            RETURN;
+        IF p_kinds IS NULL OR 'investigation' = ANY (p_kinds) THEN
+            SELECT r.id INTO v_id FROM investigations r
+             -- A worker never takes over a run it is still executing (p_running: a late
+             -- heartbeat is not a dead worker), but does take over its own runs it no longer
+             -- executes (a claim whose answer was lost, an end not recorded in an outage).
+             WHERE CASE WHEN v_takeover THEN r.status = 'running' AND r.lease_expires_at < now()
+                                             AND (r.lease_owner IS DISTINCT FROM p_worker
+                                                  OR r.id <> ALL (p_running))
+                        ELSE r.status = 'queued' END
+             ORDER BY r.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+            IF v_id IS NOT NULL THEN
+                RETURN QUERY UPDATE investigations r
+                    SET status = 'running', lease_owner = p_worker, heartbeat_at = now(),
+                        lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+                        attempts = r.attempts + 1, started_at = coalesce(r.started_at, now())
+                  WHERE r.id = v_id
+                  RETURNING 'investigation'::text, r.id, r.tenant_id, v_takeover;
+                RETURN;
+            END IF;
         END IF;
-        SELECT j.id INTO v_id FROM budget_optimization_jobs j
-         WHERE CASE WHEN v_takeover THEN j.status = 'running' AND j.lease_expires_at < now()
-                                         AND (j.lease_owner IS DISTINCT FROM p_worker
-                                              OR j.id <> ALL (p_running))
-                    ELSE j.status = 'queued' END
-         ORDER BY j.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
-        IF v_id IS NOT NULL THEN
-            RETURN QUERY UPDATE budget_optimization_jobs j
-                SET status = 'running', lease_owner = p_worker, heartbeat_at = now(),
-                    lease_expires_at = now() + make_interval(secs => p_lease_seconds),
-                    attempts = j.attempts + 1, started_at = coalesce(j.started_at, now())
-              WHERE j.id = v_id
-              RETURNING 'budget_optimization'::text, j.id, j.tenant_id, v_takeover;
-            RETURN;
+        IF p_kinds IS NULL OR 'budget_optimization' = ANY (p_kinds) THEN
+            SELECT r.id INTO v_id FROM budget_optimization_jobs r
+             -- A worker never takes over a run it is still executing (p_running: a late
+             -- heartbeat is not a dead worker), but does take over its own runs it no longer
+             -- executes (a claim whose answer was lost, an end not recorded in an outage).
+             WHERE CASE WHEN v_takeover THEN r.status = 'running' AND r.lease_expires_at < now()
+                                             AND (r.lease_owner IS DISTINCT FROM p_worker
+                                                  OR r.id <> ALL (p_running))
+                        ELSE r.status = 'queued' END
+             ORDER BY r.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+            IF v_id IS NOT NULL THEN
+                RETURN QUERY UPDATE budget_optimization_jobs r
+                    SET status = 'running', lease_owner = p_worker, heartbeat_at = now(),
+                        lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+                        attempts = r.attempts + 1, started_at = coalesce(r.started_at, now())
+                  WHERE r.id = v_id
+                  RETURNING 'budget_optimization'::text, r.id, r.tenant_id, v_takeover;
+                RETURN;
+            END IF;
         END IF;
     END LOOP;
 END
@@ -1995,6 +2001,44 @@ AS $function$
       LEFT JOIN kinds kd ON kd.tenant_id = coalesce(r.tenant_id, c.tenant_id)
                         AND kd.month = coalesce(r.month, c.month)
     ORDER BY 2, 1
+$function$
+
+FUNCTION fn_renew_leases(p_worker text, p_lease_seconds double precision, p_runs uuid[])  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_renew_leases(p_worker text, p_lease_seconds double precision, p_runs uuid[])
+ RETURNS TABLE(run_id uuid, cancel_requested boolean)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    -- A lease is seconds to an hour: a caller cannot hold another tenant's run for years.
+    IF p_lease_seconds IS NULL OR NOT (p_lease_seconds > 0 AND p_lease_seconds <= 3600)
+       OR p_worker IS NULL OR length(p_worker) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a renewal needs a worker name (1-200 characters) and a lease of (0, 3600] s'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_runs IS NULL OR cardinality(p_runs) > 10000 THEN
+        RAISE EXCEPTION 'a renewal names 0 to 10000 runs'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    WITH
+    r_0 AS (
+        UPDATE investigations r
+           SET lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+               heartbeat_at = now()
+         WHERE r.id = ANY (p_runs) AND r.lease_owner = p_worker AND r.status = 'running'
+        RETURNING r.id, r.cancel_requested AS cancel_requested),
+    r_1 AS (
+        UPDATE budget_optimization_jobs r
+           SET lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+               heartbeat_at = now()
+         WHERE r.id = ANY (p_runs) AND r.lease_owner = p_worker AND r.status = 'running'
+        RETURNING r.id, false AS cancel_requested)
+        SELECT r_0.id, r_0.cancel_requested FROM r_0
+        UNION ALL SELECT r_1.id, r_1.cancel_requested FROM r_1;
+END
 $function$
 
 FUNCTION fn_revenue_ledger_audit_state()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner

@@ -1,4 +1,5 @@
-"""Every query of budget optimisation: the jobs (the queue rows) and the channel figures."""
+"""Every query of budget optimisation: the jobs (the queue rows) and the channel figures (the
+queue's own queries, shared with every job kind, are in `llm_service.jobs.repository`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from uuid import UUID
 
 import asyncpg
 
+from llm_service.jobs import repository as jobs
+from llm_service.jobs.kinds import JobTable
+
+TABLE = JobTable("budget_optimization_jobs", ledger_column="budget_optimization_job_id")
 TERMINAL_STATES = frozenset({"succeeded", "budget_exhausted", "timed_out", "failed", "cancelled"})
 
-_COLUMNS = """id, status, reason, degraded, params, recommendations, rationale, max_cost_cents,
+COLUMNS = """id, status, reason, degraded, params, recommendations, rationale, max_cost_cents,
     cost_cents, idempotency_key, attempts, lease_owner, queued_at, started_at, finished_at,
     created_at"""
 
@@ -118,72 +123,12 @@ async def paid_channels(conn: asyncpg.Connection, codes: list[str]) -> set[str]:
     return {r["code"] for r in rows}
 
 
-async def insert(
-    conn: asyncpg.Connection,
-    tenant_id: UUID,
-    params: dict[str, Any],
-    max_cost_cents: Decimal,
-    idempotency_key: str | None,
-) -> tuple[dict[str, Any], bool]:
-    """Queue a job; for an idempotency key already used, return that job (created=False)."""
-    row = await conn.fetchrow(
-        f"""
-        INSERT INTO budget_optimization_jobs (tenant_id, params, max_cost_cents, idempotency_key)
-        VALUES ($1, $2, $3, $4)
-        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING {_COLUMNS}
-        """,
-        tenant_id,
-        params,
-        max_cost_cents,
-        idempotency_key,
-    )
-    if row is not None:
-        return dict(row), True
-    existing = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM budget_optimization_jobs WHERE idempotency_key = $1",
-        idempotency_key,
-    )
-    assert existing is not None
-    return dict(existing), False
-
-
 async def get(conn: asyncpg.Connection, job_id: UUID) -> dict[str, Any] | None:
     """One job of the current tenant (RLS hides every other tenant's)."""
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM budget_optimization_jobs WHERE id = $1", job_id
+        f"SELECT {COLUMNS} FROM budget_optimization_jobs WHERE id = $1", job_id
     )
     return dict(row) if row else None
-
-
-async def hand_back(conn: asyncpg.Connection, run_id: UUID, worker: str) -> bool:
-    """End this worker's lease at once (shutdown): any worker may take the run over now."""
-    done = await conn.execute(
-        """
-        UPDATE budget_optimization_jobs SET lease_expires_at = now()
-         WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-        """,
-        run_id,
-        worker,
-    )
-    return bool(done == "UPDATE 1")
-
-
-async def heartbeat(
-    conn: asyncpg.Connection, job_id: UUID, worker: str, lease_seconds: float
-) -> bool:
-    """Extend this worker's lease; False if the job is no longer this worker's."""
-    done = await conn.execute(
-        """
-        UPDATE budget_optimization_jobs
-           SET lease_expires_at = now() + make_interval(secs => $3), heartbeat_at = now()
-         WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-        """,
-        job_id,
-        worker,
-        lease_seconds,
-    )
-    return bool(done == "UPDATE 1")
 
 
 async def finish(
@@ -221,31 +166,12 @@ async def finish(
 
 async def spent_cents(conn: asyncpg.Connection, job_id: UUID) -> Decimal:
     """What the job's settled calls cost plus what its pending calls hold (worst case)."""
-    value: Decimal = await conn.fetchval(
-        """
-        SELECT coalesce(sum(CASE WHEN status = 'pending' THEN reserved_cents
-                                 ELSE cost_cents END), 0)
-        FROM llm_api_calls
-        WHERE endpoint = 'budget_optimizations' AND budget_optimization_job_id = $1
-        """,
-        job_id,
-    )
-    return value
+    return await jobs.spent_cents(conn, TABLE, job_id)
 
 
 async def llm_calls(conn: asyncpg.Connection, job_id: UUID) -> list[dict[str, Any]]:
     """The job's provider calls with their exact costs, in order."""
-    rows = await conn.fetch(
-        """
-        SELECT id, model, attempt, status, input_tokens, output_tokens, cost_cents,
-               cost_is_estimate, started_at
-        FROM llm_api_calls
-        WHERE endpoint = 'budget_optimizations' AND budget_optimization_job_id = $1
-        ORDER BY started_at, attempt
-        """,
-        job_id,
-    )
-    return [dict(r) for r in rows]
+    return await jobs.llm_calls(conn, TABLE, job_id)
 
 
 async def known_channels(conn: asyncpg.Connection, codes: list[str]) -> set[str]:

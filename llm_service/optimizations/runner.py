@@ -10,8 +10,6 @@ and overwritten); what its earlier attempts spent counts against its ceiling.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -27,7 +25,8 @@ from budgets.money import cents_to_usd
 from llm_service.costs.ledger_repository import MonthlyCapExceeded, cap_status
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.retry import OUTAGE_WAIT_S, retry_through_outage
-from llm_service.leases import keep_lease
+from llm_service.jobs.kinds import Claim, JobTable
+from llm_service.jobs.runtime import LEASE_SECONDS, JobRuntime, Supervised
 from llm_service.llm.gateway import LlmGateway, LlmRequest, NoModelConfigured, ProviderUnavailable
 from llm_service.llm.structured import InvalidModelOutput, complete_structured
 from llm_service.optimizations import rationale, repository
@@ -37,10 +36,6 @@ from llm_service.optimizations.schemas import MAX_COST_USD, RationaleOutput
 _log = logging.getLogger(__name__)
 
 TIMEOUT_S = 60.0
-# The lease the worker claims runs with (investigations.runner.LEASE_SECONDS; not imported, so
-# this module does not load the agent loop).
-LEASE_SECONDS = 10.0
-HEARTBEAT_SECONDS = 1.0
 # The one asyncio.timeout over a job allows this much beyond its limit for settling records.
 TIMEOUT_GRACE_S = 1.0
 # A job whose worker died this many times is ended instead of run again (a poison pill).
@@ -91,17 +86,38 @@ async def run_budget_optimization(
     pool: asyncpg.Pool, gateway: LlmGateway | None, worker: str, claim: ClaimLike
 ) -> str:
     """Take a claimed job to a terminal state; returns that state ("lost"/"missing" otherwise)."""
-    return await OptimizationRunner(pool, gateway, worker).run(claim.run_id, claim.tenant_id)
+    runner = OptimizationRunner(pool, gateway, worker)
+    try:
+        return await runner.run(claim.run_id, claim.tenant_id)
+    finally:
+        await runner.runtime.aclose()
 
 
 class OptimizationRunner:
-    """Runs claimed budget optimisation jobs for one worker process."""
+    """Runs claimed budget optimisation jobs for one worker process (the kind
+    "budget_optimization")."""
 
-    def __init__(self, pool: asyncpg.Pool, gateway: LlmGateway | None, worker: str) -> None:
-        """A runner recording through `pool`; `gateway` None means templated rationales only."""
+    name = "budget_optimization"
+    table: JobTable = repository.TABLE
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        gateway: LlmGateway | None,
+        worker: str,
+        *,
+        runtime: JobRuntime | None = None,
+    ) -> None:
+        """A runner recording through `pool`; `gateway` None means templated rationales only;
+        `runtime` is the worker's (shared lease keeper), else one of its own."""
+        self.runtime = runtime or JobRuntime(pool, worker, lease_s=LEASE_SECONDS)
         self.pool = pool
         self.gateway = gateway
         self.worker = worker
+
+    async def execute(self, claim: Claim) -> str:
+        """The job kind's entry: take a claim to its end (a takeover is simply run again)."""
+        return await self.run(claim.run_id, claim.tenant_id)
 
     @property
     def timeout_s(self) -> float:
@@ -127,43 +143,44 @@ class OptimizationRunner:
                 None,
                 None,
             )
-            await asyncio.shield(self._finish(job_id, tenant_id, ended))
+            await self.runtime.record_end(self._finish(job_id, tenant_id, ended))
             return ended.status
         started = time.monotonic()
         progress = _Progress()
-        work = asyncio.create_task(
-            self._work(row, tenant_id, prior, progress, started + self.timeout_s)
+        supervised = await self.runtime.supervise(
+            job_id,
+            self._work(row, tenant_id, prior, progress, started + self.timeout_s),
+            self.timeout_s + TIMEOUT_GRACE_S,
         )
-        watcher = asyncio.create_task(self._watch(job_id, tenant_id, work))
-        outcome: Outcome
-        try:
-            async with asyncio.timeout(self.timeout_s + TIMEOUT_GRACE_S):
-                outcome = await work
-        except TimeoutError:
-            outcome = _templated(
+        if supervised.ended in ("lost", "cancel"):  # the jobs table has no cancel request
+            return "lost"
+        outcome = self._outcome(supervised, progress, job_id)
+        await self.runtime.record_end(self._finish(job_id, tenant_id, outcome))
+        return outcome.status
+
+    def _outcome(
+        self, supervised: Supervised[Outcome], progress: _Progress, job_id: UUID
+    ) -> Outcome:
+        """The terminal state of the supervised work (the proposal so far when cut short)."""
+        if supervised.ended == "done":
+            assert supervised.result is not None
+            return supervised.result
+        if supervised.ended == "timed_out":
+            return _templated(
                 "timed_out",
                 f"the job reached its {self.timeout_s:g} s limit",
                 progress.recommendations,
             )
-        except asyncio.CancelledError:
-            if watcher.done() and not watcher.cancelled() and watcher.result() == "lost":
-                return "lost"
-            raise
-        except Exception as exc:  # a defect or an outage: end the job, never leave it running
-            _log.exception("budget optimisation failed", extra={"job_id": str(job_id)})
-            outcome = Outcome(
-                "failed",
-                f"the job failed: {type(exc).__name__}",
-                False,
-                progress.recommendations,
-                None,
-            )
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher
-        await asyncio.shield(self._finish(job_id, tenant_id, outcome))
-        return outcome.status
+        # A defect or an outage: end the job, never leave it running.
+        exc = supervised.error
+        _log.error("budget optimisation failed", exc_info=exc, extra={"job_id": str(job_id)})
+        return Outcome(
+            "failed",
+            f"the job failed: {type(exc).__name__}",
+            False,
+            progress.recommendations,
+            None,
+        )
 
     async def _work(
         self,
@@ -244,23 +261,6 @@ class OptimizationRunner:
         if status.available_cents <= 0:
             return "the tenant's monthly LLM cap is spent; the rationale is templated"
         return None
-
-    async def _watch(self, job_id: UUID, tenant_id: UUID, work: asyncio.Task[Outcome]) -> str:
-        """Heartbeat the lease; cancel the work if the lease is lost."""
-
-        async def renew() -> bool | None:
-            async with tenant_transaction(self.pool, tenant_id) as conn:
-                held = await repository.heartbeat(conn, job_id, self.worker, LEASE_SECONDS)
-            return False if held else None
-
-        ended = await keep_lease(
-            renew,
-            lease_s=LEASE_SECONDS,
-            interval_s=HEARTBEAT_SECONDS,
-            context={"job_id": str(job_id)},
-        )
-        work.cancel()
-        return ended
 
     async def _finish(self, job_id: UUID, tenant_id: UUID, outcome: Outcome) -> None:
         """Record the terminal state (the ledger keeps the job's spend: the sum of its calls)."""

@@ -9,10 +9,9 @@ from uuid import UUID
 import asyncpg
 
 from budgets.money import cents_to_usd, usd_to_cents
-from llm_service import idempotency
 from llm_service.db.pool import tenant_transaction
 from llm_service.errors import InvalidRequest, NotFound
-from llm_service.input_rules import check_idempotency_key
+from llm_service.jobs import service as queueing
 from llm_service.optimizations import repository
 from llm_service.optimizations.schemas import (
     MAX_COST_USD,
@@ -32,7 +31,7 @@ async def create(
 ) -> tuple[BudgetOptimizationOut, bool]:
     """Queue a job; a reused Idempotency-Key returns the same job, or 409 when the request
     differs (`llm_service.idempotency`)."""
-    check_idempotency_key(idempotency_key)
+    queueing.check_key(idempotency_key)
     params = body.params()
     max_cost = min(settings.investigation_max_cost_usd, MAX_COST_USD)
     async with tenant_transaction(pool, tenant_id) as conn:
@@ -42,10 +41,19 @@ async def create(
             )
             if unknown:
                 raise InvalidRequest(f"unknown channel code(s) in bounds: {', '.join(unknown)}")
-        row, created = await repository.insert(
-            conn, tenant_id, params, usd_to_cents(max_cost), idempotency_key
+        values = {
+            "tenant_id": tenant_id,
+            "params": params,
+            "max_cost_cents": usd_to_cents(max_cost),
+        }
+        row, created = await queueing.queue(
+            conn,
+            repository.TABLE,
+            values,
+            idempotency_key,
+            returning=repository.COLUMNS,
+            compared=("params",),
         )
-        idempotency.replay(created, row["params"], params)
     return to_out(row), created
 
 

@@ -1,4 +1,5 @@
-"""The worker loop: claim runs (SKIP LOCKED, via a definer function) and run them concurrently."""
+"""The worker loop: claim runs of the registered job kinds (SKIP LOCKED, via a definer function)
+and run them concurrently, their leases kept by one batched heartbeat (`llm_service.leases`)."""
 
 from __future__ import annotations
 
@@ -8,32 +9,22 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
 from uuid import UUID
 
 import asyncpg
 
-from llm_service.db.pool import tenant_transaction
 from llm_service.db.retry import OUTAGE_WAIT_S, log_failure
-from llm_service.investigations import repository as runs
-from llm_service.investigations.runner import LEASE_SECONDS, InvestigationRunner
+from llm_service.jobs import repository
+from llm_service.jobs.kinds import Claim, JobKind, Registry
+from llm_service.jobs.runtime import LEASE_SECONDS, JobRuntime
 from llm_service.llm.gateway import LlmGateway
-from llm_service.optimizations import repository as jobs
+
+__all__ = ["CLAIM_BATCH", "Claim", "Worker", "claim_batch", "claim_next", "worker_name"]
 
 _log = logging.getLogger(__name__)
 # Runs claimed per round trip when slots are free (keeps a large concurrency filled quickly).
 CLAIM_BATCH = 25
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A run this worker now holds the lease of."""
-
-    kind: str
-    run_id: UUID
-    tenant_id: UUID
-    takeover: bool
 
 
 def worker_name() -> str:
@@ -41,14 +32,17 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-# Up to $3 claims in one round trip: each call of the (volatile) claim function sees the rows
-# the previous calls of the same statement already marked running, so none is claimed twice.
-# $4: the runs this worker is executing, which it must not take over from itself.
-_CLAIM_BATCH_SQL = """
-SELECT c.* FROM generate_series(1, $3) AS g
-CROSS JOIN LATERAL fn_claim_next_run($1, $2::double precision + 0 * g, $4::uuid[]) AS c
-WHERE c.run_id IS NOT NULL
-"""
+def default_kinds(
+    pool: asyncpg.Pool, gateway: LlmGateway | None, runtime: JobRuntime
+) -> list[JobKind]:
+    """The service's job kinds: investigations and budget optimisations."""
+    from llm_service.investigations.runner import InvestigationRunner
+    from llm_service.optimizations.runner import OptimizationRunner
+
+    return [
+        InvestigationRunner(pool, gateway, runtime.worker, runtime=runtime),
+        OptimizationRunner(pool, gateway, runtime.worker, runtime=runtime),
+    ]
 
 
 async def claim_batch(
@@ -57,17 +51,19 @@ async def claim_batch(
     lease_s: float = LEASE_SECONDS,
     limit: int = 1,
     running: Collection[UUID] = (),
+    kinds: Collection[str] | None = None,
 ) -> list[Claim]:
-    """Up to `limit` runs for this worker (runs whose worker died or lost them come first)."""
+    """Up to `limit` runs of `kinds` (None: every kind) for this worker (runs whose worker died
+    or lost them come first)."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch(_CLAIM_BATCH_SQL, worker, lease_s, limit, list(running))
+        rows = await repository.claim_batch(conn, worker, lease_s, limit, running, kinds)
     return [Claim(r["kind"], r["run_id"], r["tenant_id"], r["takeover"]) for r in rows]
 
 
 async def claim_next(
     pool: asyncpg.Pool, worker: str, lease_s: float = LEASE_SECONDS
 ) -> Claim | None:
-    """The next run for this worker, if any."""
+    """The next run of any kind for this worker, if any."""
     claims = await claim_batch(pool, worker, lease_s, 1)
     return claims[0] if claims else None
 
@@ -85,15 +81,22 @@ class Worker:
         name: str | None = None,
         lease_s: float = LEASE_SECONDS,
         shutdown_grace_s: float = 10.0,
+        heartbeat_url: str | None = None,
+        kinds: Iterable[JobKind] | None = None,
     ) -> None:
-        """A worker over `pool` (the application role)."""
+        """A worker over `pool` (the application role). `heartbeat_url` (the application
+        role's URL) gives the lease keeper its own connection; `kinds` replaces the default
+        job kinds (they must share this worker's `runtime`)."""
         self.pool = pool
         self.lease_s = lease_s
         self.shutdown_grace_s = shutdown_grace_s
         self.name = name or worker_name()
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s
-        self.investigations = InvestigationRunner(pool, gateway, self.name, lease_s=lease_s)
+        self.runtime = JobRuntime(pool, self.name, lease_s=lease_s, heartbeat_url=heartbeat_url)
+        self.kinds = Registry(
+            default_kinds(pool, gateway, self.runtime) if kinds is None else kinds
+        )
         self._running: dict[asyncio.Task[str], Claim] = {}
         self._stopping = asyncio.Event()
 
@@ -102,28 +105,36 @@ class Worker:
         """Runs this worker is executing now."""
         return len(self._running)
 
+    async def _claim(self, limit: int) -> list[Claim]:
+        running = [claim.run_id for claim in self._running.values()]
+        return await claim_batch(
+            self.pool, self.name, self.lease_s, limit, running, kinds=self.kinds.names
+        )
+
     async def run_until_stopped(self) -> None:
         """Claim and run work until `stop()`; then let runs in flight finish (see `_drain`)."""
-        while not self._stopping.is_set():
-            if self.in_flight >= self.concurrency:
-                await self._until_a_slot_frees_or_stop()
-                continue
-            free = min(self.concurrency - self.in_flight, CLAIM_BATCH)
-            try:
-                running = [claim.run_id for claim in self._running.values()]
-                claims = await claim_batch(self.pool, self.name, self.lease_s, free, running)
-            except Exception as exc:  # the loop must outlive any error (or it stops for good)
-                log_failure(_log, "claim failed", exc, {})
-                claims = []
-            if not claims:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.poll_interval_s)
-                continue
-            for claim in claims:
-                task = asyncio.create_task(self.process(claim))
-                self._running[task] = claim
-                task.add_done_callback(self._running.pop)
-        await self._drain()
+        try:
+            while not self._stopping.is_set():
+                if self.in_flight >= self.concurrency:
+                    await self._until_a_slot_frees_or_stop()
+                    continue
+                free = min(self.concurrency - self.in_flight, CLAIM_BATCH)
+                try:
+                    claims = await self._claim(free)
+                except Exception as exc:  # the loop must outlive any error (or it stops)
+                    log_failure(_log, "claim failed", exc, {})
+                    claims = []
+                if not claims:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), self.poll_interval_s)
+                    continue
+                for claim in claims:
+                    task = asyncio.create_task(self.process(claim))
+                    self._running[task] = claim
+                    task.add_done_callback(self._running.pop)
+            await self._drain()
+        finally:
+            await self.runtime.aclose()
 
     async def _until_a_slot_frees_or_stop(self) -> None:
         stop = asyncio.ensure_future(self._stopping.wait())
@@ -144,7 +155,7 @@ class Worker:
         await asyncio.gather(*late, return_exceptions=True)
         # A cancelled run may still be recording its end (shielded): let that land first, or
         # the hand-back could let another worker end the run over it.
-        finishing = self.investigations.finishing
+        finishing = self.runtime.finishing
         if finishing:
             await asyncio.wait(finishing, timeout=OUTAGE_WAIT_S)
         for claim in claims:
@@ -154,15 +165,18 @@ class Worker:
                 _log.warning("hand back failed", extra={"error": type(exc).__name__})
 
     async def _hand_back(self, claim: Claim) -> None:
-        repository = runs if claim.kind == "investigation" else jobs
-        async with tenant_transaction(self.pool, claim.tenant_id) as conn:
-            await repository.hand_back(conn, claim.run_id, self.name)
-        _log.info("run handed back", extra={"run_id": str(claim.run_id)})
+        kind = self.kinds.get(claim.kind)
+        if kind is not None:
+            await self.runtime.hand_back(kind.table, claim)
+            _log.info("run handed back", extra={"run_id": str(claim.run_id)})
 
     async def run_once(self) -> str | None:
         """Claim one run and take it to its end (tests, the CLI); None when the queue is empty."""
-        claim = await claim_next(self.pool, self.name, self.lease_s)
-        return None if claim is None else await self.process(claim)
+        try:
+            claims = await self._claim(1)
+            return None if not claims else await self.process(claims[0])
+        finally:
+            await self.runtime.aclose()
 
     async def process(self, claim: Claim) -> str:
         """Run one claimed item to a terminal state; "interrupted" if that was not recorded."""
@@ -176,15 +190,13 @@ class Worker:
             return "interrupted"
 
     async def _process(self, claim: Claim) -> str:
-        if claim.kind == "investigation":
-            return await self.investigations.run(
-                claim.run_id, claim.tenant_id, takeover=claim.takeover
-            )
-        from llm_service.optimizations.runner import run_budget_optimization
-
-        return await run_budget_optimization(
-            self.pool, self.investigations.gateway, self.name, claim
-        )
+        kind = self.kinds.get(claim.kind)
+        if kind is None:
+            # Never claimed by this worker (the claim names its kinds): a defect if it happens.
+            # The run is left to a worker that knows its kind (its lease expires).
+            _log.error("claimed a run of an unknown kind", extra={"kind": claim.kind[:100]})
+            return "unknown kind"
+        return await kind.execute(claim)
 
     def stop(self) -> None:
         """Stop claiming; runs in flight get the shutdown grace to finish (see `_drain`)."""

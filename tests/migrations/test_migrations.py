@@ -24,6 +24,7 @@ REVISIONS = [
     "005_pii_scan_incremental",
     "006_trust_privileges",
     "007_priced_as_billed",
+    "008_job_kit",
 ]
 VERSIONS_DIR = migrate.MIGRATIONS_DIR / "versions"
 CANONICAL_SCHEMA = migrate.MIGRATIONS_DIR / "canonical_schema.sql"

@@ -385,6 +385,7 @@ async def test_every_executable_function_of_ours_is_one_the_app_calls(
     }
     assert names <= {
         "fn_purge_expired_explanation_cache", "fn_reconcile_monthly_costs", "fn_claim_next_run",
+        "fn_renew_leases",
         "fn_queue_depth", "fn_finance_monthly_costs", "fn_purge_llm_call_prompts",
         "fn_purge_llm_validation_payloads", "fn_tenant_for_api_key_hash",
         "fn_sweep_expired_llm_reservations",

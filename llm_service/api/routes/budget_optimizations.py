@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 
 from llm_service.api.deps import PoolDep, SettingsDep, TenantDep
+from llm_service.jobs.routes import IdempotencyKey, answer_queued
 from llm_service.optimizations import service
 from llm_service.optimizations.schemas import BudgetOptimizationCreate, BudgetOptimizationOut
 
@@ -21,13 +21,11 @@ async def create_budget_optimization(
     pool: PoolDep,
     settings: SettingsDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> BudgetOptimizationOut:
     """Queue a budget optimisation; answers 202 with its id at once (200 for a repeated key)."""
     job, created = await service.create(pool, settings, tenant_id, body, idempotency_key)
-    response.headers["Location"] = f"/v1/budget-optimizations/{job.id}"
-    if not created:
-        response.status_code = 200
+    answer_queued(response, router.prefix, job.id, created)
     return job
 
 

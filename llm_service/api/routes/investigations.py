@@ -19,6 +19,7 @@ from llm_service.investigations.schemas import (
     InvestigationOut,
     InvestigationPage,
 )
+from llm_service.jobs.routes import IdempotencyKey, answer_queued
 
 router = APIRouter(prefix="/v1/investigations", tags=["investigations"])
 # Event sequence numbers are bigint: a Last-Event-ID beyond that is refused, not sent to the DB.
@@ -32,13 +33,11 @@ async def create_investigation(
     pool: PoolDep,
     settings: SettingsDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> InvestigationOut:
     """Queue an investigation; answers 202 with its id at once."""
     run, created = await service.create(pool, settings, tenant_id, body, idempotency_key)
-    response.headers["Location"] = f"/v1/investigations/{run.id}"
-    if not created:
-        response.status_code = 200
+    answer_queued(response, router.prefix, run.id, created)
     return run
 
 

@@ -444,7 +444,7 @@ async def test_a_run_whose_heartbeats_keep_failing_stops_once_its_lease_is_over(
     data_tenant: CreatedTenant,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import llm_service.investigations.repository as repository_module
+    import llm_service.jobs.repository as repository_module
 
     async def stall(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(30)
@@ -454,7 +454,7 @@ async def test_a_run_whose_heartbeats_keep_failing_stops_once_its_lease_is_over(
         raise asyncpg.TooManyConnectionsError("sorry, too many clients already")
 
     respx.post(OPENAI_URL).mock(side_effect=stall)
-    monkeypatch.setattr(repository_module, "heartbeat", failing_heartbeat)
+    monkeypatch.setattr(repository_module, "renew_leases", failing_heartbeat)
     run_id = await queue_run(app_pool, data_tenant.tenant_id, timeout_ms=20_000)
     runner = InvestigationRunner(
         app_pool, gateway_from_settings(model_settings, app_pool), "test-worker", lease_s=1.0
