@@ -24,6 +24,7 @@ from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.money import cents_to_usd
 from llm_service.costs.ledger_repository import MonthlyCapExceeded, cap_status
 from llm_service.db.pool import tenant_transaction
+from llm_service.db.queries import set_statement_timeout
 from llm_service.db.retry import OUTAGE_WAIT_S, retry_through_outage
 from llm_service.jobs.kinds import Claim, JobTable
 from llm_service.jobs.runtime import LEASE_SECONDS, JobRuntime, Supervised
@@ -40,7 +41,7 @@ TIMEOUT_S = 60.0
 TIMEOUT_GRACE_S = 1.0
 # A job whose worker died this many times is ended instead of run again (a poison pill).
 MAX_ATTEMPTS = 3
-FIGURES_STATEMENT_TIMEOUT = "20s"
+FIGURES_STATEMENT_TIMEOUT_MS = 20_000
 
 
 class ClaimLike(Protocol):
@@ -244,7 +245,7 @@ class OptimizationRunner:
         start = datetime.fromisoformat(period["start"]).replace(tzinfo=UTC)
         end = datetime.fromisoformat(period["end"]).replace(tzinfo=UTC)
         async with tenant_transaction(self.pool, tenant_id, readonly=True) as conn:
-            await conn.execute(f"SET LOCAL statement_timeout = '{FIGURES_STATEMENT_TIMEOUT}'")
+            await set_statement_timeout(conn, FIGURES_STATEMENT_TIMEOUT_MS)
             sums = await repository.channel_sums(conn, params["model_type"], start, end)
             codes = sorted({s.channel for s in sums} | set(params.get("bounds") or {}))
             names = await repository.display_names(conn, codes)
