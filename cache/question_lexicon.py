@@ -67,6 +67,10 @@ PHRASES: dict[tuple[str, ...], tuple[str, ...]] = {
         "what causes": "why @present",
         "what explains": "why @present",
         "what explained": "why @past",
+        "what is the reason for": "why",
+        "what was the reason for": "why @past",
+        "what are the reasons for": "why",
+        "what were the reasons for": "why @past",
         "give me a summary of": "summarise",
         "give me an overview of": "summarise",
         "give me a summary": "summarise",
@@ -106,6 +110,8 @@ PHRASES: dict[tuple[str, ...], tuple[str, ...]] = {
         "in comparison to": "vs",
         "in comparison with": "vs",
         "versus": "vs",
+        "compare with": "compare to",
+        "compares with": "compare to",
         # inclusion
         "net of": "excluding",
         "leaving out": "excluding",
@@ -166,6 +172,14 @@ PHRASES: dict[tuple[str, ...], tuple[str, ...]] = {
         "e mail": "email",
     }.items()
 }
+# "the change in revenue" is "the revenue change": a change noun of one measure word, either way.
+PHRASES.update(
+    {
+        (change, "in", measure): (measure, change)
+        for change in ("change", "drop", "decline", "decrease", "increase", "rise", "fall", "dip")
+        for measure in ("revenue", "spend", "roas", "cpa", "cpc", "ctr", "aov", "traffic")
+    }
+)
 MAX_PHRASE = max(len(k) for k in PHRASES)
 
 # Single words to one canonical word (after contractions; before inflections are stripped).
@@ -293,6 +307,7 @@ SYNONYMS: dict[str, str] = {
     "advert": "ad",
     "advertisement": "ad",
     "advertisements": "ad",
+    "advertising": "ad",
     "1st": "first",
     "2nd": "second",
     "3rd": "third",

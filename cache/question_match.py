@@ -5,8 +5,9 @@ A hit needs one of two proofs:
   punctuation (any language; the only way a question the analyser does not read can hit);
 - `paraphrase`: both are English questions the analyser reads (`cache.question_signature`), every
   structured feature agrees (intent, tense, modality, negation, direction, comparators with their
-  bounds, inclusion, extremes, time words, prefixes, numbers, measures, entities) and the
-  canonical word sequences are equal: the words differ only by the known relations listed.
+  bounds, inclusion, extremes, time words, prefixes, numbers, measures, entities, one thing or
+  several: `cache.question_plurality`) and the canonical word sequences are equal: the words
+  differ only by the known relations listed.
 Embedding similarity only chooses which stored questions to look at (`cache.store`); it never
 decides. Everything else is a miss, with the first feature that disagreed as its reason.
 """
@@ -33,6 +34,7 @@ _COMPARED: tuple[str, ...] = (
     "measures",
     "entities",
     "content",
+    "plurality",
 )
 
 

@@ -27,6 +27,7 @@ from functools import lru_cache
 
 from cache import question_lexicon as lex
 from cache.question_edit import distance_one as _distance_one
+from cache.question_plurality import plurality
 
 _CONTRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), repl)
@@ -131,6 +132,7 @@ class Signature:
     numbers: tuple[str, ...] = ()
     measures: tuple[str, ...] = ()
     entities: tuple[str, ...] = ()
+    plurality: tuple[str, ...] = ()
     grammar: tuple[str, ...] = ()
     relations: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -151,6 +153,7 @@ class Signature:
             "numbers": list(self.numbers),
             "measures": list(self.measures),
             "entities": list(self.entities),
+            "plurality": list(self.plurality),
             "grammar": list(self.grammar),
             "content": list(self.content),
         }
@@ -513,6 +516,7 @@ def analyse(question: str) -> Signature:
     tokens = _cause_of_change(tokens, relations)
     tokens = _what_noun(_rewrite_phrases(tokens, relations))
     intent = _intent(tokens)
+    counted = plurality(tokens, intent)
     tokens = _infinitive_after_cause(tokens)
     tense, tokens = _tense(tokens)
     words: list[str] = []
@@ -552,6 +556,7 @@ def analyse(question: str) -> Signature:
         numbers=tuple(w for w in content if w[:1].isdigit()),
         measures=tuple(w for w in content if w in lex.MEASURES),
         entities=tuple(w for w in content if w in lex.ENTITIES),
+        plurality=counted,
         grammar=grammar,
         relations=frozenset(relations),
     )

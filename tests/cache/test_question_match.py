@@ -16,8 +16,8 @@ PAIRS: list[dict[str, Any]] = [
     for line in (Path(__file__).parent / "data" / "question_pairs.jsonl").read_text().splitlines()
     if line.strip()
 ]
-# Measured at this commit (see bench/RESULTS.md): 138 of 226 paraphrases hit.
-MEASURED_RECALL = 138 / 226
+# Measured at this commit (see bench/RESULTS.md): 132 of 219 paraphrases hit.
+MEASURED_RECALL = 132 / 219
 
 
 def test_the_set_is_big_labelled_and_unique() -> None:
@@ -69,6 +69,17 @@ def test_paraphrase_recall_holds() -> None:
          "language_not_analysed"),
         ("What does nitrogen do?", "What is nitrogen?", "content_differs"),
         ("What is a force?", "What is forced?", "content_differs"),
+        ("Which channel drove the most revenue?", "Which channels drove the most revenue?",
+         "plurality_differs"),
+        ("What is the top campaign by ROAS?", "What are the top campaigns by ROAS?",
+         "plurality_differs"),
+        ("What is the revenue per customer?", "What is the total revenue?", "measures_differs"),
+        ("What was the spend per day on Facebook?", "What was the total spend on Facebook?",
+         "time_words_differs"),
+        ("Which campaign launched first?", "Which campaign launched last?",
+         "time_words_differs"),
+        ("What was revenue in the first week of the campaign?",
+         "What was revenue in the last week of the campaign?", "time_words_differs"),
     ],
 )  # fmt: skip
 def test_near_misses_miss_with_the_feature_that_differs(
@@ -92,11 +103,17 @@ def test_near_misses_miss_with_the_feature_that_differs(
          "synonym"),
         ("Which campaigns spent over $10,000?", "Which campaigns spent over 10k dollars?",
          "synonym"),
-        ("Which campaign performed best?", "Which campaigns performed best?", "inflection"),
+        ("Why did sessions drop?", "Why did session drop?", "inflection"),
         ("Why did revenue drop?", "Can you tell me why revenue dropped?", "lead_in"),
         ("Why did revenue drop?", "Why did revnue drop?", "typo"),
         ("What is the ROAS of email?", "What's the ROAS of email?", "contraction"),
         ("Why did revenue drop?", "What caused the decline in revenue?", "word_order"),
+        ("Break down the revenue change by channel",
+         "Break down the change in revenue by channel", "synonym"),
+        ("What caused the drop?", "What was the reason for the drop?", "synonym"),
+        ("How much did we spend on ads?", "How much did we spend on advertising?", "synonym"),
+        ("How does Facebook compare to Google?", "How does Facebook compare with Google?",
+         "synonym"),
     ],
 )  # fmt: skip
 def test_paraphrases_hit_with_the_relation_that_reconciles_them(
@@ -140,4 +157,5 @@ def test_analysis_is_deterministic_and_pure() -> None:
     assert first == again and first.relations == again.relations
     assert first.numbers == ("25", "1500") and first.negation == ("not",)
     assert first.comparators == ("above 1500 usd",) and first.entities == ("campaign", "facebook")
+    assert first.plurality == ("many",)
     assert exact_text("  Why  did it DROP?! ") == "why did it drop"

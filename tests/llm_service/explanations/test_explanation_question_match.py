@@ -54,11 +54,12 @@ NEAR_MISSES: list[tuple[str, str, str]] = [
      "Welcher Kanal hat am wenigsten zum Rückgang beigetragen?"),
     ("spanish_paraphrase", "¿Por qué bajaron las ventas?", "¿Por qué cayeron las ventas?"),
     ("translation", "¿Por qué bajaron las ventas?", "Why did sales drop?"),
+    ("plurality", "Which campaign performed best?", "Which campaigns performed best?"),
 ]  # fmt: skip
 PARAPHRASES: list[tuple[str, str, str]] = [
     ("synonym", "Why were conversions lower than usual?", "Why were conversions below normal?"),
     ("synonym", "What is the main cause of the drop?", "What is the primary cause of the drop?"),
-    ("inflection", "Which campaign performed best?", "Which campaigns performed best?"),
+    ("inflection", "Why did sessions drop?", "Why did session drop?"),
     ("stop_word", "Break down the revenue change by channel",
      "Break down the revenue change by channel please"),
     ("number_words", "What are 3 habits of top campaigns?",
