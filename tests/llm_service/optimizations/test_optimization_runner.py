@@ -29,6 +29,8 @@ from llm_service.llm.pricing import build_price_book
 from llm_service.optimizations.runner import run_budget_optimization
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from llm_service.workers.worker import Claim as WorkerClaim
+from llm_service.workers.worker import Worker
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 URL = "/v1/budget-optimizations"
@@ -374,9 +376,6 @@ async def test_the_worker_dispatches_budget_jobs_to_the_runner(
     owner_pool: asyncpg.Pool,
     app_pool: asyncpg.Pool,
 ) -> None:
-    # Skipped only while the investigation runner's own imports are incomplete.
-    worker_module = pytest.importorskip("llm_service.workers.worker")
-    WorkerClaim, Worker = worker_module.Claim, worker_module.Worker
     job_id = await queue_job(client, tenant)
     await claim_job(owner_pool, tenant.tenant_id, job_id)
     worker = Worker(app_pool, None, name=WORKER)
