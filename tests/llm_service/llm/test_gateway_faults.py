@@ -36,6 +36,7 @@ from llm_service.llm.pricing import build_price_book
 from llm_service.llm.structured import InvalidModelOutput, complete_structured
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers import stall
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
@@ -111,30 +112,9 @@ def sent_body(route: respx.Route, index: int = -1) -> dict[str, Any]:
     return body
 
 
-class Stalled:
-    """A respx side effect: a provider that answers only after `seconds`, unless cut off first.
-
-    respx counts a call only once its side effect returns, so this one records when each
-    request arrived (and sets `arrived`), and how many were cut off or answered.
-    """
-
-    def __init__(self, seconds: float = 30.0) -> None:
-        self.seconds = seconds
-        self.arrivals: list[float] = []
-        self.arrived = asyncio.Event()
-        self.cut_off = 0
-        self.answered = 0
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.arrivals.append(time.monotonic())
-        self.arrived.set()
-        try:
-            await asyncio.sleep(self.seconds)  # the slow provider is the behaviour under test
-        except asyncio.CancelledError:
-            self.cut_off += 1
-            raise
-        self.answered += 1
-        return httpx.Response(200, json=openai_completion())
+def stalled(seconds: float = 30.0) -> stall.Stalled:
+    """A provider that answers a completion only after `seconds` (see tests.helpers.stall)."""
+    return stall.Stalled(seconds, lambda: httpx.Response(200, json=openai_completion()))
 
 
 def spy_on_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
@@ -542,7 +522,7 @@ async def test_timeout_is_counted_at_its_worst_case(
     gateway = make_gateway(llm_request_timeout_s=0.3, llm_max_attempts=attempts)
     # Answers at 2 s: one loop timer after the 0.3 s request timeout (timers fire in order, so
     # this is no race): an answered request means the timeout did not cut it off.
-    provider = Stalled(2.0)
+    provider = stalled(2.0)
     respx.post(OPENAI_URL).mock(side_effect=provider)
     ceiling = RunCeiling(Decimal("0.05"))
 
@@ -573,7 +553,7 @@ async def test_no_attempt_runs_past_the_deadline(
     gateway = make_gateway(llm_request_timeout_s=request_timeout, llm_max_attempts=3)
     # Answers at 2 s: after the 0.5 s deadline, before a 5 s request timeout (loop timers fire
     # in order): an answered request means an attempt ran past the deadline.
-    provider = Stalled(2.0)
+    provider = stalled(2.0)
     respx.post(OPENAI_URL).mock(side_effect=provider)
     deadline = time.monotonic() + 0.5
 
@@ -747,7 +727,7 @@ async def test_cancelled_call_is_settled_at_worst_case(
     make_gateway: Callable[..., LlmGateway], tenant: CreatedTenant, app_pool: asyncpg.Pool
 ) -> None:
     gateway = make_gateway()
-    provider = Stalled(30.0)
+    provider = stalled(30.0)
     respx.post(OPENAI_URL).mock(side_effect=provider)
     ceiling = RunCeiling(Decimal("0.05"))
     task = asyncio.create_task(gateway.complete(request_for(tenant), ceiling=ceiling))
