@@ -10,6 +10,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+from uuid import UUID
+
+import asyncpg
+
+from llm_service.db.pool import tenant_transaction
 
 T = TypeVar("T")
 
@@ -44,3 +49,18 @@ def wait_until_sync(condition: Callable[[], T], what: str, *, timeout: float = S
         if time.monotonic() > deadline:
             raise AssertionError(f"never happened within {timeout:.0f} s: {what}")
         time.sleep(_POLL_S)  # a polling interval, not a synchronisation delay
+
+
+async def wait_for_lease_end(pool: asyncpg.Pool, tenant_id: UUID, call_id: UUID) -> None:
+    """Until a ledger row's reservation lease is over on the database's clock (what sweeps read)."""
+
+    async def over() -> bool:
+        async with tenant_transaction(pool, tenant_id) as conn:
+            ended = await conn.fetchval(
+                "SELECT reservation_expires_at <= clock_timestamp() FROM llm_api_calls "
+                "WHERE id = $1",
+                call_id,
+            )
+        return bool(ended)
+
+    await wait_until(over, f"the reservation of call {call_id} expired")

@@ -22,7 +22,7 @@ from llm_service.db.urls import DatabaseUrls
 from llm_service.settings import get_settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
 from tests.helpers.cost_workload import MODELS, MONTH, random_workload, run_call
-from tests.helpers.waiting import wait_until
+from tests.helpers.waiting import wait_for_lease_end
 
 RunCli = Callable[..., Awaitable[int]]
 TAMPER_TOTAL = "UPDATE llm_monthly_costs SET total_cost_cents = total_cost_cents {} 0.0000000001 "
@@ -112,16 +112,7 @@ async def test_reconcile_counts_expired_reservations(
             lease_seconds=0.01,
         )
 
-    async def lease_over() -> bool:  # on the database's clock, which the sweep reads
-        async with tenant_transaction(app_pool, tid) as conn:
-            over = await conn.fetchval(
-                "SELECT reservation_expires_at <= clock_timestamp() FROM llm_api_calls "
-                "WHERE id = $1",
-                crashed.call_id,
-            )
-        return bool(over)
-
-    await wait_until(lease_over, "the crashed call's 10 ms reservation expired")
+    await wait_for_lease_end(app_pool, tid, crashed.call_id)
     report = await _reconcile(app_pool)
     assert report.swept >= 1
     row = _rows_of(report, tid)[tid]
