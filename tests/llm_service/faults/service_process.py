@@ -234,7 +234,7 @@ async def wait_for(predicate: Any, *, timeout: float, what: str, every: float = 
     while time.monotonic() < deadline:
         if await predicate():
             return
-        await asyncio.sleep(every)
+        await asyncio.sleep(every)  # a polling interval
     raise AssertionError(f"timed out waiting for {what}")
 
 
