@@ -181,7 +181,7 @@ def serve_app(
     deadline = time.monotonic() + 60
     while not server.started:  # uvicorn offers no event for this
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
+        time.sleep(0.05)  # a polling interval
     try:
         yield LiveServer(f"http://127.0.0.1:{port}", server, thread)
     finally:

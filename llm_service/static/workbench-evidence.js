@@ -1,6 +1,6 @@
 // The workbench's evidence views: a cited tool call as a small table and, for a comparison
-// (current against previous) or a series (rows by day), an inline SVG bar chart; and the text
-// helpers both files use. Everything is built as elements with text nodes, never from HTML.
+// (current against previous) or a series (rows by day), an inline SVG bar chart; the history
+// list, kept in place across reloads; and the text helpers both files use. Everything is built as elements with text nodes, never from HTML.
 // Money stays the API's exact decimal string (or integer cents); floats only size the bars.
 "use strict";
 
@@ -266,7 +266,52 @@
     return box;
   }
 
+  // ---- the history list ----------------------------------------------------------------------
+
+  // Updated in place: an item already shown keeps its element (only changed text is rewritten),
+  // so a click that straddles a reload still lands (replacing the buttons between the press and
+  // the release lost it).
+  function renderHistory(list, runs, more, statusText) {
+    if (!more) {
+      const keep = new Set(runs.map((run) => run.id));
+      for (const item of [...list.children]) {
+        if (!item.dataset.runId || !keep.has(item.dataset.runId)) item.remove();
+      }
+    }
+    const shown = new Map();
+    for (const item of list.querySelectorAll("li[data-run-id]")) shown.set(item.dataset.runId, item);
+    let position = more ? list.childElementCount : 0;
+    for (const run of runs) {
+      let item = shown.get(run.id);
+      if (item) fillHistoryItem(item, run, statusText);
+      else item = historyItem(run, statusText);
+      if (list.children[position] !== item) list.insertBefore(item, list.children[position] || null);
+      position += 1;
+    }
+    if (!list.childElementCount) list.append(el("li", { class: "muted" }, "No runs yet."));
+  }
+
+  function historyItem(run, statusText) {
+    const item = el("li", { "data-testid": "history-item", "data-run-id": run.id });
+    const button = el("button", { type: "button" });
+    button.append(el("span", { class: "q" }), el("span", { class: "meta" }));
+    item.append(button);
+    fillHistoryItem(item, run, statusText);
+    return item;
+  }
+
+  function fillHistoryItem(item, run, statusText) {
+    if (item.dataset.status !== run.status) item.dataset.status = run.status;
+    const when = new Date(run.created_at);
+    const meta = (statusText[run.status] || run.status) + " · " + usd(run.cost_usd) + " of " +
+      usd(run.max_cost_usd) + " · " + (run.elapsed_s === null ? "—" : seconds(run.elapsed_s)) +
+      " · " + (Number.isNaN(when.getTime()) ? run.created_at : when.toLocaleString());
+    const [question, details] = item.querySelectorAll("button > span");
+    if (question.textContent !== run.question) question.textContent = run.question;
+    if (details.textContent !== meta) details.textContent = meta;
+  }
+
   window.WorkbenchEvidence = Object.freeze({
-    el, svg, usd, seconds, plainValue, argumentsText, toolCard,
+    el, svg, usd, seconds, plainValue, argumentsText, toolCard, renderHistory,
   });
 })();

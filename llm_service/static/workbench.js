@@ -12,11 +12,12 @@
     budget_exhausted: "budget exhausted", timed_out: "timed out", failed: "failed",
     cancelled: "cancelled",
   };
-  const { el, usd, seconds, plainValue, argumentsText, toolCard } = window.WorkbenchEvidence;
+  const { el, usd, seconds, plainValue, argumentsText, toolCard, renderHistory } =
+    window.WorkbenchEvidence;
   const $ = (id) => document.getElementById(id);
   const state = {
     key: null, limits: null, run: null, stream: null, draftKey: null, submitting: false,
-    historyNext: null, historyToken: 0, ticker: null,
+    historyNext: null, historyToken: 0, historyLoads: 0, historyRuns: new Map(), ticker: null,
   };
 
   function setStatus(text, kind) {
@@ -517,6 +518,7 @@
     const filter = $("history-filter").value;
     if (filter) params.set("status", filter);
     if (more && state.historyNext) params.set("before", state.historyNext);
+    historyLoading(+1);
     let page;
     try {
       page = await api("v1/investigations?" + params.toString());
@@ -524,34 +526,31 @@
       if (error.status === 401) askForKey(error.message);
       else setStatus("Could not load the history: " + error.message, "error");
       return;
+    } finally {
+      historyLoading(-1);
     }
     if (token !== state.historyToken) return; // a newer load (another filter) won
-    const list = $("history-list");
-    if (!more) list.replaceChildren();
-    for (const run of page.items) list.append(historyItem(run));
-    if (!list.childElementCount) list.append(el("li", { class: "muted" }, "No runs yet."));
+    for (const run of page.items) state.historyRuns.set(run.id, run);
+    renderHistory($("history-list"), page.items, more, STATUS_TEXT);
     state.historyNext = page.next_before;
     $("history-more").hidden = !page.next_before;
     markCurrent();
     document.body.dataset.history = filter || "all";
   }
 
-  function historyItem(run) {
-    const item = el("li", { "data-testid": "history-item", "data-run-id": run.id,
-                            "data-status": run.status });
-    const button = el("button", { type: "button" });
-    button.append(el("span", { class: "q" }, run.question));
-    const when = new Date(run.created_at);
-    button.append(el("span", { class: "meta" },
-      (STATUS_TEXT[run.status] || run.status) + " · " + usd(run.cost_usd) + " of " +
-      usd(run.max_cost_usd) + " · " + (run.elapsed_s === null ? "—" : seconds(run.elapsed_s)) +
-      " · " + (Number.isNaN(when.getTime()) ? run.created_at : when.toLocaleString())));
-    button.addEventListener("click", () => {
-      openRun(run.id, run);
-      $("run").focus();
-    });
-    item.append(button);
-    return item;
+  function historyLoading(delta) { // body[data-history-idle]: no load in flight (tests wait on it)
+    state.historyLoads += delta;
+    document.body.dataset.historyIdle = String(state.historyLoads === 0);
+  }
+
+  // One listener on the list (the items come and go): opens the run whose button was clicked.
+  function onHistoryClick(event) {
+    const button = event.target.closest("button");
+    const item = button && button.closest("li[data-run-id]");
+    if (!item || !event.currentTarget.contains(item)) return;
+    const run = state.historyRuns.get(item.dataset.runId);
+    openRun(item.dataset.runId, run || null);
+    $("run").focus();
   }
 
   function historyStatus(id) {
@@ -591,6 +590,7 @@
     $("cancel").addEventListener("click", cancelRun);
     $("history-filter").addEventListener("change", () => loadHistory(false));
     $("history-more").addEventListener("click", () => loadHistory(true));
+    $("history-list").addEventListener("click", onHistoryClick);
     showLimits();
     signIn();
   }

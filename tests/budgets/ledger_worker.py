@@ -42,7 +42,7 @@ async def _load(url: str, tenant_id: UUID, tasks: int, worst_usd: Decimal, start
         except MonthlyCapExceeded:
             outcomes.append(None)
             return
-        await asyncio.sleep(random.uniform(0.005, 0.05))
+        await asyncio.sleep(random.uniform(0.005, 0.05))  # the call: settles interleave with others
         cost = worst_usd * Decimal(random.randint(0, 1000)) / 1000
         async with tenant_transaction(pool, tenant_id) as conn:
             await settle_call(
@@ -56,6 +56,7 @@ async def _load(url: str, tenant_id: UUID, tasks: int, worst_usd: Decimal, start
         outcomes.append(usd_to_cents(cost))
 
     try:
+        # Both processes burst together, for contention; the cap holds however they interleave.
         await asyncio.sleep(max(0.0, start_at - time.time()))
         await asyncio.gather(*(one(i) for i in range(tasks)))
     finally:

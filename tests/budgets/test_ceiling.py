@@ -266,20 +266,22 @@ def test_settled_spend_never_exceeds_ceiling(
     steps: list[Call], limit: Decimal, wrapup_share: int, wrapup: Call
 ) -> None:
     ceiling = RunCeiling(limit, wrapup_reserve=limit * wrapup_share / 100)
-    made = 0
-    stopped = False
     for call in steps:
+        floor_tokens = min(64, call.wanted_max_tokens)  # reserve()'s default min_output_tokens
         try:
-            run(ceiling, call)
+            res = run(ceiling, call)
         except CeilingReached as exc:
+            # Refused only when even the smallest call it could shrink to does not fit.
+            available = ceiling.available(for_wrapup=call.for_wrapup)
+            smallest = ceiling.worst_case(call.price, call.input_estimate, floor_tokens)
             assert exc.reason.startswith("next call to ")
-            assert exc.needed_usd > exc.available_usd
-            stopped = True
+            assert exc.available_usd == available
+            assert exc.needed_usd == smallest
+            assert smallest > available
             event("stopped by the ceiling")
             break
-        made += 1
+        assert res.max_tokens >= floor_tokens  # a call that fits is never shrunk below the floor
         assert ceiling.spent <= ceiling.limit
-    assert stopped or made == len(steps)
     # The final wrap-up answer may use the reserve.
     try:
         run(ceiling, Call(**{**wrapup.__dict__, "for_wrapup": True}))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 from uuid import UUID
 
@@ -19,6 +18,7 @@ from llm_service.costs.ledger_repository import (
 )
 from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.waiting import wait_for_lease_end
 
 
 async def _set_cap(owner_pool: asyncpg.Pool, tenant_id: UUID, cents: str) -> None:
@@ -141,7 +141,7 @@ async def test_sweep_settles_expired_reservation_as_abandoned(
 ) -> None:
     tid = tenant.tenant_id
     reservation = await _reserve(app_pool, tid, "0.003123456789", lease_seconds=0.01)
-    await asyncio.sleep(0.1)
+    await wait_for_lease_end(app_pool, tid, reservation.call_id)
     async with app_pool.acquire() as conn, conn.transaction():
         assert await sweep_expired_reservations(conn) >= 1
     row = await _call_row(app_pool, tid, reservation.call_id)
@@ -165,7 +165,7 @@ async def test_next_reservation_sweeps_expired_one(
     tid = tenant.tenant_id
     await _set_cap(owner_pool, tid, "1.0")
     expired = await _reserve(app_pool, tid, "0.006", lease_seconds=0.01)
-    await asyncio.sleep(0.1)
+    await wait_for_lease_end(app_pool, tid, expired.call_id)
     await _reserve(app_pool, tid, "0.004")  # fits beside the abandoned 0.6 cents
     row = await _call_row(app_pool, tid, expired.call_id)
     assert (row["status"], row["cost_cents"], row["cost_is_estimate"]) == (

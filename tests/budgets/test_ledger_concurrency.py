@@ -27,6 +27,7 @@ from llm_service.costs.ledger_repository import (
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.urls import DatabaseUrls
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.waiting import wait_for_lease_end
 
 WORKER = Path(__file__).with_name("ledger_worker.py")
 CAP_CENTS = Decimal("1.0")
@@ -135,9 +136,7 @@ async def test_crashed_process_reservation_counts_until_swept(
         assert await conn.fetchval("SELECT now() < $1", expires_at), "lease ended before checks"
 
     # After the lease, the next reservation sweeps it: abandoned, charged at its worst case.
-    async with tenant_transaction(app_pool, tid) as conn:
-        wait = await conn.fetchval("SELECT extract(epoch FROM $1 - clock_timestamp())", expires_at)
-    await asyncio.sleep(float(wait) + 0.2)
+    await wait_for_lease_end(app_pool, tid, call_id)
     fits = await _reserve(app_pool, tid, "0.004")  # 0.6 + 0.4 <= 1.0
     async with tenant_transaction(app_pool, tid) as conn:
         row = await conn.fetchrow(

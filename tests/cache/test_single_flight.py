@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -29,33 +28,60 @@ from cache.single_flight import (
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.urls import DatabaseUrls
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ScopeFactory = Callable[..., CacheScope]
 
 
 class Recorder:
-    """An in-memory cache with a counted, slow compute."""
+    """An in-memory cache with a counted compute that says when it starts.
 
-    def __init__(self, *, delay: float = 0.3, fail_first: bool = False, hang: bool = False):
+    `delay` is a slow model call (the behaviour under test: others arrive while it runs; the
+    assertions hold whichever way they interleave); `gate`, when given, holds the compute until
+    the test sets it; `hang` never finishes.
+    """
+
+    def __init__(
+        self,
+        *,
+        delay: float = 0.3,
+        fail_first: bool = False,
+        hang: bool = False,
+        gate: asyncio.Event | None = None,
+    ):
         self.value: str | None = None
         self.computes = 0
         self.delay = delay
         self.fail_first = fail_first
         self.hang = hang
+        self.gate = gate
+        self.started = asyncio.Event()
 
     async def lookup(self) -> str | None:
         return self.value
 
     async def compute(self) -> str:
         self.computes += 1
+        self.started.set()
         if self.hang:
-            await asyncio.sleep(3600)
-        await asyncio.sleep(self.delay)
+            await asyncio.Event().wait()  # until cancelled
+        if self.gate is not None:
+            await self.gate.wait()
+        else:
+            await asyncio.sleep(self.delay)  # the slow model call (see the class docstring)
         if self.fail_first and self.computes == 1:
             raise RuntimeError("provider down")
         self.value = f"answer-{self.computes}"
         return self.value
+
+
+async def _advisory_lock_waiters(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        )
+    return count
 
 
 async def _advisory_locks(pool: asyncpg.Pool) -> int:
@@ -104,9 +130,16 @@ async def test_different_keys_and_tenants_do_not_wait_for_each_other(
     app_pool: asyncpg.Pool, tenant: CreatedTenant, other_tenant: CreatedTenant
 ) -> None:
     flight = SingleFlight()
-    recorders = [Recorder(delay=1.0) for _ in range(3)]
-    started = time.monotonic()
+    everyone_started = asyncio.Event()
+    recorders = [Recorder(gate=everyone_started) for _ in range(3)]
+
+    async def all_three_computing() -> None:
+        # Each compute is held until all three run at once: one after another, this never happens.
+        await asyncio.wait_for(asyncio.gather(*(r.started.wait() for r in recorders)), 30)
+        everyone_started.set()
+
     await asyncio.gather(
+        all_three_computing(),
         flight.get_or_compute(
             app_pool,
             tenant.tenant_id,
@@ -133,7 +166,6 @@ async def test_different_keys_and_tenants_do_not_wait_for_each_other(
         ),
     )
     assert [r.computes for r in recorders] == [1, 1, 1]
-    assert time.monotonic() - started < 2.5  # in parallel (one after another: 3 s)
     assert advisory_lock_key(tenant.tenant_id, "a") != advisory_lock_key(
         other_tenant.tenant_id, "a"
     )
@@ -167,7 +199,8 @@ async def test_paraphrases_coalesce_and_a_different_question_computes_its_own(
 
         async def compute() -> uuid.UUID:
             computed_for.append(question)
-            await asyncio.sleep(0.3)  # the model call
+            # The slow model call: the others arrive while it runs (the counts hold either way).
+            await asyncio.sleep(0.3)
             async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
                 return await store.store(
                     conn,
@@ -236,19 +269,25 @@ async def test_a_failed_leader_in_another_process_lets_a_waiter_compute(
     app_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     # Two registries stand for two processes: only the advisory lock connects them.
-    recorder = Recorder(delay=0.4, fail_first=True)
+    fail = asyncio.Event()
+    recorder = Recorder(fail_first=True, gate=fail)
     first, second = SingleFlight(), SingleFlight()
     leader = asyncio.create_task(
         first.get_or_compute(
-            app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=5
+            app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=30
         )
     )
-    await asyncio.sleep(0.1)
-    value, computed = await second.get_or_compute(
-        app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=5
+    await recorder.started.wait()  # the leader holds the lock and computes
+    waiter = asyncio.create_task(
+        second.get_or_compute(
+            app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=30
+        )
     )
+    await wait_until(lambda: _advisory_lock_waiters(app_pool), "the second one waits for the lock")
+    fail.set()
     with pytest.raises(RuntimeError):
         await leader
+    value, computed = await waiter
     assert (value, computed, recorder.computes) == ("answer-2", True, 2)
 
 
@@ -260,13 +299,13 @@ async def test_waiting_in_process_is_bounded(app_pool: asyncpg.Pool, tenant: Cre
             app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=60
         )
     )
-    await asyncio.sleep(0.1)
-    started = time.monotonic()
+    await recorder.started.wait()
     with pytest.raises(SingleFlightTimeout, match=r"waited 0\.5s"):
         await flight.get_or_compute(
             app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=0.5
         )
-    assert 0.4 < time.monotonic() - started < 1.5
+    # The waiter gave up on its own bound while the leader still computes.
+    assert not leader.done() and recorder.computes == 1
     leader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await leader
@@ -284,15 +323,14 @@ async def test_waiting_across_processes_is_bounded_and_a_cancelled_leader_frees_
             app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=60
         )
     )
-    await asyncio.sleep(0.2)
+    await recorder.started.wait()  # computing, so holding the lock
     assert await _advisory_locks(app_pool) == locks_before + 1
-    started = time.monotonic()
     with pytest.raises(SingleFlightTimeout, match="another process"):
         await second.get_or_compute(
             app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=0.5
         )
-    assert 0.4 < time.monotonic() - started < 2.0
-    assert recorder.computes == 1
+    # The waiter gave up on its own bound while the leader still computes.
+    assert not leader.done() and recorder.computes == 1
 
     leader.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -322,7 +360,7 @@ WORKER = textwrap.dedent(
     from cache.single_flight import get_or_compute
     from llm_service.db.pool import create_pool, tenant_transaction
 
-    URL, TENANT, START_AT, FINGERPRINT = sys.argv[1:5]
+    URL, TENANT, FINGERPRINT = sys.argv[1:4]
     TENANT_ID = uuid.UUID(TENANT)
     SCOPE = CacheScope(
         tenant_id=TENANT_ID, subject="channel_performance",
@@ -341,7 +379,9 @@ WORKER = textwrap.dedent(
             return str(hit.entry_id) if hit else None
 
         async def compute():
-            await asyncio.sleep(1.5)  # the model call
+            # The slow model call: the other process arrives while it runs (the counts hold
+            # either way).
+            await asyncio.sleep(1.5)
             async with tenant_transaction(pool, TENANT_ID) as conn:
                 entry = await store.store(
                     conn, SCOPE, question=None, question_embedding=None,
@@ -350,7 +390,8 @@ WORKER = textwrap.dedent(
                     cost_cents=1, ttl_seconds=600)
             return str(entry)
 
-        await asyncio.sleep(max(0.0, float(START_AT) - time.time()))
+        print("ready", flush=True)  # both processes are up: the test says go to both at once
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         results = await asyncio.gather(*(
             get_or_compute(pool, TENANT_ID, SCOPE.flight_key(FINGERPRINT), lookup, compute,
                            wait_timeout_s=30)
@@ -367,7 +408,6 @@ async def test_across_processes_one_call_in_total(
     app_pool: asyncpg.Pool, database_urls: DatabaseUrls, tenant: CreatedTenant
 ) -> None:
     fingerprint = f"fp-{uuid.uuid4().hex}"
-    start_at = time.time() + 4.0  # both processes are up and ready by then
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     processes = [
         await asyncio.create_subprocess_exec(
@@ -376,16 +416,23 @@ async def test_across_processes_one_call_in_total(
             WORKER,
             database_urls.app,
             str(tenant.tenant_id),
-            str(start_at),
             fingerprint,
             cwd=REPO_ROOT,
             env=env,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         for _ in range(2)
     ]
+    for process in processes:
+        assert process.stdout is not None
+        ready = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+        assert ready == b"ready\n", ready
     outputs = []
+    for process in processes:  # go, to both at once
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")
     for process in processes:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
         assert process.returncode == 0, stderr.decode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from cache.scope import CacheScope, normalise_question
 from cache.store import CacheHit
 from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from tests.helpers.waiting import wait_until
 
 FP = "fingerprint-1"
 EXPLANATION: dict[str, Any] = {
@@ -204,9 +204,17 @@ async def test_short_ttl_expires_on_its_own(
     app_pool: asyncpg.Pool, tenant: CreatedTenant, make_scope: ScopeFactory
 ) -> None:
     scope = make_scope(tenant.tenant_id)
-    await put(app_pool, scope, None, None, ttl=2.0)
+    entry = await put(app_pool, scope, None, None, ttl=2.0)
     assert await get(app_pool, scope, None, None) is not None
-    await asyncio.sleep(2.2)
+
+    async def past_expiry() -> bool:  # the database's clock, in a fresh transaction each time
+        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+            expired = await conn.fetchval(
+                "SELECT clock_timestamp() > expires_at FROM explanation_cache WHERE id = $1", entry
+            )
+        return bool(expired)
+
+    await wait_until(past_expiry, "the 2 s entry's expiry passed on the database clock")
     assert await get(app_pool, scope, None, None) is None
 
 
@@ -489,7 +497,13 @@ async def test_hit_counter_background_flush_and_shutdown(
     counter = HitCounter()
     counter.start(app_pool, interval_s=0.1)
     counter.record(tenant.tenant_id, entry)
-    await asyncio.sleep(0.4)
+
+    async def flushed() -> bool:  # no aclose, no flush call: only the background task writes
+        return (
+            counter.pending == 0 and (await _hit_counts(app_pool, tenant.tenant_id))[entry][0] == 1
+        )
+
+    await wait_until(flushed, "the background flush wrote the hit")
     assert (await _hit_counts(app_pool, tenant.tenant_id))[entry][0] == 1
     counter.record(tenant.tenant_id, entry)
     counter.record(tenant.tenant_id, entry)

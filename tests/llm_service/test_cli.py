@@ -91,7 +91,7 @@ def test_serve_on_the_embedded_database_stops_it_cleanly_on_sigterm(tmp_path: Pa
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, "serve never answered /healthz"
-            time.sleep(0.2)
+            time.sleep(0.2)  # polling /healthz until the deadline
         postmaster = tmp_path / "pgdata" / "postmaster.pid"
         assert postmaster.exists()
         serve.send_signal(signal.SIGTERM)

@@ -638,7 +638,7 @@ async def test_app_session_with_no_tenant_cannot_block_another_tenants_reservati
                 )
                 if waiting:
                     break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # polling pg_locks, bounded above
     finally:
         await app_conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
         await task
@@ -993,7 +993,7 @@ async def test_one_locked_row_cannot_hold_every_tenants_sweep_hostage(
                 )
                 if waiting:
                     break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # polling pg_locks, bounded above
     finally:
         await app_conn.execute("ROLLBACK")
         await task

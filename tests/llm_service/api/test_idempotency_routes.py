@@ -206,7 +206,7 @@ async def _wait_until_blocked(pool: asyncpg.Pool, table: str) -> None:
             "AND query LIKE $1",
             f"%INSERT INTO {table}%",
         ):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # polling pg_stat_activity
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ class FakeModel:
         self.calls += 1
         self.prompts.append(json.loads(request.content)["messages"])
         if self.delay:
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(self.delay)  # a slow provider is the behaviour under test
         if self.status != 200:
             return httpx.Response(
                 self.status,

@@ -29,6 +29,7 @@ from llm_service.db.pool import tenant_transaction
 from llm_service.explanations.prompt import PROMPT_VERSION
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("openai_key")
 
@@ -191,7 +192,7 @@ async def test_an_expired_entry_is_not_served(
         ):
             short = _body(period=week(8))
             await client.post("/v1/explanations", json=short, headers=auth(demo_tenant))
-            await _sleep(0.1)
+            await _short_lived_entries_expired(app_pool, demo_tenant)
             late = await client.post("/v1/explanations", json=short, headers=auth(demo_tenant))
     assert first.json()["cache"] == "miss" and after.json()["cache"] == "miss"
     assert late.json()["cache"] == "miss"
@@ -287,7 +288,15 @@ async def test_every_subject_is_explained_from_its_query(
     assert citation["figures"]
 
 
-async def _sleep(seconds: float) -> None:
-    import asyncio
+async def _short_lived_entries_expired(pool: asyncpg.Pool, tenant: CreatedTenant) -> None:
+    """Until no entry due to expire within the minute is still live, on the database's clock."""
 
-    await asyncio.sleep(seconds)
+    async def expired() -> bool:
+        async with tenant_transaction(pool, tenant.tenant_id) as conn:
+            live = await conn.fetchval(
+                "SELECT count(*) FROM explanation_cache WHERE expires_at > clock_timestamp() "
+                "AND expires_at < clock_timestamp() + interval '1 minute'"
+            )
+        return bool(live == 0)
+
+    await wait_until(expired, "the 0.05 s cache entry expired")

@@ -94,7 +94,7 @@ class ScriptedProvider:
                 with provider._lock:
                     provider.requests += 1
                     provider.by_kind["tools" if body.get("tools") else "plain"] += 1
-                time.sleep(provider.latency_s)
+                time.sleep(provider.latency_s)  # the provider's latency is the behaviour
                 message, finish = _scripted_reply(body)
                 prompt = len(json.dumps(body)) // 4
                 completion = min(80, int(body.get("max_tokens") or 80))
@@ -234,7 +234,7 @@ async def wait_for(predicate: Any, *, timeout: float, what: str, every: float = 
     while time.monotonic() < deadline:
         if await predicate():
             return
-        await asyncio.sleep(every)
+        await asyncio.sleep(every)  # a polling interval
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -269,7 +269,7 @@ class Workload:
                     response = await self._request(http, n, key)
                 except httpx.HTTPError:
                     self.statuses[0] += 1
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(0.2)  # a client's back-off while the service is down
                 else:
                     self._check(response)
                 n += 1

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from uuid import UUID
 
@@ -50,17 +49,14 @@ async def _wait_mid_call(owner: asyncpg.Pool, run_id: str) -> None:
     await wait_for(mid_call, timeout=60, what="the run's provider call")
 
 
-async def _stopped_within(service: ServiceProcess, seconds: float) -> float:
-    """SIGTERM, then how long the process took to exit (it must, within `seconds`)."""
+async def _stopped_within(service: ServiceProcess, seconds: float) -> None:
+    """SIGTERM, then wait for the process to exit (a safety net of `seconds`)."""
     assert service.process is not None
-    started = time.monotonic()
     service.process.terminate()
     await asyncio.to_thread(service.process.wait, seconds)
-    took = time.monotonic() - started
     # uvicorn re-raises SIGTERM after its shutdown; the CLI turns that into a clean exit.
     assert service.process.returncode == 0, service.tail()
     assert "Application shutdown complete" in service.tail(), service.tail()
-    return took
 
 
 async def test_sigterm_lets_a_run_in_flight_finish(
@@ -96,10 +92,10 @@ async def test_sigterm_hands_back_a_run_that_outlasts_the_grace(
         try:
             run_id = await _start_run(first, tenant.api_key)
             await _wait_mid_call(owner_pool, run_id)
-            took = await _stopped_within(first, 30)
+            await _stopped_within(first, 30)
         finally:
             first.kill()
-    assert took < 15, f"shutdown took {took:.1f} s with a 1 s grace"
+    # The 1 s grace, not the 20 s call: the run is handed back and its call was cut off (below).
     run = await owner_pool.fetchrow(
         "SELECT status, lease_expires_at <= now() AS handed_back FROM investigations WHERE id = $1",
         UUID(run_id),

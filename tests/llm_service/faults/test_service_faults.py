@@ -62,6 +62,30 @@ async def _calls_in_flight(owner: asyncpg.Pool, tenant_ids: list[UUID]) -> bool:
     return in_flight
 
 
+def _served(workload: Workload) -> int:
+    """How many of the workload's requests were answered with a success so far."""
+    return sum(n for status, n in workload.statuses.items() if 200 <= status < 300)
+
+
+async def _load_goes_on(workload: Workload, what: str, requests: int = 10) -> None:
+    """Until the workload has `requests` more successful answers than now."""
+    target = _served(workload) + requests
+
+    async def served() -> bool:
+        return _served(workload) >= target
+
+    await wait_for(served, timeout=60, what=what)
+
+
+async def _service_connected(owner: asyncpg.Pool) -> bool:
+    """The service holds database connections again (after they were killed)."""
+    connected: bool = await owner.fetchval(
+        "SELECT count(*) > 0 FROM pg_stat_activity "
+        "WHERE application_name LIKE 'llm-service%' AND pid <> pg_backend_pid()"
+    )
+    return connected
+
+
 async def _a_new_run_succeeds(service: ServiceProcess, owner: asyncpg.Pool, key: str) -> None:
     """The service takes and finishes new work: it recovered by itself."""
     async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
@@ -119,7 +143,7 @@ async def test_database_restart_under_load(tmp_path: Path, provider: ScriptedPro
         await asyncio.to_thread(
             pg_ctl, ["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user
         )
-        await asyncio.sleep(4)  # the load goes on against the restarted server
+        await _load_goes_on(workload, "the load served by the restarted server")
         workload.stop()
         await load
 
@@ -160,8 +184,9 @@ async def test_connections_killed_under_load(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name LIKE 'llm-service%' AND pid <> pg_backend_pid()"
             )
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(2)
+            # The next kill hits the connections the service opened again, under load.
+            await wait_for(lambda: _service_connected(owner_pool), timeout=60, what="reconnect")
+        await _load_goes_on(workload, "the load served after the last kill")
         workload.stop()
         await load
 

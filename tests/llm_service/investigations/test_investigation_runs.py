@@ -23,6 +23,8 @@ from llm_service.investigations.runner import InvestigationRunner
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from tests.helpers.stall import Stalled
+from tests.helpers.waiting import wait_until
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 QUESTION = "Why did paid social revenue fall in the last 14 days?"
@@ -250,50 +252,51 @@ async def test_a_model_that_never_stops_is_stopped_at_the_ceiling_with_wrapup_fi
     assert "needs" in record["reason"] or "left" in record["reason"]
 
 
+def _late_answer() -> httpx.Response:
+    return httpx.Response(200, json=_completion({"content": "late"}, 10, 10))
+
+
 @respx.mock
 async def test_a_stalled_provider_ends_timed_out_within_the_limit(
     model_settings: Settings, app_pool: asyncpg.Pool, data_tenant: CreatedTenant
 ) -> None:
-    async def stall(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(30)
-        return httpx.Response(200, json=_completion({"content": "late"}, 10, 10))
-
-    respx.post(OPENAI_URL).mock(side_effect=stall)
+    provider = Stalled(30, _late_answer)
+    respx.post(OPENAI_URL).mock(side_effect=provider)
     run_id = await queue_run(app_pool, data_tenant.tenant_id, timeout_ms=2000)
     tasks_before = len(asyncio.all_tasks())
-    started = time.monotonic()
     status = await run(model_settings, app_pool, data_tenant.tenant_id, run_id)
-    elapsed = time.monotonic() - started
     assert status == "timed_out"
-    assert elapsed < 2.0 + 1.5
+    # The 2 s run limit cut the 30 s call off (one loop timer before the other: no race).
+    assert provider.arrivals
+    assert (provider.cut_off, provider.answered) == (len(provider.arrivals), 0)
     record = await load(app_pool, data_tenant.tenant_id, run_id)
     assert record["llm_calls"], "every started call is in the ledger"
     assert all(c["status"] != "pending" for c in record["llm_calls"])
     assert record["cost_cents"] == sum(c["cost_cents"] for c in record["llm_calls"])
-    await asyncio.sleep(0.05)
-    assert len(asyncio.all_tasks()) <= tasks_before, "no task left running"
+
+    async def no_task_left() -> bool:  # cancelled tasks finish unwinding; none keeps running
+        return len(asyncio.all_tasks()) <= tasks_before
+
+    await wait_until(no_task_left, "no task left running")
 
 
 @respx.mock
 async def test_cancel_while_running_ends_the_run_promptly_with_its_spend(
     model_settings: Settings, app_pool: asyncpg.Pool, data_tenant: CreatedTenant
 ) -> None:
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(20)
-        return httpx.Response(200, json=_completion({"content": "late"}, 10, 10))
-
-    respx.post(OPENAI_URL).mock(side_effect=slow)
+    provider = Stalled(20, _late_answer)
+    respx.post(OPENAI_URL).mock(side_effect=provider)
     run_id = await queue_run(app_pool, data_tenant.tenant_id)
     task = asyncio.create_task(run(model_settings, app_pool, data_tenant.tenant_id, run_id))
-    await asyncio.sleep(0.5)
+    await asyncio.wait_for(provider.arrived.wait(), 60)  # a model call is in flight
     async with tenant_transaction(app_pool, data_tenant.tenant_id) as conn:
         await conn.execute(
             "UPDATE investigations SET cancel_requested = true WHERE id = $1", run_id
         )
-    cancelled_at = time.monotonic()
     status = await asyncio.wait_for(task, 10)
     assert status == "cancelled"
-    assert time.monotonic() - cancelled_at < 3
+    # Promptly: the call in flight was cut off, not waited for.
+    assert (provider.cut_off, provider.answered) == (1, 0)
     record = await load(app_pool, data_tenant.tenant_id, run_id)
     assert record["llm_calls"] and all(c["status"] == "cancelled" for c in record["llm_calls"])
     assert record["cost_cents"] == sum(c["cost_cents"] for c in record["llm_calls"]) > 0
@@ -446,24 +449,21 @@ async def test_a_run_whose_heartbeats_keep_failing_stops_once_its_lease_is_over(
 ) -> None:
     import llm_service.jobs.repository as repository_module
 
-    async def stall(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(30)
-        return httpx.Response(200, json=_completion({"content": "late"}, 10, 10))
+    provider = Stalled(30, _late_answer)
 
     async def failing_heartbeat(*args: Any, **kwargs: Any) -> bool | None:
         raise asyncpg.TooManyConnectionsError("sorry, too many clients already")
 
-    respx.post(OPENAI_URL).mock(side_effect=stall)
+    respx.post(OPENAI_URL).mock(side_effect=provider)
     monkeypatch.setattr(repository_module, "renew_leases", failing_heartbeat)
     run_id = await queue_run(app_pool, data_tenant.tenant_id, timeout_ms=20_000)
     runner = InvestigationRunner(
         app_pool, gateway_from_settings(model_settings, app_pool), "test-worker", lease_s=1.0
     )
-    started = time.monotonic()
     status = await runner.run(run_id, data_tenant.tenant_id, takeover=False)
     # Not the 20 s run limit: once the lease is over another worker may take the run over.
     assert status == "lost"
-    assert time.monotonic() - started < 5
+    assert (provider.cut_off, provider.answered) == (1, 0)
     record = await load(app_pool, data_tenant.tenant_id, run_id)
     assert record["status"] == "running"  # left for the worker that takes it over
     assert all(c["status"] != "pending" for c in record["llm_calls"])

@@ -503,7 +503,10 @@ async def test_a_degraded_run_says_so_and_why(
         "document.querySelectorAll('[data-testid=history-item]').length === 2"
     )
     assert len(await _runs(bench)) == 2
-    # Opening the older run from the history shows its result again.
+    # Opening the older run from the history shows its result again. The page says when no
+    # history reload is in flight; the click must land even if one starts (the list keeps its
+    # elements), but the test does not rely on that.
+    await page.wait_for("() => document.body.dataset.historyIdle === 'true'")
     await page.click(f"[data-testid=history-item][data-run-id='{run['id']}'] button")
     await page.wait_for(
         f"() => document.querySelector('#run').dataset.runId === '{run['id']}' && "

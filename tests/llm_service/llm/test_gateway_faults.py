@@ -36,6 +36,7 @@ from llm_service.llm.pricing import build_price_book
 from llm_service.llm.structured import InvalidModelOutput, complete_structured
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers import stall
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
@@ -111,21 +112,28 @@ def sent_body(route: respx.Route, index: int = -1) -> dict[str, Any]:
     return body
 
 
-class Stalled:
-    """A respx side effect: a provider that answers only after `seconds`.
+def stalled(seconds: float = 30.0) -> stall.Stalled:
+    """A provider that answers a completion only after `seconds` (see tests.helpers.stall)."""
+    return stall.Stalled(seconds, lambda: httpx.Response(200, json=openai_completion()))
 
-    respx counts a call only once its side effect returns, so this one records when each
-    request arrived.
-    """
 
-    def __init__(self, seconds: float = 30.0) -> None:
-        self.seconds = seconds
-        self.arrivals: list[float] = []
+def spy_on_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits the gateway's retry backoff chooses, in order (the sleeping is tenacity's)."""
+    waits: list[float] = []
+    make = retry.ProviderBackoff  # as the fixtures left it
 
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.arrivals.append(time.monotonic())
-        await asyncio.sleep(self.seconds)
-        return httpx.Response(200, json=openai_completion())
+    def recording_backoff(*args: Any, **kwargs: Any) -> Callable[[Any], float]:
+        backoff = make(*args, **kwargs)
+
+        def wait(state: Any) -> float:
+            chosen = backoff(state)
+            waits.append(chosen)
+            return chosen
+
+        return wait
+
+    monkeypatch.setattr(retry, "ProviderBackoff", recording_backoff)
+    return waits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,7 +392,10 @@ async def test_anthropic_tool_use_becomes_tool_calls(
 
 @respx.mock
 async def test_rate_limit_honours_retry_after_then_succeeds(
-    make_gateway: Callable[..., LlmGateway], tenant: CreatedTenant, app_pool: asyncpg.Pool
+    make_gateway: Callable[..., LlmGateway],
+    tenant: CreatedTenant,
+    app_pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     gateway = make_gateway()
     route = respx.post(OPENAI_URL).mock(
@@ -393,11 +404,10 @@ async def test_rate_limit_honours_retry_after_then_succeeds(
             httpx.Response(200, json=openai_completion("fine", 10, 5)),
         ]
     )
-    started = time.monotonic()
+    waits = spy_on_backoff(monkeypatch)
     result = await gateway.complete(request_for(tenant))
-    elapsed = time.monotonic() - started
 
-    assert elapsed >= 0.3  # the wait honoured Retry-After (the jittered backoff is < 20 ms)
+    assert waits == [0.3]  # the wait honoured Retry-After (not the jittered backoff)
     assert route.call_count == 2
     assert result.attempts == 2
     assert result.content == "fine"
@@ -510,18 +520,18 @@ async def test_timeout_is_counted_at_its_worst_case(
     attempts: int,
 ) -> None:
     gateway = make_gateway(llm_request_timeout_s=0.3, llm_max_attempts=attempts)
-    provider = Stalled(2.0)
+    # Answers at 2 s: one loop timer after the 0.3 s request timeout (timers fire in order, so
+    # this is no race): an answered request means the timeout did not cut it off.
+    provider = stalled(2.0)
     respx.post(OPENAI_URL).mock(side_effect=provider)
     ceiling = RunCeiling(Decimal("0.05"))
 
-    started = time.monotonic()
     # The code keeps the built-in TimeoutError (not ProviderUnavailable) once attempts run out.
     with pytest.raises(TimeoutError):
         await gateway.complete(request_for(tenant), ceiling=ceiling)
-    elapsed = time.monotonic() - started
 
-    assert 0.3 * attempts <= elapsed < 0.3 * attempts + 0.6
     assert len(provider.arrivals) == attempts
+    assert (provider.cut_off, provider.answered) == (attempts, 0)
     rows = await ledger(app_pool, tenant.tenant_id)
     assert len(rows) == attempts
     for row in rows:
@@ -541,17 +551,17 @@ async def test_no_attempt_runs_past_the_deadline(
     request_timeout: float,
 ) -> None:
     gateway = make_gateway(llm_request_timeout_s=request_timeout, llm_max_attempts=3)
-    provider = Stalled(10.0)
+    # Answers at 2 s: after the 0.5 s deadline, before a 5 s request timeout (loop timers fire
+    # in order): an answered request means an attempt ran past the deadline.
+    provider = stalled(2.0)
     respx.post(OPENAI_URL).mock(side_effect=provider)
-    started = time.monotonic()
-    deadline = started + 0.5
+    deadline = time.monotonic() + 0.5
 
     with pytest.raises(TimeoutError):
         await gateway.complete(request_for(tenant), deadline=deadline)
-    elapsed = time.monotonic() - started
 
-    assert elapsed < 0.5 + 0.25  # the deadline, plus settling the last attempt
     assert provider.arrivals
+    assert (provider.cut_off, provider.answered) == (len(provider.arrivals), 0)
     assert all(arrival < deadline for arrival in provider.arrivals)
     rows = await ledger(app_pool, tenant.tenant_id)
     assert len(rows) == len(provider.arrivals)
@@ -717,21 +727,18 @@ async def test_cancelled_call_is_settled_at_worst_case(
     make_gateway: Callable[..., LlmGateway], tenant: CreatedTenant, app_pool: asyncpg.Pool
 ) -> None:
     gateway = make_gateway()
-    provider = Stalled(30.0)
+    provider = stalled(30.0)
     respx.post(OPENAI_URL).mock(side_effect=provider)
     ceiling = RunCeiling(Decimal("0.05"))
     task = asyncio.create_task(gateway.complete(request_for(tenant), ceiling=ceiling))
-    for _ in range(200):  # the request is in flight within a few ms
-        if provider.arrivals:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(provider.arrived.wait(), 60)  # the request is in flight
     task.cancel()
 
     with pytest.raises(asyncio.CancelledError):
         await task
 
     assert len(provider.arrivals) == 1
+    assert (provider.cut_off, provider.answered) == (1, 0)
     [row] = await ledger(app_pool, tenant.tenant_id)
     assert row["status"] == "cancelled"
     assert_estimated_worst_case(row)

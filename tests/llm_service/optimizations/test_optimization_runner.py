@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,10 @@ from llm_service.llm.pricing import build_price_book
 from llm_service.optimizations.runner import run_budget_optimization
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from llm_service.workers.worker import Claim as WorkerClaim
+from llm_service.workers.worker import Worker
+from tests.helpers.stall import Stalled
+from tests.helpers.waiting import wait_until
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 URL = "/v1/budget-optimizations"
@@ -374,9 +377,6 @@ async def test_the_worker_dispatches_budget_jobs_to_the_runner(
     owner_pool: asyncpg.Pool,
     app_pool: asyncpg.Pool,
 ) -> None:
-    # Skipped only while the investigation runner's own imports are incomplete.
-    worker_module = pytest.importorskip("llm_service.workers.worker")
-    WorkerClaim, Worker = worker_module.Claim, worker_module.Worker
     job_id = await queue_job(client, tenant)
     await claim_job(owner_pool, tenant.tenant_id, job_id)
     worker = Worker(app_pool, None, name=WORKER)
@@ -563,15 +563,10 @@ async def test_a_spent_monthly_cap_means_a_templated_rationale_at_no_cost(
     assert _by_channel(job)["google_search_paid"]["proposed_usd"] == "2000.00"
 
 
-class Stalled:
-    """A respx side effect: a provider that answers only after `seconds`."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(self.seconds)
-        return httpx.Response(200, json=openai_completion(json.dumps(MODEL_ANSWER), 10, 10))
+def stalled(seconds: float) -> Stalled:
+    """A provider that answers the model's recommendation only after `seconds`."""
+    answer = openai_completion(json.dumps(MODEL_ANSWER), 10, 10)
+    return Stalled(seconds, lambda: httpx.Response(200, json=answer))
 
 
 @respx.mock
@@ -582,14 +577,14 @@ async def test_a_job_out_of_time_keeps_its_figures_and_its_spend(
     app_pool: asyncpg.Pool,
     gateway: LlmGateway,
 ) -> None:
-    respx.post(OPENAI_URL).mock(side_effect=Stalled(30))
+    provider = stalled(30)
+    respx.post(OPENAI_URL).mock(side_effect=provider)
     gateway.settings = gateway.settings.model_copy(update={"investigation_timeout_s": 1.5})
     await seed(owner_pool, tenant.tenant_id)
     job_id = await queue_job(client, tenant)
     claim = await claim_job(owner_pool, tenant.tenant_id, job_id)
-    started = time.monotonic()
     assert await run_budget_optimization(app_pool, gateway, WORKER, claim) == "timed_out"
-    assert time.monotonic() - started < 5
+    assert (provider.cut_off, provider.answered) == (1, 0)  # the 1.5 s limit cut the call off
     job = await fetch(client, tenant, job_id)
     assert job["status"] == "timed_out"
     assert job["degraded"] is True
@@ -610,12 +605,13 @@ async def test_a_lost_lease_stops_the_job_without_recording_over_the_new_holder(
     app_pool: asyncpg.Pool,
     gateway: LlmGateway,
 ) -> None:
-    respx.post(OPENAI_URL).mock(side_effect=Stalled(30))
+    provider = stalled(30)
+    respx.post(OPENAI_URL).mock(side_effect=provider)
     job_id = await queue_job(client, tenant)
     claim = await claim_job(owner_pool, tenant.tenant_id, job_id)
 
     async def steal() -> None:
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(provider.arrived.wait(), 60)  # while its model call is in flight
         async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
             await conn.execute(
                 "UPDATE budget_optimization_jobs SET lease_owner = 'thief', "
@@ -630,13 +626,17 @@ async def test_a_lost_lease_stops_the_job_without_recording_over_the_new_holder(
         job = await fetch(client, tenant, job_id)
         assert job["status"] == "running"
         assert job["recommendations"] is None
-        await asyncio.sleep(0.2)  # the cancelled call is settled in a shielded task
-        assert [c["status"] for c in job["llm_calls"]] in ([], ["cancelled"], ["pending"])
-        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
-            pending = await conn.fetchval(
-                "SELECT count(*) FROM llm_api_calls WHERE status = 'pending'"
-            )
-        assert pending == 0
+        assert [c["status"] for c in job["llm_calls"]] in (["cancelled"], ["pending"])
+        assert (provider.cut_off, provider.answered) == (1, 0)
+
+        async def settled() -> bool:  # the cancelled call is settled in a shielded task
+            async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+                pending = await conn.fetchval(
+                    "SELECT count(*) FROM llm_api_calls WHERE status = 'pending'"
+                )
+            return bool(pending == 0)
+
+        await wait_until(settled, "the cancelled call is settled, none left pending")
     finally:
         async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
             await conn.execute(

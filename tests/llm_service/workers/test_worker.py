@@ -10,6 +10,7 @@ import asyncpg
 from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.service import CreatedTenant
 from llm_service.workers.worker import Claim, Worker, claim_batch
+from tests.helpers.waiting import wait_until
 
 
 async def _queue(pool: asyncpg.Pool, tenant_id: UUID) -> UUID:
@@ -50,10 +51,11 @@ async def test_a_claim_whose_answer_was_lost_is_taken_over_by_the_same_worker(
     worker = Worker(app_pool, None, name="worker-a", lease_s=0.3, poll_interval_s=0.05)
     loop = asyncio.create_task(worker.run_until_stopped())
     try:
-        for _ in range(200):
-            if (await _run(app_pool, tenant.tenant_id, run_id))["status"] != "running":
-                break
-            await asyncio.sleep(0.05)
+
+        async def finished() -> bool:
+            return bool((await _run(app_pool, tenant.tenant_id, run_id))["status"] != "running")
+
+        await wait_until(finished, "the worker took the run over and finished it")
     finally:
         worker.stop()
         await loop
@@ -69,7 +71,16 @@ async def test_a_worker_never_takes_over_a_run_it_is_executing(
 ) -> None:
     run_id = await _queue(app_pool, tenant.tenant_id)
     claimed = await _claim_until(app_pool, "worker-b", 0.1, run_id)
-    await asyncio.sleep(0.3)  # the lease expired: a late heartbeat, not a dead worker
+
+    async def lease_expired() -> bool:  # on the database's clock: a late heartbeat, not a death
+        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+            expired = await conn.fetchval(
+                "SELECT lease_expires_at < clock_timestamp() FROM investigations WHERE id = $1",
+                run_id,
+            )
+        return bool(expired)
+
+    await wait_until(lease_expired, "the 0.1 s lease expired")
     executing = [claim.run_id for claim in claimed]
     again = await claim_batch(app_pool, "worker-b", lease_s=0.1, limit=500, running=executing)
     assert run_id not in {claim.run_id for claim in again}
@@ -82,7 +93,7 @@ class _SlowWorker(Worker):
     """A worker whose runs take far longer than its shutdown grace."""
 
     async def _process(self, claim: Claim) -> str:
-        await asyncio.sleep(60)
+        await asyncio.sleep(60)  # the slow run is the behaviour under test (cancelled at the grace)
         return "succeeded"
 
 
@@ -95,10 +106,11 @@ async def test_stop_at_full_concurrency_hands_back_runs_after_the_grace(
     )
     worker.concurrency = 1
     loop = asyncio.create_task(worker.run_until_stopped())
-    for _ in range(200):
-        if worker.in_flight == 1:
-            break
-        await asyncio.sleep(0.05)
+
+    async def running_one() -> bool:
+        return worker.in_flight == 1
+
+    await wait_until(running_one, "the worker runs the queued run")
     [claim] = worker._running.values()
     worker.stop()
     # Every slot busy: the loop still notices the stop, waits the grace, cancels, hands back.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 from llm_service.db.pool import encode_json, tenant_transaction
 from llm_service.db.urls import DatabaseUrls
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from tests.helpers import waiting
 
 
 def _worker_env(urls: DatabaseUrls, **extra: str) -> dict[str, str]:
@@ -69,13 +69,11 @@ async def queue_runs(pool: asyncpg.Pool, tenant_id: UUID, count: int, question: 
 async def wait_until(
     predicate_sql: str, pool: asyncpg.Pool, tenant_id: UUID, timeout: float
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def holds() -> bool:
         async with tenant_transaction(pool, tenant_id) as conn:
-            if await conn.fetchval(predicate_sql):
-                return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for: {predicate_sql}")
+            return bool(await conn.fetchval(predicate_sql))
+
+    await waiting.wait_until(holds, predicate_sql, timeout=timeout)
 
 
 async def test_three_workers_run_a_hundred_queued_runs_each_exactly_once(
@@ -130,7 +128,7 @@ class _StallingProvider(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         type(self).hits += 1
         self.rfile.read(int(self.headers.get("content-length", 0)))
-        time.sleep(20)
+        time.sleep(20)  # the stalled provider is the behaviour under test
         try:
             self.send_response(503)
             self.end_headers()
