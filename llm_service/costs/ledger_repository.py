@@ -7,10 +7,11 @@ rules (`budgets.ledger`) bound to this store, for callers holding a tenant trans
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -25,6 +26,9 @@ from budgets.ledger import (
     Settlement,
 )
 from budgets.money import cents_to_usd
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = [
     "CallReservation",
@@ -180,88 +184,21 @@ async def cap_and_reserved(
     return row["cap"], row["reserved_in_month"]
 
 
-async def cap_status(conn: asyncpg.Connection, tenant_id: UUID) -> CapStatus:
-    """`budgets.ledger.cap_status` on this connection."""
-    return await ledger.cap_status(PgLedgerStore(conn), tenant_id)
+def _on_connection(
+    rule: Callable[Concatenate[ledger.LedgerStore, P], Awaitable[R]],
+) -> Callable[Concatenate[asyncpg.Connection, P], Awaitable[R]]:
+    """The ledger rule `rule` run against this store on the caller's connection."""
+
+    async def bound(conn: asyncpg.Connection, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await rule(PgLedgerStore(conn), *args, **kwargs)
+
+    bound.__doc__ = f"`budgets.ledger.{rule.__name__}` on this connection."
+    return bound
 
 
-async def reserve_call(
-    conn: asyncpg.Connection,
-    *,
-    tenant_id: UUID,
-    endpoint: str,
-    model: str,
-    provider: str,
-    worst_case_usd: Decimal,
-    lease_seconds: float,
-    max_tokens: int | None = None,
-    attempt: int = 1,
-    request_id: str | None = None,
-    investigation_id: UUID | None = None,
-    budget_optimization_job_id: UUID | None = None,
-    request_metadata: dict[str, Any] | None = None,
-    call_id: UUID | None = None,
-) -> CallReservation:
-    """`budgets.ledger.reserve_call` on this connection."""
-    return await ledger.reserve_call(
-        PgLedgerStore(conn),
-        tenant_id=tenant_id,
-        endpoint=endpoint,
-        model=model,
-        provider=provider,
-        worst_case_usd=worst_case_usd,
-        lease_seconds=lease_seconds,
-        max_tokens=max_tokens,
-        attempt=attempt,
-        request_id=request_id,
-        investigation_id=investigation_id,
-        budget_optimization_job_id=budget_optimization_job_id,
-        request_metadata=request_metadata,
-        call_id=call_id,
-    )
-
-
-async def settle_call(
-    conn: asyncpg.Connection,
-    reservation: CallReservation,
-    *,
-    status: str,
-    cost_usd: Decimal,
-    input_tokens: int | None = None,
-    output_tokens: int | None = None,
-    cost_is_estimate: bool = False,
-    latency_ms: int | None = None,
-    provider_request_id: str | None = None,
-    error_type: str | None = None,
-    error_message: str | None = None,
-    usage_anomaly: str | None = None,
-    raw_usage: dict[str, Any] | None = None,
-    usage_breakdown: dict[str, Any] | None = None,
-) -> bool:
-    """`budgets.ledger.settle_call` on this connection."""
-    return await ledger.settle_call(
-        PgLedgerStore(conn),
-        reservation,
-        status=status,
-        cost_usd=cost_usd,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_is_estimate=cost_is_estimate,
-        latency_ms=latency_ms,
-        provider_request_id=provider_request_id,
-        error_type=error_type,
-        error_message=error_message,
-        usage_anomaly=usage_anomaly,
-        raw_usage=raw_usage,
-        usage_breakdown=usage_breakdown,
-    )
-
-
-async def void_reservation(conn: asyncpg.Connection, call_id: UUID, reason: str) -> bool:
-    """`budgets.ledger.void_reservation` on this connection."""
-    return await ledger.void_reservation(PgLedgerStore(conn), call_id, reason)
-
-
-async def sweep_expired_reservations(conn: asyncpg.Connection) -> int:
-    """`budgets.ledger.sweep_expired_reservations` on this connection (the one sweep)."""
-    return await ledger.sweep_expired_reservations(PgLedgerStore(conn))
+cap_status = _on_connection(ledger.cap_status)
+reserve_call = _on_connection(ledger.reserve_call)
+settle_call = _on_connection(ledger.settle_call)
+void_reservation = _on_connection(ledger.void_reservation)
+#: The one sweep of expired reservations: the sweeper and reconcile both call it.
+sweep_expired_reservations = _on_connection(ledger.sweep_expired_reservations)
