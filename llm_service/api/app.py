@@ -111,8 +111,12 @@ def create_app(
     app.state.settings = settings
     app.state.pool = pool
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContext)
+    app.add_middleware(
+        RequestContext, log_every=settings.http_log_every, slow_ms=settings.http_log_slow_ms
+    )
     install_error_handlers(app)
+    # The hot route first: Starlette tries routes in order, each a regular-expression match.
+    app.include_router(explanations.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(costs.router)
@@ -122,5 +126,4 @@ def create_app(
     app.include_router(investigations.router)
     app.include_router(workbench.router)
     app.include_router(budget_optimizations.router)
-    app.include_router(explanations.router)
     return app

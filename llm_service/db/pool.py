@@ -14,6 +14,8 @@ from uuid import UUID
 import asyncpg
 from pgvector.asyncpg import register_vector
 
+from llm_service.db.tenant_queries import SET_TENANT, SET_TENANT_FROM_KEY
+
 Connection = asyncpg.Connection
 Pool = asyncpg.Pool
 
@@ -84,7 +86,7 @@ async def create_pool(
 
 async def set_tenant(conn: asyncpg.Connection, tenant_id: UUID | str) -> None:
     """Set the tenant for the current transaction only (never the session)."""
-    await conn.execute("SELECT set_config('app.current_tenant_id', $1, true)", str(tenant_id))
+    await conn.execute(SET_TENANT, str(tenant_id))
 
 
 @asynccontextmanager
@@ -95,6 +97,34 @@ async def tenant_transaction(
     async with pool.acquire() as conn, conn.transaction(readonly=readonly):
         await set_tenant(conn, tenant_id)
         yield conn
+
+
+@asynccontextmanager
+async def key_transaction(
+    pool: asyncpg.Pool, api_key_hash: str, *, readonly: bool = False
+) -> AsyncIterator[tuple[asyncpg.Connection, UUID | None]]:
+    """Own one transaction for the tenant of an API key's hash, resolved and set by the database.
+
+    Yields the connection and the tenant (None for an unknown or revoked key: then no tenant is
+    set and every tenant table reads empty). Authentication and the tenant cost one statement.
+    """
+    async with pool.acquire() as conn, conn.transaction(readonly=readonly):
+        tenant: str = await conn.fetchval(SET_TENANT_FROM_KEY, api_key_hash)
+        yield conn, UUID(tenant) if tenant else None
+
+
+class TenantTransactions:
+    """Tenant transactions over a pool, for packages that must not import `llm_service` (cache)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        """Transactions on connections of `pool`."""
+        self.pool = pool
+
+    def transaction(
+        self, tenant_id: UUID
+    ) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        """A transaction whose tenant is `tenant_id` (see `tenant_transaction`)."""
+        return tenant_transaction(self.pool, tenant_id)
 
 
 @asynccontextmanager
