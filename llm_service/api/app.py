@@ -24,6 +24,7 @@ from llm_service.api.routes import (
     tenants,
     workbench,
 )
+from llm_service.api.worker_election import WorkerLock
 from llm_service.db.pool import create_pool
 from llm_service.db.runtime import database_runtime
 from llm_service.explanations.service import ExplanationService
@@ -75,7 +76,9 @@ def create_app(
         sweeper = ReservationSweeper(app.state.pool, settings.ledger_sweep_interval_s)
         sweeper_task = asyncio.create_task(sweeper.run_until_stopped()) if owned else None
         worker_task = None
-        if with_workers:
+        # With several serve processes (`serve --workers N`) only the lock holder runs one.
+        election = WorkerLock(settings.llm_service_data_dir / "serve-worker.lock")
+        if with_workers and (settings.serve_workers <= 1 or election.acquire()):
             from llm_service.workers.worker import Worker
 
             worker = Worker(
@@ -95,6 +98,7 @@ def create_app(
                 worker.stop()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(worker_task, settings.worker_shutdown_grace_s + 15)
+            election.release()
             if sweeper_task is not None:
                 sweeper.stop()
                 await sweeper_task
