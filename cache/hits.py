@@ -16,9 +16,8 @@ import logging
 from datetime import UTC, datetime
 from uuid import UUID
 
-import asyncpg
-
 from cache.store import CacheHit, add_hits
+from cache.tenancy import TenantTransactions
 
 _log = logging.getLogger(__name__)
 _MAX_INT4 = 2**31 - 1
@@ -73,7 +72,7 @@ class HitCounter:
         else:
             tenant[entry_id] = (min(previous[0] + hits, _MAX_INT4), max(previous[1], at))
 
-    async def flush(self, pool: asyncpg.Pool) -> int:
+    async def flush(self, tenants: TenantTransactions) -> int:
         """Write every buffered count, one UPDATE per tenant; return the number of hits written."""
         async with self._flush_lock:
             batch, self._pending, self._entries = self._pending, {}, 0
@@ -89,7 +88,7 @@ class HitCounter:
                     started.add(tenant_id)
                     hits = batch[tenant_id]
                     try:
-                        async with pool.acquire() as conn, conn.transaction():
+                        async with tenants.transaction(tenant_id) as conn:
                             await add_hits(conn, tenant_id, hits)
                     except Exception as exc:  # rolled back: keep the counts for the next flush
                         self._requeue(tenant_id, hits)
@@ -114,30 +113,30 @@ class HitCounter:
         for entry_id, (count, at) in hits.items():
             self._add(tenant_id, entry_id, count, at)
 
-    def start(self, pool: asyncpg.Pool, *, interval_s: float = 10.0) -> None:
+    def start(self, tenants: TenantTransactions, *, interval_s: float = 10.0) -> None:
         """Flush every `interval_s` seconds in a background task until `aclose`."""
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         if self._task is not None and not self._task.done():
             raise RuntimeError("the hit counter is already running")
         self._stop.clear()
-        self._task = asyncio.create_task(self._run(pool, interval_s), name="cache-hit-counter")
+        self._task = asyncio.create_task(self._run(tenants, interval_s), name="cache-hit-counter")
 
-    async def _run(self, pool: asyncpg.Pool, interval_s: float) -> None:
+    async def _run(self, tenants: TenantTransactions, interval_s: float) -> None:
         """Flush periodically; once stopped, flush a last time and return."""
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval_s)
             try:
-                await self.flush(pool)
+                await self.flush(tenants)
             except Exception:
                 _log.exception("flushing cache hit counts failed; they are kept for the next try")
 
-    async def aclose(self, pool: asyncpg.Pool | None = None) -> None:
-        """Stop the background flushes after a last flush (or flush once into `pool`)."""
+    async def aclose(self, tenants: TenantTransactions | None = None) -> None:
+        """Stop the background flushes after a last flush (or flush once into `tenants`)."""
         if self._task is not None:
             self._stop.set()
             await self._task
             self._task = None
-        elif pool is not None:
-            await self.flush(pool)
+        elif tenants is not None:
+            await self.flush(tenants)

@@ -19,11 +19,11 @@ text; `lookup` also takes a question without its vector (then only the exact mat
 tried). Vectors of other embedding models, other dimensions, other fingerprints, other scopes and
 expired entries are never considered, and a lookup does not count its hit (see `cache.hits`).
 `store` keeps the question as written (trimmed); it must run in a transaction whose tenant is the
-scope's. `add_hits` sets the tenant for the current transaction (call it inside one) and sorts
-the ids so that concurrent flushes lock rows in the same order. `purge_expired` is safe while
-serving: each batch is one short statement through a SECURITY DEFINER function that skips rows
-another transaction holds, and expired rows are never served anyway; call it outside a
-transaction so each batch commits on its own.
+scope's. `add_hits` must run in a transaction whose tenant is `tenant_id` (the host sets it:
+`cache.tenancy`; nothing here sets a tenant) and sorts the ids so that concurrent flushes lock
+rows in the same order. `purge_expired` is safe while serving: each batch is one short statement
+through a SECURITY DEFINER function that skips rows another transaction holds, and expired rows
+are never served anyway; call it outside a transaction so each batch commits on its own.
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ from cache.scope import CacheScope, normalise_question
 DEFAULT_SIMILARITY_THRESHOLD = 0.90
 # How many of the nearest entries the matcher reads before the lookup gives up.
 CANDIDATE_LIMIT = 8
-
-_SET_TENANT_SQL = "SELECT set_config('app.current_tenant_id', $1, true)"
 
 _ROW_COLUMNS = """e.id, e.tenant_id, e.question, e.embedding_model,
        e.explanation::text AS explanation, e.citations::text AS citations, e.model,
@@ -209,11 +207,6 @@ def _check_question(question: str | None, embedding: Sequence[float] | None) -> 
     return normalised
 
 
-async def set_tenant(conn: asyncpg.Connection, tenant_id: UUID) -> None:
-    """Set the tenant for the current transaction only (row-level security reads it)."""
-    await conn.execute(_SET_TENANT_SQL, str(tenant_id))
-
-
 async def lookup(
     conn: asyncpg.Connection,
     scope: CacheScope,
@@ -315,11 +308,13 @@ async def add_hits(
     tenant_id: UUID,
     hits: Mapping[UUID, tuple[int, datetime]],
 ) -> int:
-    """Add one tenant's buffered counts (id -> (hits, last hit)) in one UPDATE; rows updated."""
+    """Add one tenant's buffered counts (id -> (hits, last hit)) in one UPDATE; rows updated.
+
+    `conn` is in a transaction whose tenant is `tenant_id` (RLS hides every other row).
+    """
     if not hits:
         return 0
     ids = sorted(hits)
-    await set_tenant(conn, tenant_id)
     status = await conn.execute(
         ADD_HITS_SQL,
         tenant_id,

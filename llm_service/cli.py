@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,26 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if not args.no_migrate:
         _cmd_migrate(settings, args)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    workers = args.workers or settings.serve_workers
+    if workers > 1:
+        # N uvicorn processes on one socket, ONE database: the children get this process's
+        # URLs (the embedded server it started, if any), and one of them the job worker.
+        urls = database_runtime(settings).urls
+        os.environ.update(
+            DATABASE_URL=urls.owner, APP_DATABASE_URL=urls.app, SERVE_WORKERS=str(workers)
+        )
+        uvicorn.run(
+            "llm_service.api.app:create_app",
+            factory=True,
+            workers=workers,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            log_level="info",
+            timeout_graceful_shutdown=20,
+            log_config=None,
+            access_log=False,
+        )
+        return 0
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.host,
@@ -292,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--no-migrate", action="store_true")
+    serve.add_argument(
+        "--workers", type=int, help="serve processes sharing the socket (default SERVE_WORKERS)"
+    )
     serve.set_defaults(func=_cmd_serve)
 
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(

@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     # worst case this often, so none stays pending longer than this past its expiry.
     ledger_sweep_interval_s: float = Field(default=10.0, gt=0, le=50)
 
+    # The hot path (issue 15): request logging and `serve --workers`.
+    # One log line per N successful requests (the first, then every N-th; 1 = all, 0 = none);
+    # errors (status >= 400) and requests slower than HTTP_LOG_SLOW_MS are always logged.
+    http_log_every: int = Field(default=100, ge=0)
+    http_log_slow_ms: float = Field(default=1000.0, gt=0)
+    # `serve` processes (uvicorn workers) sharing one socket and one database; the in-process
+    # job worker (WORKERS_IN_PROCESS) runs in one of them only (a lock file elects it).
+    serve_workers: int = Field(default=1, ge=1, le=64)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -115,8 +115,9 @@ async def new_tenant(tenant: CreatedTenant) -> uuid.UUID:
 async def client(
     test_settings: Settings, app_pool: asyncpg.Pool
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client speaking to the real application over ASGI, as the application role."""
+    """An HTTP client speaking to the real application over ASGI (lifespan run), as llm_app."""
     app = create_app(test_settings, pool=app_pool)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http

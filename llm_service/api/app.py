@@ -24,6 +24,7 @@ from llm_service.api.routes import (
     tenants,
     workbench,
 )
+from llm_service.api.worker_election import WorkerLock
 from llm_service.db.pool import create_pool
 from llm_service.db.runtime import database_runtime
 from llm_service.explanations.service import ExplanationService
@@ -74,7 +75,9 @@ def create_app(
         # Every serving process sweeps expired reservations (one of them per round does the work).
         sweeper = start_sweeper(app.state.pool, settings.ledger_sweep_interval_s) if owned else None
         worker_task = None
-        if with_workers:
+        # With several serve processes (`serve --workers N`) only the lock holder runs one.
+        election = WorkerLock(settings.llm_service_data_dir / "serve-worker.lock")
+        if with_workers and (settings.serve_workers <= 1 or election.acquire()):
             from llm_service.workers.worker import Worker
 
             worker = Worker(
@@ -98,6 +101,7 @@ def create_app(
                 worker.stop()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(worker_task, settings.worker_shutdown_grace_s + 15)
+            election.release()
             if sweeper is not None:
                 await sweeper.stop()
             await app.state.explanations.aclose()
@@ -113,8 +117,12 @@ def create_app(
     app.state.settings = settings
     app.state.pool = pool
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContext)
+    app.add_middleware(
+        RequestContext, log_every=settings.http_log_every, slow_ms=settings.http_log_slow_ms
+    )
     install_error_handlers(app)
+    # The hot route first: Starlette tries routes in order, each a regular-expression match.
+    app.include_router(explanations.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(costs.router)
@@ -124,5 +132,4 @@ def create_app(
     app.include_router(investigations.router)
     app.include_router(workbench.router)
     app.include_router(budget_optimizations.router)
-    app.include_router(explanations.router)
     return app

@@ -1,4 +1,8 @@
-"""Request dependencies: the pool, the settings and the authenticated tenant."""
+"""Request dependencies: the pool, the settings, the authenticated tenant, the services.
+
+Every dependency here is `async def`: FastAPI runs a plain `def` dependency in a worker thread,
+a hop that costs more than the rest of a cached hit's Python work.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,19 @@ from uuid import UUID
 import asyncpg
 from fastapi import Depends, Header, Request
 
+from llm_service.explanations.service import ExplanationService
 from llm_service.logging_setup import TENANT_ID
 from llm_service.settings import Settings
-from llm_service.tenants.service import authenticate
+from llm_service.tenants.service import authenticate, presented_key_hash
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+async def get_pool(request: Request) -> asyncpg.Pool:
     """The application role's connection pool."""
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     """The settings the application was created with."""
     settings: Settings = request.app.state.settings
     return settings
@@ -36,9 +41,33 @@ async def current_tenant(
 ) -> UUID:
     """The tenant whose API key authorises this request (401 otherwise)."""
     tenant_id = await authenticate(pool, authorization)
-    request.state.tenant_id = tenant_id
     TENANT_ID.set(str(tenant_id))
     return tenant_id
 
 
 TenantDep = Annotated[UUID, Depends(current_tenant)]
+
+
+async def api_key_hash(
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str:
+    """The presented API key's hash, for a service that resolves it in its own transaction.
+
+    The route must hand it to a service that authenticates with it (as `ExplanationService`
+    does through `db.pool.key_transaction`): this dependency alone authorises nothing.
+    """
+    return presented_key_hash(authorization)
+
+
+ApiKeyHashDep = Annotated[str, Depends(api_key_hash)]
+
+
+async def explanation_service(request: Request) -> ExplanationService:
+    """The process's explanation service, built by the application's lifespan."""
+    service: ExplanationService | None = getattr(request.app.state, "explanations", None)
+    if service is None:
+        raise RuntimeError("the explanation service is built by the lifespan, which did not run")
+    return service
+
+
+ExplanationServiceDep = Annotated[ExplanationService, Depends(explanation_service)]

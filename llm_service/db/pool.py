@@ -15,6 +15,7 @@ import asyncpg
 from pgvector.asyncpg import register_vector
 
 from llm_service.db.queries import set_tenant as set_tenant  # re-exported for callers
+from llm_service.db.queries import set_tenant_from_key
 
 Connection = asyncpg.Connection
 Pool = asyncpg.Pool
@@ -92,6 +93,34 @@ async def tenant_transaction(
     async with pool.acquire() as conn, conn.transaction(readonly=readonly):
         await set_tenant(conn, tenant_id)
         yield conn
+
+
+@asynccontextmanager
+async def key_transaction(
+    pool: asyncpg.Pool, api_key_hash: str, *, readonly: bool = False
+) -> AsyncIterator[tuple[asyncpg.Connection, UUID | None]]:
+    """Own one transaction for the tenant of an API key's hash, resolved and set by the database.
+
+    Yields the connection and the tenant (None for an unknown or revoked key: then no tenant is
+    set and every tenant table reads empty). Authentication and the tenant cost one statement.
+    """
+    async with pool.acquire() as conn, conn.transaction(readonly=readonly):
+        tenant = await set_tenant_from_key(conn, api_key_hash)
+        yield conn, UUID(tenant) if tenant else None
+
+
+class TenantTransactions:
+    """Tenant transactions over a pool, for packages that must not import `llm_service` (cache)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        """Transactions on connections of `pool`."""
+        self.pool = pool
+
+    def transaction(
+        self, tenant_id: UUID
+    ) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        """A transaction whose tenant is `tenant_id` (see `tenant_transaction`)."""
+        return tenant_transaction(self.pool, tenant_id)
 
 
 @asynccontextmanager

@@ -9,6 +9,14 @@ from psycopg import sql
 
 # The one statement that sets the tenant: for the current transaction only, never the session.
 SET_TENANT = "SELECT set_config('app.current_tenant_id', $1, true)"
+# The tenant of an API key's hash, set for the current transaction in the same statement that
+# resolves it: the database, not the request, decides whose rows the transaction sees. An
+# unknown (or revoked) key sets '' (no tenant: every tenant table reads empty, fail closed)
+# and the statement returns ''.
+SET_TENANT_FROM_KEY = (
+    "SELECT set_config('app.current_tenant_id',"
+    " coalesce(fn_tenant_for_api_key_hash($1)::text, ''), true)"
+)
 CURRENT_TENANT = "SELECT current_setting('app.current_tenant_id', true)"
 SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
 
@@ -35,6 +43,12 @@ def alter_role_password(role: str, password: str) -> sql.Composed:
 async def set_tenant(conn: asyncpg.Connection, tenant_id: UUID | str) -> None:
     """Set the tenant for the current transaction only (never the session)."""
     await conn.execute(SET_TENANT, str(tenant_id))
+
+
+async def set_tenant_from_key(conn: asyncpg.Connection, api_key_hash: str) -> str:
+    """Set the tenant of this API key hash for the current transaction; '' when none has it."""
+    tenant: str = await conn.fetchval(SET_TENANT_FROM_KEY, api_key_hash)
+    return tenant
 
 
 async def current_tenant(conn: asyncpg.Connection) -> str | None:

@@ -1,9 +1,11 @@
 """Explanations for dashboards: the cache-first hit path, single-flight misses, degraded answers.
 
 The hit path (what a repeated dashboard request costs):
-1. resolve the request to absolute dates (`resolve`); a channel code is checked against an
-   in-process copy of the taxonomy after its first use;
-2. ONE pooled connection, ONE READ ONLY transaction: set the tenant, `data_fingerprint` (twice
+1. ONE pooled connection, ONE READ ONLY transaction: the API key's tenant resolved and set by
+   one statement (`db.pool.key_transaction`: authentication is not a round trip of its own; an
+   unknown or revoked key is 401 before the request is even resolved);
+2. in it: the request resolved to absolute dates (`resolve`; a channel code is checked against
+   an in-process copy of the taxonomy after its first use), `data_fingerprint` (twice
    for a period change), `cache.store.lookup` without a vector: no free text, or the same
    question (exact normalised text), hits without embedding anything;
 3. only if that misses and the question is one the analyser reads (`cache.question_match`),
@@ -53,7 +55,13 @@ from cache.question_match import analysable
 from cache.scope import CacheScope, normalise_question
 from cache.single_flight import SingleFlight, SingleFlightTimeout
 from llm_service.costs.ledger_repository import MonthlyCapExceeded, cap_status
-from llm_service.db.pool import create_pool, tenant_transaction
+from llm_service.db.pool import (
+    TenantTransactions,
+    create_pool,
+    key_transaction,
+    tenant_transaction,
+)
+from llm_service.errors import Unauthorized
 from llm_service.explanations.data import (
     ExplanationQuery,
     SubjectData,
@@ -78,8 +86,10 @@ from llm_service.explanations.schemas import (
 )
 from llm_service.llm.gateway import LlmGateway, LlmRequest, NoModelConfigured, ProviderUnavailable
 from llm_service.llm.structured import InvalidModelOutput, complete_structured
+from llm_service.logging_setup import TENANT_ID
 from llm_service.metrics import CACHE_LOOKUPS
 from llm_service.settings import Settings
+from llm_service.tenants.service import UNKNOWN_KEY_MESSAGE
 
 _log = logging.getLogger(__name__)
 ENDPOINT = "explanations"
@@ -184,13 +194,15 @@ class ExplanationService:
             owns_flight_pool=flight_pool is not None,
             local_embedder=local,
         )
-        service.hit_counter.start(pool, interval_s=settings.explanation_hit_flush_interval_s)
+        service.hit_counter.start(
+            TenantTransactions(pool), interval_s=settings.explanation_hit_flush_interval_s
+        )
         return service
 
     async def aclose(self) -> None:
         """Write the buffered hit counts and close the flight-lock pool."""
         try:
-            await self.hit_counter.aclose(self.pool)
+            await self.hit_counter.aclose(TenantTransactions(self.pool))
         finally:
             if self._owns_flight_pool:
                 await self.flight_pool.close()
@@ -198,36 +210,43 @@ class ExplanationService:
     # -- the request ------------------------------------------------------------------------
 
     async def explain(
-        self, tenant_id: UUID, body: ExplanationRequest, timings: Timings | None = None
+        self, api_key_hash: str, body: ExplanationRequest, timings: Timings | None = None
     ) -> ExplanationResponse:
-        """Explain the request's numbers for the tenant: cached, computed or degraded."""
+        """Explain the request's numbers for the key's tenant: cached, computed or degraded.
+
+        The key is resolved inside the request's one transaction, by the statement that sets
+        its tenant (`key_transaction`): an unknown or revoked key is refused (401) before
+        anything else is read.
+        """
         started = time.perf_counter()
         timings = timings if timings is not None else Timings()
-        query = resolve(body, today_utc())
-        if query.channel is not None:
-            await self.channels.check(self.pool, query.channel)
         model = self.gateway.model if self.gateway is not None else None
         reason: str | None = None if model else "no_model"
-        scope: CacheScope | None = None
-        if model:
-            scope = CacheScope(
-                tenant_id=tenant_id,
-                subject=query.subject,
-                params=query.scope_params(),
-                model=model,
-                prompt_version=PROMPT_VERSION,
-            )
-        t = time.perf_counter()
-        timings.add("prepare", t - started)
-
         vector: Sequence[float] | None = None
         embed_cost = _ZERO
-        normalised = normalise_question(query.question)
-
         hit: store.CacheHit | None = None
         data: SubjectData | None = None
-        async with tenant_transaction(self.pool, tenant_id, readonly=True) as conn:
-            timings.add("begin", time.perf_counter() - t)  # pool wait, BEGIN, set the tenant
+        scope: CacheScope | None = None
+        t = time.perf_counter()
+        async with key_transaction(self.pool, api_key_hash, readonly=True) as (conn, tenant_id):
+            timings.add("auth", time.perf_counter() - t)  # pool wait, BEGIN, key -> tenant
+            if tenant_id is None:
+                raise Unauthorized(UNKNOWN_KEY_MESSAGE)
+            TENANT_ID.set(str(tenant_id))  # for the request's log lines
+            t = time.perf_counter()
+            query = resolve(body, today_utc())
+            if query.channel is not None:
+                await self.channels.check(self.pool, query.channel)
+            if model:
+                scope = CacheScope(
+                    tenant_id=tenant_id,
+                    subject=query.subject,
+                    params=query.scope_params(),
+                    model=model,
+                    prompt_version=PROMPT_VERSION,
+                )
+            normalised = normalise_question(query.question)
+            timings.add("prepare", time.perf_counter() - t)
             t = time.perf_counter()
             fp = await fingerprint(conn, query)
             timings.add("fingerprint", time.perf_counter() - t)
@@ -271,7 +290,7 @@ class ExplanationService:
                 data = await gather(conn, query)
                 timings.add("data", time.perf_counter() - t)
             t = time.perf_counter()
-        timings.add("commit", time.perf_counter() - t)  # COMMIT, release (the pool's reset)
+        timings.add("commit", time.perf_counter() - t)  # COMMIT, release
         t = time.perf_counter()
 
         if hit is not None:

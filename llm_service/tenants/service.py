@@ -15,7 +15,7 @@ from llm_service.input_rules import is_blank, trim
 from llm_service.tenants import repository
 from llm_service.tenants.keys import hash_api_key, is_well_formed, new_api_key
 
-_UNKNOWN_KEY_MESSAGE = "a valid API key is required: Authorization: Bearer <key>"
+UNKNOWN_KEY_MESSAGE = "a valid API key is required: Authorization: Bearer <key>"
 
 
 @dataclass(frozen=True)
@@ -50,20 +50,33 @@ async def set_monthly_cap(pool: asyncpg.Pool, tenant_id: UUID, cap_cents: Decima
             raise NotFound(f"no tenant {tenant_id}")
 
 
-async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> UUID:
-    """The tenant of an `Authorization: Bearer <key>` header, or Unauthorized.
+# No issued key hashes to this (keys are never empty): what a malformed header is looked up as.
+_NO_KEY_HASH = hash_api_key("")
 
-    Every presented key, well-formed or not, costs one hash and one indexed lookup, so the
-    answer for an unknown key takes the same time as for a known one.
+
+def presented_key_hash(authorization: str | None) -> str:
+    """The hash to look up for an `Authorization: Bearer <key>` header (no I/O).
+
+    A header that is not a well-formed bearer key gives a hash no tenant has, so it is still
+    looked up (one hash, one indexed lookup, whatever was presented: an unknown key takes as
+    long as a known one) and refused like an unknown key.
     """
     scheme, _, key = (authorization or "").partition(" ")
     key = key.strip()
     key_hash = hash_api_key(key)
-    # One statement, no transaction around it: the hot path of every request.
+    if scheme.lower() != "bearer" or not is_well_formed(key):
+        return _NO_KEY_HASH
+    return key_hash
+
+
+async def authenticate(pool: asyncpg.Pool, authorization: str | None) -> UUID:
+    """The tenant of an `Authorization: Bearer <key>` header, or Unauthorized (see above)."""
+    # One statement, no transaction around it. (The explanation hit path resolves the key in
+    # its own transaction instead: `db.pool.key_transaction`.)
     async with pool.acquire() as conn:
-        tenant_id = await repository.tenant_for_key_hash(conn, key_hash)
-    if scheme.lower() != "bearer" or not is_well_formed(key) or tenant_id is None:
-        raise Unauthorized(_UNKNOWN_KEY_MESSAGE)
+        tenant_id = await repository.tenant_for_key_hash(conn, presented_key_hash(authorization))
+    if tenant_id is None:
+        raise Unauthorized(UNKNOWN_KEY_MESSAGE)
     return tenant_id
 
 

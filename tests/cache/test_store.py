@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,7 +17,7 @@ from cache.embedding_local import MODEL_ID, LocalEmbedder
 from cache.hits import HitCounter
 from cache.scope import CacheScope, normalise_question
 from cache.store import CacheHit
-from llm_service.db.pool import tenant_transaction
+from llm_service.db.pool import TenantTransactions, tenant_transaction, transaction
 from llm_service.tenants.service import CreatedTenant, create_tenant
 from tests.helpers.waiting import wait_until
 
@@ -477,7 +477,7 @@ async def test_hit_counter_flushes_per_tenant(
     assert (await _hit_counts(app_pool, tenant.tenant_id))[a1] == (0, None)
     assert counter.pending == 6
 
-    assert await counter.flush(app_pool) == 6
+    assert await counter.flush(TenantTransactions(app_pool)) == 6
     assert counter.pending == 0
     counts_a = await _hit_counts(app_pool, tenant.tenant_id)
     assert counts_a[a1][0] == 3 and counts_a[a2][0] == 1
@@ -485,9 +485,26 @@ async def test_hit_counter_flushes_per_tenant(
     assert (await _hit_counts(app_pool, other_tenant.tenant_id))[b1][0] == 2
 
     counter.record(tenant.tenant_id, a1)
-    assert await counter.flush(app_pool) == 1
+    assert await counter.flush(TenantTransactions(app_pool)) == 1
     assert (await _hit_counts(app_pool, tenant.tenant_id))[a1][0] == 4
-    assert await counter.flush(app_pool) == 0
+    assert await counter.flush(TenantTransactions(app_pool)) == 0
+
+
+async def test_hit_counts_written_under_another_tenant_touch_nothing(
+    app_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+    other_tenant: CreatedTenant,
+    make_scope: ScopeFactory,
+) -> None:
+    # add_hits no longer sets the tenant itself: the host's transaction decides, and a
+    # transaction of tenant B cannot count hits on tenant A's entries, even naming A.
+    entry = await put(app_pool, make_scope(tenant.tenant_id), None, None)
+    hits = {entry: (5, datetime.now(UTC))}
+    async with tenant_transaction(app_pool, other_tenant.tenant_id) as conn:
+        assert await store.add_hits(conn, tenant.tenant_id, hits) == 0
+    async with transaction(app_pool) as conn:  # no tenant at all: fail closed
+        assert await store.add_hits(conn, tenant.tenant_id, hits) == 0
+    assert (await _hit_counts(app_pool, tenant.tenant_id))[entry][0] == 0
 
 
 async def test_hit_counter_background_flush_and_shutdown(
@@ -495,7 +512,7 @@ async def test_hit_counter_background_flush_and_shutdown(
 ) -> None:
     entry = await put(app_pool, make_scope(tenant.tenant_id), None, None)
     counter = HitCounter()
-    counter.start(app_pool, interval_s=0.1)
+    counter.start(TenantTransactions(app_pool), interval_s=0.1)
     counter.record(tenant.tenant_id, entry)
 
     async def flushed() -> bool:  # no aclose, no flush call: only the background task writes
@@ -512,10 +529,10 @@ async def test_hit_counter_background_flush_and_shutdown(
     assert counter.pending == 0
 
 
-class _BrokenPool:
-    """A pool whose connections cannot be had."""
+class _BrokenTenants:
+    """A host whose transactions cannot be had."""
 
-    def acquire(self) -> Any:
+    def transaction(self, tenant_id: uuid.UUID) -> Any:
         raise ConnectionError("database unreachable")
 
 
@@ -530,9 +547,9 @@ async def test_hit_counter_keeps_counts_when_a_flush_fails(
     counter.record(tenant.tenant_id, uuid.uuid4())  # over the entry limit: dropped
     assert counter.dropped == 1
     with pytest.raises(ConnectionError):
-        await counter.flush(_BrokenPool())
+        await counter.flush(_BrokenTenants())
     assert counter.pending == 3
-    assert await counter.flush(app_pool) == 3
+    assert await counter.flush(TenantTransactions(app_pool)) == 3
     assert (await _hit_counts(app_pool, tenant.tenant_id))[entry][0] == 2
 
 

@@ -3,58 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Annotated
-from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Response
 
+from llm_service.api.deps import ApiKeyHashDep, ExplanationServiceDep
 from llm_service.explanations.schemas import ExplanationRequest, ExplanationResponse
-from llm_service.explanations.service import ExplanationService, Timings
-from llm_service.logging_setup import TENANT_ID
-from llm_service.settings import Settings
-from llm_service.tenants.service import authenticate
+from llm_service.explanations.service import Timings
 
 router = APIRouter(prefix="/v1/explanations", tags=["explanations"])
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The authenticated tenant, the service, and when the request reached the route."""
-
-    tenant_id: UUID
-    service: ExplanationService
-    arrived: float
-
-
-def explanation_service(request: Request) -> ExplanationService:
-    """The process's explanation service (built on first use when the lifespan did not run)."""
-    state = request.app.state
-    service: ExplanationService | None = getattr(state, "explanations", None)
-    if service is None:
-        settings: Settings = state.settings
-        service = ExplanationService(settings, state.pool, getattr(state, "gateway", None))
-        service.hit_counter.start(state.pool, interval_s=settings.explanation_hit_flush_interval_s)
-        state.explanations = service
-    return service
-
-
-async def _caller(
-    request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Caller:
-    """Authenticate as `deps.current_tenant` does, in ONE async dependency (see below)."""
-    # On the hit path every dependency counts: FastAPI runs a plain `def` dependency (as
-    # `deps.get_pool` is) in a worker thread, a hop that costs more than the rest of a hit's
-    # Python work, and each dependency level adds its own resolution overhead.
-    arrived = time.perf_counter()
-    tenant_id = await authenticate(request.app.state.pool, authorization)
-    request.state.tenant_id = tenant_id
-    TENANT_ID.set(str(tenant_id))
-    return Caller(tenant_id, explanation_service(request), arrived)
-
-
-CallerDep = Annotated[Caller, Depends(_caller)]
 
 
 @router.post(
@@ -62,13 +18,16 @@ CallerDep = Annotated[Caller, Depends(_caller)]
     response_model=ExplanationResponse,
     responses={401: {"description": "No valid API key"}, 422: {"description": "Invalid request"}},
 )
-async def create_explanation(body: ExplanationRequest, caller: CallerDep) -> Response:
+async def create_explanation(
+    body: ExplanationRequest, key_hash: ApiKeyHashDep, service: ExplanationServiceDep
+) -> Response:
     """Explain a dashboard's numbers: a cached answer at once, else computed (or degraded)."""
+    # The key is checked by the service, in the request's one transaction (401 if unknown).
+    arrived = time.perf_counter()
     timings = Timings()
-    timings.add("auth", time.perf_counter() - caller.arrived)
-    result = await caller.service.explain(caller.tenant_id, body, timings)
+    result = await service.explain(key_hash, body, timings)
     content = result.model_dump_json()
-    total_ms = (time.perf_counter() - caller.arrived) * 1000.0
+    total_ms = (time.perf_counter() - arrived) * 1000.0
     return Response(
         content=content,
         media_type="application/json",

@@ -138,9 +138,10 @@ async def api(test_settings: Settings, app_pool: asyncpg.Pool) -> AsyncIterator[
     token configured so that the finance routes are exercised rather than all answering 503."""
     settings = test_settings.model_copy(update={"finance_api_token": FINANCE_TOKEN})
     app = create_app(settings, pool=app_pool)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
 
 
 @pytest.fixture(scope="module")
