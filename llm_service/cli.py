@@ -228,12 +228,12 @@ def _cmd_pii_scan(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_db_stop(settings: Settings, args: argparse.Namespace) -> int:
-    from llm_service.db.embedded import EmbeddedInUse, stop_unused
+    from llm_service.db.embedded import EmbeddedInUse, NotADataDirectory, stop_unused
 
     data_dir = settings.llm_service_data_dir
     try:
         report = stop_unused(data_dir, delete=args.delete)
-    except EmbeddedInUse as exc:
+    except (EmbeddedInUse, NotADataDirectory) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     state = "stopped" if report.was_running else "was not running"
