@@ -10,6 +10,10 @@ _EVENT_EXISTS = """
 SELECT EXISTS (SELECT 1 FROM attribution_events WHERE tenant_id = $1 AND idempotency_key = $2)
 """
 
+# Foreign-key checks run from plans cached per connection; one made while the tables were nearly
+# empty would scan them whole for every row of a bulk load. Sent before each batch to replan.
+DISCARD_PLANS = "DISCARD PLANS"
+
 # Refund and charge back in one UPDATE; the ledger's trigger audits each change.
 UPDATE_LEDGER_STATES = """
 UPDATE revenue_ledger l

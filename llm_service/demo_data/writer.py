@@ -76,9 +76,7 @@ async def _insert(conn: asyncpg.Connection, batch: _Batch) -> None:
 async def _insert_chunk(conn: asyncpg.Connection, chunk: _Chunk) -> None:
     """One chunk, parents first; all of a chunk's allocations in one statement (sum trigger)."""
     for batch in (chunk.events, chunk.allocations, chunk.ledger, chunk.corrections):
-        # Foreign-key checks run from plans cached per connection; one made while the tables
-        # were nearly empty would scan them whole for every row of a bulk load. Replan.
-        await conn.execute("DISCARD PLANS")
+        await conn.execute(queries.DISCARD_PLANS)  # replan the foreign-key checks per batch
         await _insert(conn, batch)
 
 
