@@ -126,3 +126,34 @@ def test_a_missing_data_directory_is_nothing_to_stop(tmp_path: Path) -> None:
     result = _db_stop(tmp_path / "never-created", "--delete")
     assert result.returncode == 0, result.stderr
     assert "was not running" in result.stdout
+
+
+def test_delete_removes_only_the_database_and_keeps_other_files(tmp_path: Path) -> None:
+    (tmp_path / "pgdata").mkdir()
+    (tmp_path / "pgdata" / "PG_VERSION").write_text("18\n")
+    (tmp_path / "notes.txt").write_text("keep")
+    result = _db_stop(tmp_path, "--delete")
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "pgdata").exists()
+    assert (tmp_path / "notes.txt").read_text() == "keep"
+
+
+def test_delete_refuses_a_folder_without_a_database_and_a_symlink(tmp_path: Path) -> None:
+    folder = tmp_path / "home"
+    (folder / "pgdata").mkdir(parents=True)  # a pgdata without PG_VERSION is no database
+    (folder / "thesis.txt").write_text("precious")
+    refused = _db_stop(folder, "--delete")
+    assert refused.returncode == 1
+    assert "holds no embedded PostgreSQL database" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (folder / "thesis.txt").exists() and (folder / "pgdata").is_dir()
+
+    (folder / "pgdata" / "PG_VERSION").write_text("18\n")
+    link = tmp_path / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    through = _db_stop(link, "--delete")
+    assert through.returncode == 1 and "is a symlink" in through.stderr
+    assert (folder / "pgdata" / "PG_VERSION").exists()
+    # Without --delete a symlinked data dir is simply resolved: nothing to stop.
+    stopped = _db_stop(link)
+    assert stopped.returncode == 0 and "was not running" in stopped.stdout, stopped.stderr
