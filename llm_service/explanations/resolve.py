@@ -100,14 +100,17 @@ class ChannelCodes:
         self._ttl_s = ttl_s
         self._known: dict[str, float] = {}
 
-    async def check(self, pool: asyncpg.Pool, code: str) -> None:
-        """Return if `code` is in the channel taxonomy; InvalidRequest (422) otherwise."""
+    async def check(self, conn: asyncpg.Connection, code: str) -> None:
+        """Return if `code` is in the channel taxonomy; InvalidRequest (422) otherwise.
+
+        Reads on the request's own connection: a second checkout while holding one would let
+        concurrent requests exhaust the pool and wait on each other forever.
+        """
         now = time.monotonic()
         seen = self._known.get(code)
         if seen is not None and now - seen < self._ttl_s:
             return
-        async with pool.acquire() as conn:
-            found = await known_channels(conn, [code])
+        found = await known_channels(conn, [code])
         if code not in found:
             raise InvalidRequest(f"unknown channel code {code!r}")
         if len(self._known) > 10_000:

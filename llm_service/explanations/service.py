@@ -236,7 +236,7 @@ class ExplanationService:
             t = time.perf_counter()
             query = resolve(body, today_utc())
             if query.channel is not None:
-                await self.channels.check(self.pool, query.channel)
+                await self.channels.check(conn, query.channel)
             if model:
                 scope = CacheScope(
                     tenant_id=tenant_id,
