@@ -44,13 +44,13 @@ import asyncpg
 import psycopg
 from psycopg import sql
 
-from llm_service.analytics import queries
-from llm_service.analytics.queries import (
+from llm_service.analytics.fingerprint_queries import (
+    DATA_FINGERPRINT,
     FINGERPRINT_PARTS,
     FINGERPRINT_SUBJECTS,
-    REMEDIATION_STATUSES,
-    RUN_GRACE,
+    data_fingerprint,
 )
+from llm_service.analytics.shared_queries import REMEDIATION_STATUSES, RUN_GRACE
 from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded
 from llm_service.db.pool import create_pool, set_tenant, tenant_transaction
@@ -349,7 +349,7 @@ async def bench_fingerprint(
     ]
     for label, (start, end) in periods.items():
         for subject, channel in cases:
-            call = partial(queries.data_fingerprint, subject=subject, start=start, end=end,
+            call = partial(data_fingerprint, subject=subject, start=start, end=end,
                            channel=channel)  # fmt: skip
             legacy = partial(legacy_fingerprint, subject=subject, start=start, end=end,
                              channel=channel)  # fmt: skip
@@ -361,7 +361,7 @@ async def bench_fingerprint(
     start, end = periods["90 days"]
     async with tenant_transaction(app, tenant.tenant_id, readonly=True) as conn:
         plan = await conn.fetch(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, SUMMARY ON) " + queries.DATA_FINGERPRINT,
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, SUMMARY ON) " + DATA_FINGERPRINT,
             start,
             end,
             sorted(FINGERPRINT_PARTS),

@@ -1,6 +1,6 @@
 """The data an explanation rests on: the analytics queries, their fingerprint and citations.
 
-No SQL here: every figure comes from `llm_service.analytics.queries` (the queries the
+No SQL here: every figure comes from the `llm_service.analytics.*_queries` modules (the queries the
 investigation tools use), run by the caller inside a READ ONLY tenant transaction. Money leaves
 this module as exact decimal strings in major units ("1234.56"), never floats.
 
@@ -19,7 +19,12 @@ from typing import Any
 
 import asyncpg
 
-from llm_service.analytics import queries
+from llm_service.analytics import (
+    channel_queries,
+    fingerprint_queries,
+    ledger_queries,
+    trend_queries,
+)
 from llm_service.analytics.models import (
     AttributionModelComparison,
     ChannelPerformance,
@@ -127,12 +132,12 @@ def _iso(period: Period) -> dict[str, str]:
 async def fingerprint(conn: asyncpg.Connection, query: ExplanationQuery) -> str:
     """The data fingerprint of the rows the explanation rests on (both periods for a change)."""
     subject = SUBJECT_QUERIES[query.subject]
-    current = await queries.data_fingerprint(
+    current = await fingerprint_queries.data_fingerprint(
         conn, subject, query.period.start, query.period.end, channel=query.channel
     )
     if query.comparison is None:
         return current
-    previous = await queries.data_fingerprint(
+    previous = await fingerprint_queries.data_fingerprint(
         conn, subject, query.comparison.start, query.comparison.end, channel=query.channel
     )
     return hashlib.sha256(f"{current}:{previous}".encode()).hexdigest()
@@ -142,7 +147,7 @@ async def gather(conn: asyncpg.Connection, query: ExplanationQuery) -> SubjectDa
     """Run the subject's analytics query and shape its result for the model and the citations."""
     period = query.period
     if query.subject == "channel_performance":
-        performance = await queries.channel_performance(
+        performance = await channel_queries.channel_performance(
             conn,
             period.start,
             period.end,
@@ -153,7 +158,7 @@ async def gather(conn: asyncpg.Connection, query: ExplanationQuery) -> SubjectDa
         return _channel_performance(query, performance)
     if query.subject == "period_change":
         assert query.comparison is not None
-        comparison = await queries.period_comparison(
+        comparison = await trend_queries.period_comparison(
             conn,
             (period.start, period.end),
             (query.comparison.start, query.comparison.end),
@@ -163,12 +168,12 @@ async def gather(conn: asyncpg.Connection, query: ExplanationQuery) -> SubjectDa
         )
         return _period_change(query, comparison)
     if query.subject == "attribution_model_disagreement":
-        models = await queries.attribution_model_comparison(
+        models = await channel_queries.attribution_model_comparison(
             conn, period.start, period.end, channel=query.channel, limit=_QUERY_LIMIT
         )
         return _model_disagreement(query, models)
     if query.subject == "revenue_reconciliation":
-        status = await queries.reconciliation_status(
+        status = await ledger_queries.reconciliation_status(
             conn, period.start, period.end, limit=_QUERY_LIMIT
         )
         return _reconciliation(query, status)

@@ -16,7 +16,12 @@ from typing import Any
 
 import asyncpg
 
-from llm_service.analytics import queries
+from llm_service.analytics import (
+    channel_queries,
+    data_quality_queries,
+    ledger_queries,
+    trend_queries,
+)
 from llm_service.analytics.models import Result
 from llm_service.tools.args import (
     CHANNEL_PATTERN,
@@ -119,13 +124,13 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _channel_performance(conn: asyncpg.Connection, a: ChannelPerformanceArgs) -> Result:
-    return await queries.channel_performance(
+    return await channel_queries.channel_performance(
         conn, a.start, a.end, channel=a.channel, model_type=a.model_type, limit=a.limit
     )
 
 
 async def _compare_periods(conn: asyncpg.Connection, a: ComparePeriodsArgs) -> Result:
-    return await queries.period_comparison(
+    return await trend_queries.period_comparison(
         conn,
         (a.current_start, a.current_end),
         a.previous(),
@@ -136,31 +141,31 @@ async def _compare_periods(conn: asyncpg.Connection, a: ComparePeriodsArgs) -> R
 
 
 async def _revenue_state_changes(conn: asyncpg.Connection, a: RevenueStateChangesArgs) -> Result:
-    return await queries.revenue_state_changes(
+    return await ledger_queries.revenue_state_changes(
         conn, a.start, a.end, channel=a.channel, limit=a.limit
     )
 
 
 async def _dead_event_summary(conn: asyncpg.Connection, a: DeadEventSummaryArgs) -> Result:
-    return await queries.dead_event_summary(conn, a.start, a.end, limit=a.limit)
+    return await data_quality_queries.dead_event_summary(conn, a.start, a.end, limit=a.limit)
 
 
 async def _channel_corrections(conn: asyncpg.Connection, a: ChannelCorrectionsArgs) -> Result:
-    return await queries.channel_corrections(conn, a.start, a.end, limit=a.limit)
+    return await data_quality_queries.channel_corrections(conn, a.start, a.end, limit=a.limit)
 
 
 async def _compare_models(conn: asyncpg.Connection, a: CompareAttributionModelsArgs) -> Result:
-    return await queries.attribution_model_comparison(
+    return await channel_queries.attribution_model_comparison(
         conn, a.start, a.end, channel=a.channel, limit=a.limit
     )
 
 
 async def _top_orders(conn: asyncpg.Connection, a: TopOrdersArgs) -> Result:
-    return await queries.top_orders(conn, a.start, a.end, channel=a.channel, limit=a.limit)
+    return await ledger_queries.top_orders(conn, a.start, a.end, channel=a.channel, limit=a.limit)
 
 
 async def _reconciliation_status(conn: asyncpg.Connection, a: ReconciliationStatusArgs) -> Result:
-    return await queries.reconciliation_status(conn, a.start, a.end, limit=a.limit)
+    return await ledger_queries.reconciliation_status(conn, a.start, a.end, limit=a.limit)
 
 
 _SPECS = (

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from bench.bench_fingerprint import legacy_fingerprint
-from llm_service.analytics import queries
+from llm_service.analytics.fingerprint_queries import data_fingerprint
 from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.service import CreatedTenant
 
@@ -61,7 +61,7 @@ async def fingerprint(
 ) -> str:
     """The fingerprint as the application role."""
     async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
-        return await queries.data_fingerprint(conn, subject, *period, channel=channel)
+        return await data_fingerprint(conn, subject, *period, channel=channel)
 
 
 async def event(
@@ -481,7 +481,7 @@ async def both(app_pool: asyncpg.Pool, tenant_id: UUID) -> dict[Key, tuple[str, 
                 for channel in CHANNELS:
                     out[subject, name, channel] = (
                         await legacy_fingerprint(conn, subject, start, end, channel=channel),
-                        await queries.data_fingerprint(conn, subject, start, end, channel=channel),
+                        await data_fingerprint(conn, subject, start, end, channel=channel),
                     )
     return out
 

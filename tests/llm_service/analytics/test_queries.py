@@ -16,9 +16,30 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from llm_service.analytics import queries
+from llm_service.analytics.channel_queries import (
+    ATTRIBUTION_MODEL_COMPARISON,
+    CHANNEL_PERFORMANCE,
+    attribution_model_comparison,
+    channel_performance,
+)
+from llm_service.analytics.data_quality_queries import (
+    CHANNEL_CORRECTIONS,
+    DEAD_EVENT_SUMMARY,
+    channel_corrections,
+    dead_event_summary,
+)
+from llm_service.analytics.fingerprint_queries import data_fingerprint
+from llm_service.analytics.ledger_queries import (
+    RECONCILIATION_STATUS,
+    REVENUE_STATE_CHANGES,
+    TOP_ORDERS,
+    reconciliation_status,
+    revenue_state_changes,
+    top_orders,
+)
 from llm_service.analytics.models import Period
 from llm_service.analytics.ratios import change_percent, percent
+from llm_service.analytics.trend_queries import PERIOD_COMPARISON, period_comparison
 from llm_service.db.pool import tenant_transaction
 from llm_service.errors import InvalidRequest
 from llm_service.tenants.service import CreatedTenant
@@ -398,9 +419,7 @@ def test_percent_is_exact_half_even() -> None:
 
 
 async def test_channel_performance_last_touch(app_pool: asyncpg.Pool, data: Dataset) -> None:
-    result = await as_app(
-        app_pool, data.tenant_id, lambda c: queries.channel_performance(c, START, END)
-    )
+    result = await as_app(app_pool, data.tenant_id, lambda c: channel_performance(c, START, END))
     assert result.period == Period(start=START, end=END)
     assert result.total_attributed_revenue_cents == 17_000
     got = [
@@ -423,7 +442,7 @@ async def test_channel_performance_models_versions_filter_and_limit(
     first = await as_app(
         app_pool,
         data.tenant_id,
-        lambda c: queries.channel_performance(c, START, END, model_type="first_touch"),
+        lambda c: channel_performance(c, START, END, model_type="first_touch"),
     )
     assert [(r.channel, r.attributed_revenue_cents) for r in first.rows] == [
         ("facebook_paid", 9_000),
@@ -434,7 +453,7 @@ async def test_channel_performance_models_versions_filter_and_limit(
     linear = await as_app(
         app_pool,
         data.tenant_id,
-        lambda c: queries.channel_performance(c, START, END, model_type="linear"),
+        lambda c: channel_performance(c, START, END, model_type="linear"),
     )
     assert linear.total_attributed_revenue_cents == 17_000
     assert [(r.channel, r.attributed_revenue_cents) for r in linear.rows][:2] == [
@@ -444,19 +463,21 @@ async def test_channel_performance_models_versions_filter_and_limit(
     one = await as_app(
         app_pool,
         data.tenant_id,
-        lambda c: queries.channel_performance(c, START, END, channel="email"),
+        lambda c: channel_performance(c, START, END, channel="email"),
     )
     assert [(r.channel, r.attributed_share_pct) for r in one.rows] == [("email", d("41.18"))]
     assert one.total_attributed_revenue_cents == 17_000  # the share is of every channel
     capped = await as_app(
-        app_pool, data.tenant_id, lambda c: queries.channel_performance(c, START, END, limit=1)
+        app_pool,
+        data.tenant_id,
+        lambda c: channel_performance(c, START, END, limit=1),
     )
     assert [r.channel for r in capped.rows] == ["facebook_paid"]
     assert capped.more_rows is True
     none = await as_app(
         app_pool,
         data.tenant_id,
-        lambda c: queries.channel_performance(c, START, END, channel="tiktok_paid"),
+        lambda c: channel_performance(c, START, END, channel="tiktok_paid"),
     )
     assert none.rows == () and none.total_attributed_revenue_cents == 17_000
 
@@ -465,7 +486,7 @@ async def test_period_comparison(app_pool: asyncpg.Pool, data: Dataset) -> None:
     result = await as_app(
         app_pool,
         data.tenant_id,
-        lambda c: queries.period_comparison(c, (START, END), (PREV_START, PREV_END)),
+        lambda c: period_comparison(c, (START, END), (PREV_START, PREV_END)),
     )
     t = result.totals
     assert t.channel is None
@@ -489,7 +510,7 @@ async def test_period_comparison(app_pool: asyncpg.Pool, data: Dataset) -> None:
     capped = await as_app(
         app_pool,
         data.tenant_id,
-        lambda c: queries.period_comparison(
+        lambda c: period_comparison(
             c, (START, END), (PREV_START, PREV_END), channel="facebook_paid", limit=1
         ),
     )
@@ -500,7 +521,7 @@ async def test_period_comparison(app_pool: asyncpg.Pool, data: Dataset) -> None:
     same = await as_app(
         app_pool,
         data.tenant_id,
-        lambda c: queries.period_comparison(c, (START, END), (date(2025, 2, 25), END)),
+        lambda c: period_comparison(c, (START, END), (date(2025, 2, 25), END)),
     )
     assert same.totals.current_revenue_cents == 17_000
     assert same.totals.previous_revenue_cents == 26_000  # + e7 (02-25) and e8 (02-28)
@@ -508,9 +529,7 @@ async def test_period_comparison(app_pool: asyncpg.Pool, data: Dataset) -> None:
 
 
 async def test_revenue_state_changes(app_pool: asyncpg.Pool, data: Dataset) -> None:
-    result = await as_app(
-        app_pool, data.tenant_id, lambda c: queries.revenue_state_changes(c, START, END)
-    )
+    result = await as_app(app_pool, data.tenant_id, lambda c: revenue_state_changes(c, START, END))
     assert [(s.to_state, s.changes, s.amount_cents, s.revenue_cents) for s in result.by_state] == [
         ("refunded", 3, 17_073, 16_000),
         ("chargeback", 1, 10_825, 10_000),
@@ -536,16 +555,14 @@ async def test_revenue_state_changes(app_pool: asyncpg.Pool, data: Dataset) -> N
     fb = await as_app(
         app_pool,
         data.tenant_id,
-        lambda c: queries.revenue_state_changes(c, START, END, channel="facebook_paid", limit=1),
+        lambda c: revenue_state_changes(c, START, END, channel="facebook_paid", limit=1),
     )
     assert [(s.to_state, s.amount_cents) for s in fb.by_state] == [("chargeback", 10_825)]
     assert len(fb.by_day) == 1 and fb.more_rows is True
 
 
 async def test_dead_event_summary(app_pool: asyncpg.Pool, data: Dataset) -> None:
-    result = await as_app(
-        app_pool, data.tenant_id, lambda c: queries.dead_event_summary(c, START, END)
-    )
+    result = await as_app(app_pool, data.tenant_id, lambda c: dead_event_summary(c, START, END))
     assert result.total_events == 4
     got = [
         (g.source, g.error_type, g.remediation_status, g.events, g.first_seen, g.last_seen,
@@ -563,16 +580,16 @@ async def test_dead_event_summary(app_pool: asyncpg.Pool, data: Dataset) -> None
         (date(2025, 3, 3), 2, "shopify_webhook"),  # a tie: the first source in order
     ]
     capped = await as_app(
-        app_pool, data.tenant_id, lambda c: queries.dead_event_summary(c, START, END, limit=1)
+        app_pool,
+        data.tenant_id,
+        lambda c: dead_event_summary(c, START, END, limit=1),
     )
     assert len(capped.groups) == 1 and len(capped.peak_days) == 1
     assert capped.more_rows is True and capped.total_events == 4
 
 
 async def test_channel_corrections(app_pool: asyncpg.Pool, data: Dataset) -> None:
-    result = await as_app(
-        app_pool, data.tenant_id, lambda c: queries.channel_corrections(c, START, END)
-    )
+    result = await as_app(app_pool, data.tenant_id, lambda c: channel_corrections(c, START, END))
     # Made in the period, or correcting the period's events whenever made: e1's fix of
     # 10 March (after the period) concerns an event of 2 March, so it is found too.
     assert result.total_corrections == 4
@@ -595,14 +612,16 @@ async def test_channel_corrections(app_pool: asyncpg.Pool, data: Dataset) -> Non
     later = await as_app(
         app_pool,
         data.tenant_id,
-        lambda c: queries.channel_corrections(c, date(2025, 3, 10), date(2025, 3, 11)),
+        lambda c: channel_corrections(c, date(2025, 3, 10), date(2025, 3, 11)),
     )
     assert [(p.corrections, p.about_period_events) for p in later.pairs] == [(1, 0)]
 
 
 async def test_attribution_model_comparison(app_pool: asyncpg.Pool, data: Dataset) -> None:
     result = await as_app(
-        app_pool, data.tenant_id, lambda c: queries.attribution_model_comparison(c, START, END)
+        app_pool,
+        data.tenant_id,
+        lambda c: attribution_model_comparison(c, START, END),
     )
     assert result.model_types == ("first_touch", "last_touch", "linear")
     got = [
@@ -619,13 +638,13 @@ async def test_attribution_model_comparison(app_pool: asyncpg.Pool, data: Datase
     one = await as_app(
         app_pool,
         data.tenant_id,
-        lambda c: queries.attribution_model_comparison(c, START, END, limit=1),
+        lambda c: attribution_model_comparison(c, START, END, limit=1),
     )
     assert [r.channel for r in one.rows] == ["email"] and one.more_rows is True
 
 
 async def test_top_orders(app_pool: asyncpg.Pool, data: Dataset) -> None:
-    result = await as_app(app_pool, data.tenant_id, lambda c: queries.top_orders(c, START, END))
+    result = await as_app(app_pool, data.tenant_id, lambda c: top_orders(c, START, END))
     got = [
         (o.transaction_id, o.order_id, o.state, o.previous_state, o.amount_cents, o.revenue_cents,
          o.channel, o.attribution_model, o.is_verified)
@@ -640,20 +659,18 @@ async def test_top_orders(app_pool: asyncpg.Pool, data: Dataset) -> None:
     ]  # fmt: skip
     assert result.orders[0].posted_at == at(2, 10, 1)
     assert "metadata" not in result.orders[0].model_dump()
-    capped = await as_app(
-        app_pool, data.tenant_id, lambda c: queries.top_orders(c, START, END, limit=2)
-    )
+    capped = await as_app(app_pool, data.tenant_id, lambda c: top_orders(c, START, END, limit=2))
     assert [o.transaction_id for o in capped.orders] == ["t1", "t2"] and capped.more_rows
     email = await as_app(
-        app_pool, data.tenant_id, lambda c: queries.top_orders(c, START, END, channel="email")
+        app_pool,
+        data.tenant_id,
+        lambda c: top_orders(c, START, END, channel="email"),
     )
     assert [o.transaction_id for o in email.orders] == ["t2"]
 
 
 async def test_reconciliation_status(app_pool: asyncpg.Pool, data: Dataset) -> None:
-    result = await as_app(
-        app_pool, data.tenant_id, lambda c: queries.reconciliation_status(c, START, END)
-    )
+    result = await as_app(app_pool, data.tenant_id, lambda c: reconciliation_status(c, START, END))
     assert (result.event_purchases, result.event_purchase_revenue_cents) == (2, 15_000)
     assert (result.ledger_rows, result.ledger_revenue_cents) == (4, 19_000)
     assert result.unverified_ledger_rows == 3
@@ -673,7 +690,9 @@ async def test_reconciliation_status(app_pool: asyncpg.Pool, data: Dataset) -> N
         ("completed", at(3, 2), None),
     ]
     one = await as_app(
-        app_pool, data.tenant_id, lambda c: queries.reconciliation_status(c, START, END, limit=1)
+        app_pool,
+        data.tenant_id,
+        lambda c: reconciliation_status(c, START, END, limit=1),
     )
     assert len(one.runs) == 1 and one.more_rows is True
 
@@ -683,14 +702,14 @@ async def test_empty_tenant_and_period(app_pool: asyncpg.Pool, data: Dataset) ->
 
     async def everything(conn: asyncpg.Connection) -> list[Any]:
         return [
-            await queries.channel_performance(conn, empty_start, empty_end),
-            await queries.period_comparison(conn, (empty_start, empty_end), (START, END)),
-            await queries.revenue_state_changes(conn, empty_start, empty_end),
-            await queries.dead_event_summary(conn, empty_start, empty_end),
-            await queries.channel_corrections(conn, empty_start, empty_end),
-            await queries.attribution_model_comparison(conn, empty_start, empty_end),
-            await queries.top_orders(conn, empty_start, empty_end),
-            await queries.reconciliation_status(conn, empty_start, empty_end),
+            await channel_performance(conn, empty_start, empty_end),
+            await period_comparison(conn, (empty_start, empty_end), (START, END)),
+            await revenue_state_changes(conn, empty_start, empty_end),
+            await dead_event_summary(conn, empty_start, empty_end),
+            await channel_corrections(conn, empty_start, empty_end),
+            await attribution_model_comparison(conn, empty_start, empty_end),
+            await top_orders(conn, empty_start, empty_end),
+            await reconciliation_status(conn, empty_start, empty_end),
         ]
 
     perf, comparison, changes, dead, corrections, models, orders, recon = await as_app(
@@ -710,13 +729,13 @@ async def test_invalid_arguments_raise_invalid_request(
 ) -> None:
     async def bad(conn: asyncpg.Connection) -> None:
         with pytest.raises(InvalidRequest, match="start before"):
-            await queries.channel_performance(conn, END, START)
+            await channel_performance(conn, END, START)
         with pytest.raises(InvalidRequest, match="start before"):
-            await queries.top_orders(conn, START, START)
+            await top_orders(conn, START, START)
         with pytest.raises(InvalidRequest, match="limit"):
-            await queries.top_orders(conn, START, END, limit=0)
+            await top_orders(conn, START, END, limit=0)
         with pytest.raises(InvalidRequest, match="model"):
-            await queries.channel_performance(conn, START, END, model_type="magic")
+            await channel_performance(conn, START, END, model_type="magic")
 
     await as_app(app_pool, data.tenant_id, bad)
 
@@ -729,14 +748,14 @@ async def test_invalid_arguments_raise_invalid_request(
 async def test_other_tenant_data_never_appears(app_pool: asyncpg.Pool, data: Dataset) -> None:
     async def views(conn: asyncpg.Connection) -> str:
         parts = [
-            await queries.channel_performance(conn, START, END, model_type="first_touch"),
-            await queries.period_comparison(conn, (START, END), (PREV_START, PREV_END)),
-            await queries.revenue_state_changes(conn, START, END),
-            await queries.dead_event_summary(conn, START, END),
-            await queries.channel_corrections(conn, START, END),
-            await queries.attribution_model_comparison(conn, START, END),
-            await queries.top_orders(conn, START, END),
-            await queries.reconciliation_status(conn, START, END),
+            await channel_performance(conn, START, END, model_type="first_touch"),
+            await period_comparison(conn, (START, END), (PREV_START, PREV_END)),
+            await revenue_state_changes(conn, START, END),
+            await dead_event_summary(conn, START, END),
+            await channel_corrections(conn, START, END),
+            await attribution_model_comparison(conn, START, END),
+            await top_orders(conn, START, END),
+            await reconciliation_status(conn, START, END),
         ]
         return " ".join(p.model_dump_json() for p in parts)
 
@@ -747,25 +766,23 @@ async def test_other_tenant_data_never_appears(app_pool: asyncpg.Pool, data: Dat
 
     # Naming the other tenant's channel finds nothing either.
     async def by_channel(conn: asyncpg.Connection) -> list[int]:
-        perf = await queries.channel_performance(conn, START, END, channel="tiktok_paid")
-        orders = await queries.top_orders(conn, START, END, channel="tiktok_paid")
-        changes = await queries.revenue_state_changes(conn, START, END, channel="tiktok_paid")
-        models = await queries.attribution_model_comparison(conn, START, END, channel="tiktok_paid")
+        perf = await channel_performance(conn, START, END, channel="tiktok_paid")
+        orders = await top_orders(conn, START, END, channel="tiktok_paid")
+        changes = await revenue_state_changes(conn, START, END, channel="tiktok_paid")
+        models = await attribution_model_comparison(conn, START, END, channel="tiktok_paid")
         return [len(perf.rows), len(orders.orders), len(changes.by_state), len(models.rows)]
 
     assert await as_app(app_pool, data.tenant_id, by_channel) == [0, 0, 0, 0]
 
     # The other tenant sees only its own rows.
-    other = await as_app(
-        app_pool, data.other_tenant_id, lambda c: queries.top_orders(c, START, END)
-    )
+    other = await as_app(app_pool, data.other_tenant_id, lambda c: top_orders(c, START, END))
     assert [o.transaction_id for o in other.orders] == ["t-other"]
 
 
 async def test_no_tenant_set_sees_nothing(app_pool: asyncpg.Pool, data: Dataset) -> None:
     async with app_pool.acquire() as conn, conn.transaction(readonly=True):
-        result = await queries.top_orders(conn, START, END)
-        perf = await queries.channel_performance(conn, START, END)
+        result = await top_orders(conn, START, END)
+        perf = await channel_performance(conn, START, END)
     assert result.orders == () and perf.rows == ()
 
 
@@ -781,7 +798,7 @@ async def fingerprint(
     return await as_app(
         app_pool,
         tenant_id,
-        lambda c: queries.data_fingerprint(c, subject, START, END, channel=channel),
+        lambda c: data_fingerprint(c, subject, START, END, channel=channel),
     )
 
 
@@ -804,7 +821,7 @@ async def test_fingerprint_is_stable_and_scoped(app_pool: asyncpg.Pool, data: Da
     other_period = await as_app(
         app_pool,
         data.tenant_id,
-        lambda c: queries.data_fingerprint(c, "channel_performance", PREV_START, PREV_END),
+        lambda c: data_fingerprint(c, "channel_performance", PREV_START, PREV_END),
     )
     assert other_period != base
 
@@ -937,9 +954,15 @@ async def test_fingerprint_changes_with_dead_events(
 
 
 def test_every_query_has_a_row_cap() -> None:
-    for name in ("CHANNEL_PERFORMANCE", "PERIOD_COMPARISON", "REVENUE_STATE_CHANGES",
-                 "DEAD_EVENT_SUMMARY", "CHANNEL_CORRECTIONS", "ATTRIBUTION_MODEL_COMPARISON",
-                 "TOP_ORDERS", "RECONCILIATION_STATUS"):  # fmt: skip
-        sql: str = getattr(queries, name)
+    for name, sql in (
+        ("CHANNEL_PERFORMANCE", CHANNEL_PERFORMANCE),
+        ("PERIOD_COMPARISON", PERIOD_COMPARISON),
+        ("REVENUE_STATE_CHANGES", REVENUE_STATE_CHANGES),
+        ("DEAD_EVENT_SUMMARY", DEAD_EVENT_SUMMARY),
+        ("CHANNEL_CORRECTIONS", CHANNEL_CORRECTIONS),
+        ("ATTRIBUTION_MODEL_COMPARISON", ATTRIBUTION_MODEL_COMPARISON),
+        ("TOP_ORDERS", TOP_ORDERS),
+        ("RECONCILIATION_STATUS", RECONCILIATION_STATUS),
+    ):
         assert sql.rstrip().splitlines()[-1].startswith("LIMIT $"), name
         assert "metadata" not in sql and "raw_payload" not in sql, name

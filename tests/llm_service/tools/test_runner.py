@@ -19,7 +19,14 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from llm_service.analytics import queries
+from llm_service.analytics import (
+    channel_queries,
+    data_quality_queries,
+    fingerprint_queries,
+    ledger_queries,
+    shared_queries,
+    trend_queries,
+)
 from llm_service.analytics.models import Result
 from llm_service.db.pool import tenant_transaction
 from llm_service.demo_data import generate_demo_data
@@ -295,14 +302,22 @@ def test_the_tools_only_read() -> None:
         assert not any(
             p in spec.args_model.model_fields for p in ("id", "tenant_id", "ledger_id")
         ), spec.name
-    for name in dir(queries):
-        value = getattr(queries, name)
-        if name.isupper() and isinstance(value, str) and "SELECT" in value:
-            words = set(re.findall(r"[A-Z]+", value))
-            assert not words & {"INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "SET"}, (
-                name
-            )
-            assert value.lstrip().startswith(("WITH", "SELECT")), name
+    modules = (
+        shared_queries,
+        channel_queries,
+        trend_queries,
+        ledger_queries,
+        data_quality_queries,
+        fingerprint_queries,
+    )
+    writes = {"INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "SET"}
+    for module in modules:
+        for name in dir(module):
+            value = getattr(module, name)
+            if name.isupper() and isinstance(value, str) and "SELECT" in value:
+                words = set(re.findall(r"[A-Z]+", value))
+                assert not words & writes, name
+                assert value.lstrip().startswith(("WITH", "SELECT")), name
 
 
 async def test_other_tenants_rows_are_unreachable(

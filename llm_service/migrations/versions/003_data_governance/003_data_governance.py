@@ -103,10 +103,10 @@ CREATE TRIGGER trg_revenue_ledger_audit_state BEFORE UPDATE OF state ON revenue_
 
 
 # --------------------------------------------------------------------------------------------
-# The data-change journal: what llm_service.analytics.queries.data_fingerprint reads.
+# The data-change journal: what llm_service.analytics.fingerprint_queries.data_fingerprint reads.
 # --------------------------------------------------------------------------------------------
 
-#: The parts of the data an explanation rests on (FINGERPRINT_PARTS in the analytics queries).
+#: The parts of the data an explanation rests on (FINGERPRINT_PARTS in analytics.fingerprint_queries).
 JOURNAL_PARTS = (
     "events",
     "allocations",
