@@ -47,10 +47,9 @@ RENEW_SIGNATURE = "fn_renew_leases(text, double precision, uuid[])"
 MAX_RENEWALS = 10_000
 
 
-def _claim_block(kind: str, table: str, by_kind: bool) -> str:
-    only = f"p_kinds IS NULL OR '{kind}' = ANY (p_kinds)" if by_kind else "true"
+def _claim_block(kind: str, table: str) -> str:
     return f"""
-        IF {only} THEN
+        IF p_kinds IS NULL OR '{kind}' = ANY (p_kinds) THEN
             SELECT r.id INTO v_id FROM {table} r
              -- A worker never takes over a run it is still executing (p_running: a late
              -- heartbeat is not a dead worker), but does take over its own runs it no longer
@@ -72,15 +71,14 @@ def _claim_block(kind: str, table: str, by_kind: bool) -> str:
         END IF;"""
 
 
-def claim_function(kinds: dict[str, tuple[str, bool]], *, by_kind: bool = True) -> str:
-    """The claim function over `kinds` (takeovers of every kind first, then queued runs);
-    `by_kind` False: 004's signature, without the kinds parameter (the downgrade)."""
-    blocks = "".join(_claim_block(kind, table, by_kind) for kind, (table, _) in kinds.items())
-    signature = CLAIM_SIGNATURE if by_kind else OLD_CLAIM_SIGNATURE
-    kinds_param = ",\n    p_kinds text[] DEFAULT NULL" if by_kind else ""
+def claim_function(kinds: dict[str, tuple[str, bool]]) -> str:
+    """The claim function over `kinds` (takeovers of every kind first, then queued runs)."""
+    blocks = "".join(_claim_block(kind, table) for kind, (table, _) in kinds.items())
+    signature = CLAIM_SIGNATURE
     return f"""
 CREATE FUNCTION fn_claim_next_run(
-    p_worker text, p_lease_seconds double precision, p_running uuid[] DEFAULT '{{}}'{kinds_param})
+    p_worker text, p_lease_seconds double precision, p_running uuid[] DEFAULT '{{}}',
+    p_kinds text[] DEFAULT NULL)
     RETURNS TABLE (kind text, run_id uuid, tenant_id uuid, takeover boolean)
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = {DEFINER_SEARCH_PATH} AS $$
 DECLARE
