@@ -76,9 +76,9 @@ PHRASES: dict[tuple[str, ...], tuple[str, ...]] = {
         "give me a summary": "summarise",
         # amounts and shares
         "how much": "amount",
-        "how many": "amount",
+        "how many": "count",
         "what amount of": "amount",
-        "what number of": "amount",
+        "what number of": "count",
         "what share of": "share of",
         "what percentage of": "share of",
         "what percent of": "share of",
@@ -170,6 +170,15 @@ PHRASES: dict[tuple[str, ...], tuple[str, ...]] = {
         "per cent": "percent",
         "last week's": "last week",
         "e mail": "email",
+        # "key" is "main" only of a cause ("a key account" is a strategic client, not the main one)
+        "key cause": "main cause",
+        "key causes": "main causes",
+        "key driver": "main driver",
+        "key drivers": "main drivers",
+        "key factor": "main factor",
+        "key factors": "main factors",
+        "key reason": "main cause",
+        "key reasons": "main causes",
     }.items()
 }
 # "the change in revenue" is "the revenue change": a change noun of one measure word, either way.
@@ -228,7 +237,6 @@ SYNONYMS: dict[str, str] = {
     "largest": "largest",
     "principal": "main",
     "chief": "main",
-    "key": "main",
     "jump": "spike",
     "jumps": "spike",
     "jumped": "spike",
@@ -403,7 +411,7 @@ INCLUSION = frozenset({"including", "excluding"})
 PREFIXES = frozenset({"non", "un", "anti", "pre", "post", "multi", "cross", "sub", "re"})
 MEASURES = _words(
     """
-    revenue sale conversion cvr roas roi cpa cpc cpm ctr aov ltv spend cost budget click
+    revenue sales conversion cvr roas roi cpa cpc cpm ctr aov ltv spend cost budget click
     impression order purchase customer signup session traffic visit margin profit refund
     return churn retention engagement bounce rate value yoy mom wow share percent
     """
@@ -487,7 +495,7 @@ NOT_INFLECTED = _words(
     was is does yes us bus gas plus minus various previous serious famous obvious christmas
     texas paris sms ios aws kpis roas kpi securities customs goods arms glasses manners
     savings earnings damages spirits quarters remains grounds premises letters headquarters
-    returns targeting
+    returns targeting sales leading
     """
 )
 # Verbs whose -ed / -ing forms are inflections here; other -ed / -ing words are left alone
@@ -522,3 +530,27 @@ NOT_TYPOS = _words(
     costumer costumers
     """
 )
+
+# Closed-class words: never an open-class noun (a "what" before one still asks "what").
+CLOSED = (
+    ENGLISH_MARKERS
+    | frozenset(TENSE_OF_AUX)
+    | PERFECT_AUX
+    | MODALS
+    | WH_WORDS
+    | STOP_WORDS
+    | NEGATIONS
+    | frozenset({"kind", "type", "sort", "percentage", "percent"})
+)
+# Hyphenated compounds that mean what their words mean; any other compound ("drop-in") is one
+# word of its own, and a prefix compound ("non-brand") is the prefix and the word.
+COMPOUNDS: dict[str, tuple[str, ...]] = {
+    "click-through": ("click", "through"),
+    "sign-up": ("sign", "up"),
+    "sign-ups": ("sign", "ups"),
+    "e-mail": ("e", "mail"),
+    "e-mails": ("emails",),
+    "year-over-year": ("year", "over", "year"),
+    "month-over-month": ("month", "over", "month"),
+    "week-over-week": ("week", "over", "week"),
+}

@@ -1,8 +1,10 @@
 """The cache's decision: does a stored question ask what the new one asks? Positive evidence only.
 
 A hit needs one of two proofs:
-- `exact`: the two texts are equal once trimmed, one-spaced, lower-cased and stripped of trailing
-  punctuation (any language; the only way a question the analyser does not read can hit);
+- `exact`: the two texts are equal once trimmed, one-spaced and stripped of trailing punctuation,
+  with case compared where it carries meaning: names in English (`same_names`), the original
+  case but for a sentence's first letter in any other text (`cache.question_exact`); the only
+  way a question the analyser does not read can hit;
 - `paraphrase`: both are English questions the analyser reads (`cache.question_signature`), every
   structured feature agrees (intent, tense, modality, negation, direction, comparators with their
   bounds, inclusion, extremes, time words, prefixes, numbers, measures, entities, one thing or
@@ -17,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cache.question_signature import Signature, analyse, exact_text, same_names
+from cache.question_exact import same_cased
+from cache.question_signature import Signature, analyse, exact_text, foreign, same_names
 
 _COMPARED: tuple[str, ...] = (
     "intent",
@@ -52,12 +55,9 @@ def match(asked: str, stored: str) -> MatchDecision:
     """The decision for serving the answer to `stored` for the question `asked`."""
     if not exact_text(asked) or not exact_text(stored):
         return MatchDecision(False, None, "no_question")
-    # English capitals can name things ("IT", "Apple"); other languages' are left alone.
-    if exact_text(asked) == exact_text(stored) and (
-        same_names(asked, stored) or analyse(asked).language != "en"
-    ):
-        return MatchDecision(True, "exact", "same text", {"relation": "exact"})
     a, b = analyse(asked), analyse(stored)
+    if exact_text(asked) == exact_text(stored) and _same_as_written(asked, stored):
+        return MatchDecision(True, "exact", "same text", {"relation": "exact"})
     if a.language != "en" or b.language != "en":
         return MatchDecision(False, None, "language_not_analysed")
     if not a.understood or not b.understood:
@@ -67,10 +67,20 @@ def match(asked: str, stored: str) -> MatchDecision:
             return MatchDecision(False, None, f"{name}_differs")
     if ("passive" in a.grammar) != ("passive" in b.grammar):
         return MatchDecision(False, None, "voice_differs")
-    # Articles where both have them in the same places: "a campaign" (any) is not "the campaign".
-    if len(a.grammar) == len(b.grammar) and a.grammar != b.grammar:
+    # Indefinite articles on the same words: "a campaign" (any) is not "the"/"our campaign".
+    if a.grammar != b.grammar:
         return MatchDecision(False, None, "grammar_differs")
     return MatchDecision(True, "paraphrase", "signatures agree", _agreement(a, b))
+
+
+def _same_as_written(asked: str, stored: str) -> bool:
+    """Case that carries meaning agrees. A text that may be English: its capitals can name things
+    ("IT", "Apple": `same_names`). A text in another language (a letter outside ASCII or another
+    language's function word): the original case after Unicode normalisation, but for a
+    sentence's first letter."""
+    if foreign(asked) or foreign(stored):
+        return same_cased(asked, stored)
+    return same_names(asked, stored)
 
 
 def analysable(question: str) -> bool:

@@ -22,12 +22,17 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from cache import question_lexicon as lex
+from cache.question_determiners import indefinites
 from cache.question_edit import distance_one as _distance_one
+from cache.question_exact import exact_text
+from cache.question_negation import negation_to_slot
+from cache.question_numbers import number_token, number_words
 from cache.question_plurality import plurality
+
+__all__ = ["Signature", "analyse", "exact_text", "foreign", "same_names"]
 
 _CONTRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), repl)
@@ -50,7 +55,7 @@ _TOKEN = re.compile(
     r"<=|>=|!=|\b(?:nz|us|a|c|r)\$|[$€£%<>&+/=#]"
     r"|(?<![\w.])-(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:k\b)?"
     r"|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:k\b)?|(?<!\d)\.\d+(?:k\b)?"
-    r"|[a-z]+(?:'[a-z]+)?|,"
+    r"|[a-z]+(?:-[a-z]+)+|[a-z]+(?:'[a-z]+)?|,|[()\[\]{}]"
 )
 # Forms read as not understood: "'d" (did, would or had), a plural possessive ("campaigns'"),
 # a European-looking thousands separator ("1.000", "$2.500": a thousand or 1, 2.5?), a "!" or a
@@ -60,9 +65,9 @@ _UNREAD = re.compile(r"'d\b|s'(?=\s|$|[?!.,;:])|(?<![\d.])\d{1,3}\.\d{3}(?![\d.]
 # non-letter it changes (besides spaces and an ellipsis) makes the question not understood.
 _NFKC_HARMLESS = frozenset("…")
 # Characters that are punctuation only: dropped without changing what is asked.
-_IGNORED = re.compile(r"[\s?.,;:()\[\]{}\"'`*_\-–—…]+")
-_WHITESPACE = re.compile(r"\s+")
-_TRAILING = re.compile(r"[\s?!.,;:]+$")
+_IGNORED = re.compile(r"[\s?.,;:\"'`*_\-–—…]+")
+# Brackets stay as tokens: "revenue (not spend)" is not "revenue not spend".
+_BRACKETS = {"[": "(", "{": "(", "]": ")", "}": ")"}
 _AUX_OPENERS = frozenset(lex.TENSE_OF_AUX) | lex.PERFECT_AUX | lex.MODALS
 _UNSTEMMED = (
     lex.NOT_INFLECTED
@@ -96,14 +101,7 @@ _VOCABULARY = (
 )
 _PAST_IRREGULAR = frozenset(lex.PAST_FORMS) - {"paid"}
 _TENSE_MARKS = {"@past": "past", "@present": "present"}
-_OPENERS = lex.WH_WORDS | {"amount", "share", "@past", "@present", "not"}
-
-
-def exact_text(question: str | None) -> str:
-    """The exact-match key: trimmed, one-spaced, lower-case, no trailing punctuation."""
-    if question is None:
-        return ""
-    return _TRAILING.sub("", _WHITESPACE.sub(" ", question).strip().lower())
+_OPENERS = lex.WH_WORDS | {"amount", "count", "share", "@past", "@present", "not"}
 
 
 def same_names(a: str, b: str) -> bool:
@@ -159,6 +157,15 @@ class Signature:
         }
 
 
+def foreign(question: str) -> bool:
+    """True if a text is surely not English: a letter outside ASCII or another language's
+    function word (its capitals then carry that language's meaning, see cache.question_exact)."""
+    text = question.lower()
+    if any(ch.isalpha() and ord(ch) > 127 for ch in text):
+        return True
+    return any(w in lex.FOREIGN_MARKERS for w in _TOKEN.findall(text))
+
+
 def _not_english(text: str, words: list[str]) -> bool:
     """True unless the text reads as English (see the module doc)."""
     if any(ch.isalpha() and ord(ch) > 127 for ch in text):
@@ -170,53 +177,6 @@ def _not_english(text: str, words: list[str]) -> bool:
     known = [w for w in alpha if w in _VOCABULARY or _stem(w) in _VOCABULARY]
     strong = any(w in lex.ENGLISH_MARKERS and w not in _SHARED_MARKERS for w in alpha)
     return not strong or 2 * len(known) < len(alpha)
-
-
-def _number(token: str) -> str | None:
-    """A canonical decimal for a numeric token ("50,000" -> "50000", "5k" -> "5000")."""
-    scale = 1
-    if token.endswith("k"):
-        token, scale = token[:-1], 1000
-    try:
-        value = Decimal(token.replace(",", "")) * scale
-    except InvalidOperation:
-        return None
-    text = format(value.normalize(), "f")
-    return text
-
-
-def _number_words(tokens: list[str], relations: set[str]) -> list[str]:
-    """Runs of number words as one number ("twenty five" -> "25", "one hundred" -> "100")."""
-    out: list[str] = []
-    i = 0
-    while i < len(tokens):
-        if tokens[i] not in lex.NUMBER_WORDS:
-            out.append(tokens[i])
-            i += 1
-            continue
-        total, current = 0, lex.NUMBER_WORDS[tokens[i]]
-        i += 1
-        while i < len(tokens):
-            word = tokens[i]
-            if word in lex.NUMBER_WORDS and lex.NUMBER_WORDS[word] < 10 and current % 10 == 0:
-                current += lex.NUMBER_WORDS[word]
-            elif word in lex.NUMBER_SCALES:
-                current *= lex.NUMBER_SCALES[word]
-                if lex.NUMBER_SCALES[word] >= 1000:
-                    total, current = total + current, 0
-            elif (
-                word == "and"
-                and tokens[i - 1] in lex.NUMBER_SCALES
-                and i + 1 < len(tokens)
-                and tokens[i + 1] in lex.NUMBER_WORDS
-            ):
-                pass  # "one hundred and five"; never "thirty and one" or "ten and five hundred"
-            else:
-                break
-            i += 1
-        out.append(str(total + current))
-        relations.add("number_words")
-    return out
 
 
 def _rewrite_phrases(tokens: list[str], relations: set[str]) -> list[str]:
@@ -263,6 +223,8 @@ def _stem(word: str) -> str:
     """The inflection-free form of an open-class word: plural -s, -es, -ies, verb -ed, -ing."""
     if word in _UNSTEMMED or not word.isalpha() or len(word) < 4:
         return word
+    if word.endswith("s") and word[:-1] in lex.TIME_WORDS:
+        return word  # never a time word's plural: "the last weeks" is not "the last week"
     base = word
     if word.endswith("ies") and len(word) > 4:
         base = word[:-3] + "y"
@@ -295,6 +257,7 @@ def _known(word: str) -> bool:
         or word in lex.NOT_INFLECTED
         or word in lex.ENGLISH_MARKERS
         or word in lex.TIME_WORDS
+        or (word.endswith("s") and word[:-1] in lex.TIME_WORDS | lex.TYPO_TARGETS)
     )
 
 
@@ -335,46 +298,13 @@ def _tense(tokens: list[str]) -> tuple[str | None, list[str]]:
                 slot = len(out) if slot is None else slot
                 continue
         out.append(word)
-    out = _negation_to_slot(out, slot)
+    out = negation_to_slot(out, slot)
     if tense is None and any(
         w in _PAST_IRREGULAR or (w.endswith("ed") and len(w) >= 5 and w not in lex.NOT_INFLECTED)
         for w in out
     ):
         tense = "past"
     return tense, out
-
-
-_QUANTIFIERS = frozenset({"all", "every", "any", "some", "both", "each", "most", "many", "few"})
-
-
-def _subject_word(word: str) -> bool:
-    """A word that can stand between an auxiliary and its "not": a noun-like open-class word or
-    a determiner, never a quantifier, a verb or a direction."""
-    if word in lex.STOP_WORDS:
-        return True
-    if word in _CLOSED or word in _QUANTIFIERS or word in lex.DIRECTION_WORDS:
-        return False
-    verb = lex.SYNONYMS.get(word, word)
-    return (
-        verb not in lex.VERBS
-        and verb not in {"decrease", "increase"}
-        and not (word.endswith(("ed", "ing")))
-    )
-
-
-def _negation_to_slot(words: list[str], slot: int | None) -> list[str]:
-    """ "why did revenue not grow" -> "why not revenue grow", as "why didn't revenue grow" reads:
-    a "not" up to three open-class words after the opening auxiliary belongs to it. Never past a
-    quantifier ("why did all channels not drop" is not "why didn't all channels drop")."""
-    if slot is None:
-        return words
-    for j in range(slot, min(slot + 4, len(words))):
-        if words[j] == "not":
-            between = words[slot:j]
-            if all(_subject_word(w) for w in between):
-                return [*words[:slot], "not", *between, *words[j + 1 :]]
-            return words
-    return words
 
 
 def _infinitive_after_cause(tokens: list[str]) -> list[str]:
@@ -408,23 +338,11 @@ def _cause_of_change(tokens: list[str], relations: set[str]) -> list[str]:
     return tokens
 
 
-_CLOSED = (
-    lex.ENGLISH_MARKERS
-    | frozenset(lex.TENSE_OF_AUX)
-    | lex.PERFECT_AUX
-    | lex.MODALS
-    | lex.WH_WORDS
-    | lex.STOP_WORDS
-    | lex.NEGATIONS
-    | frozenset({"kind", "type", "sort", "percentage", "percent"})
-)
-
-
 def _what_noun(tokens: list[str]) -> list[str]:
     """ "what campaign ..." asks "which campaign ...": "what" before an open-class word."""
     out = list(tokens)
     for i in range(len(out) - 1):
-        if out[i] == "what" and out[i + 1] not in _CLOSED and not out[i + 1][:1].isdigit():
+        if out[i] == "what" and out[i + 1] not in lex.CLOSED and not out[i + 1][:1].isdigit():
             out[i] = "which"
     return out
 
@@ -432,7 +350,7 @@ def _what_noun(tokens: list[str]) -> list[str]:
 def _intent(tokens: list[str]) -> str:
     """What the question asks for, from its first words."""
     for word in tokens[:3]:
-        if word in lex.WH_WORDS or word in {"amount", "share"}:
+        if word in lex.WH_WORDS or word in {"amount", "count", "share"}:
             return word
     if tokens and tokens[0] in _AUX_OPENERS:
         return "yes_no"
@@ -500,9 +418,11 @@ def analyse(question: str) -> Signature:
         return Signature(language=language, understood=False, content=(), intent="", tense=None)
 
     tokens = []
-    for token in raw:
-        if token[:1].isdigit() or token[:1] in "-.":
-            number = _number(token)
+    for token in _compounds(raw):
+        if token in _BRACKETS or token in "()":
+            tokens.append(_BRACKETS.get(token, token))
+        elif token[:1].isdigit() or token[:1] in "-.":
+            number = number_token(token)
             tokens.append(number if number is not None else token)
         else:
             target = _typo_target(token)
@@ -510,13 +430,14 @@ def analyse(question: str) -> Signature:
                 relations.add("typo")
             tokens.append(target or token)
     # Number words first, while the commas that separate them are still there ("ten, five").
-    tokens = [t for t in _number_words(tokens, relations) if t != ","]
+    tokens = [t for t in number_words(tokens, relations) if t != ","]
     tokens = _strip_lead_ins(tokens, relations)
-    grammar = _grammar(tokens) + (("passive",) if _passive(tokens) else ())
-    tokens = _cause_of_change(tokens, relations)
+    passive = ("passive",) if _passive(tokens) else ()
+    tokens = _cause_of_change(_season_fall(tokens), relations)
     tokens = _what_noun(_rewrite_phrases(tokens, relations))
     intent = _intent(tokens)
-    counted = plurality(tokens, intent)
+    counted = plurality(tokens, intent, _canon)
+    grammar = indefinites(tokens, _canon) + passive
     tokens = _infinitive_after_cause(tokens)
     tense, tokens = _tense(tokens)
     words: list[str] = []
@@ -551,7 +472,7 @@ def analyse(question: str) -> Signature:
         comparators=_comparators(content),
         inclusion=tuple(w for w in content if w in lex.INCLUSION),
         extremes=tuple(w for w in content if w in lex.EXTREMES),
-        time_words=tuple(w for w in content if w in lex.TIME_WORDS),
+        time_words=tuple(w for w in content if _time_word(w)),
         prefixes=tuple(w for w in content if w in lex.PREFIXES),
         numbers=tuple(w for w in content if w[:1].isdigit()),
         measures=tuple(w for w in content if w in lex.MEASURES),
@@ -562,12 +483,55 @@ def analyse(question: str) -> Signature:
     )
 
 
-_GRAMMAR = {"a": "any", "an": "any", "the": "that"}
+def _time_word(word: str) -> bool:
+    """A time word or its plural ("week", "weeks", "Mondays")."""
+    return word in lex.TIME_WORDS or (word.endswith("s") and word[:-1] in lex.TIME_WORDS)
 
 
-def _grammar(tokens: list[str]) -> tuple[str, ...]:
-    """The articles in order: "a" (any one) vs "the" (that one)."""
-    return tuple(_GRAMMAR[t] for t in tokens if t in _GRAMMAR)
+def _canon(word: str) -> str:
+    """The canonical form of one word alone (synonym, irregular past, inflection)."""
+    if word in lex.SYNONYMS:
+        return lex.SYNONYMS[word]
+    if word in lex.PAST_FORMS:
+        return lex.PAST_FORMS[word]
+    stem = _stem(word)
+    return lex.SYNONYMS.get(stem, stem)
+
+
+def _compounds(raw: list[str]) -> list[str]:
+    """Hyphenated words: a known compound or a prefix compound ("non-brand") as its words, number
+    words ("thirty-one") as numbers; any other ("drop-in") stays one word of its own."""
+    out: list[str] = []
+    for token in raw:
+        parts = token.split("-")
+        if len(parts) == 1 or not token[:1].isalpha():
+            out.append(token)
+        elif token in lex.COMPOUNDS:
+            out.extend(lex.COMPOUNDS[token])
+        elif len(parts) == 2 and parts[0] in lex.PREFIXES:
+            out.extend(parts)
+        elif all(p in lex.NUMBER_WORDS for p in parts):
+            out.extend(parts)
+        else:
+            out.append(token)
+    return out
+
+
+# After "fall" these say it is the verb or the change ("revenue fell"): "why did revenue fall
+# last week / by 5% / sharply?"; before any other word it may be the season ("the fall sale").
+_AFTER_FALL_VERB = lex.CLOSED | lex.PHRASE_BOUNDARIES | lex.TIME_WORDS
+
+
+def _season_fall(tokens: list[str]) -> list[str]:
+    """ "fall" before a noun-like word ("the fall campaign") is not a decrease: it stays itself."""
+    out = list(tokens)
+    for i, word in enumerate(tokens):
+        if word != "fall" or i + 1 >= len(tokens):
+            continue
+        nxt = tokens[i + 1]
+        if not (nxt in _AFTER_FALL_VERB or not nxt.isalpha() or nxt.endswith("ly")):
+            out[i] = "fall_season"
+    return out
 
 
 _BE = frozenset({"is", "are", "was", "were", "been", "being"})

@@ -157,5 +157,5 @@ def test_analysis_is_deterministic_and_pure() -> None:
     assert first == again and first.relations == again.relations
     assert first.numbers == ("25", "1500") and first.negation == ("not",)
     assert first.comparators == ("above 1500 usd",) and first.entities == ("campaign", "facebook")
-    assert first.plurality == ("many",)
+    assert first.plurality == ("many campaign",)
     assert exact_text("  Why  did it DROP?! ") == "why did it drop"
