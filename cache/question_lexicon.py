@@ -9,7 +9,7 @@ missing synonym costs a model call, a wrong one serves a wrong answer.
 from __future__ import annotations
 
 
-def _words(text: str) -> frozenset[str]:
+def words(text: str) -> frozenset[str]:
     """A vocabulary from a whitespace-separated word list."""
     return frozenset(text.split())
 
@@ -343,7 +343,7 @@ CHANGE_NOUNS = frozenset(
     {"drop", "decline", "decrease", "fall", "dip", "increase", "rise", "growth", "spike", "jump"}
 )
 # Where the changed thing ends ("the drop in revenue on mobile").
-PHRASE_BOUNDARIES = _words(
+PHRASE_BOUNDARIES = words(
     """
     on in for from during last this since between by vs at over under among across after
     before compared versus
@@ -374,7 +374,7 @@ PARTICIPLE_IRREGULAR = frozenset(
 # Modal verbs: what is asked (a forecast, a hypothesis, an obligation) differs with each.
 MODALS = frozenset({"will", "would", "could", "should", "might", "may", "can", "must", "shall"})
 NEGATIONS = frozenset({"not", "no", "never", "none", "nothing", "neither", "nor", "nobody"})
-TIME_WORDS = _words(
+TIME_WORDS = words(
     """
     today yesterday tomorrow tonight now currently recently lately week weekend weekday month
     year quarter day days hour morning afternoon evening night last this next previous prior
@@ -409,14 +409,14 @@ EXTREMES = frozenset(
 )
 INCLUSION = frozenset({"including", "excluding"})
 PREFIXES = frozenset({"non", "un", "anti", "pre", "post", "multi", "cross", "sub", "re"})
-MEASURES = _words(
+MEASURES = words(
     """
     revenue sales conversion cvr roas roi cpa cpc cpm ctr aov ltv spend cost budget click
     impression order purchase customer signup session traffic visit margin profit refund
     return churn retention engagement bounce rate value yoy mom wow share percent
     """
 )
-ENTITIES = _words(
+ENTITIES = words(
     """
     facebook google instagram tiktok linkedin twitter youtube bing pinterest snapchat email
     affiliate referral display organic paid paid_search paid_social organic_search google_ads
@@ -425,7 +425,7 @@ ENTITIES = _words(
     """
 )
 # Words an English question is made of; a question must use some to be read as English.
-ENGLISH_MARKERS = _words(
+ENGLISH_MARKERS = words(
     """
     the a an is are was were do does did why how what which when where who whose of to in on
     for by with from and or not no than this that these those it its our we my you your i be
@@ -435,7 +435,7 @@ ENGLISH_MARKERS = _words(
 # Function words of other languages that are not English words: one is enough to call a text
 # not English (it then hits only on an exact match).
 FOREIGN_MARKERS = (
-    _words(
+    words(
         """
     por que qué porque cual cuál cuales como cómo el los las del una unos unas ventas ingresos
     bajaron subieron canal canales semana pasada mes año cuanto cuánto cuanta ha han fue es
@@ -486,7 +486,7 @@ NUMBER_WORDS: dict[str, int] = {
 NUMBER_SCALES: dict[str, int] = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
 CURRENCY_WORDS = frozenset({"usd", "eur", "gbp"})
 # Words the inflection rules must leave alone (they are not plurals or verb forms of another).
-NOT_INFLECTED = _words(
+NOT_INFLECTED = words(
     """
     news series species always perhaps sometimes windows means analytics physics economics
     mathematics statistics marketing advertising morning evening nothing something anything
@@ -500,7 +500,7 @@ NOT_INFLECTED = _words(
 )
 # Verbs whose -ed / -ing forms are inflections here; other -ed / -ing words are left alone
 # ("bearing" is not "bear", "forced" is not "force", "processing" is not "process").
-VERBS = _words(
+VERBS = words(
     """
     convert perform underperform outperform drop decline decrease increase spend grow
     attribute click improve change shift spike jump fall rise climb dip drive generate cost
@@ -513,7 +513,7 @@ VERBS = _words(
     """
 )
 # Domain words a one-letter typo is corrected to (only words of six letters or more).
-TYPO_TARGETS = _words(
+TYPO_TARGETS = words(
     """
     revenue conversion campaign channel attribution acquisition impression performance
     performing facebook google instagram linkedin youtube pinterest snapchat organic session
@@ -523,7 +523,7 @@ TYPO_TARGETS = _words(
 )
 # Real English words one edit away from a typo target: never "corrected" (a deferral is not a
 # referral, an overage is not an average, Chanel is not a channel).
-NOT_TYPOS = _words(
+NOT_TYPOS = words(
     """
     deferral deferrals overage overages goggle goggles googly chanel champaign champaigns
     youtuber youtubers revenge revenges recline reclined dripped drooped cropped propped

@@ -13,11 +13,11 @@ from cache import question_lexicon as lex
 
 _QUANTIFIERS = frozenset({"all", "every", "any", "some", "both", "each", "most", "many", "few"})
 # Focus words change what a "not" negates ("only email did not drop" / "not only email dropped").
-FOCUS_WORDS = frozenset(
+FOCUS_WORDS = lex.words(
     """
     only even just also especially particularly mainly mostly solely merely exclusively alone
     too either still specifically largely chiefly purely simply
-    """.split()
+    """
 )
 _CHANGES = frozenset({"decrease", "increase"})
 

@@ -46,7 +46,11 @@ def number_words(tokens: list[str], relations: set[str]) -> list[str]:
         i += 1
         while i < len(tokens):
             word = tokens[i]
-            if word in lex.NUMBER_WORDS and lex.NUMBER_WORDS[word] < 10 and _takes_unit(total, current):
+            if (
+                word in lex.NUMBER_WORDS
+                and lex.NUMBER_WORDS[word] < 10
+                and _takes_unit(total, current)
+            ):
                 current += lex.NUMBER_WORDS[word]
             elif word in lex.NUMBER_SCALES:
                 current *= lex.NUMBER_SCALES[word]

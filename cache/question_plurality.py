@@ -21,11 +21,16 @@ from cache import question_lexicon as lex
 _MASS = frozenset({"advertising"})
 _SINGULAR_BE = frozenset({"is", "was"})
 _PLURAL_BE = frozenset({"are", "were"})
-# Measures one counts as things, never as a quantity: their number always matters.
-_COUNTED_MEASURES = frozenset({"customer"})
+# Measures one counts as things ("which customers", "the campaign budgets"): their number
+# always matters.
+_COUNTED_MEASURES = frozenset({"customer", "budget"})
 # Plural-looking words that are not plurals of anything here (units follow their numbers).
-_NOT_PLURAL = lex.NOT_INFLECTED | lex.CURRENCY_WORDS | frozenset(
-    {"dollars", "euros", "pounds", "bucks", "vs", "has", "was", "does", "is", "its", "this"}
+_NOT_PLURAL = (
+    lex.NOT_INFLECTED
+    | lex.CURRENCY_WORDS
+    | frozenset(
+        {"dollars", "euros", "pounds", "bucks", "vs", "has", "was", "does", "is", "its", "this"}
+    )
 )
 
 
@@ -44,9 +49,7 @@ def _singular_of(word: str, canon: Callable[[str], str]) -> str | None:
     return None
 
 
-def plurality(
-    tokens: Sequence[str], intent: str, canon: Callable[[str], str]
-) -> tuple[str, ...]:
+def plurality(tokens: Sequence[str], intent: str, canon: Callable[[str], str]) -> tuple[str, ...]:
     """ "many <word>" for each plural (see the module doc) and "one"/"many" for an opening
     be-verb of a what/which question."""
     found: list[str] = []

@@ -508,9 +508,9 @@ def _compounds(raw: list[str]) -> list[str]:
             out.append(token)
         elif token in lex.COMPOUNDS:
             out.extend(lex.COMPOUNDS[token])
-        elif len(parts) == 2 and parts[0] in lex.PREFIXES:
-            out.extend(parts)
-        elif all(p in lex.NUMBER_WORDS for p in parts):
+        elif (len(parts) == 2 and parts[0] in lex.PREFIXES) or all(
+            p in lex.NUMBER_WORDS for p in parts
+        ):
             out.extend(parts)
         else:
             out.append(token)

@@ -16,8 +16,8 @@ PAIRS: list[dict[str, Any]] = [
     for line in (Path(__file__).parent / "data" / "question_pairs.jsonl").read_text().splitlines()
     if line.strip()
 ]
-# Measured at this commit (see bench/RESULTS.md): 132 of 219 paraphrases hit.
-MEASURED_RECALL = 132 / 219
+# Measured at this commit (see bench/RESULTS.md): 152 of 241 paraphrases hit.
+MEASURED_RECALL = 152 / 241
 
 
 def test_the_set_is_big_labelled_and_unique() -> None:
@@ -159,3 +159,65 @@ def test_analysis_is_deterministic_and_pure() -> None:
     assert first.comparators == ("above 1500 usd",) and first.entities == ("campaign", "facebook")
     assert first.plurality == ("many campaign",)
     assert exact_text("  Why  did it DROP?! ") == "why did it drop"
+
+
+# Round four, as an attacker: near misses of classes nobody had listed (periods named in the
+# text, currency and scale units, per user vs total, new vs returning, mobile vs desktop, iOS vs
+# Android, would/should vs did, first vs last touch, typos that make another word, and a plural
+# of a measure one counts). The last one ("budget"/"budgets") broke and was fixed.
+ATTACK3 = [
+    ("What was revenue in Q3?", "What was revenue in Q4?"),
+    ("Why did revenue drop in Q3 2025?", "Why did revenue drop in Q3 2026?"),
+    ("Why did signups drop yesterday?", "Why did signups drop today?"),
+    ("Why did revenue drop in H1?", "Why did revenue drop in H2?"),
+    ("Why did revenue drop this morning?", "Why did revenue drop this evening?"),
+    ("How much did we spend on Facebook in $?", "How much did we spend on Facebook in €?"),
+    ("Which campaigns spent over $5k?", "Which campaigns spent over $5m?"),
+    ("Which campaigns spent over $5 million?", "Which campaigns spent over $5 thousand?"),
+    ("What is revenue per user?", "What is total revenue?"),
+    ("What is spend per user on TikTok?", "What is spend on TikTok?"),
+    ("Why did new users convert less?", "Why did returning users convert less?"),
+    ("Why is CTR lower on mobile?", "Why is CTR lower on desktop?"),
+    ("Why did iOS revenue drop?", "Why did Android revenue drop?"),
+    ("Why would revenue drop if we paused email?", "Why did revenue drop when we paused email?"),
+    ("What would ROAS be if we doubled spend?", "What was ROAS when we doubled spend?"),
+    ("Should we pause the TikTok campaign?", "Did we pause the TikTok campaign?"),
+    ("How much revenue does email get under first touch?",
+     "How much revenue does email get under last touch?"),
+    ("Which channel gets the most first-touch credit?",
+     "Which channel gets the most last-touch credit?"),
+    ("Why did conversions from Bing drop?", "Why did conversions from Ping drop?"),
+    ("Why did revenue from email drop?", "Why did revenue form email drop?"),
+    ("Why did the first campaign fail?", "Why did the fist campaign fail?"),
+    ("Why did clicks drop in the morning?", "Why did clicks drop in the mourning?"),
+    ("Why did the campaign budget drop?", "Why did the campaign budgets drop?"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("stored", "asked"), ATTACK3)
+def test_attack3_near_misses_miss(stored: str, asked: str) -> None:
+    assert not match(asked, stored).hit
+    assert not match(stored, asked).hit
+
+
+def test_attack3_pairs_are_in_the_labelled_set() -> None:
+    labelled = {(p["a"], p["b"]) for p in PAIRS if p["split"] == "attack3" and not p["same"]}
+    assert set(ATTACK3) <= labelled
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked", "exact"),
+    [
+        ("Wie viel Umsatz haben Sie gemacht?", "Wie viel Umsatz haben sie gemacht?", False),
+        ("¿Por qué bajó el ROAS de IT?", "¿Por qué bajó el ROAS de it?", False),
+        ("¿Por qué bajó el ROAS de IT?", "¿por qué bajó el ROAS de IT", True),
+        ("Warum ist der Umsatz gesunken?", "warum ist der umsatz gesunken", True),
+        ("Why did revenue from Nestlé drop after IT paused?",
+         "Why did revenue from Nestlé drop after it paused?", False),
+    ],
+)  # fmt: skip
+def test_other_languages_keep_their_case(stored: str, asked: str, exact: bool) -> None:
+    """Another language's capitals carry meaning ("Sie" is you, "sie" they): the exact path
+    compares them, but for a sentence's first letter and a text typed without case."""
+    assert match(asked, stored).hit is exact
+    assert match(stored, asked).hit is exact
