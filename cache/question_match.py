@@ -55,9 +55,9 @@ def match(asked: str, stored: str) -> MatchDecision:
     """The decision for serving the answer to `stored` for the question `asked`."""
     if not exact_text(asked) or not exact_text(stored):
         return MatchDecision(False, None, "no_question")
-    a, b = analyse(asked), analyse(stored)
     if exact_text(asked) == exact_text(stored) and _same_as_written(asked, stored):
         return MatchDecision(True, "exact", "same text", {"relation": "exact"})
+    a, b = analyse(asked), analyse(stored)
     if a.language != "en" or b.language != "en":
         return MatchDecision(False, None, "language_not_analysed")
     if not a.understood or not b.understood:

@@ -1,10 +1,11 @@
 """Where a question's "not" belongs: to the opening auxiliary, or to the word it stands before.
 
 "Why did revenue not grow?" reads as "Why didn't revenue grow?": the "not" is moved to the
-auxiliary's slot. It is moved only when nothing but a plain subject stands between the two and a
-verb follows it: "Why did channels not in the test drop?" (a "not" of the modifier "in the test"),
-"Why did only email not drop?" (past a focus word), "Why did revenue (not spend) drop?" (inside
-brackets) keep their "not" where it is, so they never read as the contracted form.
+auxiliary's slot, but only when nothing but a plain subject stands between the two and one verb
+follows it, with no second verb after that. These keep their "not" where it is, so they never
+read as the contracted form: "Why did channels not in the test drop?" (a "not" of the modifier
+"in the test"), "Why did only email not drop?" (past a focus word), "Why did revenue (not spend)
+drop?" (inside brackets), "Why did campaigns not paused in March drop?" (of a participle).
 """
 
 from __future__ import annotations
@@ -57,8 +58,12 @@ def negation_to_slot(words: list[str], slot: int | None) -> list[str]:
     for j in range(slot, min(slot + 4, len(words))):
         if words[j] == "not":
             between = words[slot:j]
-            after = words[j + 1 : j + 2]
+            after = words[j + 1 :]
+            # The verb must follow, and be the only one: in "why did campaigns not paused in
+            # March drop" the "not" belongs to "paused", a modifier of the subject.
             if between and not (after and _verb_form(after[0])):
+                return words
+            if between and any(_verb_form(w) for w in after[1:]):
                 return words
             if all(_subject_word(w) for w in between):
                 return [*words[:slot], "not", *between, *words[j + 1 :]]

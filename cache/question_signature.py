@@ -8,13 +8,18 @@ answer, each a known relation recorded in `relations`: contractions, lead-ins ("
 stop words (the, a, our), synonyms and phrase rewrites (cache/question_lexicon.py), inflections
 (plural -s, -ed, -ing), numbers in words, currency spellings and one-letter typos of domain words.
 Everything else stays as written, in order, so word order and roles survive ("Facebook
-outperforming Google" is not "Google outperforming Facebook").
+outperforming Google" is not "Google outperforming Facebook"): time words are never stemmed
+("the last weeks"), brackets stay, an unknown hyphenated compound ("drop-in") is one word,
+"fall" before a noun is the season. Helpers with one job each: numbers
+(cache/question_numbers.py), where a "not" belongs (cache/question_negation.py), one thing or
+several (cache/question_plurality.py), indefinite articles (cache/question_determiners.py) and
+the exact path (cache/question_exact.py).
 
 Only English is analysed. A text with letters outside ASCII, with a function word of another
 language, without an English function word that other languages do not share ("i", "a", "in"
 are not enough) or with most of its words outside the vocabulary is `understood=False`: it can
-hit only on an exact normalised match (`exact_text`). So is any form read two ways ("'d", "1.000",
-a "!" that is not "!=", a symbol NFKC would change).
+hit only on an exact match (`exact_text`, with case where it carries meaning). So is any form
+read two ways ("'d", "1.000", a "!" that is not "!=", a symbol NFKC would change).
 """
 
 from __future__ import annotations
@@ -157,6 +162,7 @@ class Signature:
         }
 
 
+@lru_cache(maxsize=8192)
 def foreign(question: str) -> bool:
     """True if a text is surely not English: a letter outside ASCII or another language's
     function word (its capitals then carry that language's meaning, see cache.question_exact)."""
@@ -371,6 +377,15 @@ _UNITS = lex.CURRENCY_WORDS | {"percent"}
 
 
 _MID_CAPITALS = re.compile(r"(?<=[A-Za-z0-9,] )([A-Z][A-Za-z]*)\b")
+# Words a synonym turns into an extreme or a direction ("primary" -> "main", "fall" ->
+# "decrease"): capitalised inside a question, they are part of a name.
+_MEANING_SYNONYMS = frozenset(
+    w
+    for w, canonical in lex.SYNONYMS.items()
+    if w.isalpha()
+    and w != canonical
+    and (canonical in lex.EXTREMES or canonical in lex.DIRECTION_WORDS)
+) | {"fall", "main"}
 
 
 def _names_kept(text: str) -> str:
@@ -378,12 +393,16 @@ def _names_kept(text: str) -> str:
     "IT", "ad set A") or as a common word ("Apple") becomes a name of its own."""
     if not any(ch.islower() for ch in text):
         return text
+    # Every word capitalised ("Why Did Revenue Drop?"): capitals there name nothing.
+    title_case = all(not w[:1].isalpha() or w[:1].isupper() for w in text.split())
 
     def name(m: re.Match[str]) -> str:
         word = m.group(1)
         lower = word.lower()
         if lower in lex.ENGLISH_MARKERS | lex.STOP_WORDS | {"us"}:
             return "name" + lower if word.isupper() else word
+        if lower in _MEANING_SYNONYMS and not word.isupper() and not title_case:
+            return "name" + lower  # "Primary Street" is not "Main Street", "the Fall sale"
         if lower in _VOCABULARY or _stem(lower) in _VOCABULARY or word.isupper():
             return word
         return "name" + lower

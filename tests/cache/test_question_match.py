@@ -163,8 +163,9 @@ def test_analysis_is_deterministic_and_pure() -> None:
 
 # Round four, as an attacker: near misses of classes nobody had listed (periods named in the
 # text, currency and scale units, per user vs total, new vs returning, mobile vs desktop, iOS vs
-# Android, would/should vs did, first vs last touch, typos that make another word, and a plural
-# of a measure one counts). The last one ("budget"/"budgets") broke and was fixed.
+# Android, would/should vs did, first vs last touch, typos that make another word, a plural of a
+# measure one counts, a "not" of a participle, a synonym inside a name). The last three broke
+# and were fixed.
 ATTACK3 = [
     ("What was revenue in Q3?", "What was revenue in Q4?"),
     ("Why did revenue drop in Q3 2025?", "Why did revenue drop in Q3 2026?"),
@@ -191,6 +192,8 @@ ATTACK3 = [
     ("Why did the first campaign fail?", "Why did the fist campaign fail?"),
     ("Why did clicks drop in the morning?", "Why did clicks drop in the mourning?"),
     ("Why did the campaign budget drop?", "Why did the campaign budgets drop?"),
+    ("Why didn't campaigns paused in March drop?", "Why did campaigns not paused in March drop?"),
+    ("How did the Main Street campaign perform?", "How did the Primary Street campaign perform?"),
 ]  # fmt: skip
 
 
