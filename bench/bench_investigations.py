@@ -447,9 +447,7 @@ async def _queue(app_pool: asyncpg.Pool, tenants: list[UUID], runs: int) -> list
             "max_steps": DEFAULT_MAX_STEPS,
         }
         async with tenant_transaction(app_pool, tenant) as conn:
-            row, _ = await jobs_repository.insert_idempotent(
-                conn, repository.TABLE, values, None, "id"
-            )
+            row = await jobs_repository.insert_run(conn, repository.TABLE, values, None, "id")
         ids.append(row["id"])
     return ids
 

@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -42,6 +43,7 @@ from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.urls import resolve_urls
 from llm_service.demo_data import generate_demo_data
 from llm_service.investigations.runner import InvestigationRunner
+from llm_service.jobs.kinds import Claim
 from llm_service.llm.litellm_setup import load_litellm
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
@@ -199,7 +201,12 @@ def _common(a: list[str], b: list[str]) -> int:
 
 
 async def _investigate(
-    settings: Settings, app_pool: asyncpg.Pool, tenant_id: UUID, url: str, stub: Any
+    settings: Settings,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant_id: UUID,
+    url: str,
+    stub: Any,
 ) -> list[asyncpg.Record]:
     gateway = gateway_from_settings(settings, app_pool)
     assert gateway is not None
@@ -213,15 +220,21 @@ async def _investigate(
             QUESTION,
             STEPS,
         )
+    # The lease as the claim takes it: a fresh token, the row keeping its hash (which only the
+    # claim, or the owner, may write).
+    token = uuid.uuid4()
+    async with tenant_transaction(owner_pool, tenant_id) as conn:
         await conn.execute(
             "UPDATE investigations SET status = 'running', lease_owner = 'bench',"
-            " lease_expires_at = now() + interval '5 minutes' WHERE id = $1",
+            " lease_expires_at = now() + interval '5 minutes',"
+            " lease_token_hash = sha256(uuid_send($2::uuid)) WHERE id = $1",
             run_id,
+            token,
         )
     with respx.mock:
         respx.post(url).mock(side_effect=stub(counted, str(settings.llm_model).split("/")[-1]))
         status = await InvestigationRunner(app_pool, gateway, "bench").run(
-            run_id, tenant_id, takeover=False
+            Claim("investigation", run_id, tenant_id, False, token)
         )
     async with tenant_transaction(app_pool, tenant_id) as conn:
         rows = list(
@@ -282,19 +295,23 @@ async def _main() -> None:
         print("OpenAI gpt-4o-mini (automatic prefix caching; $0.15 base, $0.075 cached per 1M)")
         settings = base.model_copy(update={"llm_model": "openai/gpt-4o-mini"})
         price = gateway_from_settings(settings, app_pool).price()  # type: ignore[union-attr]
-        rows = await _investigate(settings, app_pool, tenant, OPENAI_URL, openai_stub)
+        rows = await _investigate(settings, app_pool, owner_pool, tenant, OPENAI_URL, openai_stub)
         on = _state("with the stable prefix", rows, price)
         _summary(on["billed"], on["uncached"], on["old"])
 
         print("Anthropic claude-sonnet-4-5 ($3 base, $0.30 read, $3.75 write per 1M)")
         settings = base.model_copy(update={"llm_model": "anthropic/claude-sonnet-4-5"})
         price = gateway_from_settings(settings, app_pool).price()  # type: ignore[union-attr]
-        rows = await _investigate(settings, app_pool, tenant, ANTHROPIC_URL, anthropic_stub)
+        rows = await _investigate(
+            settings, app_pool, owner_pool, tenant, ANTHROPIC_URL, anthropic_stub
+        )
         on = _state("with cache_control", rows, price)
         original = gateway_module.mark_stable_prefix
         gateway_module.mark_stable_prefix = lambda messages, provider: (messages, False)
         try:
-            rows = await _investigate(settings, app_pool, tenant, ANTHROPIC_URL, anthropic_stub)
+            rows = await _investigate(
+                settings, app_pool, owner_pool, tenant, ANTHROPIC_URL, anthropic_stub
+            )
         finally:
             gateway_module.mark_stable_prefix = original
         off = _state("without cache_control", rows, price)

@@ -29,22 +29,34 @@ CROSSTENANT_ROLE = "llm_crosstenant"
 _GUARD = re.compile(r"^\s*IF TG_RELID <> 'public\.([a-z_][a-z0-9_]*)'::regclass THEN", re.MULTILINE)
 
 
-# Money and limits the service committed: the application role may not write them.
+# Money and limits the service committed, and the hash of a run's lease token (only the claim
+# sets it, migration 009): the application role may not write them.
 PROTECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "investigations": (
         "tenant_id", "max_cost_cents", "timeout_ms", "max_steps", "cost_cents", "question",
+        "lease_token_hash",
     ),
-    "budget_optimization_jobs": ("tenant_id", "max_cost_cents", "cost_cents", "params"),
+    "budget_optimization_jobs": (
+        "tenant_id", "max_cost_cents", "cost_cents", "params", "lease_token_hash",
+    ),
     "llm_api_calls": (
         "tenant_id", "reserved_cents", "reservation_expires_at", "model", "endpoint",
         "investigation_id", "budget_optimization_job_id", "started_at", "max_tokens",
+    ),
+    # A taken Idempotency-Key is never moved to another run or request (migration 009).
+    "job_idempotency_keys": (
+        "tenant_id", "idempotency_key", "kind", "run_id", "request_hash", "created_at",
     ),
 }  # fmt: skip
 # Columns the application role may not set when it creates a row (the month a call counts in,
 # a run's recorded spend and state: the database sets them).
 PROTECTED_AT_INSERT: dict[str, tuple[str, ...]] = {
-    "investigations": ("cost_cents", "status", "result", "started_at", "attempts"),
-    "budget_optimization_jobs": ("cost_cents", "status", "recommendations", "started_at"),
+    "investigations": (
+        "cost_cents", "status", "result", "started_at", "attempts", "lease_token_hash",
+    ),
+    "budget_optimization_jobs": (
+        "cost_cents", "status", "recommendations", "started_at", "lease_token_hash",
+    ),
     "llm_api_calls": (
         "started_at", "cost_cents", "status", "settled_at", "input_tokens", "output_tokens",
         "usage_anomaly", "raw_usage", "cost_is_estimate",

@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -36,6 +37,7 @@ from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.urls import resolve_urls
 from llm_service.demo_data import generate_demo_data
 from llm_service.investigations.runner import InvestigationRunner
+from llm_service.jobs.kinds import Claim
 from llm_service.settings import Settings
 from llm_service.tenants.service import create_tenant
 
@@ -60,6 +62,7 @@ def score(q: EvalQuestion, answer: str) -> dict[str, Any]:
 
 async def ask(
     pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
     runner: InvestigationRunner,
     tenant_id: UUID,
     question: str,
@@ -75,13 +78,19 @@ async def ask(
             question,
             max_cost_cents,
         )
+    # The lease as the claim takes it: a fresh token, the row keeping its hash (which only the
+    # claim, or the owner, may write).
+    token = uuid.uuid4()
+    async with tenant_transaction(owner_pool, tenant_id) as conn:
         await conn.execute(
             "UPDATE investigations SET status = 'running', lease_owner = $2,"
-            " lease_expires_at = now() + interval '1 minute' WHERE id = $1",
+            " lease_expires_at = now() + interval '1 minute',"
+            " lease_token_hash = sha256(uuid_send($3::uuid)) WHERE id = $1",
             run_id,
             runner.worker,
+            token,
         )
-    status = await runner.run(run_id, tenant_id, takeover=False)
+    status = await runner.run(Claim("investigation", run_id, tenant_id, False, token))
     async with tenant_transaction(pool, tenant_id) as conn:
         row = await conn.fetchrow(
             "SELECT result, cost_cents, degraded, reason FROM investigations WHERE id = $1", run_id
@@ -151,7 +160,9 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     if name != "deterministic" and spent.get(name, Decimal(0)) / 100 >= limit_usd:
                         entry[name] = {"skipped": "spend limit reached"}
                         continue
-                    answer = await ask(app_pool, runner, tenant.tenant_id, q.text, cents)
+                    answer = await ask(
+                        app_pool, owner_pool, runner, tenant.tenant_id, q.text, cents
+                    )
                     spent[name] = spent.get(name, Decimal(0)) + Decimal(answer["cost_cents"])
                     entry[name] = {**answer, **score(q, answer["answer"])}
                 results.append(entry)

@@ -12,7 +12,7 @@ import asyncpg
 from llm_service.jobs import repository as jobs
 from llm_service.jobs.kinds import JobTable
 
-TABLE = JobTable("investigations", ledger_column="investigation_id")
+TABLE = JobTable("investigation", "investigations", ledger_column="investigation_id")
 TERMINAL_STATES = frozenset({"succeeded", "budget_exhausted", "timed_out", "failed", "cancelled"})
 
 COLUMNS = """id, status, reason, degraded, question, max_cost_cents, timeout_ms, max_steps,
@@ -65,6 +65,7 @@ async def finish(
     conn: asyncpg.Connection,
     run_id: UUID,
     worker: str,
+    lease_token: UUID,
     *,
     status: str,
     reason: str,
@@ -72,19 +73,20 @@ async def finish(
     result: dict[str, Any] | None,
     degraded: bool,
 ) -> Decimal | None:
-    """Record a terminal state, if this worker still holds the run; returns the run's spend (the
-    sum of its ledger rows, kept by the ledger), or None if the run was not this worker's."""
+    """Record a terminal state, if this worker still holds the run (its lease token); returns
+    the run's spend (the sum of its ledger rows), or None if the run was not this worker's."""
     assert status in TERMINAL_STATES
     spent: Decimal | None = await conn.fetchval(
-        """
+        f"""
         UPDATE investigations
-           SET status = $3, reason = $4, elapsed_ms = $5, result = $6,
-               degraded = $7, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+           SET status = $4, reason = $5, elapsed_ms = $6, result = $7,
+               degraded = $8, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND {jobs.LEASE_HELD}
         RETURNING cost_cents
         """,
         run_id,
         worker,
+        lease_token,
         status,
         reason,
         elapsed_ms,

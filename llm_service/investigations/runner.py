@@ -60,21 +60,21 @@ class InvestigationRunner:
 
     async def execute(self, claim: Claim) -> str:
         """The job kind's entry: take a claim to its end."""
-        return await self.run(claim.run_id, claim.tenant_id, takeover=claim.takeover)
+        return await self.run(claim)
 
-    async def run(self, run_id: UUID, tenant_id: UUID, *, takeover: bool) -> str:
-        """Take the run to a terminal state; returns that state."""
+    async def run(self, claim: Claim) -> str:
+        """Take the claimed run to a terminal state; returns that state."""
+        run_id, tenant_id = claim.run_id, claim.tenant_id
         async with tenant_transaction(self.pool, tenant_id) as conn:
             row = await repository.get(conn, run_id)
         if row is None:
             return "missing"
         events = EventSink(self.pool, tenant_id, run_id)
-        if takeover:
-            return await self._end_abandoned(row, tenant_id, events)
+        if claim.takeover:
+            return await self._end_abandoned(claim, events)
         if row["cancel_requested"]:
             await self._finish(
-                run_id,
-                tenant_id,
+                claim,
                 events,
                 RunOutcome(
                     "cancelled", "cancelled before it started", Report(summary="Cancelled.")
@@ -82,10 +82,10 @@ class InvestigationRunner:
                 0,
             )
             return "cancelled"
-        return await self._execute(row, tenant_id, events)
+        return await self._execute(row, claim, events)
 
-    async def _execute(self, row: dict[str, Any], tenant_id: UUID, events: EventSink) -> str:
-        run_id: UUID = row["id"]
+    async def _execute(self, row: dict[str, Any], claim: Claim, events: EventSink) -> str:
+        run_id, tenant_id = claim.run_id, claim.tenant_id
         started = time.monotonic()
         limits = RunLimits(
             max_cost_usd=cents_to_usd(row["max_cost_cents"]),
@@ -106,7 +106,7 @@ class InvestigationRunner:
             },
         )
         supervised = await self.runtime.supervise(
-            run_id,
+            claim,
             self._investigate(row, tenant_id, limits, ceiling, evidence, events, started),
             limits.timeout_s + TIMEOUT_GRACE_S,
         )
@@ -114,7 +114,7 @@ class InvestigationRunner:
             return "lost"
         outcome = _outcome(supervised, limits, evidence, run_id)
         elapsed_ms = int((time.monotonic() - started) * 1000)
-        await self.runtime.record_end(self._finish(run_id, tenant_id, events, outcome, elapsed_ms))
+        await self.runtime.record_end(self._finish(claim, events, outcome, elapsed_ms))
         return outcome.status
 
     async def _investigate(
@@ -165,7 +165,7 @@ class InvestigationRunner:
             rows = await repository.active_channels(conn)
         return [ChannelInfo(r["code"], r["display_name"], r["family"], r["is_paid"]) for r in rows]
 
-    async def _end_abandoned(self, row: dict[str, Any], tenant_id: UUID, events: EventSink) -> str:
+    async def _end_abandoned(self, claim: Claim, events: EventSink) -> str:
         """A run whose worker died, or could not record its end through a database outage (the
         same worker may then take it over): end it, never leave it running."""
         reason = (
@@ -180,31 +180,33 @@ class InvestigationRunner:
                 summary="The run was interrupted; see the tool calls recorded before it stopped."
             ),
         )
-        await self._finish(row["id"], tenant_id, events, outcome, None)
+        await self._finish(claim, events, outcome, None)
         return "failed"
 
     async def _finish(
         self,
-        run_id: UUID,
-        tenant_id: UUID,
+        claim: Claim,
         events: EventSink,
         outcome: RunOutcome,
         elapsed_ms: int | None,
     ) -> None:
         """Record the terminal state, waiting out a database outage of up to OUTAGE_WAIT_S."""
         done = await retry_through_outage(
-            lambda: self._record_finish(run_id, tenant_id, outcome, elapsed_ms),
+            lambda: self._record_finish(claim, outcome, elapsed_ms),
             within_s=max(OUTAGE_WAIT_S, self.lease_s),
             what="finish investigation",
         )
         if done:
             RUN_OUTCOMES.labels("investigation", outcome.status).inc()
         else:
-            _log.warning("run already ended elsewhere", extra={"investigation_id": str(run_id)})
+            _log.warning(
+                "run already ended elsewhere", extra={"investigation_id": str(claim.run_id)}
+            )
 
     async def _record_finish(
-        self, run_id: UUID, tenant_id: UUID, outcome: RunOutcome, elapsed_ms: int | None
+        self, claim: Claim, outcome: RunOutcome, elapsed_ms: int | None
     ) -> bool:
+        run_id, tenant_id = claim.run_id, claim.tenant_id
         async with tenant_transaction(self.pool, tenant_id) as conn:
             row = await repository.get(conn, run_id)
             assert row is not None
@@ -219,6 +221,7 @@ class InvestigationRunner:
                 conn,
                 run_id,
                 self.worker,
+                claim.lease_token,
                 status=outcome.status,
                 reason=outcome.reason,
                 elapsed_ms=elapsed_ms,

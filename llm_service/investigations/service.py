@@ -52,8 +52,8 @@ async def create(
     max_cost_cents = usd_to_cents(max_cost)
     timeout_ms = max(1, int(timeout_s * 1000))
     max_steps = body.max_steps or DEFAULT_MAX_STEPS
-    # The request as the row stores it: what a retry must match.
-    request = {
+    # The run as the row stores it (a key back-filled by migration 009 is compared on these).
+    stored = {
         "question": question,
         "max_cost_cents": max_cost_cents,
         "timeout_ms": timeout_ms,
@@ -63,10 +63,11 @@ async def create(
         row, created = await queueing.queue(
             conn,
             repository.TABLE,
-            {"tenant_id": tenant_id, **request},
+            {"tenant_id": tenant_id, **stored},
             idempotency_key,
+            request=request_of(body),
             returning=repository.COLUMNS,
-            compared=request,
+            compared=stored,
         )
         if created:
             await repository.add_event(
@@ -81,6 +82,12 @@ async def create(
                 },
             )
     return to_out(row), created
+
+
+def request_of(body: InvestigationCreate) -> dict[str, Any]:
+    """What a retry with the same Idempotency-Key must repeat: the validated request as given
+    (a timeout of 30.0009 s is not 30 s, though both are stored as 30000 ms)."""
+    return body.model_dump()
 
 
 def limits(settings: Settings) -> InvestigationLimits:

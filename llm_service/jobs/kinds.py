@@ -8,15 +8,17 @@ by comparing strings.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from uuid import UUID
 
 
 @dataclass(frozen=True)
 class JobTable:
-    """A queue table: its name, and the `llm_api_calls` column linking ledger rows to a run."""
+    """A queue table: its kind, its name, and the `llm_api_calls` column linking ledger rows
+    to a run."""
 
+    kind: str
     table: str
     ledger_column: str
 
@@ -28,12 +30,34 @@ class JobTable:
 
 @dataclass(frozen=True)
 class Claim:
-    """A run this worker now holds the lease of."""
+    """A run this worker now holds the lease of; `lease_token` is the secret the claim returned
+    (renewal, hand-back and the run's end present it; it never leaves the worker)."""
 
     kind: str
     run_id: UUID
     tenant_id: UUID
     takeover: bool
+    lease_token: UUID = field(repr=False)
+
+
+class ClaimLike(Protocol):
+    """What a runner needs of a claim (a `Claim`, or a test's own record of one)."""
+
+    @property
+    def run_id(self) -> UUID:
+        """The run's id."""
+
+    @property
+    def tenant_id(self) -> UUID:
+        """The run's tenant."""
+
+    @property
+    def takeover(self) -> bool:
+        """Whether the run's previous worker died holding it."""
+
+    @property
+    def lease_token(self) -> UUID:
+        """The secret the claim returned (the row keeps only its hash)."""
 
 
 class JobKind(Protocol):

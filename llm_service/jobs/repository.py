@@ -1,5 +1,6 @@
-"""Every query of the job kit: claims, the batched lease renewal, hand-back, creation with an
-Idempotency-Key, and the ledger rows (LLM calls) of a run, for any registered job table."""
+"""Every query of the job kit: claims, the batched lease renewal by token, the lease guard,
+hand-back, creation with an Idempotency-Key (one table of keys for every kind), and the ledger
+rows (LLM calls) of a run, for any registered job table."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ async def claim_batch(
     kinds: Collection[str] | None,
 ) -> list[asyncpg.Record]:
     """Up to `limit` runs of `kinds` (None: every kind) for `worker`: kind, run_id, tenant_id,
-    takeover."""
+    takeover, lease_token (the secret the row keeps only the hash of)."""
     only = list(kinds) if kinds is not None else None
     return list(await conn.fetch(_CLAIM_BATCH_SQL, worker, lease_s, limit, list(running), only))
 
@@ -42,44 +43,73 @@ async def renew_leases(
     conn: asyncpg.Connection,
     worker: str,
     lease_s: float,
-    run_ids: Sequence[UUID],
+    tokens: Sequence[UUID],
     *,
     timeout_s: float | None = None,
 ) -> Mapping[UUID, bool]:
-    """Extend every lease `worker` still holds among `run_ids`, in one statement, across
-    tenants; returns those held, each with its cancel flag (a missing run was lost)."""
+    """Extend every lease `worker` still holds among those of `tokens`, in one statement, across
+    tenants; returns the runs held (by id), each with its cancel flag (a missing run was lost)."""
     rows = await conn.fetch(
         "SELECT run_id, cancel_requested FROM fn_renew_leases($1, $2, $3::uuid[])",
         worker,
         lease_s,
-        list(run_ids),
+        list(tokens),
         timeout=timeout_s,
     )
     return {r["run_id"]: bool(r["cancel_requested"]) for r in rows}
 
 
-async def hand_back(conn: asyncpg.Connection, table: JobTable, run_id: UUID, worker: str) -> bool:
-    """End this worker's lease at once (shutdown): any worker may take the run over now."""
-    done = await conn.execute(
-        f"""
-        UPDATE {table.table} SET lease_expires_at = now()
-         WHERE id = $1 AND lease_owner = $2 AND status = 'running'
-        """,
+# The lease guard of every write a lease holder makes ($2 worker, $3 its token): the row keeps
+# sha256 of the token (migration 009), so only the worker the claim answered can present it.
+LEASE_HELD = (
+    "lease_owner = $2 AND lease_token_hash = sha256(uuid_send($3::uuid)) AND status = 'running'"
+)
+
+
+async def holds_lease(
+    conn: asyncpg.Connection, table: JobTable, run_id: UUID, worker: str, token: UUID
+) -> bool:
+    """Whether `worker` with `token` still holds the run's lease (the current tenant's run)."""
+    held = await conn.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM {table.table} WHERE id = $1 AND {LEASE_HELD})",
         run_id,
         worker,
+        token,
+    )
+    return bool(held)
+
+
+async def hand_back(
+    conn: asyncpg.Connection, table: JobTable, run_id: UUID, worker: str, token: UUID
+) -> bool:
+    """End this worker's lease at once (shutdown): any worker may take the run over now."""
+    done = await conn.execute(
+        f"UPDATE {table.table} SET lease_expires_at = now() WHERE id = $1 AND {LEASE_HELD}",
+        run_id,
+        worker,
+        token,
     )
     return bool(done == "UPDATE 1")
 
 
-async def insert_idempotent(
+# What a unique violation while queueing with a key means: the key is taken (by any kind).
+KEY_TAKEN = frozenset(
+    {
+        "job_idempotency_keys_pkey",
+        "uq_investigations_idempotency",
+        "uq_budget_optimization_jobs_idempotency",
+    }
+)
+
+
+async def insert_run(
     conn: asyncpg.Connection,
     table: JobTable,
     values: Mapping[str, Any],
     idempotency_key: str | None,
     returning: str,
-) -> tuple[dict[str, Any], bool]:
-    """Queue a run with `values` (the current tenant's); for an Idempotency-Key already used,
-    return that run instead (created=False). The unique index settles concurrent retries."""
+) -> dict[str, Any]:
+    """Queue a run with `values` (the current tenant's) and its key, if any."""
     columns = [*values, "idempotency_key"]
     for column in columns:
         assert column.isidentifier(), column  # names come from code, never from a request
@@ -87,19 +117,52 @@ async def insert_idempotent(
     row = await conn.fetchrow(
         f"""
         INSERT INTO {table.table} ({", ".join(columns)}) VALUES ({placeholders})
-        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING {returning}
         """,
         *values.values(),
         idempotency_key,
     )
-    if row is not None:
-        return dict(row), True
-    existing = await conn.fetchrow(
-        f"SELECT {returning} FROM {table.table} WHERE idempotency_key = $1", idempotency_key
+    assert row is not None
+    return dict(row)
+
+
+async def take_key(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    idempotency_key: str,
+    kind: str,
+    run_id: UUID,
+    request_hash: str,
+) -> None:
+    """Take `idempotency_key` for the run (UniqueViolation if any kind's run already has it)."""
+    await conn.execute(
+        """
+        INSERT INTO job_idempotency_keys (tenant_id, idempotency_key, kind, run_id, request_hash)
+        VALUES ($1, $2, $3, $4, $5)
+        """,
+        tenant_id,
+        idempotency_key,
+        kind,
+        run_id,
+        request_hash,
     )
-    assert existing is not None
-    return dict(existing), False
+
+
+async def key_holder(conn: asyncpg.Connection, idempotency_key: str) -> asyncpg.Record | None:
+    """The run that took `idempotency_key` (the current tenant's): kind, run_id, request_hash."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT kind, run_id, request_hash FROM job_idempotency_keys WHERE idempotency_key = $1",
+        idempotency_key,
+    )
+    return row
+
+
+async def run_row(
+    conn: asyncpg.Connection, table: JobTable, run_id: UUID, returning: str
+) -> dict[str, Any] | None:
+    """One run of the current tenant, as `returning` names its columns."""
+    row = await conn.fetchrow(f"SELECT {returning} FROM {table.table} WHERE id = $1", run_id)
+    return dict(row) if row is not None else None
 
 
 async def llm_calls(

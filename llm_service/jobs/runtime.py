@@ -14,8 +14,8 @@ import asyncpg
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.jobs import repository
-from llm_service.jobs.kinds import Claim, JobTable
-from llm_service.leases import LeaseKeeper
+from llm_service.jobs.kinds import ClaimLike, JobTable
+from llm_service.jobs.leases import LeaseKeeper
 from llm_service.settings import Settings
 
 T = TypeVar("T")
@@ -26,7 +26,8 @@ LEASE_SECONDS: float = Settings.model_fields["worker_lease_s"].default
 
 class DatabaseRenewal:
     """The keeper's renewal statement: on its own connection when given a URL (the worker),
-    else through the pool (a stand-alone runner: tests, the evaluation)."""
+    else through the pool (a stand-alone runner: tests, the evaluation). It presents the lease
+    tokens of the runs it is asked to renew (`tokens`: run id -> token of the claim)."""
 
     def __init__(
         self, pool: asyncpg.Pool, worker: str, lease_s: float, *, url: str | None = None
@@ -36,15 +37,17 @@ class DatabaseRenewal:
         self.worker = worker
         self.lease_s = lease_s
         self.url = url
+        self.tokens: dict[UUID, UUID] = {}
         self._conn: asyncpg.Connection | None = None
 
     async def __call__(self, run_ids: Sequence[UUID]) -> Mapping[UUID, bool]:
         """One renewal of `run_ids` (an answer later than half a lease counts as failed)."""
         timeout_s = self.lease_s / 2
+        tokens = [self.tokens[run_id] for run_id in run_ids if run_id in self.tokens]
         if self.url is None:
             async with self.pool.acquire() as conn:
                 return await repository.renew_leases(
-                    conn, self.worker, self.lease_s, run_ids, timeout_s=timeout_s
+                    conn, self.worker, self.lease_s, tokens, timeout_s=timeout_s
                 )
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(
@@ -54,7 +57,7 @@ class DatabaseRenewal:
             )
         try:
             return await repository.renew_leases(
-                self._conn, self.worker, self.lease_s, run_ids, timeout_s=timeout_s
+                self._conn, self.worker, self.lease_s, tokens, timeout_s=timeout_s
             )
         except BaseException:
             await self.aclose()  # a fresh connection next round
@@ -98,11 +101,12 @@ class JobRuntime:
         self.finishing: set[asyncio.Future[Any]] = set()
 
     async def supervise(
-        self, run_id: UUID, work: Coroutine[Any, Any, T], timeout_s: float
+        self, claim: ClaimLike, work: Coroutine[Any, Any, T], timeout_s: float
     ) -> Supervised[T]:
-        """Run `work` under one `asyncio.timeout` while keeping the run's lease; a lost lease
+        """Run `work` under one `asyncio.timeout` while keeping the claim's lease; a lost lease
         or a cancel request cancels the work. Cancelling the caller cancels the work too."""
-        lease = self.leases.hold(run_id)
+        self.renewal.tokens[claim.run_id] = claim.lease_token
+        lease = self.leases.hold(claim.run_id)
         task = asyncio.ensure_future(work)
 
         async def watch() -> Literal["lost", "cancel"]:
@@ -124,6 +128,8 @@ class JobRuntime:
             return Supervised("failed", error=exc)
         finally:
             self.leases.release(lease)
+            if self.renewal.tokens.get(claim.run_id) == claim.lease_token:
+                del self.renewal.tokens[claim.run_id]
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
@@ -136,10 +142,12 @@ class JobRuntime:
         future.add_done_callback(self.finishing.discard)
         return await asyncio.shield(future)
 
-    async def hand_back(self, table: JobTable, claim: Claim) -> bool:
+    async def hand_back(self, table: JobTable, claim: ClaimLike) -> bool:
         """End this worker's lease of `claim` at once (shutdown): another worker takes it over."""
         async with tenant_transaction(self.pool, claim.tenant_id) as conn:
-            return await repository.hand_back(conn, table, claim.run_id, self.worker)
+            return await repository.hand_back(
+                conn, table, claim.run_id, self.worker, claim.lease_token
+            )
 
     async def aclose(self) -> None:
         """Stop the keeper and close its connection."""

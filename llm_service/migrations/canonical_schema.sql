@@ -139,13 +139,17 @@ TABLE budget_optimization_jobs  -- owner: <owner>
     COLUMN finished_at timestamp with time zone
     COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
     COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN lease_token_hash bytea
+    COMMENT ON COLUMN lease_token_hash 'sha256 of the lease token the last claim returned to its worker (the token is stored nowhere): renewal, hand-back and the end of the run present the token.'
     CONSTRAINT budget_optimization_jobs_pkey PRIMARY KEY (id)
     CONSTRAINT budget_optimization_jobs_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
     CONSTRAINT ck_budget_optimization_jobs_cost CHECK (cost_cents >= 0::numeric)
+    CONSTRAINT ck_budget_optimization_jobs_lease_token CHECK (length(lease_token_hash) = 32)
     CONSTRAINT ck_budget_optimization_jobs_max_cost CHECK (max_cost_cents > 0::numeric AND max_cost_cents <= 30::numeric)
     CONSTRAINT ck_budget_optimization_jobs_status CHECK (status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'budget_exhausted'::text, 'timed_out'::text, 'failed'::text, 'cancelled'::text]))
     CONSTRAINT ck_budget_optimization_jobs_within_ceiling CHECK (cost_cents <= max_cost_cents)
     INDEX budget_optimization_jobs_pkey: CREATE UNIQUE INDEX budget_optimization_jobs_pkey ON public.budget_optimization_jobs USING btree (id)
+    INDEX idx_budget_optimization_jobs_lease_token: CREATE INDEX idx_budget_optimization_jobs_lease_token ON public.budget_optimization_jobs USING btree (lease_token_hash) WHERE (status = 'running'::text)
     INDEX idx_budget_optimization_jobs_leases: CREATE INDEX idx_budget_optimization_jobs_leases ON public.budget_optimization_jobs USING btree (lease_expires_at) WHERE (status = 'running'::text)
     INDEX idx_budget_optimization_jobs_queue: CREATE INDEX idx_budget_optimization_jobs_queue ON public.budget_optimization_jobs USING btree (queued_at) WHERE (status = 'queued'::text)
     INDEX idx_budget_optimization_jobs_tenant: CREATE INDEX idx_budget_optimization_jobs_tenant ON public.budget_optimization_jobs USING btree (tenant_id, created_at DESC)
@@ -388,8 +392,11 @@ TABLE investigations  -- owner: <owner>
     COLUMN finished_at timestamp with time zone
     COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
     COLUMN updated_at timestamp with time zone NOT NULL DEFAULT now()
+    COLUMN lease_token_hash bytea
+    COMMENT ON COLUMN lease_token_hash 'sha256 of the lease token the last claim returned to its worker (the token is stored nowhere): renewal, hand-back and the end of the run present the token.'
     CONSTRAINT ck_investigations_cost CHECK (cost_cents >= 0::numeric)
     CONSTRAINT ck_investigations_elapsed CHECK (elapsed_ms >= 0)
+    CONSTRAINT ck_investigations_lease_token CHECK (length(lease_token_hash) = 32)
     CONSTRAINT ck_investigations_max_cost CHECK (max_cost_cents > 0::numeric AND max_cost_cents <= 30::numeric)
     CONSTRAINT ck_investigations_max_steps CHECK (max_steps >= 1 AND max_steps <= 50)
     CONSTRAINT ck_investigations_question CHECK (btrim(question) <> ''::text AND length(question) <= 4000)
@@ -399,6 +406,7 @@ TABLE investigations  -- owner: <owner>
     CONSTRAINT investigations_pkey PRIMARY KEY (id)
     CONSTRAINT investigations_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
     CONSTRAINT uq_investigations_tenant_id UNIQUE (tenant_id, id)
+    INDEX idx_investigations_lease_token: CREATE INDEX idx_investigations_lease_token ON public.investigations USING btree (lease_token_hash) WHERE (status = 'running'::text)
     INDEX idx_investigations_leases: CREATE INDEX idx_investigations_leases ON public.investigations USING btree (lease_expires_at) WHERE (status = 'running'::text)
     INDEX idx_investigations_queue: CREATE INDEX idx_investigations_queue ON public.investigations USING btree (queued_at) WHERE (status = 'queued'::text)
     INDEX idx_investigations_tenant: CREATE INDEX idx_investigations_tenant ON public.investigations USING btree (tenant_id, created_at DESC)
@@ -413,6 +421,24 @@ TABLE investigations  -- owner: <owner>
     GRANT SELECT, UPDATE TO llm_crosstenant
     GRANT INSERT (idempotency_key, max_cost_cents, max_steps, question, tenant_id, timeout_ms) TO llm_app
     GRANT UPDATE (cancel_requested, degraded, elapsed_ms, finished_at, heartbeat_at, lease_expires_at, lease_owner, reason, result, status) TO llm_app
+
+TABLE job_idempotency_keys  -- owner: <owner>
+    COMMENT 'Idempotency-Keys of queued jobs of every kind, one per tenant and key: the run it made and the sha256 of its canonical request (NULL: back-filled by migration 009). Data class: request metadata. Owner: jobs. RLS: enabled and forced (tenant_isolation_policy).'
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN idempotency_key text NOT NULL
+    COLUMN kind text NOT NULL
+    COLUMN run_id uuid NOT NULL
+    COLUMN request_hash text
+    COLUMN created_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_job_idempotency_keys_hash CHECK (request_hash ~ '^[0-9a-f]{64}$'::text)
+    CONSTRAINT ck_job_idempotency_keys_key CHECK (length(idempotency_key) >= 1 AND length(idempotency_key) <= 200)
+    CONSTRAINT ck_job_idempotency_keys_kind CHECK (kind ~ '^[a-z][a-z_]{0,49}$'::text)
+    CONSTRAINT job_idempotency_keys_pkey PRIMARY KEY (tenant_id, idempotency_key)
+    CONSTRAINT job_idempotency_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX job_idempotency_keys_pkey: CREATE UNIQUE INDEX job_idempotency_keys_pkey ON public.job_idempotency_keys USING btree (tenant_id, idempotency_key)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT INSERT, SELECT TO llm_app
 
 TABLE llm_api_calls  -- owner: <owner>
     COMMENT 'One row per provider attempt, written before the call (pending, with its reserved worst case) and settled after. Data class: billing, prompts only in request_metadata. Owner: LLM gateway. RLS: enabled and forced (tenant_isolation_policy).'
@@ -781,7 +807,7 @@ $function$
 FUNCTION fn_claim_next_run(p_worker text, p_lease_seconds double precision, p_running uuid[], p_kinds text[])  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_claim_next_run(p_worker text, p_lease_seconds double precision, p_running uuid[] DEFAULT '{}'::uuid[], p_kinds text[] DEFAULT NULL::text[])
- RETURNS TABLE(kind text, run_id uuid, tenant_id uuid, takeover boolean)
+ RETURNS TABLE(kind text, run_id uuid, tenant_id uuid, takeover boolean, lease_token uuid)
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
@@ -789,6 +815,7 @@ AS $function$
 DECLARE
     v_id uuid;
     v_takeover boolean;
+    v_token uuid;
 BEGIN
     -- A lease is seconds to an hour: a caller cannot hold another tenant's run for years.
     IF p_lease_seconds IS NULL OR NOT (p_lease_seconds > 0 AND p_lease_seconds <= 3600)
@@ -808,12 +835,14 @@ BEGIN
                         ELSE r.status = 'queued' END
              ORDER BY r.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
             IF v_id IS NOT NULL THEN
+                v_token := gen_random_uuid();
                 RETURN QUERY UPDATE investigations r
                     SET status = 'running', lease_owner = p_worker, heartbeat_at = now(),
                         lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+                        lease_token_hash = sha256(uuid_send(v_token)),
                         attempts = r.attempts + 1, started_at = coalesce(r.started_at, now())
                   WHERE r.id = v_id
-                  RETURNING 'investigation'::text, r.id, r.tenant_id, v_takeover;
+                  RETURNING 'investigation'::text, r.id, r.tenant_id, v_takeover, v_token;
                 RETURN;
             END IF;
         END IF;
@@ -828,12 +857,14 @@ BEGIN
                         ELSE r.status = 'queued' END
              ORDER BY r.queued_at LIMIT 1 FOR UPDATE SKIP LOCKED;
             IF v_id IS NOT NULL THEN
+                v_token := gen_random_uuid();
                 RETURN QUERY UPDATE budget_optimization_jobs r
                     SET status = 'running', lease_owner = p_worker, heartbeat_at = now(),
                         lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+                        lease_token_hash = sha256(uuid_send(v_token)),
                         attempts = r.attempts + 1, started_at = coalesce(r.started_at, now())
                   WHERE r.id = v_id
-                  RETURNING 'budget_optimization'::text, r.id, r.tenant_id, v_takeover;
+                  RETURNING 'budget_optimization'::text, r.id, r.tenant_id, v_takeover, v_token;
                 RETURN;
             END IF;
         END IF;
@@ -2003,14 +2034,16 @@ AS $function$
     ORDER BY 2, 1
 $function$
 
-FUNCTION fn_renew_leases(p_worker text, p_lease_seconds double precision, p_runs uuid[])  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+FUNCTION fn_renew_leases(p_worker text, p_lease_seconds double precision, p_tokens uuid[])  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
     COMMENT NULL
-CREATE OR REPLACE FUNCTION public.fn_renew_leases(p_worker text, p_lease_seconds double precision, p_runs uuid[])
+CREATE OR REPLACE FUNCTION public.fn_renew_leases(p_worker text, p_lease_seconds double precision, p_tokens uuid[])
  RETURNS TABLE(run_id uuid, cancel_requested boolean)
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
+DECLARE
+    v_hashes bytea[];
 BEGIN
     -- A lease is seconds to an hour: a caller cannot hold another tenant's run for years.
     IF p_lease_seconds IS NULL OR NOT (p_lease_seconds > 0 AND p_lease_seconds <= 3600)
@@ -2018,23 +2051,26 @@ BEGIN
         RAISE EXCEPTION 'a renewal needs a worker name (1-200 characters) and a lease of (0, 3600] s'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_runs IS NULL OR cardinality(p_runs) > 10000 THEN
-        RAISE EXCEPTION 'a renewal names 0 to 10000 runs'
+    IF p_tokens IS NULL OR cardinality(p_tokens) > 10000 THEN
+        RAISE EXCEPTION 'a renewal names 0 to 10000 leases'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    v_hashes := ARRAY(SELECT sha256(uuid_send(t)) FROM unnest(p_tokens) AS t WHERE t IS NOT NULL);
     RETURN QUERY
     WITH
     r_0 AS (
         UPDATE investigations r
            SET lease_expires_at = now() + make_interval(secs => p_lease_seconds),
                heartbeat_at = now()
-         WHERE r.id = ANY (p_runs) AND r.lease_owner = p_worker AND r.status = 'running'
+         WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker
+           AND r.status = 'running'
         RETURNING r.id, r.cancel_requested AS cancel_requested),
     r_1 AS (
         UPDATE budget_optimization_jobs r
            SET lease_expires_at = now() + make_interval(secs => p_lease_seconds),
                heartbeat_at = now()
-         WHERE r.id = ANY (p_runs) AND r.lease_owner = p_worker AND r.status = 'running'
+         WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker
+           AND r.status = 'running'
         RETURNING r.id, false AS cancel_requested)
         SELECT r_0.id, r_0.cancel_requested FROM r_0
         UNION ALL SELECT r_1.id, r_1.cancel_requested FROM r_1;

@@ -14,7 +14,9 @@ import asyncpg
 from llm_service.jobs import repository as jobs
 from llm_service.jobs.kinds import JobTable
 
-TABLE = JobTable("budget_optimization_jobs", ledger_column="budget_optimization_job_id")
+TABLE = JobTable(
+    "budget_optimization", "budget_optimization_jobs", ledger_column="budget_optimization_job_id"
+)
 TERMINAL_STATES = frozenset({"succeeded", "budget_exhausted", "timed_out", "failed", "cancelled"})
 
 COLUMNS = """id, status, reason, degraded, params, recommendations, rationale, max_cost_cents,
@@ -135,6 +137,7 @@ async def finish(
     conn: asyncpg.Connection,
     job_id: UUID,
     worker: str,
+    lease_token: UUID,
     *,
     status: str,
     reason: str | None,
@@ -142,19 +145,19 @@ async def finish(
     rationale: str | None,
     degraded: bool,
 ) -> bool:
-    """Record a terminal state (overwriting any earlier attempt's), if this worker holds the job.
-
-    The job's spend is not written here: the ledger keeps it (fn_llm_api_calls_run_spend)."""
+    """Record a terminal state (overwriting any earlier attempt's), if this worker holds the job
+    (its lease token). The spend is not written here: the ledger keeps it."""
     assert status in TERMINAL_STATES
     done = await conn.execute(
-        """
+        f"""
         UPDATE budget_optimization_jobs
-           SET status = $3, reason = $4, recommendations = $5, rationale = $6,
-               degraded = $7, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = $1 AND lease_owner = $2 AND status = 'running'
+           SET status = $4, reason = $5, recommendations = $6, rationale = $7,
+               degraded = $8, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND {jobs.LEASE_HELD}
         """,
         job_id,
         worker,
+        lease_token,
         status,
         reason,
         recommendations,
@@ -162,6 +165,11 @@ async def finish(
         degraded,
     )
     return bool(done == "UPDATE 1")
+
+
+async def holds_lease(conn: asyncpg.Connection, job_id: UUID, worker: str, token: UUID) -> bool:
+    """Whether `worker` with the claim's `token` still holds the job."""
+    return await jobs.holds_lease(conn, TABLE, job_id, worker, token)
 
 
 async def spent_cents(conn: asyncpg.Connection, job_id: UUID) -> Decimal:

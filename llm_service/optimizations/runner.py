@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -26,7 +26,7 @@ from llm_service.costs.ledger_repository import MonthlyCapExceeded, cap_status
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.queries import set_statement_timeout
 from llm_service.db.retry import OUTAGE_WAIT_S, retry_through_outage
-from llm_service.jobs.kinds import Claim, JobTable
+from llm_service.jobs.kinds import Claim, ClaimLike, JobTable
 from llm_service.jobs.runtime import LEASE_SECONDS, JobRuntime, Supervised
 from llm_service.llm.gateway import LlmGateway, LlmRequest, NoModelConfigured, ProviderUnavailable
 from llm_service.llm.structured import InvalidModelOutput, complete_structured
@@ -42,22 +42,6 @@ TIMEOUT_GRACE_S = 1.0
 # A job whose worker died this many times is ended instead of run again (a poison pill).
 MAX_ATTEMPTS = 3
 FIGURES_STATEMENT_TIMEOUT_MS = 20_000
-
-
-class ClaimLike(Protocol):
-    """What the worker's claim tells the runner."""
-
-    @property
-    def run_id(self) -> UUID:
-        """The job's id."""
-
-    @property
-    def tenant_id(self) -> UUID:
-        """The job's tenant."""
-
-    @property
-    def takeover(self) -> bool:
-        """Whether the job's previous worker died holding it."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +73,7 @@ async def run_budget_optimization(
     """Take a claimed job to a terminal state; returns that state ("lost"/"missing" otherwise)."""
     runner = OptimizationRunner(pool, gateway, worker)
     try:
-        return await runner.run(claim.run_id, claim.tenant_id)
+        return await runner.run(claim)
     finally:
         await runner.runtime.aclose()
 
@@ -118,7 +102,7 @@ class OptimizationRunner:
 
     async def execute(self, claim: Claim) -> str:
         """The job kind's entry: take a claim to its end (a takeover is simply run again)."""
-        return await self.run(claim.run_id, claim.tenant_id)
+        return await self.run(claim)
 
     @property
     def timeout_s(self) -> float:
@@ -127,14 +111,16 @@ class OptimizationRunner:
             return TIMEOUT_S
         return min(TIMEOUT_S, self.gateway.settings.investigation_timeout_s)
 
-    async def run(self, job_id: UUID, tenant_id: UUID) -> str:
+    async def run(self, claim: ClaimLike) -> str:
         """Run the job this worker holds the lease of (a takeover is simply run again)."""
+        job_id, tenant_id = claim.run_id, claim.tenant_id
         async with tenant_transaction(self.pool, tenant_id) as conn:
             row = await repository.get(conn, job_id)
             prior = await repository.spent_cents(conn, job_id)
+            held = await repository.holds_lease(conn, job_id, self.worker, claim.lease_token)
         if row is None:
             return "missing"
-        if row["status"] != "running" or row["lease_owner"] != self.worker:
+        if not held:
             return "lost"
         if row["attempts"] > MAX_ATTEMPTS:
             ended = Outcome(
@@ -144,19 +130,19 @@ class OptimizationRunner:
                 None,
                 None,
             )
-            await self.runtime.record_end(self._finish(job_id, tenant_id, ended))
+            await self.runtime.record_end(self._finish(claim, ended))
             return ended.status
         started = time.monotonic()
         progress = _Progress()
         supervised = await self.runtime.supervise(
-            job_id,
+            claim,
             self._work(row, tenant_id, prior, progress, started + self.timeout_s),
             self.timeout_s + TIMEOUT_GRACE_S,
         )
         if supervised.ended in ("lost", "cancel"):  # the jobs table has no cancel request
             return "lost"
         outcome = self._outcome(supervised, progress, job_id)
-        await self.runtime.record_end(self._finish(job_id, tenant_id, outcome))
+        await self.runtime.record_end(self._finish(claim, outcome))
         return outcome.status
 
     def _outcome(
@@ -263,15 +249,16 @@ class OptimizationRunner:
             return "the tenant's monthly LLM cap is spent; the rationale is templated"
         return None
 
-    async def _finish(self, job_id: UUID, tenant_id: UUID, outcome: Outcome) -> None:
+    async def _finish(self, claim: ClaimLike, outcome: Outcome) -> None:
         """Record the terminal state (the ledger keeps the job's spend: the sum of its calls)."""
         await retry_through_outage(
-            lambda: self._record_finish(job_id, tenant_id, outcome),
+            lambda: self._record_finish(claim, outcome),
             within_s=OUTAGE_WAIT_S,
             what="finish budget optimisation",
         )
 
-    async def _record_finish(self, job_id: UUID, tenant_id: UUID, outcome: Outcome) -> None:
+    async def _record_finish(self, claim: ClaimLike, outcome: Outcome) -> None:
+        job_id, tenant_id = claim.run_id, claim.tenant_id
         async with tenant_transaction(self.pool, tenant_id) as conn:
             row = await repository.get(conn, job_id)
             if row is None:
@@ -283,6 +270,7 @@ class OptimizationRunner:
                 conn,
                 job_id,
                 self.worker,
+                claim.lease_token,
                 status=outcome.status,
                 reason=outcome.reason,
                 recommendations=recommendations,

@@ -51,6 +51,7 @@ async def create(
             repository.TABLE,
             values,
             idempotency_key,
+            request=params,
             returning=repository.COLUMNS,
             compared=("params",),
         )

@@ -1,5 +1,6 @@
 """The worker loop: claim runs of the registered job kinds (SKIP LOCKED, via a definer function)
-and run them concurrently, their leases kept by one batched heartbeat (`llm_service.leases`)."""
+and run them concurrently, their leases kept by one batched heartbeat
+(`llm_service.jobs.leases`)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ async def claim_batch(
     or lost them come first)."""
     async with pool.acquire() as conn:
         rows = await repository.claim_batch(conn, worker, lease_s, limit, running, kinds)
-    return [Claim(r["kind"], r["run_id"], r["tenant_id"], r["takeover"]) for r in rows]
+    return [
+        Claim(r["kind"], r["run_id"], r["tenant_id"], r["takeover"], r["lease_token"]) for r in rows
+    ]
 
 
 async def claim_next(

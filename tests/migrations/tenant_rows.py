@@ -271,6 +271,18 @@ async def _budget_optimization_jobs(conn: asyncpg.Connection, tenant_id: UUID) -
     )
 
 
+async def _job_idempotency_keys(conn: asyncpg.Connection, tenant_id: UUID) -> None:
+    run_id = await insert_investigation(conn, tenant_id)
+    await conn.execute(
+        """INSERT INTO job_idempotency_keys (tenant_id, idempotency_key, kind, run_id,
+                                             request_hash)
+           VALUES ($1, $2, 'investigation', $3, repeat('a', 64))""",
+        tenant_id,
+        _key("job"),
+        run_id,
+    )
+
+
 async def _llm_validation_failures(conn: asyncpg.Connection, tenant_id: UUID) -> None:
     await conn.execute(
         """INSERT INTO llm_validation_failures (tenant_id, endpoint, validation_error)
@@ -323,6 +335,7 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "investigation_events": _investigation_events,
     "explanation_cache": _explanation_cache,
     "budget_optimization_jobs": _budget_optimization_jobs,
+    "job_idempotency_keys": _job_idempotency_keys,
     "llm_validation_failures": _llm_validation_failures,
     "data_change_journal": _data_change_journal,
     "pii_scan_queue": _pii_scan_queue,

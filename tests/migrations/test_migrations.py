@@ -25,6 +25,7 @@ REVISIONS = [
     "006_trust_privileges",
     "007_priced_as_billed",
     "008_job_kit",
+    "009_job_leases_and_keys",
 ]
 VERSIONS_DIR = migrate.MIGRATIONS_DIR / "versions"
 CANONICAL_SCHEMA = migrate.MIGRATIONS_DIR / "canonical_schema.sql"

@@ -52,12 +52,6 @@ async def _post(
 # --- 1a. idempotency: one rule for both kinds -------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the key is unique per table (investigations, budget_optimization_jobs), not per "
-    "tenant: an investigation's key reused for a budget optimisation (a different request) "
-    "silently creates a second run (202) instead of a 409",
-)
 async def test_a_key_reused_across_the_two_kinds_is_a_409(
     client: httpx.AsyncClient, tenant: CreatedTenant
 ) -> None:
@@ -83,12 +77,6 @@ async def test_a_key_reused_across_kinds_never_returns_the_other_kinds_run(
         assert bud.json()["total_budget_usd"] == "10000.00"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a timeout differing below a millisecond (30 vs 30.0009 s) is a different request but "
-    "is stored as int(timeout_s * 1000) = 30000 ms, so the comparison of stored columns replays "
-    "the original (200) instead of 409 (investigations/service.py create: timeout_ms)",
-)
 async def test_a_timeout_that_differs_below_a_millisecond_is_a_different_request(
     client: httpx.AsyncClient, tenant: CreatedTenant
 ) -> None:
@@ -176,21 +164,25 @@ async def _running_run(
     tenant: CreatedTenant,
     worker: str,
     status: str = "running",
-) -> uuid.UUID:
-    """A run of `tenant` that `worker` holds for 30 s (or ended, with `status`)."""
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """A run of `tenant` that `worker` holds for 30 s (or ended, with `status`), and the lease
+    token its claim would have returned (the row keeps its hash, as the claim sets it)."""
     created = await _post(client, "/v1/investigations", tenant, INVESTIGATION, None)
     assert created.status_code == 202, created.text
     run_id = uuid.UUID(created.json()["id"])
+    token = uuid.uuid4()
     async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
         await conn.execute(
             """
             UPDATE investigations
                SET status = 'running', lease_owner = $2, heartbeat_at = now(), attempts = 1,
-                   lease_expires_at = now() + interval '30 seconds', started_at = now()
+                   lease_expires_at = now() + interval '30 seconds', started_at = now(),
+                   lease_token_hash = sha256(uuid_send($3::uuid))
              WHERE id = $1
             """,
             run_id,
             worker,
+            token,
         )
         if status != "running":
             await conn.execute(
@@ -198,7 +190,7 @@ async def _running_run(
                 run_id,
                 status,
             )
-    return run_id
+    return run_id, token
 
 
 async def _row(owner_pool: asyncpg.Pool, tenant: CreatedTenant, run_id: uuid.UUID) -> Any:
@@ -213,13 +205,6 @@ async def _row(owner_pool: asyncpg.Pool, tenant: CreatedTenant, run_id: uuid.UUI
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn_renew_leases trusts p_worker: lease ownership is a self-declared string, so any "
-    "llm_app session (even inside another tenant's request transaction) that names the "
-    "holder renews that tenant's run for up to an hour, again and again (a dead worker's run "
-    "is never taken over) and learns its cancel flag",
-)
 async def test_another_tenant_cannot_renew_a_lease_it_does_not_hold(
     client: httpx.AsyncClient,
     owner_pool: asyncpg.Pool,
@@ -228,15 +213,30 @@ async def test_another_tenant_cannot_renew_a_lease_it_does_not_hold(
     other_tenant: CreatedTenant,
 ) -> None:
     holder = f"victim-host:1:{uuid.uuid4().hex[:6]}"
-    run_id = await _running_run(client, owner_pool, other_tenant, holder)
+    run_id, token = await _running_run(client, owner_pool, other_tenant, holder)
     # The attacker: the app role inside `tenant`'s transaction, not the worker holding the run.
+    # It knows the holder's name and the run's id, and guesses tokens; it never saw the token.
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         renewed = await conn.fetch(
             "SELECT * FROM fn_renew_leases($1, 3600, $2::uuid[])", holder, [run_id]
         )
-    assert renewed == []
+        guessed = await conn.fetch(
+            "SELECT * FROM fn_renew_leases($1, 3600, $2::uuid[])",
+            holder,
+            [run_id, other_tenant.tenant_id, *(uuid.uuid4() for _ in range(100))],
+        )
+        # What the row shows the app role (its own tenant's rows only) is never the token.
+        hashes = await conn.fetch("SELECT lease_token_hash FROM investigations")
+    assert renewed == [] and guessed == []
+    assert token.bytes not in {r[0] for r in hashes}
     row = await _row(owner_pool, other_tenant, run_id)
     assert row["left"].total_seconds() <= 30
+    # The holder itself, with its token, still renews (the refusal above is not a broken renewal).
+    async with app_pool.acquire() as conn:
+        held = await conn.fetch(
+            "SELECT * FROM fn_renew_leases($1, 60, $2::uuid[])", holder, [token]
+        )
+    assert [(r["run_id"], r["cancel_requested"]) for r in held] == [(run_id, False)]
 
 
 async def test_renewal_by_another_worker_name_renews_nothing(
@@ -246,11 +246,11 @@ async def test_renewal_by_another_worker_name_renews_nothing(
     tenant: CreatedTenant,
 ) -> None:
     holder = f"w-{uuid.uuid4().hex[:6]}"
-    run_id = await _running_run(client, owner_pool, tenant, holder)
+    run_id, token = await _running_run(client, owner_pool, tenant, holder)
     for name in (holder.upper(), holder + " ", " " + holder, holder[:-1], holder + "%"):
         async with app_pool.acquire() as conn:
             got = await conn.fetch(
-                "SELECT * FROM fn_renew_leases($1, 3600, $2::uuid[])", name, [run_id]
+                "SELECT * FROM fn_renew_leases($1, 3600, $2::uuid[])", name, [token, run_id]
             )
         assert got == [], name
     row = await _row(owner_pool, tenant, run_id)
@@ -266,11 +266,11 @@ async def test_renewal_never_revives_an_ended_run(
     status: str,
 ) -> None:
     holder = f"w-{uuid.uuid4().hex[:6]}"
-    run_id = await _running_run(client, owner_pool, tenant, holder, status=status)
+    run_id, token = await _running_run(client, owner_pool, tenant, holder, status=status)
     before = await _row(owner_pool, tenant, run_id)
     async with app_pool.acquire() as conn:
         got = await conn.fetch(
-            "SELECT * FROM fn_renew_leases($1, 60, $2::uuid[])", holder, [run_id]
+            "SELECT * FROM fn_renew_leases($1, 60, $2::uuid[])", holder, [token, run_id]
         )
     assert got == []
     after = await _row(owner_pool, tenant, run_id)
@@ -290,14 +290,14 @@ async def test_renewal_refuses_a_lease_beyond_the_limits(
     lease: str | None,
 ) -> None:
     holder = f"w-{uuid.uuid4().hex[:6]}"
-    run_id = await _running_run(client, owner_pool, tenant, holder)
+    run_id, token = await _running_run(client, owner_pool, tenant, holder)
     async with app_pool.acquire() as conn:
         with pytest.raises(asyncpg.InvalidParameterValueError):
             await conn.fetch(
                 "SELECT * FROM fn_renew_leases($1, $2::text::double precision, $3::uuid[])",
                 holder,
                 lease,
-                [run_id],
+                [token],
             )
     row = await _row(owner_pool, tenant, run_id)
     assert row["left"].total_seconds() <= 30
@@ -310,9 +310,9 @@ async def test_renewal_of_many_runs_writes_only_the_lease(
     tenant: CreatedTenant,
 ) -> None:
     holder = f"w-{uuid.uuid4().hex[:6]}"
-    run_id = await _running_run(client, owner_pool, tenant, holder)
+    run_id, token = await _running_run(client, owner_pool, tenant, holder)
     before = await _row(owner_pool, tenant, run_id)
-    many = [run_id, run_id, *(uuid.uuid4() for _ in range(50))]
+    many = [token, token, run_id, *(uuid.uuid4() for _ in range(50))]
     async with app_pool.acquire() as conn:
         got = await conn.fetch("SELECT * FROM fn_renew_leases($1, 60, $2::uuid[])", holder, many)
         assert [(r["run_id"], r["cancel_requested"]) for r in got] == [(run_id, False)]
@@ -325,7 +325,7 @@ async def test_renewal_of_many_runs_writes_only_the_lease(
                 "SELECT * FROM fn_renew_leases($1, 60, $2::uuid[]); "
                 "UPDATE investigations SET attempts = 0",
                 holder,
-                [run_id],
+                [token],
             )
     after = await _row(owner_pool, tenant, run_id)
     assert after["left"].total_seconds() > 30
@@ -621,7 +621,7 @@ def test_package_data_covers_every_migration_and_static_file() -> None:
     }
     assert sorted(map(str, wanted - shipped)) == []
     versions = sorted(d.name for d in (package / "migrations" / "versions").iterdir() if d.is_dir())
-    assert len([v for v in versions if v[:3].isdigit()]) == 8, versions
+    assert len([v for v in versions if v[:3].isdigit()]) == 9, versions
 
 
 async def test_db_stop_refuses_while_a_client_is_connected(owner_pool: asyncpg.Pool) -> None:

@@ -31,6 +31,7 @@ from llm_service.demo_data import generate_demo_data
 from llm_service.investigations import service as investigations
 from llm_service.investigations.runner import InvestigationRunner
 from llm_service.investigations.understanding import ChannelInfo, understand
+from llm_service.jobs.kinds import Claim
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.optimizations.runner import run_budget_optimization
 from llm_service.settings import Settings
@@ -60,9 +61,20 @@ async def taxonomy(pool: asyncpg.Pool) -> list[ChannelInfo]:
     return [ChannelInfo(r["code"], r["display_name"], r["family"], r["is_paid"]) for r in rows]
 
 
+_owner: list[asyncpg.Pool] = []  # the owner's pool, for `ask` (set for every test below)
+
+
+@pytest.fixture(autouse=True)
+def _owner_for_claims(owner_pool: asyncpg.Pool) -> Iterator[None]:
+    _owner.append(owner_pool)
+    yield
+    _owner.clear()
+
+
 async def ask(settings: Settings, pool: asyncpg.Pool, tenant_id: UUID, question: str) -> Any:
-    """Queue a run as the API would, claim it for this test's own worker, run it without a
-    model (the deterministic analyst), and read it back as the API shows it."""
+    """Queue a run as the API would, claim it for this test's own worker (as the claim does:
+    a fresh lease token, the row keeping its hash; only the owner may write it outside the
+    claim), run it without a model (the deterministic analyst), and read it back."""
     async with tenant_transaction(pool, tenant_id) as conn:
         run_id: UUID = await conn.fetchval(
             "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, "
@@ -70,13 +82,17 @@ async def ask(settings: Settings, pool: asyncpg.Pool, tenant_id: UUID, question:
             tenant_id,
             question,
         )
+    token = uuid.uuid4()
+    async with tenant_transaction(_owner[0], tenant_id) as conn:
         await conn.execute(
             "UPDATE investigations SET status = 'running', lease_owner = 'rt-pages', "
-            "lease_expires_at = now() + interval '1 minute' WHERE id = $1",
+            "lease_expires_at = now() + interval '1 minute', "
+            "lease_token_hash = sha256(uuid_send($2::uuid)) WHERE id = $1",
             run_id,
+            token,
         )
     runner = InvestigationRunner(pool, gateway_from_settings(settings, pool), "rt-pages")
-    status = await runner.run(run_id, tenant_id, takeover=False)
+    status = await runner.run(Claim("investigation", run_id, tenant_id, False, token))
     assert status == "succeeded", status
     return await investigations.get(pool, tenant_id, run_id)
 
@@ -830,6 +846,7 @@ class _Claim:
     run_id: UUID
     tenant_id: UUID
     takeover: bool
+    lease_token: UUID
 
 
 async def _propose(
@@ -842,14 +859,17 @@ async def _propose(
     response = await client.post("/v1/budget-optimizations", json=payload, headers=auth)
     assert response.status_code == 202, response.text
     job_id = UUID(response.json()["id"])
+    token = uuid.uuid4()
     async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
         await conn.execute(
             "UPDATE budget_optimization_jobs SET status = 'running', lease_owner = 'rt-pages', "
             "attempts = attempts + 1, lease_expires_at = now() + interval '30 seconds', "
-            "heartbeat_at = now(), started_at = coalesce(started_at, now()) WHERE id = $1",
+            "heartbeat_at = now(), started_at = coalesce(started_at, now()), "
+            "lease_token_hash = sha256(uuid_send($2::uuid)) WHERE id = $1",
             job_id,
+            token,
         )
-    claim = _Claim("budget_optimization", job_id, tenant.tenant_id, False)
+    claim = _Claim("budget_optimization", job_id, tenant.tenant_id, False, token)
     assert await run_budget_optimization(app_pool, None, "rt-pages", claim) == "succeeded"
     job = (await client.get(f"/v1/budget-optimizations/{job_id}", headers=auth)).json()
     return dict(job["recommendations"])

@@ -20,6 +20,9 @@ import httpx
 import pytest
 
 from llm_service.db.pool import tenant_transaction
+from llm_service.idempotency import fingerprint
+from llm_service.investigations.schemas import InvestigationCreate
+from llm_service.investigations.service import request_of
 from llm_service.tenants.service import CreatedTenant
 
 
@@ -240,6 +243,17 @@ async def test_a_request_racing_an_uncommitted_twin_waits_for_it(
             question,
             Decimal(10),
             key,
+        )
+        # As the service takes a key (migration 009): one row per tenant and key, any kind.
+        twin_request = InvestigationCreate(question=question, max_cost_usd="0.10", timeout_s=30)
+        await conn.execute(
+            """INSERT INTO job_idempotency_keys (tenant_id, idempotency_key, kind, run_id,
+                                                 request_hash)
+               VALUES ($1, $2, 'investigation', $3, $4)""",
+            tenant.tenant_id,
+            key,
+            twin_id,
+            fingerprint(request_of(twin_request)),
         )
         racing = asyncio.create_task(
             _post(client, INVESTIGATIONS, tenant, INVESTIGATIONS.body, key)

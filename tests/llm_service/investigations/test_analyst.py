@@ -12,7 +12,7 @@ from uuid import UUID
 
 import asyncpg
 import pytest
-from claimed_runs import queue_claimed_run
+from claimed_runs import claim_of, queue_claimed_run
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.demo_data import DemoDataSummary, generate_demo_data
@@ -42,9 +42,7 @@ def anomaly(summary: DemoDataSummary, kind: str) -> Any:
 
 async def ask(pool: asyncpg.Pool, tenant_id: UUID, question: str) -> dict[str, Any]:
     run_id = await queue_claimed_run(pool, tenant_id, question)
-    status = await InvestigationRunner(pool, None, "test-worker").run(
-        run_id, tenant_id, takeover=False
-    )
+    status = await InvestigationRunner(pool, None, "test-worker").run(claim_of(run_id))
     assert status == "succeeded"
     async with tenant_transaction(pool, tenant_id) as conn:
         row = await conn.fetchrow(

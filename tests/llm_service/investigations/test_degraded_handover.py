@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 import respx
-from claimed_runs import queue_claimed_run
+from claimed_runs import claim_of, queue_claimed_run
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.demo_data import generate_demo_data
@@ -94,7 +94,7 @@ async def queue_run(pool: asyncpg.Pool, tenant_id: UUID) -> UUID:
 
 async def run(settings: Settings, pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> str:
     runner = InvestigationRunner(pool, gateway_from_settings(settings, pool), "test-worker")
-    return await runner.run(run_id, tenant_id, takeover=False)
+    return await runner.run(claim_of(run_id))
 
 
 async def load(pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> dict[str, Any]:

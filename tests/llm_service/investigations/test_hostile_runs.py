@@ -21,7 +21,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 import respx
-from claimed_runs import queue_claimed_run
+from claimed_runs import claim_of, queue_claimed_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -121,7 +121,7 @@ async def test_no_sequence_of_lies_breaks_the_money_invariants(
     )
     with respx.mock:
         respx.post(OPENAI_URL).mock(side_effect=scripted(lies))
-        await runner.run(run_id, capped_tenant.tenant_id, takeover=False)
+        await runner.run(claim_of(run_id))
     await _assert_invariants(app_pool, capped_tenant.tenant_id, run_id)
 
 

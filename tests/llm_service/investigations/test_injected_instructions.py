@@ -28,7 +28,7 @@ import asyncpg
 import httpx
 import pytest
 import respx
-from claimed_runs import queue_claimed_run
+from claimed_runs import claim_of, queue_claimed_run
 from test_investigation_runs import _completion
 
 from llm_service.db.pool import tenant_transaction
@@ -344,7 +344,7 @@ async def test_a_model_obeying_instructions_in_the_tenants_data_reaches_nothing_
     runner = InvestigationRunner(
         app_pool, gateway_from_settings(model_settings, app_pool), "test-worker"
     )
-    status = await runner.run(run_id, a, takeover=False)
+    status = await runner.run(claim_of(run_id))
 
     async with tenant_transaction(app_pool, a) as conn:
         run = await conn.fetchrow("SELECT * FROM investigations WHERE id = $1", run_id)

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 import respx
-from claimed_runs import queue_claimed_run
+from claimed_runs import claim_of, queue_claimed_run
 
 from budgets.money import cents_to_usd
 from llm_service.db.pool import tenant_transaction
@@ -177,7 +177,7 @@ def reply(
 
 async def run(settings: Settings, pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> str:
     runner = InvestigationRunner(pool, gateway_from_settings(settings, pool), "test-worker")
-    return await runner.run(run_id, tenant_id, takeover=False)
+    return await runner.run(claim_of(run_id))
 
 
 @respx.mock
@@ -460,7 +460,7 @@ async def test_a_run_whose_heartbeats_keep_failing_stops_once_its_lease_is_over(
     runner = InvestigationRunner(
         app_pool, gateway_from_settings(model_settings, app_pool), "test-worker", lease_s=1.0
     )
-    status = await runner.run(run_id, data_tenant.tenant_id, takeover=False)
+    status = await runner.run(claim_of(run_id))
     # Not the 20 s run limit: once the lease is over another worker may take the run over.
     assert status == "lost"
     assert (provider.cut_off, provider.answered) == (1, 0)

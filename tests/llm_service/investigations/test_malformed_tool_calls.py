@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import pytest
 import respx
-from claimed_runs import queue_claimed_run
+from claimed_runs import claim_of, queue_claimed_run
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.investigations.runner import InvestigationRunner
@@ -159,7 +159,7 @@ async def test_every_malformed_tool_call_is_a_tool_error_and_the_run_goes_on(
     runner = InvestigationRunner(
         app_pool, gateway_from_settings(model_settings, app_pool), "test-worker"
     )
-    status = await runner.run(run_id, tenant.tenant_id, takeover=False)
+    status = await runner.run(claim_of(run_id))
 
     assert status == "succeeded"
     assert len(seen) == CHUNKS + 1  # the malformed steps, then the answer: no retry, none lost
@@ -209,7 +209,7 @@ async def test_a_degraded_run_asked_about_the_calendars_edge_answers_with_tool_e
     runner = InvestigationRunner(
         app_pool, gateway_from_settings(test_settings, app_pool), "test-worker"
     )
-    status = await runner.run(run_id, tenant.tenant_id, takeover=False)
+    status = await runner.run(claim_of(run_id))
     assert status == "succeeded"
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         calls = await conn.fetch(
@@ -242,7 +242,7 @@ async def test_a_flood_of_tool_calls_runs_a_bounded_few_and_tells_the_model(
     runner = InvestigationRunner(
         app_pool, gateway_from_settings(model_settings, app_pool), "test-worker"
     )
-    assert await runner.run(run_id, tenant.tenant_id, takeover=False) == "succeeded"
+    assert await runner.run(claim_of(run_id)) == "succeeded"
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         recorded = await conn.fetchval(
             "SELECT count(*) FROM investigation_tool_calls WHERE investigation_id = $1", run_id

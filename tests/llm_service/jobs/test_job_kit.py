@@ -95,7 +95,7 @@ async def test_a_late_heartbeat_loses_the_run_to_exactly_one_other_worker(
 ) -> None:
     [run_id] = await _queue_investigations(app_pool, tenant.tenant_id, 1)
     claimed = await claim_batch(app_pool, "late-a", lease_s=60, limit=500)
-    assert run_id in {c.run_id for c in claimed}
+    [a_claim] = [c for c in claimed if c.run_id == run_id]
     # Worker A's heartbeat is late: its lease ran out (as if a minute had passed).
     await owner_pool.execute(
         "UPDATE investigations SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
@@ -114,14 +114,23 @@ async def test_a_late_heartbeat_loses_the_run_to_exactly_one_other_worker(
     new_owner = (await _lease(owner_pool, "investigations", run_id))["lease_owner"]
     assert new_owner in ("late-b", "late-c")
 
-    # A's late heartbeat reports the run lost and does not extend the new holder's lease.
+    assert takers[0].lease_token != a_claim.lease_token  # a takeover draws a fresh token
+
+    # A's late heartbeat reports the run lost and does not extend the new holder's lease, with
+    # its own name or the new holder's; nor do its hand-back or the old token under A's name.
     before = await _lease(owner_pool, "investigations", run_id)
     async with app_pool.acquire() as conn:
-        held_by_a = await repository.renew_leases(conn, "late-a", 3600, [run_id])
+        held_by_a = await repository.renew_leases(conn, "late-a", 3600, [a_claim.lease_token])
+        as_new = await repository.renew_leases(conn, new_owner, 3600, [a_claim.lease_token])
+        stolen = await repository.renew_leases(conn, "late-a", 3600, [takers[0].lease_token])
         after_a = await _lease(owner_pool, "investigations", run_id)
-        held_by_new = await repository.renew_leases(conn, new_owner, 60, [run_id])
-    assert held_by_a == {}
-    assert after_a == before  # A's hour-long renewal changed nothing
+        held_by_new = await repository.renew_leases(conn, new_owner, 60, [takers[0].lease_token])
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        table = JobTable("investigation", "investigations", "investigation_id")
+        assert not await repository.hand_back(conn, table, run_id, "late-a", a_claim.lease_token)
+        assert not await repository.hand_back(conn, table, run_id, new_owner, a_claim.lease_token)
+    assert held_by_a == {} and as_new == {} and stolen == {}
+    assert after_a == before  # A's hour-long renewals changed nothing
     assert held_by_new == {run_id: False}
     after = await _lease(owner_pool, "investigations", run_id)
     assert after["lease_owner"] == new_owner
@@ -144,13 +153,15 @@ async def test_a_renewal_writes_only_the_lease_of_running_rows_the_caller_holds(
     app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     queued, finished = await _queue_investigations(app_pool, tenant.tenant_id, 2)
+    token = uuid.uuid4()
     await owner_pool.execute(
         "UPDATE investigations SET status = 'succeeded', lease_owner = 'w-x', "
-        "finished_at = now() WHERE id = $1",
+        "lease_token_hash = sha256(uuid_send($2::uuid)), finished_at = now() WHERE id = $1",
         finished,
+        token,
     )
     async with app_pool.acquire() as conn:
-        assert await repository.renew_leases(conn, "w-x", 60, [queued, finished]) == {}
+        assert await repository.renew_leases(conn, "w-x", 60, [queued, finished, token]) == {}
     for run in (queued, finished):
         assert (await _lease(owner_pool, "investigations", run))["lease_expires_at"] is None
 
@@ -206,7 +217,7 @@ class _Recorder:
     """A third job kind (on the investigations table, for the test): records what it ran."""
 
     name = "recorder"
-    table = JobTable("investigations", "investigation_id")
+    table = JobTable("recorder", "investigations", "investigation_id")
 
     def __init__(self) -> None:
         self.ran: list[UUID] = []
@@ -220,9 +231,9 @@ async def test_a_claim_of_an_unknown_kind_crashes_nothing(app_pool: asyncpg.Pool
     recorder = _Recorder()
     worker = Worker(app_pool, None, name="kinds-w", kinds=[recorder])
     assert worker.kinds.names == ["recorder"]
-    stray = Claim("no_such_kind", uuid.uuid4(), uuid.uuid4(), False)
+    stray = Claim("no_such_kind", uuid.uuid4(), uuid.uuid4(), False, uuid.uuid4())
     assert await worker.process(stray) == "unknown kind"
-    known = Claim("recorder", uuid.uuid4(), uuid.uuid4(), False)
+    known = Claim("recorder", uuid.uuid4(), uuid.uuid4(), False, uuid.uuid4())
     assert await worker.process(known) == "succeeded"
     assert recorder.ran == [known.run_id]
     # Nothing of a kind the database does not know is ever claimed for this worker.
@@ -242,6 +253,7 @@ async def test_heartbeats_keep_leases_while_the_pool_is_saturated(
     assert set(runs) <= {c.run_id for c in claimed}
     pool = await create_pool(database_urls.app, application_name="tests-sat", max_size=1)
     runtime = JobRuntime(pool, "sat-w", lease_s=1, heartbeat_url=database_urls.app)
+    runtime.renewal.tokens.update({c.run_id: c.lease_token for c in claimed})
     rounds: list[int] = []
     three_rounds = asyncio.Event()
     renew = runtime.leases.renew
@@ -278,7 +290,7 @@ async def test_a_cancel_request_reaches_the_run_through_the_batched_renewal(
 ) -> None:
     [run_id] = await _queue_investigations(app_pool, tenant.tenant_id, 1)
     claimed = await claim_batch(app_pool, "cancel-w", lease_s=1, limit=500)
-    assert run_id in {c.run_id for c in claimed}
+    [claim] = [c for c in claimed if c.run_id == run_id]
     runtime = JobRuntime(app_pool, "cancel-w", lease_s=1)
     started = asyncio.Event()
 
@@ -287,7 +299,7 @@ async def test_a_cancel_request_reaches_the_run_through_the_batched_renewal(
         await asyncio.Event().wait()  # runs until cancelled
 
     try:
-        supervising = asyncio.create_task(runtime.supervise(run_id, work(), 30))
+        supervising = asyncio.create_task(runtime.supervise(claim, work(), 30))
         await started.wait()
         async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
             await conn.execute(

@@ -8,6 +8,7 @@ whatever fn_claim_next_run returns next.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class Claim:
     run_id: UUID
     tenant_id: UUID
     takeover: bool
+    lease_token: UUID
 
 
 def _at(text: str) -> datetime:
@@ -141,18 +143,21 @@ async def queue_job(client: httpx.AsyncClient, tenant: CreatedTenant, **body: An
 
 
 async def claim_job(owner_pool: asyncpg.Pool, tenant_id: UUID, job_id: UUID) -> Claim:
-    """Claim THIS job for the test's worker, as fn_claim_next_run would."""
+    """Claim THIS job for the test's worker, as fn_claim_next_run would (a fresh lease token,
+    of which the row keeps the hash)."""
+    token = uuid.uuid4()
     async with tenant_transaction(owner_pool, tenant_id) as conn:
         done = await conn.execute(
             """UPDATE budget_optimization_jobs
                   SET status = 'running', lease_owner = $2, attempts = attempts + 1,
                       lease_expires_at = now() + interval '30 seconds', heartbeat_at = now(),
-                      started_at = coalesce(started_at, now())
+                      started_at = coalesce(started_at, now()),
+                      lease_token_hash = sha256(uuid_send($3::uuid))
                 WHERE id = $1""",
-            job_id, WORKER,
+            job_id, WORKER, token,
         )  # fmt: skip
     assert done == "UPDATE 1"
-    return Claim("budget_optimization", job_id, tenant_id, False)
+    return Claim("budget_optimization", job_id, tenant_id, False, token)
 
 
 async def fetch(client: httpx.AsyncClient, tenant: CreatedTenant, job_id: UUID) -> dict[str, Any]:
@@ -349,9 +354,12 @@ async def test_a_job_held_by_another_worker_is_left_alone(
     job_id = await queue_job(client, tenant)
     claim = await claim_job(owner_pool, tenant.tenant_id, job_id)
     assert await run_budget_optimization(app_pool, None, "someone-else", claim) == "lost"
+    # The holder's name without the claim's token is not the holder either.
+    forged = dataclasses.replace(claim, lease_token=uuid.uuid4())
+    assert await run_budget_optimization(app_pool, None, WORKER, forged) == "lost"
     assert (await fetch(client, tenant, job_id))["status"] == "running"
     assert await run_budget_optimization(app_pool, None, WORKER, claim) == "succeeded"
-    missing = Claim("budget_optimization", uuid.uuid4(), tenant.tenant_id, False)
+    missing = Claim("budget_optimization", uuid.uuid4(), tenant.tenant_id, False, uuid.uuid4())
     assert await run_budget_optimization(app_pool, None, WORKER, missing) == "missing"
 
 
@@ -378,9 +386,9 @@ async def test_the_worker_dispatches_budget_jobs_to_the_runner(
     app_pool: asyncpg.Pool,
 ) -> None:
     job_id = await queue_job(client, tenant)
-    await claim_job(owner_pool, tenant.tenant_id, job_id)
+    claimed = await claim_job(owner_pool, tenant.tenant_id, job_id)
     worker = Worker(app_pool, None, name=WORKER)
-    claim = WorkerClaim("budget_optimization", job_id, tenant.tenant_id, False)
+    claim = WorkerClaim("budget_optimization", job_id, tenant.tenant_id, False, claimed.lease_token)
     assert await worker.process(claim) == "succeeded"
 
 
@@ -517,7 +525,7 @@ async def test_takeover_counts_earlier_spend_against_the_ceiling(
     # A dead worker's attempt spent 0.10: the rerun may spend at most 0.20 more.
     await earlier_call("0.10")
     claim = await claim_job(owner_pool, tenant.tenant_id, job_id)
-    claim = Claim(claim.kind, claim.run_id, claim.tenant_id, True)
+    claim = dataclasses.replace(claim, takeover=True)
     assert await run_budget_optimization(app_pool, gateway, WORKER, claim) == "succeeded"
     assert route.call_count == 1
     job = await fetch(client, tenant, job_id)
@@ -529,7 +537,7 @@ async def test_takeover_counts_earlier_spend_against_the_ceiling(
     # database itself refuses a reservation past the job's ceiling: this fills it exactly.)
     await earlier_call(str(Decimal("0.30") - Decimal(job["cost_usd"])))
     claim = await claim_job(owner_pool, tenant.tenant_id, job_id)
-    claim = Claim(claim.kind, claim.run_id, claim.tenant_id, True)
+    claim = dataclasses.replace(claim, takeover=True)
     assert await run_budget_optimization(app_pool, gateway, WORKER, claim) == "budget_exhausted"
     assert route.call_count == 1
     job = await fetch(client, tenant, job_id)

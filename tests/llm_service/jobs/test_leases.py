@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from llm_service.leases import LeaseKeeper, Renew
+from llm_service.jobs.leases import LeaseKeeper, Renew
 
 
 def _renewals(
