@@ -109,20 +109,6 @@ async def key_transaction(
         yield conn, UUID(tenant) if tenant else None
 
 
-class TenantTransactions:
-    """Tenant transactions over a pool, for packages that must not import `llm_service` (cache)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        """Transactions on connections of `pool`."""
-        self.pool = pool
-
-    def transaction(
-        self, tenant_id: UUID
-    ) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
-        """A transaction whose tenant is `tenant_id` (see `tenant_transaction`)."""
-        return tenant_transaction(self.pool, tenant_id)
-
-
 @asynccontextmanager
 async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A transaction with no tenant set: tenant tables read empty in it (fail closed)."""

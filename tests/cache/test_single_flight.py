@@ -16,7 +16,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from cache import store
 from cache.embedding_local import MODEL_ID, LocalEmbedder
 from cache.scope import CacheScope, normalise_question
 from cache.single_flight import (
@@ -27,6 +26,7 @@ from cache.single_flight import (
 )
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.urls import DatabaseUrls
+from llm_service.explanations import cache_repository as store
 from llm_service.tenants.service import CreatedTenant
 from tests.helpers.waiting import wait_until
 
@@ -355,7 +355,7 @@ WORKER = textwrap.dedent(
     """
     import asyncio, json, sys, time, uuid
     from datetime import date
-    from cache import store
+    from llm_service.explanations import cache_repository as store
     from cache.scope import CacheScope
     from cache.single_flight import get_or_compute
     from llm_service.db.pool import create_pool, tenant_transaction
