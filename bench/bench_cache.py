@@ -47,6 +47,7 @@ from cache.store import DEFAULT_SIMILARITY_THRESHOLD, CacheHit
 from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded
 from llm_service.db.pool import create_pool, tenant_transaction
+from llm_service.db.queries import set_tenant
 from llm_service.db.urls import resolve_urls
 from llm_service.explanations import cache_repository as store
 from llm_service.settings import Settings
@@ -207,9 +208,7 @@ async def _create_tenants(owner: asyncpg.Connection, count: int) -> list[uuid.UU
     tenants = [uuid.uuid4() for _ in range(count)]
     async with owner.transaction():
         for i, tenant_id in enumerate(tenants):
-            await owner.execute(
-                "SELECT set_config('app.current_tenant_id', $1, true)", str(tenant_id)
-            )
+            await set_tenant(owner, tenant_id)
             await owner.execute(
                 "INSERT INTO tenants (id, name, api_key_hash) VALUES ($1, $2, $3)",
                 tenant_id,

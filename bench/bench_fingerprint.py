@@ -53,7 +53,8 @@ from llm_service.analytics.fingerprint_queries import (
 from llm_service.analytics.shared_queries import REMEDIATION_STATUSES, RUN_GRACE
 from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded
-from llm_service.db.pool import create_pool, set_tenant, tenant_transaction
+from llm_service.db.pool import create_pool, tenant_transaction
+from llm_service.db.queries import set_tenant
 from llm_service.db.urls import resolve_urls
 from llm_service.demo_data import generate_demo_data
 from llm_service.settings import Settings
