@@ -9,11 +9,10 @@ transaction; `CacheTransactions` opens such transactions for `cache.hits`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -21,11 +20,9 @@ import asyncpg
 from cache import store as rules
 from cache.scope import CacheScope
 from cache.store import CacheHit, NewEntry, StoredEntry
+from llm_service.db.bind import on_connection
 from llm_service.db.pool import tenant_transaction
 from llm_service.retention.repository import purge_expired_cache
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 __all__ = [
     "CacheHit",
@@ -227,23 +224,11 @@ class CacheTransactions:
             yield PgCacheRows(conn)
 
 
-def _on_connection(
-    rule: Callable[Concatenate[rules.CacheRows, P], Awaitable[R]],
-) -> Callable[Concatenate[asyncpg.Connection, P], Awaitable[R]]:
-    """The cache rule `rule` run against this store on the caller's connection."""
-
-    async def bound(conn: asyncpg.Connection, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await rule(PgCacheRows(conn), *args, **kwargs)
-
-    bound.__doc__ = f"`cache.store.{rule.__name__}` on this connection."
-    return bound
-
-
-lookup = _on_connection(rules.lookup)
-store = _on_connection(rules.store)
-add_hits = _on_connection(rules.add_hits)
-invalidate = _on_connection(rules.invalidate)
-purge_expired = _on_connection(rules.purge_expired)
+lookup = on_connection(PgCacheRows, rules.lookup)
+store = on_connection(PgCacheRows, rules.store)
+add_hits = on_connection(PgCacheRows, rules.add_hits)
+invalidate = on_connection(PgCacheRows, rules.invalidate)
+purge_expired = on_connection(PgCacheRows, rules.purge_expired)
 
 
 async def explain_lookup(
