@@ -75,6 +75,7 @@ from llm_service.explanations.embeddings import (
     QuestionVectors,
     provider_dimension,
 )
+from llm_service.explanations.flight_lock_repository import PgFlightLocks
 from llm_service.explanations.prompt import PROMPT_VERSION, ModelExplanation, messages
 from llm_service.explanations.resolve import ChannelCodes, resolve
 from llm_service.explanations.schemas import (
@@ -403,7 +404,7 @@ class ExplanationService:
 
         try:
             outcome, _ = await self.flights.get_or_compute(
-                self.flight_pool,
+                PgFlightLocks(self.flight_pool),
                 tenant_id,
                 key,
                 look_again,

@@ -7,10 +7,12 @@ run here over an in-memory store behind the same interface; the real one
 
 from __future__ import annotations
 
+import ast
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -20,7 +22,25 @@ from cache.scope import CacheScope
 from cache.store import NewEntry, StoredEntry
 
 ScopeFactory = Callable[..., CacheScope]
+CACHE = Path(__file__).resolve().parents[2] / "cache"
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
+
+
+def test_cache_imports_no_database_driver() -> None:
+    """Rows (CacheRows), hit writes (TenantTransactions) and flight locks (FlightLocks) all go
+    through interfaces the host implements: no module of cache talks to PostgreSQL itself."""
+    found = []
+    for path in sorted(CACHE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found += [
+                f"{path.name}: {n}" for n in names if n.split(".")[0] in {"asyncpg", "psycopg"}
+            ]
+    assert found == []
 
 
 class _MemoryRows:
