@@ -39,15 +39,17 @@ import asyncpg
 import numpy as np
 from pgvector.asyncpg import register_vector
 
-from cache import store
 from cache.embedding_local import MODEL_ID, LocalEmbedder, get_local_embedder
 from cache.hits import HitCounter
 from cache.question_match import match
 from cache.scope import CacheScope, normalise_question
+from cache.store import DEFAULT_SIMILARITY_THRESHOLD, CacheHit
 from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded
 from llm_service.db.pool import create_pool, tenant_transaction
+from llm_service.db.queries import set_tenant
 from llm_service.db.urls import resolve_urls
+from llm_service.explanations import cache_repository as store
 from llm_service.settings import Settings
 
 PAIRS_FILE = Path(__file__).resolve().parents[1] / "tests/cache/data/question_pairs.jsonl"
@@ -147,7 +149,7 @@ def _accepted_pairs(embedder: LocalEmbedder) -> tuple[list[tuple[str, str]], lis
     accepted = []
     for i, (a, b) in enumerate(same):
         similarity = float(np.dot(vectors[2 * i], vectors[2 * i + 1]))
-        if similarity >= store.DEFAULT_SIMILARITY_THRESHOLD and match(b, a).hit:
+        if similarity >= DEFAULT_SIMILARITY_THRESHOLD and match(b, a).hit:
             accepted.append((a, b))
     questions = sorted({t for p in pairs for t in (p["a"], p["b"])})
     return accepted, questions
@@ -206,9 +208,7 @@ async def _create_tenants(owner: asyncpg.Connection, count: int) -> list[uuid.UU
     tenants = [uuid.uuid4() for _ in range(count)]
     async with owner.transaction():
         for i, tenant_id in enumerate(tenants):
-            await owner.execute(
-                "SELECT set_config('app.current_tenant_id', $1, true)", str(tenant_id)
-            )
+            await set_tenant(owner, tenant_id)
             await owner.execute(
                 "INSERT INTO tenants (id, name, api_key_hash) VALUES ($1, $2, $3)",
                 tenant_id,
@@ -273,7 +273,7 @@ async def _store_known(
 
 async def _lookup(
     pool: asyncpg.Pool, embedder: LocalEmbedder, scope: CacheScope, question: str
-) -> tuple[store.CacheHit | None, float, float]:
+) -> tuple[CacheHit | None, float, float]:
     """Embed and look up one question; the hit, the embedding time and the database time."""
     t0 = time.perf_counter()
     vector = (await embedder.aembed([normalise_question(question)]))[0]
@@ -450,7 +450,7 @@ async def _run(args: argparse.Namespace) -> None:
         )
         print(f"load: COPY {copy_s:.1f} s, HNSW index build {hnsw_s:.1f} s")
         print(
-            f"threshold {store.DEFAULT_SIMILARITY_THRESHOLD}: {len(accepted)} labelled "
+            f"threshold {DEFAULT_SIMILARITY_THRESHOLD}: {len(accepted)} labelled "
             "paraphrase pairs accepted (similarity and matcher)"
         )
 

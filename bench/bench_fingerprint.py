@@ -28,22 +28,18 @@ import hashlib
 import json
 import os
 import statistics
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import psycopg
-from psycopg import sql
 
+from bench.scratch_db import migrated_database
 from llm_service.analytics.fingerprint_queries import (
     DATA_FINGERPRINT,
     FINGERPRINT_PARTS,
@@ -51,9 +47,8 @@ from llm_service.analytics.fingerprint_queries import (
     data_fingerprint,
 )
 from llm_service.analytics.shared_queries import REMEDIATION_STATUSES, RUN_GRACE
-from llm_service.db import migrate
-from llm_service.db.embedded import embedded_url, start_embedded
-from llm_service.db.pool import create_pool, set_tenant, tenant_transaction
+from llm_service.db.pool import create_pool, tenant_transaction
+from llm_service.db.queries import set_tenant
 from llm_service.db.urls import resolve_urls
 from llm_service.demo_data import generate_demo_data
 from llm_service.settings import Settings
@@ -437,34 +432,8 @@ async def bench_contention(
 # --------------------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def _database() -> AsyncIterator[str]:
-    """The owner URL of a freshly migrated database (embedded, or scratch on DATABASE_URL)."""
-    admin = os.environ.get("DATABASE_URL")
-    if admin:
-        name = f"bench_fp_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            url = urlunsplit(urlsplit(admin)._replace(path="/" + name))
-            migrate.upgrade(url)
-            yield url
-        finally:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                drop = sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
-                conn.execute(drop)
-        return
-    server = start_embedded(Path(tempfile.mkdtemp(prefix="bench-fp-")), cleanup="delete")
-    try:
-        url = embedded_url(server)
-        migrate.upgrade(url)
-        yield url
-    finally:
-        server.cleanup()
-
-
 async def _run(args: argparse.Namespace) -> None:
-    async with _database() as owner_url:
+    async with migrated_database("bench_fp") as owner_url:
         urls = resolve_urls(Settings(), owner_url)
         timeout = 30 * 60 * 1000
         owner = await create_pool(

@@ -47,15 +47,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
 from bench.bench_cache import _accepted_pairs
@@ -70,26 +67,35 @@ from bench.bench_explanations import (
 )
 from bench.bench_investigations import (
     QUESTIONS,
-    TERMINAL,
     _completion,
     _final_answer,
-    _machine_busy_s,
     _plan,
-    _postgres_cpu_s,
     _tool_calls,
 )
 from bench.harness import (
     ROOT,
-    Memory,
     free_port,
-    memory,
-    pct,
     serve_stub,
     start,
     stop,
     stub_app,
-    tree,
     wait_http,
+)
+from bench.load_figures import (
+    PROCESS_NAMES,
+    Sampler,
+    Tally,
+    cpu_now,
+    find_problems,
+    ledger_view,
+    log_levels,
+    loud,
+    machine_now,
+    print_routes,
+    reconcile,
+    resource_figures,
+    run_figures,
+    send,
 )
 from cache.embedding_local import get_local_embedder
 from llm_service.db import migrate
@@ -107,7 +113,6 @@ FINANCE_ROUTES = (
     ("GET /v1/finance/monthly-costs?format=csv", "/v1/finance/monthly-costs", {"format": "csv"}),
     ("GET /v1/finance/daily-costs", "/v1/finance/daily-costs", {}),
 )
-PROCESS_NAMES = ("stub", "service", "worker")  # the order _start_all starts them in
 TIGHT_LIMITS = {"max_cost_usd": "0.002", "timeout_s": 20}
 MAX_REQUESTS_PER_CLIENT = 20_000
 POLL_CONCURRENCY = 10
@@ -153,73 +158,6 @@ def _answer(body: dict[str, Any], size: int) -> dict[str, Any]:
     return explanation_completion(body, size)
 
 
-# -- what the clients record ----------------------------------------------------------------------
-
-
-@dataclass
-class RouteStats:
-    """One route's client-side latencies (s) and outcomes (status code or exception name)."""
-
-    latencies: list[float] = field(default_factory=list)
-    outcomes: Counter[str] = field(default_factory=Counter)
-    server_ms: list[float] = field(default_factory=list)  # X-Server-Time-Ms, where sent
-
-    @property
-    def errors(self) -> dict[str, int]:
-        """Outcomes other than 2xx."""
-        return {k: v for k, v in self.outcomes.items() if not k.startswith("2")}
-
-
-@dataclass
-class Tally:
-    """What a phase measured, plus the investigations created and their latest state."""
-
-    routes: dict[str, RouteStats] = field(default_factory=lambda: defaultdict(RouteStats))
-    cache: Counter[str] = field(default_factory=Counter)
-    runs: dict[str, str] = field(default_factory=dict)  # investigation id -> its tenant's key
-    state: dict[str, dict[str, Any]] = field(default_factory=dict)
-    wall_s: float = 0.0
-
-    def record(self, route: str, outcome: str, elapsed: float) -> None:
-        """One request's outcome and latency."""
-        stats = self.routes[route]
-        stats.latencies.append(elapsed)
-        stats.outcomes[outcome] += 1
-
-    def count_explanation(self, response: httpx.Response | None) -> None:
-        """Count an explanation's result: a hit, a miss or degraded."""
-        if response is not None:
-            answer = response.json()
-            self.cache["degraded" if answer["degraded"] else answer["cache"]] += 1
-
-    def unfinished(self) -> list[str]:
-        """The investigations not yet seen in a terminal state."""
-        return [i for i in self.runs if self.state.get(i, {}).get("status") not in TERMINAL]
-
-
-async def _send(
-    http: httpx.AsyncClient,
-    tally: Tally,
-    route: str,
-    method: str,
-    url: str,
-    token: str,
-    **kwargs: Any,
-) -> httpx.Response | None:
-    """One request, recorded; the response when it succeeded."""
-    headers = {"Authorization": f"Bearer {token}"}
-    started = time.perf_counter()
-    try:
-        response = await http.request(method, url, headers=headers, **kwargs)
-    except httpx.HTTPError as exc:
-        tally.record(route, type(exc).__name__, time.perf_counter() - started)
-        return None
-    tally.record(route, str(response.status_code), time.perf_counter() - started)
-    if "x-server-time-ms" in response.headers:
-        tally.routes[route].server_ms.append(float(response.headers["x-server-time-ms"]))
-    return response if response.is_success else None
-
-
 # -- the workload ---------------------------------------------------------------------------------
 
 
@@ -250,7 +188,7 @@ class Workload:
         call = self._new_scope(rng) if new else rng.choice(self.hits)
         route = NEW if new else WARM
         self.tally.count_explanation(
-            await _send(
+            await send(
                 http, self.tally, route, "POST", "/v1/explanations", call.api_key, json=call.body
             )
         )
@@ -261,7 +199,7 @@ class Workload:
         body: dict[str, Any] = {"question": rng.choice(QUESTIONS)}
         if rng.random() < self.tight_share:
             body.update(TIGHT_LIMITS)
-        response = await _send(
+        response = await send(
             http, self.tally, CREATE, "POST", "/v1/investigations", key, json=body
         )
         if response is not None:
@@ -276,7 +214,7 @@ class Workload:
             return
         run_id = rng.choice(list(self.tally.runs))
         url = f"/v1/investigations/{run_id}"
-        response = await _send(http, self.tally, READ, "GET", url, self.tally.runs[run_id])
+        response = await send(http, self.tally, READ, "GET", url, self.tally.runs[run_id])
         if response is not None:
             self.tally.state[run_id] = response.json()
 
@@ -284,13 +222,13 @@ class Workload:
         """A tenant's monthly costs, JSON or CSV."""
         params = {"month": self.month, "format": rng.choice(("json", "csv"))}
         key = rng.choice(self.all_keys)
-        await _send(http, self.tally, TENANT_COSTS, "GET", "/v1/costs/monthly", key, params=params)
+        await send(http, self.tally, TENANT_COSTS, "GET", "/v1/costs/monthly", key, params=params)
 
     async def finance(self, http: httpx.AsyncClient, rng: random.Random) -> None:
         """One of finance's reads, with the finance token."""
         route, url, extra = rng.choice(FINANCE_ROUTES)
         params = {"month": self.month, **extra}
-        await _send(http, self.tally, route, "GET", url, self.finance_token, params=params)
+        await send(http, self.tally, route, "GET", url, self.finance_token, params=params)
 
 
 Action = Callable[[Workload, httpx.AsyncClient, random.Random], Awaitable[None]]
@@ -337,7 +275,7 @@ async def _warm(base_url: str, calls: list[Call], clients: int) -> Tally:
         async def one(call: Call) -> None:
             route = f"warm-up {WARM}"
             async with gate:
-                response = await _send(
+                response = await send(
                     http, tally, route, "POST", "/v1/explanations", call.api_key, json=call.body
                 )
             tally.count_explanation(response)
@@ -385,42 +323,7 @@ async def _drain(base_url: str, tally: Tally, seconds: float) -> int:
     return len(late)
 
 
-# -- processes and memory -------------------------------------------------------------------------
-
-
-@dataclass
-class Sampler:
-    """Peak memory of the service's process trees and of PostgreSQL's, sampled every second."""
-
-    service_pids: list[int]
-    postmaster: int | None
-    service_rss_mib: float = 0.0  # the largest sum of VmRSS over the service's processes
-    pg_private_mib: float = 0.0  # the largest sum of RssAnon over PostgreSQL's processes
-    pg_shared_mib: float = 0.0  # the largest RssShmem of one PostgreSQL process
-    pg_processes: int = 0
-    service_hwm: dict[int, float] = field(default_factory=dict)  # pid -> VmHWM
-    pg_hwm_mib: float = 0.0  # the largest VmHWM of one PostgreSQL process
-
-    def sample(self) -> None:
-        """One sample of both trees."""
-        service = memory(pid for root in self.service_pids for pid in tree(root))
-        self.service_rss_mib = max(self.service_rss_mib, sum(m.rss for m in service))
-        for m in service:
-            self.service_hwm[m.pid] = max(self.service_hwm.get(m.pid, 0.0), m.hwm)
-        if self.postmaster is not None:
-            self._sample_pg(memory(tree(self.postmaster)))
-
-    def _sample_pg(self, pg: list[Memory]) -> None:
-        self.pg_private_mib = max(self.pg_private_mib, sum(m.anon for m in pg))
-        self.pg_shared_mib = max([self.pg_shared_mib, *(m.shmem for m in pg)])
-        self.pg_hwm_mib = max([self.pg_hwm_mib, *(m.hwm for m in pg)])
-        self.pg_processes = max(self.pg_processes, len(pg))
-
-    async def run(self) -> None:
-        """Sample until cancelled."""
-        while True:
-            self.sample()
-            await asyncio.sleep(1.0)
+# -- processes -------------------------------------------------------------------------------------
 
 
 def _service_env(
@@ -482,173 +385,6 @@ async def _tenants(owner_url: str, args: argparse.Namespace) -> tuple[list[str],
     return data, data + others
 
 
-# -- the ledger after the run ----------------------------------------------------------------------
-
-LEDGER_QUERIES = {
-    "pending": "SELECT count(*) FROM llm_api_calls WHERE status = 'pending'",
-    "runs_not_terminal": f"SELECT count(*) FROM investigations WHERE status NOT IN {TERMINAL}",
-    "runs_over_ceiling": """
-        SELECT count(*) FROM investigations i
-        WHERE i.cost_cents > i.max_cost_cents
-           OR (SELECT coalesce(sum(c.cost_cents), 0) FROM llm_api_calls c
-                WHERE c.investigation_id = i.id) > i.max_cost_cents""",
-    "runs_over_time": "SELECT count(*) FROM investigations WHERE elapsed_ms > timeout_ms",
-    "tenants_over_cap": """
-        SELECT count(*) FROM llm_monthly_costs m JOIN tenants t ON t.id = m.tenant_id
-        WHERE m.total_cost_cents > t.monthly_cap_cents""",
-}
-
-
-async def _ledger(owner_url: str) -> dict[str, Any]:
-    """The database's view, as the owner (a superuser here: row-level security does not apply)."""
-    conn = await asyncpg.connect(owner_url)
-    try:
-        found: dict[str, Any] = {k: await conn.fetchval(q) for k, q in LEDGER_QUERIES.items()}
-        if found["pending"]:
-            # A shielded settle may still be finishing: look again.
-            await asyncio.sleep(3)
-            found["pending"] = await conn.fetchval(LEDGER_QUERIES["pending"])
-        rows = await conn.fetch("SELECT status, count(*) AS n FROM llm_api_calls GROUP BY status")
-        found["calls"] = {r["status"]: r["n"] for r in rows}
-        cents = await conn.fetchval("SELECT coalesce(sum(cost_cents), 0) FROM llm_api_calls")
-        found["spend_usd"] = f"{(cents / 100).normalize():f}"
-    finally:
-        await conn.close()
-    return found
-
-
-def _reconcile(env: dict[str, str]) -> tuple[int, list[str]]:
-    """`llm-service costs reconcile` against the same database: exit code, summary lines."""
-    done = subprocess.run(
-        [sys.executable, "-m", "llm_service.cli", "costs", "reconcile"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = done.stdout.splitlines()
-    keep = [ln for ln in lines if ln.endswith(("DIFFERENCE", "difference", "differences", "first"))]
-    return done.returncode, keep + done.stderr.splitlines()[-5:]
-
-
-# -- the report ---------------------------------------------------------------------------------
-
-
-def _route_figures(tally: Tally) -> dict[str, dict[str, Any]]:
-    """Per route: requests, throughput, latency percentiles (ms), errors by status."""
-    figures = {}
-    for route, stats in sorted(tally.routes.items()):
-        n = len(stats.latencies)
-        ms = [x * 1000 for x in stats.latencies]
-        errors = stats.errors
-        figures[route] = {
-            "requests": n,
-            "per_s": n / tally.wall_s if tally.wall_s else 0.0,
-            "p50_ms": pct(ms, 50),
-            "p95_ms": pct(ms, 95),
-            "p99_ms": pct(ms, 99),
-            "errors": sum(errors.values()),
-            "error_rate": sum(errors.values()) / n,
-            "errors_by_status": errors,
-            "server_p50_ms": pct(stats.server_ms, 50) if stats.server_ms else None,
-            "server_p95_ms": pct(stats.server_ms, 95) if stats.server_ms else None,
-        }
-    return figures
-
-
-def _print_routes(title: str, tally: Tally) -> dict[str, dict[str, Any]]:
-    """A table of the routes of one phase."""
-    figures = _route_figures(tally)
-    total = sum(f["requests"] for f in figures.values())
-    errors = sum(f["errors"] for f in figures.values())
-    print(
-        f"\n{title}: {total} requests in {tally.wall_s:.1f} s = {total / tally.wall_s:.1f}/s, "
-        f"errors {errors} ({errors / max(1, total):.2%})"
-    )
-    print(f"  {'route':<45}{'n':>7}{'/s':>8}{'p50':>9}{'p95':>9}{'p99':>9}  errors")
-    for route, f in figures.items():
-        print(
-            f"  {route:<45}{f['requests']:>7}{f['per_s']:>8.1f}{f['p50_ms']:>9.1f}"
-            f"{f['p95_ms']:>9.1f}{f['p99_ms']:>9.1f}  "
-            f"{f['errors']} ({f['error_rate']:.1%}) {f['errors_by_status'] or ''}"
-        )
-        if f["server_p50_ms"] is not None:
-            print(
-                f"    (server-side, X-Server-Time-Ms: p50 {f['server_p50_ms']:.1f}, "
-                f"p95 {f['server_p95_ms']:.1f} ms)"
-            )
-    return figures
-
-
-def _run_figures(tally: Tally, cancelled: int) -> dict[str, Any]:
-    """Investigations as the API last showed them: statuses, limits passed."""
-    runs = [tally.state[i] for i in tally.runs if i in tally.state]
-    over_ceiling = [r["id"] for r in runs if Decimal(r["cost_usd"]) > Decimal(r["max_cost_usd"])]
-    over_time = [
-        r["id"] for r in runs if r["elapsed_s"] is not None and r["elapsed_s"] > r["timeout_s"]
-    ]
-    elapsed = [r["elapsed_s"] for r in runs if r["elapsed_s"] is not None]
-    return {
-        "created": len(tally.runs),
-        "statuses": dict(Counter(r["status"] for r in runs)),
-        "degraded": sum(1 for r in runs if r["degraded"]),
-        "reasons": dict(Counter(r["reason"] for r in runs if r["status"] != "succeeded")),
-        "cancelled_by_bench": cancelled,
-        "over_ceiling": over_ceiling,
-        "over_time": over_time,
-        "elapsed_p50_s": pct(elapsed, 50) if elapsed else None,
-        "elapsed_max_s": max(elapsed, default=None),
-        "spend_max_usd": str(max((Decimal(r["cost_usd"]) for r in runs), default=Decimal(0))),
-    }
-
-
-def _loud(problems: list[str]) -> None:
-    """Print what must never happen, impossible to miss."""
-    for problem in problems:
-        print(f"!!!!!!!! {problem} !!!!!!!!")
-
-
-def _problems(runs: dict[str, Any], ledger: dict[str, Any], reconcile_rc: int) -> list[str]:
-    """Missing money records and exceeded limits, in words."""
-    checks = [
-        (ledger["pending"], "llm_api_calls rows still PENDING after the run (money unrecorded)"),
-        (reconcile_rc, "`llm-service costs reconcile` exit code (a monthly total differs)"),
-        (len(runs["over_ceiling"]), "investigations OVER THEIR COST CEILING (API)"),
-        (len(runs["over_time"]), "investigations OVER THEIR TIMEOUT (API)"),
-        (ledger["runs_over_ceiling"], "investigations OVER THEIR COST CEILING (ledger)"),
-        (ledger["runs_over_time"], "investigations OVER THEIR TIMEOUT (database)"),
-        (ledger["runs_not_terminal"], "investigations NOT TERMINAL after the drain"),
-        (ledger["tenants_over_cap"], "tenants OVER THEIR MONTHLY CAP"),
-    ]
-    return [f"{value} {what}" for value, what in checks if value]
-
-
-def _log_levels(log: Path) -> dict[str, Any]:
-    """The service's JSON log lines counted by level, and those above info."""
-    counts: Counter[str] = Counter()
-    notable = []
-    for text in log.read_text(errors="replace").splitlines():
-        try:
-            level = str(json.loads(text).get("level", "?"))
-        except ValueError:
-            level = "unstructured"
-        counts[level] += 1
-        if level not in ("info", "debug"):
-            notable.append(text)
-    return {"counts": counts, "notable": notable}
-
-
-def _machine() -> dict[str, Any]:
-    """The machine, as it was before the run."""
-    return {
-        "nproc": os.cpu_count(),
-        "loadavg": os.getloadavg(),
-        "python": sys.version.split()[0],
-        "mem_total_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
-    }
-
-
 @dataclass(frozen=True)
 class Setup:
     """What the set-up made: the processes, where they answer, the tenants and their scopes."""
@@ -677,7 +413,7 @@ def _keep_logs(data_dir: Path, dest: Path) -> None:
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     """Set up, load, drain, check the ledger, report; tear down."""
-    machine = _machine()
+    machine = machine_now()
     print(
         f"machine: {machine['nproc']} CPUs (shared), {machine['mem_total_gib']:.0f} GiB, "
         f"Python {machine['python']}, load average before "
@@ -743,25 +479,25 @@ async def _measure(
         new_share=args.new_share,
         tight_share=args.tight_share,
     )
-    cpu_before, load_before = _cpu_now(setup), os.getloadavg()[0]
+    cpu_before, load_before = cpu_now(setup.processes, setup.postmaster), os.getloadavg()[0]
     await _mixed(base_url, work, args.clients, args.seconds, args.rate)
-    cpu_after, load_after = _cpu_now(setup), os.getloadavg()[0]
+    cpu_after, load_after = cpu_now(setup.processes, setup.postmaster), os.getloadavg()[0]
     t0 = time.perf_counter()
     cancelled = await _drain(base_url, work.tally, args.drain_seconds)
     drain_s = time.perf_counter() - t0
     sampling.cancel()
     sampler.sample()
-    ledger = await _ledger(setup.owner_url)
-    reconcile_rc, reconcile_lines = _reconcile(setup.env)
-    ledger["pending_after_reconcile"] = (await _ledger(setup.owner_url))["pending"]
+    ledger = await ledger_view(setup.owner_url)
+    reconcile_rc, reconcile_lines = reconcile(setup.env)
+    ledger["pending_after_reconcile"] = (await ledger_view(setup.owner_url))["pending"]
     for process, name in zip(processes, PROCESS_NAMES, strict=False):
         if process.poll() is not None:
             print(f"!!!!!!!! the {name} process EXITED ({process.returncode}) !!!!!!!!")
 
-    warm_routes = _print_routes(
+    warm_routes = print_routes(
         f"WARM-UP: {len(setup.store)} explanation scopes stored ({dict(warm.cache)})", warm
     )
-    routes = _print_routes(
+    routes = print_routes(
         f"MIXED, {args.clients} clients for {args.seconds:g} s"
         + (f" paced at {args.rate:g} requests/s" if args.rate > 0 else " (closed loop)"),
         work.tally,
@@ -769,7 +505,7 @@ async def _measure(
     served = sum(work.tally.cache.values())
     hit_ratio = work.tally.cache.get("hit", 0) / max(1, served)
     print(f"  explanations: {dict(work.tally.cache)}; cache hit ratio {hit_ratio:.1%}")
-    runs = _run_figures(work.tally, cancelled)
+    runs = run_figures(work.tally, cancelled)
     print(
         f"\nINVESTIGATIONS: {runs['created']} created; drained in {drain_s:.0f} s; "
         f"statuses {runs['statuses']}; degraded {runs['degraded']}; "
@@ -784,7 +520,7 @@ async def _measure(
         f"time {ledger['runs_over_time']} (database)"
     )
     loads = (load_before, load_after)
-    resources = _resources(sampler, cpu_before, cpu_after, work.tally.wall_s, machine, loads)
+    resources = resource_figures(sampler, cpu_before, cpu_after, work.tally.wall_s, machine, loads)
     print(
         f"\nLEDGER: llm_api_calls {ledger['calls']} (spend ${ledger['spend_usd']}); pending "
         f"after the run {ledger['pending']}, after reconcile {ledger['pending_after_reconcile']}; "
@@ -793,11 +529,11 @@ async def _measure(
     )
     for text in reconcile_lines:
         print(f"  reconcile: {text}")
-    problems = _problems(runs, ledger, reconcile_rc)
-    _loud(problems)
+    problems = find_problems(runs, ledger, reconcile_rc)
+    loud(problems)
     if not problems:
         print("  no money record missing, no limit exceeded")
-    log_lines = _log_levels(Path(setup.env["LLM_SERVICE_DATA_DIR"]) / "service.log")
+    log_lines = log_levels(Path(setup.env["LLM_SERVICE_DATA_DIR"]) / "service.log")
     print(f"\nservice log: {dict(log_lines['counts'])} lines by level")
     for text in log_lines["notable"][:20]:
         print(f"  {text[:400]}")
@@ -813,64 +549,6 @@ async def _measure(
         "problems": problems,
         "service_log_levels": dict(log_lines["counts"]),
     }
-
-
-def _cpu_now(setup: Setup) -> dict[str, float | None]:
-    """CPU seconds used so far: each process we run (with its children), and the machine's."""
-    # bench_investigations' _postgres_cpu_s(pid) sums any process and its direct children.
-    now = {
-        name: _postgres_cpu_s(process.pid)
-        for name, process in zip(PROCESS_NAMES, setup.processes, strict=False)
-    }
-    now["postgres"] = _postgres_cpu_s(setup.postmaster)
-    now["bench clients"] = time.process_time()
-    now["machine"] = _machine_busy_s()
-    return now
-
-
-def _resources(
-    sampler: Sampler,
-    before: dict[str, float | None],
-    after: dict[str, float | None],
-    wall: float,
-    machine: dict[str, Any],
-    loads: tuple[float, float],
-) -> dict[str, Any]:
-    """Memory peaks and CPU use during the mixed phase; printed."""
-    cpu = {
-        name: (after[name] or 0.0) - (before[name] or 0.0)
-        for name in after
-        if before[name] is not None and after[name] is not None
-    }
-    busy = cpu.pop("machine", None)
-    figures = {
-        "service_vmhwm_mib": dict(sampler.service_hwm),
-        "service_rss_peak_mib": sampler.service_rss_mib,
-        "pg_private_peak_mib": sampler.pg_private_mib,
-        "pg_shared_mib": sampler.pg_shared_mib,
-        "pg_process_hwm_max_mib": sampler.pg_hwm_mib,
-        "pg_processes_max": sampler.pg_processes,
-        "cpu_s": {**cpu, "machine": busy},
-        "loadavg_during": loads,
-    }
-    hwm = ", ".join(f"pid {pid}: {mib:.0f} MiB" for pid, mib in sampler.service_hwm.items())
-    print(
-        f"\nMEMORY: service VmHWM {hwm} (largest summed VmRSS {sampler.service_rss_mib:.0f} MiB); "
-        f"PostgreSQL: up to {sampler.pg_processes} processes, private memory (RssAnon summed) "
-        f"peak {sampler.pg_private_mib:.0f} MiB + shared {sampler.pg_shared_mib:.0f} MiB, "
-        f"largest process VmHWM {sampler.pg_hwm_mib:.0f} MiB"
-    )
-    if busy is not None:
-        available = wall * (machine["nproc"] or 1)
-        others = busy - sum(cpu.values())
-        print(
-            f"CPU during the mixed phase ({wall:.0f} s x {machine['nproc']} CPUs = "
-            f"{available:.0f} CPU-s): "
-            + ", ".join(f"{name} {value:.0f} s" for name, value in cpu.items())
-            + f"; whole machine {busy:.0f} s busy, of which other processes {others:.0f} s; "
-            f"load average {loads[0]:.2f} -> {loads[1]:.2f}"
-        )
-    return figures
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:

@@ -19,22 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Sequence
 
 import asyncpg
-import psycopg
-from psycopg import sql
 
-from llm_service.db import migrate
-from llm_service.db.embedded import embedded_url, start_embedded
+from bench.scratch_db import migrated_database
 from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.urls import resolve_urls
 from llm_service.demo_data import generate_demo_data
@@ -74,31 +66,6 @@ SELECT $1, now(), now(), 'page_view', 'facebook_paid', 0,
        $4 || i
 FROM generate_series(1, $2) AS i
 """
-
-
-@asynccontextmanager
-async def _database() -> AsyncIterator[str]:
-    """The owner URL of a freshly migrated database (embedded, or scratch on DATABASE_URL)."""
-    admin = os.environ.get("DATABASE_URL")
-    if admin:
-        name = f"bench_pii_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            url = urlunsplit(urlsplit(admin)._replace(path="/" + name))
-            migrate.upgrade(url)
-            yield url
-        finally:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-        return
-    server = start_embedded(Path(tempfile.mkdtemp(prefix="bench-pii-")), cleanup="delete")
-    try:
-        url = embedded_url(server)
-        migrate.upgrade(url)
-        yield url
-    finally:
-        server.cleanup()
 
 
 def _per_100k(seconds: float, rows: int) -> str:
@@ -149,7 +116,7 @@ async def _write_path(owner: asyncpg.Pool, tenant: uuid.UUID, rows: int, rounds:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    async with _database() as owner_url:
+    async with migrated_database("bench_pii") as owner_url:
         urls = resolve_urls(Settings(), owner_url)
         owner = await create_pool(
             owner_url, application_name="bench-pii-owner", max_size=2, statement_timeout_ms=0

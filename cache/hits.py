@@ -88,8 +88,8 @@ class HitCounter:
                     started.add(tenant_id)
                     hits = batch[tenant_id]
                     try:
-                        async with tenants.transaction(tenant_id) as conn:
-                            await add_hits(conn, tenant_id, hits)
+                        async with tenants.transaction(tenant_id) as rows:
+                            await add_hits(rows, tenant_id, hits)
                     except Exception as exc:  # rolled back: keep the counts for the next flush
                         self._requeue(tenant_id, hits)
                         errors.append(exc)

@@ -4,10 +4,11 @@ Two layers share one key (the tenant plus `CacheScope.flight_key(fingerprint)`):
 
 - In a process, the first caller becomes the local leader and registers an `asyncio.Event`;
   the others wait on it without touching the database.
-- Across processes, the local leader takes a transaction-level PostgreSQL advisory lock on a
-  64-bit hash of the key, in a transaction it keeps open for as long as it computes (so the lock
-  holds behind PgBouncer in transaction mode too). Leaders of other processes wait for that lock
-  (bounded by `SET LOCAL lock_timeout`).
+- Across processes, the local leader holds the host's lock (`FlightLocks`) on a 64-bit hash of
+  the key for as long as it computes; leaders of other processes wait for that lock, until the
+  deadline. llm_service's is a transaction-level PostgreSQL advisory lock in a transaction kept
+  open meanwhile (so it holds behind PgBouncer in transaction mode too):
+  `llm_service.explanations.flight_lock_repository.PgFlightLocks`.
 
 Whoever waited re-runs `lookup` once the leader is done: the leader's `compute` stores its result
 before returning, so the waiters find it. The key is the SCOPE, not the question, so paraphrases
@@ -23,36 +24,36 @@ computes. `wait_timeout_s` bounds the time spent waiting for other callers (in t
 for a pool connection and for the lock), counted from the call; a caller's own `compute` is not
 bounded here. When it runs out, `SingleFlightTimeout` is raised.
 
-The lock connection comes from `pool` and is held during `compute`: give it a pool that `compute`
-does not draw from (or one large enough for both), or a busy process can starve its own compute.
-The lock ends with its transaction, rolled back after `compute` (or on an error or a
-cancellation), or ended by the server if the connection dies, so a cancelled or crashed leader
-never leaves it held.
+The lock is held during `compute` (llm_service's holds a pool connection meanwhile: give it a pool
+that `compute` does not draw from). It is released when `compute` ends, fails or is cancelled,
+and a crashed leader's lock ends with its connection, so none is ever left held.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import math
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, TypeVar
 from uuid import UUID
-
-import asyncpg
-
-from cache import single_flight_queries as queries
 
 T = TypeVar("T")
 
 _LOCK_NAMESPACE = "explanation-cache-flight"
-# The least time given to acquiring a pool connection, even when the wait budget is spent.
-_MIN_ACQUIRE_S = 0.1
 
 
 class SingleFlightTimeout(TimeoutError):
     """Waiting for another caller's computation of the same key took longer than allowed."""
+
+
+class FlightLocks(Protocol):
+    """The host's cross-process lock of a flight (llm_service: a PostgreSQL advisory lock)."""
+
+    def hold(self, lock_key: int, deadline: float) -> AbstractAsyncContextManager[None]:
+        """Hold the lock of `lock_key` until exit; SingleFlightTimeout if it is not taken by
+        `deadline` (the running loop's time). Released on exit, an error or a cancellation."""
+        ...
 
 
 def advisory_lock_key(tenant_id: UUID | str, key: str) -> int:
@@ -76,7 +77,7 @@ class SingleFlight:
 
     async def get_or_compute(
         self,
-        pool: asyncpg.Pool,
+        locks: FlightLocks,
         tenant_id: UUID | str,
         key: str,
         lookup: Callable[[], Awaitable[T | None]],
@@ -96,7 +97,7 @@ class SingleFlight:
         while True:
             event = self._flights.get(flight)
             if event is None:
-                return await self._lead(pool, flight, lookup, compute, deadline)
+                return await self._lead(locks, flight, lookup, compute, deadline)
             try:
                 await asyncio.wait_for(event.wait(), max(0.0, deadline - loop.time()))
             except TimeoutError:
@@ -110,69 +111,33 @@ class SingleFlight:
 
     async def _lead(
         self,
-        pool: asyncpg.Pool,
+        locks: FlightLocks,
         flight: tuple[str, str],
         lookup: Callable[[], Awaitable[T | None]],
         compute: Callable[[], Awaitable[T]],
         deadline: float,
     ) -> tuple[T, bool]:
-        """Lead the flight in this process: take the database lock, look again, compute."""
+        """Lead the flight in this process: take the cross-process lock, look again, compute."""
         done = asyncio.Event()
         self._flights[flight] = done
         try:
-            loop = asyncio.get_running_loop()
-            try:
-                conn = await pool.acquire(timeout=max(_MIN_ACQUIRE_S, deadline - loop.time()))
-            except TimeoutError:
-                raise SingleFlightTimeout(
-                    "no database connection was free for the single-flight lock in time"
-                ) from None
-            # The lock lives as long as this transaction, which writes nothing: it always ends in
-            # a rollback, whose failure (a dead connection) must not replace the computed answer.
-            transaction = conn.transaction()
-            try:
-                await transaction.start()
-                await _lock(conn, advisory_lock_key(*flight), deadline)
+            async with locks.hold(advisory_lock_key(*flight), deadline):
                 # Another process may have stored the answer while we waited (or just before).
                 value = await lookup()
                 if value is not None:
                     return value, False
                 return await compute(), True
-            finally:
-                with contextlib.suppress(Exception):
-                    await transaction.rollback()
-                await pool.release(conn)
         finally:
             if self._flights.get(flight) is done:
                 del self._flights[flight]
             done.set()
 
 
-async def _lock(conn: asyncpg.Connection, lock_key: int, deadline: float) -> None:
-    """Take the transaction's advisory lock, waiting at most until `deadline` (loop time)."""
-    if await conn.fetchval(queries.TRY_LOCK, lock_key):
-        return
-    remaining = deadline - asyncio.get_running_loop().time()
-    if remaining <= 0:
-        raise SingleFlightTimeout("another process is computing the same explanation")
-    ms = max(1, math.ceil(remaining * 1000))
-    try:
-        # A savepoint: a lock timeout rolls back to it, not the whole transaction.
-        async with conn.transaction():
-            await conn.execute(queries.SET_TIMEOUTS, f"{ms}ms", f"{ms + 5000}ms")
-            await conn.execute(queries.LOCK, lock_key, timeout=remaining + 5.0)
-    except (asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError, TimeoutError) as exc:
-        raise SingleFlightTimeout(
-            f"another process has been computing the same explanation for longer than the "
-            f"{remaining:.3g}s left to wait"
-        ) from exc
-
-
 _DEFAULT = SingleFlight()
 
 
 async def get_or_compute(
-    pool: asyncpg.Pool,
+    locks: FlightLocks,
     tenant_id: UUID | str,
     key: str,
     lookup: Callable[[], Awaitable[T | None]],
@@ -182,5 +147,5 @@ async def get_or_compute(
 ) -> tuple[T, bool]:
     """`SingleFlight.get_or_compute` on the process-wide registry."""
     return await _DEFAULT.get_or_compute(
-        pool, tenant_id, key, lookup, compute, wait_timeout_s=wait_timeout_s
+        locks, tenant_id, key, lookup, compute, wait_timeout_s=wait_timeout_s
     )

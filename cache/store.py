@@ -1,10 +1,11 @@
-"""The explanation cache's SQL (all of it): lookup, store, invalidate, purge and hit counts.
+"""The explanation cache's rules: what a lookup serves, what a store accepts, hits and purges.
 
-Every function takes an asyncpg connection. Tenant work must run in a transaction whose tenant is
-set (`app.current_tenant_id`, as `llm_service.db.pool.tenant_transaction` does): row-level
-security then confines it to the tenant, and each query also names the tenant explicitly, so even
-a connection that bypasses RLS never crosses tenants. Values go in and out as text / real[] casts,
-so nothing here depends on the connection's jsonb or vector codecs.
+The rows live in a store the host implements (`CacheRows`; llm_service's is
+`llm_service.explanations.cache_repository.PgCacheRows`), so this module names no table and sets
+no tenant. A `CacheRows` works inside a transaction its caller owns and has set the tenant on;
+row-level security then confines it to the tenant, and each of its statements also names the
+tenant explicitly, so even a connection that bypasses RLS never crosses tenants. JSON values
+cross the interface as text (`_dumps` / `_loads`), so no store depends on a driver's codecs.
 
 Matching (see `lookup`): the structured scope and the data fingerprint must be equal and the
 entry unexpired. Among those few rows, a question hits first on an exact normalised match (no
@@ -20,10 +21,10 @@ tried). Vectors of other embedding models, other dimensions, other fingerprints,
 expired entries are never considered, and a lookup does not count its hit (see `cache.hits`).
 `store` keeps the question as written (trimmed); it must run in a transaction whose tenant is the
 scope's. `add_hits` must run in a transaction whose tenant is `tenant_id` (the host sets it:
-`cache.tenancy`; nothing here sets a tenant) and sorts the ids so that concurrent flushes lock
-rows in the same order. `purge_expired` is safe while serving: each batch is one short statement
-through a SECURITY DEFINER function that skips rows another transaction holds, and expired rows
-are never served anyway; call it outside a transaction so each batch commits on its own.
+`cache.tenancy`) and sorts the ids so that concurrent flushes lock rows in the same order.
+`purge_expired` is safe while serving: each batch is one short statement that skips rows another
+transaction holds, and expired rows are never served anyway; call it outside a transaction so
+each batch commits on its own.
 """
 
 from __future__ import annotations
@@ -33,10 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
-
-import asyncpg
 
 from cache.question_match import MatchDecision, match
 from cache.question_signature import exact_text
@@ -48,74 +47,102 @@ from cache.scope import CacheScope, normalise_question
 DEFAULT_SIMILARITY_THRESHOLD = 0.90
 # How many of the nearest entries the matcher reads before the lookup gives up.
 CANDIDATE_LIMIT = 8
+# How many entries of the same question (exact_text) a lookup reads.
+SAME_QUESTION_LIMIT = 4
 
-_ROW_COLUMNS = """e.id, e.tenant_id, e.question, e.embedding_model,
-       e.explanation::text AS explanation, e.citations::text AS citations, e.model,
-       e.prompt_version, e.data_fingerprint, e.cost_cents, e.created_at, e.expires_at"""
 
-# Exact scope first, distance second. The MATERIALIZED CTE is an optimisation fence: the planner
-# must fetch the scope's rows through idx_explanation_cache_scope and compute every distance
-# exactly; it cannot turn this into an HNSW scan that filters after the graph search and silently
-# loses rows (HNSW with a selective filter returns a handful of rows or none). Recall is 100%.
-LOOKUP_SIMILAR_SQL = f"""
-WITH candidates AS MATERIALIZED (
-    SELECT c.id, c.question_embedding <=> $6::real[]::vector AS distance
-      FROM explanation_cache c
-     WHERE c.tenant_id = $1 AND c.scope_key = $2 AND c.embedding_model = $3
-       AND c.data_fingerprint = $4 AND c.expires_at > now()
-       AND c.question_embedding IS NOT NULL AND c.embedding_dim = $5
-), nearest AS (
-    SELECT id, distance FROM candidates ORDER BY distance, id LIMIT $7
-)
-SELECT {_ROW_COLUMNS}, 1 - n.distance AS similarity
-  FROM nearest n JOIN explanation_cache e ON e.id = n.id
- ORDER BY n.distance, n.id
-"""
+@dataclass(frozen=True)
+class StoredEntry:
+    """A live entry as a store reads it: JSON values as text, and its similarity to the ask."""
 
-# The same question (exact_text: trimmed, one-spaced, lower-case, no trailing punctuation): no
-# vector is needed, so a fixed dashboard question is found without embedding it. The SQL form of
-# exact_text only narrows the rows; `lookup` checks each in Python, so where PostgreSQL's lower()
-# disagrees with Python's the result is a miss, never a wrong hit.
-LOOKUP_QUESTION_SQL = f"""
-SELECT {_ROW_COLUMNS}, 1.0::float8 AS similarity
-  FROM explanation_cache e
- WHERE e.tenant_id = $1 AND e.scope_key = $2 AND e.data_fingerprint = $3
-   AND e.expires_at > now() AND e.question <> ''
-   AND regexp_replace(lower(btrim(regexp_replace(e.question, '\\s+', ' ', 'g'))),
-                      '[\\s?!.,;:]+$', '') = $4
- ORDER BY e.created_at DESC, e.id
- LIMIT 4
-"""
+    id: UUID
+    tenant_id: UUID
+    question: str
+    embedding_model: str
+    explanation_json: str
+    citations_json: str
+    model: str
+    prompt_version: str
+    data_fingerprint: str
+    cost_cents: Decimal
+    created_at: datetime
+    expires_at: datetime
+    similarity: float
 
-# No free text: the scope alone is the key (any embedding model: no vector is compared).
-LOOKUP_EXACT_SQL = f"""
-SELECT {_ROW_COLUMNS}, 1.0::float8 AS similarity
-  FROM explanation_cache e
- WHERE e.tenant_id = $1 AND e.scope_key = $2 AND e.data_fingerprint = $3
-   AND e.expires_at > now() AND e.question_embedding IS NULL
- ORDER BY e.created_at DESC, e.id
- LIMIT 1
-"""
 
-STORE_SQL = """
-INSERT INTO explanation_cache (tenant_id, entity_type, scope_key, scope, question,
-    question_embedding, embedding_model, embedding_dim, explanation, citations, model,
-    prompt_version, data_fingerprint, cost_cents, expires_at)
-VALUES ($1, $2, $3, $4::text::jsonb, $5, $6::real[]::vector, $7, $8, $9::text::jsonb,
-    $10::text::jsonb, $11, $12, $13, $14, now() + make_interval(secs => $15))
-RETURNING id
-"""
+@dataclass(frozen=True)
+class NewEntry:
+    """What `store` writes: one explanation of one scope, question and data, for `ttl_seconds`."""
 
-ADD_HITS_SQL = """
-UPDATE explanation_cache e
-   SET cache_hit_count = e.cache_hit_count + u.hits,
-       last_hit_at = GREATEST(e.last_hit_at, u.last_hit)
-  FROM unnest($2::uuid[], $3::int[], $4::timestamptz[]) AS u(id, hits, last_hit)
- WHERE e.id = u.id AND e.tenant_id = $1
-"""
+    tenant_id: UUID
+    subject: str
+    scope_key: str
+    scope_json: str
+    question: str
+    embedding: list[float] | None
+    embedding_model: str
+    explanation_json: str
+    citations_json: str
+    model: str
+    prompt_version: str
+    fingerprint: str
+    cost_cents: Decimal
+    ttl_seconds: float
 
-INVALIDATE_SQL = "DELETE FROM explanation_cache WHERE tenant_id = $1 AND scope_key = $2"
-PURGE_BATCH_SQL = "SELECT fn_purge_expired_explanation_cache($1)"
+
+class CacheRows(Protocol):
+    """Where the cache's entries live; one instance per transaction (tenant already set).
+
+    Every read returns only unexpired entries of the tenant, scope and fingerprint given.
+    """
+
+    async def entry_without_question(
+        self, tenant_id: UUID, scope_key: str, fingerprint: str
+    ) -> StoredEntry | None:
+        """The newest entry without free text (no vector) of this scope and data."""
+        ...
+
+    async def entries_of_question(
+        self, tenant_id: UUID, scope_key: str, fingerprint: str, exact_key: str, limit: int
+    ) -> Sequence[StoredEntry]:
+        """Up to `limit` entries whose question's `exact_text` may be `exact_key`, newest first.
+
+        The store may return more candidates than the exact ones (the caller checks each).
+        """
+        ...
+
+    async def nearest_entries(
+        self,
+        tenant_id: UUID,
+        scope_key: str,
+        fingerprint: str,
+        embedding_model: str,
+        embedding: list[float],
+        limit: int,
+    ) -> Sequence[StoredEntry]:
+        """The `limit` entries of this model and dimension nearest to `embedding`, nearest first.
+
+        Distances are exact over every entry of the scope (no approximate index may drop one).
+        """
+        ...
+
+    async def insert(self, entry: NewEntry) -> UUID:
+        """Write the entry (expiring `ttl_seconds` from the database's now); its id."""
+        ...
+
+    async def add_hits(
+        self, tenant_id: UUID, ids: Sequence[UUID], counts: Sequence[int], last: Sequence[datetime]
+    ) -> int:
+        """Add `counts[i]` hits (the last at `last[i]`) to entry `ids[i]`; rows updated."""
+        ...
+
+    async def delete_scope(self, tenant_id: UUID, scope_key: str) -> int:
+        """Delete every entry of this scope of the tenant; how many."""
+        ...
+
+    async def purge_expired_batch(self, batch_size: int) -> int:
+        """Delete up to `batch_size` expired entries of any tenant (skipping locked rows)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -168,29 +195,29 @@ def _loads(text: str) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
-def _hit(row: asyncpg.Record, decision: MatchDecision | None = None) -> CacheHit:
-    """A CacheHit from a lookup row (and the match decision that made it one)."""
+def _hit(entry: StoredEntry, decision: MatchDecision | None = None) -> CacheHit:
+    """A CacheHit from a stored entry (and the match decision that made it one)."""
     return CacheHit(
-        entry_id=row["id"],
-        tenant_id=row["tenant_id"],
-        question=row["question"],
-        similarity=float(row["similarity"]),
-        embedding_model=row["embedding_model"],
-        explanation=_loads(row["explanation"]),
-        citations=_loads(row["citations"]),
-        model=row["model"],
-        prompt_version=row["prompt_version"],
-        data_fingerprint=row["data_fingerprint"],
-        cost_cents=row["cost_cents"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
+        entry_id=entry.id,
+        tenant_id=entry.tenant_id,
+        question=entry.question,
+        similarity=entry.similarity,
+        embedding_model=entry.embedding_model,
+        explanation=_loads(entry.explanation_json),
+        citations=_loads(entry.citations_json),
+        model=entry.model,
+        prompt_version=entry.prompt_version,
+        data_fingerprint=entry.data_fingerprint,
+        cost_cents=entry.cost_cents,
+        created_at=entry.created_at,
+        expires_at=entry.expires_at,
         match_relation=decision.relation or "none" if decision is not None else "none",
         agreement=decision.agreement if decision is not None else None,
     )
 
 
-def _vector(embedding: Sequence[float] | None) -> list[float] | None:
-    """The embedding as a plain list for a real[] parameter (None stays None)."""
+def vector_of(embedding: Sequence[float] | None) -> list[float] | None:
+    """The embedding as a plain list of floats (None stays None); ValueError when empty."""
     if embedding is None:
         return None
     vector = [float(x) for x in embedding]
@@ -208,7 +235,7 @@ def _check_question(question: str | None, embedding: Sequence[float] | None) -> 
 
 
 async def lookup(
-    conn: asyncpg.Connection,
+    rows: CacheRows,
     scope: CacheScope,
     *,
     fingerprint: str,
@@ -223,39 +250,34 @@ async def lookup(
     read and the first that `cache.question_match.match` accepts is served.
     """
     normalised = _check_question(question, question_embedding)
+    key = scope.scope_key()
     if not normalised:
-        row = await conn.fetchrow(LOOKUP_EXACT_SQL, scope.tenant_id, scope.scope_key(), fingerprint)
-        return _hit(row) if row is not None else None
+        entry = await rows.entry_without_question(scope.tenant_id, key, fingerprint)
+        return _hit(entry) if entry is not None else None
     asked = question or ""
-    key = exact_text(asked)
-    for row in await conn.fetch(
-        LOOKUP_QUESTION_SQL, scope.tenant_id, scope.scope_key(), fingerprint, key
+    # The store's form of exact_text only narrows the rows; each is checked here, so where the
+    # database's lower() disagrees with Python's the result is a miss, never a wrong hit.
+    for entry in await rows.entries_of_question(
+        scope.tenant_id, key, fingerprint, exact_text(asked), SAME_QUESTION_LIMIT
     ):
-        decision = match(asked, row["question"])
+        decision = match(asked, entry.question)
         if decision.relation == "exact":
-            return _hit(row, decision)
-    vector = _vector(question_embedding)
+            return _hit(entry, decision)
+    vector = vector_of(question_embedding)
     if vector is None:
         return None
-    rows = await conn.fetch(
-        LOOKUP_SIMILAR_SQL,
-        scope.tenant_id,
-        scope.scope_key(),
-        embedding_model,
-        fingerprint,
-        len(vector),
-        vector,
-        CANDIDATE_LIMIT,
+    nearest = await rows.nearest_entries(
+        scope.tenant_id, key, fingerprint, embedding_model, vector, CANDIDATE_LIMIT
     )
-    for row in rows:
-        decision = match(asked, row["question"])
+    for entry in nearest:
+        decision = match(asked, entry.question)
         if decision.hit:
-            return _hit(row, decision)
+            return _hit(entry, decision)
     return None
 
 
 async def store(
-    conn: asyncpg.Connection,
+    rows: CacheRows,
     scope: CacheScope,
     *,
     question: str | None,
@@ -281,92 +303,54 @@ async def store(
         raise ValueError("ttl_seconds must be positive")
     if Decimal(cost_cents) < 0:
         raise ValueError("cost_cents must not be negative")
-    vector = _vector(question_embedding)
-    entry_id: UUID = await conn.fetchval(
-        STORE_SQL,
-        scope.tenant_id,
-        scope.subject,
-        scope.scope_key(),
-        scope.canonical_json(),
-        (question or "").strip() if vector is not None else "",
-        vector,
-        embedding_model,
-        len(vector) if vector is not None else None,
-        _dumps(explanation),
-        _dumps(list(citations)),
-        scope.model,
-        scope.prompt_version,
-        fingerprint,
-        Decimal(cost_cents),
-        float(ttl_seconds),
+    vector = vector_of(question_embedding)
+    return await rows.insert(
+        NewEntry(
+            tenant_id=scope.tenant_id,
+            subject=scope.subject,
+            scope_key=scope.scope_key(),
+            scope_json=scope.canonical_json(),
+            question=(question or "").strip() if vector is not None else "",
+            embedding=vector,
+            embedding_model=embedding_model,
+            explanation_json=_dumps(explanation),
+            citations_json=_dumps(list(citations)),
+            model=scope.model,
+            prompt_version=scope.prompt_version,
+            fingerprint=fingerprint,
+            cost_cents=Decimal(cost_cents),
+            ttl_seconds=float(ttl_seconds),
+        )
     )
-    return entry_id
 
 
 async def add_hits(
-    conn: asyncpg.Connection,
+    rows: CacheRows,
     tenant_id: UUID,
     hits: Mapping[UUID, tuple[int, datetime]],
 ) -> int:
-    """Add one tenant's buffered counts (id -> (hits, last hit)) in one UPDATE; rows updated.
+    """Add one tenant's buffered counts (id -> (hits, last hit)) in one write; rows updated.
 
-    `conn` is in a transaction whose tenant is `tenant_id` (RLS hides every other row).
+    `rows` is in a transaction whose tenant is `tenant_id` (RLS hides every other row).
     """
     if not hits:
         return 0
     ids = sorted(hits)
-    status = await conn.execute(
-        ADD_HITS_SQL,
-        tenant_id,
-        ids,
-        [hits[i][0] for i in ids],
-        [hits[i][1] for i in ids],
-    )
-    return _rowcount(status)
+    return await rows.add_hits(tenant_id, ids, [hits[i][0] for i in ids], [hits[i][1] for i in ids])
 
 
-async def invalidate(conn: asyncpg.Connection, scope: CacheScope) -> int:
+async def invalidate(rows: CacheRows, scope: CacheScope) -> int:
     """Delete every entry of this scope for its tenant (all questions, models, fingerprints)."""
-    return _rowcount(await conn.execute(INVALIDATE_SQL, scope.tenant_id, scope.scope_key()))
+    return await rows.delete_scope(scope.tenant_id, scope.scope_key())
 
 
-async def purge_expired(conn: asyncpg.Connection, *, batch_size: int = 1000) -> int:
+async def purge_expired(rows: CacheRows, *, batch_size: int = 1000) -> int:
     """Delete every tenant's expired entries in batches; return how many (see the module doc)."""
     if not 1 <= batch_size <= 100_000:
         raise ValueError("batch_size must be between 1 and 100000")
     total = 0
     while True:
-        deleted: int = await conn.fetchval(PURGE_BATCH_SQL, batch_size)
+        deleted = await rows.purge_expired_batch(batch_size)
         total += deleted
         if deleted < batch_size:
             return total
-
-
-async def explain_lookup(
-    conn: asyncpg.Connection,
-    scope: CacheScope,
-    *,
-    fingerprint: str,
-    question_embedding: Sequence[float],
-    embedding_model: str,
-) -> str:
-    """The executed plan of the similarity lookup (EXPLAIN ANALYZE), for tests and operators."""
-    vector = _vector(question_embedding)
-    assert vector is not None
-    rows = await conn.fetch(
-        "EXPLAIN (ANALYZE, COSTS OFF) " + LOOKUP_SIMILAR_SQL,
-        scope.tenant_id,
-        scope.scope_key(),
-        embedding_model,
-        fingerprint,
-        len(vector),
-        vector,
-        CANDIDATE_LIMIT,
-    )
-    return "\n".join(str(r[0]) for r in rows)
-
-
-def _rowcount(status: str) -> int:
-    """The row count of a command status such as 'DELETE 3' or 'UPDATE 2'."""
-    tail = status.rsplit(" ", 1)[-1]
-    return int(tail) if tail.isdigit() else 0

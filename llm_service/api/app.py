@@ -51,10 +51,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = pool is None
+        # The application role's URL, resolved once: for the pool, the flight locks' pool and
+        # the lease keeper's connection (with a pool given: the settings' URL, maybe None).
+        app_url = settings.app_database_url
         if owned:
-            urls = database_runtime(settings).urls
+            app_url = url = database_runtime(settings).urls.app
             app.state.pool = await create_pool(
-                urls.app,
+                url,
                 application_name="llm-service-api",
                 min_size=settings.db_pool_min_size,
                 max_size=settings.db_pool_max_size,
@@ -68,9 +71,7 @@ def create_app(
             settings,
             app.state.pool,
             app.state.gateway,
-            app_database_url=(
-                database_runtime(settings).urls.app if owned else settings.app_database_url
-            ),
+            app_database_url=app_url,
         )
         # Every serving process sweeps expired reservations (one of them per round does the work).
         sweeper = start_sweeper(app.state.pool, settings.ledger_sweep_interval_s) if owned else None
@@ -87,9 +88,7 @@ def create_app(
                 lease_s=settings.worker_lease_s,
                 shutdown_grace_s=settings.worker_shutdown_grace_s,
                 # The lease keeper's own connection (heartbeats never wait for the pool).
-                heartbeat_url=(
-                    database_runtime(settings).urls.app if owned else settings.app_database_url
-                ),
+                heartbeat_url=app_url,
             )
             worker_task = asyncio.create_task(worker.run_until_stopped())
         try:

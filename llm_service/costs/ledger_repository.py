@@ -7,11 +7,9 @@ rules (`budgets.ledger`) bound to this store, for callers holding a tenant trans
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -26,9 +24,7 @@ from budgets.ledger import (
     Settlement,
 )
 from budgets.money import cents_to_usd
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from llm_service.db.bind import on_connection
 
 __all__ = [
     "CallReservation",
@@ -184,21 +180,9 @@ async def cap_and_reserved(
     return row["cap"], row["reserved_in_month"]
 
 
-def _on_connection(
-    rule: Callable[Concatenate[ledger.LedgerStore, P], Awaitable[R]],
-) -> Callable[Concatenate[asyncpg.Connection, P], Awaitable[R]]:
-    """The ledger rule `rule` run against this store on the caller's connection."""
-
-    async def bound(conn: asyncpg.Connection, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await rule(PgLedgerStore(conn), *args, **kwargs)
-
-    bound.__doc__ = f"`budgets.ledger.{rule.__name__}` on this connection."
-    return bound
-
-
-cap_status = _on_connection(ledger.cap_status)
-reserve_call = _on_connection(ledger.reserve_call)
-settle_call = _on_connection(ledger.settle_call)
-void_reservation = _on_connection(ledger.void_reservation)
+cap_status = on_connection(PgLedgerStore, ledger.cap_status)
+reserve_call = on_connection(PgLedgerStore, ledger.reserve_call)
+settle_call = on_connection(PgLedgerStore, ledger.settle_call)
+void_reservation = on_connection(PgLedgerStore, ledger.void_reservation)
 #: The one sweep of expired reservations: the sweeper and reconcile both call it.
-sweep_expired_reservations = _on_connection(ledger.sweep_expired_reservations)
+sweep_expired_reservations = on_connection(PgLedgerStore, ledger.sweep_expired_reservations)

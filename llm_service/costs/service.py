@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field
 from budgets.money import CENTS_SCALE, exact_arithmetic
 from budgets.prices import INPUT_KINDS, OUTPUT_KINDS
 from llm_service.costs import ledger_repository, repository
-from llm_service.db.pool import decode_json, set_tenant
+from llm_service.db.pool import decode_json
+from llm_service.db.queries import set_tenant
 from llm_service.errors import InvalidRequest
 
 _MONTH_RE: Final = re.compile(r"([0-9]{4})-([0-9]{2})")

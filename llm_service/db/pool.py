@@ -14,8 +14,7 @@ from uuid import UUID
 import asyncpg
 from pgvector.asyncpg import register_vector
 
-from llm_service.db.queries import set_tenant as set_tenant  # re-exported for callers
-from llm_service.db.queries import set_tenant_from_key
+from llm_service.db import queries
 
 Connection = asyncpg.Connection
 Pool = asyncpg.Pool
@@ -91,7 +90,7 @@ async def tenant_transaction(
 ) -> AsyncIterator[asyncpg.Connection]:
     """Own one transaction for a tenant: set the tenant, commit on success, roll back on error."""
     async with pool.acquire() as conn, conn.transaction(readonly=readonly):
-        await set_tenant(conn, tenant_id)
+        await queries.set_tenant(conn, tenant_id)
         yield conn
 
 
@@ -105,22 +104,8 @@ async def key_transaction(
     set and every tenant table reads empty). Authentication and the tenant cost one statement.
     """
     async with pool.acquire() as conn, conn.transaction(readonly=readonly):
-        tenant = await set_tenant_from_key(conn, api_key_hash)
+        tenant = await queries.set_tenant_from_key(conn, api_key_hash)
         yield conn, UUID(tenant) if tenant else None
-
-
-class TenantTransactions:
-    """Tenant transactions over a pool, for packages that must not import `llm_service` (cache)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        """Transactions on connections of `pool`."""
-        self.pool = pool
-
-    def transaction(
-        self, tenant_id: UUID
-    ) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
-        """A transaction whose tenant is `tenant_id` (see `tenant_transaction`)."""
-        return tenant_transaction(self.pool, tenant_id)
 
 
 @asynccontextmanager

@@ -46,7 +46,6 @@ import asyncpg
 
 from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.money import usd_to_cents
-from cache import store
 from cache.embedder import Embedder
 from cache.embedding_local import MODEL_ID as LOCAL_MODEL_ID
 from cache.embedding_local import get_local_embedder
@@ -56,12 +55,13 @@ from cache.scope import CacheScope, normalise_question
 from cache.single_flight import SingleFlight, SingleFlightTimeout
 from llm_service.costs.ledger_repository import MonthlyCapExceeded, cap_status
 from llm_service.db.pool import (
-    TenantTransactions,
     create_pool,
     key_transaction,
     tenant_transaction,
 )
 from llm_service.errors import Unauthorized
+from llm_service.explanations import cache_repository as store
+from llm_service.explanations.cache_repository import CacheTransactions
 from llm_service.explanations.data import (
     ExplanationQuery,
     SubjectData,
@@ -75,6 +75,7 @@ from llm_service.explanations.embeddings import (
     QuestionVectors,
     provider_dimension,
 )
+from llm_service.explanations.flight_lock_repository import PgFlightLocks
 from llm_service.explanations.prompt import PROMPT_VERSION, ModelExplanation, messages
 from llm_service.explanations.resolve import ChannelCodes, resolve
 from llm_service.explanations.schemas import (
@@ -195,14 +196,14 @@ class ExplanationService:
             local_embedder=local,
         )
         service.hit_counter.start(
-            TenantTransactions(pool), interval_s=settings.explanation_hit_flush_interval_s
+            CacheTransactions(pool), interval_s=settings.explanation_hit_flush_interval_s
         )
         return service
 
     async def aclose(self) -> None:
         """Write the buffered hit counts and close the flight-lock pool."""
         try:
-            await self.hit_counter.aclose(TenantTransactions(self.pool))
+            await self.hit_counter.aclose(CacheTransactions(self.pool))
         finally:
             if self._owns_flight_pool:
                 await self.flight_pool.close()
@@ -403,7 +404,7 @@ class ExplanationService:
 
         try:
             outcome, _ = await self.flights.get_or_compute(
-                self.flight_pool,
+                PgFlightLocks(self.flight_pool),
                 tenant_id,
                 key,
                 look_again,

@@ -16,7 +16,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from cache import store
 from cache.embedding_local import MODEL_ID, LocalEmbedder
 from cache.scope import CacheScope, normalise_question
 from cache.single_flight import (
@@ -27,6 +26,8 @@ from cache.single_flight import (
 )
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.urls import DatabaseUrls
+from llm_service.explanations import cache_repository as store
+from llm_service.explanations.flight_lock_repository import PgFlightLocks
 from llm_service.tenants.service import CreatedTenant
 from tests.helpers.waiting import wait_until
 
@@ -100,7 +101,7 @@ async def test_fifty_concurrent_identical_misses_make_one_call(
     results = await asyncio.gather(
         *(
             flight.get_or_compute(
-                app_pool,
+                PgFlightLocks(app_pool),
                 tenant.tenant_id,
                 "scope-key:fp",
                 recorder.lookup,
@@ -121,7 +122,12 @@ async def test_a_hit_never_touches_the_lock(tenant: CreatedTenant) -> None:
     recorder.value = "cached"
     broken_pool: Any = object()  # any use of the pool would fail
     value, computed = await get_or_compute(
-        broken_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=1
+        PgFlightLocks(broken_pool),
+        tenant.tenant_id,
+        "k",
+        recorder.lookup,
+        recorder.compute,
+        wait_timeout_s=1,
     )
     assert (value, computed, recorder.computes) == ("cached", False, 0)
 
@@ -141,7 +147,7 @@ async def test_different_keys_and_tenants_do_not_wait_for_each_other(
     await asyncio.gather(
         all_three_computing(),
         flight.get_or_compute(
-            app_pool,
+            PgFlightLocks(app_pool),
             tenant.tenant_id,
             "a",
             recorders[0].lookup,
@@ -149,7 +155,7 @@ async def test_different_keys_and_tenants_do_not_wait_for_each_other(
             wait_timeout_s=5,
         ),
         flight.get_or_compute(
-            app_pool,
+            PgFlightLocks(app_pool),
             tenant.tenant_id,
             "b",
             recorders[1].lookup,
@@ -157,7 +163,7 @@ async def test_different_keys_and_tenants_do_not_wait_for_each_other(
             wait_timeout_s=5,
         ),
         flight.get_or_compute(
-            app_pool,
+            PgFlightLocks(app_pool),
             other_tenant.tenant_id,
             "a",
             recorders[2].lookup,
@@ -216,7 +222,7 @@ async def test_paraphrases_coalesce_and_a_different_question_computes_its_own(
                 )
 
         return await flight.get_or_compute(
-            app_pool,
+            PgFlightLocks(app_pool),
             tenant.tenant_id,
             scope.flight_key(fingerprint),
             lookup,
@@ -245,7 +251,7 @@ async def test_a_leader_that_fails_lets_a_waiter_compute(
     results = await asyncio.gather(
         *(
             flight.get_or_compute(
-                app_pool,
+                PgFlightLocks(app_pool),
                 tenant.tenant_id,
                 "k",
                 recorder.lookup,
@@ -274,13 +280,23 @@ async def test_a_failed_leader_in_another_process_lets_a_waiter_compute(
     first, second = SingleFlight(), SingleFlight()
     leader = asyncio.create_task(
         first.get_or_compute(
-            app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=30
+            PgFlightLocks(app_pool),
+            tenant.tenant_id,
+            "k",
+            recorder.lookup,
+            recorder.compute,
+            wait_timeout_s=30,
         )
     )
     await recorder.started.wait()  # the leader holds the lock and computes
     waiter = asyncio.create_task(
         second.get_or_compute(
-            app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=30
+            PgFlightLocks(app_pool),
+            tenant.tenant_id,
+            "k",
+            recorder.lookup,
+            recorder.compute,
+            wait_timeout_s=30,
         )
     )
     await wait_until(lambda: _advisory_lock_waiters(app_pool), "the second one waits for the lock")
@@ -296,13 +312,23 @@ async def test_waiting_in_process_is_bounded(app_pool: asyncpg.Pool, tenant: Cre
     flight = SingleFlight()
     leader = asyncio.create_task(
         flight.get_or_compute(
-            app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=60
+            PgFlightLocks(app_pool),
+            tenant.tenant_id,
+            "k",
+            recorder.lookup,
+            recorder.compute,
+            wait_timeout_s=60,
         )
     )
     await recorder.started.wait()
     with pytest.raises(SingleFlightTimeout, match=r"waited 0\.5s"):
         await flight.get_or_compute(
-            app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=0.5
+            PgFlightLocks(app_pool),
+            tenant.tenant_id,
+            "k",
+            recorder.lookup,
+            recorder.compute,
+            wait_timeout_s=0.5,
         )
     # The waiter gave up on its own bound while the leader still computes.
     assert not leader.done() and recorder.computes == 1
@@ -320,14 +346,24 @@ async def test_waiting_across_processes_is_bounded_and_a_cancelled_leader_frees_
     locks_before = await _advisory_locks(app_pool)
     leader = asyncio.create_task(
         first.get_or_compute(
-            app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=60
+            PgFlightLocks(app_pool),
+            tenant.tenant_id,
+            "k",
+            recorder.lookup,
+            recorder.compute,
+            wait_timeout_s=60,
         )
     )
     await recorder.started.wait()  # computing, so holding the lock
     assert await _advisory_locks(app_pool) == locks_before + 1
     with pytest.raises(SingleFlightTimeout, match="another process"):
         await second.get_or_compute(
-            app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=0.5
+            PgFlightLocks(app_pool),
+            tenant.tenant_id,
+            "k",
+            recorder.lookup,
+            recorder.compute,
+            wait_timeout_s=0.5,
         )
     # The waiter gave up on its own bound while the leader still computes.
     assert not leader.done() and recorder.computes == 1
@@ -338,7 +374,12 @@ async def test_waiting_across_processes_is_bounded_and_a_cancelled_leader_frees_
     assert await _advisory_locks(app_pool) == locks_before
     fresh = Recorder(delay=0.0)
     value, computed = await second.get_or_compute(  # would time out if the lock were held
-        app_pool, tenant.tenant_id, "k", fresh.lookup, fresh.compute, wait_timeout_s=0.5
+        PgFlightLocks(app_pool),
+        tenant.tenant_id,
+        "k",
+        fresh.lookup,
+        fresh.compute,
+        wait_timeout_s=0.5,
     )
     assert (value, computed) == ("answer-1", True)
 
@@ -347,7 +388,12 @@ async def test_wait_timeout_must_be_positive(app_pool: asyncpg.Pool, tenant: Cre
     recorder = Recorder()
     with pytest.raises(ValueError):
         await get_or_compute(
-            app_pool, tenant.tenant_id, "k", recorder.lookup, recorder.compute, wait_timeout_s=0
+            PgFlightLocks(app_pool),
+            tenant.tenant_id,
+            "k",
+            recorder.lookup,
+            recorder.compute,
+            wait_timeout_s=0,
         )
 
 
@@ -355,10 +401,11 @@ WORKER = textwrap.dedent(
     """
     import asyncio, json, sys, time, uuid
     from datetime import date
-    from cache import store
+    from llm_service.explanations import cache_repository as store
     from cache.scope import CacheScope
     from cache.single_flight import get_or_compute
     from llm_service.db.pool import create_pool, tenant_transaction
+    from llm_service.explanations.flight_lock_repository import PgFlightLocks
 
     URL, TENANT, FINGERPRINT = sys.argv[1:4]
     TENANT_ID = uuid.UUID(TENANT)
@@ -393,8 +440,8 @@ WORKER = textwrap.dedent(
         print("ready", flush=True)  # both processes are up: the test says go to both at once
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         results = await asyncio.gather(*(
-            get_or_compute(pool, TENANT_ID, SCOPE.flight_key(FINGERPRINT), lookup, compute,
-                           wait_timeout_s=30)
+            get_or_compute(PgFlightLocks(pool), TENANT_ID, SCOPE.flight_key(FINGERPRINT), lookup,
+                           compute, wait_timeout_s=30)
             for _ in range(10)))
         print(json.dumps([[value, computed] for value, computed in results]))
         await pool.close()

@@ -12,12 +12,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from cache import store
 from cache.embedding_local import MODEL_ID, LocalEmbedder
 from cache.hits import HitCounter
 from cache.scope import CacheScope, normalise_question
 from cache.store import CacheHit
-from llm_service.db.pool import TenantTransactions, tenant_transaction, transaction
+from llm_service.db.pool import tenant_transaction, transaction
+from llm_service.explanations import cache_repository as store
+from llm_service.explanations.cache_repository import CacheTransactions
 from llm_service.tenants.service import CreatedTenant, create_tenant
 from tests.helpers.waiting import wait_until
 
@@ -477,7 +478,7 @@ async def test_hit_counter_flushes_per_tenant(
     assert (await _hit_counts(app_pool, tenant.tenant_id))[a1] == (0, None)
     assert counter.pending == 6
 
-    assert await counter.flush(TenantTransactions(app_pool)) == 6
+    assert await counter.flush(CacheTransactions(app_pool)) == 6
     assert counter.pending == 0
     counts_a = await _hit_counts(app_pool, tenant.tenant_id)
     assert counts_a[a1][0] == 3 and counts_a[a2][0] == 1
@@ -485,9 +486,9 @@ async def test_hit_counter_flushes_per_tenant(
     assert (await _hit_counts(app_pool, other_tenant.tenant_id))[b1][0] == 2
 
     counter.record(tenant.tenant_id, a1)
-    assert await counter.flush(TenantTransactions(app_pool)) == 1
+    assert await counter.flush(CacheTransactions(app_pool)) == 1
     assert (await _hit_counts(app_pool, tenant.tenant_id))[a1][0] == 4
-    assert await counter.flush(TenantTransactions(app_pool)) == 0
+    assert await counter.flush(CacheTransactions(app_pool)) == 0
 
 
 async def test_hit_counts_written_under_another_tenant_touch_nothing(
@@ -512,7 +513,7 @@ async def test_hit_counter_background_flush_and_shutdown(
 ) -> None:
     entry = await put(app_pool, make_scope(tenant.tenant_id), None, None)
     counter = HitCounter()
-    counter.start(TenantTransactions(app_pool), interval_s=0.1)
+    counter.start(CacheTransactions(app_pool), interval_s=0.1)
     counter.record(tenant.tenant_id, entry)
 
     async def flushed() -> bool:  # no aclose, no flush call: only the background task writes
@@ -549,7 +550,7 @@ async def test_hit_counter_keeps_counts_when_a_flush_fails(
     with pytest.raises(ConnectionError):
         await counter.flush(_BrokenTenants())
     assert counter.pending == 3
-    assert await counter.flush(TenantTransactions(app_pool)) == 3
+    assert await counter.flush(CacheTransactions(app_pool)) == 3
     assert (await _hit_counts(app_pool, tenant.tenant_id))[entry][0] == 2
 
 

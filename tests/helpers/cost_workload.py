@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -14,7 +15,7 @@ import asyncpg
 from budgets.estimate import actual_cost
 from budgets.money import usd_to_cents
 from budgets.prices import ModelPrice
-from llm_service.costs.ledger_repository import reserve_call, settle_call
+from llm_service.costs.ledger_repository import CallReservation, reserve_call, settle_call
 from llm_service.db.pool import tenant_transaction
 
 MONTH = datetime.now(UTC).date().replace(day=1)
@@ -42,6 +43,48 @@ class Call:
     estimate: bool
 
 
+async def reserve(
+    pool: asyncpg.Pool, tenant_id: UUID, model: str, endpoint: str, cost_usd: Decimal
+) -> CallReservation:
+    """Reserve a call that will cost `cost_usd` (a little more at worst), as the service does."""
+    async with tenant_transaction(pool, tenant_id) as conn:
+        return await reserve_call(
+            conn,
+            tenant_id=tenant_id,
+            endpoint=endpoint,
+            model=model,
+            provider=model.split("/")[0],
+            worst_case_usd=cost_usd + Decimal("0.001"),
+            lease_seconds=60,
+        )
+
+
+async def settle(
+    pool: asyncpg.Pool,
+    tenant_id: UUID,
+    reservation: CallReservation,
+    cost_usd: Decimal,
+    *,
+    status: str = "succeeded",
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    estimate: bool = False,
+    usage_breakdown: dict[str, Any] | None = None,
+) -> None:
+    """Settle a reservation with what the call cost (asserting it was still pending)."""
+    async with tenant_transaction(pool, tenant_id) as conn:
+        assert await settle_call(
+            conn,
+            reservation,
+            status=status,
+            cost_usd=cost_usd,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_is_estimate=estimate,
+            usage_breakdown=usage_breakdown,
+        )
+
+
 async def run_call(
     pool: asyncpg.Pool,
     tenant_id: UUID,
@@ -55,26 +98,17 @@ async def run_call(
     estimate: bool = False,
 ) -> Call:
     """Reserve and settle one call through the ledger, as the service does."""
-    async with tenant_transaction(pool, tenant_id) as conn:
-        reservation = await reserve_call(
-            conn,
-            tenant_id=tenant_id,
-            endpoint=endpoint,
-            model=model,
-            provider=model.split("/")[0],
-            worst_case_usd=cost_usd + Decimal("0.001"),
-            lease_seconds=60,
-        )
-    async with tenant_transaction(pool, tenant_id) as conn:
-        assert await settle_call(
-            conn,
-            reservation,
-            status=status,
-            cost_usd=cost_usd,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_is_estimate=estimate,
-        )
+    reservation = await reserve(pool, tenant_id, model, endpoint, cost_usd)
+    await settle(
+        pool,
+        tenant_id,
+        reservation,
+        cost_usd,
+        status=status,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        estimate=estimate,
+    )
     return Call(model, endpoint, usd_to_cents(cost_usd), input_tokens, output_tokens, estimate)
 
 

@@ -18,7 +18,8 @@ import pytest
 from tenant_rows import insert_dead_event, insert_event, insert_ledger
 
 from llm_service.db import migrate
-from llm_service.db.pool import set_tenant, tenant_transaction, transaction
+from llm_service.db.pool import tenant_transaction, transaction
+from llm_service.db.queries import set_tenant
 from llm_service.db.schema_dump import dump_schema
 from llm_service.db.urls import DatabaseUrls
 from llm_service.pii.scan import drain, scan_batch

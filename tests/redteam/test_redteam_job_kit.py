@@ -528,12 +528,6 @@ async def test_budgets_names_none_of_the_service_tables(owner_pool: asyncpg.Pool
     assert found == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache/store.py still holds its SQL and names llm_service's table explanation_cache "
-    "(created by llm_service's migrations) and sets the tenant itself "
-    "(`set_config('app.current_tenant_id', ...)`, a second place beside db.pool)",
-)
 async def test_cache_names_none_of_the_service_tables(owner_pool: asyncpg.Pool) -> None:
     tables = await _service_tables(owner_pool)
     words = re.compile(r"\b(" + "|".join(sorted(tables)) + r"|app\.current_tenant_id)\b")

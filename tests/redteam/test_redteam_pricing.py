@@ -31,13 +31,13 @@ from budgets.ceiling import DEFAULT_MAX_INPUT_UNDERCOUNT
 from budgets.prices import PriceBook
 from budgets.usage import UsageBounds, UsageDetails, judge_usage
 from llm_service.db.pool import tenant_transaction
-from llm_service.db.urls import DatabaseUrls
 from llm_service.llm import retry
 from llm_service.llm.gateway import LlmGateway, LlmRequest
 from llm_service.llm.litellm_setup import load_litellm
 from llm_service.llm.pricing import build_price_book
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.app_role import insert_pending, set_session_tenant
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
@@ -702,27 +702,9 @@ async def test_costs_api_csv_and_finance_show_the_cached_breakdown(
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def app_conn(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_urls.app)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 async def pending_call(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UUID:
-    await conn.execute("SELECT set_config('app.current_tenant_id', $1, false)", str(tenant_id))
-    call_id = uuid.uuid4()
-    await conn.execute(
-        "INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, "
-        "reserved_cents, reservation_expires_at, max_tokens) VALUES ($1, $2, $3, 'explanations', "
-        "'gpt-4o-mini', 'openai', 1, now() + interval '5 minutes', 100)",
-        call_id,
-        tenant_id,
-        str(call_id),
-    )
-    return call_id
+    await set_session_tenant(conn, tenant_id)
+    return await insert_pending(conn, tenant_id, Decimal(1))
 
 
 SETTLE = (

@@ -16,7 +16,6 @@ import contextlib
 import functools
 import json
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -34,6 +33,7 @@ from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
 from llm_service.verify import run_checks
 from llm_service.workers.sweeper import sweep_once
+from tests.helpers.app_role import insert_pending, set_session_tenant
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 
@@ -43,48 +43,11 @@ OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def app_conn(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Connection]:
-    """A raw connection as llm_app: the compromised session."""
-    conn = await asyncpg.connect(database_urls.app)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-async def set_tenant(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> None:
-    await conn.execute("SELECT set_config('app.current_tenant_id', $1, false)", str(tenant_id))
-
-
 async def refused(conn: asyncpg.Connection, sql: str, *args: Any) -> asyncpg.PostgresError:
     """Run `sql`; assert the database refused it; return the error."""
     with pytest.raises(asyncpg.PostgresError) as info:
         await conn.execute(sql, *args)
     return info.value
-
-
-async def insert_pending(
-    conn: asyncpg.Connection,
-    tenant_id: uuid.UUID,
-    reserved: Decimal,
-    *,
-    expires: str = "now() + interval '5 minutes'",
-    investigation_id: uuid.UUID | None = None,
-) -> uuid.UUID:
-    """As the app (tenant already set): insert a pending reservation through its column grants."""
-    call_id = uuid.uuid4()
-    await conn.execute(
-        "INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, "
-        "reserved_cents, reservation_expires_at, max_tokens, investigation_id) "
-        f"VALUES ($1, $2, $3, 'explanations', 'gpt-4o-mini', 'openai', $4, {expires}, 100, $5)",
-        call_id,
-        tenant_id,
-        str(call_id),
-        reserved,
-        investigation_id,
-    )
-    return call_id
 
 
 async def month_total(owner_pool: asyncpg.Pool, tenant_id: uuid.UUID) -> Decimal:
@@ -427,7 +390,7 @@ MONEY_WRITES = {
 async def test_committed_money_and_limits_are_read_only(
     app_conn: asyncpg.Connection, tenant: CreatedTenant, write: str
 ) -> None:
-    await set_tenant(app_conn, tenant.tenant_id)
+    await set_session_tenant(app_conn, tenant.tenant_id)
     sql = MONEY_WRITES[write]
     if write == "copy_into_monthly":
         with pytest.raises(asyncpg.PostgresError):
@@ -445,7 +408,7 @@ async def test_settlement_is_bounded_and_final(
 ) -> None:
     """Above the reservation, negative, back to pending, re-settled: each refused."""
     tid = capped_tenant.tenant_id
-    await set_tenant(app_conn, tid)
+    await set_session_tenant(app_conn, tid)
     call = await insert_pending(app_conn, tid, Decimal(10))
     settle = (
         "UPDATE llm_api_calls SET status = $2, cost_cents = $3, settled_at = now() WHERE id = $1"
@@ -473,7 +436,7 @@ async def test_cross_tenant_writes_refused(
             "INSERT INTO investigations (tenant_id, question) VALUES ($1, 'q') RETURNING id",
             other_tenant.tenant_id,
         )
-    await set_tenant(app_conn, tenant.tenant_id)
+    await set_session_tenant(app_conn, tenant.tenant_id)
     with pytest.raises(asyncpg.PostgresError):
         await insert_pending(app_conn, other_tenant.tenant_id, Decimal(1))
     await refused(
@@ -503,7 +466,7 @@ class tenant_transaction_of:
         self.previous = await self.conn.fetchval(
             "SELECT current_setting('app.current_tenant_id', true)"
         )
-        await set_tenant(self.conn, self.tenant_id)
+        await set_session_tenant(self.conn, self.tenant_id)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.conn.execute(
@@ -515,7 +478,7 @@ async def test_run_ceiling_holds_against_direct_reservations(
     app_conn: asyncpg.Connection, tenant: CreatedTenant, owner_pool: asyncpg.Pool
 ) -> None:
     """Reserving past a run's ceiling directly in the ledger: the run's CHECK refuses."""
-    await set_tenant(app_conn, tenant.tenant_id)
+    await set_session_tenant(app_conn, tenant.tenant_id)
     run = await app_conn.fetchval(
         "INSERT INTO investigations (tenant_id, question, max_cost_cents) VALUES ($1, 'q', 1) "
         "RETURNING id",
@@ -547,7 +510,7 @@ async def test_snapshot_isolation_cannot_pass_the_monthly_cap(
     second = await asyncpg.connect(database_urls.app)
     try:
         for conn in (first, second):
-            await set_tenant(conn, tid)
+            await set_session_tenant(conn, tid)
             await conn.execute(f"BEGIN ISOLATION LEVEL {isolation}")
             await conn.fetchval("SELECT count(*) FROM llm_api_calls")  # takes the snapshot
         # Refusing the reservation outright (only READ COMMITTED may reserve) is safe too.
@@ -821,7 +784,8 @@ async def test_verify_fails_when_the_app_role_may_run_server_programs(
         app = await asyncpg.connect(database_urls.app)
         try:
             await app.execute("SET ROLE pg_execute_server_program")
-            await app.execute("COPY (SELECT 1) TO PROGRAM 'true'")  # code runs on the server
+            # Code runs on the server ('cat' reads its input: 'true' may exit first, EPIPE).
+            await app.execute("COPY (SELECT 1) TO PROGRAM 'cat >/dev/null'")
         finally:
             await app.close()
         failures = await verify_failures(database_urls)
@@ -938,7 +902,7 @@ async def test_one_multi_row_insert_cannot_pass_the_cap(
 ) -> None:
     """Refused: two 80-cent reservations in one INSERT against a 100-cent cap."""
     tid = capped_tenant.tenant_id
-    await set_tenant(app_conn, tid)
+    await set_session_tenant(app_conn, tid)
     await refused(
         app_conn,
         "INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, "
@@ -966,7 +930,7 @@ async def test_one_locked_row_cannot_hold_every_tenants_sweep_hostage(
         victim_call = await insert_pending(
             conn, other_tenant.tenant_id, Decimal(1), expires="now() - interval '1 minute'"
         )
-    await set_tenant(app_conn, tenant.tenant_id)
+    await set_session_tenant(app_conn, tenant.tenant_id)
     hostage = await insert_pending(
         app_conn, tenant.tenant_id, Decimal(1), expires="now() - interval '1 minute'"
     )
@@ -1056,14 +1020,14 @@ async def test_snapshot_isolation_cannot_pass_a_runs_ceiling(
     first = await asyncpg.connect(database_urls.app)
     second = await asyncpg.connect(database_urls.app)
     try:
-        await set_tenant(first, tid)
+        await set_session_tenant(first, tid)
         run = await first.fetchval(
             "INSERT INTO investigations (tenant_id, question, max_cost_cents) "
             "VALUES ($1, 'q', 1) RETURNING id",
             tid,
         )
         for conn in (first, second):
-            await set_tenant(conn, tid)
+            await set_session_tenant(conn, tid)
             await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             await conn.fetchval("SELECT count(*) FROM investigations")
         try:
@@ -1101,7 +1065,7 @@ async def test_verify_fails_when_the_app_may_insert_a_ledger_rows_month(
     tid = capped_tenant.tenant_id
     await owner_pool.execute("GRANT INSERT (started_at) ON llm_api_calls TO llm_app")
     try:
-        await set_tenant(app_conn, tid)
+        await set_session_tenant(app_conn, tid)
         for _ in range(3):
             call = uuid.uuid4()
             await app_conn.execute(

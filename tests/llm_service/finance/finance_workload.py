@@ -16,12 +16,10 @@ from uuid import UUID
 import asyncpg
 
 from budgets.money import usd_to_cents
-from llm_service.costs.ledger_repository import reserve_call, settle_call
 from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.service import create_tenant, set_monthly_cap
+from tests.helpers.cost_workload import ENDPOINTS, MODELS, reserve, settle
 
-MODELS = ("openai/gpt-4o-mini", "openai/gpt-4o", "anthropic/claude-haiku-4-5")
-ENDPOINTS = ("explanations", "investigations", "budget_optimizations", "embeddings")
 #: One input token of gpt-4o-mini: the smallest real cost, which must never show as $0.00.
 ONE_TOKEN_USD = Decimal("0.00000015")
 
@@ -95,16 +93,7 @@ async def settle_in_month(
     estimate: bool = False,
 ) -> Call:
     """Reserve as the service does, move the still-pending call to `day`, then settle it."""
-    async with tenant_transaction(app_pool, tenant_id) as conn:
-        reservation = await reserve_call(
-            conn,
-            tenant_id=tenant_id,
-            endpoint=endpoint,
-            model=model,
-            provider=model.split("/")[0],
-            worst_case_usd=cost_usd + Decimal("0.001"),
-            lease_seconds=60,
-        )
+    reservation = await reserve(app_pool, tenant_id, model, endpoint, cost_usd)
     started = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
     async with tenant_transaction(owner_pool, tenant_id) as conn:
         # A pending call's start may still move; the roll-up files it under this month.
@@ -129,17 +118,17 @@ async def settle_in_month(
             "output": {"tokens": output_tokens, "cost_cents": 0, "uncached_cents": 0,
                        "rate_usd": "0", "rate_known": True},
         }  # fmt: skip
-    async with tenant_transaction(app_pool, tenant_id) as conn:
-        assert await settle_call(
-            conn,
-            reservation,
-            status=status,
-            cost_usd=cost_usd,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_is_estimate=estimate,
-            usage_breakdown=breakdown,
-        )
+    await settle(
+        app_pool,
+        tenant_id,
+        reservation,
+        cost_usd,
+        status=status,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        estimate=estimate,
+        usage_breakdown=breakdown,
+    )
     return Call(day, model, endpoint, usd_to_cents(cost_usd), input_tokens, output_tokens, estimate)
 
 

@@ -3,12 +3,11 @@ each other, with the calls written and with `costs reconcile`."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
 from uuid import UUID
@@ -19,15 +18,13 @@ import pytest
 from finance_workload import TenantWorkload, random_workload
 
 from llm_service.api.app import create_app
-from llm_service.cli import main
 from llm_service.costs.reconcile import reconcile
 from llm_service.costs.service import cents_text, fraction_text, usd_text
-from llm_service.db import runtime
-from llm_service.db.urls import DatabaseUrls
 from llm_service.finance.csv_format import FINANCE_CSV_COLUMNS
-from llm_service.settings import Settings, get_settings
+from llm_service.settings import Settings
 from llm_service.tenants.keys import new_api_key
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.cli import RunCli
 
 TOKEN = "finance-test-token-0123456789abcdef"
 #: A past month no other test writes to, so its totals are this module's alone.
@@ -56,28 +53,6 @@ async def unconfigured_client(
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
-
-
-RunCli = Callable[..., Awaitable[tuple[int, str]]]
-
-
-@pytest.fixture
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch, database_urls: DatabaseUrls, capsys: pytest.CaptureFixture[str]
-) -> RunCli:
-    """`llm-service ...` against the session's database, in a worker thread: (exit code, stdout)."""
-    monkeypatch.setenv("DATABASE_URL", database_urls.owner)
-    monkeypatch.setenv("APP_DATABASE_URL", database_urls.app)
-    monkeypatch.setattr(runtime, "_runtime", None)
-    get_settings.cache_clear()
-
-    async def run(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        code = await asyncio.to_thread(main, list(args))
-        get_settings.cache_clear()
-        return code, capsys.readouterr().out
-
-    return run
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -22,17 +21,9 @@ from llm_service.investigations.runner import InvestigationRunner
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from tests.helpers.scripted_provider import OPENAI_URL, reply, scripted, tool_call_message
 
-OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 QUESTION = "Why did paid social revenue fall last week?"
-
-
-@pytest.fixture
-def model_settings(test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    return test_settings.model_copy(
-        update={"llm_model": "openai/gpt-4o-mini", "llm_max_attempts": 1}
-    )
 
 
 @pytest.fixture(scope="module")
@@ -41,51 +32,6 @@ async def data_tenant(owner_pool: asyncpg.Pool) -> CreatedTenant:
     async with tenant_transaction(owner_pool, created.tenant_id) as conn:
         await generate_demo_data(conn, created.tenant_id, events=2_000, seed=4)
     return created
-
-
-def completion(message: dict[str, Any]) -> httpx.Response:
-    body = {
-        "id": f"chatcmpl-{time.monotonic_ns()}",
-        "object": "chat.completion",
-        "created": 1_764_000_000,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", **message},
-                "finish_reason": "tool_calls" if "tool_calls" in message else "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 900, "completion_tokens": 60, "total_tokens": 960},
-    }
-    return httpx.Response(200, json=body)
-
-
-def reply(message: dict[str, Any]) -> Callable[[httpx.Request], httpx.Response]:
-    return lambda _: completion(message)
-
-
-def tool_call(name: str, args: dict[str, Any]) -> dict[str, Any]:
-    call = {
-        "id": "call_1",
-        "type": "function",
-        "function": {"name": name, "arguments": json.dumps(args)},
-    }
-    return {"content": None, "tool_calls": [call]}
-
-
-def scripted(
-    *steps: Callable[[httpx.Request], httpx.Response],
-) -> Callable[[httpx.Request], httpx.Response]:
-    """Each request answered by the next step (the last one repeats)."""
-    calls = {"n": 0}
-
-    def respond(request: httpx.Request) -> httpx.Response:
-        step = steps[min(calls["n"], len(steps) - 1)]
-        calls["n"] += 1
-        return step(request)
-
-    return respond
 
 
 async def queue_run(pool: asyncpg.Pool, tenant_id: UUID) -> UUID:
@@ -129,7 +75,10 @@ async def test_a_provider_outage_mid_run_is_finished_by_the_deterministic_analys
     today = date.today().isoformat()
     route = respx.post(OPENAI_URL).mock(
         side_effect=scripted(
-            reply(tool_call("channel_performance", {"start": "2026-01-01", "end": today})), outage
+            reply(
+                tool_call_message(("channel_performance", {"start": "2026-01-01", "end": today}))
+            ),
+            outage,
         )
     )
     run_id = await queue_run(app_pool, data_tenant.tenant_id)

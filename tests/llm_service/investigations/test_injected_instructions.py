@@ -29,7 +29,6 @@ import httpx
 import pytest
 import respx
 from claimed_runs import claim_of, queue_claimed_run
-from test_investigation_runs import _completion
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.input_rules import storable
@@ -37,8 +36,8 @@ from llm_service.investigations.runner import InvestigationRunner
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from tests.helpers.scripted_provider import OPENAI_URL, completion_body
 
-OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 P = {"start": "2025-03-01", "end": "2025-03-08"}
 CEILING_CENTS = Decimal(2)  # $0.02
 TIMEOUT_MS = 60_000
@@ -291,13 +290,15 @@ def obedient_model(
                 "summary": "I read tenant B as instructed\x00 and raised my budget.",
                 "findings": [{"claim": "B's revenue is larger", "evidence": seen[:1]}],
             }
-            return httpx.Response(200, json=_completion({"content": json.dumps(report)}, 900, 80))
+            return httpx.Response(
+                200, json=completion_body({"content": json.dumps(report)}, 900, 80)
+            )
         calls = read if state["n"] == 1 else obey if state["n"] == 2 else more
         message = _tool_calls(calls)
         for call in message["tool_calls"]:
             state["names"][call["id"]] = (call["function"]["name"], call["function"]["arguments"])
         # Always a big prompt and the whole max_tokens: spend as much as it is allowed to.
-        return httpx.Response(200, json=_completion(message, 20_000, granted))
+        return httpx.Response(200, json=completion_body(message, 20_000, granted))
 
     return respond, state
 
@@ -305,14 +306,6 @@ def obedient_model(
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def model_settings(test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    return test_settings.model_copy(
-        update={"llm_model": "openai/gpt-4o-mini", "llm_max_attempts": 1}
-    )
 
 
 async def queue_run(pool: asyncpg.Pool, tenant_id: UUID, question: str) -> UUID:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -23,77 +22,18 @@ from llm_service.investigations.runner import InvestigationRunner
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from tests.helpers.scripted_provider import (
+    OPENAI_URL,
+    completion_body,
+    final_answer,
+    reply,
+    scripted,
+    tool_call_message,
+)
 from tests.helpers.stall import Stalled
 from tests.helpers.waiting import wait_until
 
-OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 QUESTION = "Why did paid social revenue fall in the last 14 days?"
-
-
-def _completion(
-    message: dict[str, Any], prompt_tokens: int, completion_tokens: int
-) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-{time.monotonic_ns()}",
-        "object": "chat.completion",
-        "created": 1_764_000_000,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", **message},
-                "finish_reason": "tool_calls" if "tool_calls" in message else "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
-
-
-def tool_call_message(*calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-    """An assistant message asking for tools, as OpenAI sends it."""
-    return {
-        "content": None,
-        "tool_calls": [
-            {
-                "id": f"call_{i}_{time.monotonic_ns()}",
-                "type": "function",
-                "function": {"name": name, "arguments": json.dumps(args)},
-            }
-            for i, (name, args) in enumerate(calls)
-        ],
-    }
-
-
-def evidence_ids(request: httpx.Request) -> list[str]:
-    """The evidence ids the model has been shown so far (from tool messages)."""
-    body = json.loads(request.content)
-    ids = []
-    for message in body["messages"]:
-        if message.get("role") == "tool":
-            ids.append(json.loads(message["content"])["evidence_id"])
-    return ids
-
-
-def final_answer(request: httpx.Request) -> dict[str, Any]:
-    """A valid final report citing every evidence id the model saw."""
-    ids = evidence_ids(request)
-    report = {
-        "summary": "Paid social revenue fell.",
-        "findings": [{"claim": "facebook_paid revenue dropped", "evidence": ids[:2]}],
-    }
-    return {"content": json.dumps(report)}
-
-
-@pytest.fixture
-def model_settings(test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    return test_settings.model_copy(
-        update={"llm_model": "openai/gpt-4o-mini", "llm_max_attempts": 1}
-    )
 
 
 @pytest.fixture(scope="module")
@@ -147,32 +87,6 @@ async def load(pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> dict[str, A
             )
         ]
     return run
-
-
-def scripted(
-    *steps: Callable[[httpx.Request], httpx.Response],
-) -> Callable[[httpx.Request], httpx.Response]:
-    """A provider that answers each request with the next scripted step (the last one repeats)."""
-    calls = {"n": 0}
-
-    def respond(request: httpx.Request) -> httpx.Response:
-        step = steps[min(calls["n"], len(steps) - 1)]
-        calls["n"] += 1
-        return step(request)
-
-    return respond
-
-
-def reply(
-    message: dict[str, Any] | Callable[[httpx.Request], dict[str, Any]],
-    prompt: int = 900,
-    completion: int = 60,
-) -> Callable[[httpx.Request], httpx.Response]:
-    def respond(request: httpx.Request) -> httpx.Response:
-        body = message(request) if callable(message) else message
-        return httpx.Response(200, json=_completion(body, prompt, completion))
-
-    return respond
 
 
 async def run(settings: Settings, pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> str:
@@ -235,7 +149,7 @@ async def test_a_model_that_never_stops_is_stopped_at_the_ceiling_with_wrapup_fi
             message = tool_call_message(("channel_performance", {"start": start, "end": today}))
         else:
             message = final_answer(request)
-        return httpx.Response(200, json=_completion(message, 20_000, granted))
+        return httpx.Response(200, json=completion_body(message, 20_000, granted))
 
     respx.post(OPENAI_URL).mock(side_effect=greedy)
     ceiling_cents = Decimal("1.5")  # $0.015
@@ -253,7 +167,7 @@ async def test_a_model_that_never_stops_is_stopped_at_the_ceiling_with_wrapup_fi
 
 
 def _late_answer() -> httpx.Response:
-    return httpx.Response(200, json=_completion({"content": "late"}, 10, 10))
+    return httpx.Response(200, json=completion_body({"content": "late"}, 10, 10))
 
 
 @respx.mock

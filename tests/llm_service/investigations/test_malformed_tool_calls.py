@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -28,8 +27,8 @@ from llm_service.investigations.tool_calls import MAX_TOOL_CALLS_PER_STEP
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.scripted_provider import OPENAI_URL, completion_body, scripted
 
-OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 P = {"start": "2025-03-01", "end": "2025-03-08"}
 NAME_ON_THE_WIRE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -84,30 +83,13 @@ MALFORMED: list[dict[str, Any]] = [
 ]
 
 
-def _completion(message: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-{time.monotonic_ns()}",
-        "object": "chat.completion",
-        "created": 1_764_000_000,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", **message},
-                "finish_reason": "tool_calls" if "tool_calls" in message else "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 900, "completion_tokens": 60, "total_tokens": 960},
-    }
-
-
 def _malformed_step(chunk: int) -> Callable[[httpx.Request], httpx.Response]:
     """The chunk-th step's share of the malformed calls (each step within the per-step cap)."""
     part = MALFORMED[chunk * MAX_TOOL_CALLS_PER_STEP : (chunk + 1) * MAX_TOOL_CALLS_PER_STEP]
 
     def respond(_: httpx.Request) -> httpx.Response:
         calls = [{"type": "function", **call} for call in part]
-        return httpx.Response(200, json=_completion({"content": None, "tool_calls": calls}))
+        return httpx.Response(200, json=completion_body({"content": None, "tool_calls": calls}))
 
     return respond
 
@@ -122,27 +104,7 @@ def _answer(request: httpx.Request) -> httpx.Response:
         "summary": "Every call was refused.",
         "findings": [{"claim": "x", "evidence": ids[:1]}],
     }
-    return httpx.Response(200, json=_completion({"content": json.dumps(report)}))
-
-
-def _scripted(
-    *steps: Callable[[httpx.Request], httpx.Response],
-) -> tuple[Callable[[httpx.Request], httpx.Response], list[httpx.Request]]:
-    seen: list[httpx.Request] = []
-
-    def respond(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return steps[min(len(seen) - 1, len(steps) - 1)](request)
-
-    return respond, seen
-
-
-@pytest.fixture
-def model_settings(test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    return test_settings.model_copy(
-        update={"llm_model": "openai/gpt-4o-mini", "llm_max_attempts": 1}
-    )
+    return httpx.Response(200, json=completion_body({"content": json.dumps(report)}))
 
 
 async def _queue_running(pool: asyncpg.Pool, tenant_id: UUID) -> UUID:
@@ -153,7 +115,8 @@ async def _queue_running(pool: asyncpg.Pool, tenant_id: UUID) -> UUID:
 async def test_every_malformed_tool_call_is_a_tool_error_and_the_run_goes_on(
     model_settings: Settings, app_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
-    respond, seen = _scripted(*(_malformed_step(k) for k in range(CHUNKS)), _answer)
+    respond = scripted(*(_malformed_step(k) for k in range(CHUNKS)), _answer)
+    seen = respond.seen
     respx.post(OPENAI_URL).mock(side_effect=respond)
     run_id = await _queue_running(app_pool, tenant.tenant_id)
     runner = InvestigationRunner(
@@ -234,9 +197,10 @@ async def test_a_flood_of_tool_calls_runs_a_bounded_few_and_tells_the_model(
     ]  # fmt: skip
 
     def flood_step(_: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=_completion({"content": None, "tool_calls": flood}))
+        return httpx.Response(200, json=completion_body({"content": None, "tool_calls": flood}))
 
-    respond, seen = _scripted(flood_step, _answer)
+    respond = scripted(flood_step, _answer)
+    seen = respond.seen
     respx.post(OPENAI_URL).mock(side_effect=respond)
     run_id = await _queue_running(app_pool, tenant.tenant_id)
     runner = InvestigationRunner(

@@ -10,21 +10,20 @@ import asyncpg
 import httpx
 import pytest
 import respx
-from test_investigation_runs import (
-    OPENAI_URL,
-    final_answer,
-    queue_run,
-    reply,
-    run,
-    scripted,
-    tool_call_message,
-)
+from test_investigation_runs import queue_run, run
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.demo_data import generate_demo_data
 from llm_service.investigations.agent import SYSTEM_PROMPT
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from tests.helpers.scripted_provider import (
+    OPENAI_URL,
+    final_answer,
+    reply,
+    scripted,
+    tool_call_message,
+)
 
 ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
 

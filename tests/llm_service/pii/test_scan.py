@@ -3,43 +3,17 @@ built on definer functions that only the roles meant to may run."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 
-from llm_service.cli import main
-from llm_service.db import runtime
 from llm_service.db.pool import tenant_transaction
-from llm_service.db.urls import DatabaseUrls
 from llm_service.errors import InvalidRequest
 from llm_service.pii.scan import drain
-from llm_service.settings import get_settings
 from llm_service.tenants.service import create_tenant
-
-RunCli = Callable[..., Awaitable[tuple[int, str]]]
-
-
-@pytest.fixture
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch, database_urls: DatabaseUrls, capsys: pytest.CaptureFixture[str]
-) -> RunCli:
-    """`llm-service ...` against the session's database, in a worker thread: (exit code, stdout)."""
-    monkeypatch.setenv("DATABASE_URL", database_urls.owner)
-    monkeypatch.setenv("APP_DATABASE_URL", database_urls.app)
-    monkeypatch.setattr(runtime, "_runtime", None)
-    get_settings.cache_clear()
-
-    async def run(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        code = await asyncio.to_thread(main, list(args))
-        get_settings.cache_clear()
-        return code, capsys.readouterr().out
-
-    return run
+from tests.helpers.cli import RunCli
 
 
 async def test_cli_scans_the_backlog_in_batches_and_then_finds_nothing_new(

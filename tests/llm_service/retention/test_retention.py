@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,15 +12,12 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from llm_service.cli import main
 from llm_service.costs.ledger_repository import reserve_call, settle_call
 from llm_service.costs.reconcile import reconcile
-from llm_service.db import runtime
 from llm_service.db.pool import tenant_transaction
-from llm_service.db.urls import DatabaseUrls
 from llm_service.retention.service import run_retention
-from llm_service.settings import get_settings
 from llm_service.tenants.service import create_tenant
+from tests.helpers.cli import RunCli
 
 DAYS = 30
 MONEY_COLUMNS = (
@@ -36,26 +32,6 @@ MONEY_COLUMNS = (
     "started_at",
     "settled_at",
 )
-RunCli = Callable[..., Awaitable[tuple[int, str]]]
-
-
-@pytest.fixture
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch, database_urls: DatabaseUrls, capsys: pytest.CaptureFixture[str]
-) -> RunCli:
-    """`llm-service ...` against the session's database, in a worker thread: (exit code, stdout)."""
-    monkeypatch.setenv("DATABASE_URL", database_urls.owner)
-    monkeypatch.setenv("APP_DATABASE_URL", database_urls.app)
-    monkeypatch.setattr(runtime, "_runtime", None)
-    get_settings.cache_clear()
-
-    async def run(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        code = await asyncio.to_thread(main, list(args))
-        get_settings.cache_clear()
-        return code, capsys.readouterr().out
-
-    return run
 
 
 def _prompt(tag: str) -> dict[str, Any]:

@@ -1,0 +1,41 @@
+"""The compromised session of the red-team tests: a raw llm_app connection and ledger rows.
+
+A raw connection (not a pool's tenant transaction) is what an attacker holding the application
+role's credentials has: it sets its tenant for the whole session and writes through the column
+grants the role really has.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import asyncpg
+
+
+async def set_session_tenant(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> None:
+    """Set the tenant for the rest of the session (not one transaction), as an attacker may."""
+    await conn.execute("SELECT set_config('app.current_tenant_id', $1, false)", str(tenant_id))
+
+
+async def insert_pending(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    reserved: Decimal,
+    *,
+    expires: str = "now() + interval '5 minutes'",
+    investigation_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """As the app (tenant already set): insert a pending reservation through its column grants."""
+    call_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, "
+        "reserved_cents, reservation_expires_at, max_tokens, investigation_id) "
+        f"VALUES ($1, $2, $3, 'explanations', 'gpt-4o-mini', 'openai', $4, {expires}, 100, $5)",
+        call_id,
+        tenant_id,
+        str(call_id),
+        reserved,
+        investigation_id,
+    )
+    return call_id
