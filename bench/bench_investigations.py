@@ -56,7 +56,7 @@ import respx
 
 import llm_service.investigations.agent as agent_module
 import llm_service.investigations.evidence as evidence_module
-import llm_service.llm.gateway as gateway_module
+import llm_service.llm.prompt_memo as memo_module
 import llm_service.workers.worker as worker_module
 from llm_service.db import migrate
 from llm_service.db import pool as pool_module
@@ -71,8 +71,10 @@ from llm_service.investigations.service import DEFAULT_MAX_STEPS
 from llm_service.jobs import repository as jobs_repository
 from llm_service.llm.litellm_setup import load_litellm
 from llm_service.llm.pricing import gateway_from_settings
+from llm_service.llm.prompt_memo import PromptMemo
 from llm_service.settings import Settings
 from llm_service.tenants.service import create_tenant
+from llm_service.workers.pool_size import read_budget, worker_pool_size
 from llm_service.workers.worker import Claim, Worker
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
@@ -380,7 +382,8 @@ def make_provider(
             message = _final_answer(ids, rng)
             completion = rng.randint(200, 300)
         completion = min(completion, int(body.get("max_tokens") or completion))
-        prompt = len(request.content) // 4
+        # About what the gateway counted (a little under: an honest provider's usage is believed).
+        prompt = int(len(request.content) / 4.5)
         response = httpx.Response(200, json=_completion(message, prompt, completion))
         own = time.perf_counter() - entered
         probe.mock_cpu.append(own)
@@ -404,8 +407,6 @@ def _what_ifs(args: argparse.Namespace) -> str:
     changes = []
     if args.what_if_claim_batch > 0:
         changes.append(f"claims batched by {args.what_if_claim_batch}")
-    if args.what_if_cached_tool_schemas:
-        changes.append("tool schemas cached")
     if args.what_if_no_reset:
         changes.append("no reset query on release")
     return f" [WHAT-IF: {', '.join(changes)}]" if changes else ""
@@ -457,6 +458,8 @@ async def _queue(app_pool: asyncpg.Pool, tenants: list[UUID], runs: int) -> list
 async def _run(args: argparse.Namespace) -> None:
     rss_start = _rss_now_mib()
     os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
+    # respx intercepts httpx only: the gateway's transport setting, where it has one.
+    os.environ.setdefault("LLM_HTTP_TRANSPORT", "httpx")
     t0 = time.perf_counter()
     litellm = load_litellm()
     print(f"import litellm (offline set-up): {(time.perf_counter() - t0) * 1000:.0f} ms")
@@ -468,14 +471,28 @@ async def _run(args: argparse.Namespace) -> None:
         owner = embedded_url(server)
         migrate.upgrade(owner)
         base = Settings(
-            llm_model="openai/gpt-4o-mini",
-            llm_api_base=None,
-            db_pool_min_size=args.pool_size,
-            db_pool_max_size=args.pool_size,
+            llm_model="openai/gpt-4o-mini", llm_api_base=None, worker_pool_size=args.pool_size
         )
         urls = resolve_urls(base, owner)
+        # Sized as `llm-service worker` sizes its pool (WORKER_POOL_SIZE, else one connection
+        # per run in flight), within what the server's max_connections leaves.
+        probe_conn = await asyncpg.connect(urls.app)
+        try:
+            budget = await read_budget(probe_conn)
+        finally:
+            await probe_conn.close()
+        args.pool_size = worker_pool_size(args.pool_size, args.concurrency, budget)
+        print(
+            f"app pool: {args.pool_size} connections (server max_connections "
+            f"{budget.max_connections}, {budget.in_use} in use)"
+        )
         settings = base.model_copy(
-            update={"database_url": urls.owner, "app_database_url": urls.app}
+            update={
+                "database_url": urls.owner,
+                "app_database_url": urls.app,
+                "db_pool_min_size": args.pool_size,
+                "db_pool_max_size": args.pool_size,
+            }
         )
         print(f"embedded PostgreSQL start + migrate: {(time.perf_counter() - t0) * 1000:.0f} ms")
         owner_pool = await create_pool(urls.owner, application_name="bench-owner", max_size=2)
@@ -573,9 +590,6 @@ async def _measure(
     patches.set(worker, "process", process)
     if args.what_if_claim_batch > 0:
         patches.set(worker_module, "CLAIM_BATCH", args.what_if_claim_batch)
-    if args.what_if_cached_tool_schemas:
-        schemas = agent_module.openai_tool_schemas()
-        patches.set(agent_module, "openai_tool_schemas", lambda: schemas)
     patches.set(
         worker_module,
         "claim_batch",
@@ -601,18 +615,24 @@ async def _measure(
         gateway.ledger, "open_call", probe.wrap_async("reserve txn", gateway.ledger.open_call)
     )
     patches.set(gateway.ledger, "settle", probe.wrap_async("settle txn", gateway.ledger.settle))
+    # The run's prompt memo: what each call redacts and counts (only its new messages).
     patches.set(
-        gateway, "count_tokens", probe.wrap_sync("count_tokens (CPU)", gateway.count_tokens)
+        PromptMemo,
+        "prepare",
+        probe.wrap_sync("memo.prepare (redact+count, CPU)", PromptMemo.prepare),
     )
     patches.set(
-        gateway_module,
-        "redact_messages",
-        probe.wrap_sync("redact_messages (CPU)", gateway_module.redact_messages),
+        PromptMemo, "count", probe.wrap_sync("memo.count (wrap-up reserve, CPU)", PromptMemo.count)
+    )
+    patches.set(
+        memo_module,
+        "redact_message",
+        probe.wrap_sync("redact_message (one new message)", memo_module.redact_message),
     )
     patches.set(
         agent_module,
         "openai_tool_schemas",
-        probe.wrap_sync("openai_tool_schemas (CPU)", agent_module.openai_tool_schemas),
+        probe.wrap_sync("openai_tool_schemas (once per run)", agent_module.openai_tool_schemas),
     )
     patches.set(
         jobs_repository,
@@ -621,7 +641,12 @@ async def _measure(
     )
     patches.set(EventSink, "emit", probe.wrap_async("event emit txn", EventSink.emit))
     patches.set(
-        EvidenceLog, "gather", probe.wrap_async("tool gather (whole step)", EvidenceLog.gather)
+        EvidenceLog, "run", probe.wrap_async("tools of a step (concurrent)", EvidenceLog.run)
+    )
+    patches.set(
+        EvidenceLog,
+        "record",
+        probe.wrap_async("step record txn (tools + events)", EvidenceLog.record),
     )
     patches.set(
         evidence_module,
@@ -957,7 +982,9 @@ async def _report(
     pg = f"{pg_cpu:.1f} s" if pg_cpu is not None else "n/a"
     print(
         f"  CPU: this process {cpu:.1f} s ({cpu / wall * 100:.0f}% of one core), "
-        f"PostgreSQL {pg}; per run {cpu / max(1, len(traces)) * 1000:.1f} ms (process)"
+        f"PostgreSQL {pg}; per run {cpu / max(1, len(traces)) * 1000:.1f} ms (process), "
+        f"{(cpu - sum(probe.mock_cpu)) / max(1, len(traces)) * 1000:.1f} ms without the mocked "
+        "provider's own handler"
     )
     if machine is not None:
         others = machine - cpu - (pg_cpu or 0.0)
@@ -1014,7 +1041,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--tenants", type=int, default=20)
     parser.add_argument("--events-per-tenant", type=int, default=10_000)
-    parser.add_argument("--pool-size", type=int, default=20, help="app pool connections")
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=None,
+        help="app pool connections (default: as the worker sizes it, one per run in flight "
+        "within the server's max_connections)",
+    )
     parser.add_argument(
         "--profile",
         type=int,
@@ -1035,12 +1068,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="experiment, NOT what the service does: the app pool skips asyncpg's reset query "
         "(one round trip) on every connection release",
-    )
-    parser.add_argument(
-        "--what-if-cached-tool-schemas",
-        action="store_true",
-        help="experiment, NOT what the service does: build the tools' JSON schemas once "
-        "instead of on every agent step",
     )
     asyncio.run(_run(parser.parse_args(list(argv or []))))
 
