@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextvars
 import cProfile
+import gc
 import io
 import json
 import os
@@ -674,6 +675,16 @@ async def _measure(
     patches.set(asyncpg.pool.Pool, "_acquire", acquire)
 
     lags: list[float] = []
+    # The cyclic garbage collector's pauses (each stops the event loop), by generation.
+    gc_pauses: dict[int, list[float]] = defaultdict(list)
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_pauses[info["generation"]].append(time.perf_counter() - gc_started[0])
+
     rss_samples: list[float] = []
     in_flight: list[int] = []
 
@@ -712,6 +723,7 @@ async def _measure(
     uptime_before = _uptime()
     if profiler is not None:
         profiler.enable()
+    gc.callbacks.append(on_gc)
     try:
         with respx.mock(assert_all_called=False) as router:
             router.post(OPENAI_URL).mock(
@@ -734,6 +746,7 @@ async def _measure(
             lag_task.cancel()
             backends_task.cancel()
     finally:
+        gc.callbacks.remove(on_gc)
         if profiler is not None:
             profiler.disable()
         patches.undo()
@@ -776,6 +789,7 @@ async def _measure(
         backend_states={k: v / max(1, samples["n"]) for k, v in waits.items()},
         leases=(worker.runtime.leases.lost, worker.runtime.leases.rounds),
         uptimes=(uptime_before, uptime_after),
+        gc_pauses=gc_pauses,
     )
 
 
@@ -799,6 +813,7 @@ async def _report(
     backend_states: dict[str, float],
     leases: tuple[int, int],
     uptimes: tuple[str, str],
+    gc_pauses: dict[int, list[float]],
 ) -> None:
     # The database's view (the owner bypasses row-level security: it is the superuser here).
     async with owner_pool.acquire() as conn:
@@ -979,6 +994,11 @@ async def _report(
         )
     )
     print(f"  event-loop lag (asyncio.sleep(0.1) overshoot): {_ms(lags)}")
+    for generation, pauses in sorted(gc_pauses.items()):
+        print(
+            f"  GC generation {generation}: {len(pauses)} collections, "
+            f"{sum(pauses) * 1000:.0f} ms in all, {_ms(pauses)}"
+        )
     pg = f"{pg_cpu:.1f} s" if pg_cpu is not None else "n/a"
     print(
         f"  CPU: this process {cpu:.1f} s ({cpu / wall * 100:.0f}% of one core), "
