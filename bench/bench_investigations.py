@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextvars
 import cProfile
+import gc
 import io
 import json
 import os
@@ -56,7 +57,7 @@ import respx
 
 import llm_service.investigations.agent as agent_module
 import llm_service.investigations.evidence as evidence_module
-import llm_service.llm.gateway as gateway_module
+import llm_service.llm.prompt_memo as memo_module
 import llm_service.workers.worker as worker_module
 from llm_service.db import migrate
 from llm_service.db import pool as pool_module
@@ -71,8 +72,10 @@ from llm_service.investigations.service import DEFAULT_MAX_STEPS
 from llm_service.jobs import repository as jobs_repository
 from llm_service.llm.litellm_setup import load_litellm
 from llm_service.llm.pricing import gateway_from_settings
+from llm_service.llm.prompt_memo import PromptMemo
 from llm_service.settings import Settings
 from llm_service.tenants.service import create_tenant
+from llm_service.workers.pool_size import read_budget, worker_pool_size
 from llm_service.workers.worker import Claim, Worker
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
@@ -380,7 +383,8 @@ def make_provider(
             message = _final_answer(ids, rng)
             completion = rng.randint(200, 300)
         completion = min(completion, int(body.get("max_tokens") or completion))
-        prompt = len(request.content) // 4
+        # About what the gateway counted (a little under: an honest provider's usage is believed).
+        prompt = int(len(request.content) / 4.5)
         response = httpx.Response(200, json=_completion(message, prompt, completion))
         own = time.perf_counter() - entered
         probe.mock_cpu.append(own)
@@ -404,8 +408,6 @@ def _what_ifs(args: argparse.Namespace) -> str:
     changes = []
     if args.what_if_claim_batch > 0:
         changes.append(f"claims batched by {args.what_if_claim_batch}")
-    if args.what_if_cached_tool_schemas:
-        changes.append("tool schemas cached")
     if args.what_if_no_reset:
         changes.append("no reset query on release")
     return f" [WHAT-IF: {', '.join(changes)}]" if changes else ""
@@ -455,6 +457,8 @@ async def _queue(app_pool: asyncpg.Pool, tenants: list[UUID], runs: int) -> list
 async def _run(args: argparse.Namespace) -> None:
     rss_start = _rss_now_mib()
     os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
+    # respx intercepts httpx only: the gateway's transport setting, where it has one.
+    os.environ.setdefault("LLM_HTTP_TRANSPORT", "httpx")
     t0 = time.perf_counter()
     litellm = load_litellm()
     print(f"import litellm (offline set-up): {(time.perf_counter() - t0) * 1000:.0f} ms")
@@ -466,14 +470,28 @@ async def _run(args: argparse.Namespace) -> None:
         owner = embedded_url(server)
         migrate.upgrade(owner)
         base = Settings(
-            llm_model="openai/gpt-4o-mini",
-            llm_api_base=None,
-            db_pool_min_size=args.pool_size,
-            db_pool_max_size=args.pool_size,
+            llm_model="openai/gpt-4o-mini", llm_api_base=None, worker_pool_size=args.pool_size
         )
         urls = resolve_urls(base, owner)
+        # Sized as `llm-service worker` sizes its pool (WORKER_POOL_SIZE, else one connection
+        # per run in flight), within what the server's max_connections leaves.
+        probe_conn = await asyncpg.connect(urls.app)
+        try:
+            budget = await read_budget(probe_conn)
+        finally:
+            await probe_conn.close()
+        args.pool_size = worker_pool_size(args.pool_size, args.concurrency, budget)
+        print(
+            f"app pool: {args.pool_size} connections (server max_connections "
+            f"{budget.max_connections}, {budget.in_use} in use)"
+        )
         settings = base.model_copy(
-            update={"database_url": urls.owner, "app_database_url": urls.app}
+            update={
+                "database_url": urls.owner,
+                "app_database_url": urls.app,
+                "db_pool_min_size": args.pool_size,
+                "db_pool_max_size": args.pool_size,
+            }
         )
         print(f"embedded PostgreSQL start + migrate: {(time.perf_counter() - t0) * 1000:.0f} ms")
         owner_pool = await create_pool(urls.owner, application_name="bench-owner", max_size=2)
@@ -571,9 +589,6 @@ async def _measure(
     patches.set(worker, "process", process)
     if args.what_if_claim_batch > 0:
         patches.set(worker_module, "CLAIM_BATCH", args.what_if_claim_batch)
-    if args.what_if_cached_tool_schemas:
-        schemas = agent_module.openai_tool_schemas()
-        patches.set(agent_module, "openai_tool_schemas", lambda: schemas)
     patches.set(
         worker_module,
         "claim_batch",
@@ -599,18 +614,24 @@ async def _measure(
         gateway.ledger, "open_call", probe.wrap_async("reserve txn", gateway.ledger.open_call)
     )
     patches.set(gateway.ledger, "settle", probe.wrap_async("settle txn", gateway.ledger.settle))
+    # The run's prompt memo: what each call redacts and counts (only its new messages).
     patches.set(
-        gateway, "count_tokens", probe.wrap_sync("count_tokens (CPU)", gateway.count_tokens)
+        PromptMemo,
+        "prepare",
+        probe.wrap_sync("memo.prepare (redact+count, CPU)", PromptMemo.prepare),
     )
     patches.set(
-        gateway_module,
-        "redact_messages",
-        probe.wrap_sync("redact_messages (CPU)", gateway_module.redact_messages),
+        PromptMemo, "count", probe.wrap_sync("memo.count (wrap-up reserve, CPU)", PromptMemo.count)
+    )
+    patches.set(
+        memo_module,
+        "redact_message",
+        probe.wrap_sync("redact_message (one new message)", memo_module.redact_message),
     )
     patches.set(
         agent_module,
         "openai_tool_schemas",
-        probe.wrap_sync("openai_tool_schemas (CPU)", agent_module.openai_tool_schemas),
+        probe.wrap_sync("openai_tool_schemas (once per run)", agent_module.openai_tool_schemas),
     )
     patches.set(
         jobs_repository,
@@ -619,7 +640,12 @@ async def _measure(
     )
     patches.set(EventSink, "emit", probe.wrap_async("event emit txn", EventSink.emit))
     patches.set(
-        EvidenceLog, "gather", probe.wrap_async("tool gather (whole step)", EvidenceLog.gather)
+        EvidenceLog, "run", probe.wrap_async("tools of a step (concurrent)", EvidenceLog.run)
+    )
+    patches.set(
+        EvidenceLog,
+        "record",
+        probe.wrap_async("step record txn (tools + events)", EvidenceLog.record),
     )
     patches.set(
         evidence_module,
@@ -647,6 +673,16 @@ async def _measure(
     patches.set(asyncpg.pool.Pool, "_acquire", acquire)
 
     lags: list[float] = []
+    # The cyclic garbage collector's pauses (each stops the event loop), by generation.
+    gc_pauses: dict[int, list[float]] = defaultdict(list)
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_pauses[info["generation"]].append(time.perf_counter() - gc_started[0])
+
     rss_samples: list[float] = []
     in_flight: list[int] = []
 
@@ -685,6 +721,7 @@ async def _measure(
     uptime_before = _uptime()
     if profiler is not None:
         profiler.enable()
+    gc.callbacks.append(on_gc)
     try:
         with respx.mock(assert_all_called=False) as router:
             router.post(OPENAI_URL).mock(
@@ -707,6 +744,7 @@ async def _measure(
             lag_task.cancel()
             backends_task.cancel()
     finally:
+        gc.callbacks.remove(on_gc)
         if profiler is not None:
             profiler.disable()
         patches.undo()
@@ -749,6 +787,7 @@ async def _measure(
         backend_states={k: v / max(1, samples["n"]) for k, v in waits.items()},
         leases=(worker.runtime.leases.lost, worker.runtime.leases.rounds),
         uptimes=(uptime_before, uptime_after),
+        gc_pauses=gc_pauses,
     )
 
 
@@ -772,6 +811,7 @@ async def _report(
     backend_states: dict[str, float],
     leases: tuple[int, int],
     uptimes: tuple[str, str],
+    gc_pauses: dict[int, list[float]],
 ) -> None:
     # The database's view (the owner bypasses row-level security: it is the superuser here).
     async with owner_pool.acquire() as conn:
@@ -952,10 +992,17 @@ async def _report(
         )
     )
     print(f"  event-loop lag (asyncio.sleep(0.1) overshoot): {_ms(lags)}")
+    for generation, pauses in sorted(gc_pauses.items()):
+        print(
+            f"  GC generation {generation}: {len(pauses)} collections, "
+            f"{sum(pauses) * 1000:.0f} ms in all, {_ms(pauses)}"
+        )
     pg = f"{pg_cpu:.1f} s" if pg_cpu is not None else "n/a"
     print(
         f"  CPU: this process {cpu:.1f} s ({cpu / wall * 100:.0f}% of one core), "
-        f"PostgreSQL {pg}; per run {cpu / max(1, len(traces)) * 1000:.1f} ms (process)"
+        f"PostgreSQL {pg}; per run {cpu / max(1, len(traces)) * 1000:.1f} ms (process), "
+        f"{(cpu - sum(probe.mock_cpu)) / max(1, len(traces)) * 1000:.1f} ms without the mocked "
+        "provider's own handler"
     )
     if machine is not None:
         others = machine - cpu - (pg_cpu or 0.0)
@@ -1012,7 +1059,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--tenants", type=int, default=20)
     parser.add_argument("--events-per-tenant", type=int, default=10_000)
-    parser.add_argument("--pool-size", type=int, default=20, help="app pool connections")
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=None,
+        help="app pool connections (default: as the worker sizes it, one per run in flight "
+        "within the server's max_connections)",
+    )
     parser.add_argument(
         "--profile",
         type=int,
@@ -1033,12 +1086,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="experiment, NOT what the service does: the app pool skips asyncpg's reset query "
         "(one round trip) on every connection release",
-    )
-    parser.add_argument(
-        "--what-if-cached-tool-schemas",
-        action="store_true",
-        help="experiment, NOT what the service does: build the tools' JSON schemas once "
-        "instead of on every agent step",
     )
     asyncio.run(_run(parser.parse_args(list(argv or []))))
 

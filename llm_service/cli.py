@@ -254,19 +254,23 @@ def _month(text: str) -> date:
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from llm_service.llm.pricing import gateway_from_settings
+    from llm_service.workers.pool_size import create_worker_pool
     from llm_service.workers.worker import Worker
 
     async def work() -> int:
-        pool = await create_pool(
+        concurrency = args.concurrency or settings.worker_concurrency
+        # One connection per run in flight (WORKER_POOL_SIZE), within the server's limit.
+        pool = await create_worker_pool(
             database_runtime(settings).urls.app,
+            settings,
+            concurrency,
             application_name="llm-service-worker",
-            max_size=settings.db_pool_max_size,
         )
         try:
             worker = Worker(
                 pool,
                 gateway_from_settings(settings, pool),
-                concurrency=args.concurrency or settings.worker_concurrency,
+                concurrency=concurrency,
                 lease_s=settings.worker_lease_s,
                 shutdown_grace_s=settings.worker_shutdown_grace_s,
                 # The lease keeper's own connection (heartbeats never wait for the pool).

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     workers_in_process: int = 1
     # Runs one worker process keeps in flight at once (they mostly wait on the provider).
     worker_concurrency: int = 50
+    # Connections of a `worker` process's pool. Unset: one per run in flight (WORKER_CONCURRENCY)
+    # plus 2; either way clamped to what the server's max_connections leaves (keeping 10 free).
+    worker_pool_size: int | None = Field(default=None, ge=1)
     # A run whose worker stops heartbeating is taken over this long after its last heartbeat.
     worker_lease_s: float = 10.0
     # On shutdown, runs in flight get this long to finish; the rest are cancelled and handed back

@@ -9,6 +9,8 @@ answers; the wrap-up then turns the evidence gathered into findings.
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +19,7 @@ from pydantic import ValidationError
 
 from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.ledger import MonthlyCapExceeded
-from llm_service.investigations.events import EventSink
+from llm_service.investigations.events import Event, EventSink
 from llm_service.investigations.evidence import EvidenceLog
 from llm_service.investigations.outcome import RunLimits, RunOutcome
 from llm_service.investigations.report import (
@@ -36,6 +38,7 @@ from llm_service.llm.structured import (
     response_format,
     supports_schema,
 )
+from llm_service.pii.redact import redact_text
 from llm_service.tools.specs import openai_tool_schemas
 
 #: Finishes a run without the model: (reason, next step number) -> outcome.
@@ -82,9 +85,12 @@ class AgentLoop:
         self.loop_deadline = self.hard_deadline - min(10.0, limits.timeout_s * 0.25)
         self.today = today
         self.price = gateway.price()
+        # Work every step would repeat, done once per run: the tool schemas, and (in the memo)
+        # the redaction and token count of each message of the conversation.
+        self.tools = openai_tool_schemas()
+        self.memo = gateway.prompt_memo()
         # Native structured output where the model takes a schema; the prompt says it anyway.
-        native = supports_schema(gateway.model)
-        self.report_format = response_format(Report, "investigation_report") if native else None
+        self.report_format = _report_format(gateway.model)
         # With a forced tool (Anthropic) the steps could not call the data tools: wrap-ups only.
         self.step_format = None if is_anthropic(gateway.model) else self.report_format
 
@@ -95,16 +101,8 @@ class AgentLoop:
             {"role": "user", "content": question},
         ]
         stop_status, stop_reason = "succeeded", f"reached the step limit ({self.limits.max_steps})"
+        await self.events.emit("step", self._begin_step(1, messages))
         for step in range(1, self.limits.max_steps + 1):
-            self._reserve_wrapup(messages)
-            await self.events.emit(
-                "step",
-                {
-                    "step": step,
-                    "budget": self.ceiling.remaining_for_prompt(),
-                    "time_left_s": round(self._time_left(), 1),
-                },
-            )
             try:
                 result = await self._call([*messages, self._limits_note(step)], step, tools=True)
             except CeilingReached as exc:
@@ -125,17 +123,22 @@ class AgentLoop:
             if result.tool_calls:
                 # A flood runs (and is echoed) only its first few: the rest are dropped, said so.
                 calls = step_calls(result.tool_calls[:MAX_TOOL_CALLS_PER_STEP], step)
-                messages.append(_assistant_tool_message(result, calls))
-                gathered = await self.evidence.gather(
-                    step, [(call.name, call.arguments) for call in calls]
-                )
-                for call, item in zip(calls, gathered, strict=True):
-                    messages.append(
-                        {"role": "tool", "tool_call_id": call.id, "content": item.for_model()}
-                    )
+                gathered = await self.evidence.run([(call.name, call.arguments) for call in calls])
+                added = [_assistant_tool_message(result, calls)]
+                added += [
+                    {"role": "tool", "tool_call_id": call.id, "content": item.for_model()}
+                    for call, item in zip(calls, gathered, strict=True)
+                ]
                 dropped = len(result.tool_calls) - len(calls)
                 if dropped > 0:
-                    messages.append(_dropped_note(dropped))
+                    added.append(_dropped_note(dropped))
+                # One transaction records the step: its model call's event (deferred), its tool
+                # calls and their events, and the next step's start.
+                then: list[Event] = []
+                if step < self.limits.max_steps:
+                    then.append(("step", self._begin_step(step + 1, [*messages, *added])))
+                await self.evidence.record(step, gathered, self.events, then)
+                messages.extend(added)
                 continue
             report = await self._final_report(messages, result)
             if report is not None:
@@ -160,24 +163,28 @@ class AgentLoop:
             endpoint="investigations",
             messages=messages,
             max_tokens=WRAPUP_MAX_TOKENS if wrapup else STEP_MAX_TOKENS,
-            tools=openai_tool_schemas() if tools else None,
+            tools=self.tools if tools else None,
             investigation_id=self.evidence.run_id,
             for_wrapup=wrapup,
             response_format=self.step_format if tools else self.report_format,
+            memo=self.memo,
         )
         result = await self.gateway.complete(request, ceiling=self.ceiling, deadline=deadline)
-        await self.events.emit(
-            "llm_call",
-            {
-                "step": step,
-                "model": result.model,
-                "cost_usd": str(result.cost_usd),
-                "input_tokens": result.input_tokens,
-                "output_tokens": result.output_tokens,
-                "spent_usd": str(self.ceiling.spent),
-                "tool_calls": [tc.name for tc in result.tool_calls],
-            },
-        )
+        event = {
+            "step": step,
+            "model": result.model,
+            "cost_usd": str(result.cost_usd),
+            "input_tokens": result.input_tokens,
+            "output_tokens": result.output_tokens,
+            "spent_usd": str(self.ceiling.spent),
+            # The model's names are its text, kept in the event log: no PII in them.
+            "tool_calls": [redact_text(tc.name)[0] for tc in result.tool_calls],
+        }
+        if tools and result.tool_calls:
+            # Recorded with the step's tool calls, in their transaction (one transaction less).
+            self.events.defer("llm_call", event)
+        else:
+            await self.events.emit("llm_call", event)
         return result
 
     async def _final_report(
@@ -244,8 +251,17 @@ class AgentLoop:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _begin_step(self, step: int, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """Start a step over `messages`: the wrap-up reserve for them; the step's event data."""
+        self._reserve_wrapup(messages)
+        return {
+            "step": step,
+            "budget": self.ceiling.remaining_for_prompt(),
+            "time_left_s": round(self._time_left(), 1),
+        }
+
     def _reserve_wrapup(self, messages: list[dict[str, Any]]) -> None:
-        tokens = self.gateway.count_tokens(messages, None) + 200
+        tokens = self.memo.count(messages) + 200
         needed = self.ceiling.worst_case(self.price, tokens, WRAPUP_MAX_TOKENS)
         self.ceiling.set_wrapup_reserve(min(needed, self.ceiling.limit / 2))
 
@@ -271,6 +287,19 @@ class AgentLoop:
             investigation_id=self.evidence.run_id,
         )
         await quarantine(self.gateway.pool, request, result, error)
+
+
+@functools.cache
+def _report_format_json(model: str | None) -> str | None:
+    native = supports_schema(model)
+    return json.dumps(response_format(Report, "investigation_report")) if native else None
+
+
+def _report_format(model: str | None) -> dict[str, Any] | None:
+    """The report's `response_format` for `model` (None: the prompt alone asks for it). Its
+    schema is generated once per model; each run gets its own copy."""
+    text = _report_format_json(model)
+    return None if text is None else dict(json.loads(text))
 
 
 def _assistant_tool_message(result: LlmResult, calls: list[StepCall]) -> dict[str, Any]:

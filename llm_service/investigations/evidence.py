@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -11,9 +13,10 @@ import asyncpg
 
 from llm_service.db.pool import encode_json, tenant_transaction
 from llm_service.investigations import repository
+from llm_service.investigations.events import Event, EventSink
 from llm_service.tools.parse import BadArguments
 from llm_service.tools.parse import parse_arguments as bounded_arguments
-from llm_service.tools.repository import record_tool_call
+from llm_service.tools.repository import record_tool_calls
 from llm_service.tools.runner import ToolOutcome, run_tool
 
 
@@ -51,36 +54,61 @@ class EvidenceLog:
         """Every evidence id recorded so far."""
         return {e.id for e in self.items}
 
-    async def gather(
-        self, step: int, calls: list[tuple[str, str | dict[str, Any]]]
-    ) -> list[Evidence]:
-        """Run several tools concurrently, record each (even failures), emit their events."""
+    async def run(self, calls: list[tuple[str, str | dict[str, Any]]]) -> list[Evidence]:
+        """Run several tools concurrently; each result carries the id it will be recorded under
+        (nothing is recorded yet: see `record`)."""
         outcomes = await asyncio.gather(
             *(run_tool(self.pool, self.tenant_id, name, args) for name, args in calls)
         )
-        recorded: list[Evidence] = []
+        return [Evidence(str(uuid.uuid4()), outcome) for outcome in outcomes]
+
+    async def record(
+        self,
+        step: int,
+        gathered: list[Evidence],
+        events: EventSink | None = None,
+        then: Sequence[Event] = (),
+    ) -> None:
+        """Record a step's tool calls (even failures) and their events in one transaction: the
+        run's deferred events first (from `events`), the tool calls' own, then `then`."""
+        tool_events: list[Event] = [
+            (
+                "tool_call",
+                {
+                    "step": step,
+                    "evidence_id": evidence.id,
+                    "tool": evidence.outcome.name,
+                    "arguments": evidence.outcome.arguments,
+                    "error": evidence.outcome.error,
+                    "duration_ms": evidence.outcome.duration_ms,
+                    "truncated": evidence.outcome.truncated,
+                },
+            )
+            for evidence in gathered
+        ]
         async with tenant_transaction(self.pool, self.tenant_id) as conn:
-            for outcome in outcomes:
-                call_id = await record_tool_call(conn, self.tenant_id, self.run_id, step, outcome)
-                evidence = Evidence(str(call_id), outcome)
-                recorded.append(evidence)
-                await repository.add_event(
-                    conn,
-                    self.tenant_id,
-                    self.run_id,
-                    "tool_call",
-                    {
-                        "step": step,
-                        "evidence_id": evidence.id,
-                        "tool": outcome.name,
-                        "arguments": outcome.arguments,
-                        "error": outcome.error,
-                        "duration_ms": outcome.duration_ms,
-                        "truncated": outcome.truncated,
-                    },
+            await record_tool_calls(
+                conn,
+                self.tenant_id,
+                self.run_id,
+                step,
+                [(uuid.UUID(evidence.id), evidence.outcome) for evidence in gathered],
+            )
+            if events is not None:
+                await events.write(conn, [*tool_events, *then])
+            else:
+                await repository.add_events(
+                    conn, self.tenant_id, self.run_id, [*tool_events, *then]
                 )
-        self.items.extend(recorded)
-        return recorded
+        self.items.extend(gathered)
+
+    async def gather(
+        self, step: int, calls: list[tuple[str, str | dict[str, Any]]]
+    ) -> list[Evidence]:
+        """Run several tools concurrently, then record each (even failures) with its event."""
+        gathered = await self.run(calls)
+        await self.record(step, gathered)
+        return gathered
 
 
 def parse_arguments(raw: str) -> str | dict[str, Any]:

@@ -3,6 +3,7 @@ shared with every job kind, are in `llm_service.jobs.repository`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -111,6 +112,27 @@ async def add_event(
         data,
     )
     return seq
+
+
+async def add_events(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    run_id: UUID,
+    events: Sequence[tuple[str, dict[str, Any]]],
+) -> None:
+    """Append progress events in one statement, their sequence numbers in the given order."""
+    await conn.execute(
+        """
+        INSERT INTO investigation_events (tenant_id, investigation_id, event_type, data)
+        SELECT $1, $2, e.event_type, e.data
+        FROM unnest($3::text[], $4::jsonb[]) WITH ORDINALITY AS e(event_type, data, n)
+        ORDER BY e.n
+        """,
+        tenant_id,
+        run_id,
+        [event_type for event_type, _ in events],
+        [data for _, data in events],
+    )
 
 
 async def events_after(

@@ -13,6 +13,7 @@ from budgets.ledger import CallReservation
 from budgets.prices import ModelPrice
 from budgets.usage import KindCost
 from llm_service.errors import ServiceError
+from llm_service.llm.prompt_memo import PromptMemo
 from llm_service.llm.usage_read import ProviderUsage
 from llm_service.pii.redact import PiiFinding
 
@@ -57,6 +58,8 @@ class LlmRequest:
     for_wrapup: bool = False
     min_output_tokens: int = 64
     response_format: dict[str, Any] | None = None  # native structured output (JSON schema)
+    # A conversation's memo (one per run): its earlier messages are not redacted/counted again.
+    memo: PromptMemo | None = None
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from llm_service.llm.call_plan import (
 from llm_service.llm.ledger_steps import LEASE_GRACE_S, LedgerSteps
 from llm_service.llm.litellm_setup import load_litellm
 from llm_service.llm.prompt_cache import mark_stable_prefix
+from llm_service.llm.prompt_memo import PromptMemo
 from llm_service.llm.usage_read import ProviderUsage, completion_usage, raw_usage
 from llm_service.pii.redact import redact_messages
 from llm_service.settings import Settings
@@ -83,6 +84,13 @@ class LlmGateway:
         count: int = self._litellm.token_counter(model=self.model, messages=messages, tools=tools)
         return count
 
+    def prompt_memo(self) -> PromptMemo:
+        """A memo for one conversation's calls (pass it as `LlmRequest.memo`): each message is
+        redacted and counted once, in the call that first sends it."""
+        if not self.model:
+            raise NoModelConfigured("no LLM model is configured (LLM_MODEL)")
+        return PromptMemo(self.model, self._litellm.token_counter)
+
     async def complete(
         self,
         request: LlmRequest,
@@ -99,12 +107,22 @@ class LlmGateway:
         if not model:
             raise NoModelConfigured("no LLM model is configured (LLM_MODEL)")
         price = self.price(model)
-        redacted, findings = redact_messages(request.messages)
-        input_tokens = self.count_tokens(redacted, request.tools)
-        if request.response_format:  # the schema is part of the prompt the provider bills
-            input_tokens += int(
-                self._litellm.token_counter(model=model, text=json.dumps(request.response_format))
+        # A run's conversation: its earlier messages were redacted and counted by earlier calls.
+        if request.memo is not None and request.memo.model == model:
+            prepared = request.memo.prepare(
+                request.messages, request.tools, request.response_format
             )
+            redacted, findings = prepared.messages, prepared.findings
+            input_tokens = prepared.input_tokens
+        else:
+            redacted, findings = redact_messages(request.messages)
+            input_tokens = self.count_tokens(redacted, request.tools)
+            if request.response_format:  # the schema is part of the prompt the provider bills
+                input_tokens += int(
+                    self._litellm.token_counter(
+                        model=model, text=json.dumps(request.response_format)
+                    )
+                )
         ceiling = ceiling or RunCeiling(self.settings.llm_call_max_cost_usd)
         provider = self._provider(model)
         # The stable prefix marked for providers that cache only where asked (prompt_cache).

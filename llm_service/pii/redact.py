@@ -59,6 +59,7 @@ __all__ = [
     "is_personal_key",
     "normalize_key",
     "redact_json",
+    "redact_message",
     "redact_messages",
     "redact_text",
 ]
@@ -394,42 +395,51 @@ def redact_messages(
     out: list[dict[str, Any]] = []
     findings: list[PiiFinding] = []
     for i, message in enumerate(messages):
-        new = dict(message)
-        base = f"messages[{i}]"
-        content = message.get("content")
-        if isinstance(content, str):
-            new["content"], found = _redact_string_field(content, f"{base}.content")
-            findings.extend(found)
-        elif isinstance(content, list):
-            parts: list[Any] = []
-            for j, part in enumerate(content):
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    part = dict(part)
-                    part["text"], found = redact_text(
-                        part["text"], location=f"{base}.content[{j}].text"
-                    )
-                    findings.extend(found)
-                parts.append(part)
-            new["content"] = parts
-        tool_calls = message.get("tool_calls")
-        if isinstance(tool_calls, list):
-            calls: list[Any] = []
-            for k, call in enumerate(tool_calls):
-                if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                    call = dict(call)
-                    call["function"], found = _redact_function(
-                        call["function"], f"{base}.tool_calls[{k}].function"
-                    )
-                    findings.extend(found)
-                calls.append(call)
-            new["tool_calls"] = calls
-        if isinstance(message.get("function_call"), dict):
-            new["function_call"], found = _redact_function(
-                message["function_call"], f"{base}.function_call"
-            )
-            findings.extend(found)
+        new, found = redact_message(message, i)
         out.append(new)
+        findings.extend(found)
     return out, findings
+
+
+def redact_message(message: dict[str, Any], index: int) -> tuple[dict[str, Any], list[PiiFinding]]:
+    """Redact one chat message, the `index`-th of its conversation (as :func:`redact_messages`
+    does each; findings are located at ``messages[index]``). The input is not modified."""
+    findings: list[PiiFinding] = []
+    new = dict(message)
+    base = f"messages[{index}]"
+    content = message.get("content")
+    if isinstance(content, str):
+        new["content"], found = _redact_string_field(content, f"{base}.content")
+        findings.extend(found)
+    elif isinstance(content, list):
+        parts: list[Any] = []
+        for j, part in enumerate(content):
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                part = dict(part)
+                part["text"], found = redact_text(
+                    part["text"], location=f"{base}.content[{j}].text"
+                )
+                findings.extend(found)
+            parts.append(part)
+        new["content"] = parts
+    tool_calls = message.get("tool_calls")
+    if isinstance(tool_calls, list):
+        calls: list[Any] = []
+        for k, call in enumerate(tool_calls):
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                call = dict(call)
+                call["function"], found = _redact_function(
+                    call["function"], f"{base}.tool_calls[{k}].function"
+                )
+                findings.extend(found)
+            calls.append(call)
+        new["tool_calls"] = calls
+    if isinstance(message.get("function_call"), dict):
+        new["function_call"], found = _redact_function(
+            message["function_call"], f"{base}.function_call"
+        )
+        findings.extend(found)
+    return new, findings
 
 
 def _redact_function(

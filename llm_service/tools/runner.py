@@ -22,7 +22,7 @@ from llm_service.db.pool import tenant_transaction
 from llm_service.db.queries import set_statement_timeout
 from llm_service.errors import ServiceError
 from llm_service.input_rules import storable
-from llm_service.pii.redact import redact_json
+from llm_service.pii.redact import redact_json, redact_text
 from llm_service.tools.headline import with_headline
 from llm_service.tools.output import cap_output
 from llm_service.tools.parse import BadArguments, parse_arguments
@@ -128,7 +128,9 @@ async def run_tool(
     if statement_timeout_ms < 1 or max_output_chars < 1:
         raise ValueError("statement_timeout_ms and max_output_chars must be positive")
     started = time.perf_counter()
-    name = name[:MAX_NAME_CHARS]
+    # The name is the model's text, kept and echoed in errors: no PII in it (a real tool's
+    # name has none, so it is unchanged).
+    name = redact_text(name[:MAX_NAME_CHARS])[0]
     arguments: dict[str, Any] | str = _recordable(raw_arguments)
     findings = 0
     output: dict[str, Any] | None = None

@@ -20,6 +20,7 @@ from llm_service.jobs import repository
 from llm_service.jobs.kinds import Claim, JobKind, Registry
 from llm_service.jobs.runtime import LEASE_SECONDS, JobRuntime
 from llm_service.llm.gateway import LlmGateway
+from llm_service.workers.heap import freeze_startup_heap
 
 __all__ = ["CLAIM_BATCH", "Claim", "Worker", "claim_batch", "claim_next", "worker_name"]
 
@@ -116,6 +117,7 @@ class Worker:
 
     async def run_until_stopped(self) -> None:
         """Claim and run work until `stop()`; then let runs in flight finish (see `_drain`)."""
+        freeze_startup_heap()  # set up by now: full collections skip that heap from here on
         try:
             while not self._stopping.is_set():
                 if self.in_flight >= self.concurrency:

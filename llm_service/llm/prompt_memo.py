@@ -1,0 +1,135 @@
+"""What the calls of one conversation share: each message redacted and counted once, not per call.
+
+An investigation sends its whole conversation on every step, so redacting and counting it from
+scratch each time costs O(steps^2). A `PromptMemo` (one per run) keeps, per position, the message
+as it was seen (a structural copy), its redacted form, its PII findings and its token count; a
+later call reuses them only where the message at that position is still EQUAL to what was seen,
+so a message added, replaced or changed in place since is redacted and counted afresh. The
+tokens of the tool definitions and of a response schema are kept the same way.
+
+The count is litellm's own arithmetic, taken apart: `token_counter(messages=ms, tools=ts)` is the
+sum of each message's count, plus 3 for the reply primer, plus the tool definitions' share
+(tests compare the two on whole conversations).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from llm_service.pii.redact import PiiFinding, redact_message
+
+#: litellm's `token_counter` (keyword arguments: model, messages, tools, text).
+TokenCounter = Callable[..., int]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPrompt:
+    """A prompt ready to send: its redacted messages, their PII findings, its input tokens."""
+
+    messages: list[dict[str, Any]]
+    findings: list[PiiFinding]
+    input_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    original: Any  # a structural copy of the message as it was (what later ones must equal)
+    redacted: dict[str, Any]
+    findings: list[PiiFinding]
+    tokens: int
+
+
+class PromptMemo:
+    """One conversation's redactions and token counts, kept between its calls (not thread-safe;
+    one per run, used from its task)."""
+
+    def __init__(self, model: str, token_counter: TokenCounter) -> None:
+        """A memo counting tokens for `model` with litellm's `token_counter`."""
+        self.model = model
+        self._count = token_counter
+        self._seen: list[_Seen] = []
+        # litellm adds the reply primer (3 tokens) to every count of messages: the empty prompt.
+        self._primer = int(token_counter(model=model, messages=[]))
+        self._extras: dict[tuple[str, bool], tuple[Any, int]] = {}
+
+    def prepare(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> PreparedPrompt:
+        """`messages` redacted (fresh containers each call: the caller may alter them), their
+        findings, and the input tokens of the request (messages, tools and response schema)."""
+        seen = self._update(messages)
+        findings = [finding for entry in seen for finding in entry.findings]
+        return PreparedPrompt(
+            messages=[_copy(entry.redacted) for entry in seen],
+            findings=findings,
+            input_tokens=self._tokens(seen, tools, response_format),
+        )
+
+    def count(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> int:
+        """The input tokens of `messages` (redacted, as sent) and `tools`."""
+        return self._tokens(self._update(messages), tools, None)
+
+    def _update(self, messages: list[dict[str, Any]]) -> list[_Seen]:
+        seen = self._seen
+        for index, message in enumerate(messages):
+            if index < len(seen) and seen[index].original == message:
+                continue
+            redacted, findings = redact_message(message, index)
+            entry = _Seen(
+                _copy(message),
+                redacted,
+                findings,
+                int(self._count(model=self.model, messages=[redacted])) - self._primer,
+            )
+            if index < len(seen):
+                seen[index] = entry
+            else:
+                seen.append(entry)
+        return seen[: len(messages)]
+
+    def _tokens(
+        self,
+        seen: list[_Seen],
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+    ) -> int:
+        total = self._primer + sum(entry.tokens for entry in seen)
+        if tools:
+            # litellm discounts the tool definitions when a system message is present.
+            system = any(entry.redacted.get("role") == "system" for entry in seen)
+            total += self._extra("tools", system, tools)
+        if response_format:  # the schema is part of the prompt the provider bills
+            total += self._extra("response_format", False, response_format)
+        return total
+
+    def _extra(self, what: str, system: bool, value: Any) -> int:
+        key = (what, system)
+        kept = self._extras.get(key)
+        if kept is not None and kept[0] == value:
+            return kept[1]
+        if what == "tools":
+            probe = [{"role": "system" if system else "user", "content": ""}]
+            tokens = int(self._count(model=self.model, messages=probe, tools=value)) - int(
+                self._count(model=self.model, messages=probe)
+            )
+        else:
+            tokens = int(self._count(model=self.model, text=json.dumps(value)))
+        self._extras[key] = (_copy(value), tokens)
+        return tokens
+
+
+def _copy(value: Any) -> Any:
+    """A structural copy of JSON-like data: new dicts and lists, the same (immutable) leaves."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy(item) for item in value]
+    return value

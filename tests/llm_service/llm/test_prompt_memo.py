@@ -1,0 +1,172 @@
+"""The per-run prompt memo: earlier messages redacted and counted once, later ones never missed."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import llm_service.llm.prompt_memo as memo_module
+from llm_service.investigations.agent import _report_format
+from llm_service.llm.litellm_setup import load_litellm
+from llm_service.llm.prompt_memo import PromptMemo
+from llm_service.pii.redact import redact_messages
+from llm_service.tools.specs import openai_tool_schemas
+
+MODEL = "openai/gpt-4o-mini"
+EMAIL = "jane.doe@example.com"
+PHONE = "+44 20 7946 0958"
+
+
+def _conversation() -> list[dict[str, Any]]:
+    """A conversation as the agent builds it: system, question, a tool step, its results."""
+    return [
+        {"role": "system", "content": "You are a careful analyst. Today is 2026-12-07 (UTC)."},
+        {"role": "user", "content": "Why did paid social revenue fall in the last 14 days?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {
+                        "name": "channel_performance",
+                        "arguments": json.dumps({"start": "2026-11-23", "end": "2026-12-08"}),
+                    },
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "call_1",
+            "content": json.dumps(
+                {"evidence_id": "e-1", "result": {"rows": [{"channel": "email", "cents": 1200}]}}
+            ),
+        },
+    ]
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count the memo's redactions by message (the real redaction still runs)."""
+    seen: Counter[str] = Counter()
+    real = memo_module.redact_message
+
+    def counted(message: dict[str, Any], index: int) -> Any:
+        seen[json.dumps([index, message], sort_keys=True)] += 1
+        return real(message, index)
+
+    monkeypatch.setattr(memo_module, "redact_message", counted)
+    return seen
+
+
+def _memo() -> PromptMemo:
+    return PromptMemo(MODEL, load_litellm().token_counter)
+
+
+def test_a_message_added_later_is_redacted_in_the_next_prompt() -> None:
+    memo = _memo()
+    messages = _conversation()
+    memo.prepare(messages)
+    # Step 3's tool result carries PII the tool did not catch (an error echoing the model).
+    messages.append(
+        {
+            "role": "tool",
+            "tool_call_id": "call_2",
+            "content": json.dumps({"evidence_id": "e-2", "error": f"unknown tool {EMAIL!r}"}),
+        }
+    )
+    messages.append({"role": "user", "content": f"call me on {PHONE}"})
+    prompt = memo.prepare(messages)
+    sent = json.dumps(prompt.messages)
+    assert EMAIL not in sent and "[REDACTED:email]" in sent
+    assert "7946" not in sent and "[REDACTED:phone]" in sent
+    assert {f.kind for f in prompt.findings} == {"email", "phone"}
+    assert [f.location.split(".")[0] for f in prompt.findings] == ["messages[4]", "messages[5]"]
+
+
+def test_a_message_changed_in_place_is_redacted_again() -> None:
+    memo = _memo()
+    messages = _conversation()
+    memo.prepare(messages)
+    # The same dict objects, altered after they were redacted and sent once.
+    messages[1]["content"] = f"Why did {EMAIL} stop buying?"
+    messages[2]["tool_calls"][0]["function"]["arguments"] = json.dumps({"email": EMAIL})
+    prompt = memo.prepare(messages)
+    sent = json.dumps(prompt.messages)
+    assert EMAIL not in sent
+    assert prompt.messages[1]["content"] == "Why did [REDACTED:email] stop buying?"
+    assert json.loads(prompt.messages[2]["tool_calls"][0]["function"]["arguments"]) == {
+        "email": "[REDACTED:personal_key]"
+    }
+
+
+def test_a_message_replaced_at_the_same_position_is_redacted() -> None:
+    memo = _memo()
+    messages = _conversation()
+    # The per-step limits note sits last, then an assistant message takes its place.
+    memo.prepare([*messages, {"role": "user", "content": "[limits] step 1"}])
+    prompt = memo.prepare([*messages, {"role": "user", "content": f"mail {EMAIL}"}])
+    assert prompt.messages[-1]["content"] == "mail [REDACTED:email]"
+
+
+def test_what_the_caller_does_to_a_prompt_does_not_reach_the_next_one() -> None:
+    memo = _memo()
+    messages = _conversation()
+    first = memo.prepare(messages)
+    first.messages[1]["content"] = EMAIL  # e.g. a transport rewriting the list it was given
+    first.messages[2]["tool_calls"][0]["function"]["name"] = EMAIL
+    second = memo.prepare(messages)
+    assert EMAIL not in json.dumps(second.messages)
+    assert second.messages == redact_messages(messages)[0]
+
+
+def test_earlier_messages_are_redacted_once_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _counting(monkeypatch)
+    memo = _memo()
+    messages = _conversation()
+    for step in range(1, 6):
+        prompt = memo.prepare([*messages, {"role": "user", "content": f"[limits] step {step}"}])
+        assert prompt.messages[: len(messages)] == redact_messages(messages)[0]
+        memo.count(messages)  # the wrap-up reserve counts the same conversation
+        messages.append({"role": "tool", "tool_call_id": f"c{step}", "content": f"r{step}"})
+    assert max(seen.values()) == 1, "a message was redacted twice"
+    # 4 first messages, 5 limits notes, 4 tool results (the 5th was never sent).
+    assert sum(seen.values()) == 4 + 5 + 4
+
+
+@pytest.mark.parametrize("with_system", [True, False])
+def test_the_count_is_litellms_count_of_the_whole_prompt(with_system: bool) -> None:
+    litellm = load_litellm()
+    tools = openai_tool_schemas()
+    schema = _report_format(MODEL)
+    assert schema is not None
+    memo = _memo()
+    messages = _conversation() if with_system else _conversation()[1:]
+    messages.append({"role": "user", "content": f"contact {EMAIL} or {PHONE}"})
+    for extra in range(3):
+        prompt = memo.prepare(messages, tools, schema)
+        redacted = redact_messages(messages)[0]
+        expected = litellm.token_counter(model=MODEL, messages=redacted, tools=tools)
+        expected += litellm.token_counter(model=MODEL, text=json.dumps(schema))
+        assert prompt.input_tokens == expected
+        assert memo.count(messages) == litellm.token_counter(model=MODEL, messages=redacted)
+        assert memo.count(messages, tools) == litellm.token_counter(
+            model=MODEL, messages=redacted, tools=tools
+        )
+        messages.append({"role": "assistant", "content": "x " * (50 * (extra + 1))})
+
+
+def test_changed_tools_are_counted_again() -> None:
+    litellm = load_litellm()
+    tools = openai_tool_schemas()
+    memo = _memo()
+    messages = _conversation()
+    memo.prepare(messages, tools)
+    tools[0]["function"]["description"] += " " + "much longer now " * 40
+    redacted = redact_messages(messages)[0]
+    assert memo.prepare(messages, tools).input_tokens == litellm.token_counter(
+        model=MODEL, messages=redacted, tools=tools
+    )
