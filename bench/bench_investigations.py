@@ -470,6 +470,7 @@ async def _run(args: argparse.Namespace) -> None:
         base = Settings(
             llm_model="openai/gpt-4o-mini",
             llm_api_base=None,
+            llm_http_transport="httpx",  # OpenAI is mocked with respx
             db_pool_min_size=args.pool_size,
             db_pool_max_size=args.pool_size,
         )
