@@ -65,6 +65,7 @@ class LlmGateway:
         self.ledger = LedgerSteps(settings, pool)
         self._litellm = load_litellm()
         use_transport(settings.llm_http_transport)
+        self._providers: dict[str, str] = {}
 
     @property
     def model(self) -> str | None:
@@ -231,8 +232,13 @@ class LlmGateway:
         return [list(item["embedding"]) for item in response.data], cost
 
     def _provider(self, model: str) -> str:
+        # litellm resolves the provider by scanning its model lists: once per model is enough.
+        known = self._providers.get(model)
+        if known is not None:
+            return known
         try:
             provider: str = self._litellm.get_llm_provider(model)[1]
         except Exception:
             provider = model.split("/", 1)[0] if "/" in model else "unknown"
+        self._providers[model] = provider
         return provider
