@@ -3,10 +3,13 @@
 Run from the repository root: `python -m bench.bench_gateway`.
 
 First, side by side in interleaved rounds against a zero-latency OpenAI-compatible stub over
-real HTTP on loopback: raw httpx (the floor), bare `litellm.acompletion`, and our gateway with
-its ledger. The LiteLLM proxy column is not measured yet: it is skipped with a message
-(`pip install 'litellm[proxy]'` does not resolve here: its pinned `litellm-proxy` companion is
-missing from the registry). Then the phase breakdown below.
+real HTTP on loopback: raw httpx (the floor), bare `litellm.acompletion` (as litellm ships: its
+own pricing and success logging on), the same call the way the gateway makes it (`quiet_call`:
+litellm's pricing and logging off), our gateway with its ledger (production transport: aiohttp),
+and the LiteLLM proxy (no database) when it can be started: set BENCH_LITELLM_PROXY_PYTHON to an
+interpreter with litellm's proxy dependencies (default: this one); without them the column is
+skipped with the import that failed. Then the phase breakdown below (BENCH_GATEWAY_PHASES=0
+skips it).
 
 An embedded PostgreSQL is started in a temporary directory (deleted afterwards) and migrated;
 OpenAI is mocked with respx at zero latency, so the whole time of `gateway.complete` is overhead:
@@ -38,11 +41,13 @@ import httpx
 import respx
 
 import llm_service.llm.gateway as gateway_module
+from bench import litellm_proxy
 from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded
 from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.urls import resolve_urls
 from llm_service.llm.gateway import LlmGateway, LlmRequest
+from llm_service.llm.litellm_quiet import quiet_call
 from llm_service.llm.litellm_setup import load_litellm
 from llm_service.llm.pricing import build_price_book
 from llm_service.settings import Settings
@@ -156,9 +161,12 @@ async def _run() -> None:
             max_size=settings.db_pool_max_size,
         )
         try:
-            await _side_by_side(settings, owner_pool, app_pool, litellm)
+            production = settings.model_copy(update={"llm_http_transport": "aiohttp"})
+            await _side_by_side(production, owner_pool, app_pool, litellm)
             if os.environ.get("BENCH_GATEWAY_PHASES", "1") != "0":
-                await _measure(settings, owner_pool, app_pool, litellm)
+                # respx (the phases' zero-latency provider) sees litellm's httpx transport only.
+                mocked = settings.model_copy(update={"llm_http_transport": "httpx"})
+                await _measure(mocked, owner_pool, app_pool, litellm)
         finally:
             await app_pool.close()
             await owner_pool.close()
@@ -211,10 +219,25 @@ async def _side_by_side(
     cap = Decimal(10) ** 8
     tenant = await create_tenant(owner_pool, "bench-side", monthly_cap_cents=cap)
     stubbed = settings.model_copy(update={"llm_api_base": base})
+    # Built first: it sets litellm's transport (aiohttp, production) for the bare columns too.
     gateway = LlmGateway(stubbed, app_pool, build_price_book(stubbed))
     messages = [{"role": "user", "content": PROMPT}]
     body = {"model": "gpt-4o-mini", "messages": messages, "max_tokens": 200}
     client = httpx.AsyncClient(base_url=base)
+    proxy, proxy_client, skipped = None, None, None
+    reason = await asyncio.to_thread(litellm_proxy.why_not_installed)
+    if reason is None:
+        try:
+            proxy = await asyncio.to_thread(litellm_proxy.start_proxy, base)
+            proxy_client = httpx.AsyncClient(
+                base_url=proxy.base,
+                headers={"authorization": f"Bearer {litellm_proxy.MASTER_KEY}"},
+                timeout=30.0,
+            )
+        except RuntimeError as exc:
+            skipped = f"could not be started: {exc}"
+    else:
+        skipped = f"not installed under {litellm_proxy.proxy_python()}: {reason}"
 
     async def raw() -> None:
         (await client.post("/chat/completions", json=body)).json()
@@ -229,6 +252,10 @@ async def _side_by_side(
             num_retries=0,
         )
 
+    async def quiet() -> None:
+        with quiet_call():
+            await bare()
+
     async def ours() -> None:
         await gateway.complete(
             LlmRequest(
@@ -239,43 +266,105 @@ async def _side_by_side(
             )
         )
 
+    async def via_proxy() -> None:
+        assert proxy_client is not None
+        answer = await proxy_client.post("/v1/chat/completions", json=body)
+        answer.raise_for_status()
+        answer.json()
+
     columns: dict[str, Callable[[], Awaitable[None]]] = {
-        "raw httpx to the stub": raw,
-        "bare litellm.acompletion": bare,
-        "our gateway + ledger": ours,
+        RAW: raw,
+        BARE: bare,
+        QUIET: quiet,
+        OURS: ours,
     }
-    wall: dict[str, list[float]] = defaultdict(list)
-    cpu: dict[str, list[float]] = defaultdict(list)
+    if proxy_client is not None:
+        columns[PROXY] = via_proxy
     try:
-        for call in columns.values():  # warm every path once
-            for _ in range(20):
-                await call()
-        for _ in range(ROUNDS):  # interleaved: every column in every round
-            for name, call in columns.items():
-                cpu_started = time.process_time()
-                for _ in range(PER_ROUND):
-                    started = time.perf_counter()
-                    await call()
-                    wall[name].append(time.perf_counter() - started)
-                cpu[name].append((time.process_time() - cpu_started) / PER_ROUND)
+        wall, cpu = await _interleaved(columns, proxy)
+        concurrent = {name: await _throughput(call) for name, call in columns.items()}
     finally:
         await client.aclose()
+        if proxy_client is not None:
+            await proxy_client.aclose()
+        if proxy is not None:
+            proxy.stop()
         server.close()
+    _report(columns, wall, cpu, concurrent, skipped)
+
+
+RAW = "raw httpx to the stub"
+BARE = "bare litellm.acompletion"
+QUIET = "litellm, pricing+logging off"
+OURS = "our gateway + ledger"
+PROXY = "LiteLLM proxy (no database)"
+
+
+async def _interleaved(
+    columns: dict[str, Callable[[], Awaitable[None]]], proxy: litellm_proxy.RunningProxy | None
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    wall: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
+    for call in columns.values():  # warm every path once
+        for _ in range(20):
+            await call()
+    for _ in range(ROUNDS):  # interleaved: every column in every round
+        for name, call in columns.items():
+            cpu_started = time.process_time()
+            proxy_started = proxy.cpu_seconds() if proxy and name == PROXY else 0.0
+            for _ in range(PER_ROUND):
+                started = time.perf_counter()
+                await call()
+                wall[name].append(time.perf_counter() - started)
+            used = time.process_time() - cpu_started
+            if proxy and name == PROXY:  # the proxy's own process works for this column too
+                used += proxy.cpu_seconds() - proxy_started
+            cpu[name].append(used / PER_ROUND)
+    return wall, cpu
+
+
+async def _throughput(call: Callable[[], Awaitable[None]], callers: int = 20) -> float:
+    per_caller = 25
+
+    async def caller() -> None:
+        for _ in range(per_caller):
+            await call()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return callers * per_caller / (time.perf_counter() - started)
+
+
+def _report(
+    columns: dict[str, Callable[[], Awaitable[None]]],
+    wall: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    concurrent: dict[str, float],
+    skipped: str | None,
+) -> None:
     p50 = {name: statistics.median(values) * 1000 for name, values in wall.items()}
     print(f"\nside by side, {ROUNDS} interleaved rounds x {PER_ROUND} calls, loopback stub")
+    print("  (CPU/call: this process, which also runs the stub; plus the proxy's process)")
     for name in columns:
         print(
-            f"  {name:28s} p50 {p50[name]:.3f} ms, CPU/call "
-            f"{statistics.median(cpu[name]) * 1000:.3f} ms"
+            f"  {name:30s} p50 {p50[name]:.3f} ms, CPU/call "
+            f"{statistics.median(cpu[name]) * 1000:.3f} ms, 20 callers {concurrent[name]:.0f}/s"
         )
-    ours_over = p50["our gateway + ledger"] - p50["bare litellm.acompletion"]
-    print(f"  our overhead over bare litellm (p50): {ours_over:.3f} ms (target <= 1.5 ms)")
-    over_raw = p50["our gateway + ledger"] - p50["raw httpx to the stub"]
-    print(f"  whole call over raw HTTP (p50): {over_raw:.3f} ms")
     print(
-        "  LiteLLM proxy: skipped (not installed: `pip install 'litellm[proxy]'` needs "
-        "litellm-proxy==1.110.2, missing from the registry; this script does not start it yet)"
+        f"  our overhead over bare litellm (p50): {p50[OURS] - p50[BARE]:.3f} ms "
+        f"(target <= 1.5 ms); over litellm with pricing+logging off: "
+        f"{p50[OURS] - p50[QUIET]:.3f} ms"
     )
+    over_raw = p50[OURS] - p50[RAW]
+    print(f"  whole call over raw HTTP (p50): {over_raw:.3f} ms")
+    if PROXY in p50:
+        proxy_over = p50[PROXY] - p50[RAW]
+        print(
+            f"  proxy over raw HTTP (p50): {proxy_over:.3f} ms; ours / proxy's overhead: "
+            f"{over_raw / proxy_over:.2f}x (target <= 0.4x)"
+        )
+    else:
+        print(f"  LiteLLM proxy: skipped ({skipped})")
 
 
 async def _measure(

@@ -470,7 +470,10 @@ async def _run(args: argparse.Namespace) -> None:
         owner = embedded_url(server)
         migrate.upgrade(owner)
         base = Settings(
-            llm_model="openai/gpt-4o-mini", llm_api_base=None, worker_pool_size=args.pool_size
+            llm_model="openai/gpt-4o-mini",
+            llm_api_base=None,
+            llm_http_transport="httpx",  # OpenAI is mocked with respx
+            worker_pool_size=args.pool_size,
         )
         urls = resolve_urls(base, owner)
         # Sized as `llm-service worker` sizes its pool (WORKER_POOL_SIZE, else one connection

@@ -283,7 +283,12 @@ async def _main() -> None:
     try:
         owner = embedded_url(server)
         migrate.upgrade(owner)
-        base = Settings(llm_model="openai/gpt-4o-mini", llm_api_base=None, llm_max_attempts=1)
+        base = Settings(
+            llm_model="openai/gpt-4o-mini",
+            llm_api_base=None,
+            llm_max_attempts=1,
+            llm_http_transport="httpx",  # OpenAI is mocked with respx
+        )
         urls = resolve_urls(base, owner)
         base = base.model_copy(update={"database_url": urls.owner, "app_database_url": urls.app})
         owner_pool = await create_pool(urls.owner, application_name="bench-owner", max_size=2)

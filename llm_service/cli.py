@@ -254,8 +254,12 @@ def _month(text: str) -> date:
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from llm_service.llm.pricing import gateway_from_settings
+    from llm_service.llm.warmup import warm_up
     from llm_service.workers.pool_size import create_worker_pool
     from llm_service.workers.worker import Worker
+
+    if settings.llm_model:
+        warm_up(settings)  # before the first claim: no run pays for litellm or the tokenizers
 
     async def work() -> int:
         concurrency = args.concurrency or settings.worker_concurrency

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,8 @@ class Settings(BaseSettings):
     llm_api_base: str | None = None
     llm_request_timeout_s: float = 30.0
     llm_max_attempts: int = 3
+    # litellm's HTTP transport: aiohttp in production; httpx only where respx mocks the provider.
+    llm_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     # The most one call outside an investigation (an explanation, a rationale) may cost, USD.
     llm_call_max_cost_usd: Decimal = Decimal("0.05")
     # Prices for models litellm does not know, USD per token: {"my-model": [input, output]}.

@@ -31,6 +31,9 @@ from llm_service.tenants.service import CreatedTenant, create_tenant
 # Nothing in the tests may need a key or reach a provider.
 for _var in ("LLM_MODEL", "LLM_API_BASE", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
     os.environ.pop(_var, None)
+# respx intercepts litellm's httpx transport only; the production (aiohttp) transport is tested
+# against a real loopback server (tests/llm_service/llm/test_gateway_wire.py).
+os.environ.setdefault("LLM_HTTP_TRANSPORT", "httpx")
 
 
 def _with_database(url: str, database: str) -> str:

@@ -29,6 +29,7 @@ from llm_service.db.pool import create_pool
 from llm_service.db.runtime import database_runtime
 from llm_service.explanations.service import ExplanationService
 from llm_service.llm.pricing import gateway_from_settings
+from llm_service.llm.warmup import warm_up
 from llm_service.settings import Settings, get_settings
 from llm_service.workers.sweeper import start_sweeper
 
@@ -63,7 +64,10 @@ def create_app(
                 max_size=settings.db_pool_max_size,
                 statement_timeout_ms=settings.db_statement_timeout_ms,
             )
-        # Built at start-up so an unpriced model is refused before serving anything.
+        # Built at start-up so an unpriced model is refused before serving anything; litellm,
+        # its prices and the tokenizers loaded here so that no request pays for them.
+        if settings.llm_model:
+            warm_up(settings)
         app.state.gateway = gateway_from_settings(settings, app.state.pool)
         # Explanations: the embedder loaded once, hit counts flushed in the background, and a
         # separate small pool for the single-flight locks (without an app URL: the main pool).

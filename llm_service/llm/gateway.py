@@ -34,7 +34,8 @@ from llm_service.llm.call_plan import (
     ToolCall,
 )
 from llm_service.llm.ledger_steps import LEASE_GRACE_S, LedgerSteps
-from llm_service.llm.litellm_setup import load_litellm
+from llm_service.llm.litellm_quiet import quiet_call
+from llm_service.llm.litellm_setup import load_litellm, use_transport
 from llm_service.llm.prompt_cache import mark_stable_prefix
 from llm_service.llm.prompt_memo import PromptMemo
 from llm_service.llm.usage_read import ProviderUsage, completion_usage, raw_usage
@@ -64,6 +65,8 @@ class LlmGateway:
         self.prices = prices
         self.ledger = LedgerSteps(settings, pool)
         self._litellm = load_litellm()
+        use_transport(settings.llm_http_transport)
+        self._providers: dict[str, str] = {}
 
     @property
     def model(self) -> str | None:
@@ -142,15 +145,16 @@ class LlmGateway:
             extra["api_base"] = self.settings.llm_api_base
 
         async def invoke(max_tokens: int, timeout: float) -> tuple[Any, ProviderUsage | None]:
-            response = await self._litellm.acompletion(
-                model=model,
-                messages=sent,
-                max_tokens=max_tokens,
-                timeout=timeout,
-                max_retries=0,
-                num_retries=0,
-                **extra,
-            )
+            with quiet_call():  # our ledger prices and records it; litellm need not
+                response = await self._litellm.acompletion(
+                    model=model,
+                    messages=sent,
+                    max_tokens=max_tokens,
+                    timeout=timeout,
+                    max_retries=0,
+                    num_retries=0,
+                    **extra,
+                )
             return response, completion_usage(response)
 
         answered = await with_retries(
@@ -212,14 +216,17 @@ class LlmGateway:
         input_tokens = sum(int(self._litellm.token_counter(model=model, text=t)) for t in redacted)
         request = LlmRequest(tenant_id=tenant_id, endpoint="embeddings", messages=[], max_tokens=1)
 
+        base = {"api_base": self.settings.llm_api_base} if self.settings.llm_api_base else {}
+
         async def invoke(_: int, timeout: float) -> tuple[Any, ProviderUsage | None]:
-            response = await self._litellm.aembedding(
-                model=model,
-                input=redacted,
-                timeout=timeout,
-                max_retries=0,
-                **({"api_base": self.settings.llm_api_base} if self.settings.llm_api_base else {}),
-            )
+            with quiet_call():
+                response = await self._litellm.aembedding(
+                    model=model,
+                    input=redacted,
+                    timeout=timeout,
+                    max_retries=0,
+                    **base,
+                )
             usage = getattr(response, "usage", None)
             tokens = getattr(usage, "prompt_tokens", None) if usage else None
             if tokens is None:
@@ -243,8 +250,13 @@ class LlmGateway:
         return [list(item["embedding"]) for item in response.data], cost
 
     def _provider(self, model: str) -> str:
+        # litellm resolves the provider by scanning its model lists: once per model is enough.
+        known = self._providers.get(model)
+        if known is not None:
+            return known
         try:
             provider: str = self._litellm.get_llm_provider(model)[1]
         except Exception:
             provider = model.split("/", 1)[0] if "/" in model else "unknown"
+        self._providers[model] = provider
         return provider

@@ -7,7 +7,6 @@ from typing import Any
 from budgets.prices import ModelPrice, PriceBook
 from llm_service.llm.gateway import LlmGateway
 from llm_service.llm.litellm_setup import load_litellm
-from llm_service.llm.warmup import warm_up
 from llm_service.settings import Settings
 
 
@@ -34,6 +33,6 @@ def gateway_from_settings(settings: Settings, pool: Any) -> LlmGateway | None:
     """The gateway for the configured model, or None in degraded mode (no LLM_MODEL)."""
     if not settings.llm_model:
         return None
-    gateway = LlmGateway(settings, pool, build_price_book(settings))
-    warm_up(settings)  # built at start-up: no request pays for the tokenizers
-    return gateway
+    # The tokenizers are loaded by `warm_up`, which each process's start calls (app lifespan,
+    # worker) before it serves or claims anything.
+    return LlmGateway(settings, pool, build_price_book(settings))

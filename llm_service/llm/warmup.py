@@ -1,8 +1,9 @@
 """Warm-up at start-up: what the first request would otherwise pay for, paid before serving.
 
-litellm's import and pinned price map (`load_litellm`), and the tokenizer encodings of the
-configured models (tiktoken reads its BPE files on first use: ~0.5 s inside a request). The
-local embedding model is loaded by the explanation service's start, also before serving.
+litellm's import and pinned price map (`load_litellm`, ~2.5 s), and the tokenizer encodings of
+the configured models (tiktoken reads its BPE files on first use: ~0.5 s inside a request).
+Called by each process's start (the app lifespan, `llm-service worker`), not by the gateway
+factory; the local embedding model is loaded by the explanation service's start, also there.
 """
 
 from __future__ import annotations
