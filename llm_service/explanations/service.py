@@ -61,11 +61,12 @@ from llm_service.db.pool import (
     key_transaction,
     tenant_transaction,
 )
-from llm_service.errors import Unauthorized
+from llm_service.errors import InvalidRequest, Unauthorized
 from llm_service.explanations.data import (
     ExplanationQuery,
     SubjectData,
     fingerprint,
+    fingerprint_args,
     gather,
     today_utc,
 )
@@ -75,6 +76,7 @@ from llm_service.explanations.embeddings import (
     QuestionVectors,
     provider_dimension,
 )
+from llm_service.explanations.hit_repository import hit_in_one_statement
 from llm_service.explanations.prompt import PROMPT_VERSION, ModelExplanation, messages
 from llm_service.explanations.resolve import ChannelCodes, resolve
 from llm_service.explanations.schemas import (
@@ -96,6 +98,7 @@ ENDPOINT = "explanations"
 _ZERO = Decimal(0)
 # A leader's degraded answer is shared with its waiters for this long at most.
 _SHARED_DEGRADED_S = 60.0
+_NO_TENANT = UUID(int=0)
 
 
 @dataclass
@@ -220,6 +223,10 @@ class ExplanationService:
         """
         started = time.perf_counter()
         timings = timings if timings is not None else Timings()
+        fast = await self._hit_in_one_statement(api_key_hash, body, timings)
+        if fast is not None:
+            CACHE_LOOKUPS.labels("hit").inc()
+            return self._response(fast[0], fast[1], started)
         model = self.gateway.model if self.gateway is not None else None
         reason: str | None = None if model else "no_model"
         vector: Sequence[float] | None = None
@@ -306,6 +313,50 @@ class ExplanationService:
         return self._response(query, outcome, started)
 
     # -- pieces of the request --------------------------------------------------------------
+
+    async def _hit_in_one_statement(
+        self, api_key_hash: str, body: ExplanationRequest, timings: Timings
+    ) -> tuple[ExplanationQuery, _Outcome] | None:
+        """The common hit (no question, or the stored one) in one round trip, or None.
+
+        None hands the request to the transactional path: no model, a request that does not
+        resolve (so an unknown key is still 401 before a bad request's 422), a channel code not
+        known in-process yet, a miss, or a statement that did not see its tenant set.
+        """
+        model = self.gateway.model if self.gateway is not None else None
+        if not model:
+            return None
+        t = time.perf_counter()
+        try:
+            query = resolve(body, today_utc())
+        except InvalidRequest:
+            return None
+        if query.channel is not None and not self.channels.known(query.channel):
+            return None
+        scope_key = CacheScope(
+            tenant_id=_NO_TENANT,  # the key does not depend on the tenant (cache.scope)
+            subject=query.subject,
+            params=query.scope_params(),
+            model=model,
+            prompt_version=PROMPT_VERSION,
+        ).scope_key()
+        timings.add("prepare", time.perf_counter() - t)
+        t = time.perf_counter()
+        async with self.pool.acquire() as conn:
+            found = await hit_in_one_statement(
+                conn, api_key_hash, fingerprint_args(query), scope_key, query.question
+            )
+        timings.add("hit", time.perf_counter() - t)  # pool wait, key, tenant, fingerprint, lookup
+        if not found.tenant:
+            raise Unauthorized(UNKNOWN_KEY_MESSAGE)
+        if not found.seen_tenant:
+            _log.warning("the one-statement hit did not see its tenant; taking the slow path")
+            return None
+        hit = found.hit
+        if hit is None or str(hit.tenant_id) != found.tenant:
+            return None
+        TENANT_ID.set(found.tenant)
+        return query, self._served(hit, found.fingerprint)
 
     async def _embedder(self, tenant_id: UUID) -> Embedder:
         """The embedder of this request: the local model, or the provider's billed to the tenant."""
