@@ -1,13 +1,12 @@
 """Explanations for dashboards: the cache-first hit path, single-flight misses, degraded answers.
 
 The hit path (what a repeated dashboard request costs):
-1. ONE pooled connection, ONE READ ONLY transaction: the API key's tenant resolved and set by
-   one statement (`db.pool.key_transaction`: authentication is not a round trip of its own; an
-   unknown or revoked key is 401 before the request is even resolved);
-2. in it: the request resolved to absolute dates (`resolve`; a channel code is checked against
-   an in-process copy of the taxonomy after its first use), `data_fingerprint` (twice
-   for a period change), `cache.store.lookup` without a vector: no free text, or the same
-   question (exact normalised text), hits without embedding anything;
+1. without a question or with the stored one: ONE statement outside a transaction block
+   (`hit_repository`: the key's tenant set, the fingerprint, the lookup; see there why that
+   is safe); an unknown or revoked key is 401. A miss there keeps its fingerprint and goes on:
+2. ONE READ ONLY transaction whose first statement resolves the key and sets the tenant
+   (`db.pool.key_transaction`), the request resolved (`resolve`; channel codes are checked
+   once, then known in-process), `data_fingerprint` and `cache.store.lookup` without a vector;
 3. only if that misses and the question is one the analyser reads (`cache.question_match`),
    it is embedded (or found in the in-process LRU, `QuestionVectors`) and the nearest stored
    questions are read: the matcher serves one only on positive evidence (in the response's
@@ -130,6 +129,15 @@ class _Outcome:
     matched: CacheMatch | None = None
 
 
+@dataclass(frozen=True)
+class _OneStatement:
+    """What the one-statement hit found: the resolved query and the hit, or its fingerprint."""
+
+    query: ExplanationQuery
+    outcome: _Outcome | None
+    fingerprint: str
+
+
 def _usd_text(amount: Decimal) -> str:
     """An exact USD amount as a plain decimal string ("0", "0.00012")."""
     if amount == 0:
@@ -217,16 +225,18 @@ class ExplanationService:
     ) -> ExplanationResponse:
         """Explain the request's numbers for the key's tenant: cached, computed or degraded.
 
-        The key is resolved inside the request's one transaction, by the statement that sets
-        its tenant (`key_transaction`): an unknown or revoked key is refused (401) before
-        anything else is read.
+        A hit without a question or with the stored one is ONE statement (`hit_repository`);
+        otherwise the key is resolved in the request's one transaction (`key_transaction`).
+        Either way an unknown or revoked key is refused (401) before anything else is read.
         """
         started = time.perf_counter()
         timings = timings if timings is not None else Timings()
         fast = await self._hit_in_one_statement(api_key_hash, body, timings)
-        if fast is not None:
+        if fast is not None and fast.outcome is not None:
             CACHE_LOOKUPS.labels("hit").inc()
-            return self._response(fast[0], fast[1], started)
+            return self._response(fast.query, fast.outcome, started)
+        # A miss of the one statement: its fingerprint stands, its exact lookup is not repeated.
+        known_fp = fast.fingerprint if fast is not None else None
         model = self.gateway.model if self.gateway is not None else None
         reason: str | None = None if model else "no_model"
         vector: Sequence[float] | None = None
@@ -255,20 +265,21 @@ class ExplanationService:
             normalised = normalise_question(query.question)
             timings.add("prepare", time.perf_counter() - t)
             t = time.perf_counter()
-            fp = await fingerprint(conn, query)
+            fp = known_fp if known_fp is not None else await fingerprint(conn, query)
             timings.add("fingerprint", time.perf_counter() - t)
             t = time.perf_counter()
             if scope is not None and reason is None:
                 # The exact question (or no question) first: no embedding at all.
-                hit = await store.lookup(
-                    conn,
-                    scope,
-                    fingerprint=fp,
-                    question=query.question,
-                    question_embedding=None,
-                    embedding_model=self._embedding_model_id(),
-                )
-                timings.add("lookup", time.perf_counter() - t)
+                if known_fp is None:
+                    hit = await store.lookup(
+                        conn,
+                        scope,
+                        fingerprint=fp,
+                        question=query.question,
+                        question_embedding=None,
+                        embedding_model=self._embedding_model_id(),
+                    )
+                    timings.add("lookup", time.perf_counter() - t)
                 t = time.perf_counter()
                 if hit is None and normalised and analysable(query.question or ""):
                     # Only a question the analyser reads can match a paraphrase: find the
@@ -316,13 +327,10 @@ class ExplanationService:
 
     async def _hit_in_one_statement(
         self, api_key_hash: str, body: ExplanationRequest, timings: Timings
-    ) -> tuple[ExplanationQuery, _Outcome] | None:
-        """The common hit (no question, or the stored one) in one round trip, or None.
-
-        None hands the request to the transactional path: no model, a request that does not
-        resolve (so an unknown key is still 401 before a bad request's 422), a channel code not
-        known in-process yet, a miss, or a statement that did not see its tenant set.
-        """
+    ) -> _OneStatement | None:
+        """The common hit in one round trip, or its miss; None when the transactional path must
+        do it all: no model, an invalid request (an unknown key's 401 comes before the 422), a
+        channel code not known in-process yet, or a statement that did not see its tenant."""
         model = self.gateway.model if self.gateway is not None else None
         if not model:
             return None
@@ -352,11 +360,11 @@ class ExplanationService:
         if not found.seen_tenant:
             _log.warning("the one-statement hit did not see its tenant; taking the slow path")
             return None
+        TENANT_ID.set(found.tenant)
         hit = found.hit
         if hit is None or str(hit.tenant_id) != found.tenant:
-            return None
-        TENANT_ID.set(found.tenant)
-        return query, self._served(hit, found.fingerprint)
+            return _OneStatement(query, None, found.fingerprint)
+        return _OneStatement(query, self._served(hit, found.fingerprint), found.fingerprint)
 
     async def _embedder(self, tenant_id: UUID) -> Embedder:
         """The embedder of this request: the local model, or the provider's billed to the tenant."""
