@@ -475,9 +475,11 @@ async def _run(args: argparse.Namespace) -> None:
             f"(no question / stored question / accepted paraphrase)"
         )
         for variant in variants:
-            _report(
-                f"MISS path, {variant.label} (provider stub answers at once)", misses[variant.root]
-            )
+            if variant.root in misses:  # the entries of each code tree were stored once
+                _report(
+                    f"MISS path, {variant.label} (provider stub answers at once)",
+                    misses.pop(variant.root),
+                )
 
         host = "127.0.0.1"
         requests = [

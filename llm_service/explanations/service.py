@@ -235,8 +235,7 @@ class ExplanationService:
         if fast is not None and fast.outcome is not None:
             CACHE_LOOKUPS.labels("hit").inc()
             return self._response(fast.query, fast.outcome, started)
-        # A miss of the one statement: its fingerprint stands, its exact lookup is not repeated.
-        known_fp = fast.fingerprint if fast is not None else None
+        known_fp = fast.fingerprint if fast is not None else None  # its exact lookup missed
         model = self.gateway.model if self.gateway is not None else None
         reason: str | None = None if model else "no_model"
         vector: Sequence[float] | None = None
@@ -265,8 +264,10 @@ class ExplanationService:
             normalised = normalise_question(query.question)
             timings.add("prepare", time.perf_counter() - t)
             t = time.perf_counter()
-            fp = known_fp if known_fp is not None else await fingerprint(conn, query)
-            timings.add("fingerprint", time.perf_counter() - t)
+            fp = known_fp
+            if fp is None:
+                fp = await fingerprint(conn, query)
+                timings.add("fingerprint", time.perf_counter() - t)
             t = time.perf_counter()
             if scope is not None and reason is None:
                 # The exact question (or no question) first: no embedding at all.
