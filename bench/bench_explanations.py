@@ -15,15 +15,20 @@ local stub server (`LLM_API_BASE`) that answers every chat completion at once.
 2. Misses: each known scope (subject x channel/metric x week, with and without a question) is
    requested once; the stub answers instantly, so these figures are the miss path's own
    overhead (data queries, ledger writes, litellm, store). What they store are the known entries.
-3. Hits: 20 concurrent HTTP clients (httpx.AsyncClient, keep-alive) request known scopes for N
-   seconds: without free text, with the stored question, and with a paraphrase that the
-   question matcher accepts (a new text: its first use embeds it, later ones hit the LRU).
-   Every request should be a hit (recall). Then a steady --rate requests/s from the same
-   clients (paced, not saturating), and the same requests from one client.
+3. Hits: 20 keep-alive clients (`bench.http_load`: asyncio streams, request bytes built once,
+   about 0.15 ms of client CPU per request) request known scopes: without free text, with the
+   stored question, and with a paraphrase that the question matcher accepts. Every service
+   under test (`--before ROOT`: another code tree, e.g. a worktree of main, one process;
+   `--workers 1,2`: this tree with 1 and with 2 serve processes) runs against the same database;
+   `--rounds` closed-loop rounds of `--seconds` each are interleaved (the order rotates each
+   round), so a busy neighbour on a shared machine disturbs every service alike. Then a steady
+   --rate requests/s and one client, per service.
 
-Reported: client-side latency, server-side latency (the route's X-Server-Time-Ms header: from
-before authentication to the serialised response) and its phases (Server-Timing), throughput,
-errors and recall. Targets: hit p95 < 25 ms server-side and < 50 ms at the client.
+Reported per service: hits/s (median of rounds), client-side and server-side latency (the
+route's X-Server-Time-Ms header: from before authentication to the serialised response), its
+phases (Server-Timing), recall, errors, and the cores used by the clients (this process), the
+service's process tree, PostgreSQL's and everything else on the machine (other sessions), as
+CPU per hit. Target: >= 1,000 hits/s with server p95 <= 25 ms at 20 clients.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,6 +67,7 @@ from bench.bench_cache import (
 )
 from bench.bench_investigations import _completion
 from bench.harness import ROOT, free_port, line, pct, serve_stub, start, stop, stub_app, wait_http
+from bench.http_load import CpuMeter, LoadResults, format_shares, hammer, request_bytes
 from cache.embedding_local import MODEL_ID, get_local_embedder
 from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded
@@ -136,42 +142,6 @@ def _report(title: str, results: Results) -> None:
     for name, values in results.phases.items():
         if name != "total":
             print(f"    {name:<12}{line(values)}  (in {len(values)} requests)")
-
-
-async def _hammer(
-    base_url: str, calls: list[Call], clients: int, seconds: float, rate: float | None = None
-) -> Results:
-    """`clients` concurrent keep-alive clients cycling through `calls` for `seconds`."""
-    # Without `rate`, each client sends its next request as soon as the last one is answered
-    # (closed loop: the clients saturate the machine). With `rate` (requests/s in all), each
-    # client sends on a fixed schedule (a steady load, as dashboards make).
-    results = Results()
-    stop_at = time.perf_counter() + seconds
-    rng = random.Random(7)
-    interval = clients / rate if rate else 0.0
-
-    async def client(i: int) -> None:
-        """One client: a request at a time."""
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-            order = calls[:]
-            rng.shuffle(order)
-            k = i
-            due = time.perf_counter() + interval * i / clients
-            while time.perf_counter() < stop_at:
-                if interval:
-                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                    due += interval
-                call = order[k % len(order)]
-                k += 1
-                headers = {"Authorization": f"Bearer {call.api_key}"}
-                started = time.perf_counter()
-                response = await http.post("/v1/explanations", json=call.body, headers=headers)
-                results.record(response, time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    results.wall_s = time.perf_counter() - started
-    return results
 
 
 async def _sequence(base_url: str, calls: list[Call]) -> Results:
@@ -321,6 +291,102 @@ async def _fill(owner_url: str, total: int, tenants: int) -> tuple[int, str]:
 # -- the run --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One service under test: a code tree, a number of serve processes, its port and process."""
+
+    label: str
+    root: Path
+    workers: int
+    port: int
+    process: subprocess.Popen[bytes]
+
+
+def _variants(args: argparse.Namespace) -> list[tuple[str, Path, int]]:
+    """(label, code tree, serve processes) of each service to compare."""
+    out: list[tuple[str, Path, int]] = []
+    if args.before:
+        out.append(("before, 1 process", Path(args.before).resolve(), 1))
+    for workers in args.workers:
+        out.append((f"after, {workers} process{'es' if workers > 1 else ''}", ROOT, workers))
+    return out
+
+
+def _start_serve(
+    root: Path, workers: int, port: int, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """`llm-service serve` of the code in `root` (its own tree first on the path)."""
+    cli = [sys.executable, "-m", "llm_service.cli", "serve", "--no-migrate", "--port", str(port)]
+    handle = log.open("wb")
+    return subprocess.Popen(
+        [*cli, "--workers", str(workers)],
+        env={**env, "PYTHONPATH": str(root)},
+        cwd=root,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _postmaster_pid(data_dir: Path) -> int:
+    """The embedded server's postmaster (the root of PostgreSQL's process tree)."""
+    for found in data_dir.rglob("postmaster.pid"):
+        return int(found.read_text().split()[0])
+    raise RuntimeError(f"no postmaster.pid under {data_dir}")
+
+
+def _report_round_set(label: str, rounds: list[tuple[LoadResults, dict[str, float]]]) -> None:
+    """A variant's closed-loop rounds: median rate, pooled latencies, CPU shares."""
+    pooled = LoadResults()
+    for results, _ in rounds:
+        pooled.client_s += results.client_s
+        pooled.server_ms += results.server_ms
+        pooled.errors += results.errors
+        pooled.wall_s += results.wall_s
+        for name, count in results.cache.items():
+            pooled.cache[name] += count
+        for name, values in results.phases.items():
+            pooled.phases[name] += values
+    rates = [results.rate() for results, _ in rounds]
+    share = {k: statistics.median(s[k] for _, s in rounds) for k in rounds[0][1]}
+    rate = statistics.median(rates)
+    print(
+        f"\n{label}: {rate:.0f} hits/s (median of rounds: {', '.join(f'{r:.0f}' for r in rates)})"
+    )
+    n = len(pooled.client_s)
+    print(f"  results: {dict(pooled.cache)}; errors {pooled.errors} ({pooled.errors / n:.2%})")
+    print(f"  client-side:  {line(pooled.client_s, 1000.0)}")
+    print(f"  server-side:  {line(pooled.server_ms)}")
+    for name, values in pooled.phases.items():
+        if name != "total":
+            print(f"    {name:<12}{line(values)}  (in {len(values)} requests)")
+    print(f"  cores used (medians): {format_shares(share)}")
+    print(
+        f"  CPU per hit: serve {share['serve'] / rate * 1000:.2f} ms, PostgreSQL "
+        f"{share['postgres'] / rate * 1000:.2f} ms, client {share['client'] / rate * 1000:.2f} ms; "
+        f"client share of our CPU "
+        f"{share['client'] / (share['client'] + share['serve'] + share['postgres']):.0%}"
+    )
+    s95, c95 = pct(pooled.server_ms, 95), pct(pooled.client_s, 95) * 1000
+    met = rate >= 1000 and s95 <= 25
+    print(
+        f"  target (>= 1,000 hits/s, server p95 <= 25 ms): {'met' if met else 'NOT met'} "
+        f"({rate:.0f}/s, p95 {s95:.2f} ms; client p95 {c95:.2f} ms)"
+    )
+
+
+def _report_load(title: str, results: LoadResults) -> None:
+    """Print one load run's figures."""
+    n = len(results.client_s)
+    print(f"\n{title}: {n} requests in {results.wall_s:.1f} s = {results.rate():.0f}/s")
+    print(f"  results: {dict(results.cache)}; errors {results.errors}")
+    print(f"  client-side:  {line(results.client_s, 1000.0)}")
+    print(f"  server-side:  {line(results.server_ms)}")
+    for name, values in results.phases.items():
+        if name != "total":
+            print(f"    {name:<12}{line(values)}")
+
+
 async def _run(args: argparse.Namespace) -> None:
     """Set up, measure, print, tear down."""
     data_dir = Path(tempfile.mkdtemp(prefix="bench-explanations-"))
@@ -334,7 +400,6 @@ async def _run(args: argparse.Namespace) -> None:
         pairs, _ = _accepted_pairs(get_local_embedder())
         today = datetime.now(UTC).date()
         store_calls, hit_calls = _known_calls(keys, _weeks(today, args.weeks), pairs)
-        # Known entries, the crowd beside those with a question, and filler make up --entries.
         planned = len(store_calls) + CROWD_PER_ENTRY * len(store_calls) // 2
         t0 = time.perf_counter()
         filler, index_def = await _fill(owner_url, args.entries - planned, args.tenants)
@@ -343,7 +408,7 @@ async def _run(args: argparse.Namespace) -> None:
             f"{time.perf_counter() - t0:.0f} s"
         )
 
-        stub_port, port = free_port(), free_port()
+        stub_port = free_port()
         env = {
             **os.environ,
             "DATABASE_URL": owner_url,
@@ -356,7 +421,7 @@ async def _run(args: argparse.Namespace) -> None:
             "LLM_SERVICE_DATA_DIR": str(data_dir),
             "PYTHONPATH": str(ROOT),
         }
-        stub_log, service_log = data_dir / "stub.log", data_dir / "service.log"
+        stub_log = data_dir / "stub.log"
         processes.append(
             start(
                 [sys.executable, "-m", "bench.bench_explanations", "--stub", str(stub_port)],
@@ -364,13 +429,22 @@ async def _run(args: argparse.Namespace) -> None:
                 stub_log,
             )
         )
-        cli = [sys.executable, "-m", "llm_service.cli", "serve", "--no-migrate"]
-        processes.append(start([*cli, "--port", str(port)], env, service_log))
-        base_url = f"http://127.0.0.1:{port}"
+        variants: list[Variant] = []
+        for n, (label, root, workers) in enumerate(_variants(args)):
+            port, log = free_port(), data_dir / f"service-{n}.log"
+            process = _start_serve(root, workers, port, env, log)
+            processes.append(process)
+            variants.append(Variant(label, root, workers, port, process))
+            await wait_http(f"http://127.0.0.1:{port}/healthz", process, log)
         await wait_http(f"http://127.0.0.1:{stub_port}/health", processes[0], stub_log)
-        await wait_http(f"{base_url}/healthz", processes[1], service_log)
 
-        misses = await _sequence(base_url, store_calls)
+        # Each code tree stores its own entries (a fingerprint's definition may differ).
+        misses: dict[Path, Results] = {}
+        for variant in variants:
+            if variant.root not in misses:
+                misses[variant.root] = await _sequence(
+                    f"http://127.0.0.1:{variant.port}", store_calls
+                )
         owner = await asyncpg.connect(owner_url)
         await register_vector(owner)
         try:
@@ -392,43 +466,79 @@ async def _run(args: argparse.Namespace) -> None:
         )
         print(
             f"PostgreSQL {versions['pg']}, pgvector {versions['vector']}, {os.cpu_count()} CPUs; "
-            f"service: uvicorn, 1 process, pool {args.pool}; {args.clients} clients"
+            f"pool {args.pool} per process; {args.clients} clients (asyncio streams, keep-alive, "
+            f"request bytes built once); services: {', '.join(v.label for v in variants)}"
         )
         print(
             f"known scopes: {len(store_calls) // 2} ({len(keys)} tenants x {len(_VARIANTS)} "
             f"subjects/filters x {args.weeks} weeks); {len(hit_calls)} distinct hit requests "
             f"(no question / stored question / accepted paraphrase)"
         )
-        _report("MISS path (the known entries stored; provider stub answers at once)", misses)
+        for variant in variants:
+            if variant.root in misses:  # the entries of each code tree were stored once
+                _report(
+                    f"MISS path, {variant.label} (provider stub answers at once)",
+                    misses.pop(variant.root),
+                )
 
-        await _hammer(base_url, hit_calls, args.clients, 3.0)  # warm: connections, LRU, plans
-        hits = await _hammer(base_url, hit_calls, args.clients, args.seconds)
-        _report(f"HITS, {args.clients} concurrent clients for {args.seconds:g} s", hits)
-        recall = hits.cache.get("hit", 0) / max(1, len(hits.client_s))
-        print(f"  recall: {recall:.2%} of requests were hits (all should be)")
-        paced = await _hammer(base_url, hit_calls, args.clients, args.seconds / 2, args.rate)
-        _report(f"HITS, {args.clients} clients at a steady {args.rate:g} requests/s", paced)
-        single = await _sequence(base_url, hit_calls[: args.sequential])
-        _report("HITS, one client (unloaded)", single)
+        host = "127.0.0.1"
+        requests = [
+            request_bytes(
+                host, "/v1/explanations", call.body, {"Authorization": f"Bearer {call.api_key}"}
+            )
+            for call in hit_calls
+        ]
+        postgres = _postmaster_pid(data_dir)
+        for variant in variants:  # warm: connections, the question LRU, plans
+            await hammer(host, variant.port, requests, args.clients, 3.0)
+        print(f"\nuptime before the rounds: {_uptime()}")
+        rounds: dict[str, list[tuple[LoadResults, dict[str, float]]]] = defaultdict(list)
+        for r in range(args.rounds):
+            order = variants[r % len(variants) :] + variants[: r % len(variants)]
+            for variant in order:
+                meter = CpuMeter({"serve": variant.process.pid, "postgres": postgres})
+                before = meter.sample()
+                results = await hammer(host, variant.port, requests, args.clients, args.seconds)
+                shares = CpuMeter.shares(before, meter.sample())
+                rounds[variant.label].append((results, shares))
+                print(
+                    f"  round {r + 1}, {variant.label}: {results.rate():.0f}/s, server p95 "
+                    f"{pct(results.server_ms, 95):.2f} ms; {format_shares(shares)}"
+                )
+        print(f"uptime after the rounds: {_uptime()}")
+        for variant in variants:
+            _report_round_set(
+                f"HITS, {variant.label}, {args.clients} clients, {args.rounds} x "
+                f"{args.seconds:g} s closed loop",
+                rounds[variant.label],
+            )
+        for variant in variants:
+            paced = await hammer(
+                host, variant.port, requests, args.clients, args.seconds / 2, args.rate
+            )
+            _report_load(f"HITS, {variant.label}, paced at {args.rate:g} requests/s", paced)
+            single = await hammer(host, variant.port, requests, 1, args.seconds / 2)
+            _report_load(f"HITS, {variant.label}, one client (unloaded)", single)
 
+        last = variants[-1]
         fresh_calls = [
             Call(c.api_key, {**c.body, "question": "Which single day had the most events?"})
             for c in store_calls[: args.sequential // 2]
             if "question" in c.body
         ]
-        fresh = await _sequence(base_url, fresh_calls)
-        _report("MISS path again, warm (new questions in known scopes)", fresh)
-        s95, c95 = pct(hits.server_ms, 95), pct(hits.client_s, 95) * 1000
-        print(
-            f"\ntargets (hits, {args.clients} clients): server p95 {s95:.2f} ms "
-            f"({'met' if s95 < 25 else 'NOT met'}, < 25), client p95 {c95:.2f} ms "
-            f"({'met' if c95 < 50 else 'NOT met'}, < 50)"
-        )
+        fresh = await _sequence(f"http://127.0.0.1:{last.port}", fresh_calls)
+        _report(f"MISS path again, warm, {last.label} (new questions in known scopes)", fresh)
     finally:
         for process in reversed(processes):
             stop(process)
         server.cleanup()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _uptime() -> str:
+    """The load averages (1, 5, 15 min)."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -440,7 +550,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=50_000, help="demo events per tenant")
     parser.add_argument("--weeks", type=int, default=4, help="weeks of known scopes")
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per closed-loop round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per service")
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 2],
+        help="serve processes of this tree's service, e.g. 1,2 (one service each)",
+    )
+    parser.add_argument("--before", help="another code tree to compare (e.g. a main worktree)")
     parser.add_argument("--sequential", type=int, default=400)
     parser.add_argument("--rate", type=float, default=250.0, help="requests/s of the paced run")
     parser.add_argument("--pool", type=int, default=10, help="the service's DB pool size")

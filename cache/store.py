@@ -195,7 +195,7 @@ def _loads(text: str) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
-def _hit(entry: StoredEntry, decision: MatchDecision | None = None) -> CacheHit:
+def hit_from_entry(entry: StoredEntry, decision: MatchDecision | None = None) -> CacheHit:
     """A CacheHit from a stored entry (and the match decision that made it one)."""
     return CacheHit(
         entry_id=entry.id,
@@ -253,7 +253,7 @@ async def lookup(
     key = scope.scope_key()
     if not normalised:
         entry = await rows.entry_without_question(scope.tenant_id, key, fingerprint)
-        return _hit(entry) if entry is not None else None
+        return hit_from_entry(entry) if entry is not None else None
     asked = question or ""
     # The store's form of exact_text only narrows the rows; each is checked here, so where the
     # database's lower() disagrees with Python's the result is a miss, never a wrong hit.
@@ -262,7 +262,7 @@ async def lookup(
     ):
         decision = match(asked, entry.question)
         if decision.relation == "exact":
-            return _hit(entry, decision)
+            return hit_from_entry(entry, decision)
     vector = vector_of(question_embedding)
     if vector is None:
         return None
@@ -272,7 +272,7 @@ async def lookup(
     for entry in nearest:
         decision = match(asked, entry.question)
         if decision.hit:
-            return _hit(entry, decision)
+            return hit_from_entry(entry, decision)
     return None
 
 

@@ -36,7 +36,7 @@ __all__ = [
     "store",
 ]
 
-_ROW_COLUMNS = """e.id, e.tenant_id, e.question, e.embedding_model,
+ROW_COLUMNS = """e.id, e.tenant_id, e.question, e.embedding_model,
        e.explanation::text AS explanation, e.citations::text AS citations, e.model,
        e.prompt_version, e.data_fingerprint, e.cost_cents, e.created_at, e.expires_at"""
 
@@ -54,28 +54,34 @@ WITH candidates AS MATERIALIZED (
 ), nearest AS (
     SELECT id, distance FROM candidates ORDER BY distance, id LIMIT $7
 )
-SELECT {_ROW_COLUMNS}, 1 - n.distance AS similarity
+SELECT {ROW_COLUMNS}, 1 - n.distance AS similarity
   FROM nearest n JOIN explanation_cache e ON e.id = n.id
  ORDER BY n.distance, n.id
 """
+
+# exact_text of the stored question, in SQL (trimmed, one-spaced, lower-case, no trailing
+# punctuation); the one-statement hit path filters with the same expression.
+EXACT_QUESTION_SQL = (
+    "regexp_replace(lower(btrim(regexp_replace(e.question, '\\s+', ' ', 'g'))), "
+    "'[\\s?!.,;:]+$', '')"
+)
 
 # The same question (exact_text: trimmed, one-spaced, lower-case, no trailing punctuation): no
 # vector is needed, so a fixed dashboard question is found without embedding it. The SQL form of
 # exact_text only narrows the rows; `cache.store.lookup` checks each in Python.
 LOOKUP_QUESTION_SQL = f"""
-SELECT {_ROW_COLUMNS}, 1.0::float8 AS similarity
+SELECT {ROW_COLUMNS}, 1.0::float8 AS similarity
   FROM explanation_cache e
  WHERE e.tenant_id = $1 AND e.scope_key = $2 AND e.data_fingerprint = $3
    AND e.expires_at > now() AND e.question <> ''
-   AND regexp_replace(lower(btrim(regexp_replace(e.question, '\\s+', ' ', 'g'))),
-                      '[\\s?!.,;:]+$', '') = $4
+   AND {EXACT_QUESTION_SQL} = $4
  ORDER BY e.created_at DESC, e.id
  LIMIT $5
 """
 
 # No free text: the scope alone is the key (any embedding model: no vector is compared).
 LOOKUP_EXACT_SQL = f"""
-SELECT {_ROW_COLUMNS}, 1.0::float8 AS similarity
+SELECT {ROW_COLUMNS}, 1.0::float8 AS similarity
   FROM explanation_cache e
  WHERE e.tenant_id = $1 AND e.scope_key = $2 AND e.data_fingerprint = $3
    AND e.expires_at > now() AND e.question_embedding IS NULL
@@ -103,7 +109,7 @@ UPDATE explanation_cache e
 INVALIDATE_SQL = "DELETE FROM explanation_cache WHERE tenant_id = $1 AND scope_key = $2"
 
 
-def _entry(row: asyncpg.Record) -> StoredEntry:
+def entry_of_row(row: asyncpg.Record) -> StoredEntry:
     """A StoredEntry from a lookup row."""
     return StoredEntry(
         id=row["id"],
@@ -139,7 +145,7 @@ class PgCacheRows:
     ) -> StoredEntry | None:
         """The scope's newest live entry without free text."""
         row = await self.conn.fetchrow(LOOKUP_EXACT_SQL, tenant_id, scope_key, fingerprint)
-        return _entry(row) if row is not None else None
+        return entry_of_row(row) if row is not None else None
 
     async def entries_of_question(
         self, tenant_id: UUID, scope_key: str, fingerprint: str, exact_key: str, limit: int
@@ -148,7 +154,7 @@ class PgCacheRows:
         rows = await self.conn.fetch(
             LOOKUP_QUESTION_SQL, tenant_id, scope_key, fingerprint, exact_key, limit
         )
-        return [_entry(r) for r in rows]
+        return [entry_of_row(r) for r in rows]
 
     async def nearest_entries(
         self,
@@ -170,7 +176,7 @@ class PgCacheRows:
             embedding,
             limit,
         )
-        return [_entry(r) for r in rows]
+        return [entry_of_row(r) for r in rows]
 
     async def insert(self, entry: NewEntry) -> UUID:
         """Insert the entry; RLS refuses a tenant other than the transaction's."""

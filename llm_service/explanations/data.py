@@ -11,7 +11,6 @@ rows covers everything the explanation says.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -129,18 +128,27 @@ def _iso(period: Period) -> dict[str, str]:
     return period.as_dict()
 
 
+def fingerprint_args(query: ExplanationQuery) -> tuple[Any, ...]:
+    """The fingerprint statement's parameters for a query (both periods for a change)."""
+    periods = [(query.period.start, query.period.end)]
+    if query.comparison is not None:
+        periods.append((query.comparison.start, query.comparison.end))
+    return fingerprint_queries.fingerprint_args(
+        SUBJECT_QUERIES[query.subject], periods, channel=query.channel
+    )
+
+
 async def fingerprint(conn: asyncpg.Connection, query: ExplanationQuery) -> str:
     """The data fingerprint of the rows the explanation rests on (both periods for a change)."""
-    subject = SUBJECT_QUERIES[query.subject]
-    current = await fingerprint_queries.data_fingerprint(
-        conn, subject, query.period.start, query.period.end, channel=query.channel
+    comparison = query.comparison
+    return await fingerprint_queries.data_fingerprint(
+        conn,
+        SUBJECT_QUERIES[query.subject],
+        query.period.start,
+        query.period.end,
+        channel=query.channel,
+        comparison=(comparison.start, comparison.end) if comparison is not None else None,
     )
-    if query.comparison is None:
-        return current
-    previous = await fingerprint_queries.data_fingerprint(
-        conn, subject, query.comparison.start, query.comparison.end, channel=query.channel
-    )
-    return hashlib.sha256(f"{current}:{previous}".encode()).hexdigest()
 
 
 async def gather(conn: asyncpg.Connection, query: ExplanationQuery) -> SubjectData:

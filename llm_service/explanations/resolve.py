@@ -100,6 +100,11 @@ class ChannelCodes:
         self._ttl_s = ttl_s
         self._known: dict[str, float] = {}
 
+    def known(self, code: str) -> bool:
+        """True if `code` was found in the taxonomy less than `ttl_s` ago (no database read)."""
+        seen = self._known.get(code)
+        return seen is not None and time.monotonic() - seen < self._ttl_s
+
     async def check(self, conn: asyncpg.Connection, code: str) -> None:
         """Return if `code` is in the channel taxonomy; InvalidRequest (422) otherwise.
 

@@ -1,13 +1,12 @@
 """Explanations for dashboards: the cache-first hit path, single-flight misses, degraded answers.
 
 The hit path (what a repeated dashboard request costs):
-1. ONE pooled connection, ONE READ ONLY transaction: the API key's tenant resolved and set by
-   one statement (`db.pool.key_transaction`: authentication is not a round trip of its own; an
-   unknown or revoked key is 401 before the request is even resolved);
-2. in it: the request resolved to absolute dates (`resolve`; a channel code is checked against
-   an in-process copy of the taxonomy after its first use), `data_fingerprint` (twice
-   for a period change), `cache.store.lookup` without a vector: no free text, or the same
-   question (exact normalised text), hits without embedding anything;
+1. without a question or with the stored one: ONE statement outside a transaction block
+   (`hit_repository`: the key's tenant set, the fingerprint, the lookup; see there why that
+   is safe); an unknown or revoked key is 401. A miss there keeps its fingerprint and goes on:
+2. ONE READ ONLY transaction whose first statement resolves the key and sets the tenant
+   (`db.pool.key_transaction`), the request resolved (`resolve`; channel codes are checked
+   once, then known in-process), `data_fingerprint` and `cache.store.lookup` without a vector;
 3. only if that misses and the question is one the analyser reads (`cache.question_match`),
    it is embedded (or found in the in-process LRU, `QuestionVectors`) and the nearest stored
    questions are read: the matcher serves one only on positive evidence (in the response's
@@ -59,13 +58,14 @@ from llm_service.db.pool import (
     key_transaction,
     tenant_transaction,
 )
-from llm_service.errors import Unauthorized
+from llm_service.errors import InvalidRequest, Unauthorized
 from llm_service.explanations import cache_repository as store
 from llm_service.explanations.cache_repository import CacheTransactions
 from llm_service.explanations.data import (
     ExplanationQuery,
     SubjectData,
     fingerprint,
+    fingerprint_args,
     gather,
     today_utc,
 )
@@ -76,6 +76,7 @@ from llm_service.explanations.embeddings import (
     provider_dimension,
 )
 from llm_service.explanations.flight_lock_repository import PgFlightLocks
+from llm_service.explanations.hit_repository import hit_in_one_statement
 from llm_service.explanations.prompt import PROMPT_VERSION, ModelExplanation, messages
 from llm_service.explanations.resolve import ChannelCodes, resolve
 from llm_service.explanations.schemas import (
@@ -97,6 +98,7 @@ ENDPOINT = "explanations"
 _ZERO = Decimal(0)
 # A leader's degraded answer is shared with its waiters for this long at most.
 _SHARED_DEGRADED_S = 60.0
+_NO_TENANT = UUID(int=0)
 
 
 @dataclass
@@ -126,6 +128,15 @@ class _Outcome:
     cost_usd: Decimal = _ZERO
     degraded_reason: str | None = None
     matched: CacheMatch | None = None
+
+
+@dataclass(frozen=True)
+class _OneStatement:
+    """What the one-statement hit found: the resolved query and the hit, or its fingerprint."""
+
+    query: ExplanationQuery
+    outcome: _Outcome | None
+    fingerprint: str
 
 
 def _usd_text(amount: Decimal) -> str:
@@ -215,12 +226,17 @@ class ExplanationService:
     ) -> ExplanationResponse:
         """Explain the request's numbers for the key's tenant: cached, computed or degraded.
 
-        The key is resolved inside the request's one transaction, by the statement that sets
-        its tenant (`key_transaction`): an unknown or revoked key is refused (401) before
-        anything else is read.
+        A hit without a question or with the stored one is ONE statement (`hit_repository`);
+        otherwise the key is resolved in the request's one transaction (`key_transaction`).
+        Either way an unknown or revoked key is refused (401) before anything else is read.
         """
         started = time.perf_counter()
         timings = timings if timings is not None else Timings()
+        fast = await self._hit_in_one_statement(api_key_hash, body, timings)
+        if fast is not None and fast.outcome is not None:
+            CACHE_LOOKUPS.labels("hit").inc()
+            return self._response(fast.query, fast.outcome, started)
+        known_fp = fast.fingerprint if fast is not None else None  # its exact lookup missed
         model = self.gateway.model if self.gateway is not None else None
         reason: str | None = None if model else "no_model"
         vector: Sequence[float] | None = None
@@ -249,20 +265,23 @@ class ExplanationService:
             normalised = normalise_question(query.question)
             timings.add("prepare", time.perf_counter() - t)
             t = time.perf_counter()
-            fp = await fingerprint(conn, query)
-            timings.add("fingerprint", time.perf_counter() - t)
+            fp = known_fp
+            if fp is None:
+                fp = await fingerprint(conn, query)
+                timings.add("fingerprint", time.perf_counter() - t)
             t = time.perf_counter()
             if scope is not None and reason is None:
                 # The exact question (or no question) first: no embedding at all.
-                hit = await store.lookup(
-                    conn,
-                    scope,
-                    fingerprint=fp,
-                    question=query.question,
-                    question_embedding=None,
-                    embedding_model=self._embedding_model_id(),
-                )
-                timings.add("lookup", time.perf_counter() - t)
+                if known_fp is None:
+                    hit = await store.lookup(
+                        conn,
+                        scope,
+                        fingerprint=fp,
+                        question=query.question,
+                        question_embedding=None,
+                        embedding_model=self._embedding_model_id(),
+                    )
+                    timings.add("lookup", time.perf_counter() - t)
                 t = time.perf_counter()
                 if hit is None and normalised and analysable(query.question or ""):
                     # Only a question the analyser reads can match a paraphrase: find the
@@ -307,6 +326,47 @@ class ExplanationService:
         return self._response(query, outcome, started)
 
     # -- pieces of the request --------------------------------------------------------------
+
+    async def _hit_in_one_statement(
+        self, api_key_hash: str, body: ExplanationRequest, timings: Timings
+    ) -> _OneStatement | None:
+        """The common hit in one round trip, or its miss; None when the transactional path must
+        do it all: no model, an invalid request (an unknown key's 401 comes before the 422), a
+        channel code not known in-process yet, or a statement that did not see its tenant."""
+        model = self.gateway.model if self.gateway is not None else None
+        if not model:
+            return None
+        t = time.perf_counter()
+        try:
+            query = resolve(body, today_utc())
+        except InvalidRequest:
+            return None
+        if query.channel is not None and not self.channels.known(query.channel):
+            return None
+        scope_key = CacheScope(
+            tenant_id=_NO_TENANT,  # the key does not depend on the tenant (cache.scope)
+            subject=query.subject,
+            params=query.scope_params(),
+            model=model,
+            prompt_version=PROMPT_VERSION,
+        ).scope_key()
+        timings.add("prepare", time.perf_counter() - t)
+        t = time.perf_counter()
+        async with self.pool.acquire() as conn:
+            found = await hit_in_one_statement(
+                conn, api_key_hash, fingerprint_args(query), scope_key, query.question
+            )
+        timings.add("hit", time.perf_counter() - t)  # pool wait, key, tenant, fingerprint, lookup
+        if not found.tenant:
+            raise Unauthorized(UNKNOWN_KEY_MESSAGE)
+        if not found.seen_tenant:
+            _log.warning("the one-statement hit did not see its tenant; taking the slow path")
+            return None
+        TENANT_ID.set(found.tenant)
+        hit = found.hit
+        if hit is None or str(hit.tenant_id) != found.tenant:
+            return _OneStatement(query, None, found.fingerprint)
+        return _OneStatement(query, self._served(hit, found.fingerprint), found.fingerprint)
 
     async def _embedder(self, tenant_id: UUID) -> Embedder:
         """The embedder of this request: the local model, or the provider's billed to the tenant."""

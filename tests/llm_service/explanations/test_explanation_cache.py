@@ -94,7 +94,10 @@ async def test_miss_then_hit_for_the_same_scope_and_a_paraphrase(
     assert miss["period"] == week(1) and miss["comparison"] == week(2)
     assert miss["fingerprint"] == hit["fingerprint"] and len(miss["fingerprint"]) == 64
     assert float(first.headers["x-server-time-ms"]) > 0
-    assert "fingerprint;dur=" in again.headers["server-timing"]
+    # A paraphrase: the one statement (fingerprint + exact lookup) missed, its fingerprint was
+    # kept (no second fingerprint), the similar lookup ran in the transaction.
+    phases = again.headers["server-timing"]
+    assert "hit;dur=" in phases and "lookup;dur=" in phases and "fingerprint;dur=" not in phases
     # The prompt: the system prompt, then compact JSON with the question and the data.
     system, user = fake.prompts[0]
     assert "Use ONLY the figures" in system["content"]

@@ -76,3 +76,23 @@ async def test_a_malformed_header_carrying_a_valid_key_is_refused(
                 "/v1/explanations", json=_body(), headers={"Authorization": header}
             )
             assert response.status_code == 401, header
+
+
+async def test_a_repeated_request_hits_in_one_statement_with_the_same_answer(
+    test_settings: Settings, app_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.post(OPENAI_URL).mock(side_effect=FakeModel())
+        async with serve(model_settings(test_settings), app_pool) as (_, client):
+            stored = await client.post("/v1/explanations", json=_body(), headers=auth(tenant))
+            calls = route.call_count
+            hit = await client.post("/v1/explanations", json=_body(), headers=auth(tenant))
+    assert stored.status_code == hit.status_code == 200
+    assert (stored.json()["cache"], hit.json()["cache"]) == ("miss", "hit")
+    assert route.call_count == calls
+    # The one-statement path answered: no separate auth / fingerprint / lookup round trips.
+    phases = hit.headers["server-timing"]
+    assert "hit;dur=" in phases and "auth;dur=" not in phases and "lookup;dur=" not in phases
+    assert hit.json()["fingerprint"] == stored.json()["fingerprint"]
+    assert hit.json()["explanation"] == stored.json()["explanation"]
+    assert hit.json()["cache_match"] == {"question": None, "relation": "none", "agreement": {}}
