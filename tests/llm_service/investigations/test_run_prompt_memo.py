@@ -13,21 +13,22 @@ import httpx
 import pytest
 import respx
 from test_investigation_runs import (
-    OPENAI_URL,
     data_tenant,  # noqa: F401  (the module's data fixture, shared)
-    final_answer,
     load,
-    model_settings,  # noqa: F401
     queue_run,
-    reply,
     run,
-    scripted,
-    tool_call_message,
 )
 
 import llm_service.llm.prompt_memo as memo_module
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.scripted_provider import (
+    OPENAI_URL,
+    final_answer,
+    reply,
+    scripted,
+    tool_call_message,
+)
 
 EMAIL = "jane.doe@example.com"
 PHONE = "+44 20 7946 0958"
@@ -35,7 +36,7 @@ PHONE = "+44 20 7946 0958"
 
 @respx.mock
 async def test_pii_in_a_step_3_tool_result_is_redacted_in_step_4s_prompt(
-    model_settings: Settings,  # noqa: F811
+    model_settings: Settings,
     app_pool: asyncpg.Pool,
     data_tenant: CreatedTenant,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,

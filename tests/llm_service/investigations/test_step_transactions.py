@@ -11,20 +11,21 @@ from uuid import UUID
 import asyncpg
 import respx
 from test_investigation_runs import (
-    OPENAI_URL,
     data_tenant,  # noqa: F401  (the module's data fixture, shared)
-    final_answer,
-    model_settings,  # noqa: F401
     queue_run,
-    reply,
     run,
-    scripted,
-    tool_call_message,
 )
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.scripted_provider import (
+    OPENAI_URL,
+    final_answer,
+    reply,
+    scripted,
+    tool_call_message,
+)
 
 
 def _steps() -> tuple[Any, Any]:
@@ -69,7 +70,7 @@ async def _records(
 
 @respx.mock
 async def test_a_steps_records_are_one_transaction_in_order(
-    model_settings: Settings,  # noqa: F811
+    model_settings: Settings,
     app_pool: asyncpg.Pool,
     data_tenant: CreatedTenant,  # noqa: F811
 ) -> None:
@@ -113,7 +114,7 @@ async def test_a_steps_records_are_one_transaction_in_order(
 
 @respx.mock
 async def test_at_the_step_limit_the_last_steps_events_are_kept(
-    model_settings: Settings,  # noqa: F811
+    model_settings: Settings,
     app_pool: asyncpg.Pool,
     data_tenant: CreatedTenant,  # noqa: F811
 ) -> None:
