@@ -13,10 +13,17 @@ SET_TENANT = "SELECT set_config('app.current_tenant_id', $1, true)"
 # resolves it: the database, not the request, decides whose rows the transaction sees. An
 # unknown (or revoked) key sets '' (no tenant: every tenant table reads empty, fail closed)
 # and the statement returns ''.
-SET_TENANT_FROM_KEY = (
-    "SELECT set_config('app.current_tenant_id',"
-    " coalesce(fn_tenant_for_api_key_hash($1)::text, ''), true)"
-)
+
+
+def tenant_from_key_sql(key_param: str) -> str:
+    """SQL that sets (for the transaction) and yields the tenant of the key hash `key_param`."""
+    return (
+        "set_config('app.current_tenant_id',"
+        f" coalesce(fn_tenant_for_api_key_hash({key_param})::text, ''), true)"
+    )
+
+
+SET_TENANT_FROM_KEY = "SELECT " + tenant_from_key_sql("$1")
 CURRENT_TENANT = "SELECT current_setting('app.current_tenant_id', true)"
 SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
 

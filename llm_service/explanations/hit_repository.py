@@ -26,6 +26,7 @@ from cache.question_match import match
 from cache.question_signature import exact_text
 from cache.store import CacheHit, hit_from_entry
 from llm_service.analytics.fingerprint_queries import fingerprint_sql
+from llm_service.db.queries import tenant_from_key_sql
 from llm_service.explanations.cache_repository import (
     EXACT_QUESTION_SQL,
     ROW_COLUMNS,
@@ -34,12 +35,10 @@ from llm_service.explanations.cache_repository import (
 
 _TENANT = "k.tenant_id"
 
-_KEY = """
+_KEY = f"""
 WITH k AS MATERIALIZED (
     SELECT t.tenant, nullif(t.tenant, '')::uuid AS tenant_id
-      FROM (SELECT set_config('app.current_tenant_id',
-                              coalesce(fn_tenant_for_api_key_hash($6)::text, ''), true)
-                   AS tenant) AS t
+      FROM (SELECT {tenant_from_key_sql("$6")} AS tenant) AS t
 )"""
 
 

@@ -13,10 +13,10 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from cache import store
 from cache.scope import CacheScope
 from llm_service.analytics.fingerprint_queries import data_fingerprint, fingerprint_args
 from llm_service.db.pool import tenant_transaction
+from llm_service.explanations import cache_repository as store
 from llm_service.explanations.hit_repository import FastHit, hit_in_one_statement
 from llm_service.tenants.keys import hash_api_key, new_api_key
 from llm_service.tenants.service import CreatedTenant
