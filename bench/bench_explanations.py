@@ -65,9 +65,9 @@ from bench.bench_cache import (
     _create_tenants,
     _filler_rows,
 )
-from bench.bench_investigations import _completion
 from bench.harness import ROOT, free_port, line, pct, serve_stub, start, stop, stub_app, wait_http
 from bench.http_load import CpuMeter, LoadResults, format_shares, hammer, request_bytes
+from bench.investigation_provider import _completion
 from cache.embedding_local import MODEL_ID, get_local_embedder
 from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded

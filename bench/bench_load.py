@@ -65,13 +65,6 @@ from bench.bench_explanations import (
     _weeks,
     explanation_completion,
 )
-from bench.bench_investigations import (
-    QUESTIONS,
-    _completion,
-    _final_answer,
-    _plan,
-    _tool_calls,
-)
 from bench.harness import (
     ROOT,
     free_port,
@@ -80,6 +73,13 @@ from bench.harness import (
     stop,
     stub_app,
     wait_http,
+)
+from bench.investigation_provider import (
+    QUESTIONS,
+    _completion,
+    _final_answer,
+    _plan,
+    _tool_calls,
 )
 from bench.load_figures import (
     PROCESS_NAMES,

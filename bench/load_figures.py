@@ -20,8 +20,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.bench_investigations import TERMINAL, _machine_busy_s, _postgres_cpu_s
 from bench.harness import ROOT, Memory, memory, pct, tree
+from bench.investigation_figures import TERMINAL, _machine_busy_s, _postgres_cpu_s
 
 # -- what the clients record ----------------------------------------------------------------------
 
