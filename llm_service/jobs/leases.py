@@ -4,9 +4,10 @@ Every `interval_s` the loop sends one renewal naming every run it holds (`Renew`
 on the keeper's own connection, never queued behind the runs' pool). The answer lists the runs
 still held, each with its cancel flag. A run missing from it was lost (taken over by another
 worker, or ended): its lease ends "lost" and the run stops. A run whose cancel was requested
-ends "cancel". A failed renewal is tried again next round; but once `lease_s` has passed since
-a run's last renewal its lease counts as lost (another worker may be taking it over, and the
-run must not go on beside it). The loop runs only while it holds leases.
+ends "cancel". A run whose row another transaction holds locked is skipped, not waited for
+(answered held, not renewed). A failed renewal is tried again next round; but once `lease_s`
+has passed since a run's last renewal its lease counts as lost (another worker may be taking
+it over, and the run must not go on beside it). The loop runs only while it holds leases.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from llm_service.db.retry import log_failure
 _log = logging.getLogger(__name__)
 
 LeaseEnd = Literal["lost", "cancel"]
-# Renew these runs' leases; answer the runs still held, each with its cancel flag.
-Renew = Callable[[Sequence[UUID]], Awaitable[Mapping[UUID, bool]]]
+# Renew these runs' leases; answer the runs still held, each with its cancel flag (None: held,
+# but not renewed this round because another transaction had its row locked).
+Renew = Callable[[Sequence[UUID]], Awaitable[Mapping[UUID, bool | None]]]
 
 
 def heartbeat_interval(lease_s: float) -> float:
@@ -126,13 +128,16 @@ class LeaseKeeper:
         for lease in leases:
             if self._held.get(lease.run_id) is not lease:
                 continue  # released while the renewal was in flight
-            cancel = held.get(lease.run_id)
-            if cancel is None:
+            if lease.run_id not in held:
                 self._end(lease, "lost")
-            elif cancel:
+                continue
+            cancel = held[lease.run_id]
+            if cancel:
                 self._end(lease, "cancel")
-            else:
+            elif cancel is False:
                 lease.renewed_at = sent
+            elif time.monotonic() - lease.renewed_at >= self.lease_s:
+                self._end(lease, "lost")  # its row stayed locked for a whole lease
 
     def _end(self, lease: Lease, how: LeaseEnd) -> None:
         if how == "lost" and not lease.ended.done():

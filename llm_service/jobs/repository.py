@@ -46,17 +46,21 @@ async def renew_leases(
     tokens: Sequence[UUID],
     *,
     timeout_s: float | None = None,
-) -> Mapping[UUID, bool]:
+) -> Mapping[UUID, bool | None]:
     """Extend every lease `worker` still holds among those of `tokens`, in one statement, across
-    tenants; returns the runs held (by id), each with its cancel flag (a missing run was lost)."""
+    tenants; returns the runs held (by id), each with its cancel flag, or None for a run held but
+    not renewed this time (another transaction had its row locked). A missing run was lost."""
     rows = await conn.fetch(
-        "SELECT run_id, cancel_requested FROM fn_renew_leases($1, $2, $3::uuid[])",
+        "SELECT run_id, cancel_requested, renewed FROM fn_renew_leases($1, $2, $3::uuid[])",
         worker,
         lease_s,
         list(tokens),
         timeout=timeout_s,
     )
-    return {r["run_id"]: bool(r["cancel_requested"]) for r in rows}
+    return {
+        r["run_id"]: True if r["cancel_requested"] else (False if r["renewed"] else None)
+        for r in rows
+    }
 
 
 # The lease guard of every write a lease holder makes ($2 worker, $3 its token): the row keeps

@@ -40,7 +40,7 @@ class DatabaseRenewal:
         self.tokens: dict[UUID, UUID] = {}
         self._conn: asyncpg.Connection | None = None
 
-    async def __call__(self, run_ids: Sequence[UUID]) -> Mapping[UUID, bool]:
+    async def __call__(self, run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
         """One renewal of `run_ids` (an answer later than half a lease counts as failed)."""
         timeout_s = self.lease_s / 2
         tokens = [self.tokens[run_id] for run_id in run_ids if run_id in self.tokens]

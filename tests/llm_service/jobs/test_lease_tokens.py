@@ -160,3 +160,52 @@ async def test_no_answer_of_the_api_shows_a_lease_token(
         assert "lease_token" not in text
         for token in (claim.lease_token, job.lease_token):
             assert str(token) not in text and token.hex not in text
+
+
+async def test_a_row_locked_elsewhere_is_skipped_not_waited_for_and_the_others_renew(
+    client: httpx.AsyncClient,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    worker = f"lock-{uuid.uuid4().hex[:6]}"
+    locked = await _claimed(client, app_pool, tenant, worker)
+    free = await _claimed(client, app_pool, tenant, worker)
+    async with owner_pool.acquire() as holder, holder.transaction():
+        # Another transaction (an operator's UPDATE, a slow cancel) holds the row lock.
+        await holder.execute("SELECT 1 FROM investigations WHERE id = $1 FOR UPDATE", locked.run_id)
+        async with app_pool.acquire() as conn:
+            before = await conn.fetchval(
+                "SELECT lease_expires_at FROM investigations WHERE id = $1", free.run_id
+            )
+            # The timeout is only a safety net: a renewal that waited on the lock never returns.
+            held = await repository.renew_leases(
+                conn, worker, 60, [locked.lease_token, free.lease_token], timeout_s=30
+            )
+    assert held == {locked.run_id: None, free.run_id: False}
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        after = await conn.fetchval(
+            "SELECT lease_expires_at FROM investigations WHERE id = $1", free.run_id
+        )
+    assert after > before
+
+
+async def test_a_cancel_is_answered_even_while_the_row_is_locked(
+    client: httpx.AsyncClient,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    worker = f"lockc-{uuid.uuid4().hex[:6]}"
+    claim = await _claimed(client, app_pool, tenant, worker)
+    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
+        await conn.execute(
+            "UPDATE investigations SET cancel_requested = true WHERE id = $1", claim.run_id
+        )
+    async with owner_pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM investigations WHERE id = $1 FOR UPDATE", claim.run_id)
+        async with app_pool.acquire() as conn:
+            held = await repository.renew_leases(
+                conn, worker, 60, [claim.lease_token], timeout_s=30
+            )
+    assert held == {claim.run_id: True}

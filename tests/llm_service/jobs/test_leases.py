@@ -10,19 +10,24 @@ import asyncpg
 
 from llm_service.jobs.leases import LeaseKeeper, Renew
 
+LOCKED = "locked"
+
 
 def _renewals(
-    *answers: bool | Exception | None,
+    *answers: bool | Exception | str | None,
 ) -> tuple[Renew, dict[str, int]]:
-    """A renewal answering for every run it is sent: held (False), cancel (True), lost (None)."""
+    """A renewal answering for every run it is sent: held (False), cancel (True), lost (None),
+    or held but not renewed because another transaction had the row locked (LOCKED)."""
     calls = {"n": 0}
 
-    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool]:
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
         answer = answers[min(calls["n"], len(answers) - 1)]
         calls["n"] += 1
         if isinstance(answer, Exception):
             raise answer
-        return {} if answer is None else dict.fromkeys(run_ids, answer)
+        if answer == LOCKED:
+            return dict.fromkeys(run_ids, None)
+        return {} if answer is None else dict.fromkeys(run_ids, bool(answer))
 
     return renew, calls
 
@@ -59,11 +64,23 @@ async def test_failing_past_the_lease_counts_as_lost() -> None:
     assert 3 <= calls["n"] <= 10
 
 
+async def test_a_row_locked_for_a_few_rounds_keeps_its_lease() -> None:
+    renew, calls = _renewals(LOCKED, LOCKED, False, True)
+    assert await _one(renew, lease_s=5, interval_s=0.01) == "cancel"
+    assert calls["n"] == 4
+
+
+async def test_a_row_locked_for_a_whole_lease_counts_as_lost() -> None:
+    renew, calls = _renewals(LOCKED)
+    assert await _one(renew, lease_s=0.1, interval_s=0.02) == "lost"
+    assert calls["n"] >= 3
+
+
 async def test_one_renewal_per_round_names_every_lease_and_each_learns_its_own_end() -> None:
     kept, cancelled, stolen = uuid4(), uuid4(), uuid4()
     sent: list[set[UUID]] = []
 
-    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool]:
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
         sent.append(set(run_ids))
         return {kept: False, cancelled: True}  # `stolen` is no longer ours
 
@@ -82,7 +99,7 @@ async def test_one_renewal_per_round_names_every_lease_and_each_learns_its_own_e
 async def test_a_lease_released_while_its_renewal_is_in_flight_is_not_reported_lost() -> None:
     keeper: LeaseKeeper
 
-    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool]:
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
         keeper.release(lease)  # the run ended meanwhile: its row is no longer `running`
         return {}
 

@@ -6,7 +6,10 @@
   worker only, and stores its sha256 (`lease_token_hash`): the token itself is stored nowhere,
   so reading the row (the application role may: a WHERE on a column needs SELECT on it) gives
   nothing to present. Renewal (`fn_renew_leases(worker, lease_s, tokens)`), hand-back and the
-  end of a run match the worker AND the token, and only while the run is `running`. The claim
+  end of a run match the worker AND the token, and only while the run is `running`. The
+  renewal skips a row another transaction has locked (SKIP LOCKED) instead of waiting on it,
+  and answers it as held but not renewed (`renewed` false): in 008 one locked run made the one
+  batched renewal wait, time out, and lose every lease of the process. The claim
   function returns the token as a fifth column. The application role cannot write the hash.
 - One key rule. `job_idempotency_keys (tenant_id, idempotency_key)` is the one place a key is
   taken, whatever the kind, in the same transaction as the run it names, with the sha256 of the
@@ -105,24 +108,38 @@ GRANT EXECUTE ON FUNCTION {CLAIM_SIGNATURE} TO {APP_ROLE};
 
 
 def renew_function(kinds: dict[str, tuple[str, bool]]) -> str:
-    """The batched lease renewal over `kinds`, by token: one UPDATE per table in one statement."""
-    updates = ",\n".join(
-        f"""    r_{n} AS (
+    """The batched lease renewal over `kinds`, by token: one statement for every table. A row
+    another transaction has locked is skipped, not waited for (SKIP LOCKED): it is answered as
+    held but not renewed, so one locked run never holds up the renewal of all the others."""
+
+    def held(r: str) -> str:
+        return (
+            f"{r}.lease_token_hash = ANY (v_hashes) AND {r}.lease_owner = p_worker"
+            f" AND {r}.status = 'running'"
+        )
+
+    ctes = ",\n".join(
+        f"""    h_{n} AS (
+        SELECT r.id, {"r.cancel_requested" if cancels else "false"} AS cancel_requested
+          FROM {table} r WHERE {held("r")}),
+    r_{n} AS (
         UPDATE {table} r
            SET lease_expires_at = now() + make_interval(secs => p_lease_seconds),
                heartbeat_at = now()
-         WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker
-           AND r.status = 'running'
+         WHERE {held("r")}
+           AND r.id IN (SELECT l.id FROM {table} l WHERE {held("l")} FOR UPDATE SKIP LOCKED)
         RETURNING r.id, {"r.cancel_requested" if cancels else "false"} AS cancel_requested)"""
         for n, (table, cancels) in enumerate(kinds.values())
     )
     selects = "\n        UNION ALL ".join(
-        f"SELECT r_{n}.id, r_{n}.cancel_requested FROM r_{n}" for n in range(len(kinds))
+        f"SELECT h_{n}.id, coalesce(r_{n}.cancel_requested, h_{n}.cancel_requested), "
+        f"r_{n}.id IS NOT NULL FROM h_{n} LEFT JOIN r_{n} ON r_{n}.id = h_{n}.id"
+        for n in range(len(kinds))
     )
     return f"""
 CREATE FUNCTION fn_renew_leases(
     p_worker text, p_lease_seconds double precision, p_tokens uuid[])
-    RETURNS TABLE (run_id uuid, cancel_requested boolean)
+    RETURNS TABLE (run_id uuid, cancel_requested boolean, renewed boolean)
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = {DEFINER_SEARCH_PATH} AS $$
 DECLARE
     v_hashes bytea[];
@@ -134,7 +151,7 @@ BEGIN{_CHECK_ARGS.replace("a claim needs", "a renewal needs")}
     v_hashes := ARRAY(SELECT {token_hash("t")} FROM unnest(p_tokens) AS t WHERE t IS NOT NULL);
     RETURN QUERY
     WITH
-{updates}
+{ctes}
         {selects};
 END
 $$;
