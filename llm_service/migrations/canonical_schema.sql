@@ -2037,7 +2037,7 @@ $function$
 FUNCTION fn_renew_leases(p_worker text, p_lease_seconds double precision, p_tokens uuid[])  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_renew_leases(p_worker text, p_lease_seconds double precision, p_tokens uuid[])
- RETURNS TABLE(run_id uuid, cancel_requested boolean)
+ RETURNS TABLE(run_id uuid, cancel_requested boolean, renewed boolean)
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
@@ -2058,22 +2058,28 @@ BEGIN
     v_hashes := ARRAY(SELECT sha256(uuid_send(t)) FROM unnest(p_tokens) AS t WHERE t IS NOT NULL);
     RETURN QUERY
     WITH
+    h_0 AS (
+        SELECT r.id, r.cancel_requested AS cancel_requested
+          FROM investigations r WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker AND r.status = 'running'),
     r_0 AS (
         UPDATE investigations r
            SET lease_expires_at = now() + make_interval(secs => p_lease_seconds),
                heartbeat_at = now()
-         WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker
-           AND r.status = 'running'
+         WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker AND r.status = 'running'
+           AND r.id IN (SELECT l.id FROM investigations l WHERE l.lease_token_hash = ANY (v_hashes) AND l.lease_owner = p_worker AND l.status = 'running' FOR UPDATE SKIP LOCKED)
         RETURNING r.id, r.cancel_requested AS cancel_requested),
+    h_1 AS (
+        SELECT r.id, false AS cancel_requested
+          FROM budget_optimization_jobs r WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker AND r.status = 'running'),
     r_1 AS (
         UPDATE budget_optimization_jobs r
            SET lease_expires_at = now() + make_interval(secs => p_lease_seconds),
                heartbeat_at = now()
-         WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker
-           AND r.status = 'running'
+         WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker AND r.status = 'running'
+           AND r.id IN (SELECT l.id FROM budget_optimization_jobs l WHERE l.lease_token_hash = ANY (v_hashes) AND l.lease_owner = p_worker AND l.status = 'running' FOR UPDATE SKIP LOCKED)
         RETURNING r.id, false AS cancel_requested)
-        SELECT r_0.id, r_0.cancel_requested FROM r_0
-        UNION ALL SELECT r_1.id, r_1.cancel_requested FROM r_1;
+        SELECT h_0.id, coalesce(r_0.cancel_requested, h_0.cancel_requested), r_0.id IS NOT NULL FROM h_0 LEFT JOIN r_0 ON r_0.id = h_0.id
+        UNION ALL SELECT h_1.id, coalesce(r_1.cancel_requested, h_1.cancel_requested), r_1.id IS NOT NULL FROM h_1 LEFT JOIN r_1 ON r_1.id = h_1.id;
 END
 $function$
 

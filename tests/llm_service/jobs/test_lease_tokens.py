@@ -171,13 +171,14 @@ async def test_a_row_locked_elsewhere_is_skipped_not_waited_for_and_the_others_r
     worker = f"lock-{uuid.uuid4().hex[:6]}"
     locked = await _claimed(client, app_pool, tenant, worker)
     free = await _claimed(client, app_pool, tenant, worker)
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        before = await conn.fetchval(
+            "SELECT lease_expires_at FROM investigations WHERE id = $1", free.run_id
+        )
     async with owner_pool.acquire() as holder, holder.transaction():
         # Another transaction (an operator's UPDATE, a slow cancel) holds the row lock.
         await holder.execute("SELECT 1 FROM investigations WHERE id = $1 FOR UPDATE", locked.run_id)
         async with app_pool.acquire() as conn:
-            before = await conn.fetchval(
-                "SELECT lease_expires_at FROM investigations WHERE id = $1", free.run_id
-            )
             # The timeout is only a safety net: a renewal that waited on the lock never returns.
             held = await repository.renew_leases(
                 conn, worker, 60, [locked.lease_token, free.lease_token], timeout_s=30
