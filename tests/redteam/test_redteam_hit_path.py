@@ -23,7 +23,8 @@ import pytest
 import uvicorn
 
 from llm_service.api.app import create_app
-from llm_service.db.pool import tenant_transaction
+from llm_service.db.pool import create_pool, tenant_transaction
+from llm_service.db.urls import DatabaseUrls
 from llm_service.logging_setup import JsonFormatter
 from llm_service.settings import Settings
 from llm_service.tenants.keys import hash_api_key, new_api_key
@@ -305,3 +306,32 @@ async def test_a_slow_request_is_logged_with_sampling_off(
     lines = _request_lines(caplog)
     assert [line["status"] for line in lines] == [200, 200, 200]
     assert all(line["route"] == "/v1/tenants/me" for line in lines)
+
+
+async def test_a_failed_request_is_logged_with_sampling_off(
+    test_settings: Settings,
+    database_urls: DatabaseUrls,
+    tenant: CreatedTenant,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = test_settings.model_copy(update={"http_log_every": 0, "http_log_slow_ms": 1e9})
+    pool = await create_pool(database_urls.app, application_name="rt15-doomed", max_size=2)
+    async with _client(settings, pool) as http:
+        ok = await http.get("/v1/tenants/me", headers=_bearer(tenant.api_key))
+        assert ok.status_code == 200
+        await pool.close()  # the database is gone for this process
+        failed = [
+            await http.get("/v1/tenants/me", headers=_bearer(tenant.api_key)),
+            await http.post(
+                "/v1/explanations", json=_explanation(), headers=_bearer(tenant.api_key)
+            ),
+        ]
+    statuses = [r.status_code for r in failed]
+    assert all(status >= 500 for status in statuses), [r.text for r in failed]
+    for response in failed:
+        assert "Traceback" not in response.text and set(response.json()["error"]) >= {
+            "code",
+            "message",
+        }
+    assert [line["status"] for line in _request_lines(caplog)] == statuses

@@ -158,6 +158,26 @@ def test_infinite_slow_threshold_is_refused(monkeypatch: pytest.MonkeyPatch, val
         Settings()
 
 
+# -- the lock file itself ---------------------------------------------------------------------
+
+
+def test_a_stale_or_symlinked_lock_file_still_elects_exactly_one(tmp_path: Path) -> None:
+    lock = tmp_path / "serve-worker.lock"
+    lock.write_text("left by a crashed process\n")  # a stale file: nobody holds its flock
+    first = WorkerLock(lock)
+    assert first.acquire()
+    # The same file through a symlink (a data dir laid out with links) is the same lock.
+    link = tmp_path / "link.lock"
+    link.symlink_to(lock)
+    assert not WorkerLock(link).acquire()
+    assert not WorkerLock(lock).acquire()
+    first.release()
+    via_link = WorkerLock(link)
+    assert via_link.acquire()
+    assert not WorkerLock(lock).acquire()
+    via_link.release()
+
+
 # -- one real `serve --workers 2` ------------------------------------------------------------
 
 
