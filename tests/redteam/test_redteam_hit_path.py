@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import respx
 import uvicorn
 
 from llm_service.api.app import create_app
@@ -335,3 +336,59 @@ async def test_a_failed_request_is_logged_with_sampling_off(
             "message",
         }
     assert [line["status"] for line in _request_lines(caplog)] == statuses
+
+
+# -- the cache across tenants ----------------------------------------------------------------
+
+OPENAI_URL = "https://api.openai.com/v1/chat/completions"
+
+
+def _chat_completion(request: httpx.Request) -> httpx.Response:
+    """An OpenAI chat completion in the provider's wire format."""
+    answer = {"summary": "Revenue and attribution agree for the week.", "confidence": "medium"}
+    return httpx.Response(
+        200,
+        json={
+            "id": "chatcmpl-rt15",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": json.dumps(answer)},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 20, "total_tokens": 140},
+        },
+    )
+
+
+async def test_a_cached_answer_is_never_served_to_another_tenant(
+    test_settings: Settings,
+    app_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+    other_tenant: CreatedTenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two tenants without data: the same request has the same data fingerprint for both.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    settings = test_settings.model_copy(update={"llm_model": "openai/gpt-4o-mini"})
+    body = _explanation()
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.post(OPENAI_URL).mock(side_effect=_chat_completion)
+        async with _client(settings, app_pool) as http:
+            a1 = await http.post("/v1/explanations", json=body, headers=_bearer(tenant.api_key))
+            a2 = await http.post("/v1/explanations", json=body, headers=_bearer(tenant.api_key))
+            b1 = await http.post(
+                "/v1/explanations", json=body, headers=_bearer(other_tenant.api_key)
+            )
+            b2 = await http.post(
+                "/v1/explanations", json=body, headers=_bearer(other_tenant.api_key)
+            )
+    answers = [r.json() for r in (a1, a2, b1, b2)]
+    assert all(r.status_code == 200 for r in (a1, a2, b1, b2)), [r.text for r in (a1, b1)]
+    assert [a["cache"] for a in answers] == ["miss", "hit", "miss", "hit"], answers
+    assert not any(a["degraded"] for a in answers), answers
+    assert route.call_count == 2  # one model call per tenant
