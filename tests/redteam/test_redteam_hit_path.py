@@ -39,6 +39,11 @@ def _explanation(**extra: Any) -> dict[str, Any]:
     return {"subject": "revenue_reconciliation", "period": PERIOD, **extra}
 
 
+def _wrong(key: str) -> str:
+    """A well-formed key differing from `key` in its last character."""
+    return key[:-1] + ("Q" if key[-1] != "Q" else "R")
+
+
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -270,7 +275,7 @@ async def test_errors_are_logged_with_sampling_off_and_no_secret_is(
         )
         assert ok.status_code == 200, ok.text
         statuses = [
-            (await http.get("/v1/tenants/me", headers=_bearer(key[:-1] + "x"))).status_code,
+            (await http.get("/v1/tenants/me", headers=_bearer(_wrong(key)))).status_code,
             (await http.get("/v1/tenants/me/nothing", headers=_bearer(key))).status_code,
             (
                 await http.post(
@@ -392,3 +397,33 @@ async def test_a_cached_answer_is_never_served_to_another_tenant(
     assert [a["cache"] for a in answers] == ["miss", "hit", "miss", "hit"], answers
     assert not any(a["degraded"] for a in answers), answers
     assert route.call_count == 2  # one model call per tenant
+
+
+async def test_no_tenant_outlives_its_request_on_a_pooled_connection(
+    test_settings: Settings,
+    database_urls: DatabaseUrls,
+    tenant: CreatedTenant,
+) -> None:
+    # One connection: every request and the check below reuse it (no reset query on release).
+    pool = await create_pool(database_urls.app, application_name="rt15-one", max_size=1)
+    try:
+        async with _client(test_settings, pool) as http:
+            for method, path, body in (
+                ("POST", "/v1/explanations", _explanation()),
+                ("GET", "/v1/tenants/me", None),
+            ):
+                ok = await http.request(method, path, json=body, headers=_bearer(tenant.api_key))
+                assert ok.status_code == 200, ok.text
+                async with pool.acquire() as conn:
+                    setting = await conn.fetchval(
+                        "SELECT current_setting('app.current_tenant_id', true)"
+                    )
+                    visible = await conn.fetchval("SELECT count(*) FROM tenants")
+                assert setting in (None, ""), f"{path} left tenant {setting} on the connection"
+                assert visible == 0
+                refused = await http.request(
+                    method, path, json=body, headers=_bearer(_wrong(tenant.api_key))
+                )
+                _is_error(refused, 401)
+    finally:
+        await pool.close()
