@@ -18,7 +18,7 @@ import pytest
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.urls import DatabaseUrls
-from llm_service.jobs.runtime import DatabaseRenewal
+from llm_service.jobs.runtime import DatabaseRenewal, JobRuntime
 from llm_service.leases import Lease, LeaseKeeper
 from llm_service.tenants.service import CreatedTenant
 from llm_service.workers.worker import claim_batch
@@ -288,3 +288,42 @@ async def test_more_leases_than_one_renewal_takes_are_still_renewed(
         task.cancel()
     assert renewed in done, f"the run's lease ended {lost.result()!r}: no renewal went through"
     assert not lease.ended.done()
+
+
+async def test_a_run_whose_lease_is_lost_is_stopped(
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+    database_urls: DatabaseUrls,
+) -> None:
+    worker = f"rt15-sup-{uuid.uuid4().hex[:6]}"
+    runtime = JobRuntime(app_pool, worker, lease_s=LEASE_S, heartbeat_url=database_urls.app)
+    (run,) = await _runs(app_pool, tenant, worker, 1)
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def work() -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # a run that would go on forever
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    try:
+        supervised = asyncio.create_task(runtime.supervise(run, work(), timeout_s=600))
+        await started.wait()
+        await wait_until(lambda: _truthy(runtime.leases.rounds > 0), "a first renewal")
+        # Another worker takes the run over (its lease owner changes under the keeper).
+        async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
+            await conn.execute(
+                "UPDATE investigations SET lease_owner = 'another-worker' WHERE id = $1", run
+            )
+        outcome = await asyncio.wait_for(supervised, 60)
+    finally:
+        await runtime.aclose()
+        async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
+            await conn.execute("DELETE FROM investigations WHERE id = $1", run)
+    assert outcome.ended == "lost"
+    assert cancelled.is_set()
