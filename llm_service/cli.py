@@ -81,7 +81,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             DATABASE_URL=urls.owner, APP_DATABASE_URL=urls.app, SERVE_WORKERS=str(workers)
         )
         uvicorn.run(
-            "llm_service.api.app:create_app",
+            "llm_service.api.app:create_served_app",
             factory=True,
             workers=workers,
             host=args.host or settings.host,

@@ -133,3 +133,12 @@ def create_app(
     app.include_router(workbench.router)
     app.include_router(budget_optimizations.router)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The application of one `serve --workers N` process (uvicorn's factory): its own JSON
+    logging first (a spawned process starts with none; the parent's does not carry over)."""
+    from llm_service.logging_setup import configure_logging
+
+    configure_logging()
+    return create_app()

@@ -349,13 +349,6 @@ def _async(check: Any) -> Any:
     return run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with --workers N the request log is gone: uvicorn's spawned processes never call "
-    "configure_logging (cli.py main() configures the parent only; log_config=None), so the "
-    "root logger stays at WARNING, RequestContext._should_log sees INFO disabled and even "
-    "401s and 5xx are never logged (api/observability.py)",
-)
 def test_serve_processes_log_failed_requests(serve_two: Serve) -> None:
     base = f"http://127.0.0.1:{serve_two.port}"
     statuses = [
