@@ -24,7 +24,7 @@ from llm_service.api.routes import (
     tenants,
     workbench,
 )
-from llm_service.api.worker_election import WorkerLock
+from llm_service.api.worker_election import WorkerLock, run_when_elected
 from llm_service.db.pool import create_pool
 from llm_service.db.runtime import database_runtime
 from llm_service.explanations.service import ExplanationService
@@ -75,9 +75,10 @@ def create_app(
         # Every serving process sweeps expired reservations (one of them per round does the work).
         sweeper = start_sweeper(app.state.pool, settings.ledger_sweep_interval_s) if owned else None
         worker_task = None
-        # With several serve processes (`serve --workers N`) only the lock holder runs one.
+        # With several serve processes (`serve --workers N`) only the lock holder runs one;
+        # the others keep trying, to take over from a holder that stops or dies.
         election = WorkerLock(settings.llm_service_data_dir / "serve-worker.lock")
-        if with_workers and (settings.serve_workers <= 1 or election.acquire()):
+        if with_workers:
             from llm_service.workers.worker import Worker
 
             worker = Worker(
@@ -91,7 +92,11 @@ def create_app(
                     database_runtime(settings).urls.app if owned else settings.app_database_url
                 ),
             )
-            worker_task = asyncio.create_task(worker.run_until_stopped())
+            worker_task = asyncio.create_task(
+                worker.run_until_stopped()
+                if settings.serve_workers <= 1
+                else run_when_elected(election, worker.run_until_stopped)
+            )
         try:
             yield
         finally:
@@ -99,8 +104,12 @@ def create_app(
                 # Graceful: stop claiming, let runs in flight finish within the grace, hand the
                 # rest back (the worker bounds this itself; the wait is a safety net).
                 worker.stop()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(worker_task, settings.worker_shutdown_grace_s + 15)
+                if settings.serve_workers > 1 and not election.held:
+                    worker_task.cancel()  # still waiting for the election: nothing runs
+                    await asyncio.gather(worker_task, return_exceptions=True)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(worker_task, settings.worker_shutdown_grace_s + 15)
             election.release()
             if sweeper is not None:
                 await sweeper.stop()

@@ -292,13 +292,6 @@ def serve_two(
         outsider.release()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the election runs once, at start-up (api/app.py lifespan: election.acquire() in "
-    "`with_workers and (... or election.acquire())`): when the lock's holder (a second serve "
-    "on the same data dir, stopped) lets it go, no live serve process ever takes it, and "
-    "queued runs wait forever (until a serve process happens to restart)",
-)
 def test_a_released_lock_is_taken_by_a_running_serve_process(serve_two: Serve) -> None:
     assert serve_two.live_holder() is None  # the outsider had it: no serve process runs jobs
     serve_two.outsider.release()
