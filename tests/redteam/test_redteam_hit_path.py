@@ -127,12 +127,6 @@ async def test_odd_keys_are_refused_with_a_json_401(
                 _is_error(response, 401)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two Authorization headers naming two tenants are not refused: the first one wins "
-    "(FastAPI Header() reads the first value; api/deps.py api_key_hash / current_tenant), so "
-    "the request runs as whichever tenant a proxy or client happened to put first",
-)
 async def test_two_authorization_headers_are_refused(
     test_settings: Settings,
     app_pool: asyncpg.Pool,
