@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     http_log_every: int = Field(default=100, ge=0)
     # Finite and at most a day: "inf" (or 1e400, which parses as inf) would silently log none.
     http_log_slow_ms: float = Field(default=1000.0, gt=0, le=86_400_000, allow_inf_nan=False)
+    # The most bytes a request's head (its header names and values) may have: 431 beyond
+    # (httptools, unlike h11, has no limit of its own). 16 KiB like h11's.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     # `serve` processes (uvicorn workers) sharing one socket and one database; the in-process
     # job worker (WORKERS_IN_PROCESS) runs in one of them only (a lock file elects it).
     serve_workers: int = Field(default=1, ge=1, le=64)

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from llm_service.api.body_limit import BodySizeLimit
 from llm_service.api.errors import install_error_handlers
+from llm_service.api.header_limit import HeaderSizeLimit
 from llm_service.api.observability import RequestContext
 from llm_service.api.routes import (
     budget_optimizations,
@@ -126,6 +127,7 @@ def create_app(
     app.state.settings = settings
     app.state.pool = pool
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeaderSizeLimit, max_bytes=settings.max_header_bytes)
     app.add_middleware(
         RequestContext, log_every=settings.http_log_every, slow_ms=settings.http_log_slow_ms
     )

@@ -212,13 +212,6 @@ async def _raw_request(port: int, head: bytes) -> bytes:
         writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve's HTTP parser (httptools via uvicorn[standard]) has no header size limit: a "
-    "4 MiB Authorization header is read whole, hashed and answered 401 like any wrong key "
-    "(h11, the previous parser, refuses heads over 16 KiB); nothing in cli.py serve or "
-    "api/ bounds it, so each connection can make the server buffer any amount",
-)
 async def test_a_huge_header_is_refused_before_it_is_processed(
     test_settings: Settings, app_pool: asyncpg.Pool
 ) -> None:
