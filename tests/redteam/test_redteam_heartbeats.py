@@ -156,13 +156,6 @@ async def test_one_locked_run_does_not_stop_the_others_renewing(
     assert await _heartbeat_at(app_pool, tenant, other) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the keeper ends a lease only when a renewal FAILS and lease_s has passed since the "
-    "last success (leases.py _round): between the database's lease expiry and that failed "
-    "round (up to ~0.4 lease_s later) another worker takes the run over while the original "
-    "still holds it and may still write events, tool calls and ledger rows",
-)
 async def test_a_run_taken_over_has_already_been_told_to_stop(
     app_pool: asyncpg.Pool,
     owner_pool: asyncpg.Pool,
@@ -266,13 +259,6 @@ async def test_a_thousand_runs_keep_their_leases(
     assert not any(lease.ended.done() for lease in leases)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a process holding more than 10,000 leases (WORKER_CONCURRENCY / --concurrency have "
-    "no upper bound) sends them all in ONE renewal, which fn_renew_leases refuses "
-    "(MAX_RENEWALS = 10,000, migration 008); it fails every round and every lease is lost, "
-    "the runs that fit included (leases.py _round does not split the batch)",
-)
 async def test_more_leases_than_one_renewal_takes_are_still_renewed(
     app_pool: asyncpg.Pool, tenant: CreatedTenant, keeper: Keeper
 ) -> None:
