@@ -4,7 +4,8 @@ Every `interval_s` the loop sends one renewal naming every run it holds (`Renew`
 on the keeper's own connection, never queued behind the runs' pool). The answer lists the runs
 still held, each with its cancel flag. A run missing from it was lost (taken over by another
 worker, or ended): its lease ends "lost" and the run stops. A run whose cancel was requested
-ends "cancel". A failed renewal is tried again next round; but a run not renewed for
+ends "cancel". A run answered None was skipped (its row locked elsewhere): kept, not renewed,
+tried again next round. A failed renewal is tried again next round; but a run not renewed for
 `lease_s - 2 * interval_s` is ended "lost" (even while a renewal hangs): BEFORE its database
 lease can expire, so it has stopped by the time another worker may take it over. A round sends
 at most RENEWAL_CHUNK runs per renewal (more: several renewals, one after another). The loop
@@ -25,8 +26,9 @@ from llm_service.db.retry import log_failure
 _log = logging.getLogger(__name__)
 
 LeaseEnd = Literal["lost", "cancel"]
-# Renew these runs' leases; answer the runs still held, each with its cancel flag.
-Renew = Callable[[Sequence[UUID]], Awaitable[Mapping[UUID, bool]]]
+# Renew these runs' leases; answer the runs still held, each with its cancel flag, or None for
+# one still held but not renewed this round (its row locked by another transaction: skipped).
+Renew = Callable[[Sequence[UUID]], Awaitable[Mapping[UUID, bool | None]]]
 # The most runs one renewal names (fn_renew_leases refuses more: MAX_RENEWALS, migration 008).
 RENEWAL_CHUNK = 10_000
 
@@ -150,10 +152,13 @@ class LeaseKeeper:
         for lease in leases:
             if self._held.get(lease.run_id) is not lease:
                 continue  # released while the renewal was in flight
-            cancel = held.get(lease.run_id)
-            if cancel is None:
+            if lease.run_id not in held:
                 self._end(lease, "lost")
-            elif cancel:
+                continue
+            cancel = held[lease.run_id]
+            if cancel is None:
+                continue  # skipped, not renewed: tried again next round, its deadline still runs
+            if cancel:
                 self._end(lease, "cancel")
             else:
                 lease.renewed_at = sent

@@ -45,9 +45,10 @@ async def renew_leases(
     run_ids: Sequence[UUID],
     *,
     timeout_s: float | None = None,
-) -> Mapping[UUID, bool]:
+) -> Mapping[UUID, bool | None]:
     """Extend every lease `worker` still holds among `run_ids`, in one statement, across
-    tenants; returns those held, each with its cancel flag (a missing run was lost)."""
+    tenants; returns those held, each with its cancel flag (a missing run was lost; NULL: held
+    but skipped, its row locked elsewhere, from a renewal that skips locked rows)."""
     rows = await conn.fetch(
         "SELECT run_id, cancel_requested FROM fn_renew_leases($1, $2, $3::uuid[])",
         worker,
@@ -55,7 +56,7 @@ async def renew_leases(
         list(run_ids),
         timeout=timeout_s,
     )
-    return {r["run_id"]: bool(r["cancel_requested"]) for r in rows}
+    return {r["run_id"]: r["cancel_requested"] for r in rows}
 
 
 async def hand_back(conn: asyncpg.Connection, table: JobTable, run_id: UUID, worker: str) -> bool:

@@ -38,7 +38,7 @@ class DatabaseRenewal:
         self.url = url
         self._conn: asyncpg.Connection | None = None
 
-    async def __call__(self, run_ids: Sequence[UUID]) -> Mapping[UUID, bool]:
+    async def __call__(self, run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
         """One renewal of `run_ids` (an answer later than half a lease counts as failed)."""
         timeout_s = self.lease_s / 2
         if self.url is None:

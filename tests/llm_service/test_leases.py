@@ -140,3 +140,35 @@ async def _one_of(keeper: LeaseKeeper) -> str:
         return await keeper.hold(uuid4()).wait()
     finally:
         await keeper.aclose()
+
+
+async def test_a_run_skipped_for_its_locked_row_is_kept_unrenewed_and_the_others_renew() -> None:
+    locked, other = uuid4(), uuid4()
+    answered = asyncio.Event()
+    renewed_at: dict[UUID, list[float]] = {locked: [], other: []}
+    keeper: LeaseKeeper
+
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
+        for run in run_ids:
+            renewed_at[run].append(leases[run].renewed_at)
+        if len(renewed_at[other]) >= 4:
+            answered.set()
+        return {locked: None, other: False}  # `locked` skipped: another transaction holds it
+
+    keeper = LeaseKeeper(renew, lease_s=5, interval_s=0.01)
+    try:
+        leases = {run: keeper.hold(run) for run in (locked, other)}
+        await asyncio.wait_for(answered.wait(), 60)
+        assert not leases[locked].ended.done() and keeper.lost == 0
+        assert len(set(renewed_at[locked])) == 1  # never counted as renewed
+        assert len(set(renewed_at[other])) > 1
+    finally:
+        await keeper.aclose()
+
+
+async def test_a_run_skipped_past_its_deadline_is_lost() -> None:
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
+        return dict.fromkeys(run_ids)  # every round: skipped, its row locked
+
+    keeper = LeaseKeeper(renew, lease_s=0.3, interval_s=0.02)
+    assert await _one_of(keeper) == "lost"

@@ -132,7 +132,8 @@ async def _lock_run(
     reason="one run's row locked by another transaction makes the ONE batched renewal wait on "
     "it (fn_renew_leases UPDATE ... WHERE id = ANY(runs) takes row locks, no SKIP LOCKED / "
     "lock_timeout); it times out every round, so every other run of the process loses its "
-    "lease too (leases.py LeaseKeeper._round ends them all 'lost')",
+    "lease too (leases.py LeaseKeeper ends them all 'lost' at their deadline). Open until "
+    "migration 009's renewal skips locked rows (answering them NULL: the keeper keeps those)",
 )
 async def test_one_locked_run_does_not_stop_the_others_renewing(
     app_pool: asyncpg.Pool,
