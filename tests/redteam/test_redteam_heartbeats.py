@@ -164,17 +164,23 @@ async def test_a_run_taken_over_has_already_been_told_to_stop(
     keeper: Keeper,
     locked_row: list[asyncpg.Connection],
 ) -> None:
-    # The renewal visits rows in id order: it waits on the first, the second is not locked.
+    # The run's own row is locked, so no renewal extends its lease, whether the renewal waits
+    # on the lock (fn_renew_leases of 008) or skips the row (a SKIP LOCKED renewal); the lock
+    # goes once the database's lease has expired, so that another worker can claim the run.
     first, second = await _runs(app_pool, tenant, keeper.worker, 2)
     lease = keeper.keeper.hold(second)
     keeper.keeper.hold(first)
     await keeper.rounds_after(0)
-    await _lock_run(owner_pool, locked_row, tenant, first)
+    await _lock_run(owner_pool, locked_row, tenant, second)
     thief = f"rt15-thief-{uuid.uuid4().hex[:6]}"
 
     async def taken_over() -> bool:
         if not await _lease_expired(app_pool, tenant, second):
             return False
+        while locked_row:
+            conn = locked_row.pop()
+            await conn.execute("ROLLBACK")
+            await owner_pool.release(conn)
         claims = await claim_batch(app_pool, thief, LEASE_S, 25, (), ["investigation"])
         return any(c.run_id == second for c in claims)
 
