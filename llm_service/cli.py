@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from uuid import UUID
 
 import asyncpg
+from pydantic import ValidationError
 
 from llm_service.db import migrate
 from llm_service.db.pool import create_pool, tenant_transaction
@@ -39,15 +40,39 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _in_range(flag: str, value: int, low: int, high: int) -> int:
+    """`value` of `flag` if within `low`..`high`, else a clear start-up error."""
+    if not low <= value <= high:
+        raise ServiceError(f"{flag} must be from {low} to {high}, not {value}")
+    return value
+
+
+def _settings_error(exc: ValidationError) -> str:
+    """One line naming each environment variable a settings error is about."""
+    parts = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+        # The value helps, except where it may be a secret (a password in a URL, a token).
+        secret = any(word in name for word in ("PASSWORD", "SECRET", "TOKEN", "URL", "KEY"))
+        value = "" if secret else f"={error.get('input')!r}"
+        parts.append(f"{name}{value}: {error['msg']}")
+    return "invalid settings: " + "; ".join(parts)
+
+
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from llm_service.api.app import create_app
 
+    # `is None`, not `or`: 0 is a value to refuse, not "unset".
+    workers = _in_range(
+        "--workers", settings.serve_workers if args.workers is None else args.workers, 1, 64
+    )
+    # Port 0 ("any free port") is refused: nobody could learn which port clients should use.
+    port = _in_range("--port", settings.port if args.port is None else args.port, 1, 65535)
     if not args.no_migrate:
         _cmd_migrate(settings, args)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    workers = args.workers or settings.serve_workers
     if workers > 1:
         # N uvicorn processes on one socket, ONE database: the children get this process's
         # URLs (the embedded server it started, if any), and one of them the job worker.
@@ -56,11 +81,11 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             DATABASE_URL=urls.owner, APP_DATABASE_URL=urls.app, SERVE_WORKERS=str(workers)
         )
         uvicorn.run(
-            "llm_service.api.app:create_app",
+            "llm_service.api.app:create_served_app",
             factory=True,
             workers=workers,
             host=args.host or settings.host,
-            port=args.port or settings.port,
+            port=port,
             log_level="info",
             timeout_graceful_shutdown=20,
             log_config=None,
@@ -70,7 +95,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.host,
-        port=args.port or settings.port,
+        port=port,
         log_level="info",
         timeout_graceful_shutdown=20,
         # Our JSON logs (configured in main) replace uvicorn's; its access log would print
@@ -258,11 +283,16 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from llm_service.workers.pool_size import create_worker_pool
     from llm_service.workers.worker import Worker
 
+    concurrency = _in_range(
+        "--concurrency",
+        settings.worker_concurrency if args.concurrency is None else args.concurrency,
+        1,
+        5_000,  # the bound of WORKER_CONCURRENCY (settings.py says why)
+    )
     if settings.llm_model:
         warm_up(settings)  # before the first claim: no run pays for litellm or the tokenizers
 
     async def work() -> int:
-        concurrency = args.concurrency or settings.worker_concurrency
         # One connection per run in flight (WORKER_POOL_SIZE), within the server's limit.
         pool = await create_worker_pool(
             database_runtime(settings).urls.app,
@@ -319,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="migrate, then serve the API (and in-process workers)")
     serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--port", type=int, help="1 to 65535 (default PORT)")
     serve.add_argument("--no-migrate", action="store_true")
     serve.add_argument(
         "--workers", type=int, help="serve processes sharing the socket (default SERVE_WORKERS)"
@@ -405,7 +435,12 @@ def main(argv: list[str] | None = None) -> int:
 
         configure_logging()
     try:
-        code: int = args.func(get_settings(), args)
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"error: {_settings_error(exc)}", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.func(settings, args)
     except ServiceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

@@ -63,15 +63,17 @@ class Settings(BaseSettings):
 
     # HTTP.
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = 64 * 1024
     finance_api_token: str | None = None
     # Retention: prompts and responses older than this many days are purged by `retention`.
     retention_prompt_days: int = Field(default=30, ge=1)
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
     workers_in_process: int = 1
-    # Runs one worker process keeps in flight at once (they mostly wait on the provider).
-    worker_concurrency: int = 50
+    # Runs one worker process keeps in flight at once (they mostly wait on the provider). At
+    # most 5,000: a heartbeat round sends ceil(n / 10,000) renewals one after another, and
+    # past a few thousand runs one process's event loop is the limit, not the database.
+    worker_concurrency: int = Field(default=50, ge=1, le=5_000)
     # Connections of a `worker` process's pool. Unset: one per run in flight (WORKER_CONCURRENCY)
     # plus 2; either way clamped to what the server's max_connections leaves (keeping 10 free).
     worker_pool_size: int | None = Field(default=None, ge=1)
@@ -88,7 +90,11 @@ class Settings(BaseSettings):
     # One log line per N successful requests (the first, then every N-th; 1 = all, 0 = none);
     # errors (status >= 400) and requests slower than HTTP_LOG_SLOW_MS are always logged.
     http_log_every: int = Field(default=100, ge=0)
-    http_log_slow_ms: float = Field(default=1000.0, gt=0)
+    # Finite and at most a day: "inf" (or 1e400, which parses as inf) would silently log none.
+    http_log_slow_ms: float = Field(default=1000.0, gt=0, le=86_400_000, allow_inf_nan=False)
+    # The most bytes a request's head (its header names and values) may have: 431 beyond
+    # (httptools, unlike h11, has no limit of its own). 16 KiB like h11's.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     # `serve` processes (uvicorn workers) sharing one socket and one database; the in-process
     # job worker (WORKERS_IN_PROCESS) runs in one of them only (a lock file elects it).
     serve_workers: int = Field(default=1, ge=1, le=64)

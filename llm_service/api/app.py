@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from llm_service.api.body_limit import BodySizeLimit
 from llm_service.api.errors import install_error_handlers
+from llm_service.api.header_limit import HeaderSizeLimit
 from llm_service.api.observability import RequestContext
 from llm_service.api.routes import (
     budget_optimizations,
@@ -24,7 +25,7 @@ from llm_service.api.routes import (
     tenants,
     workbench,
 )
-from llm_service.api.worker_election import WorkerLock
+from llm_service.api.worker_election import WorkerLock, run_when_elected
 from llm_service.db.pool import create_pool
 from llm_service.db.runtime import database_runtime
 from llm_service.explanations.service import ExplanationService
@@ -80,9 +81,10 @@ def create_app(
         # Every serving process sweeps expired reservations (one of them per round does the work).
         sweeper = start_sweeper(app.state.pool, settings.ledger_sweep_interval_s) if owned else None
         worker_task = None
-        # With several serve processes (`serve --workers N`) only the lock holder runs one.
+        # With several serve processes (`serve --workers N`) only the lock holder runs one;
+        # the others keep trying, to take over from a holder that stops or dies.
         election = WorkerLock(settings.llm_service_data_dir / "serve-worker.lock")
-        if with_workers and (settings.serve_workers <= 1 or election.acquire()):
+        if with_workers:
             from llm_service.workers.worker import Worker
 
             worker = Worker(
@@ -94,7 +96,11 @@ def create_app(
                 # The lease keeper's own connection (heartbeats never wait for the pool).
                 heartbeat_url=app_url,
             )
-            worker_task = asyncio.create_task(worker.run_until_stopped())
+            worker_task = asyncio.create_task(
+                worker.run_until_stopped()
+                if settings.serve_workers <= 1
+                else run_when_elected(election, worker.run_until_stopped)
+            )
         try:
             yield
         finally:
@@ -102,8 +108,12 @@ def create_app(
                 # Graceful: stop claiming, let runs in flight finish within the grace, hand the
                 # rest back (the worker bounds this itself; the wait is a safety net).
                 worker.stop()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(worker_task, settings.worker_shutdown_grace_s + 15)
+                if settings.serve_workers > 1 and not election.held:
+                    worker_task.cancel()  # still waiting for the election: nothing runs
+                    await asyncio.gather(worker_task, return_exceptions=True)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(worker_task, settings.worker_shutdown_grace_s + 15)
             election.release()
             if sweeper is not None:
                 await sweeper.stop()
@@ -120,6 +130,7 @@ def create_app(
     app.state.settings = settings
     app.state.pool = pool
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeaderSizeLimit, max_bytes=settings.max_header_bytes)
     app.add_middleware(
         RequestContext, log_every=settings.http_log_every, slow_ms=settings.http_log_slow_ms
     )
@@ -136,3 +147,12 @@ def create_app(
     app.include_router(workbench.router)
     app.include_router(budget_optimizations.router)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The application of one `serve --workers N` process (uvicorn's factory): its own JSON
+    logging first (a spawned process starts with none; the parent's does not carry over)."""
+    from llm_service.logging_setup import configure_logging
+
+    configure_logging()
+    return create_app()

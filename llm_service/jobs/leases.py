@@ -4,10 +4,12 @@ Every `interval_s` the loop sends one renewal naming every run it holds (`Renew`
 on the keeper's own connection, never queued behind the runs' pool). The answer lists the runs
 still held, each with its cancel flag. A run missing from it was lost (taken over by another
 worker, or ended): its lease ends "lost" and the run stops. A run whose cancel was requested
-ends "cancel". A run whose row another transaction holds locked is skipped, not waited for
-(answered held, not renewed). A failed renewal is tried again next round; but once `lease_s`
-has passed since a run's last renewal its lease counts as lost (another worker may be taking
-it over, and the run must not go on beside it). The loop runs only while it holds leases.
+ends "cancel". A run answered None was skipped (its row locked elsewhere): kept, not renewed,
+tried again next round. A failed renewal is tried again next round; but a run not renewed for
+`lease_s - 2 * interval_s` is ended "lost" (even while a renewal hangs): BEFORE its database
+lease can expire, so it has stopped by the time another worker may take it over. A round sends
+at most RENEWAL_CHUNK runs per renewal (more: several renewals, one after another). The loop
+runs only while it holds leases.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from llm_service.db.retry import log_failure
 _log = logging.getLogger(__name__)
 
 LeaseEnd = Literal["lost", "cancel"]
-# Renew these runs' leases; answer the runs still held, each with its cancel flag (None: held,
-# but not renewed this round because another transaction had its row locked).
+# Renew these runs' leases; answer the runs still held, each with its cancel flag, or None for
+# one still held but not renewed this round (its row locked by another transaction: skipped).
 Renew = Callable[[Sequence[UUID]], Awaitable[Mapping[UUID, bool | None]]]
+# The most runs one renewal names (fn_renew_leases refuses more: MAX_RENEWALS, migrations 008/009).
+RENEWAL_CHUNK = 10_000
 
 
 def heartbeat_interval(lease_s: float) -> float:
@@ -61,6 +65,9 @@ class LeaseKeeper:
         self.renew = renew
         self.lease_s = lease_s
         self.interval_s = heartbeat_interval(lease_s) if interval_s is None else interval_s
+        # A lease not renewed for this long is ended: two rounds before the database's expiry
+        # (the database's lease runs from its own now(), after `renewed_at`), never below one.
+        self.deadline_s = max(lease_s - 2 * self.interval_s, self.interval_s)
         self._held: dict[UUID, Lease] = {}
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0  # renewals sent (figures for the bench)
@@ -115,13 +122,30 @@ class LeaseKeeper:
 
     async def _round(self) -> None:
         leases = list(self._held.values())
+        for first in range(0, len(leases), RENEWAL_CHUNK):
+            await self._renew(leases[first : first + RENEWAL_CHUNK])
+
+    async def _renew(self, leases: list[Lease]) -> None:
         sent = time.monotonic()
+        for lease in leases:
+            if sent - lease.renewed_at >= self.deadline_s:
+                self._end(lease, "lost")  # past its deadline already (earlier chunks were slow)
+        leases = [lease for lease in leases if self._held.get(lease.run_id) is lease]
+        if not leases:
+            return
+        # A renewal still waiting when the oldest lease's deadline comes is given up: that
+        # lease must end before the database's does, whatever the renewal is waiting on.
+        oldest = min(lease.renewed_at for lease in leases)
         try:
-            held = await self.renew([lease.run_id for lease in leases])
+            held = await asyncio.wait_for(
+                self.renew([lease.run_id for lease in leases]),
+                max(0.0, oldest + self.deadline_s - sent),
+            )
         except Exception as exc:
             log_failure(_log, "heartbeat failed", exc, {"leases": str(len(leases))})
+            now = time.monotonic()
             for lease in leases:
-                if time.monotonic() - lease.renewed_at >= self.lease_s:
+                if now - lease.renewed_at >= self.deadline_s:
                     self._end(lease, "lost")
             return
         self.rounds += 1
@@ -132,12 +156,12 @@ class LeaseKeeper:
                 self._end(lease, "lost")
                 continue
             cancel = held[lease.run_id]
+            if cancel is None:
+                continue  # skipped, not renewed: tried again next round, its deadline still runs
             if cancel:
                 self._end(lease, "cancel")
-            elif cancel is False:
+            else:
                 lease.renewed_at = sent
-            elif time.monotonic() - lease.renewed_at >= self.lease_s:
-                self._end(lease, "lost")  # its row stayed locked for a whole lease
 
     def _end(self, lease: Lease, how: LeaseEnd) -> None:
         if how == "lost" and not lease.ended.done():

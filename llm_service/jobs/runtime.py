@@ -53,7 +53,12 @@ class DatabaseRenewal:
             self._conn = await asyncpg.connect(
                 self.url,
                 timeout=timeout_s,
-                server_settings={"application_name": "llm-service-heartbeat"},
+                # The server ends a renewal this process gave up on by itself (a cancelled one
+                # may still wait there on a row lock, holding the locks of rows it updated).
+                server_settings={
+                    "application_name": "llm-service-heartbeat",
+                    "statement_timeout": str(max(1, int(timeout_s * 1000))),
+                },
             )
         try:
             return await repository.renew_leases(

@@ -12,8 +12,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
+from llm_service import cli
 from llm_service.db.urls import DatabaseUrls
+from llm_service.settings import Settings
 
 
 def _run(urls: DatabaseUrls, *args: str) -> subprocess.CompletedProcess[str]:
@@ -102,3 +106,38 @@ def test_serve_on_the_embedded_database_stops_it_cleanly_on_sigterm(tmp_path: Pa
     finally:
         if serve.poll() is None:
             serve.kill()
+
+
+def test_out_of_range_flags_are_one_clear_line_and_exit_2(database_urls: DatabaseUrls) -> None:
+    # Each would otherwise start something (a timeout of _run is the safety net): port 0 is
+    # refused, not "any free port", since nobody could learn which port clients should use.
+    for args, flag in (
+        (("serve", "--no-migrate", "--port", "0"), "--port"),
+        (("serve", "--no-migrate", "--port", "65536"), "--port"),
+        (("worker", "--concurrency", "0"), "--concurrency"),
+        (("worker", "--concurrency", "5001"), "--concurrency"),
+    ):
+        done = _run(database_urls, *args)
+        assert done.returncode == 2, (args, done.stderr[-2000:])
+        assert flag in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_a_bad_setting_names_its_variable_and_exits_2(database_urls: DatabaseUrls) -> None:
+    for name, value in (("WORKER_CONCURRENCY", "20000"), ("PORT", "0"), ("MAX_HEADER_BYTES", "1")):
+        done = subprocess.run(
+            [sys.executable, "-m", "llm_service.cli", "worker"],
+            env={**os.environ, "DATABASE_URL": database_urls.owner, name: value},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, (name, done.stderr[-2000:])
+        assert done.stderr.count("\n") == 1 and name in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_a_secret_setting_is_named_without_its_value() -> None:
+    with pytest.raises(ValidationError) as invalid:
+        Settings(app_db_password=918273645)  # type: ignore[arg-type]  # not a string
+    line = cli._settings_error(invalid.value)
+    assert "APP_DB_PASSWORD" in line and "918273645" not in line

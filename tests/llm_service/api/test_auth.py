@@ -1,4 +1,5 @@
-"""Authentication: every failure is a 401 JSON error that reveals nothing."""
+"""Authentication: every failure is a 401 JSON error that reveals nothing (several
+Authorization headers: a 400, the request is malformed)."""
 
 from __future__ import annotations
 
@@ -86,3 +87,15 @@ async def test_only_the_key_hash_is_stored(owner_pool, tenant: CreatedTenant) ->
     assert row is not None
     assert tenant.api_key not in {str(v) for v in row.values()}
     assert row["api_key_hash"] == hash_api_key(tenant.api_key)
+
+
+async def test_the_same_key_twice_is_refused_with_400_json_too(
+    client: httpx.AsyncClient, tenant: CreatedTenant
+) -> None:
+    # Refused whatever the values: one Authorization field per request (RFC 9110), no guessing.
+    headers = [("authorization", f"Bearer {tenant.api_key}")] * 2
+    for method, path in (("GET", "/v1/tenants/me"), ("POST", "/v1/explanations")):
+        response = await client.request(method, path, headers=headers, json={})
+        assert response.status_code == 400, (path, response.text)
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["error"]["code"] == "ambiguous_credentials"

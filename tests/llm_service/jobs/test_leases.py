@@ -1,14 +1,16 @@
-"""Keeping leases: one batched renewal per round, failures tolerated within the lease, fenced
-after it; each run learns its own end (cancel, lost) from the answer."""
+"""Keeping leases: one batched renewal per round (in chunks the database takes), failures
+tolerated until two rounds before the lease expires, fenced then (a hung renewal included);
+each run learns its own end (cancel, lost) from the answer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from uuid import UUID, uuid4
 
 import asyncpg
 
-from llm_service.jobs.leases import LeaseKeeper, Renew
+from llm_service.jobs.leases import RENEWAL_CHUNK, LeaseKeeper, Renew
 
 LOCKED = "locked"
 
@@ -60,7 +62,8 @@ async def test_failures_within_the_lease_are_retried() -> None:
 
 async def test_failing_past_the_lease_counts_as_lost() -> None:
     renew, calls = _renewals(asyncpg.TooManyConnectionsError("too many clients"))
-    assert await _one(renew, lease_s=0.1, interval_s=0.02) == "lost"
+    # Retried every round until two rounds before the lease expires (0.14 - 0.04 s), then lost.
+    assert await _one(renew, lease_s=0.14, interval_s=0.02) == "lost"
     assert 3 <= calls["n"] <= 10
 
 
@@ -108,3 +111,81 @@ async def test_a_lease_released_while_its_renewal_is_in_flight_is_not_reported_l
     await keeper.idle()  # the loop ends by itself once it holds nothing
     assert not lease.ended.done()
     assert keeper.lost == 0 and keeper.rounds == 1
+
+
+async def test_more_leases_than_one_renewal_takes_are_sent_in_chunks() -> None:
+    sizes: list[int] = []
+    first_round = asyncio.Event()
+
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool]:
+        sizes.append(len(run_ids))
+        if sum(sizes) >= RENEWAL_CHUNK + 1:
+            first_round.set()
+        return dict.fromkeys(run_ids, False)
+
+    keeper = LeaseKeeper(renew, lease_s=5, interval_s=0.01)
+    try:
+        leases = [keeper.hold(uuid4()) for _ in range(RENEWAL_CHUNK + 1)]
+        await asyncio.wait_for(first_round.wait(), 60)
+        assert sizes[:2] == [RENEWAL_CHUNK, 1]  # within fn_renew_leases' limit, each renewed
+        assert not any(lease.ended.done() for lease in leases) and keeper.lost == 0
+    finally:
+        await keeper.aclose()
+
+
+async def test_a_renewal_that_hangs_is_given_up_and_the_lease_ends_before_the_database_s() -> None:
+    cancelled = asyncio.Event()
+
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool]:
+        try:
+            await asyncio.Event().wait()  # a renewal waiting on a row lock, forever
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    keeper = LeaseKeeper(renew, lease_s=0.5, interval_s=0.05)
+    # Two rounds of margin: it ends while the database's lease (lease_s from the last
+    # renewal's own now(), later than the keeper's clock reading) still runs.
+    assert keeper.deadline_s == 0.5 - 2 * 0.05
+    assert await _one_of(keeper) == "lost"
+    assert cancelled.is_set()
+
+
+async def _one_of(keeper: LeaseKeeper) -> str:
+    try:
+        return await keeper.hold(uuid4()).wait()
+    finally:
+        await keeper.aclose()
+
+
+async def test_a_run_skipped_for_its_locked_row_is_kept_unrenewed_and_the_others_renew() -> None:
+    locked, other = uuid4(), uuid4()
+    answered = asyncio.Event()
+    renewed_at: dict[UUID, list[float]] = {locked: [], other: []}
+    keeper: LeaseKeeper
+
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
+        for run in run_ids:
+            renewed_at[run].append(leases[run].renewed_at)
+        if len(renewed_at[other]) >= 4:
+            answered.set()
+        return {locked: None, other: False}  # `locked` skipped: another transaction holds it
+
+    keeper = LeaseKeeper(renew, lease_s=5, interval_s=0.01)
+    try:
+        leases = {run: keeper.hold(run) for run in (locked, other)}
+        await asyncio.wait_for(answered.wait(), 60)
+        assert not leases[locked].ended.done() and keeper.lost == 0
+        assert len(set(renewed_at[locked])) == 1  # never counted as renewed
+        assert len(set(renewed_at[other])) > 1
+    finally:
+        await keeper.aclose()
+
+
+async def test_a_run_skipped_past_its_deadline_is_lost() -> None:
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
+        return dict.fromkeys(run_ids)  # every round: skipped, its row locked
+
+    keeper = LeaseKeeper(renew, lease_s=0.3, interval_s=0.02)
+    assert await _one_of(keeper) == "lost"
