@@ -9,8 +9,9 @@ another worker taking a run over while the keeper still thinks it holds it, 1,00
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from uuid import UUID
 
 import asyncpg
@@ -23,7 +24,8 @@ from llm_service.jobs.runtime import DatabaseRenewal, JobRuntime
 from llm_service.tenants.service import CreatedTenant
 from llm_service.workers.worker import claim_batch
 from tests.helpers.waiting import wait_until
-from tests.llm_service.investigations.claimed_runs import queue_claimed_run
+from tests.llm_service.investigations import claimed_runs
+from tests.llm_service.investigations.claimed_runs import claim_of, queue_claimed_run
 
 # Long enough that a loaded 2-core machine renews on time; short enough to keep tests lean.
 LEASE_S = 3.0
@@ -39,6 +41,11 @@ class Keeper:
         self.renewal = DatabaseRenewal(pool, worker, lease_s, url=app_url)
         self.keeper = LeaseKeeper(self.renewal, lease_s=lease_s)
 
+    def hold(self, run_id: UUID) -> Lease:
+        """Hold the lease of a run queued by `_runs`, presenting its claim's token."""
+        self.renewal.tokens[run_id] = claim_of(run_id).lease_token
+        return self.keeper.hold(run_id)
+
     async def rounds_after(self, n: int) -> None:
         """Until the keeper has sent more than `n` successful renewals."""
         await wait_until(
@@ -52,6 +59,14 @@ class Keeper:
 
 async def _truthy(value: bool) -> bool:
     return value
+
+
+@pytest.fixture(autouse=True)
+def _claims_as_owner(owner_pool: asyncpg.Pool) -> Iterator[None]:
+    """queue_claimed_run takes leases as the owner (only the claim may set a token's hash)."""
+    claimed_runs.owner = owner_pool
+    yield
+    claimed_runs.owner = None
 
 
 @pytest.fixture
@@ -127,14 +142,6 @@ async def _lock_run(
     await conn.execute("SELECT 1 FROM investigations WHERE id = $1 FOR UPDATE", run_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one run's row locked by another transaction makes the ONE batched renewal wait on "
-    "it (fn_renew_leases UPDATE ... WHERE id = ANY(runs) takes row locks, no SKIP LOCKED / "
-    "lock_timeout); it times out every round, so every other run of the process loses its "
-    "lease too (leases.py LeaseKeeper ends them all 'lost' at their deadline). Open until "
-    "migration 009's renewal skips locked rows (answering them NULL: the keeper keeps those)",
-)
 async def test_one_locked_run_does_not_stop_the_others_renewing(
     app_pool: asyncpg.Pool,
     owner_pool: asyncpg.Pool,
@@ -143,7 +150,7 @@ async def test_one_locked_run_does_not_stop_the_others_renewing(
     locked_row: list[asyncpg.Connection],
 ) -> None:
     blocked, other = await _runs(app_pool, tenant, keeper.worker, 2)
-    leases = {run: keeper.keeper.hold(run) for run in (blocked, other)}
+    leases = {run: keeper.hold(run) for run in (blocked, other)}
     await keeper.rounds_after(0)
     await _lock_run(owner_pool, locked_row, tenant, blocked)
     # Two rounds after the lock: at least one started after it was taken.
@@ -168,8 +175,8 @@ async def test_a_run_taken_over_has_already_been_told_to_stop(
     # on the lock (fn_renew_leases of 008) or skips the row (a SKIP LOCKED renewal); the lock
     # goes once the database's lease has expired, so that another worker can claim the run.
     first, second = await _runs(app_pool, tenant, keeper.worker, 2)
-    lease = keeper.keeper.hold(second)
-    keeper.keeper.hold(first)
+    lease = keeper.hold(second)
+    keeper.hold(first)
     await keeper.rounds_after(0)
     await _lock_run(owner_pool, locked_row, tenant, second)
     thief = f"rt15-thief-{uuid.uuid4().hex[:6]}"
@@ -202,7 +209,7 @@ async def test_deleted_and_cancelled_runs_do_not_stop_the_others(
     app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant, keeper: Keeper
 ) -> None:
     deleted, cancelled, kept = await _runs(app_pool, tenant, keeper.worker, 3)
-    leases = {run: keeper.keeper.hold(run) for run in (deleted, cancelled, kept)}
+    leases = {run: keeper.hold(run) for run in (deleted, cancelled, kept)}
     await keeper.rounds_after(0)
     async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
         await conn.execute("DELETE FROM investigations WHERE id = $1", deleted)
@@ -223,7 +230,7 @@ async def test_keeper_connection_killed_reconnects_without_losing_leases(
     app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant, keeper: Keeper
 ) -> None:
     runs = await _runs(app_pool, tenant, keeper.worker, 3)
-    leases = [keeper.keeper.hold(run) for run in runs]
+    leases = [keeper.hold(run) for run in runs]
     await keeper.rounds_after(0)
     conn = keeper.renewal._conn
     assert conn is not None
@@ -243,15 +250,21 @@ async def test_keeper_connection_killed_reconnects_without_losing_leases(
 async def test_a_thousand_runs_keep_their_leases(
     app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant, keeper: Keeper
 ) -> None:
+    tokens = [uuid.uuid4() for _ in range(1000)]
     async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
         rows = await conn.fetch(
             "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, "
-            "max_steps, status, lease_owner, lease_expires_at) "
-            "SELECT $1, 'bulk run ' || g, 30, 60000, 8, 'running', $2, now() + interval '1 s' "
-            "FROM generate_series(1, 1000) AS g RETURNING id",
+            "max_steps, status, lease_owner, lease_expires_at, lease_token_hash) "
+            "SELECT $1, 'bulk run ' || g, 30, 60000, 8, 'running', $2, now() + interval '1 s', "
+            "sha256(uuid_send(t)) FROM unnest($3::uuid[]) WITH ORDINALITY AS u(t, g) "
+            "RETURNING id, lease_token_hash",
             tenant.tenant_id,
             keeper.worker,
+            tokens,
         )
+    token_of = {hashlib.sha256(t.bytes).digest(): t for t in tokens}
+    for r in rows:
+        keeper.renewal.tokens[r["id"]] = token_of[bytes(r["lease_token_hash"])]
     leases = [keeper.keeper.hold(r["id"]) for r in rows]
     # Three rounds (0.6 s apart) outlast the initial 1 s lease: only renewals kept them.
     await keeper.rounds_after(2)
@@ -270,7 +283,7 @@ async def test_more_leases_than_one_renewal_takes_are_still_renewed(
     app_pool: asyncpg.Pool, tenant: CreatedTenant, keeper: Keeper
 ) -> None:
     (run,) = await _runs(app_pool, tenant, keeper.worker, 1)
-    lease = keeper.keeper.hold(run)
+    lease = keeper.hold(run)
     # Runs this process holds that no longer exist: answered as lost, never a reason to fail.
     for _ in range(10_000):
         keeper.keeper.hold(uuid.uuid4())
@@ -305,7 +318,7 @@ async def test_a_run_whose_lease_is_lost_is_stopped(
         return "never"
 
     try:
-        supervised = asyncio.create_task(runtime.supervise(run, work(), timeout_s=600))
+        supervised = asyncio.create_task(runtime.supervise(claim_of(run), work(), timeout_s=600))
         await started.wait()
         await wait_until(lambda: _truthy(runtime.leases.rounds > 0), "a first renewal")
         # Another worker takes the run over (its lease owner changes under the keeper).

@@ -75,8 +75,8 @@ async def test_a_row_locked_for_a_few_rounds_keeps_its_lease() -> None:
 
 async def test_a_row_locked_for_a_whole_lease_counts_as_lost() -> None:
     renew, calls = _renewals(LOCKED)
-    assert await _one(renew, lease_s=0.1, interval_s=0.02) == "lost"
-    assert calls["n"] >= 3
+    assert await _one(renew, lease_s=1.0, interval_s=0.01) == "lost"
+    assert calls["n"] >= 2  # the first "locked" answer did not end it
 
 
 async def test_one_renewal_per_round_names_every_lease_and_each_learns_its_own_end() -> None:
