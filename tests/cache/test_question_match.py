@@ -214,13 +214,19 @@ def test_attack3_pairs_are_in_the_labelled_set() -> None:
         ("Wie viel Umsatz haben Sie gemacht?", "Wie viel Umsatz haben sie gemacht?", False),
         ("¿Por qué bajó el ROAS de IT?", "¿Por qué bajó el ROAS de it?", False),
         ("¿Por qué bajó el ROAS de IT?", "¿por qué bajó el ROAS de IT", True),
-        ("Warum ist der Umsatz gesunken?", "warum ist der umsatz gesunken", True),
+        # Typed without case, "sie" may be "Sie": no evidence, so a miss (was a hit before the
+        # red team's round five showed "wie können sie ..." served "Wie können Sie ...").
+        ("Warum ist der Umsatz gesunken?", "warum ist der umsatz gesunken", False),
+        ("wie können sie den umsatz steigern", "Wie können Sie den Umsatz steigern", False),
+        ("Perché le vendite sono calate?", "Perché le vendite sono calate.", False),
+        ("Perché le vendite sono calate?", "perché le vendite sono calate", True),
         ("Why did revenue from Nestlé drop after IT paused?",
          "Why did revenue from Nestlé drop after it paused?", False),
     ],
 )  # fmt: skip
 def test_other_languages_keep_their_case(stored: str, asked: str, exact: bool) -> None:
-    """Another language's capitals carry meaning ("Sie" is you, "sie" they): the exact path
-    compares them, but for a sentence's first letter and a text typed without case."""
+    """Another language's capitals and marks carry meaning ("Sie" is you, "sie" they; Italian
+    "Perché ...?" asks why, "Perché ... ." says because): the exact path compares the text as
+    typed, but for its first letter and a final mark left out on one side."""
     assert match(asked, stored).hit is exact
     assert match(stored, asked).hit is exact
