@@ -45,7 +45,8 @@ def names_kept(
         before, after = text[: m.start()], text[m.end() :]
         if _URL_BEFORE.search(before) or _URL_AFTER.match(after):
             return "name" + lower
-        if not _OPENING.sub("", before) or _OPENING.sub("", before)[-1:] in ".?!":
+        opened = _OPENING.sub("", before)
+        if not opened or opened[-1] in ".?!":
             return word  # a sentence's first word
         if lower in _FUNCTION_WORDS:
             return "name" + lower if word.isupper() else word
