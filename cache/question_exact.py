@@ -2,10 +2,11 @@
 
 `exact_text` is the lookup key (trimmed, one-spaced, lower-case, no trailing punctuation): it
 only narrows the stored rows. For a text in a language the analyser does not read, the decision
-compares the original case after Unicode normalisation (`same_cased`), because capitals carry
-meaning there ("Sie" is "you", "sie" is "they"; "IT" is not "it"); only the letter that opens a
-sentence may differ in case ("¿Por qué" / "¿por qué"), and a text typed without case at all
-("warum ist der umsatz gesunken", "POURQUOI ...") carries none to compare.
+compares the text as typed after Unicode normalisation (`same_cased`): capitals carry meaning
+there ("Sie" is "you", "sie" is "they"; "IT" is not "it"), so does punctuation (Italian
+"Perché ...?" asks why, "Perché ..." says because; the Greek question mark is ";"). Only the
+text's first letter may differ in case ("¿Por qué" / "¿por qué"), and a final mark may be left
+out on one side (typed without punctuation), never replaced by another.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import unicodedata
 
 _WHITESPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.,;:]+$")
-# The first letter of the text or of a sentence (after ". ", "? ", "! ", an opening "¿" or "¡").
-_SENTENCE_START = re.compile(r"(^|[.?!¿¡]\s*)([\"'«“(]?\s*)([^\W\d_])")
+# Every mark that may end a sentence in some language (the Greek ";", Arabic "؟", CJK "？。").
+_FINAL_MARKS = re.compile(r"[\s?!.,;:;؟？。！]+$")
+# The text's first letter, after any opening marks ("¿", "¡", a quote or a bracket).
+_FIRST_LETTER = re.compile(r"^([\W\d_]*?)([^\W\d_])")
 
 
 def exact_text(question: str | None) -> str:
@@ -26,26 +29,19 @@ def exact_text(question: str | None) -> str:
     return _TRAILING.sub("", _WHITESPACE.sub(" ", question).strip().lower())
 
 
-def cased_text(question: str) -> str:
-    """The text as written (NFC, trimmed, one-spaced, no trailing punctuation), with only each
-    sentence's opening letter lower-cased."""
-    text = _TRAILING.sub("", _WHITESPACE.sub(" ", unicodedata.normalize("NFC", question)).strip())
-    return _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2) + m.group(3).lower(), text)
-
-
-def uncased(text: str) -> bool:
-    """True if a text does not use case at all (all lower-case or all capitals): its letters say
-    nothing about names or "Sie" / "sie", so only its words are compared."""
-    letters = [ch for ch in text if ch.isalpha() and ch.lower() != ch.upper()]
-    return all(ch.islower() for ch in letters) or all(ch.isupper() for ch in letters)
+def cased_text(question: str) -> tuple[str, str]:
+    """The text as typed (NFC, trimmed, one-spaced) with only its first letter lower-cased, and
+    its final marks apart."""
+    text = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", question)).strip()
+    text = _FIRST_LETTER.sub(lambda m: m.group(1) + m.group(2).lower(), text, count=1)
+    final = _FINAL_MARKS.search(text)
+    if final is None:
+        return text, ""
+    return text[: final.start()], final.group(0).replace(" ", "")
 
 
 def same_cased(a: str, b: str) -> bool:
-    """True if two texts are the same as written, up to spacing, trailing punctuation and the
-    case of a sentence's first letter; a text that does not use case (`uncased`) is compared
-    by its words alone."""
-    if uncased(a) or uncased(b):
-        return exact_text(unicodedata.normalize("NFC", a)) == exact_text(
-            unicodedata.normalize("NFC", b)
-        )
-    return cased_text(a) == cased_text(b)
+    """True if two texts are the same as typed, up to spacing, the case of the first letter and
+    a final mark left out on one side."""
+    (body_a, end_a), (body_b, end_b) = cased_text(a), cased_text(b)
+    return body_a == body_b and (end_a == end_b or not end_a or not end_b)

@@ -63,7 +63,6 @@ PHRASES: dict[tuple[str, ...], tuple[str, ...]] = {
         "how come": "why",
         "what caused": "why @past",
         "what is causing": "why @present",
-        "what made": "why @past",
         "what causes": "why @present",
         "what explains": "why @present",
         "what explained": "why @past",
@@ -103,7 +102,7 @@ PHRASES: dict[tuple[str, ...], tuple[str, ...]] = {
         "at most": "at_most",
         "no more than": "at_most",
         "not more than": "at_most",
-        "up to": "at_most",
+        # not "up to": "revenue is up to $5,000" (it rose to) is no cap
         "compared to": "vs",
         "compared with": "vs",
         "as compared to": "vs",
@@ -298,7 +297,7 @@ SYNONYMS: dict[str, str] = {
     "euros": "eur",
     "euro": "eur",
     "£": "gbp",
-    "pounds": "gbp",
+    # not "pounds": without "£" it may be a weight ("10 pounds of stock")
     "&": "and",
     "+": "plus_sign",
     "<": "below",

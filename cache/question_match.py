@@ -2,14 +2,15 @@
 
 A hit needs one of two proofs:
 - `exact`: the two texts are equal once trimmed, one-spaced and stripped of trailing punctuation,
-  with case compared where it carries meaning: names in English (`same_names`), the original
-  case but for a sentence's first letter in any other text (`cache.question_exact`); the only
-  way a question the analyser does not read can hit;
+  with case compared where it carries meaning: names in English (`same_names`); in any other
+  text the text as typed, but for its first letter and a final mark left out on one side
+  (`cache.question_exact`); the only way a question the analyser does not read can hit;
 - `paraphrase`: both are English questions the analyser reads (`cache.question_signature`), every
   structured feature agrees (intent, tense, modality, negation, direction, comparators with their
   bounds, inclusion, extremes, time words, prefixes, numbers, measures, entities, one thing or
-  several: `cache.question_plurality`) and the canonical word sequences are equal: the words
-  differ only by the known relations listed.
+  several: `cache.question_plurality`, the marks it does not read: `cache.question_marks`, whose
+  things "our" and "the" name) and the canonical word sequences are equal: the words differ
+  only by the known relations listed.
 Embedding similarity only chooses which stored questions to look at (`cache.store`); it never
 decides. Everything else is a miss, with the first feature that disagreed as its reason.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cache.question_determiners import same_owners
 from cache.question_exact import same_cased
 from cache.question_signature import Signature, analyse, exact_text, foreign, same_names
 
@@ -38,6 +40,7 @@ _COMPARED: tuple[str, ...] = (
     "entities",
     "content",
     "plurality",
+    "marks",
 )
 
 
@@ -65,6 +68,8 @@ def match(asked: str, stored: str) -> MatchDecision:
     for name in _COMPARED:
         if getattr(a, name) != getattr(b, name):
             return MatchDecision(False, None, f"{name}_differs")
+    if not same_owners(a.owners, b.owners):
+        return MatchDecision(False, None, "owners_differ")
     if ("passive" in a.grammar) != ("passive" in b.grammar):
         return MatchDecision(False, None, "voice_differs")
     # Indefinite articles on the same words: "a campaign" (any) is not "the"/"our campaign".

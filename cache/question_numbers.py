@@ -1,4 +1,4 @@
-"""Numbers in a question: numeric tokens to canonical decimals, runs of number words to one number.
+"""Numbers in a question: numeric tokens as written (`number_token`), runs of number words as one.
 
 "twenty five" is 25 and "one hundred and five" is 105, but "ten five" is two numbers (10, 5): a
 unit word joins only a tens word from twenty up ("twenty", "ninety") or a whole hundred.
@@ -6,18 +6,30 @@ unit word joins only a tens word from twenty up ("twenty", "ninety") or a whole 
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 from cache import question_lexicon as lex
 
+# A number with thousands separators ("5,000", "-1,250.50"): the commas say nothing else.
+_GROUPED = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
-def number_token(token: str) -> str | None:
-    """A canonical decimal for a numeric token ("50,000" -> "50000", "5k" -> "5000")."""
-    scale = 1
-    if token.endswith("k"):
-        token, scale = token[:-1], 1000
+
+def number_token(token: str, money: bool = False) -> str | None:
+    """A numeric token as written, but for the forms read as the same value: thousands
+    separators ("50,000" -> "50000") and, of an amount of money only, "k" ("$5k" -> "5000").
+    Anything else stays as typed: "1.10" (a version) is not "1.1", "007" (an id) is not "7",
+    "4k" (a resolution) is not "4000"."""
+    digits = token[:-1] if token.endswith("k") else token
+    if not digits or not (digits.lstrip("-")[:1].isdigit() or digits.lstrip("-")[:1] == "."):
+        return None
+    plain = digits.replace(",", "") if _GROUPED.fullmatch(digits) else digits
+    if not token.endswith("k"):
+        return plain
+    if not money:
+        return token
     try:
-        value = Decimal(token.replace(",", "")) * scale
+        value = Decimal(plain) * 1000
     except InvalidOperation:
         return None
     return format(value.normalize(), "f")
@@ -61,8 +73,11 @@ def number_words(tokens: list[str], relations: set[str]) -> list[str]:
                 and tokens[i - 1] in lex.NUMBER_SCALES
                 and i + 1 < len(tokens)
                 and tokens[i + 1] in lex.NUMBER_WORDS
+                and (i + 2 >= len(tokens) or tokens[i + 2] not in lex.NUMBER_SCALES)
             ):
-                pass  # "one hundred and five"; never "thirty and one" or "ten and five hundred"
+                # "one hundred and five"; never "thirty and one", "ten and five hundred" or
+                # "between one hundred and five hundred" (100 and 500)
+                pass
             else:
                 break
             i += 1

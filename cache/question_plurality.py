@@ -23,7 +23,8 @@ _SINGULAR_BE = frozenset({"is", "was"})
 _PLURAL_BE = frozenset({"are", "were"})
 # Measures one counts as things ("which customers", "the campaign budgets"): their number
 # always matters.
-_COUNTED_MEASURES = frozenset({"customer", "budget"})
+# "shares" (of a post, of stock) are not "share" (of revenue).
+_COUNTED_MEASURES = frozenset({"customer", "budget", "share"})
 # Plural-looking words that are not plurals of anything here (units follow their numbers).
 _NOT_PLURAL = (
     lex.NOT_INFLECTED

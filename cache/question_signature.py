@@ -5,8 +5,13 @@ structured features read from it: intent, tense, modality, negation, direction, 
 bounds with their numbers, inclusion/exclusion, extremes, time words, prefixes, measures and
 entities, and the language. The canonical form removes only differences that never change the
 answer, each a known relation recorded in `relations`: contractions, lead-ins ("can you tell me"),
-stop words (the, a, our), synonyms and phrase rewrites (cache/question_lexicon.py), inflections
-(plural -s, -ed, -ing), numbers in words, currency spellings and one-letter typos of domain words.
+stop words (the, a, our: where "our" and "the" stand is compared apart), synonyms and phrase
+rewrites (cache/question_lexicon.py), inflections (plural -s, -ed, -ing), numbers in words,
+currency spellings and one-letter typos of domain words. Nothing else is thrown away: a
+possessive "'s" is a token ("Google's partner" is not "Google partner"), digits stay as written
+("1.10", "007", "4k" but for "$5k"), every mark between tokens is compared as typed
+(cache/question_marks.py), a capital that names something stays a name (cache/question_names.py)
+and every clause's tense counts (cache/question_tense.py).
 Everything else stays as written, in order, so word order and roles survive ("Facebook
 outperforming Google" is not "Google outperforming Facebook"): time words are never stemmed
 ("the last weeks"), brackets stay, an unknown hyphenated compound ("drop-in") is one word,
@@ -30,12 +35,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from cache import question_lexicon as lex
-from cache.question_determiners import indefinites
+from cache.question_determiners import determiners, indefinites
 from cache.question_edit import distance_one as _distance_one
 from cache.question_exact import exact_text
-from cache.question_negation import negation_to_slot
+from cache.question_marks import marks
+from cache.question_names import names_kept
 from cache.question_numbers import number_token, number_words
 from cache.question_plurality import plurality
+from cache.question_tense import TENSE_MARKS as _TENSE_MARKS
+from cache.question_tense import tense as _tense
 
 __all__ = ["Signature", "analyse", "exact_text", "foreign", "same_names"]
 
@@ -53,14 +61,15 @@ _CONTRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"'ve\b", " have"),
         (r"'ll\b", " will"),
         (r"\bi'm\b", "i am"),
-        (r"'s\b", ""),
+        (r"'s\b", " 's"),  # a possessive: a token of its own ("Google's partner")
     )
 )
 _TOKEN = re.compile(
     r"<=|>=|!=|\b(?:nz|us|a|c|r)\$|[$€£%<>&+/=#]"
     r"|(?<![\w.])-(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:k\b)?"
+    r"|\d+(?:st|nd|rd|th)\b"
     r"|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:k\b)?|(?<!\d)\.\d+(?:k\b)?"
-    r"|[a-z]+(?:-[a-z]+)+|[a-z]+(?:'[a-z]+)?|,|[()\[\]{}]"
+    r"|'s\b|[a-z]+(?:-[a-z]+)+|[a-z]+(?:'[a-z]+)?|,|[()\[\]{}]"
 )
 # Forms read as not understood: "'d" (did, would or had), a plural possessive ("campaigns'"),
 # a European-looking thousands separator ("1.000", "$2.500": a thousand or 1, 2.5?), a "!" or a
@@ -69,7 +78,8 @@ _UNREAD = re.compile(r"'d\b|s'(?=\s|$|[?!.,;:])|(?<![\d.])\d{1,3}\.\d{3}(?![\d.]
 # NFKC may turn a symbol or a superscript into another character ("10²" -> "102"): any
 # non-letter it changes (besides spaces and an ellipsis) makes the question not understood.
 _NFKC_HARMLESS = frozenset("…")
-# Characters that are punctuation only: dropped without changing what is asked.
+# The punctuation a question may hold besides its tokens: never dropped, each mark is compared
+# as typed (cache/question_marks.py); any other character makes the question not understood.
 _IGNORED = re.compile(r"[\s?.,;:\"'`*_\-–—…]+")
 # Brackets stay as tokens: "revenue (not spend)" is not "revenue not spend".
 _BRACKETS = {"[": "(", "{": "(", "]": ")", "}": ")"}
@@ -104,9 +114,11 @@ _VOCABULARY = (
     | frozenset(lex.PAST_FORMS)
     | lex.PERFECT_AUX
 )
-_PAST_IRREGULAR = frozenset(lex.PAST_FORMS) - {"paid"}
-_TENSE_MARKS = {"@past": "past", "@present": "present"}
-_OPENERS = lex.WH_WORDS | {"amount", "count", "share", "@past", "@present", "not"}
+# Abbreviations read before phrases, so "FB ads" is "facebook ads" (one entity).
+_ABBREVIATIONS = {"fb": "facebook"}
+# Currency read before or after a number: its "k" is a thousand ("$5k"), elsewhere "4k" is 4k.
+_MONEY_BEFORE = frozenset({"$", "€", "£", "nz$", "us$", "a$", "c$", "r$"})
+_MONEY_AFTER = frozenset({"dollars", "dollar", "usd", "euros", "euro", "eur", "gbp", "bucks"})
 
 
 def same_names(a: str, b: str) -> bool:
@@ -136,7 +148,9 @@ class Signature:
     measures: tuple[str, ...] = ()
     entities: tuple[str, ...] = ()
     plurality: tuple[str, ...] = ()
+    marks: tuple[str, ...] = ()
     grammar: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()
     relations: frozenset[str] = field(default=frozenset(), compare=False)
 
     def features(self) -> dict[str, object]:
@@ -157,7 +171,9 @@ class Signature:
             "measures": list(self.measures),
             "entities": list(self.entities),
             "plurality": list(self.plurality),
+            "marks": list(self.marks),
             "grammar": list(self.grammar),
+            "owners": list(self.owners),
             "content": list(self.content),
         }
 
@@ -220,11 +236,6 @@ def _strip_lead_ins(tokens: list[str], relations: set[str]) -> list[str]:
     return tokens
 
 
-def _is_participle(word: str) -> bool:
-    """A past participle after has/have/had ("dropped", "fallen", "been")."""
-    return (len(word) >= 5 and word.endswith(("ed", "en"))) or word in lex.PARTICIPLE_IRREGULAR
-
-
 def _stem(word: str) -> str:
     """The inflection-free form of an open-class word: plural -s, -es, -ies, verb -ed, -ing."""
     if word in _UNSTEMMED or not word.isalpha() or len(word) < 4:
@@ -275,42 +286,6 @@ def _typo_target(word: str) -> str | None:
     found = {t for t in lex.TYPO_TARGETS if _distance_one(word, t)}
     found |= {t + "s" for t in lex.TYPO_TARGETS if _distance_one(word, t + "s")}
     return found.pop() if len(found) == 1 else None
-
-
-def _tense(tokens: list[str]) -> tuple[str | None, list[str]]:
-    """The tense the auxiliaries give, and the tokens without them."""
-    tense: str | None = None
-    out: list[str] = []
-    slot: int | None = None  # where the opening auxiliary was (a "not" of it belongs there)
-    for word in tokens:
-        if word in _TENSE_MARKS:
-            tense = tense or _TENSE_MARKS[word]
-    for i, word in enumerate(tokens):
-        if word in _TENSE_MARKS:
-            continue
-        # Only the auxiliary that opens the question (or follows its question word) is one;
-        # "what does it do" keeps its verb "do", "why resources are important" its "are".
-        opening = i == 0 or tokens[i - 1] in _OPENERS
-        if word in lex.TENSE_OF_AUX and opening:
-            tense = tense or lex.TENSE_OF_AUX[word]
-            slot = len(out) if slot is None else slot
-            continue
-        if word in lex.MODALS and opening and slot is None:
-            slot = len(out) + 1
-        if word in lex.PERFECT_AUX and opening:
-            nxt = [w for w in tokens[i + 1 : i + 4] if w not in lex.NEGATIONS]
-            if any(_is_participle(w) for w in nxt[:2]):
-                tense = tense or "past"
-                slot = len(out) if slot is None else slot
-                continue
-        out.append(word)
-    out = negation_to_slot(out, slot)
-    if tense is None and any(
-        w in _PAST_IRREGULAR or (w.endswith("ed") and len(w) >= 5 and w not in lex.NOT_INFLECTED)
-        for w in out
-    ):
-        tense = "past"
-    return tense, out
 
 
 def _infinitive_after_cause(tokens: list[str]) -> list[str]:
@@ -376,7 +351,6 @@ def _comparators(content: tuple[str, ...]) -> tuple[str, ...]:
 _UNITS = lex.CURRENCY_WORDS | {"percent"}
 
 
-_MID_CAPITALS = re.compile(r"(?<=[A-Za-z0-9,] )([A-Z][A-Za-z]*)\b")
 # Words a synonym turns into an extreme or a direction ("primary" -> "main", "fall" ->
 # "decrease"): capitalised inside a question, they are part of a name.
 _MEANING_SYNONYMS = frozenset(
@@ -386,28 +360,18 @@ _MEANING_SYNONYMS = frozenset(
     and w != canonical
     and (canonical in lex.EXTREMES or canonical in lex.DIRECTION_WORDS)
 ) | {"fall", "main"}
+# Words usually written with a capital (channels, measures, time words): a capital names nothing.
+_USUAL_CAPITALS = lex.ENTITIES | lex.MEASURES | lex.TIME_WORDS | {"ad"}
 
 
 def _names_kept(text: str) -> str:
-    """A capital word inside a mixed-case question that would read as a function word ("the US",
-    "IT", "ad set A") or as a common word ("Apple") becomes a name of its own."""
-    if not any(ch.islower() for ch in text):
-        return text
-    # Every word capitalised ("Why Did Revenue Drop?"): capitals there name nothing.
-    title_case = all(not w[:1].isalpha() or w[:1].isupper() for w in text.split())
-
-    def name(m: re.Match[str]) -> str:
-        word = m.group(1)
-        lower = word.lower()
-        if lower in lex.ENGLISH_MARKERS | lex.STOP_WORDS | {"us"}:
-            return "name" + lower if word.isupper() else word
-        if lower in _MEANING_SYNONYMS and not word.isupper() and not title_case:
-            return "name" + lower  # "Primary Street" is not "Main Street", "the Fall sale"
-        if lower in _VOCABULARY or _stem(lower) in _VOCABULARY or word.isupper():
-            return word
-        return "name" + lower
-
-    return _MID_CAPITALS.sub(name, text)
+    """`text` with capitalised words that name something kept apart (cache.question_names)."""
+    return names_kept(
+        text,
+        lambda w: w in _VOCABULARY or _stem(w) in _VOCABULARY,
+        lambda w: w in _USUAL_CAPITALS or _canon(w) in _USUAL_CAPITALS,
+        _MEANING_SYNONYMS,
+    )
 
 
 @lru_cache(maxsize=16384)
@@ -436,14 +400,24 @@ def analyse(question: str) -> Signature:
     if language != "en" or leftover or not words_only:
         return Signature(language=language, understood=False, content=(), intent="", tense=None)
 
+    punctuation = marks(contracted, _TOKEN, lambda t: _canon(_typo_target(t) or t))
+    if punctuation[:1] == (f"{raw[0]} ,",) and (raw[0],) in lex.LEAD_INS:
+        punctuation = punctuation[1:]  # "Hi, why did ROAS fall?": the comma of a greeting
     tokens = []
-    for token in _compounds(raw):
+    split = _compounds(raw)
+    for i, token in enumerate(split):
         if token in _BRACKETS or token in "()":
             tokens.append(_BRACKETS.get(token, token))
         elif token[:1].isdigit() or token[:1] in "-.":
-            number = number_token(token)
+            money = (i > 0 and split[i - 1] in _MONEY_BEFORE) or (
+                i + 1 < len(split) and split[i + 1] in _MONEY_AFTER
+            )
+            number = number_token(token, money)
             tokens.append(number if number is not None else token)
+        elif token == "'s" and tokens and _time_word(tokens[-1]):
+            relations.add("possessive_time")  # "last week's revenue" is last week's
         else:
+            token = _ABBREVIATIONS.get(token, token)
             target = _typo_target(token)
             if target is not None:
                 relations.add("typo")
@@ -457,6 +431,7 @@ def analyse(question: str) -> Signature:
     intent = _intent(tokens)
     counted = plurality(tokens, intent, _canon)
     grammar = indefinites(tokens, _canon) + passive
+    owners = determiners(tokens, _canon)
     tokens = _infinitive_after_cause(tokens)
     tense, tokens = _tense(tokens)
     words: list[str] = []
@@ -497,7 +472,9 @@ def analyse(question: str) -> Signature:
         measures=tuple(w for w in content if w in lex.MEASURES),
         entities=tuple(w for w in content if w in lex.ENTITIES),
         plurality=counted,
+        marks=punctuation,
         grammar=grammar,
+        owners=owners,
         relations=frozenset(relations),
     )
 

@@ -16,8 +16,8 @@ PAIRS: list[dict[str, Any]] = [
     for line in (Path(__file__).parent / "data" / "question_pairs.jsonl").read_text().splitlines()
     if line.strip()
 ]
-# Measured at this commit (see bench/RESULTS.md): 152 of 241 paraphrases hit.
-MEASURED_RECALL = 152 / 241
+# Measured at this commit (see bench/RESULTS.md): 169 of 262 paraphrases hit.
+MEASURED_RECALL = 169 / 262
 
 
 def test_the_set_is_big_labelled_and_unique() -> None:
@@ -214,13 +214,61 @@ def test_attack3_pairs_are_in_the_labelled_set() -> None:
         ("Wie viel Umsatz haben Sie gemacht?", "Wie viel Umsatz haben sie gemacht?", False),
         ("¿Por qué bajó el ROAS de IT?", "¿Por qué bajó el ROAS de it?", False),
         ("¿Por qué bajó el ROAS de IT?", "¿por qué bajó el ROAS de IT", True),
-        ("Warum ist der Umsatz gesunken?", "warum ist der umsatz gesunken", True),
+        # Typed without case, "sie" may be "Sie": no evidence, so a miss (was a hit before the
+        # red team's round five showed "wie können sie ..." served "Wie können Sie ...").
+        ("Warum ist der Umsatz gesunken?", "warum ist der umsatz gesunken", False),
+        ("wie können sie den umsatz steigern", "Wie können Sie den Umsatz steigern", False),
+        ("Perché le vendite sono calate?", "Perché le vendite sono calate.", False),
+        ("Perché le vendite sono calate?", "perché le vendite sono calate", True),
         ("Why did revenue from Nestlé drop after IT paused?",
          "Why did revenue from Nestlé drop after it paused?", False),
     ],
 )  # fmt: skip
 def test_other_languages_keep_their_case(stored: str, asked: str, exact: bool) -> None:
-    """Another language's capitals carry meaning ("Sie" is you, "sie" they): the exact path
-    compares them, but for a sentence's first letter and a text typed without case."""
+    """Another language's capitals and marks carry meaning ("Sie" is you, "sie" they; Italian
+    "Perché ...?" asks why, "Perché ... ." says because): the exact path compares the text as
+    typed, but for its first letter and a final mark left out on one side."""
     assert match(asked, stored).hit is exact
     assert match(stored, asked).hit is exact
+
+
+# Round six, as an attacker against the round-six design itself: marks typed differently
+# (curly quotes, markdown, a colon for a comma, a doubled "?"), a quoted name on both sides,
+# a money "k" against a bare one, tenses swapped between clauses, a time against a decimal,
+# a possessive against none, an id sign, owners moved, "US" / "us". All miss.
+ATTACK6 = [
+    ("Why did the “Primary” campaign drop?", "Why did the main campaign drop?"),
+    ("Why did the 'Target' campaign drop?", "Why did the 'target' campaign drop?"),
+    ('Why did the "Target" campaign drop?', 'Why did the "target" campaign drop?'),
+    ("Why did spend rise to $5k?", "Why did spend rise to 5k?"),
+    ("Why did revenue drop and why is spend rising?",
+     "Why is revenue dropping and why did spend rise?"),
+    ("Why did revenue drop at 10:30?", "Why did revenue drop at 10.30?"),
+    ("Why did Google's CPA rise?", "Why did Google CPA rise?"),
+    ("Why did revenue drop on 5/10?", "Why did revenue drop on 5-10?"),
+    ("Why did revenue drop: email?", "Why did revenue drop, email?"),
+    ("Why did spend rise by 1.50?", "Why did spend rise by 1.5?"),
+    ("Why did campaign #7 drop?", "Why did campaign 7 drop?"),
+    ("Why did *all* campaigns drop?", "Why did all campaigns drop?"),
+    ("Why did our CPA rise above the target?", "Why did the CPA rise above our target?"),
+    ("Why did sales drop in the US?", "Why did sales drop in the us?"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("stored", "asked"), ATTACK6)
+def test_attack6_near_misses_miss(stored: str, asked: str) -> None:
+    assert not match(asked, stored).hit
+    assert not match(stored, asked).hit
+
+
+def test_nothing_unread_is_thrown_away() -> None:
+    """Marks, possessives, owners, digits as written and every clause's tense are features."""
+    s = analyse("Why did Google's revenue drop in weeks 5-10, and why is our spend rising?")
+    assert s.marks == ("5 -", "10 ,")
+    assert s.tense == "past,present"
+    assert s.content[1:3] == ("google", "'s") and s.owners == ("our spend",)
+    for typed, other in (("1.10", "1.1"), ("007", "7"), ("4K", "4000")):
+        assert analyse(f"Why did item {typed} drop?").numbers == (typed.lower(),)
+        assert not match(f"Why did item {typed} drop?", f"Why did item {other} drop?").hit
+    assert analyse("Why did CPA rise above $1.5k?").numbers == ("1500",)
+    assert analyse("Why did CPA rise above $1,500?").numbers == ("1500",)

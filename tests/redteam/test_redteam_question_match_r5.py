@@ -40,8 +40,11 @@ def _broke(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
-# (class, stored question, asked question[, reason it broke]): two questions, two answers.
-_BROKEN: list[tuple[str, str, str, str]] = [
+# (class, stored question, asked question, what broke): two questions, two answers. All 44
+# broke when written and were fixed by design (matcher round six: unread marks compared as
+# typed, numbers as written, every clause's tense, names in quotes and URLs, possessives and
+# owners, the exact path as typed): regression guards now, the reason kept as the record.
+_FIXED: list[tuple[str, str, str, str]] = [
     ("weight_vs_currency", "What is the shipping cost for packages over 10 pounds?",
      "What is the shipping cost for packages over £10?",
      "lexicon SYNONYMS pounds=gbp: a weight is read as money (above 10 gbp both)"),
@@ -310,28 +313,27 @@ _PARAPHRASES: list[tuple[str, str, str]] = [
      "Why did conversion rate go down?"),
     ("cpc_phrase", "Why did CPC increase after we paused Google?",
      "Why did cost per click rise after we paused Google?"),
+    # Missed when written, fixed in matcher round six: "2nd" was split into 2 and "nd"; "fb"
+    # became "facebook" only after the phrase "facebook ads" was read; "one hundred and five
+    # hundred" was read as 10500.
+    ("ordinal_digits", "Why did signups drop in the second week?",
+     "Why did signups drop in the 2nd week?"),
+    ("abbreviation", "Why did Facebook ads revenue drop?", "Why did FB ads revenue drop?"),
+    ("number_words_range", "Which campaigns had between one hundred and five hundred clicks?",
+     "Which campaigns had between 100 and 500 clicks?"),
 ]  # fmt: skip
 
 # Supported kinds (numbers in words, the lexicon's own ordinals and abbreviations) that missed.
 _PARAPHRASES_MISSED: list[tuple[str, str, str, str]] = [
-    ("ordinal_digits", "Why did signups drop in the second week?",
-     "Why did signups drop in the 2nd week?",
-     "_TOKEN splits '2nd' into 2 and 'nd', so the lexicon's 1st..5th synonyms never apply"),
-    ("number_words_range", "Which campaigns had between one hundred and five hundred clicks?",
-     "Which campaigns had between 100 and 500 clicks?",
-     "number_words reads 'one hundred and five hundred' as the single number 10500, "
-     "not 100 and 500"),
     ("modifier_order", "Why did mobile paid search revenue drop?",
      "Why did paid search mobile revenue drop?",
      "entities are compared in order: two segment modifiers swapped read as different entities"),
     ("modifier_order_prepositions", "Why did revenue on mobile from email drop?",
      "Why did revenue from email on mobile drop?",
      "entities are compared in order: 'on mobile from email' / 'from email on mobile' differ"),
-    ("abbreviation", "Why did Facebook ads revenue drop?", "Why did FB ads revenue drop?",
-     "'facebook ads' is one entity phrase, 'fb' becomes 'facebook' only after phrases run"),
 ]  # fmt: skip
 
-NEAR_MISSES = [pytest.param(a, b, id=c, marks=_broke(r)) for c, a, b, r in _BROKEN] + [
+NEAR_MISSES = [pytest.param(a, b, id=c) for c, a, b, _ in _FIXED] + [
     pytest.param(a, b, id=c) for c, a, b in _HELD
 ]
 PARAPHRASES = [pytest.param(a, b, id=c) for c, a, b in _PARAPHRASES] + [
@@ -358,7 +360,7 @@ def test_supported_paraphrase_hits(stored: str, asked: str) -> None:
 # ------------------------------------------------------------------------------------------
 # Through the HTTP API: the first question answered and stored, the second asked.
 
-_HTTP_BROKEN = {
+_HTTP_FIXED = {
     "weight_vs_currency", "rose_to_vs_capped", "version_number", "range_vs_list", "en_dash_minus",
     "second_clause_tense", "quoted_name_synonym", "brand_is_vocabulary",
     "italian_why_vs_because", "abbreviation_sentence_start", "measure_plural_shares",
@@ -387,9 +389,9 @@ def openai_key(monkeypatch: pytest.MonkeyPatch) -> None:
 def _http_cases() -> list[Any]:
     """The HTTP sample: (n, stored, asked, expected cache outcome), with the break marks."""
     cases: list[Any] = []
-    for c, a, b, r in _BROKEN:
-        if c in _HTTP_BROKEN:
-            cases.append(pytest.param(a, b, "miss", id=f"miss-{c}", marks=_broke(r)))
+    for c, a, b, _ in _FIXED:
+        if c in _HTTP_FIXED:
+            cases.append(pytest.param(a, b, "miss", id=f"miss-{c}"))
     cases += [pytest.param(a, b, "miss", id=f"miss-{c}") for c, a, b in _HELD if c in _HTTP_HELD]
     cases += [
         pytest.param(a, b, "hit", id=f"hit-{c}")
