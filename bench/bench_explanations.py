@@ -307,6 +307,9 @@ def _variants(args: argparse.Namespace) -> list[tuple[str, Path, int]]:
     out: list[tuple[str, Path, int]] = []
     if args.before:
         out.append(("before, 1 process", Path(args.before).resolve(), 1))
+    for labelled in args.tree:
+        label, _, tree = labelled.partition("=")
+        out.append((f"{label}, 1 process", Path(tree).resolve(), 1))
     for workers in args.workers:
         out.append((f"after, {workers} process{'es' if workers > 1 else ''}", ROOT, workers))
     return out
@@ -559,6 +562,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="serve processes of this tree's service, e.g. 1,2 (one service each)",
     )
     parser.add_argument("--before", help="another code tree to compare (e.g. a main worktree)")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="one more code tree to compare, under its label (repeatable)",
+    )
     parser.add_argument("--sequential", type=int, default=400)
     parser.add_argument("--rate", type=float, default=250.0, help="requests/s of the paced run")
     parser.add_argument("--pool", type=int, default=10, help="the service's DB pool size")

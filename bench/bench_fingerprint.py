@@ -41,10 +41,12 @@ import asyncpg
 
 from bench.scratch_db import migrated_database
 from llm_service.analytics.fingerprint_queries import (
-    DATA_FINGERPRINT,
     FINGERPRINT_PARTS,
     FINGERPRINT_SUBJECTS,
     data_fingerprint,
+    fingerprint_args,
+    fingerprint_sql,
+    shape_of,
 )
 from llm_service.analytics.shared_queries import REMEDIATION_STATUSES, RUN_GRACE
 from llm_service.db.pool import create_pool, tenant_transaction
@@ -355,12 +357,10 @@ async def bench_fingerprint(
             print(f"{'':<48} legacy   {_ms(old)}   ({_pct(old, 50) / _pct(new, 50):,.0f}x)")
     start, end = periods["90 days"]
     async with tenant_transaction(app, tenant.tenant_id, readonly=True) as conn:
+        args = fingerprint_args("every part", [(start, end)])
         plan = await conn.fetch(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, SUMMARY ON) " + DATA_FINGERPRINT,
-            start,
-            end,
-            sorted(FINGERPRINT_PARTS),
-            [""],
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, SUMMARY ON) " + fingerprint_sql(shape_of(args)),
+            *args,
         )
     print("plan, 90 days, every part:\n    " + "\n    ".join(r[0] for r in plan))
 

@@ -242,11 +242,13 @@ async def lookup(
     question: str | None,
     question_embedding: Sequence[float] | None,
     embedding_model: str,
+    same_question_read: bool = False,
 ) -> CacheHit | None:
     """The live entry of this exact scope and data whose question matches, or None.
 
     Without free text: the scope's entry without free text. With free text: the same question
-    (no vector needed); then, if `question_embedding` is given, the nearest stored questions are
+    (no vector needed), unless `same_question_read` (the caller already looked for it in this
+    scope and data); then, if `question_embedding` is given, the nearest stored questions are
     read and the first that `cache.question_match.match` accepts is served.
     """
     normalised = _check_question(question, question_embedding)
@@ -257,12 +259,13 @@ async def lookup(
     asked = question or ""
     # The store's form of exact_text only narrows the rows; each is checked here, so where the
     # database's lower() disagrees with Python's the result is a miss, never a wrong hit.
-    for entry in await rows.entries_of_question(
-        scope.tenant_id, key, fingerprint, exact_text(asked), SAME_QUESTION_LIMIT
-    ):
-        decision = match(asked, entry.question)
-        if decision.relation == "exact":
-            return hit_from_entry(entry, decision)
+    if not same_question_read:
+        for entry in await rows.entries_of_question(
+            scope.tenant_id, key, fingerprint, exact_text(asked), SAME_QUESTION_LIMIT
+        ):
+            decision = match(asked, entry.question)
+            if decision.relation == "exact":
+                return hit_from_entry(entry, decision)
     vector = vector_of(question_embedding)
     if vector is None:
         return None

@@ -32,6 +32,7 @@ from llm_service.explanations.service import ExplanationService
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.llm.warmup import warm_up
 from llm_service.settings import Settings, get_settings
+from llm_service.workers.heap import freeze_startup_heap
 from llm_service.workers.sweeper import start_sweeper
 
 
@@ -101,6 +102,9 @@ def create_app(
                 if settings.serve_workers <= 1
                 else run_when_elected(election, worker.run_until_stopped)
             )
+        # Every serving process, with or without the worker: a full collection of the start-up
+        # heap (litellm, tokenizers, the embedding model: ~470k objects) stalls the loop ~250 ms.
+        freeze_startup_heap()
         try:
             yield
         finally:

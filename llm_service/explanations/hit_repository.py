@@ -17,7 +17,9 @@ sharing its columns and its exact-question expression); a change there must be m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 import asyncpg
@@ -25,7 +27,11 @@ import asyncpg
 from cache.question_match import match
 from cache.question_signature import exact_text
 from cache.store import CacheHit, hit_from_entry
-from llm_service.analytics.fingerprint_queries import fingerprint_sql
+from llm_service.analytics.fingerprint_queries import (
+    FingerprintShape,
+    fingerprint_sql,
+    shape_of,
+)
 from llm_service.db.queries import tenant_from_key_sql
 from llm_service.explanations.cache_repository import (
     EXACT_QUESTION_SQL,
@@ -42,12 +48,13 @@ WITH k AS MATERIALIZED (
 )"""
 
 
-def _statement(entry_filter: str, limit: int) -> str:
-    """The merged statement for one kind of lookup (the entry's extra predicate and row limit)."""
+def _statement(entry_filter: str, limit: int, shape: FingerprintShape) -> str:
+    """The merged statement for one kind of lookup (the entry's extra predicate and row limit)
+    and one shape of the fingerprint's arrays."""
     return f"""{_KEY}
 SELECT k.tenant, fp.fingerprint, fp.seen, {ROW_COLUMNS}, 1.0::float8 AS similarity
   FROM k
- CROSS JOIN LATERAL ({fingerprint_sql(_TENANT)}) AS fp
+ CROSS JOIN LATERAL ({fingerprint_sql(shape, _TENANT)}) AS fp
   LEFT JOIN LATERAL (
     SELECT e.*
       FROM explanation_cache e
@@ -60,9 +67,15 @@ SELECT k.tenant, fp.fingerprint, fp.seen, {ROW_COLUMNS}, 1.0::float8 AS similari
 
 
 # No free text: the scope's entry without a question ($8 is unused, NULL).
-HIT_NO_QUESTION_SQL: Final = _statement("e.question_embedding IS NULL AND $8::text IS NULL", 1)
+_NO_QUESTION: Final = ("e.question_embedding IS NULL AND $8::text IS NULL", 1)
 # The same question (exact_text in SQL, as cache.store's; each row is checked in Python).
-HIT_SAME_QUESTION_SQL: Final = _statement(f"e.question <> '' AND {EXACT_QUESTION_SQL} = $8", 4)
+_SAME_QUESTION: Final = (f"e.question <> '' AND {EXACT_QUESTION_SQL} = $8", 4)
+
+
+@lru_cache(maxsize=64)
+def hit_sql(shape: FingerprintShape, *, question: bool) -> str:
+    """The one statement for fingerprint arrays of `shape`, with or without a question."""
+    return _statement(*(_SAME_QUESTION if question else _NO_QUESTION), shape)
 
 
 @dataclass(frozen=True)
@@ -78,7 +91,7 @@ class FastHit:
 async def hit_in_one_statement(
     conn: asyncpg.Connection,
     api_key_hash: str,
-    fingerprint_args: tuple[Any, ...],
+    fingerprint_args: Sequence[Any],
     scope_key: str,
     question: str | None,
 ) -> FastHit:
@@ -91,14 +104,9 @@ async def hit_in_one_statement(
     if conn.is_in_transaction():
         raise RuntimeError("the one-statement hit must run outside a transaction block")
     asked = (question or "").strip()
-    if asked:
-        rows = await conn.fetch(
-            HIT_SAME_QUESTION_SQL, *fingerprint_args, api_key_hash, scope_key, exact_text(asked)
-        )
-    else:
-        rows = await conn.fetch(
-            HIT_NO_QUESTION_SQL, *fingerprint_args, api_key_hash, scope_key, None
-        )
+    sql = hit_sql(shape_of(fingerprint_args), question=bool(asked))
+    key = exact_text(asked) if asked else None
+    rows = await conn.fetch(sql, *fingerprint_args, api_key_hash, scope_key, key)
     first = rows[0]
     found: CacheHit | None = None
     for row in rows:

@@ -284,8 +284,7 @@ class ExplanationService:
                     timings.add("lookup", time.perf_counter() - t)
                 t = time.perf_counter()
                 if hit is None and normalised and analysable(query.question or ""):
-                    # Only a question the analyser reads can match a paraphrase: find the
-                    # candidates by similarity, let the matcher decide.
+                    # An analysable question: the nearest rows, then the matcher.
                     try:
                         vector, embed_cost = await self.vectors.get(
                             tenant_id, await self._embedder(tenant_id), normalised
@@ -302,6 +301,7 @@ class ExplanationService:
                             question=query.question,
                             question_embedding=vector,
                             embedding_model=self._embedding_model_id(),
+                            same_question_read=True,  # above, or by the one statement
                         )
                         timings.add("lookup", time.perf_counter() - t)
                     else:

@@ -236,3 +236,39 @@ async def test_hits_are_written_in_id_order_and_purges_batch_until_short() -> No
     assert [c for c in rows.calls if c.startswith("purge")] == ["purge:2"] * 3
     with pytest.raises(ValueError, match="batch_size"):
         await store.purge_expired(rows, batch_size=0)
+
+
+async def test_a_caller_that_already_read_the_same_question_gets_only_the_nearest(
+    make_scope: ScopeFactory,
+) -> None:
+    """The one-statement hit already looked for the same question: a paraphrase's lookup must
+    not read those rows again, only the nearest; and without a vector it reads nothing."""
+    rows = _MemoryRows()
+    rows.of_question = [_entry("which channel contributed the most to the decline")]
+    paraphrase = _entry("Which channel contributed most to the decline?", 0.97)
+    rows.nearest = [paraphrase]
+    hit = await store.lookup(
+        rows,
+        make_scope(uuid.uuid4()),
+        fingerprint="fp",
+        question="which channel contributed the most to the decline",
+        question_embedding=[1.0],
+        embedding_model="m",
+        same_question_read=True,
+    )
+    assert hit is not None and hit.entry_id == paraphrase.id
+    assert rows.calls == ["nearest:8"]
+    rows.calls.clear()
+    assert (
+        await store.lookup(
+            rows,
+            make_scope(uuid.uuid4()),
+            fingerprint="fp",
+            question="which channel contributed the most to the decline",
+            question_embedding=None,
+            embedding_model="m",
+            same_question_read=True,
+        )
+        is None
+    )
+    assert rows.calls == []
