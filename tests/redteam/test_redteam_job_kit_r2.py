@@ -139,3 +139,28 @@ async def test_stale_worker_events_are_refused_after_takeover(
     with pytest.raises(asyncpg.PostgresError):
         async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
             await investigations.add_event(conn, tenant.tenant_id, run_id, "note", {"m": "x"})
+
+
+async def test_app_role_cannot_rewrite_or_drop_a_taken_key(
+    app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    run_id, _ = await _leased_run(app_pool, owner_pool, tenant.tenant_id, "w1")
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        await jobs.take_key(conn, tenant.tenant_id, "k-rt14", "investigation", run_id, "a" * 64)
+    for statement in (
+        "UPDATE job_idempotency_keys SET run_id = gen_random_uuid()",
+        "DELETE FROM job_idempotency_keys",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+                await conn.execute(statement)
+
+
+async def test_app_role_cannot_take_a_key_for_another_tenant(
+    app_pool: asyncpg.Pool, tenant: CreatedTenant, other_tenant: CreatedTenant
+) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # RLS WITH CHECK
+        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+            await jobs.take_key(
+                conn, other_tenant.tenant_id, "k-x", "investigation", uuid.uuid4(), "b" * 64
+            )
