@@ -7,6 +7,7 @@ its sha256) by the owner, so no other test's run is claimed from the shared queu
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
@@ -16,6 +17,7 @@ from llm_service.db.pool import tenant_transaction
 from llm_service.investigations import repository as investigations
 from llm_service.jobs import repository as jobs
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.app_role import insert_pending, set_session_tenant
 
 
 async def _leased_run(
@@ -164,3 +166,26 @@ async def test_app_role_cannot_take_a_key_for_another_tenant(
             await jobs.take_key(
                 conn, other_tenant.tenant_id, "k-x", "investigation", uuid.uuid4(), "b" * 64
             )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a ledger row (a reservation) is accepted for a run whose lease was taken over",
+)
+async def test_stale_worker_ledger_rows_are_refused_after_takeover(
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+    app_conn: asyncpg.Connection,
+) -> None:
+    run_id, _old = await _leased_run(app_pool, owner_pool, tenant.tenant_id, "w1")
+    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
+        await conn.execute(
+            "UPDATE investigations SET lease_owner = 'w2', "
+            "lease_token_hash = sha256(uuid_send($2::uuid)) WHERE id = $1",
+            run_id,
+            uuid.uuid4(),
+        )
+    await set_session_tenant(app_conn, tenant.tenant_id)
+    call_id = await insert_pending(app_conn, tenant.tenant_id, Decimal(1), investigation_id=run_id)
+    assert call_id is None  # reached only if the row was accepted
