@@ -143,6 +143,13 @@ NEAR_MISSES: list[Any] = [
         "the acronym IT (the IT department's spend) at the start is folded to 'it'; the two "
         "differ in more than the first letter",
     ),
+    _xf(
+        "DID IT APPROVE THE BUDGET?",
+        "Did it approve the budget?",
+        "a question typed in capitals is read as lower case: its IT (the department, as the "
+        "module's own 'Did IT approve' example) is served the answer for 'it'; it misses "
+        "'Did IT approve the budget?', so the capitals were not read as unknown",
+    ),
     # a final mark that turns a statement into a question
     _xf(
         "Spend exceeded budget?",
@@ -286,6 +293,12 @@ HTTP_PAIRS: list[Any] = [
         "Us revenue fell, why?",
         "miss",
         "the acronym US at the start is folded: more than the first letter's case ignored",
+    ),
+    _http(
+        "DID IT APPROVE THE BUDGET?",
+        "Did it approve the budget?",
+        "miss",
+        "an all-capitals question is read as lower case: IT served the answer for 'it'",
     ),
     _http("Why did the 3rd campaign fail?", "Why did the third campaign fail?", "hit"),
     _http("Why did spend hit $3k?", "Why did spend hit $3,000?", "hit"),
