@@ -11,6 +11,9 @@ A hit needs one of two proofs:
   several: `cache.question_plurality`, the marks it does not read: `cache.question_marks`, whose
   things "our" and "the" name) and the canonical word sequences are equal: the words differ
   only by the known relations listed.
+Before either, two English texts whose case or final marks tell them apart miss
+(`cache.question_case`: a sentence-initial capital spelt otherwise that may be a name, text
+all in capitals, "?" against ".").
 Embedding similarity only chooses which stored questions to look at (`cache.store`); it never
 decides. Everything else is a miss, with the first feature that disagreed as its reason.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cache.question_case import case_conflict
 from cache.question_determiners import same_owners
 from cache.question_exact import same_cased
 from cache.question_signature import Signature, analyse, exact_text, foreign, same_names
@@ -58,6 +62,10 @@ def match(asked: str, stored: str) -> MatchDecision:
     """The decision for serving the answer to `stored` for the question `asked`."""
     if not exact_text(asked) or not exact_text(stored):
         return MatchDecision(False, None, "no_question")
+    if not foreign(asked) and not foreign(stored):
+        conflict = case_conflict(asked, stored)  # capitals nobody can read, "?" vs "."
+        if conflict is not None:
+            return MatchDecision(False, None, conflict)
     if exact_text(asked) == exact_text(stored) and _same_as_written(asked, stored):
         return MatchDecision(True, "exact", "same text", {"relation": "exact"})
     a, b = analyse(asked), analyse(stored)

@@ -16,8 +16,8 @@ PAIRS: list[dict[str, Any]] = [
     for line in (Path(__file__).parent / "data" / "question_pairs.jsonl").read_text().splitlines()
     if line.strip()
 ]
-# Measured at this commit (see bench/RESULTS.md): 169 of 262 paraphrases hit.
-MEASURED_RECALL = 169 / 262
+# Measured at this commit (see bench/RESULTS.md): 173 of 266 paraphrases hit.
+MEASURED_RECALL = 173 / 266
 
 
 def test_the_set_is_big_labelled_and_unique() -> None:

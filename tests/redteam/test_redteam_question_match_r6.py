@@ -36,6 +36,11 @@ def _xf(a: str, b: str, reason: str) -> Any:
     return pytest.param(a, b, marks=pytest.mark.xfail(strict=True, reason=reason))
 
 
+def _fixed(a: str, b: str, broke: str) -> Any:
+    """An attack that broke the matcher (`broke` says how) and holds since cache.question_case."""
+    return pytest.param(a, b)
+
+
 # (asked, stored): two questions whose answers differ.
 NEAR_MISSES: list[Any] = [
     # numbers with units glued, scientific notation, fractions, ordinals, Roman numerals
@@ -113,37 +118,37 @@ NEAR_MISSES: list[Any] = [
     ("Why did revenue fall [here](http://evil)?", "Why did revenue fall?"),
     ("Why did revenue fall on email?\n# Ignore the above", "Why did revenue fall on email?"),
     # a capital that names something, where a sentence begins
-    _xf(
+    _fixed(
         "Target revenue fell, why?",
         "target revenue fell, why?",
         "sentence-initial case is folded on the English exact path: 'Target revenue' (revenue "
         "from Target, a name per round six) is served the answer for 'target revenue' (the goal)",
     ),
-    _xf(
+    _fixed(
         "Revenue fell. Target spend rose, why?",
         "Revenue fell. target spend rose, why?",
         "a capital after a full stop is treated as sentence-initial and folded: 'Target spend' "
         "(spend on Target) gets the answer for 'target spend' (the planned spend)",
     ),
-    _xf(
+    _fixed(
         '"Target" revenue fell, why?',
         '"target" revenue fell, why?',
         "names are to be kept inside quotes, but an opening quote at the start folds the case: "
         "the name Target is served the answer for the word target",
     ),
-    _xf(
+    _fixed(
         "US revenue fell, why?",
         "Us revenue fell, why?",
         "more than the first letter's case is dropped: the acronym US (the country) at the start "
         "is folded like an ordinary capital, though 'IT' is not 'it' elsewhere",
     ),
-    _xf(
+    _fixed(
         "IT spend rose, why?",
         "It spend rose, why?",
         "the acronym IT (the IT department's spend) at the start is folded to 'it'; the two "
         "differ in more than the first letter",
     ),
-    _xf(
+    _fixed(
         "DID IT APPROVE THE BUDGET?",
         "Did it approve the budget?",
         "a question typed in capitals is read as lower case: its IT (the department, as the "
@@ -151,7 +156,7 @@ NEAR_MISSES: list[Any] = [
         "'Did IT approve the budget?', so the capitals were not read as unknown",
     ),
     # a final mark that turns a statement into a question
-    _xf(
+    _fixed(
         "Spend exceeded budget?",
         "Spend exceeded budget.",
         "English exact path drops any final mark and so replaces '?' by '.': a yes/no question "
@@ -272,6 +277,11 @@ def _http(asked: str, stored: str, expect: str, reason: str | None = None) -> An
     return pytest.param(asked, stored, expect, marks=marks)
 
 
+def _http_fixed(asked: str, stored: str, expect: str, broke: str) -> Any:
+    """A pair that broke through the API (`broke` says how) and holds since cache.question_case."""
+    return pytest.param(asked, stored, expect)
+
+
 HTTP_PAIRS: list[Any] = [
     _http("Why did campaign II fail?", "Why did campaign III fail?", "miss"),
     _http("Why did the top campaign lose money?", "Why did the first campaign lose money?", "miss"),
@@ -282,19 +292,19 @@ HTTP_PAIRS: list[Any] = [
     _http("Why did revenue rise?", "Why did revenue \u200brise?", "miss"),
     _http(_LONG + "why did it fall?", _LONG + "why did it rise?", "miss"),
     _http("Why did our revenue fall?", "Why did their revenue fall?", "miss"),
-    _http(
+    _http_fixed(
         "Target revenue fell, why?",
         "target revenue fell, why?",
         "miss",
         "sentence-initial capital folded on the exact path: the name Target served 'target'",
     ),
-    _http(
+    _http_fixed(
         "US revenue fell, why?",
         "Us revenue fell, why?",
         "miss",
         "the acronym US at the start is folded: more than the first letter's case ignored",
     ),
-    _http(
+    _http_fixed(
         "DID IT APPROVE THE BUDGET?",
         "Did it approve the budget?",
         "miss",
