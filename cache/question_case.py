@@ -20,11 +20,15 @@ import unicodedata
 
 from cache import question_lexicon as lex
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
-# A sentence starts at the text's start or after ". ", "? ", "! ", "…", past opening marks.
-_SENTENCE_START = re.compile(r"(?:^|[.?!…]\s+)([\s\"'«“‘(\[*_`¿¡]*)([A-Za-z][A-Za-z'’-]*)")
+# Words in any script's letters ("Éclair", "Öko"), with inner apostrophes and hyphens.
+_WORD = re.compile(r"[^\W\d_](?:[^\W\d_]|['’-])*")
+# A sentence starts at the text's start, after ". ", "? ", "! ", "…", ";", ":", a dash or a new
+# line, past opening marks, quotes and bullets.
+_SENTENCE_START = re.compile(
+    r"(?:^|[.?!…;:—–]\s+|\n)([\s\"'«“‘(\[*_`¿¡•-]*)([^\W\d_](?:[^\W\d_]|['’-])*)"
+)
 _QUOTES = frozenset("\"'«“‘*_`")
-_FINAL_MARK = re.compile(r"([?.!;:…])[\s\"'»”’)\]*_`]*$")
+_FINAL_MARKS = re.compile(r"([?.!;:…\s\"'»”’)\]*_`]*)$")
 _LEAD_VERBS = frozenset(
     [
         "show",
@@ -70,8 +74,12 @@ def _text(question: str) -> str:
 
 
 def _final_mark(text: str) -> str:
-    found = _FINAL_MARK.search(text)
-    return found.group(1) if found else ""
+    """The mark a text ends with: "?" if any of its closing marks is one ("?." is a question)."""
+    found = _FINAL_MARKS.search(text)
+    marks = [ch for ch in (found.group(1) if found else "") if ch in "?.!;:…"]
+    if not marks:
+        return ""
+    return "?" if "?" in marks else marks[-1]
 
 
 def _asks(text: str) -> bool:
@@ -99,6 +107,14 @@ def _starts_read_as_written(text: str, other: str) -> bool:
         if word not in spellings:
             return False  # "Target" here, "target" there: a name or not, nobody can tell
     return True
+
+
+def reads_as_english(text: str) -> bool:
+    """True if the text uses English function words and no other language's, whatever its
+    letters ("Éclair revenue fell, why?" is English with an accented name)."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    english = any(w in lex.ENGLISH_MARKERS for w in words)
+    return english and not any(w in lex.FOREIGN_MARKERS for w in words)
 
 
 def case_conflict(asked: str, stored: str) -> str | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cache.question_case import case_conflict
+from cache.question_case import case_conflict, reads_as_english
 from cache.question_determiners import same_owners
 from cache.question_exact import same_cased
 from cache.question_signature import Signature, analyse, exact_text, foreign, same_names
@@ -62,7 +62,8 @@ def match(asked: str, stored: str) -> MatchDecision:
     """The decision for serving the answer to `stored` for the question `asked`."""
     if not exact_text(asked) or not exact_text(stored):
         return MatchDecision(False, None, "no_question")
-    if not foreign(asked) and not foreign(stored):
+    english = [not foreign(t) or reads_as_english(t) for t in (asked, stored)]
+    if all(english):
         conflict = case_conflict(asked, stored)  # capitals nobody can read, "?" vs "."
         if conflict is not None:
             return MatchDecision(False, None, conflict)

@@ -66,21 +66,13 @@ def test_paraphrase_hits_both_ways(asked: str, stored: str) -> None:
     assert match(stored, asked).hit, match(stored, asked).reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_WORD and _SENTENCE_START are ASCII-only: a sentence-initial 'Éclair' is not seen, "
-    "so it is served for 'éclair' although 'Target'/'target' misses",
-)
+# Broke before the fix (ASCII-only words: a sentence-initial "Éclair" was not seen).
 def test_non_ascii_capital_at_sentence_start_misses() -> None:
     """'Éclair revenue fell' (a brand?) is as unreadable as 'Target revenue fell'."""
     _neither_hits("Éclair revenue fell, why?", "éclair revenue fell, why?")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_FINAL_MARK keeps only the last mark: 'budget?.' reads as '.', so the question "
-    "'Spend exceeded budget?.' is served the statement 'Spend exceeded budget.'",
-)
+# Broke before the fix (only the last closing mark was read: "?." read as ".").
 def test_question_mark_then_full_stop_is_still_a_question() -> None:
     """'?.' asks (a typo'd '?'); '.' states: the same split as '?' vs '.'."""
     _neither_hits("Spend exceeded budget?.", "Spend exceeded budget.")
