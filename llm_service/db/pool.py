@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from decimal import Decimal
@@ -18,6 +19,23 @@ from llm_service.db import queries
 
 Connection = asyncpg.Connection
 Pool = asyncpg.Pool
+
+# The lease token of the claimed run the current task works for: every tenant transaction the
+# task (and the tasks it starts) opens presents it, so the run's writes pass migration 010's
+# guards. Set for the length of a run by its job kind (`presenting_run_token`); unset elsewhere.
+_RUN_TOKEN: contextvars.ContextVar[UUID | None] = contextvars.ContextVar(
+    "llm_run_token", default=None
+)
+
+
+@contextlib.contextmanager
+def presenting_run_token(token: UUID) -> Iterator[None]:
+    """Within the block (and tasks started in it), tenant transactions present `token`."""
+    reset = _RUN_TOKEN.set(token)
+    try:
+        yield
+    finally:
+        _RUN_TOKEN.reset(reset)
 
 
 def _json_default(value: object) -> object:
@@ -86,11 +104,17 @@ async def create_pool(
 
 @asynccontextmanager
 async def tenant_transaction(
-    pool: asyncpg.Pool, tenant_id: UUID | str, *, readonly: bool = False
+    pool: asyncpg.Pool,
+    tenant_id: UUID | str,
+    *,
+    readonly: bool = False,
+    run_token: UUID | None = None,
 ) -> AsyncIterator[asyncpg.Connection]:
-    """Own one transaction for a tenant: set the tenant, commit on success, roll back on error."""
+    """Own one transaction for a tenant: set the tenant (and the run's lease token: `run_token`,
+    else the task's bound one), commit on success, roll back on error."""
+    token = None if readonly else (run_token or _RUN_TOKEN.get())
     async with pool.acquire() as conn, conn.transaction(readonly=readonly):
-        await queries.set_tenant(conn, tenant_id)
+        await queries.set_tenant(conn, tenant_id, token)
         yield conn
 
 

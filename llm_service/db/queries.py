@@ -9,6 +9,11 @@ from psycopg import sql
 
 # The one statement that sets the tenant: for the current transaction only, never the session.
 SET_TENANT = "SELECT set_config('app.current_tenant_id', $1, true)"
+# The same, for a transaction writing for a claimed run: with the lease token its claim returned
+# (migration 010: the database refuses a run's writes without it).
+SET_TENANT_AND_RUN_TOKEN = (
+    "SELECT set_config('app.current_tenant_id', $1, true), set_config('llm.run_token', $2, true)"
+)
 # The tenant of an API key's hash, set for the current transaction in the same statement that
 # resolves it: the database, not the request, decides whose rows the transaction sees. An
 # unknown (or revoked) key sets '' (no tenant: every tenant table reads empty, fail closed)
@@ -47,9 +52,22 @@ def alter_role_password(role: str, password: str) -> sql.Composed:
     return sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
 
 
-async def set_tenant(conn: asyncpg.Connection, tenant_id: UUID | str) -> None:
-    """Set the tenant for the current transaction only (never the session)."""
-    await conn.execute(SET_TENANT, str(tenant_id))
+PRESENT_RUN_TOKEN = "SELECT set_config('llm.run_token', $1, true)"
+
+
+async def present_run_token(conn: asyncpg.Connection, run_token: UUID) -> None:
+    """Present a claim's lease token for the rest of the current transaction (migration 010)."""
+    await conn.execute(PRESENT_RUN_TOKEN, str(run_token))
+
+
+async def set_tenant(
+    conn: asyncpg.Connection, tenant_id: UUID | str, run_token: UUID | None = None
+) -> None:
+    """Set the tenant (and the run's lease token, if any) for the current transaction only."""
+    if run_token is None:
+        await conn.execute(SET_TENANT, str(tenant_id))
+    else:
+        await conn.execute(SET_TENANT_AND_RUN_TOKEN, str(tenant_id), str(run_token))
 
 
 async def set_tenant_from_key(conn: asyncpg.Connection, api_key_hash: str) -> str:

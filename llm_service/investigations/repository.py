@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
+from llm_service.db.queries import present_run_token
 from llm_service.jobs import repository as jobs
 from llm_service.jobs.kinds import JobTable
 
@@ -77,6 +78,7 @@ async def finish(
     """Record a terminal state, if this worker still holds the run (its lease token); returns
     the run's spend (the sum of its ledger rows), or None if the run was not this worker's."""
     assert status in TERMINAL_STATES
+    await present_run_token(conn, lease_token)
     spent: Decimal | None = await conn.fetchval(
         f"""
         UPDATE investigations

@@ -13,7 +13,7 @@ import asyncpg
 from budgets.ceiling import RunCeiling
 from budgets.money import cents_to_usd
 from llm_service.costs.ledger_repository import MonthlyCapExceeded, cap_status
-from llm_service.db.pool import tenant_transaction
+from llm_service.db.pool import presenting_run_token, tenant_transaction
 from llm_service.db.retry import OUTAGE_WAIT_S, retry_through_outage
 from llm_service.investigations import repository
 from llm_service.investigations.agent import AgentLoop
@@ -64,6 +64,10 @@ class InvestigationRunner:
 
     async def run(self, claim: Claim) -> str:
         """Take the claimed run to a terminal state; returns that state."""
+        with presenting_run_token(claim.lease_token):
+            return await self._run(claim)
+
+    async def _run(self, claim: Claim) -> str:
         run_id, tenant_id = claim.run_id, claim.tenant_id
         async with tenant_transaction(self.pool, tenant_id) as conn:
             row = await repository.get(conn, run_id)

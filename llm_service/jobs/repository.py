@@ -11,6 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
+from llm_service.db.queries import present_run_token
 from llm_service.jobs.kinds import JobTable
 
 # Up to $3 claims in one round trip: each call of the (volatile) claim function sees the rows
@@ -87,6 +88,7 @@ async def hand_back(
     conn: asyncpg.Connection, table: JobTable, run_id: UUID, worker: str, token: UUID
 ) -> bool:
     """End this worker's lease at once (shutdown): any worker may take the run over now."""
+    await present_run_token(conn, token)
     done = await conn.execute(
         f"UPDATE {table.table} SET lease_expires_at = now() WHERE id = $1 AND {LEASE_HELD}",
         run_id,

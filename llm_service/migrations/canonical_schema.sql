@@ -154,6 +154,7 @@ TABLE budget_optimization_jobs  -- owner: <owner>
     INDEX idx_budget_optimization_jobs_queue: CREATE INDEX idx_budget_optimization_jobs_queue ON public.budget_optimization_jobs USING btree (queued_at) WHERE (status = 'queued'::text)
     INDEX idx_budget_optimization_jobs_tenant: CREATE INDEX idx_budget_optimization_jobs_tenant ON public.budget_optimization_jobs USING btree (tenant_id, created_at DESC)
     INDEX uq_budget_optimization_jobs_idempotency: CREATE UNIQUE INDEX uq_budget_optimization_jobs_idempotency ON public.budget_optimization_jobs USING btree (tenant_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)
+    TRIGGER trg_budget_optimization_jobs_update_needs_lease: CREATE TRIGGER trg_budget_optimization_jobs_update_needs_lease BEFORE UPDATE ON budget_optimization_jobs FOR EACH ROW EXECUTE FUNCTION fn_run_update_needs_lease()
     TRIGGER trg_budget_optimization_jobs_updated_at: CREATE TRIGGER trg_budget_optimization_jobs_updated_at BEFORE UPDATE ON budget_optimization_jobs FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
@@ -340,6 +341,7 @@ TABLE investigation_events  -- owner: <owner>
     CONSTRAINT investigation_events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
     INDEX idx_investigation_events_run: CREATE INDEX idx_investigation_events_run ON public.investigation_events USING btree (tenant_id, investigation_id, seq)
     INDEX investigation_events_pkey: CREATE UNIQUE INDEX investigation_events_pkey ON public.investigation_events USING btree (seq)
+    TRIGGER trg_investigation_events_insert_needs_lease: CREATE TRIGGER trg_investigation_events_insert_needs_lease BEFORE INSERT ON investigation_events FOR EACH ROW EXECUTE FUNCTION fn_run_insert_needs_lease()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
     GRANT INSERT, SELECT TO llm_app
@@ -363,6 +365,7 @@ TABLE investigation_tool_calls  -- owner: <owner>
     CONSTRAINT investigation_tool_calls_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
     INDEX idx_investigation_tool_calls_run: CREATE INDEX idx_investigation_tool_calls_run ON public.investigation_tool_calls USING btree (tenant_id, investigation_id, created_at)
     INDEX investigation_tool_calls_pkey: CREATE UNIQUE INDEX investigation_tool_calls_pkey ON public.investigation_tool_calls USING btree (id)
+    TRIGGER trg_investigation_tool_calls_insert_needs_lease: CREATE TRIGGER trg_investigation_tool_calls_insert_needs_lease BEFORE INSERT ON investigation_tool_calls FOR EACH ROW EXECUTE FUNCTION fn_run_insert_needs_lease()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
     GRANT INSERT, SELECT TO llm_app
@@ -413,6 +416,7 @@ TABLE investigations  -- owner: <owner>
     INDEX investigations_pkey: CREATE UNIQUE INDEX investigations_pkey ON public.investigations USING btree (id)
     INDEX uq_investigations_idempotency: CREATE UNIQUE INDEX uq_investigations_idempotency ON public.investigations USING btree (tenant_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)
     INDEX uq_investigations_tenant_id: CREATE UNIQUE INDEX uq_investigations_tenant_id ON public.investigations USING btree (tenant_id, id)
+    TRIGGER trg_investigations_update_needs_lease: CREATE TRIGGER trg_investigations_update_needs_lease BEFORE UPDATE ON investigations FOR EACH ROW EXECUTE FUNCTION fn_run_update_needs_lease()
     TRIGGER trg_investigations_updated_at: CREATE TRIGGER trg_investigations_updated_at BEFORE UPDATE ON investigations FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
@@ -499,6 +503,7 @@ TABLE llm_api_calls  -- owner: <owner>
     INDEX idx_llm_calls_tenant_started: CREATE INDEX idx_llm_calls_tenant_started ON public.llm_api_calls USING btree (tenant_id, started_at)
     INDEX llm_api_calls_pkey: CREATE UNIQUE INDEX llm_api_calls_pkey ON public.llm_api_calls USING btree (id)
     INDEX uq_llm_api_calls_request: CREATE UNIQUE INDEX uq_llm_api_calls_request ON public.llm_api_calls USING btree (tenant_id, endpoint, request_id)
+    TRIGGER trg_llm_api_calls_insert_needs_lease: CREATE TRIGGER trg_llm_api_calls_insert_needs_lease BEFORE INSERT ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_run_insert_needs_lease()
     TRIGGER trg_llm_api_calls_reserve: CREATE TRIGGER trg_llm_api_calls_reserve BEFORE INSERT ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_reserve()
     TRIGGER trg_llm_api_calls_rollup: CREATE TRIGGER trg_llm_api_calls_rollup AFTER INSERT OR UPDATE OF status ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_rollup()
     TRIGGER trg_llm_api_calls_run_spend: CREATE TRIGGER trg_llm_api_calls_run_spend AFTER INSERT OR UPDATE OF status, cost_cents ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_run_spend()
@@ -2096,6 +2101,74 @@ BEGIN
         VALUES (NEW.tenant_id, NEW.id, OLD.state, NEW.state, NEW.metadata ->> 'state_change_reason');
     END IF;
     RETURN NEW;
+END
+$function$
+
+FUNCTION fn_run_insert_needs_lease()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_run_insert_needs_lease()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_status text;
+    v_hash bytea;
+    v_row jsonb := to_jsonb(NEW);
+BEGIN
+    IF current_user <> 'llm_app' THEN
+        RETURN NEW;
+    END IF;
+    IF v_row ->> 'investigation_id' IS NOT NULL THEN
+        SELECT status, lease_token_hash INTO v_status, v_hash FROM investigations WHERE id = (v_row ->> 'investigation_id')::uuid;
+    ELSIF v_row ->> 'budget_optimization_job_id' IS NOT NULL THEN
+        SELECT status, lease_token_hash INTO v_status, v_hash FROM budget_optimization_jobs WHERE id = (v_row ->> 'budget_optimization_job_id')::uuid;
+    ELSE
+        RETURN NEW;  -- a row of no run (an explanation's call)
+    END IF;
+    IF TG_TABLE_NAME = 'investigation_events' AND v_hash IS NULL
+       AND ((v_status = 'queued' AND v_row ->> 'event_type' = 'queued')
+            OR (v_status = 'cancelled' AND v_row ->> 'event_type' = 'final')) THEN
+        RETURN NEW;
+    END IF;
+    IF v_status IS NOT NULL AND v_hash IS NOT NULL AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
+        AND v_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid)))
+       AND (TG_TABLE_NAME <> 'llm_api_calls' OR v_status = 'running') THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'a write for run % needs the lease token of its claim',
+        coalesce(v_row ->> 'investigation_id', v_row ->> 'budget_optimization_job_id')
+        USING ERRCODE = 'insufficient_privilege';
+END
+$function$
+
+FUNCTION fn_run_update_needs_lease()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_run_update_needs_lease()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_old jsonb := to_jsonb(OLD) - 'cancel_requested';
+    v_new jsonb := to_jsonb(NEW) - 'cancel_requested';
+    v_cancel text[] := ARRAY['status', 'reason', 'finished_at'];
+    -- The cancel flag is raised without the token, never lowered.
+    v_uncancel boolean := coalesce((to_jsonb(OLD) ->> 'cancel_requested')::boolean, false)
+        AND NOT coalesce((to_jsonb(NEW) ->> 'cancel_requested')::boolean, false);
+BEGIN
+    IF current_user <> 'llm_app' OR (v_old = v_new AND NOT v_uncancel) THEN
+        RETURN NEW;
+    END IF;
+    IF OLD.status = 'queued' AND NEW.status = 'cancelled' AND NOT v_uncancel
+       AND (v_old - v_cancel) = (v_new - v_cancel) THEN
+        RETURN NEW;
+    END IF;
+    IF OLD.status = 'running' AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
+        AND OLD.lease_token_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid))) THEN
+        RETURN NEW;
+    END IF;
+    RETURN NULL;  -- not this session's run to change: the row stays as it was
 END
 $function$
 

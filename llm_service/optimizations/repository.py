@@ -11,6 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
+from llm_service.db.queries import present_run_token
 from llm_service.jobs import repository as jobs
 from llm_service.jobs.kinds import JobTable
 
@@ -148,6 +149,7 @@ async def finish(
     """Record a terminal state (overwriting any earlier attempt's), if this worker holds the job
     (its lease token). The spend is not written here: the ledger keeps it."""
     assert status in TERMINAL_STATES
+    await present_run_token(conn, lease_token)
     done = await conn.execute(
         f"""
         UPDATE budget_optimization_jobs

@@ -23,7 +23,7 @@ import asyncpg
 from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.money import cents_to_usd
 from llm_service.costs.ledger_repository import MonthlyCapExceeded, cap_status
-from llm_service.db.pool import tenant_transaction
+from llm_service.db.pool import presenting_run_token, tenant_transaction
 from llm_service.db.queries import set_statement_timeout
 from llm_service.db.retry import OUTAGE_WAIT_S, retry_through_outage
 from llm_service.jobs.kinds import Claim, ClaimLike, JobTable
@@ -113,6 +113,10 @@ class OptimizationRunner:
 
     async def run(self, claim: ClaimLike) -> str:
         """Run the job this worker holds the lease of (a takeover is simply run again)."""
+        with presenting_run_token(claim.lease_token):
+            return await self._run(claim)
+
+    async def _run(self, claim: ClaimLike) -> str:
         job_id, tenant_id = claim.run_id, claim.tenant_id
         async with tenant_transaction(self.pool, tenant_id) as conn:
             row = await repository.get(conn, job_id)

@@ -47,6 +47,24 @@ async def _new_run(app_pool: asyncpg.Pool, tenant_id: UUID, max_cost_cents: int 
     return run_id
 
 
+async def _claimed_run(
+    app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant_id: UUID, max_cost_cents: int
+) -> tuple[UUID, UUID]:
+    """A run leased as the claim function would (its token's hash kept): ledger rows for it
+    need the token (migration 010)."""
+    run_id = await _new_run(app_pool, tenant_id, max_cost_cents)
+    token = uuid.uuid4()
+    async with tenant_transaction(owner_pool, tenant_id) as conn:
+        await conn.execute(
+            "UPDATE investigations SET status = 'running', lease_owner = 'w', "
+            "lease_expires_at = now() + interval '1 minute', "
+            "lease_token_hash = sha256(uuid_send($2::uuid)) WHERE id = $1",
+            run_id,
+            token,
+        )
+    return run_id, token
+
+
 # -- creating objects -------------------------------------------------------------------------
 
 
@@ -280,13 +298,13 @@ async def test_the_monthly_cap_is_enforced_by_the_database(
 
 
 async def test_a_reservation_past_a_runs_ceiling_is_refused_by_the_database(
-    app_pool: asyncpg.Pool, tenant: CreatedTenant
+    app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
-    run_id = await _new_run(app_pool, tenant.tenant_id, max_cost_cents=1)
-    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+    run_id, token = await _claimed_run(app_pool, owner_pool, tenant.tenant_id, 1)
+    async with tenant_transaction(app_pool, tenant.tenant_id, run_token=token) as conn:
         await _reserve_row(conn, tenant.tenant_id, Decimal("0.75"), run_id)
     with pytest.raises(asyncpg.CheckViolationError, match="within_ceiling"):
-        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        async with tenant_transaction(app_pool, tenant.tenant_id, run_token=token) as conn:
             await _reserve_row(conn, tenant.tenant_id, Decimal("0.5"), run_id)
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         assert await conn.fetchval(
@@ -298,8 +316,9 @@ async def test_a_ledger_row_naming_another_tenants_run_moves_nothing(
     app_pool: asyncpg.Pool, tenant: CreatedTenant, other_tenant: CreatedTenant
 ) -> None:
     victim_run = await _new_run(app_pool, other_tenant.tenant_id, max_cost_cents=30)
-    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
-        await _reserve_row(conn, tenant.tenant_id, Decimal("0.5"), victim_run)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # migration 010: not its run
+        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+            await _reserve_row(conn, tenant.tenant_id, Decimal("0.5"), victim_run)
     async with tenant_transaction(app_pool, other_tenant.tenant_id) as conn:
         cost = await conn.fetchval(
             "SELECT cost_cents FROM investigations WHERE id = $1", victim_run

@@ -26,6 +26,7 @@ REVISIONS = [
     "007_priced_as_billed",
     "008_job_kit",
     "009_job_leases_and_keys",
+    "010_run_writes_need_the_lease",
 ]
 VERSIONS_DIR = migrate.MIGRATIONS_DIR / "versions"
 CANONICAL_SCHEMA = migrate.MIGRATIONS_DIR / "canonical_schema.sql"

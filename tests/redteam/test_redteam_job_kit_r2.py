@@ -66,11 +66,6 @@ async def test_renewal_with_a_guessed_token_renews_nothing(
     assert set(right) == {run_id}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the app role ends a running run with no token: UPDATE (status, result, ...) is "
-    "granted, and the token is checked only in the service's own WHERE clause",
-)
 async def test_a_run_cannot_be_ended_without_its_token(
     app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
@@ -84,11 +79,6 @@ async def test_a_run_cannot_be_ended_without_its_token(
     assert done == "UPDATE 0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the app role hands a run back (or keeps it alive) with no token: UPDATE "
-    "(lease_expires_at) is granted, so any session can expire a live lease and take it over",
-)
 async def test_a_lease_cannot_be_expired_without_its_token(
     app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
@@ -122,11 +112,6 @@ async def test_stale_token_cannot_finish_after_takeover(
     assert spent is None and handed is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="events of a run are accepted from a worker whose lease was taken over (no lease "
-    "guard on investigation_events, nor on tool calls or ledger rows)",
-)
 async def test_stale_worker_events_are_refused_after_takeover(
     app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
@@ -168,10 +153,6 @@ async def test_app_role_cannot_take_a_key_for_another_tenant(
             )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a ledger row (a reservation) is accepted for a run whose lease was taken over",
-)
 async def test_stale_worker_ledger_rows_are_refused_after_takeover(
     app_pool: asyncpg.Pool,
     owner_pool: asyncpg.Pool,
@@ -187,5 +168,5 @@ async def test_stale_worker_ledger_rows_are_refused_after_takeover(
             uuid.uuid4(),
         )
     await set_session_tenant(app_conn, tenant.tenant_id)
-    call_id = await insert_pending(app_conn, tenant.tenant_id, Decimal(1), investigation_id=run_id)
-    assert call_id is None  # reached only if the row was accepted
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await insert_pending(app_conn, tenant.tenant_id, Decimal(1), investigation_id=run_id)

@@ -514,7 +514,11 @@ async def test_takeover_counts_earlier_spend_against_the_ceiling(
     job_id = await queue_job(client, tenant)
 
     async def earlier_call(usd: str) -> None:
-        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        # A dead worker's attempt: claimed (its token presented, migration 010), spent, never
+        # ended.
+        dead = await claim_job(owner_pool, tenant.tenant_id, job_id)
+        token = dead.lease_token
+        async with tenant_transaction(app_pool, tenant.tenant_id, run_token=token) as conn:
             call = await reserve_call(
                 conn, tenant_id=tenant.tenant_id, endpoint="budget_optimizations",
                 model="gpt-4o-mini", provider="openai", worst_case_usd=Decimal(usd),
