@@ -39,3 +39,33 @@ async def insert_pending(
         investigation_id,
     )
     return call_id
+
+
+async def lease_run(
+    owner_pool: asyncpg.Pool,
+    tenant_id: uuid.UUID,
+    run_id: uuid.UUID,
+    *,
+    table: str = "investigations",
+    worker: str = "w",
+) -> uuid.UUID:
+    """Lease the run as fn_claim_next_run would: a fresh token, the row keeping its sha256.
+    Returns the token (a run's writes need it, migration 010)."""
+    assert table in ("investigations", "budget_optimization_jobs")
+    token = uuid.uuid4()
+    async with owner_pool.acquire() as conn:
+        done = await conn.execute(
+            f"UPDATE {table} SET status = 'running', lease_owner = $2, "
+            "lease_expires_at = now() + interval '1 minute', "
+            "lease_token_hash = sha256(uuid_send($3::uuid)) WHERE id = $1",
+            run_id,
+            worker,
+            token,
+        )
+    assert done == "UPDATE 1"
+    return token
+
+
+async def present_session_token(conn: asyncpg.Connection, token: uuid.UUID) -> None:
+    """Present a run's lease token for the rest of the session, as its holder may."""
+    await conn.execute("SELECT set_config('llm.run_token', $1, false)", str(token))

@@ -16,6 +16,7 @@ import pytest
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.app_role import lease_run
 
 FORGED_CENTS = Decimal("123456.789")
 
@@ -45,24 +46,6 @@ async def _new_run(app_pool: asyncpg.Pool, tenant_id: UUID, max_cost_cents: int 
             max_cost_cents,
         )
     return run_id
-
-
-async def _claimed_run(
-    app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant_id: UUID, max_cost_cents: int
-) -> tuple[UUID, UUID]:
-    """A run leased as the claim function would (its token's hash kept): ledger rows for it
-    need the token (migration 010)."""
-    run_id = await _new_run(app_pool, tenant_id, max_cost_cents)
-    token = uuid.uuid4()
-    async with tenant_transaction(owner_pool, tenant_id) as conn:
-        await conn.execute(
-            "UPDATE investigations SET status = 'running', lease_owner = 'w', "
-            "lease_expires_at = now() + interval '1 minute', "
-            "lease_token_hash = sha256(uuid_send($2::uuid)) WHERE id = $1",
-            run_id,
-            token,
-        )
-    return run_id, token
 
 
 # -- creating objects -------------------------------------------------------------------------
@@ -300,7 +283,8 @@ async def test_the_monthly_cap_is_enforced_by_the_database(
 async def test_a_reservation_past_a_runs_ceiling_is_refused_by_the_database(
     app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
-    run_id, token = await _claimed_run(app_pool, owner_pool, tenant.tenant_id, 1)
+    run_id = await _new_run(app_pool, tenant.tenant_id, max_cost_cents=1)
+    token = await lease_run(owner_pool, tenant.tenant_id, run_id)  # its writes need the token
     async with tenant_transaction(app_pool, tenant.tenant_id, run_token=token) as conn:
         await _reserve_row(conn, tenant.tenant_id, Decimal("0.75"), run_id)
     with pytest.raises(asyncpg.CheckViolationError, match="within_ceiling"):

@@ -33,7 +33,12 @@ from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
 from llm_service.verify import run_checks
 from llm_service.workers.sweeper import sweep_once
-from tests.helpers.app_role import insert_pending, set_session_tenant
+from tests.helpers.app_role import (
+    insert_pending,
+    lease_run,
+    present_session_token,
+    set_session_tenant,
+)
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 
@@ -444,8 +449,9 @@ async def test_cross_tenant_writes_refused(
         "INSERT INTO investigations (tenant_id, question) VALUES ($1, 'q')",
         other_tenant.tenant_id,
     )
-    # A's own ledger row naming B's run: the spend trigger must not charge B's run.
-    await insert_pending(app_conn, tenant.tenant_id, Decimal(1), investigation_id=victim_run)
+    # A's own ledger row naming B's run: refused (migration 010), and B's run is not charged.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await insert_pending(app_conn, tenant.tenant_id, Decimal(1), investigation_id=victim_run)
     async with tenant_transaction_of(app_conn, other_tenant.tenant_id):
         assert (
             await app_conn.fetchval(
@@ -484,6 +490,7 @@ async def test_run_ceiling_holds_against_direct_reservations(
         "RETURNING id",
         tenant.tenant_id,
     )
+    await present_session_token(app_conn, await lease_run(owner_pool, tenant.tenant_id, run))
     await insert_pending(app_conn, tenant.tenant_id, Decimal("0.6"), investigation_id=run)
     with pytest.raises(asyncpg.PostgresError):
         await insert_pending(app_conn, tenant.tenant_id, Decimal("0.6"), investigation_id=run)
@@ -1026,8 +1033,10 @@ async def test_snapshot_isolation_cannot_pass_a_runs_ceiling(
             "VALUES ($1, 'q', 1) RETURNING id",
             tid,
         )
+        token = await lease_run(owner_pool, tid, run)
         for conn in (first, second):
             await set_session_tenant(conn, tid)
+            await present_session_token(conn, token)
             await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             await conn.fetchval("SELECT count(*) FROM investigations")
         try:

@@ -31,6 +31,7 @@ from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
 from llm_service.workers.worker import Claim as WorkerClaim
 from llm_service.workers.worker import Worker
+from tests.helpers.app_role import lease_run
 from tests.helpers.stall import Stalled
 from tests.helpers.waiting import wait_until
 
@@ -514,10 +515,10 @@ async def test_takeover_counts_earlier_spend_against_the_ceiling(
     job_id = await queue_job(client, tenant)
 
     async def earlier_call(usd: str) -> None:
-        # A dead worker's attempt: claimed (its token presented, migration 010), spent, never
-        # ended.
-        dead = await claim_job(owner_pool, tenant.tenant_id, job_id)
-        token = dead.lease_token
+        # A dead worker's calls, under its lease (its token presented, migration 010).
+        token = await lease_run(
+            owner_pool, tenant.tenant_id, job_id, table="budget_optimization_jobs"
+        )
         async with tenant_transaction(app_pool, tenant.tenant_id, run_token=token) as conn:
             call = await reserve_call(
                 conn, tenant_id=tenant.tenant_id, endpoint="budget_optimizations",

@@ -36,6 +36,7 @@ from llm_service.tools.output import cap_output
 from llm_service.tools.repository import list_tool_calls, record_tool_call
 from llm_service.tools.runner import ToolOutcome, run_tool
 from llm_service.tools.specs import TOOLS, DeadEventSummaryArgs, ToolSpec
+from tests.helpers.app_role import lease_run
 
 P = {"start": "2025-03-01", "end": "2025-03-08"}
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -491,7 +492,7 @@ async def test_json_text_arguments_are_accepted(
 
 
 async def test_record_and_list_tool_calls(
-    app_pool: asyncpg.Pool, pii_tenant: tuple[UUID, UUID]
+    app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, pii_tenant: tuple[UUID, UUID]
 ) -> None:
     tenant_id, other_id = pii_tenant
     ok = await run_tool(app_pool, tenant_id, "top_orders", P)
@@ -502,6 +503,8 @@ async def test_record_and_list_tool_calls(
             "INSERT INTO investigations (tenant_id, question) VALUES ($1, 'why?') RETURNING id",
             tenant_id,
         )
+    token = await lease_run(owner_pool, tenant_id, run_id)  # a run's writes need its token
+    async with tenant_transaction(app_pool, tenant_id, run_token=token) as conn:
         first = await record_tool_call(conn, tenant_id, run_id, 1, ok)
         second = await record_tool_call(conn, tenant_id, run_id, 2, bad)
     async with tenant_transaction(app_pool, tenant_id, readonly=True) as conn:
