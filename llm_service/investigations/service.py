@@ -163,7 +163,10 @@ async def cancel(pool: asyncpg.Pool, tenant_id: UUID, run_id: UUID) -> Investiga
         if row is None:
             raise NotFound("no such investigation")
         if row["status"] in ("queued", "running"):
-            row = await repository.request_cancel(conn, run_id) or row
+            cancelled = await repository.request_cancel(conn, run_id)
+            if cancelled is None:  # it ended meanwhile (a terminal run is left as it is)
+                return to_out(await repository.get(conn, run_id) or row)
+            row = cancelled
             if row["status"] == "cancelled":
                 await repository.add_event(
                     conn,

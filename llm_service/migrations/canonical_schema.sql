@@ -440,6 +440,7 @@ TABLE job_idempotency_keys  -- owner: <owner>
     CONSTRAINT job_idempotency_keys_pkey PRIMARY KEY (tenant_id, idempotency_key)
     CONSTRAINT job_idempotency_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
     INDEX job_idempotency_keys_pkey: CREATE UNIQUE INDEX job_idempotency_keys_pkey ON public.job_idempotency_keys USING btree (tenant_id, idempotency_key)
+    TRIGGER trg_job_idempotency_keys_names_a_run: CREATE TRIGGER trg_job_idempotency_keys_names_a_run BEFORE INSERT ON job_idempotency_keys FOR EACH ROW EXECUTE FUNCTION fn_job_key_names_a_run()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
     GRANT INSERT, SELECT TO llm_app
@@ -937,6 +938,31 @@ CREATE OR REPLACE FUNCTION public.fn_is_personal_key(p_key text)
  IMMUTABLE PARALLEL SAFE
 AS $function$
     SELECT fn_normalize_json_key(p_key) = ANY (ARRAY['address', 'address1', 'address2', 'address_line1', 'address_line2', 'address_line_1', 'address_line_2', 'bank_account', 'bank_account_number', 'billing_address', 'billing_email', 'billing_name', 'billing_phone', 'birth_date', 'birthdate', 'birthday', 'card_holder', 'card_holder_name', 'card_number', 'cardholder_name', 'cc_number', 'cell_phone', 'cellphone', 'client_ip', 'contact_email', 'contact_name', 'contact_phone', 'credit_card', 'credit_card_number', 'customer_email', 'customer_ip', 'customer_name', 'customer_phone', 'cvc', 'cvv', 'date_of_birth', 'dob', 'driver_license', 'driver_license_number', 'drivers_license', 'drivers_license_number', 'driving_licence', 'driving_license', 'e_mail', 'e_mail_address', 'email', 'email_address', 'family_name', 'fax', 'first_name', 'firstname', 'full_name', 'fullname', 'geo_location', 'geolocation', 'given_name', 'home_address', 'home_phone', 'house_number', 'iban', 'ip', 'ip_address', 'ip_v4', 'ip_v6', 'ipv4', 'ipv6', 'itin', 'last_name', 'lastname', 'lat', 'latitude', 'lng', 'lon', 'longitude', 'maiden_name', 'mailing_address', 'middle_name', 'mobile', 'mobile_number', 'mobile_phone', 'msisdn', 'national_id', 'national_id_number', 'national_insurance_number', 'nino', 'passport', 'passport_no', 'passport_number', 'personal_email', 'phone', 'phone_no', 'phone_number', 'post_code', 'postal_address', 'postal_code', 'postcode', 'recipient_name', 'remote_addr', 'remote_address', 'remote_ip', 'shipping_address', 'shipping_email', 'shipping_name', 'shipping_phone', 'social_security', 'social_security_number', 'ssn', 'street', 'street_address', 'surname', 'tax_id', 'taxpayer_id', 'tel', 'telephone', 'telephone_number', 'tin', 'user_email', 'user_ip', 'user_name', 'username', 'work_email', 'work_phone', 'x_forwarded_for', 'x_real_ip', 'zip', 'zip_code', 'zipcode']::text[])
+$function$
+
+FUNCTION fn_job_key_names_a_run()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_job_key_names_a_run()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    -- Another tenant's key is refused by row-level security (WITH CHECK), after this trigger.
+    IF current_user <> 'llm_app' OR NEW.tenant_id IS DISTINCT FROM nullif(current_setting('app.current_tenant_id', true), '')::uuid THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.kind = 'investigation' AND EXISTS (
+        SELECT 1 FROM investigations WHERE id = NEW.run_id AND tenant_id = NEW.tenant_id) THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.kind = 'budget_optimization' AND EXISTS (
+        SELECT 1 FROM budget_optimization_jobs WHERE id = NEW.run_id AND tenant_id = NEW.tenant_id) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'idempotency key % names no % run of this tenant',
+        NEW.idempotency_key, NEW.kind USING ERRCODE = 'foreign_key_violation';
+END
 $function$
 
 FUNCTION fn_journal_attribution_allocations()  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: owner
@@ -2126,6 +2152,12 @@ BEGIN
     ELSE
         RETURN NEW;  -- a row of no run (an explanation's call)
     END IF;
+    -- The lookup above must have seen the run as of now: an older snapshot (REPEATABLE READ)
+    -- could still show the lease hash of before a takeover.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'writes for a run are made in READ COMMITTED transactions only'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     IF TG_TABLE_NAME = 'investigation_events' AND v_hash IS NULL
        AND ((v_status = 'queued' AND v_row ->> 'event_type' = 'queued')
             OR (v_status = 'cancelled' AND v_row ->> 'event_type' = 'final')) THEN
@@ -2157,6 +2189,9 @@ DECLARE
     v_uncancel boolean := coalesce((to_jsonb(OLD) ->> 'cancel_requested')::boolean, false)
         AND NOT coalesce((to_jsonb(NEW) ->> 'cancel_requested')::boolean, false);
 BEGIN
+    IF current_user = 'llm_app' AND OLD.status NOT IN ('queued', 'running') THEN
+        RETURN NULL;  -- a terminal run is never changed by the application role
+    END IF;
     IF current_user <> 'llm_app' OR (v_old = v_new AND NOT v_uncancel) THEN
         RETURN NEW;
     END IF;

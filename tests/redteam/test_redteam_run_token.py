@@ -166,34 +166,24 @@ async def test_a_taken_over_worker_cannot_add_events_in_read_committed(
             )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the insert guard reads the run's lease hash with the transaction's snapshot: a "
-    "REPEATABLE READ transaction begun before a takeover still sees the old hash and adds "
-    "events for the run after the takeover committed",
-)
 async def test_a_taken_over_worker_cannot_add_events_from_an_old_snapshot(
     owner_pool: asyncpg.Pool, app_conn: asyncpg.Connection, tenant: CreatedTenant
 ) -> None:
     run_id = await _queued(owner_pool, tenant.tenant_id)
     old = await _lease(owner_pool, run_id)
-    async with app_conn.transaction(isolation="repeatable_read"):
-        await _as(app_conn, tenant.tenant_id, str(old))  # the snapshot is taken here
-        await _lease(owner_pool, run_id)  # the takeover commits on another connection
-        await app_conn.execute(
-            "INSERT INTO investigation_events (tenant_id, investigation_id, event_type) "
-            "VALUES ($1, $2, 'step')",
-            tenant.tenant_id,
-            run_id,
-        )
+    with pytest.raises(asyncpg.InvalidTransactionStateError):  # READ COMMITTED only (011)
+        async with app_conn.transaction(isolation="repeatable_read"):
+            await _as(app_conn, tenant.tenant_id, str(old))  # the snapshot is taken here
+            await _lease(owner_pool, run_id)  # the takeover commits on another connection
+            await app_conn.execute(
+                "INSERT INTO investigation_events (tenant_id, investigation_id, event_type) "
+                "VALUES ($1, $2, 'step')",
+                tenant.tenant_id,
+                run_id,
+            )
     assert "step" not in await _events(owner_pool, run_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the update guard lets a session without the token raise the cancel flag of a "
-    "terminal run: a finished run's row is rewritten",
-)
 async def test_a_terminal_run_is_never_rewritten(
     owner_pool: asyncpg.Pool, app_conn: asyncpg.Connection, tenant: CreatedTenant
 ) -> None:
@@ -233,11 +223,6 @@ async def test_events_naming_another_tenants_run_are_refused(
     assert await _events(owner_pool, theirs) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="job_idempotency_keys.run_id has no foreign key: llm_app stores a key naming a run "
-    "that does not exist",
-)
 async def test_an_idempotency_key_must_name_a_real_run(
     app_conn: asyncpg.Connection, tenant: CreatedTenant
 ) -> None:
