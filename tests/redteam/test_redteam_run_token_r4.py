@@ -12,6 +12,7 @@ session_replication_role, run rows inserted directly, and a write in flight acro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -469,11 +470,11 @@ async def test_a_runs_rows_are_refused_outside_read_committed_even_with_its_toke
     ]
     for statement in statements:
         with pytest.raises(asyncpg.InvalidTransactionStateError):
-            async with app_conn.transaction(isolation=level.replace(" ", "_")):  # type: ignore[arg-type]
+            async with app_conn.transaction(isolation=level.replace(" ", "_")):
                 await app_conn.execute("SELECT set_config('llm.run_token', $1, true)", str(token))
                 await app_conn.execute(statement, tid, run_id)
     with pytest.raises(asyncpg.InvalidTransactionStateError):
-        async with app_conn.transaction(isolation=level.replace(" ", "_")):  # type: ignore[arg-type]
+        async with app_conn.transaction(isolation=level.replace(" ", "_")):
             await app_conn.execute("SELECT set_config('llm.run_token', $1, true)", str(token))
             await _insert_call(app_conn, tid, investigation_id=run_id)
     assert (
@@ -706,3 +707,116 @@ async def test_the_app_cannot_insert_a_run_already_running_or_leased(
         await _count(owner_pool, "SELECT count(*) FROM investigations WHERE tenant_id = $1", tid)
         == 0
     )
+
+
+# --- ledger settles, the API's own events, answers ----------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="llm_api_calls has no update guard: a token-less session settles another worker's "
+    "pending call at 0 and the spend trigger (definer) lowers the running run's cost by the "
+    "reservation, under the ceiling the run's worker counts on",
+)
+async def test_a_tokenless_session_cannot_settle_a_running_runs_call(
+    app_conn: asyncpg.Connection,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tid = tenant.tenant_id
+    run_id = await _queue_investigation(app_pool, tid)
+    token = await lease_run(owner_pool, tid, run_id)
+    async with tenant_transaction(app_pool, tid, run_token=token) as conn:  # the worker reserves
+        await _insert_call(conn, tid, investigation_id=run_id, reserved=Decimal(5))
+    assert (await _row(owner_pool, "investigations", run_id))["cost_cents"] == Decimal(5)
+    await set_session_tenant(app_conn, tid)
+    with contextlib.suppress(asyncpg.PostgresError):
+        await app_conn.execute(
+            "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = 0, settled_at = now() "
+            "WHERE investigation_id = $1",
+            run_id,
+        )
+    pending = await _count(
+        owner_pool,
+        "SELECT count(*) FROM llm_api_calls WHERE investigation_id = $1 AND status = 'pending'",
+        run_id,
+    )
+    cost = (await _row(owner_pool, "investigations", run_id))["cost_cents"]
+    assert (pending, cost) == (1, Decimal(5))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the insert guard lets any token-less session add a never-claimed run's 'queued' "
+    "(while queued) and 'final' (once cancelled) events, any number and with any data: a "
+    "cancelled run gets a second, forged final event ('succeeded', findings 9)",
+)
+async def test_a_never_claimed_run_takes_only_the_apis_own_events(
+    app_conn: asyncpg.Connection,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tid = tenant.tenant_id
+    queued = await _queue_investigation(app_pool, tid)
+    cancelled = await _queue_investigation(app_pool, tid)
+    event = (
+        "INSERT INTO investigation_events (tenant_id, investigation_id, event_type, data) "
+        "VALUES ($1, $2, $3, $4::jsonb)"
+    )
+    async with tenant_transaction(app_pool, tid) as conn:  # the API's own cancel
+        await conn.execute(
+            "UPDATE investigations SET status = 'cancelled', cancel_requested = true, "
+            "reason = 'cancelled', finished_at = now() WHERE id = $1",
+            cancelled,
+        )
+        await conn.execute(event, tid, cancelled, "final", {"status": "cancelled"})
+    await set_session_tenant(app_conn, tid)
+    forged = 0
+    for run_id, kind in ((queued, "queued"), (cancelled, "final")):
+        try:
+            await app_conn.execute(
+                event, tid, run_id, kind, '{"status": "succeeded", "findings": 9}'
+            )
+            forged += 1
+        except asyncpg.PostgresError:
+            pass
+    assert forged == 0
+    assert (
+        await _count(
+            owner_pool,
+            "SELECT count(*) FROM investigation_events WHERE investigation_id = $1",
+            cancelled,
+        )
+        == 1
+    )
+
+
+async def test_the_token_and_its_hash_never_appear_in_the_apis_answers(
+    client: Any, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    tid = tenant.tenant_id
+    run_id = await _queue_investigation(app_pool, tid)
+    token = await lease_run(owner_pool, tid, run_id)
+    async with tenant_transaction(app_pool, tid, run_token=token) as conn:
+        await conn.execute(
+            "INSERT INTO investigation_events (tenant_id, investigation_id, event_type) "
+            "VALUES ($1, $2, 'started')",
+            tid,
+            run_id,
+        )
+    digest = (await _row(owner_pool, "investigations", run_id))["lease_token_hash"].hex()
+    headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    bodies = []
+    for path in (f"/v1/investigations/{run_id}", "/v1/investigations"):
+        answer = await client.get(path, headers=headers)
+        assert answer.status_code == 200
+        bodies.append(answer.text)
+    answer = await client.post(f"/v1/investigations/{run_id}/cancel", headers=headers)
+    assert answer.status_code == 200
+    bodies.append(answer.text)
+    for body in bodies:
+        assert str(run_id) in body
+        for secret in (str(token), token.hex, digest):
+            assert secret not in body.lower()
