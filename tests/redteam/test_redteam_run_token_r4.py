@@ -23,6 +23,7 @@ import pytest
 
 from llm_service.db.pool import create_pool, presenting_run_token, tenant_transaction
 from llm_service.db.urls import DatabaseUrls
+from llm_service.jobs.kinds import Claim
 from llm_service.tenants.service import CreatedTenant
 from tests.helpers.app_role import lease_run, present_session_token, set_session_tenant
 
@@ -820,3 +821,48 @@ async def test_the_token_and_its_hash_never_appear_in_the_apis_answers(
         assert str(run_id) in body
         for secret in (str(token), token.hex, digest):
             assert secret not in body.lower()
+
+
+async def test_the_app_cannot_make_a_token_a_default_of_its_role_or_database(
+    database_urls: DatabaseUrls,
+    app_conn: asyncpg.Connection,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tid = tenant.tenant_id
+    run_id = await _queue_investigation(app_pool, tid)
+    token = await lease_run(owner_pool, tid, run_id)
+    database = await app_conn.fetchval("SELECT quote_ident(current_database())")
+    targets = ("ROLE llm_app", f"ROLE llm_app IN DATABASE {database}", f"DATABASE {database}")
+    refused: list[str] = []
+    done = "not tried"
+    try:
+        for target in targets:
+            try:
+                await app_conn.execute(f"ALTER {target} SET llm.run_token = '{token}'")
+            except asyncpg.PostgresError as exc:
+                refused.append(type(exc).__name__)
+        pool = await create_pool(database_urls.app, application_name="rt14d-new", max_size=1)
+        try:
+            async with tenant_transaction(pool, tid) as conn:  # a request, holding no token
+                done = await conn.execute(
+                    "UPDATE investigations SET status = 'failed', finished_at = now() "
+                    "WHERE id = $1",
+                    run_id,
+                )
+        finally:
+            await pool.close()
+    finally:
+        async with owner_pool.acquire() as conn:
+            for target in targets:
+                await conn.execute(f"ALTER {target} RESET llm.run_token")
+    assert refused == ["InsufficientPrivilegeError"] * len(targets)
+    assert done == "UPDATE 0"
+    assert (await _row(owner_pool, "investigations", run_id))["status"] == "running"
+
+
+async def test_a_claims_repr_does_not_show_its_token() -> None:
+    token = uuid.uuid4()
+    claim = Claim("investigation", uuid.uuid4(), uuid.uuid4(), False, token)
+    assert str(token) not in repr(claim) and token.hex not in repr(claim)
