@@ -866,3 +866,49 @@ async def test_a_claims_repr_does_not_show_its_token() -> None:
     token = uuid.uuid4()
     claim = Claim("investigation", uuid.uuid4(), uuid.uuid4(), False, token)
     assert str(token) not in repr(claim) and token.hex not in repr(claim)
+
+
+async def test_another_app_session_cannot_read_a_presented_token(
+    app_conn: asyncpg.Connection,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tid = tenant.tenant_id
+    run_id = await _queue_investigation(app_pool, tid)
+    token = await lease_run(owner_pool, tid, run_id)
+    async with tenant_transaction(app_pool, tid, run_token=token) as conn:  # the worker, open
+        await conn.execute(
+            "INSERT INTO investigation_events (tenant_id, investigation_id, event_type) "
+            "VALUES ($1, $2, 'note')",
+            tid,
+            run_id,
+        )
+        seen = await app_conn.fetch(
+            "SELECT coalesce(query, '') AS q FROM pg_stat_activity WHERE usename = current_user"
+        )
+        assert len(seen) >= 2  # the worker's session is visible to the same role
+        assert all(str(token) not in r["q"] and token.hex not in r["q"] for r in seen)
+        assert await app_conn.fetchval("SELECT current_setting('llm.run_token', true)") in (
+            None,
+            "",
+        )
+
+
+async def test_hand_back_needs_the_token_and_still_works_with_it(
+    app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    from llm_service.investigations.repository import TABLE
+    from llm_service.jobs.repository import hand_back
+
+    tid = tenant.tenant_id
+    run_id = await _queue_investigation(app_pool, tid)
+    token = await lease_run(owner_pool, tid, run_id)
+    async with tenant_transaction(app_pool, tid) as conn:
+        assert not await hand_back(conn, TABLE, run_id, "w", uuid.uuid4())
+    before = await _row(owner_pool, "investigations", run_id)
+    async with tenant_transaction(app_pool, tid) as conn:
+        assert await hand_back(conn, TABLE, run_id, "w", token)
+    after = await _row(owner_pool, "investigations", run_id)
+    assert after["status"] == "running"
+    assert after["lease_expires_at"] < before["lease_expires_at"]
