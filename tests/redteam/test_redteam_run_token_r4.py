@@ -912,3 +912,40 @@ async def test_hand_back_needs_the_token_and_still_works_with_it(
     after = await _row(owner_pool, "investigations", run_id)
     assert after["status"] == "running"
     assert after["lease_expires_at"] < before["lease_expires_at"]
+
+
+async def test_an_update_in_flight_holds_off_a_takeover_and_is_refused_after_it(
+    database_urls: DatabaseUrls,
+    app_conn: asyncpg.Connection,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tid = tenant.tenant_id
+    run_id = await _queue_investigation(app_pool, tid)
+    old = await lease_run(owner_pool, tid, run_id)
+    takeover_pool = await create_pool(
+        database_urls.owner, application_name="rt14d-takeover-u", min_size=1, max_size=1
+    )
+    try:
+        await set_session_tenant(app_conn, tid)
+        async with app_conn.transaction():
+            await app_conn.execute("SELECT set_config('llm.run_token', $1, true)", str(old))
+            done = await app_conn.execute(
+                "UPDATE investigations SET heartbeat_at = now() WHERE id = $1", run_id
+            )
+            assert done == "UPDATE 1"
+            takeover = asyncio.create_task(lease_run(takeover_pool, tid, run_id, worker="w2"))
+            assert await _wait_until_blocked_or_done(owner_pool, takeover, "rt14d-takeover-u")
+        assert await takeover != old
+    finally:
+        await takeover_pool.close()
+    async with app_conn.transaction():
+        await app_conn.execute("SELECT set_config('llm.run_token', $1, true)", str(old))
+        done = await app_conn.execute(
+            "UPDATE investigations SET status = 'succeeded', finished_at = now() WHERE id = $1",
+            run_id,
+        )
+    assert done == "UPDATE 0"
+    row = await _row(owner_pool, "investigations", run_id)
+    assert row["status"] == "running" and row["lease_owner"] == "w2"
