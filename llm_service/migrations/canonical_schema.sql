@@ -508,6 +508,7 @@ TABLE llm_api_calls  -- owner: <owner>
     TRIGGER trg_llm_api_calls_reserve: CREATE TRIGGER trg_llm_api_calls_reserve BEFORE INSERT ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_reserve()
     TRIGGER trg_llm_api_calls_rollup: CREATE TRIGGER trg_llm_api_calls_rollup AFTER INSERT OR UPDATE OF status ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_rollup()
     TRIGGER trg_llm_api_calls_run_spend: CREATE TRIGGER trg_llm_api_calls_run_spend AFTER INSERT OR UPDATE OF status, cost_cents ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_run_spend()
+    TRIGGER trg_llm_api_calls_settle_needs_lease: CREATE TRIGGER trg_llm_api_calls_settle_needs_lease BEFORE UPDATE ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_run_call_update_needs_lease()
     TRIGGER trg_llm_api_calls_settled_immutable: CREATE TRIGGER trg_llm_api_calls_settled_immutable BEFORE UPDATE ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_settled_immutable()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
@@ -2097,7 +2098,7 @@ BEGIN
            SET lease_expires_at = now() + make_interval(secs => p_lease_seconds),
                heartbeat_at = now()
          WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker AND r.status = 'running'
-           AND r.id IN (SELECT l.id FROM investigations l WHERE l.lease_token_hash = ANY (v_hashes) AND l.lease_owner = p_worker AND l.status = 'running' FOR UPDATE SKIP LOCKED)
+           AND r.id IN (SELECT l.id FROM investigations l WHERE l.lease_token_hash = ANY (v_hashes) AND l.lease_owner = p_worker AND l.status = 'running' FOR NO KEY UPDATE SKIP LOCKED)
         RETURNING r.id, r.cancel_requested AS cancel_requested),
     h_1 AS (
         SELECT r.id, false AS cancel_requested
@@ -2107,7 +2108,7 @@ BEGIN
            SET lease_expires_at = now() + make_interval(secs => p_lease_seconds),
                heartbeat_at = now()
          WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker AND r.status = 'running'
-           AND r.id IN (SELECT l.id FROM budget_optimization_jobs l WHERE l.lease_token_hash = ANY (v_hashes) AND l.lease_owner = p_worker AND l.status = 'running' FOR UPDATE SKIP LOCKED)
+           AND r.id IN (SELECT l.id FROM budget_optimization_jobs l WHERE l.lease_token_hash = ANY (v_hashes) AND l.lease_owner = p_worker AND l.status = 'running' FOR NO KEY UPDATE SKIP LOCKED)
         RETURNING r.id, false AS cancel_requested)
         SELECT h_0.id, coalesce(r_0.cancel_requested, h_0.cancel_requested), r_0.id IS NOT NULL FROM h_0 LEFT JOIN r_0 ON r_0.id = h_0.id
         UNION ALL SELECT h_1.id, coalesce(r_1.cancel_requested, h_1.cancel_requested), r_1.id IS NOT NULL FROM h_1 LEFT JOIN r_1 ON r_1.id = h_1.id;
@@ -2130,6 +2131,38 @@ BEGIN
 END
 $function$
 
+FUNCTION fn_run_call_update_needs_lease()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_run_call_update_needs_lease()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_hash bytea;
+BEGIN
+    IF current_user <> 'llm_app'
+       OR (OLD.investigation_id IS NULL AND OLD.budget_optimization_job_id IS NULL) THEN
+        RETURN NEW;
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'writes for a run are made in READ COMMITTED transactions only'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+    IF OLD.investigation_id IS NOT NULL THEN
+        SELECT lease_token_hash INTO v_hash FROM investigations WHERE id = OLD.investigation_id;
+    ELSE
+        SELECT lease_token_hash INTO v_hash FROM budget_optimization_jobs
+         WHERE id = OLD.budget_optimization_job_id;
+    END IF;
+    IF v_hash IS NOT NULL AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
+        AND v_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid))) THEN
+        RETURN NEW;
+    END IF;
+    RETURN NULL;  -- the run's holder settles its calls; a stale one's are swept as abandoned
+END
+$function$
+
 FUNCTION fn_run_insert_needs_lease()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_run_insert_needs_lease()
@@ -2138,39 +2171,61 @@ CREATE OR REPLACE FUNCTION public.fn_run_insert_needs_lease()
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
+    v_row jsonb := to_jsonb(NEW);
+    v_investigation uuid := (v_row ->> 'investigation_id')::uuid;
+    v_job uuid := (v_row ->> 'budget_optimization_job_id')::uuid;
+    v_once text := CASE WHEN TG_TABLE_NAME = 'investigation_events'
+                         AND v_row ->> 'event_type' IN ('queued', 'final')
+                        THEN v_row ->> 'event_type' END;
     v_status text;
     v_hash bytea;
-    v_row jsonb := to_jsonb(NEW);
+    v_marked boolean;
 BEGIN
-    IF current_user <> 'llm_app' THEN
-        RETURN NEW;
+    IF current_user <> 'llm_app' OR (v_investigation IS NULL AND v_job IS NULL) THEN
+        RETURN NEW;  -- not the application role, or a row of no run (an explanation's call)
     END IF;
-    IF v_row ->> 'investigation_id' IS NOT NULL THEN
-        SELECT status, lease_token_hash INTO v_status, v_hash FROM investigations WHERE id = (v_row ->> 'investigation_id')::uuid;
-    ELSIF v_row ->> 'budget_optimization_job_id' IS NOT NULL THEN
-        SELECT status, lease_token_hash INTO v_status, v_hash FROM budget_optimization_jobs WHERE id = (v_row ->> 'budget_optimization_job_id')::uuid;
-    ELSE
-        RETURN NEW;  -- a row of no run (an explanation's call)
+    IF v_investigation IS NOT NULL AND v_job IS NOT NULL THEN
+        RAISE EXCEPTION 'a row belongs to one run, not two' USING ERRCODE = 'insufficient_privilege';
     END IF;
-    -- The lookup above must have seen the run as of now: an older snapshot (REPEATABLE READ)
-    -- could still show the lease hash of before a takeover.
+    -- The run is read as of now and held until commit (see the migration's docstring).
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'writes for a run are made in READ COMMITTED transactions only'
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    IF TG_TABLE_NAME = 'investigation_events' AND v_hash IS NULL
-       AND ((v_status = 'queued' AND v_row ->> 'event_type' = 'queued')
-            OR (v_status = 'cancelled' AND v_row ->> 'event_type' = 'final')) THEN
-        RETURN NEW;
+    IF v_once IS NOT NULL THEN
+        -- Written by the transaction that queued or ended the run: its now() is that mark.
+        SELECT status, lease_token_hash,
+               CASE v_once WHEN 'queued' THEN queued_at ELSE finished_at END = now()
+          INTO v_status, v_hash, v_marked FROM investigations
+         WHERE id = v_investigation FOR NO KEY UPDATE;
+        IF EXISTS (SELECT 1 FROM investigation_events e
+                    WHERE e.investigation_id = v_investigation AND e.event_type = v_once) THEN
+            RAISE EXCEPTION 'run % has its % event already', v_investigation, v_once
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        IF NOT coalesce(v_marked, false) THEN
+            NULL;  -- refused below
+        ELSIF (v_once = 'queued' AND v_status = 'queued' AND v_hash IS NULL)
+           OR (v_once = 'final' AND v_status = 'cancelled' AND v_hash IS NULL
+               AND v_row #>> '{data,status}' = 'cancelled')
+           OR (v_once = 'final' AND v_status NOT IN ('queued', 'running')
+               AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
+        AND v_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid)))) THEN
+            RETURN NEW;
+        END IF;
+    ELSIF v_investigation IS NOT NULL THEN
+        SELECT status, lease_token_hash INTO v_status, v_hash FROM investigations
+         WHERE id = v_investigation FOR KEY SHARE;
+    ELSE
+        SELECT status, lease_token_hash INTO v_status, v_hash FROM budget_optimization_jobs
+         WHERE id = v_job FOR KEY SHARE;
     END IF;
-    IF v_status IS NOT NULL AND v_hash IS NOT NULL AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
-        AND v_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid)))
-       AND (TG_TABLE_NAME <> 'llm_api_calls' OR v_status = 'running') THEN
+    IF v_once IS NULL AND v_status = 'running' AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
+        AND v_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid))) THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'a write for run % needs the lease token of its claim',
-        coalesce(v_row ->> 'investigation_id', v_row ->> 'budget_optimization_job_id')
-        USING ERRCODE = 'insufficient_privilege';
+        coalesce(v_investigation, v_job) USING ERRCODE = 'insufficient_privilege';
 END
 $function$
 
@@ -2182,25 +2237,31 @@ CREATE OR REPLACE FUNCTION public.fn_run_update_needs_lease()
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
-    v_old jsonb := to_jsonb(OLD) - 'cancel_requested';
-    v_new jsonb := to_jsonb(NEW) - 'cancel_requested';
-    v_cancel text[] := ARRAY['status', 'reason', 'finished_at'];
-    -- The cancel flag is raised without the token, never lowered.
-    v_uncancel boolean := coalesce((to_jsonb(OLD) ->> 'cancel_requested')::boolean, false)
-        AND NOT coalesce((to_jsonb(NEW) ->> 'cancel_requested')::boolean, false);
+    v_old jsonb := to_jsonb(OLD);
+    v_new jsonb := to_jsonb(NEW);
+    v_cancel text[] := ARRAY['cancel_requested', 'status', 'reason', 'finished_at'];
 BEGIN
-    IF current_user = 'llm_app' AND OLD.status NOT IN ('queued', 'running') THEN
-        RETURN NULL;  -- a terminal run is never changed by the application role
-    END IF;
-    IF current_user <> 'llm_app' OR (v_old = v_new AND NOT v_uncancel) THEN
+    IF current_user <> 'llm_app' THEN
         RETURN NEW;
     END IF;
-    IF OLD.status = 'queued' AND NEW.status = 'cancelled' AND NOT v_uncancel
-       AND (v_old - v_cancel) = (v_new - v_cancel) THEN
-        RETURN NEW;
+    -- As text: jsonb compares numbers by value (1.0 = 1.00) though the stored text changes.
+    IF OLD.status NOT IN ('queued', 'running') OR v_old::text = v_new::text THEN
+        RETURN NULL;  -- a terminal run is never changed, and a no-op rewrites nothing
     END IF;
+    -- The holder ends its run or hands it back; only the claim queues it or extends a lease.
     IF OLD.status = 'running' AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
-        AND OLD.lease_token_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid))) THEN
+        AND OLD.lease_token_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid)))
+       AND NEW.status <> 'queued' AND (NEW.lease_expires_at IS NULL
+            OR NEW.lease_expires_at <= now() OR NEW.lease_expires_at = OLD.lease_expires_at) THEN
+        RETURN NEW;
+    END IF;
+    -- Without the token: the cancel flag is raised (never lowered), and a queued run may
+    -- become cancelled as the API cancels it.
+    IF coalesce((v_new ->> 'cancel_requested')::boolean, false) AND (
+           (v_old - 'cancel_requested')::text = (v_new - 'cancel_requested')::text
+        OR (OLD.status = 'queued' AND NEW.status = 'cancelled'
+            AND NEW.reason = 'cancelled before it started' AND NEW.finished_at = now()
+            AND (v_old - v_cancel)::text = (v_new - v_cancel)::text)) THEN
         RETURN NEW;
     END IF;
     RETURN NULL;  -- not this session's run to change: the row stays as it was

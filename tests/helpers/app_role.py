@@ -57,7 +57,9 @@ async def lease_run(
         done = await conn.execute(
             f"UPDATE {table} SET status = 'running', lease_owner = $2, "
             "lease_expires_at = now() + interval '1 minute', "
-            "lease_token_hash = sha256(uuid_send($3::uuid)) WHERE id = $1",
+            "lease_token_hash = sha256(uuid_send($3::uuid)) "
+            # Locked first, as the claim locks it (FOR UPDATE): a write in flight holds it off.
+            f"WHERE id = (SELECT id FROM {table} WHERE id = $1 FOR UPDATE)",
             run_id,
             worker,
             token,

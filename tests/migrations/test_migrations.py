@@ -27,7 +27,7 @@ REVISIONS = [
     "008_job_kit",
     "009_job_leases_and_keys",
     "010_run_writes_need_the_lease",
-    "011_run_guards_close_three_gaps",
+    "011_run_guards_without_gaps",
 ]
 VERSIONS_DIR = migrate.MIGRATIONS_DIR / "versions"
 CANONICAL_SCHEMA = migrate.MIGRATIONS_DIR / "canonical_schema.sql"

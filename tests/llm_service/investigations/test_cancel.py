@@ -71,7 +71,9 @@ async def test_a_cancel_racing_another_cancel_adds_no_second_final_event(
         )
         first = await repository.request_cancel(holder, run_id)
         assert first is not None and first["status"] == "cancelled"
-        await repository.add_event(holder, tenant.tenant_id, run_id, "final", {"n": 1})
+        await repository.add_event(
+            holder, tenant.tenant_id, run_id, "final", {"status": "cancelled"}
+        )
         out = await _cancel_behind(
             owner_pool, app_pool, tenant.tenant_id, run_id, holder, tx.commit
         )
