@@ -16,17 +16,16 @@ no case to read at all. Precision first (`case_conflict`):
 from __future__ import annotations
 
 import re
-import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
 
 from cache import question_lexicon as lex
+from cache.question_exact import typed_text
+from cache.question_signature import WORD as _WORD
 
-# Words in any script's letters ("Éclair", "Öko"), with inner apostrophes and hyphens.
-_WORD = re.compile(r"[^\W\d_](?:[^\W\d_]|['’-])*")
-# A sentence starts at the text's start, after ". ", "? ", "! ", "…", ";", ":", a dash or a new
-# line, past opening marks, quotes and bullets.
-_SENTENCE_START = re.compile(
-    r"(?:^|[.?!…;:—–]\s+|\n)([\s\"'«“‘(\[*_`¿¡•-]*)([^\W\d_](?:[^\W\d_]|['’-])*)"
-)
+# A sentence starts at the text's start, after ". ", "? ", "! ", "…", ";", ":" or a dash, past
+# opening marks, quotes and bullets (the text is one-spaced first: a new line is a space).
+_SENTENCE_START = re.compile(r"(?:^|[.?!…;:—–]\s+)([\s\"'«“‘(\[*_`¿¡•-]*)(" + _WORD.pattern + ")")
 _QUOTES = frozenset("\"'«“‘*_`")
 _FINAL_MARKS = re.compile(r"([?.!;:…\s\"'»”’)\]*_`]*)$")
 _LEAD_VERBS = frozenset(
@@ -69,8 +68,28 @@ _ACRONYMS = lex.MEASURES | lex.ENTITIES
 _ASKING = lex.WH_WORDS | _LEAD_VERBS
 
 
-def _text(question: str) -> str:
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFC", question)).strip()
+@dataclass(frozen=True)
+class _Start:
+    """A capitalised word at a sentence's start, read once."""
+
+    word: str
+    lowered: str
+    # Its capital is only the sentence's where the other text spells it so.
+    sentence_capital: bool
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What the case rule reads of one text, once per text (`_read`)."""
+
+    text: str
+    final_mark: str
+    asks: bool
+    all_capitals: bool
+    unmarked: str  # the text without its final marks
+    spellings: frozenset[str]
+    lowered: frozenset[str]
+    starts: tuple[_Start, ...]
 
 
 def _final_mark(text: str) -> str:
@@ -82,49 +101,61 @@ def _final_mark(text: str) -> str:
     return "?" if "?" in marks else marks[-1]
 
 
-def _asks(text: str) -> bool:
-    """True if the words say what is asked ("why", "explain"), whatever mark ends the text."""
-    return any(w.lower() in _ASKING for w in _WORD.findall(text))
-
-
 def _all_capitals(text: str) -> bool:
     letters = [ch for ch in text if ch.isalpha()]
     return len(letters) > 1 and not any(ch.islower() for ch in letters)
 
 
-def _starts_read_as_written(text: str, other: str) -> bool:
-    """True if no capitalised sentence-start word of `text` is spelt otherwise in `other`."""
-    spellings = {w for w in _WORD.findall(other)}
-    lowered = {w.lower() for w in spellings}
+def _starts(text: str) -> tuple[_Start, ...]:
+    """The capitalised sentence-start words of `text`."""
+    found = []
     for start in _SENTENCE_START.finditer(text):
         word, quoted = start.group(2), bool(_QUOTES & set(start.group(1)))
-        if word == word.lower() or word.lower() not in lowered:
+        lowered = word.lower()
+        if word == lowered:
             continue
         only_first = word[1:] == word[1:].lower()
-        never_a_name = word.lower() in NEVER_NAMES and not quoted  # quotes or markdown: a name
-        if never_a_name and (only_first or word.lower() in _ACRONYMS):
+        never_a_name = lowered in NEVER_NAMES and not quoted  # quotes or markdown: a name
+        sentence_capital = never_a_name and (only_first or lowered in _ACRONYMS)
+        found.append(_Start(word, lowered, sentence_capital))
+    return tuple(found)
+
+
+@lru_cache(maxsize=8192)
+def _read(question: str) -> _Reading:
+    """The case rule's reading of one question (cached: a question meets many candidates)."""
+    text = typed_text(question)
+    words = _WORD.findall(text)
+    return _Reading(
+        text=text,
+        final_mark=_final_mark(text),
+        asks=any(w.lower() in _ASKING for w in words),  # "why", "explain": whatever the mark
+        all_capitals=_all_capitals(text),
+        unmarked=text.rstrip("?.!;:… "),
+        spellings=frozenset(words),
+        lowered=frozenset(w.lower() for w in words),
+        starts=_starts(text),
+    )
+
+
+def _starts_read_as_written(text: _Reading, other: _Reading) -> bool:
+    """True if no capitalised sentence-start word of `text` is spelt otherwise in `other`."""
+    for start in text.starts:
+        if start.lowered not in other.lowered or start.sentence_capital:
             continue
-        if word not in spellings:
+        if start.word not in other.spellings:
             return False  # "Target" here, "target" there: a name or not, nobody can tell
     return True
-
-
-def reads_as_english(text: str) -> bool:
-    """True if the text uses English function words and no other language's, whatever its
-    letters ("Éclair revenue fell, why?" is English with an accented name)."""
-    words = [w.lower() for w in _WORD.findall(text)]
-    english = any(w in lex.ENGLISH_MARKERS for w in words)
-    return english and not any(w in lex.FOREIGN_MARKERS for w in words)
 
 
 def case_conflict(asked: str, stored: str) -> str | None:
     """Why two English texts cannot be the same question from their case or final marks, or
     None when nothing here tells them apart."""
-    a, b = _text(asked), _text(stored)
-    end_a, end_b = _final_mark(a), _final_mark(b)
-    if end_a and end_b and end_a != end_b and not (_asks(a) or _asks(b)):
+    a, b = _read(asked), _read(stored)
+    end_a, end_b = a.final_mark, b.final_mark
+    if end_a and end_b and end_a != end_b and not (a.asks or b.asks):
         return "final_mark_differs"
-    if (_all_capitals(a) or _all_capitals(b)) and a.rstrip("?.!;:… ") != b.rstrip("?.!;:… "):
+    if (a.all_capitals or b.all_capitals) and a.unmarked != b.unmarked:
         return "case_differs"
     if not (_starts_read_as_written(a, b) and _starts_read_as_written(b, a)):
         return "case_differs"

@@ -29,10 +29,15 @@ def exact_text(question: str | None) -> str:
     return _TRAILING.sub("", _WHITESPACE.sub(" ", question).strip().lower())
 
 
+def typed_text(question: str) -> str:
+    """The text as typed, but in Unicode NFC, trimmed and one-spaced."""
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", question)).strip()
+
+
 def cased_text(question: str) -> tuple[str, str]:
-    """The text as typed (NFC, trimmed, one-spaced) with only its first letter lower-cased, and
-    its final marks apart."""
-    text = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", question)).strip()
+    """The text as typed (`typed_text`) with only its first letter lower-cased, and its final
+    marks apart."""
+    text = typed_text(question)
     text = _FIRST_LETTER.sub(lambda m: m.group(1) + m.group(2).lower(), text, count=1)
     final = _FINAL_MARKS.search(text)
     if final is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cache.question_case import case_conflict, reads_as_english
+from cache.question_case import case_conflict
 from cache.question_determiners import same_owners
 from cache.question_exact import same_cased
 from cache.question_signature import Signature, analyse, exact_text, foreign, same_names
@@ -62,8 +62,7 @@ def match(asked: str, stored: str) -> MatchDecision:
     """The decision for serving the answer to `stored` for the question `asked`."""
     if not exact_text(asked) or not exact_text(stored):
         return MatchDecision(False, None, "no_question")
-    english = [not foreign(t) or reads_as_english(t) for t in (asked, stored)]
-    if all(english):
+    if not (foreign(asked) or foreign(stored)):
         conflict = case_conflict(asked, stored)  # capitals nobody can read, "?" vs "."
         if conflict is not None:
             return MatchDecision(False, None, conflict)
@@ -89,9 +88,9 @@ def match(asked: str, stored: str) -> MatchDecision:
 
 def _same_as_written(asked: str, stored: str) -> bool:
     """Case that carries meaning agrees. A text that may be English: its capitals can name things
-    ("IT", "Apple": `same_names`). A text in another language (a letter outside ASCII or another
-    language's function word): the original case after Unicode normalisation, but for a
-    sentence's first letter."""
+    ("IT", "Apple": `same_names`). A text in another language (`foreign`: a letter outside ASCII
+    or another language's function word, in a text that does not read as English): the original
+    case after Unicode normalisation, but for a sentence's first letter."""
     if foreign(asked) or foreign(stored):
         return same_cased(asked, stored)
     return same_names(asked, stored)

@@ -45,7 +45,10 @@ from cache.question_plurality import plurality
 from cache.question_tense import TENSE_MARKS as _TENSE_MARKS
 from cache.question_tense import tense as _tense
 
-__all__ = ["Signature", "analyse", "exact_text", "foreign", "same_names"]
+__all__ = ["WORD", "Signature", "analyse", "exact_text", "foreign", "same_names"]
+
+# Words in any script's letters ("Éclair", "Öko"), with inner apostrophes and hyphens.
+WORD = re.compile(r"[^\W\d_](?:[^\W\d_]|['’-])*")
 
 _CONTRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), repl)
@@ -181,11 +184,17 @@ class Signature:
 @lru_cache(maxsize=8192)
 def foreign(question: str) -> bool:
     """True if a text is surely not English: a letter outside ASCII or another language's
-    function word (its capitals then carry that language's meaning, see cache.question_exact)."""
+    function word (its capitals then carry that language's meaning, see cache.question_exact),
+    unless its words in any script read as English: English function words and no other
+    language's ("Was the café promo worth it?", "Éclair revenue fell, why?")."""
     text = question.lower()
-    if any(ch.isalpha() and ord(ch) > 127 for ch in text):
-        return True
-    return any(w in lex.FOREIGN_MARKERS for w in _TOKEN.findall(text))
+    if not any(ch.isalpha() and ord(ch) > 127 for ch in text) and not any(
+        w in lex.FOREIGN_MARKERS for w in _TOKEN.findall(text)
+    ):
+        return False
+    words = WORD.findall(text)
+    english = any(w in lex.ENGLISH_MARKERS for w in words)
+    return not english or any(w in lex.FOREIGN_MARKERS for w in words)
 
 
 def _not_english(text: str, words: list[str]) -> bool:

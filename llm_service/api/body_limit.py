@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llm_service.api.errors import asgi_json_error
 
 
 class BodySizeLimit:
@@ -41,11 +41,4 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": {"code": "payload_too_large", "message": self._message()}})
-        encoded = body.encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(encoded)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": encoded})
+        await asgi_json_error(send, 413, "payload_too_large", self._message())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from llm_service.db.retry import is_database_outage
 from llm_service.errors import ServiceError
@@ -43,6 +45,22 @@ def error_body(
 def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     """A JSON error response."""
     return JSONResponse(error_body(code, message, **extra), status_code=status)
+
+
+async def asgi_json_error(
+    send: Send, status: int, code: str, message: str, *, close: bool = False
+) -> None:
+    """Send a JSON error response from ASGI middleware, before any route (`close`: end the
+    connection too)."""
+    body = json.dumps(error_body(code, message)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -7,9 +7,9 @@ hashed and looked up like a key).
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from llm_service.api.errors import asgi_json_error
 
 
 class HeaderSizeLimit:
@@ -31,11 +31,4 @@ class HeaderSizeLimit:
 
     async def _reject(self, send: Send) -> None:
         message = f"request headers are limited to {self.max_bytes} bytes"
-        body = json.dumps({"error": {"code": "headers_too_large", "message": message}}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 431, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await asgi_json_error(send, 431, "headers_too_large", message, close=True)

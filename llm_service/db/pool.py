@@ -108,11 +108,10 @@ async def tenant_transaction(
     tenant_id: UUID | str,
     *,
     readonly: bool = False,
-    run_token: UUID | None = None,
 ) -> AsyncIterator[asyncpg.Connection]:
-    """Own one transaction for a tenant: set the tenant (and the run's lease token: `run_token`,
-    else the task's bound one), commit on success, roll back on error."""
-    token = None if readonly else (run_token or _RUN_TOKEN.get())
+    """Own one transaction for a tenant: set the tenant (and the lease token the task presents,
+    `presenting_run_token`), commit on success, roll back on error."""
+    token = None if readonly else _RUN_TOKEN.get()
     async with pool.acquire() as conn, conn.transaction(readonly=readonly):
         await queries.set_tenant(conn, tenant_id, token)
         yield conn

@@ -7,13 +7,21 @@ from uuid import UUID
 import asyncpg
 from psycopg import sql
 
+# The setting a transaction writing for a claimed run presents its lease token in (migration
+# 010's guards read it; the migration spells it too, as migrations stay frozen).
+RUN_TOKEN_SETTING = "llm.run_token"
+
+
+def _present_run_token_sql(token_param: str) -> str:
+    """SQL that sets the run's lease token `token_param` for the current transaction."""
+    return f"set_config('{RUN_TOKEN_SETTING}', {token_param}, true)"
+
+
 # The one statement that sets the tenant: for the current transaction only, never the session.
 SET_TENANT = "SELECT set_config('app.current_tenant_id', $1, true)"
 # The same, for a transaction writing for a claimed run: with the lease token its claim returned
 # (migration 010: the database refuses a run's writes without it).
-SET_TENANT_AND_RUN_TOKEN = (
-    "SELECT set_config('app.current_tenant_id', $1, true), set_config('llm.run_token', $2, true)"
-)
+SET_TENANT_AND_RUN_TOKEN = SET_TENANT + ", " + _present_run_token_sql("$2")
 # The tenant of an API key's hash, set for the current transaction in the same statement that
 # resolves it: the database, not the request, decides whose rows the transaction sees. An
 # unknown (or revoked) key sets '' (no tenant: every tenant table reads empty, fail closed)
@@ -52,7 +60,7 @@ def alter_role_password(role: str, password: str) -> sql.Composed:
     return sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
 
 
-PRESENT_RUN_TOKEN = "SELECT set_config('llm.run_token', $1, true)"
+PRESENT_RUN_TOKEN = "SELECT " + _present_run_token_sql("$1")
 
 
 async def present_run_token(conn: asyncpg.Connection, run_token: UUID) -> None:

@@ -17,6 +17,11 @@ from cache.question_case import case_conflict
             "case_differs",
         ),
         ('"Next" traffic dropped, why?', '"next" traffic dropped, why?', "case_differs"),
+        (
+            "Spend rose.\nApple orders fell, why?",
+            "Spend rose.\n\napple orders fell, why?",
+            "case_differs",
+        ),
         ("US revenue fell, why?", "Us revenue fell, why?", "case_differs"),
         ("IT spend rose, why?", "It spend rose, why?", "case_differs"),
         ("DID IT APPROVE THE BUDGET?", "Did it approve the budget?", "case_differs"),

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cache.question_match import analysable, match
-from cache.question_signature import analyse, exact_text
+from cache.question_signature import analyse, exact_text, foreign
 
 PAIRS: list[dict[str, Any]] = [
     json.loads(line)
@@ -228,6 +228,38 @@ def test_other_languages_keep_their_case(stored: str, asked: str, exact: bool) -
     """Another language's capitals and marks carry meaning ("Sie" is you, "sie" they; Italian
     "Perché ...?" asks why, "Perché ... ." says because): the exact path compares the text as
     typed, but for its first letter and a final mark left out on one side."""
+    assert match(asked, stored).hit is exact
+    assert match(stored, asked).hit is exact
+
+
+@pytest.mark.parametrize(
+    ("text", "is_foreign"),
+    [
+        ("Was the café promo worth it?", False),
+        ("Éclair revenue fell, why?", False),
+        ("Is the naïve résumé campaign working?", False),
+        ("¿Por qué bajaron las ventas?", True),
+        ("Warum ist der Umsatz gesunken?", True),
+        ("Why did las ventas drop?", True),  # English words beside another language's
+        ("Éclair Umsatz", True),  # no English function word
+    ],
+)
+def test_an_accented_word_does_not_make_english_foreign(text: str, is_foreign: bool) -> None:
+    assert foreign(text) is is_foreign
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked", "exact"),
+    [
+        ("Was the café promo worth it?", "Was the Café promo worth it?", False),
+        ("Was the café promo worth it?", "was the café promo worth it", True),
+        ("Café revenue fell, why?", "café revenue fell, why?", False),
+    ],
+)
+def test_english_with_an_accented_word_keeps_its_names(
+    stored: str, asked: str, exact: bool
+) -> None:
+    """Read as English, its capitals name things ("Café" the brand is not a café)."""
     assert match(asked, stored).hit is exact
     assert match(stored, asked).hit is exact
 

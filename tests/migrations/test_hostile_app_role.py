@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from llm_service.db.pool import tenant_transaction
+from llm_service.db.pool import presenting_run_token, tenant_transaction
 from llm_service.tenants.service import CreatedTenant
 from tests.helpers.app_role import lease_run
 
@@ -285,11 +285,12 @@ async def test_a_reservation_past_a_runs_ceiling_is_refused_by_the_database(
 ) -> None:
     run_id = await _new_run(app_pool, tenant.tenant_id, max_cost_cents=1)
     token = await lease_run(owner_pool, tenant.tenant_id, run_id)  # its writes need the token
-    async with tenant_transaction(app_pool, tenant.tenant_id, run_token=token) as conn:
-        await _reserve_row(conn, tenant.tenant_id, Decimal("0.75"), run_id)
-    with pytest.raises(asyncpg.CheckViolationError, match="within_ceiling"):
-        async with tenant_transaction(app_pool, tenant.tenant_id, run_token=token) as conn:
-            await _reserve_row(conn, tenant.tenant_id, Decimal("0.5"), run_id)
+    with presenting_run_token(token):
+        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+            await _reserve_row(conn, tenant.tenant_id, Decimal("0.75"), run_id)
+        with pytest.raises(asyncpg.CheckViolationError, match="within_ceiling"):
+            async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+                await _reserve_row(conn, tenant.tenant_id, Decimal("0.5"), run_id)
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         assert await conn.fetchval(
             "SELECT cost_cents FROM investigations WHERE id = $1", run_id

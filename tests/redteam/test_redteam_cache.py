@@ -15,7 +15,6 @@ answered by the model first, then the asked one must be a cache miss and reach t
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
@@ -28,11 +27,10 @@ import respx
 
 from cache.question_match import match
 from cache.question_signature import exact_text
-from llm_service.api.app import create_app
-from llm_service.db.pool import tenant_transaction
-from llm_service.demo_data import generate_demo_data
 from llm_service.settings import Settings
-from llm_service.tenants.service import CreatedTenant, create_tenant
+from llm_service.tenants.service import CreatedTenant
+from tests.helpers.openai_stub import OPENAI_URL, chat_completion, explanation_content
+from tests.helpers.served_app import asgi_client, bearer, demo_tenant, openai_settings
 
 Pair = tuple[str, str]
 
@@ -285,8 +283,6 @@ def test_another_language_hits_only_its_exact_text(asked: str, stored: str) -> N
 
 # ---------------------------------------------------------------- through the HTTP API
 
-OPENAI_URL = "https://api.openai.com/v1/chat/completions"
-MODEL = "openai/gpt-4o-mini"
 HTTP_PAIRS: list[Pair] = [
     NUMBERS[0],  # -20% / 20%
     NUMBERS[4],  # A$50 / $50
@@ -301,36 +297,19 @@ HTTP_PAIRS: list[Pair] = [
 HTTP_OPEN: dict[int, str] = {}
 
 
-def _completion(content: str) -> dict[str, Any]:
-    """An OpenAI chat completion in its wire format."""
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": 1_700_000_000,
-        "model": "gpt-4o-mini",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160},
-    }
-
-
 def _answer(request: httpx.Request) -> httpx.Response:
     """A valid explanation with a unique summary per call."""
-    summary = f"Model summary {uuid.uuid4().hex}."
-    content = json.dumps(
-        {
-            "summary": summary,
-            "drivers": [{"label": "facebook_paid", "figure": "-1", "detail": "x"}],
-            "confidence": "high",
-            "citations": [],
-        }
+    content = explanation_content(f"Model summary {uuid.uuid4().hex}.", figure="-1", detail="x")
+    return httpx.Response(
+        200,
+        json=chat_completion(
+            content,
+            model="gpt-4o-mini",
+            created=1_700_000_000,
+            prompt_tokens=120,
+            completion_tokens=40,
+        ),
     )
-    return httpx.Response(200, json=_completion(content))
 
 
 def _week(n: int) -> dict[str, str]:
@@ -343,12 +322,8 @@ def _week(n: int) -> dict[str, str]:
 @pytest.fixture(scope="module")
 async def cache_tenant(owner_pool: asyncpg.Pool) -> AsyncIterator[CreatedTenant]:
     """A tenant with demo data of its own (no entries of other tests in its cache)."""
-    tenant = await create_tenant(owner_pool, f"rt-cache-{uuid.uuid4().hex[:8]}")
-    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
-        await generate_demo_data(conn, tenant.tenant_id, events=10_000, seed=17)
-    yield tenant
-    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
-        await conn.execute("DELETE FROM tenants WHERE id = $1", tenant.tenant_id)
+    async with demo_tenant(owner_pool, "rt-cache", events=10_000, seed=17) as tenant:
+        yield tenant
 
 
 @pytest.fixture
@@ -357,12 +332,8 @@ async def api(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real application (lifespan run) with the OpenAI model configured, over ASGI."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    settings = test_settings.model_copy(update={"llm_model": MODEL, "llm_max_attempts": 2})
-    app = create_app(settings, pool=app_pool, run_workers=False)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+    async with asgi_client(openai_settings(test_settings), app_pool) as client:
+        yield client
 
 
 @pytest.mark.parametrize(
@@ -384,7 +355,7 @@ async def test_a_near_miss_is_a_cache_miss_through_the_api(
 ) -> None:
     """The stored question is answered and cached; the near miss must reach the model again."""
     asked, stored = pair
-    headers = {"Authorization": f"Bearer {cache_tenant.api_key}"}
+    headers = bearer(cache_tenant)
     # A scope of its own per pair: another week and channel than every other pair.
     channels = ("facebook_paid", "google_search_paid")
     body = {

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,6 +29,7 @@ from llm_service.logging_setup import JsonFormatter
 from llm_service.settings import Settings
 from llm_service.tenants.keys import hash_api_key, new_api_key
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.served_app import asgi_client, free_port
 
 PERIOD = {"start": "2026-10-05", "end": "2026-10-12"}
 PII_QUESTION = "why did it drop? mail jane.doe@example.com or call +1 415 555 0199"
@@ -48,15 +48,6 @@ def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-@asynccontextmanager
-async def _client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, pool=pool)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
-
-
 def _is_error(response: httpx.Response, status: int) -> None:
     assert response.status_code == status, response.text
     body = response.json()
@@ -73,7 +64,7 @@ async def test_a_rotated_key_is_refused_at_once(
     owner_pool: asyncpg.Pool,
     tenant: CreatedTenant,
 ) -> None:
-    async with _client(test_settings, app_pool) as http:
+    async with asgi_client(test_settings, app_pool) as http:
         assert (
             await http.get("/v1/tenants/me", headers=_bearer(tenant.api_key))
         ).status_code == 200
@@ -114,7 +105,7 @@ def _odd_headers(key: str) -> list[tuple[str, bytes]]:
 async def test_odd_keys_are_refused_with_a_json_401(
     test_settings: Settings, app_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
-    async with _client(test_settings, app_pool) as http:
+    async with asgi_client(test_settings, app_pool) as http:
         for what, value in _odd_headers(tenant.api_key):
             for method, path, body in (
                 ("GET", "/v1/tenants/me", None),
@@ -133,7 +124,7 @@ async def test_two_authorization_headers_are_refused(
     tenant: CreatedTenant,
     other_tenant: CreatedTenant,
 ) -> None:
-    async with _client(test_settings, app_pool) as http:
+    async with asgi_client(test_settings, app_pool) as http:
         for first, second in ((tenant, other_tenant), (other_tenant, tenant)):
             headers = [
                 ("authorization", f"Bearer {first.api_key}"),
@@ -153,7 +144,7 @@ async def test_a_body_naming_another_tenant_is_refused(
     tenant: CreatedTenant,
     other_tenant: CreatedTenant,
 ) -> None:
-    async with _client(test_settings, app_pool) as http:
+    async with asgi_client(test_settings, app_pool) as http:
         for field in ("tenant_id", "tenant", "scope"):
             response = await http.post(
                 "/v1/explanations",
@@ -164,18 +155,11 @@ async def test_a_body_naming_another_tenant_is_refused(
             assert str(other_tenant.tenant_id) not in response.text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @asynccontextmanager
 async def _real_server(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[int]:
     """The application behind uvicorn on loopback, with serve's HTTP implementation ("auto":
     httptools when installed, as with uvicorn[standard])."""
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(settings, pool=pool),
         host="127.0.0.1",
@@ -254,7 +238,7 @@ async def test_errors_are_logged_with_sampling_off_and_no_secret_is(
     caplog.set_level(logging.INFO)
     settings = test_settings.model_copy(update={"http_log_every": 0, "http_log_slow_ms": 1e9})
     key = tenant.api_key
-    async with _client(settings, app_pool) as http:
+    async with asgi_client(settings, app_pool) as http:
         ok = await http.post(
             "/v1/explanations",
             json=_explanation(question=PII_QUESTION),
@@ -292,7 +276,7 @@ async def test_a_slow_request_is_logged_with_sampling_off(
     caplog.set_level(logging.INFO)
     # Every request takes longer than a microsecond: each one is "slow".
     settings = test_settings.model_copy(update={"http_log_every": 0, "http_log_slow_ms": 0.001})
-    async with _client(settings, app_pool) as http:
+    async with asgi_client(settings, app_pool) as http:
         for _ in range(3):
             response = await http.get("/v1/tenants/me", headers=_bearer(tenant.api_key))
             assert response.status_code == 200
@@ -310,7 +294,7 @@ async def test_a_failed_request_is_logged_with_sampling_off(
     caplog.set_level(logging.INFO)
     settings = test_settings.model_copy(update={"http_log_every": 0, "http_log_slow_ms": 1e9})
     pool = await create_pool(database_urls.app, application_name="rt15-doomed", max_size=2)
-    async with _client(settings, pool) as http:
+    async with asgi_client(settings, pool) as http:
         ok = await http.get("/v1/tenants/me", headers=_bearer(tenant.api_key))
         assert ok.status_code == 200
         await pool.close()  # the database is gone for this process
@@ -370,7 +354,7 @@ async def test_a_cached_answer_is_never_served_to_another_tenant(
     body = _explanation()
     with respx.mock(assert_all_called=False) as mock:
         route = mock.post(OPENAI_URL).mock(side_effect=_chat_completion)
-        async with _client(settings, app_pool) as http:
+        async with asgi_client(settings, app_pool) as http:
             a1 = await http.post("/v1/explanations", json=body, headers=_bearer(tenant.api_key))
             a2 = await http.post("/v1/explanations", json=body, headers=_bearer(tenant.api_key))
             b1 = await http.post(
@@ -394,7 +378,7 @@ async def test_no_tenant_outlives_its_request_on_a_pooled_connection(
     # One connection: every request and the check below reuse it (no reset query on release).
     pool = await create_pool(database_urls.app, application_name="rt15-one", max_size=1)
     try:
-        async with _client(test_settings, pool) as http:
+        async with asgi_client(test_settings, pool) as http:
             for method, path, body in (
                 ("POST", "/v1/explanations", _explanation()),
                 ("GET", "/v1/tenants/me", None),

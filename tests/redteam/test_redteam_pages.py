@@ -27,7 +27,6 @@ import pytest
 from llm_service.api.app import create_app
 from llm_service.db.pool import tenant_transaction
 from llm_service.db.urls import DatabaseUrls
-from llm_service.demo_data import generate_demo_data
 from llm_service.investigations import service as investigations
 from llm_service.investigations.runner import InvestigationRunner
 from llm_service.investigations.understanding import ChannelInfo, understand
@@ -37,6 +36,7 @@ from llm_service.optimizations.runner import run_budget_optimization
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
 from tests.browser import Browser, LiveServer, Page, chromium_path, serve_app
+from tests.helpers.served_app import create_demo_tenant
 
 # =============================================================================================
 # (B) issue 12: the deterministic analyst states correct figures
@@ -47,10 +47,7 @@ TODAY = datetime.now(UTC).date()
 
 @pytest.fixture(scope="module")
 async def demo_tenant(owner_pool: asyncpg.Pool) -> CreatedTenant:
-    created = await create_tenant(owner_pool, f"rt-pages-{uuid.uuid4().hex[:6]}")
-    async with tenant_transaction(owner_pool, created.tenant_id) as conn:
-        await generate_demo_data(conn, created.tenant_id, events=3_000, seed=11)
-    return created
+    return await create_demo_tenant(owner_pool, "rt-pages", events=3_000, seed=11)
 
 
 async def taxonomy(pool: asyncpg.Pool) -> list[ChannelInfo]:

@@ -15,7 +15,6 @@ flagged as a usage anomaly).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -31,13 +30,13 @@ from budgets.ceiling import DEFAULT_MAX_INPUT_UNDERCOUNT
 from budgets.prices import PriceBook
 from budgets.usage import UsageBounds, UsageDetails, judge_usage
 from llm_service.db.pool import tenant_transaction
-from llm_service.llm import retry
 from llm_service.llm.gateway import LlmGateway, LlmRequest
 from llm_service.llm.litellm_setup import load_litellm
 from llm_service.llm.pricing import build_price_book
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
 from tests.helpers.app_role import insert_pending, set_session_tenant
+from tests.helpers.openai_stub import fast_backoff
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
@@ -70,10 +69,8 @@ def cents(usd: Decimal) -> Decimal:
 
 
 @pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        retry, "ProviderBackoff", functools.partial(retry.ProviderBackoff, initial=0.01)
-    )
+def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast_backoff(monkeypatch)
 
 
 def make_gateway(

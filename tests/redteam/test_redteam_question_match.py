@@ -14,7 +14,6 @@ PostgreSQL, OpenAI chat and embeddings mocked at the HTTP layer with respx).
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -27,11 +26,18 @@ import pytest
 import respx
 
 from cache.question_match import match
-from llm_service.api.app import create_app
-from llm_service.db.pool import tenant_transaction
-from llm_service.demo_data import generate_demo_data
 from llm_service.settings import Settings
-from llm_service.tenants.service import CreatedTenant, create_tenant
+from llm_service.tenants.service import CreatedTenant
+from tests.helpers.openai_stub import (
+    EMBEDDING_MODEL,
+    EMBEDDINGS_URL,
+    OPENAI_URL,
+    chat_completion,
+    embeddings_reply,
+    explanation_content,
+)
+from tests.helpers.served_app import asgi_client, bearer, openai_settings
+from tests.helpers.served_app import demo_tenant as demo_tenant_of
 
 
 def _held(asked: str, stored: str, why: str) -> Any:
@@ -338,9 +344,6 @@ def test_paraphrase_hits_with_its_evidence(asked: str, stored: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Through the HTTP API: one scope (period) per pair, the first question answered and stored.
 # ---------------------------------------------------------------------------------------------
-OPENAI_URL = "https://api.openai.com/v1/chat/completions"
-EMBEDDINGS_URL = "https://api.openai.com/v1/embeddings"
-EMBEDDING_MODEL = "openai/text-embedding-3-small"
 _BASE = np.random.default_rng(11).standard_normal(1536)
 
 
@@ -353,60 +356,20 @@ def _vector(text: str) -> list[float]:
 
 
 def _embeddings(request: httpx.Request) -> httpx.Response:
-    """OpenAI's embeddings endpoint."""
-    texts = json.loads(request.content)["input"]
-    if isinstance(texts, str):
-        texts = [texts]
-    return httpx.Response(
-        200,
-        json={
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": _vector(t)}
-                for i, t in enumerate(texts)
-            ],
-            "model": "text-embedding-3-small",
-            "usage": {"prompt_tokens": 9, "total_tokens": 9},
-        },
-    )
+    return embeddings_reply(request, _vector)
 
 
 def _chat(request: httpx.Request) -> httpx.Response:
     """OpenAI's chat endpoint: a valid explanation with a unique summary."""
-    content = json.dumps(
-        {
-            "summary": f"Summary {uuid.uuid4().hex}: revenue moved.",
-            "drivers": [{"label": "facebook_paid", "figure": "-1.00", "detail": "drop"}],
-            "confidence": "high",
-            "citations": [],
-        }
-    )
-    body = {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-        "object": "chat.completion",
-        "created": 1_764_000_000,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 400, "completion_tokens": 80, "total_tokens": 480},
-    }
-    return httpx.Response(200, json=body)
+    content = explanation_content(f"Summary {uuid.uuid4().hex}: revenue moved.")
+    return httpx.Response(200, json=chat_completion(content))
 
 
 @pytest.fixture(scope="module")
 async def demo_tenant(owner_pool: asyncpg.Pool) -> AsyncIterator[CreatedTenant]:
     """A tenant with demo data (dropped afterwards)."""
-    tenant = await create_tenant(owner_pool, f"rt11-{uuid.uuid4().hex[:8]}")
-    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
-        await generate_demo_data(conn, tenant.tenant_id, events=2_000, seed=11)
-    yield tenant
-    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
-        await conn.execute("DELETE FROM tenants WHERE id = $1", tenant.tenant_id)
+    async with demo_tenant_of(owner_pool, "rt11", events=2_000, seed=11) as tenant:
+        yield tenant
 
 
 HTTP_PAIRS = [
@@ -470,39 +433,29 @@ async def _ask_twice(
     period: dict[str, str],
 ) -> dict[str, Any]:
     """Store the answer to `first` (asserting it was a miss), then ask `second`."""
-    app = create_app(settings, pool=pool, run_workers=False)
-    headers = {"Authorization": f"Bearer {tenant.api_key}"}
     with respx.mock(assert_all_called=False) as mock:
         mock.post(OPENAI_URL).mock(side_effect=_chat)
         mock.post(EMBEDDINGS_URL).mock(side_effect=_embeddings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                body = {"subject": "channel_performance", "period": period}
-                one = await client.post(
-                    "/v1/explanations", json={**body, "question": first}, headers=headers
-                )
-                assert one.status_code == 200, one.text
-                assert one.json()["cache"] == "miss"
-                two = await client.post(
-                    "/v1/explanations", json={**body, "question": second}, headers=headers
-                )
-                assert two.status_code == 200, two.text
-                result: dict[str, Any] = two.json()
-                return result
+        async with asgi_client(settings, pool) as client:
+            body = {"subject": "channel_performance", "period": period}
+            one = await client.post(
+                "/v1/explanations", json={**body, "question": first}, headers=bearer(tenant)
+            )
+            assert one.status_code == 200, one.text
+            assert one.json()["cache"] == "miss"
+            two = await client.post(
+                "/v1/explanations", json={**body, "question": second}, headers=bearer(tenant)
+            )
+            assert two.status_code == 200, two.text
+            result: dict[str, Any] = two.json()
+            return result
 
 
 @pytest.fixture
 def http_settings(test_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The OpenAI chat model and a provider embedding model, both mocked with respx."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    return test_settings.model_copy(
-        update={
-            "llm_model": "openai/gpt-4o-mini",
-            "llm_max_attempts": 2,
-            "embedding_model": EMBEDDING_MODEL,
-        }
-    )
+    return openai_settings(test_settings, embedding_model=EMBEDDING_MODEL)
 
 
 @pytest.mark.parametrize(("asked", "stored"), HTTP_PAIRS)

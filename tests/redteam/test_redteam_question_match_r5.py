@@ -12,7 +12,6 @@ format, local embeddings), each pair in a scope (period) of its own.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,10 +20,9 @@ import pytest
 import respx
 
 from cache.question_match import match
-from llm_service.db.pool import tenant_transaction
-from llm_service.demo_data import generate_demo_data
 from llm_service.settings import Settings
-from llm_service.tenants.service import CreatedTenant, create_tenant
+from llm_service.tenants.service import CreatedTenant
+from tests.helpers.served_app import demo_tenant
 from tests.llm_service.explanations.explanation_helpers import (
     OPENAI_URL,
     FakeModel,
@@ -372,12 +370,8 @@ _HTTP_PARAPHRASES = {"number_words", "currency_spelling", "word_order"}
 @pytest.fixture(scope="module")
 async def rt_tenant(owner_pool: asyncpg.Pool) -> AsyncIterator[CreatedTenant]:
     """A tenant of its own with a little demo data (deleted afterwards)."""
-    tenant = await create_tenant(owner_pool, f"rt11-{uuid.uuid4().hex[:8]}")
-    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
-        await generate_demo_data(conn, tenant.tenant_id, events=2_000, seed=11)
-    yield tenant
-    async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
-        await conn.execute("DELETE FROM tenants WHERE id = $1", tenant.tenant_id)
+    async with demo_tenant(owner_pool, "rt11", events=2_000, seed=11) as tenant:
+        yield tenant
 
 
 @pytest.fixture

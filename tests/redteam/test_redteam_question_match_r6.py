@@ -10,7 +10,6 @@ given the same embedding so the stored one is always a candidate and only the ma
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -20,9 +19,17 @@ import pytest
 import respx
 
 from cache.question_match import match
-from llm_service.api.app import create_app
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.openai_stub import (
+    EMBEDDING_MODEL,
+    EMBEDDINGS_URL,
+    OPENAI_URL,
+    chat_completion,
+    embeddings_reply,
+    explanation_content,
+)
+from tests.helpers.served_app import asgi_client, bearer, openai_settings
 
 _LONG = (
     "Why did revenue fall last week across every paid channel we run, including search, social, "
@@ -222,54 +229,18 @@ def test_paraphrase_hits(asked: str, stored: str) -> None:
 
 # -- through the HTTP API -----------------------------------------------------------------------
 
-_CHAT_URL = "https://api.openai.com/v1/chat/completions"
-_EMBEDDINGS_URL = "https://api.openai.com/v1/embeddings"
 _VECTOR = [1.0] + [0.0] * 1535  # every question the same: the stored one is always a candidate
 
 
 def _chat(request: httpx.Request) -> httpx.Response:
     """OpenAI's chat endpoint: a valid explanation with a unique summary."""
-    content = json.dumps(
-        {
-            "summary": f"Summary {uuid.uuid4().hex}: revenue moved on facebook_paid.",
-            "drivers": [{"label": "facebook_paid", "figure": "-1.00", "detail": "drop"}],
-            "confidence": "high",
-            "citations": [],
-        }
-    )
-    return httpx.Response(
-        200,
-        json={
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion",
-            "created": 1_764_000_000,
-            "model": "gpt-4o-mini-2024-07-18",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 400, "completion_tokens": 80, "total_tokens": 480},
-        },
-    )
+    content = explanation_content(f"Summary {uuid.uuid4().hex}: revenue moved on facebook_paid.")
+    return httpx.Response(200, json=chat_completion(content))
 
 
 def _embeddings(request: httpx.Request) -> httpx.Response:
     """OpenAI's embeddings endpoint: one fixed vector for every text."""
-    texts = json.loads(request.content)["input"]
-    return httpx.Response(
-        200,
-        json={
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": _VECTOR} for i in range(len(texts))
-            ],
-            "model": "text-embedding-3-small",
-            "usage": {"prompt_tokens": 9, "total_tokens": 9},
-        },
-    )
+    return embeddings_reply(request, lambda _: _VECTOR)
 
 
 def _http(asked: str, stored: str, expect: str, reason: str | None = None) -> Any:
@@ -354,30 +325,20 @@ async def _ask_twice(
     asked: str | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Store `stored`'s answer, then ask `asked` (or `stored` again) in the same scope."""
-    configured = settings.model_copy(
-        update={
-            "llm_model": "openai/gpt-4o-mini",
-            "llm_max_attempts": 2,
-            "embedding_model": "openai/text-embedding-3-small",
-        }
-    )
-    headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    configured = openai_settings(settings, embedding_model=EMBEDDING_MODEL)
     period = {"start": "2026-11-02", "end": "2026-11-09"}
     with respx.mock(assert_all_called=False) as mock:
-        mock.post(_CHAT_URL).mock(side_effect=_chat)
-        mock.post(_EMBEDDINGS_URL).mock(side_effect=_embeddings)
-        app = create_app(configured, pool=pool, run_workers=False)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                bodies = []
-                for question in (stored, asked if asked is not None else stored):
-                    body = {
-                        "subject": "channel_performance",
-                        "period": period,
-                        "question": question,
-                    }
-                    response = await client.post("/v1/explanations", json=body, headers=headers)
-                    assert response.status_code == 200, response.text
-                    bodies.append(response.json())
+        mock.post(OPENAI_URL).mock(side_effect=_chat)
+        mock.post(EMBEDDINGS_URL).mock(side_effect=_embeddings)
+        async with asgi_client(configured, pool) as client:
+            bodies = []
+            for question in (stored, asked if asked is not None else stored):
+                body = {
+                    "subject": "channel_performance",
+                    "period": period,
+                    "question": question,
+                }
+                response = await client.post("/v1/explanations", json=body, headers=bearer(tenant))
+                assert response.status_code == 200, response.text
+                bodies.append(response.json())
     return bodies[0], bodies[1]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,16 +31,10 @@ from llm_service.db.pool import tenant_transaction
 from llm_service.db.urls import DatabaseUrls
 from llm_service.settings import Settings, get_settings
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.served_app import free_port
 from tests.helpers.waiting import wait_until, wait_until_sync
 
 TERMINAL = {"succeeded", "budget_exhausted", "timed_out", "failed", "cancelled"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- --workers N on the command line ---------------------------------------------------------
@@ -123,7 +116,7 @@ def test_hostile_setting_is_a_clear_start_up_error(
         "LLM_SERVICE_DATA_DIR": str(tmp_path),
         name: value,
     }
-    port = str(_free_port())
+    port = str(free_port())
     done = subprocess.run(
         [sys.executable, "-m", "llm_service.cli", "serve", "--no-migrate", "--port", port],
         env=env,
@@ -251,7 +244,7 @@ def serve_two(
     lock_path = data_dir / "serve-worker.lock"
     outsider = WorkerLock(lock_path)
     assert outsider.acquire()
-    port = _free_port()
+    port = free_port()
     stderr = data_dir / "stderr.log"
     env = {
         **os.environ,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import uuid
 from decimal import Decimal
@@ -26,7 +25,6 @@ import respx
 
 from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.urls import DatabaseUrls
-from llm_service.llm import retry
 from llm_service.llm.gateway import LlmGateway, LlmRequest, ProviderUnavailable
 from llm_service.llm.pricing import build_price_book
 from llm_service.settings import Settings
@@ -39,6 +37,7 @@ from tests.helpers.app_role import (
     present_session_token,
     set_session_tenant,
 )
+from tests.helpers.openai_stub import fast_backoff
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 
@@ -87,10 +86,8 @@ async def capped_tenant(owner_pool: asyncpg.Pool) -> CreatedTenant:
 
 
 @pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        retry, "ProviderBackoff", functools.partial(retry.ProviderBackoff, initial=0.01)
-    )
+def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast_backoff(monkeypatch)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 import respx
 
 from llm_service.costs.ledger_repository import reserve_call, settle_call
-from llm_service.db.pool import tenant_transaction
+from llm_service.db.pool import presenting_run_token, tenant_transaction
 from llm_service.llm.gateway import LlmGateway
 from llm_service.llm.pricing import build_price_book
 from llm_service.optimizations.runner import run_budget_optimization
@@ -519,13 +519,14 @@ async def test_takeover_counts_earlier_spend_against_the_ceiling(
         token = await lease_run(
             owner_pool, tenant.tenant_id, job_id, table="budget_optimization_jobs"
         )
-        async with tenant_transaction(app_pool, tenant.tenant_id, run_token=token) as conn:
-            call = await reserve_call(
-                conn, tenant_id=tenant.tenant_id, endpoint="budget_optimizations",
-                model="gpt-4o-mini", provider="openai", worst_case_usd=Decimal(usd),
-                lease_seconds=60, budget_optimization_job_id=job_id,
-            )  # fmt: skip
-            await settle_call(conn, call, status="succeeded", cost_usd=Decimal(usd))
+        with presenting_run_token(token):
+            async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+                call = await reserve_call(
+                    conn, tenant_id=tenant.tenant_id, endpoint="budget_optimizations",
+                    model="gpt-4o-mini", provider="openai", worst_case_usd=Decimal(usd),
+                    lease_seconds=60, budget_optimization_job_id=job_id,
+                )  # fmt: skip
+                await settle_call(conn, call, status="succeeded", cost_usd=Decimal(usd))
 
     # A dead worker's attempt spent 0.10: the rerun may spend at most 0.20 more.
     await earlier_call("0.10")

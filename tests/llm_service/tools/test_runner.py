@@ -28,7 +28,7 @@ from llm_service.analytics import (
     trend_queries,
 )
 from llm_service.analytics.models import Result
-from llm_service.db.pool import tenant_transaction
+from llm_service.db.pool import presenting_run_token, tenant_transaction
 from llm_service.demo_data import generate_demo_data
 from llm_service.tenants.service import CreatedTenant, create_tenant
 from llm_service.tools import specs
@@ -504,9 +504,10 @@ async def test_record_and_list_tool_calls(
             tenant_id,
         )
     token = await lease_run(owner_pool, tenant_id, run_id)  # a run's writes need its token
-    async with tenant_transaction(app_pool, tenant_id, run_token=token) as conn:
-        first = await record_tool_call(conn, tenant_id, run_id, 1, ok)
-        second = await record_tool_call(conn, tenant_id, run_id, 2, bad)
+    with presenting_run_token(token):
+        async with tenant_transaction(app_pool, tenant_id) as conn:
+            first = await record_tool_call(conn, tenant_id, run_id, 1, ok)
+            second = await record_tool_call(conn, tenant_id, run_id, 2, bad)
     async with tenant_transaction(app_pool, tenant_id, readonly=True) as conn:
         calls = await list_tool_calls(conn, run_id)
     assert [c["id"] for c in calls] == [first, second]
