@@ -5,11 +5,13 @@ on the keeper's own connection, never queued behind the runs' pool). The answer 
 still held, each with its cancel flag. A run missing from it was lost (taken over by another
 worker, or ended): its lease ends "lost" and the run stops. A run whose cancel was requested
 ends "cancel". A run answered None was skipped (its row locked elsewhere): kept, not renewed,
-tried again next round. A failed renewal is tried again next round; but a run not renewed for
-`lease_s - 2 * interval_s` is ended "lost" (even while a renewal hangs): BEFORE its database
-lease can expire, so it has stopped by the time another worker may take it over. A round sends
-at most RENEWAL_CHUNK runs per renewal (more: several renewals, one after another). The loop
-runs only while it holds leases.
+tried again a few times within the round (`SKIP_RETRIES`, `skip_retry_s` apart: each try finds
+the row at another moment, so a run whose row its own short transactions keep locking is not
+starved of renewals), then next round. A failed renewal is tried again next round; but a run not
+renewed for `lease_s - 2 * interval_s` is ended "lost" (even while a renewal hangs): BEFORE its
+database lease can expire, so it has stopped by the time another worker may take it over. A
+round sends at most RENEWAL_CHUNK runs per renewal (more: several renewals, one after another).
+The loop runs only while it holds leases.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ LeaseEnd = Literal["lost", "cancel"]
 Renew = Callable[[Sequence[UUID]], Awaitable[Mapping[UUID, bool | None]]]
 # The most runs one renewal names (fn_renew_leases refuses more: MAX_RENEWALS, migrations 008/009).
 RENEWAL_CHUNK = 10_000
+# Renewals of just the runs a round skipped (their rows locked), before the next round. A row is
+# locked while any open transaction inserted an event, tool call or ledger row referencing it
+# (the foreign key's share lock conflicts with the renewal's FOR UPDATE SKIP LOCKED).
+SKIP_RETRIES = 4
 
 
 def heartbeat_interval(lease_s: float) -> float:
@@ -68,9 +74,12 @@ class LeaseKeeper:
         # A lease not renewed for this long is ended: two rounds before the database's expiry
         # (the database's lease runs from its own now(), after `renewed_at`), never below one.
         self.deadline_s = max(lease_s - 2 * self.interval_s, self.interval_s)
+        # The pause before renewing a round's skipped runs again (the retries fit in half a round).
+        self.skip_retry_s = self.interval_s / (2 * SKIP_RETRIES)
         self._held: dict[UUID, Lease] = {}
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0  # renewals sent (figures for the bench)
+        self.retries = 0  # renewals of skipped runs only (figures for the bench)
         self.lost = 0  # leases that ended "lost"
 
     @property
@@ -122,17 +131,26 @@ class LeaseKeeper:
 
     async def _round(self) -> None:
         leases = list(self._held.values())
+        skipped: list[Lease] = []
         for first in range(0, len(leases), RENEWAL_CHUNK):
-            await self._renew(leases[first : first + RENEWAL_CHUNK])
+            skipped += await self._renew(leases[first : first + RENEWAL_CHUNK])
+        for _ in range(SKIP_RETRIES):
+            skipped = [lease for lease in skipped if self._held.get(lease.run_id) is lease]
+            if not skipped:
+                return
+            await asyncio.sleep(self.skip_retry_s)
+            self.retries += 1
+            skipped = await self._renew(skipped[:RENEWAL_CHUNK])
 
-    async def _renew(self, leases: list[Lease]) -> None:
+    async def _renew(self, leases: list[Lease]) -> list[Lease]:
+        """One renewal of `leases`; returns those answered skipped (held, row locked)."""
         sent = time.monotonic()
         for lease in leases:
             if sent - lease.renewed_at >= self.deadline_s:
                 self._end(lease, "lost")  # past its deadline already (earlier chunks were slow)
         leases = [lease for lease in leases if self._held.get(lease.run_id) is lease]
         if not leases:
-            return
+            return []
         # A renewal still waiting when the oldest lease's deadline comes is given up: that
         # lease must end before the database's does, whatever the renewal is waiting on.
         oldest = min(lease.renewed_at for lease in leases)
@@ -147,8 +165,9 @@ class LeaseKeeper:
             for lease in leases:
                 if now - lease.renewed_at >= self.deadline_s:
                     self._end(lease, "lost")
-            return
+            return []
         self.rounds += 1
+        skipped: list[Lease] = []
         for lease in leases:
             if self._held.get(lease.run_id) is not lease:
                 continue  # released while the renewal was in flight
@@ -157,11 +176,12 @@ class LeaseKeeper:
                 continue
             cancel = held[lease.run_id]
             if cancel is None:
-                continue  # skipped, not renewed: tried again next round, its deadline still runs
-            if cancel:
+                skipped.append(lease)  # not renewed: tried again soon, its deadline still runs
+            elif cancel:
                 self._end(lease, "cancel")
             else:
                 lease.renewed_at = sent
+        return skipped
 
     def _end(self, lease: Lease, how: LeaseEnd) -> None:
         if how == "lost" and not lease.ended.done():

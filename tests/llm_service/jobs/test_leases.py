@@ -189,3 +189,29 @@ async def test_a_run_skipped_past_its_deadline_is_lost() -> None:
 
     keeper = LeaseKeeper(renew, lease_s=0.3, interval_s=0.02)
     assert await _one_of(keeper) == "lost"
+
+
+async def test_a_row_locked_at_every_round_but_free_between_keeps_its_lease() -> None:
+    # A busy run's own short transactions (events, tool calls, ledger rows: each takes a share
+    # lock on the run's row through its foreign key) can hold its row at every round's moment;
+    # the skipped run is tried again within the round, at other moments, before its deadline.
+    busy, other = uuid4(), uuid4()
+    rounds = {"full": 0}
+    enough = asyncio.Event()
+
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
+        if other in run_ids:  # a full round: the busy run's row is locked just then
+            rounds["full"] += 1
+            if rounds["full"] >= 40:  # 40 rounds of 0.02 s: well past the 0.3 s lease
+                enough.set()
+            return {busy: None, other: False}
+        return dict.fromkeys(run_ids, False)  # the retry of the skipped run finds it free
+
+    keeper = LeaseKeeper(renew, lease_s=0.3, interval_s=0.02)
+    try:
+        leases = {run: keeper.hold(run) for run in (busy, other)}
+        await asyncio.wait_for(enough.wait(), 60)
+        assert not leases[busy].ended.done() and keeper.lost == 0
+        assert keeper.retries >= 1
+    finally:
+        await keeper.aclose()
