@@ -36,7 +36,7 @@ RENEWAL_CHUNK = 10_000
 # Renewals of just the runs a round skipped (their rows locked), before the next round. A row is
 # locked while any open transaction inserted an event, tool call or ledger row referencing it
 # (the foreign key's share lock conflicts with the renewal's FOR UPDATE SKIP LOCKED).
-SKIP_RETRIES = 4
+SKIP_RETRIES = 7
 
 
 def heartbeat_interval(lease_s: float) -> float:
@@ -74,8 +74,9 @@ class LeaseKeeper:
         # A lease not renewed for this long is ended: two rounds before the database's expiry
         # (the database's lease runs from its own now(), after `renewed_at`), never below one.
         self.deadline_s = max(lease_s - 2 * self.interval_s, self.interval_s)
-        # The pause before renewing a round's skipped runs again (the retries fit in half a round).
-        self.skip_retry_s = self.interval_s / (2 * SKIP_RETRIES)
+        # The pause before renewing a round's skipped runs again (the retries spread over the
+        # round, up to the next one: each finds the rows at another moment).
+        self.skip_retry_s = self.interval_s / (SKIP_RETRIES + 1)
         self._held: dict[UUID, Lease] = {}
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0  # renewals sent (figures for the bench)
