@@ -79,6 +79,7 @@ class LeaseKeeper:
         self.skip_retry_s = self.interval_s / (SKIP_RETRIES + 1)
         self._held: dict[UUID, Lease] = {}
         self._task: asyncio.Task[None] | None = None
+        self._renewing = False  # a round is in flight (it ends the loop itself when done)
         self.rounds = 0  # renewals sent (figures for the bench)
         self.retries = 0  # renewals of skipped runs only (figures for the bench)
         self.lost = 0  # leases that ended "lost"
@@ -100,7 +101,12 @@ class LeaseKeeper:
         """Stop renewing `lease` (its run ended, or stopped)."""
         if self._held.get(lease.run_id) is lease:
             del self._held[lease.run_id]
-        if not self._held and self._task is not None and self._task is not asyncio.current_task():
+        if (
+            not self._held
+            and self._task is not None
+            and not self._renewing
+            and self._task is not asyncio.current_task()
+        ):
             # Nothing left to renew: stop the loop now, not at its next round (no task is left
             # behind a run that has ended; the next `hold` starts a new one).
             self._task.cancel()
@@ -125,7 +131,11 @@ class LeaseKeeper:
             while self._held:
                 await asyncio.sleep(self.interval_s)
                 if self._held:
-                    await self._round()
+                    self._renewing = True
+                    try:
+                        await self._round()
+                    finally:
+                        self._renewing = False
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
@@ -152,14 +162,8 @@ class LeaseKeeper:
         leases = [lease for lease in leases if self._held.get(lease.run_id) is lease]
         if not leases:
             return []
-        # A renewal still waiting when the oldest lease's deadline comes is given up: that
-        # lease must end before the database's does, whatever the renewal is waiting on.
-        oldest = min(lease.renewed_at for lease in leases)
         try:
-            held = await asyncio.wait_for(
-                self.renew([lease.run_id for lease in leases]),
-                max(0.0, oldest + self.deadline_s - sent),
-            )
+            held = await self._answer(leases)
         except Exception as exc:
             log_failure(_log, "heartbeat failed", exc, {"leases": str(len(leases))})
             now = time.monotonic()
@@ -183,6 +187,35 @@ class LeaseKeeper:
             else:
                 lease.renewed_at = sent
         return skipped
+
+    async def _answer(self, leases: list[Lease]) -> Mapping[UUID, bool | None]:
+        """The renewal's answer. Each lease still waiting for it at its deadline is ended then,
+        whatever the renewal is waiting on (it must end before the database's lease does); the
+        renewal itself is given up only when none of its leases is left within its deadline
+        (one old lease, e.g. a run skipped for its locked row, never cancels the renewal of
+        all the others, nor drops the keeper's connection with it)."""
+        pending = asyncio.ensure_future(self.renew([lease.run_id for lease in leases]))
+        try:
+            while True:
+                now = time.monotonic()
+                waiting = []
+                for lease in leases:
+                    if self._held.get(lease.run_id) is not lease:
+                        continue
+                    if now - lease.renewed_at >= self.deadline_s:
+                        self._end(lease, "lost")
+                    else:
+                        waiting.append(lease)
+                if not waiting:
+                    raise TimeoutError("no lease of the renewal is left within its deadline")
+                due = min(lease.renewed_at for lease in waiting) + self.deadline_s
+                done, _ = await asyncio.wait({pending}, timeout=max(0.0, due - now))
+                if done:
+                    return pending.result()
+        finally:
+            if not pending.done():
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
 
     def _end(self, lease: Lease, how: LeaseEnd) -> None:
         if how == "lost" and not lease.ended.done():
