@@ -62,7 +62,7 @@ from bench.investigation_figures import (
     _rss_now_mib,
     _uptime,
 )
-from bench.investigation_provider import OPENAI_URL, QUESTIONS, make_provider
+from bench.investigation_provider import OPENAI_URL, QUESTIONS, SCRIPTS, make_provider
 from bench.investigation_report import _report
 from llm_service.db import migrate
 from llm_service.db import pool as pool_module
@@ -268,9 +268,9 @@ async def _measure(
     if args.what_if_claim_batch > 0:
         patches.set(worker_module, "CLAIM_BATCH", args.what_if_claim_batch)
     patches.set(
-        worker_module,
-        "claim_batch",
-        probe.wrap_async("claim_batch (pool wait + claim txn)", worker_module.claim_batch),
+        worker.claimer,
+        "claim",
+        probe.wrap_async("claim (own connection, one statement)", worker.claimer.claim),
     )
 
     # litellm's own time per call = acompletion wall time minus the mocked handler's time.
@@ -403,7 +403,7 @@ async def _measure(
     try:
         with respx.mock(assert_all_called=False) as router:
             router.post(OPENAI_URL).mock(
-                side_effect=make_provider(probe, latency_s, datetime.now(UTC).date())
+                side_effect=make_provider(probe, latency_s, datetime.now(UTC).date(), args.script)
             )
             lag_task = asyncio.create_task(monitor())
             backends_task = asyncio.create_task(sample_backends())
@@ -463,7 +463,11 @@ async def _measure(
         machine=machine,
         loads=(load_before, load_after),
         backend_states={k: v / max(1, samples["n"]) for k, v in waits.items()},
-        leases=(worker.runtime.leases.lost, worker.runtime.leases.rounds),
+        leases=(
+            worker.runtime.leases.lost,
+            worker.runtime.leases.rounds,
+            worker.runtime.leases.retries,
+        ),
         uptimes=(uptime_before, uptime_after),
         gc_pauses=gc_pauses,
     )
@@ -476,6 +480,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--tenants", type=int, default=20)
+    parser.add_argument(
+        "--script",
+        choices=SCRIPTS,
+        default="default",
+        help="what the mocked model does: default (3.5 LLM calls per run: two or three steps "
+        "of tool calls, then the answer) or two-step (one tool call, then the answer)",
+    )
     parser.add_argument("--events-per-tenant", type=int, default=10_000)
     parser.add_argument(
         "--pool-size",

@@ -63,12 +63,22 @@ def _tool_calls(*calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _plan(rng: random.Random, today: date) -> list[list[tuple[str, dict[str, Any]]]]:
-    """Two or three steps of tool calls, with arguments a model would plausibly send."""
+#: The scripts a mocked model follows: "default" (two or three steps of tool calls, 4.5 tools,
+#: then the answer: 3.5 LLM calls per run) and "two-step" (one tool call, then the answer).
+SCRIPTS = ("default", "two-step")
+
+
+def _plan(
+    rng: random.Random, today: date, script: str = "default"
+) -> list[list[tuple[str, dict[str, Any]]]]:
+    """Two or three steps of tool calls, with arguments a model would plausibly send (one step
+    of one call for the two-step script)."""
     end = today + timedelta(days=1)
     days = rng.choice((7, 14, 28))
     start = end - timedelta(days=days)
     iso = date.isoformat
+    if script == "two-step":
+        return [[("channel_performance", {"start": iso(start), "end": iso(end)})]]
     channel = rng.choice(("facebook_paid", "instagram_paid", "google_ads", "email", "affiliate"))
     steps: list[list[tuple[str, dict[str, Any]]]] = [
         [
@@ -119,9 +129,12 @@ def _final_answer(ids: list[str], rng: random.Random) -> dict[str, Any]:
 
 
 def make_provider(
-    probe: Probe, latency_s: float, today: date
+    probe: Probe, latency_s: float, today: date, script: str = "default"
 ) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
-    """An async respx side effect: sleep the latency, then answer from the conversation."""
+    """An async respx side effect: sleep the latency, then answer from the conversation by
+    `script` (see SCRIPTS)."""
+    if script not in SCRIPTS:
+        raise ValueError(f"unknown script {script!r}: one of {', '.join(SCRIPTS)}")
 
     async def provider(request: httpx.Request) -> httpx.Response:
         entered = time.perf_counter()
@@ -137,7 +150,7 @@ def make_provider(
         done_steps = sum(
             1 for m in messages if m.get("role") == "assistant" and m.get("tool_calls")
         )
-        plan = _plan(random.Random(run), today)
+        plan = _plan(random.Random(run), today, script)
         if body.get("tools") and done_steps < len(plan):
             message = _tool_calls(*plan[done_steps])
             completion = rng.randint(50, 120)

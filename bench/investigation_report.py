@@ -39,7 +39,7 @@ async def _report(
     machine: float | None,
     loads: tuple[float, float],
     backend_states: dict[str, float],
-    leases: tuple[int, int],
+    leases: tuple[int, int, int],
     uptimes: tuple[str, str],
     gc_pauses: dict[int, list[float]],
 ) -> None:
@@ -137,7 +137,7 @@ async def _report(
         f"\n{args.runs} investigations, {args.tenants} tenants x {args.events_per_tenant} events, "
         f"ONE worker (concurrency {args.concurrency}), app pool {args.pool_size} connections"
         f"{_what_ifs(args)}, "
-        f"provider latency {args.latency_ms:g} ms, {os.cpu_count()} CPUs"
+        f"provider latency {args.latency_ms:g} ms, script {args.script}, {os.cpu_count()} CPUs"
     )
     print(
         f"  wall {wall:.2f} s; throughput {len(traces) / wall:.1f} runs/s, "
@@ -161,11 +161,20 @@ async def _report(
         f"{'= all it could' if peak >= min(args.runs, args.concurrency) else '(NOT all queued)'}"
     )
     print(f"  terminal statuses: {dict(statuses)}")
-    leases_lost, heartbeat_rounds = leases
+    leases_lost, heartbeat_rounds, heartbeat_retries = leases
     print(
-        f"  leases: {leases_lost} lost; {heartbeat_rounds} batched heartbeats "
-        "(one statement each, renewing every lease held, on the keeper's own connection)"
+        f"  leases: {leases_lost} lost; {heartbeat_rounds} batched renewals (one statement "
+        f"each, on the keeper's own connection), {heartbeat_retries} of them retries of runs a "
+        "round skipped (row locked)"
     )
+    if traces:
+        last_claim = max(t.claimed for t in traces) - started
+        first_end = min(t.finished for t in traces) - started
+        print(
+            f"  last claim {last_claim:.2f} s after the start, first run ended at "
+            f"{first_end:.2f} s: all claimed before the first finish: "
+            f"{'yes' if last_claim < first_end else 'NO'}"
+        )
     returned = Counter(t.status for t in traces)
     if returned != statuses or probe.takeovers:
         live = sum(1 for _, alive, _ in probe.takeovers if alive)

@@ -5,11 +5,13 @@ on the keeper's own connection, never queued behind the runs' pool). The answer 
 still held, each with its cancel flag. A run missing from it was lost (taken over by another
 worker, or ended): its lease ends "lost" and the run stops. A run whose cancel was requested
 ends "cancel". A run answered None was skipped (its row locked elsewhere): kept, not renewed,
-tried again next round. A failed renewal is tried again next round; but a run not renewed for
-`lease_s - 2 * interval_s` is ended "lost" (even while a renewal hangs): BEFORE its database
-lease can expire, so it has stopped by the time another worker may take it over. A round sends
-at most RENEWAL_CHUNK runs per renewal (more: several renewals, one after another). The loop
-runs only while it holds leases.
+tried again a few times within the round (`SKIP_RETRIES`, `skip_retry_s` apart: each try finds
+the row at another moment, so a run whose row its own short transactions keep locking is not
+starved of renewals), then next round. A failed renewal is tried again next round; but a run not
+renewed for `lease_s - 2 * interval_s` is ended "lost" (even while a renewal hangs): BEFORE its
+database lease can expire, so it has stopped by the time another worker may take it over. A
+round sends at most RENEWAL_CHUNK runs per renewal (more: several renewals, one after another).
+The loop runs only while it holds leases.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ LeaseEnd = Literal["lost", "cancel"]
 Renew = Callable[[Sequence[UUID]], Awaitable[Mapping[UUID, bool | None]]]
 # The most runs one renewal names (fn_renew_leases refuses more: MAX_RENEWALS, migrations 008/009).
 RENEWAL_CHUNK = 10_000
+# Renewals of just the runs a round skipped (their rows locked), before the next round. A row is
+# locked while any open transaction inserted an event, tool call or ledger row referencing it
+# (the foreign key's share lock conflicts with the renewal's FOR UPDATE SKIP LOCKED).
+SKIP_RETRIES = 7
 
 
 def heartbeat_interval(lease_s: float) -> float:
@@ -68,9 +74,14 @@ class LeaseKeeper:
         # A lease not renewed for this long is ended: two rounds before the database's expiry
         # (the database's lease runs from its own now(), after `renewed_at`), never below one.
         self.deadline_s = max(lease_s - 2 * self.interval_s, self.interval_s)
+        # The pause before renewing a round's skipped runs again (the retries spread over the
+        # round, up to the next one: each finds the rows at another moment).
+        self.skip_retry_s = self.interval_s / (SKIP_RETRIES + 1)
         self._held: dict[UUID, Lease] = {}
         self._task: asyncio.Task[None] | None = None
+        self._renewing = False  # a round is in flight (it ends the loop itself when done)
         self.rounds = 0  # renewals sent (figures for the bench)
+        self.retries = 0  # renewals of skipped runs only (figures for the bench)
         self.lost = 0  # leases that ended "lost"
 
     @property
@@ -90,7 +101,12 @@ class LeaseKeeper:
         """Stop renewing `lease` (its run ended, or stopped)."""
         if self._held.get(lease.run_id) is lease:
             del self._held[lease.run_id]
-        if not self._held and self._task is not None and self._task is not asyncio.current_task():
+        if (
+            not self._held
+            and self._task is not None
+            and not self._renewing
+            and self._task is not asyncio.current_task()
+        ):
             # Nothing left to renew: stop the loop now, not at its next round (no task is left
             # behind a run that has ended; the next `hold` starts a new one).
             self._task.cancel()
@@ -115,40 +131,48 @@ class LeaseKeeper:
             while self._held:
                 await asyncio.sleep(self.interval_s)
                 if self._held:
-                    await self._round()
+                    self._renewing = True
+                    try:
+                        await self._round()
+                    finally:
+                        self._renewing = False
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
 
     async def _round(self) -> None:
         leases = list(self._held.values())
+        skipped: list[Lease] = []
         for first in range(0, len(leases), RENEWAL_CHUNK):
-            await self._renew(leases[first : first + RENEWAL_CHUNK])
+            skipped += await self._renew(leases[first : first + RENEWAL_CHUNK])
+        for _ in range(SKIP_RETRIES):
+            skipped = [lease for lease in skipped if self._held.get(lease.run_id) is lease]
+            if not skipped:
+                return
+            await asyncio.sleep(self.skip_retry_s)
+            self.retries += 1
+            skipped = await self._renew(skipped[:RENEWAL_CHUNK])
 
-    async def _renew(self, leases: list[Lease]) -> None:
+    async def _renew(self, leases: list[Lease]) -> list[Lease]:
+        """One renewal of `leases`; returns those answered skipped (held, row locked)."""
         sent = time.monotonic()
         for lease in leases:
             if sent - lease.renewed_at >= self.deadline_s:
                 self._end(lease, "lost")  # past its deadline already (earlier chunks were slow)
         leases = [lease for lease in leases if self._held.get(lease.run_id) is lease]
         if not leases:
-            return
-        # A renewal still waiting when the oldest lease's deadline comes is given up: that
-        # lease must end before the database's does, whatever the renewal is waiting on.
-        oldest = min(lease.renewed_at for lease in leases)
+            return []
         try:
-            held = await asyncio.wait_for(
-                self.renew([lease.run_id for lease in leases]),
-                max(0.0, oldest + self.deadline_s - sent),
-            )
+            held = await self._answer(leases)
         except Exception as exc:
             log_failure(_log, "heartbeat failed", exc, {"leases": str(len(leases))})
             now = time.monotonic()
             for lease in leases:
                 if now - lease.renewed_at >= self.deadline_s:
                     self._end(lease, "lost")
-            return
+            return []
         self.rounds += 1
+        skipped: list[Lease] = []
         for lease in leases:
             if self._held.get(lease.run_id) is not lease:
                 continue  # released while the renewal was in flight
@@ -157,11 +181,41 @@ class LeaseKeeper:
                 continue
             cancel = held[lease.run_id]
             if cancel is None:
-                continue  # skipped, not renewed: tried again next round, its deadline still runs
-            if cancel:
+                skipped.append(lease)  # not renewed: tried again soon, its deadline still runs
+            elif cancel:
                 self._end(lease, "cancel")
             else:
                 lease.renewed_at = sent
+        return skipped
+
+    async def _answer(self, leases: list[Lease]) -> Mapping[UUID, bool | None]:
+        """The renewal's answer. Each lease still waiting for it at its deadline is ended then,
+        whatever the renewal is waiting on (it must end before the database's lease does); the
+        renewal itself is given up only when none of its leases is left within its deadline
+        (one old lease, e.g. a run skipped for its locked row, never cancels the renewal of
+        all the others, nor drops the keeper's connection with it)."""
+        pending = asyncio.ensure_future(self.renew([lease.run_id for lease in leases]))
+        try:
+            while True:
+                now = time.monotonic()
+                waiting = []
+                for lease in leases:
+                    if self._held.get(lease.run_id) is not lease:
+                        continue
+                    if now - lease.renewed_at >= self.deadline_s:
+                        self._end(lease, "lost")
+                    else:
+                        waiting.append(lease)
+                if not waiting:
+                    raise TimeoutError("no lease of the renewal is left within its deadline")
+                due = min(lease.renewed_at for lease in waiting) + self.deadline_s
+                done, _ = await asyncio.wait({pending}, timeout=max(0.0, due - now))
+                if done:
+                    return pending.result()
+        finally:
+            if not pending.done():
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
 
     def _end(self, lease: Lease, how: LeaseEnd) -> None:
         if how == "lost" and not lease.ended.done():

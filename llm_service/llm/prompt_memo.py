@@ -24,6 +24,10 @@ from llm_service.pii.redact import PiiFinding, redact_message
 #: litellm's `token_counter` (keyword arguments: model, messages, tools, text).
 TokenCounter = Callable[..., int]
 
+# The reply primer per (model, counter): counted once per process, not once per run (a call of
+# litellm's token_counter costs ~0.3 ms of set-up whatever it counts).
+_PRIMERS: dict[tuple[str, TokenCounter], int] = {}
+
 
 @dataclass(frozen=True, slots=True)
 class PreparedPrompt:
@@ -52,7 +56,10 @@ class PromptMemo:
         self._count = token_counter
         self._seen: list[_Seen] = []
         # litellm adds the reply primer (3 tokens) to every count of messages: the empty prompt.
-        self._primer = int(token_counter(model=model, messages=[]))
+        primer = _PRIMERS.get((model, token_counter))
+        if primer is None:
+            primer = _PRIMERS[(model, token_counter)] = int(token_counter(model=model, messages=[]))
+        self._primer = primer
         self._extras: dict[tuple[str, bool], tuple[Any, int]] = {}
 
     def prepare(

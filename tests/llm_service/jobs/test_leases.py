@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from llm_service.jobs.leases import RENEWAL_CHUNK, LeaseKeeper, Renew
+from tests.helpers.waiting import wait_until
 
 LOCKED = "locked"
 
@@ -189,3 +190,72 @@ async def test_a_run_skipped_past_its_deadline_is_lost() -> None:
 
     keeper = LeaseKeeper(renew, lease_s=0.3, interval_s=0.02)
     assert await _one_of(keeper) == "lost"
+
+
+async def test_a_row_locked_at_every_round_but_free_between_keeps_its_lease() -> None:
+    # A busy run's own short transactions (events, tool calls, ledger rows: each takes a share
+    # lock on the run's row through its foreign key) can hold its row at every round's moment;
+    # the skipped run is tried again within the round, at other moments, before its deadline.
+    busy, other = uuid4(), uuid4()
+    rounds = {"full": 0}
+    enough = asyncio.Event()
+
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
+        if other in run_ids:  # a full round: the busy run's row is locked just then
+            rounds["full"] += 1
+            if rounds["full"] >= 40:  # 40 rounds of 0.02 s: well past the 0.3 s lease
+                enough.set()
+            return {busy: None, other: False}
+        return dict.fromkeys(run_ids, False)  # the retry of the skipped run finds it free
+
+    keeper = LeaseKeeper(renew, lease_s=0.3, interval_s=0.02)
+    try:
+        leases = {run: keeper.hold(run) for run in (busy, other)}
+        await asyncio.wait_for(enough.wait(), 60)
+        assert not leases[busy].ended.done() and keeper.lost == 0
+        assert keeper.retries >= 1
+    finally:
+        await keeper.aclose()
+
+
+async def test_a_lease_reaching_its_deadline_during_a_slow_renewal_does_not_cancel_the_others() -> (
+    None
+):
+    # An old lease (a run skipped for its locked row, round after round) comes to its deadline
+    # while a slow renewal is in flight: it ends "lost" on time, but the renewal goes on and
+    # renews the others (given up, it would leave every lease unrenewed, and the keeper's
+    # connection dropped with it: under load, 825 of 1,000 leases were lost that way).
+    old, fresh = uuid4(), uuid4()
+    slow_started = asyncio.Event()
+    release = asyncio.Event()
+    outcome = {"cancelled": False, "answered": False}
+
+    async def renew(run_ids: Sequence[UUID]) -> Mapping[UUID, bool | None]:
+        if fresh not in run_ids:
+            return {old: None}  # the old run's row is locked at every try
+        slow_started.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            outcome["cancelled"] = True
+            raise
+        outcome["answered"] = True
+        return {old: None, fresh: False}
+
+    keeper = LeaseKeeper(renew, lease_s=1.0, interval_s=0.1)  # deadline 0.8 s
+    try:
+        old_lease = keeper.hold(old)
+        old_lease.renewed_at -= 0.5  # last renewed half a second ago (its row locked since)
+        fresh_lease = keeper.hold(fresh)
+        await asyncio.wait_for(slow_started.wait(), 60)
+        assert await asyncio.wait_for(old_lease.wait(), 60) == "lost"
+        release.set()
+
+        async def answered() -> bool:
+            return outcome["answered"] or outcome["cancelled"]
+
+        await wait_until(answered, "the slow renewal ends")
+        assert not outcome["cancelled"] and outcome["answered"]
+        assert not fresh_lease.ended.done() and keeper.lost == 1
+    finally:
+        await keeper.aclose()

@@ -170,3 +170,25 @@ def test_changed_tools_are_counted_again() -> None:
     assert memo.prepare(messages, tools).input_tokens == litellm.token_counter(
         model=MODEL, messages=redacted, tools=tools
     )
+
+
+def test_the_reply_primer_is_counted_once_per_model_and_counter_not_per_run() -> None:
+    real = load_litellm().token_counter
+    empty_counts: list[str] = []
+
+    def counter(**kwargs: Any) -> int:
+        if kwargs.get("messages") == [] and "tools" not in kwargs:
+            empty_counts.append(kwargs["model"])
+        return int(real(**kwargs))
+
+    runs = [PromptMemo(MODEL, counter) for _ in range(3)]
+    assert empty_counts == [MODEL]
+    other = PromptMemo("openai/gpt-4o", counter)
+    assert empty_counts == [MODEL, "openai/gpt-4o"]
+    # The kept primer is the counter's own answer: every run's count still equals litellm's.
+    messages = _conversation()
+    expected = int(real(model=MODEL, messages=redact_messages(messages)[0]))
+    assert {memo.count(messages) for memo in runs} == {expected}
+    assert other.count(messages) == int(
+        real(model="openai/gpt-4o", messages=redact_messages(messages)[0])
+    )

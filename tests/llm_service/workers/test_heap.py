@@ -15,12 +15,15 @@ from llm_service.workers.worker import Worker
 _SCRIPT = textwrap.dedent(
     """
     import gc
-    from llm_service.workers.heap import freeze_startup_heap
+    from llm_service.workers.heap import YOUNG_THRESHOLD, freeze_startup_heap
 
     start_up = [["long-lived"]]
     assert any(o is start_up for o in gc.get_objects())
+    assert gc.get_threshold()[0] < YOUNG_THRESHOLD
     assert freeze_startup_heap()
     assert gc.get_freeze_count() > 0
+    # Young collections come less often (each stopped 1,000 runs' event loop): the threshold.
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD
     # Collections no longer see the start-up heap ...
     assert not any(o is start_up for o in gc.get_objects())
     # ... but everything created afterwards is collected as before.

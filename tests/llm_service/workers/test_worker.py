@@ -7,7 +7,9 @@ from uuid import UUID
 
 import asyncpg
 
-from llm_service.db.pool import tenant_transaction
+from llm_service.db.pool import create_pool, tenant_transaction
+from llm_service.db.urls import DatabaseUrls
+from llm_service.investigations import repository as investigations_repository
 from llm_service.tenants.service import CreatedTenant
 from llm_service.workers.worker import Claim, Worker, claim_batch
 from tests.helpers.waiting import wait_until
@@ -120,3 +122,48 @@ async def test_stop_at_full_concurrency_hands_back_runs_after_the_grace(
         "SELECT lease_expires_at <= now() FROM investigations WHERE id = $1", claim.run_id
     )
     assert handed_back
+
+
+class _HeldKind:
+    """Investigations that only record their claim and hold it until the worker stops."""
+
+    name = "investigation"
+    table = investigations_repository.TABLE
+
+    def __init__(self) -> None:
+        self.claimed = asyncio.Event()
+
+    async def execute(self, claim: Claim) -> str:
+        self.claimed.set()
+        await asyncio.Event().wait()  # until cancelled at the shutdown grace
+        return "succeeded"
+
+
+async def test_claims_do_not_wait_behind_the_runs_for_the_pool(
+    database_urls: DatabaseUrls, tenant: CreatedTenant
+) -> None:
+    # Every connection of the runs' pool is busy (1,000 runs on 86 connections): the claim loop
+    # still claims, on its own connection, so runs are in flight at once rather than queued.
+    pool = await create_pool(database_urls.app, application_name="tests-claims", max_size=1)
+    try:
+        await _queue(pool, tenant.tenant_id)
+        kind = _HeldKind()
+        worker = Worker(
+            pool,
+            None,
+            name="worker-own-claims",
+            lease_s=30,
+            poll_interval_s=0.05,
+            shutdown_grace_s=0.1,
+            heartbeat_url=database_urls.app,
+            kinds=[kind],
+        )
+        async with pool.acquire():  # the pool's only connection, held by "the runs"
+            loop = asyncio.create_task(worker.run_until_stopped())
+            try:
+                await asyncio.wait_for(kind.claimed.wait(), 60)
+            finally:
+                worker.stop()
+        await asyncio.wait_for(loop, 30)  # hands the held runs back (the pool is free again)
+    finally:
+        await pool.close()
