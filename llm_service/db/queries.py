@@ -17,11 +17,15 @@ def _present_run_token_sql(token_param: str) -> str:
     return f"set_config('{RUN_TOKEN_SETTING}', {token_param}, true)"
 
 
+# No token, for the current transaction: a token a session set for itself (set_config(...,
+# false)) on a pooled connection is never presented by a later transaction on it.
+_NO_RUN_TOKEN = _present_run_token_sql("''")
+_SET_TENANT_ONLY = "SELECT set_config('app.current_tenant_id', $1, true)"
 # The one statement that sets the tenant: for the current transaction only, never the session.
-SET_TENANT = "SELECT set_config('app.current_tenant_id', $1, true)"
+SET_TENANT = _SET_TENANT_ONLY + ", " + _NO_RUN_TOKEN
 # The same, for a transaction writing for a claimed run: with the lease token its claim returned
 # (migration 010: the database refuses a run's writes without it).
-SET_TENANT_AND_RUN_TOKEN = SET_TENANT + ", " + _present_run_token_sql("$2")
+SET_TENANT_AND_RUN_TOKEN = _SET_TENANT_ONLY + ", " + _present_run_token_sql("$2")
 # The tenant of an API key's hash, set for the current transaction in the same statement that
 # resolves it: the database, not the request, decides whose rows the transaction sees. An
 # unknown (or revoked) key sets '' (no tenant: every tenant table reads empty, fail closed)
@@ -36,7 +40,7 @@ def tenant_from_key_sql(key_param: str) -> str:
     )
 
 
-SET_TENANT_FROM_KEY = "SELECT " + tenant_from_key_sql("$1")
+SET_TENANT_FROM_KEY = "SELECT " + tenant_from_key_sql("$1") + ", " + _NO_RUN_TOKEN
 CURRENT_TENANT = "SELECT current_setting('app.current_tenant_id', true)"
 SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
 

@@ -31,6 +31,14 @@ pytestmark = pytest.mark.asyncio
 
 
 # --- set-up: runs queued as the API would, leased as the claim would ---------------------------
+@contextlib.asynccontextmanager
+async def _holding(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, token: uuid.UUID
+) -> AsyncIterator[asyncpg.Connection]:
+    """A tenant transaction presenting the run's token, as the run's own task opens one."""
+    with presenting_run_token(token):
+        async with tenant_transaction(pool, tenant_id) as conn:
+            yield conn
 
 
 async def _queue_investigation(app_pool: asyncpg.Pool, tenant_id: uuid.UUID) -> uuid.UUID:
@@ -100,13 +108,6 @@ async def one_conn_pool(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Po
 # --- session-level tokens and pooled connections ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pool releases connections without a reset (db/pool.py _keep_session) and "
-    "set_tenant sets no llm.run_token when it has none: a session-level token set on a pooled "
-    "connection is presented by every later tenant transaction on it (an API request ends "
-    "another worker's run)",
-)
 async def test_a_session_level_token_does_not_reach_a_later_pooled_transaction(
     one_conn_pool: asyncpg.Pool,
     app_pool: asyncpg.Pool,
@@ -140,7 +141,7 @@ async def test_a_transaction_local_token_is_gone_for_the_next_request_on_the_con
     tid = tenant.tenant_id
     run_id = await _queue_investigation(app_pool, tid)
     token = await lease_run(owner_pool, tid, run_id)
-    async with tenant_transaction(one_conn_pool, tid, run_token=token) as conn:
+    async with _holding(one_conn_pool, tid, token) as conn:
         await conn.execute(
             "INSERT INTO investigation_events (tenant_id, investigation_id, event_type) "
             "VALUES ($1, $2, 'note')",
@@ -209,7 +210,7 @@ async def test_a_finished_run_takes_no_more_events_or_tool_calls(
         "INSERT INTO investigation_events (tenant_id, investigation_id, event_type) "
         "VALUES ($1, $2, $3)"
     )
-    async with tenant_transaction(app_pool, tid, run_token=token) as conn:  # the honest end
+    async with _holding(app_pool, tid, token) as conn:  # the honest end
         await conn.execute(
             "UPDATE investigations SET status = 'succeeded', finished_at = now(), "
             "result = '{}' WHERE id = $1",
@@ -219,7 +220,7 @@ async def test_a_finished_run_takes_no_more_events_or_tool_calls(
     added: list[str] = []
     for kind in ("final", "step", "tool call"):
         try:
-            async with tenant_transaction(app_pool, tid, run_token=token) as conn:
+            async with _holding(app_pool, tid, token) as conn:
                 if kind == "tool call":
                     await conn.execute(
                         "INSERT INTO investigation_tool_calls (tenant_id, investigation_id, "
@@ -693,7 +694,7 @@ async def test_a_tokenless_session_cannot_settle_a_running_runs_call(
     tid = tenant.tenant_id
     run_id = await _queue_investigation(app_pool, tid)
     token = await lease_run(owner_pool, tid, run_id)
-    async with tenant_transaction(app_pool, tid, run_token=token) as conn:  # the worker reserves
+    async with _holding(app_pool, tid, token) as conn:  # the worker reserves
         await _insert_call(conn, tid, investigation_id=run_id, reserved=Decimal(5))
     assert (await _row(owner_pool, "investigations", run_id))["cost_cents"] == Decimal(5)
     await set_session_tenant(app_conn, tid)
@@ -759,7 +760,7 @@ async def test_the_token_and_its_hash_never_appear_in_the_apis_answers(
     tid = tenant.tenant_id
     run_id = await _queue_investigation(app_pool, tid)
     token = await lease_run(owner_pool, tid, run_id)
-    async with tenant_transaction(app_pool, tid, run_token=token) as conn:
+    async with _holding(app_pool, tid, token) as conn:
         await conn.execute(
             "INSERT INTO investigation_events (tenant_id, investigation_id, event_type) "
             "VALUES ($1, $2, 'started')",
@@ -836,7 +837,7 @@ async def test_another_app_session_cannot_read_a_presented_token(
     tid = tenant.tenant_id
     run_id = await _queue_investigation(app_pool, tid)
     token = await lease_run(owner_pool, tid, run_id)
-    async with tenant_transaction(app_pool, tid, run_token=token) as conn:  # the worker, open
+    async with _holding(app_pool, tid, token) as conn:  # the worker, open
         await conn.execute(
             "INSERT INTO investigation_events (tenant_id, investigation_id, event_type) "
             "VALUES ($1, $2, 'note')",
