@@ -96,6 +96,7 @@ def create_app(
                 shutdown_grace_s=settings.worker_shutdown_grace_s,
                 # The lease keeper's own connection (heartbeats never wait for the pool).
                 heartbeat_url=app_url,
+                freeze_heap=False,  # frozen below, once, for the whole serving process
             )
             worker_task = asyncio.create_task(
                 worker.run_until_stopped()
