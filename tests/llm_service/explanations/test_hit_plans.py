@@ -18,6 +18,7 @@ from llm_service.analytics.fingerprint_queries import data_fingerprint, fingerpr
 from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.urls import DatabaseUrls
 from llm_service.explanations.hit_repository import (
+    NEAREST_SQL,
     FastHit,
     hit_in_one_statement,
     nearest_in_one_statement,
@@ -137,3 +138,25 @@ async def test_the_paraphrase_statement_keeps_its_generic_plan(
     finally:
         await pool.close()
     assert plans == [(EXECUTIONS - 5, 5)], f"re-planned: {plans}"
+
+
+async def test_the_paraphrase_statement_never_scans_the_approximate_index(
+    app_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    # HNSW with a selective filter returns a handful of rows or none: the scope's rows must be
+    # read and every distance computed exactly, as LOOKUP_SIMILAR_SQL does.
+    vector = [0.0] * 384
+    async with app_pool.acquire() as conn:
+        rows = await conn.fetch(
+            "EXPLAIN (COSTS OFF) " + NEAREST_SQL,
+            hash_api_key(tenant.api_key),
+            str(tenant.tenant_id),
+            uuid4().hex,
+            "local/all-MiniLM-L6-v2-int8",
+            "0" * 64,
+            len(vector),
+            vector,
+        )
+    plan = "\n".join(str(r[0]) for r in rows)
+    assert "explanation_cache" in plan  # the scope's rows, read
+    assert "embedding_local" not in plan and "hnsw" not in plan.lower(), plan
