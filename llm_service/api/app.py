@@ -32,7 +32,7 @@ from llm_service.explanations.service import ExplanationService
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.llm.warmup import warm_up
 from llm_service.settings import Settings, get_settings
-from llm_service.workers.heap import freeze_startup_heap
+from llm_service.workers.heap import freeze_startup_heap, track_gc_pauses
 from llm_service.workers.sweeper import start_sweeper
 
 
@@ -96,6 +96,7 @@ def create_app(
                 shutdown_grace_s=settings.worker_shutdown_grace_s,
                 # The lease keeper's own connection (heartbeats never wait for the pool).
                 heartbeat_url=app_url,
+                freeze_heap=False,  # frozen below, once, for the whole serving process
             )
             worker_task = asyncio.create_task(
                 worker.run_until_stopped()
@@ -105,6 +106,7 @@ def create_app(
         # Every serving process, with or without the worker: a full collection of the start-up
         # heap (litellm, tokenizers, the embedding model: ~470k objects) stalls the loop ~250 ms.
         freeze_startup_heap()
+        track_gc_pauses()  # Server-Timing's `gc`: collections while a request was in flight
         try:
             yield
         finally:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from budgets.ceiling import CeilingReached
+from llm_service.costs.ledger_repository import MonthlyCapExceeded
 from llm_service.explanations.data import ExplanationQuery, SubjectData
+from llm_service.llm.gateway import NoModelConfigured, ProviderUnavailable
+from llm_service.llm.structured import InvalidModelOutput
+
+_log = logging.getLogger("llm_service.explanations.service")  # where these lines were logged
 
 TOP_MOVERS = 3
 
@@ -43,3 +50,20 @@ def summarise(query: ExplanationQuery, data: SubjectData, reason: str) -> dict[s
         "drivers": [{"label": m.label, "figure": m.figure, "detail": m.detail} for m in movers],
         "confidence": "low" if data.empty else "medium",
     }
+
+
+def degraded_reason(exc: Exception) -> str:
+    """Why a model (or embedding) call could not give an answer, as a degraded reason code."""
+    if isinstance(exc, NoModelConfigured):
+        return "no_model"
+    if isinstance(exc, MonthlyCapExceeded):
+        return "monthly_cap_spent"
+    if isinstance(exc, CeilingReached):
+        return "call_ceiling"
+    if isinstance(exc, InvalidModelOutput):
+        return "invalid_model_output"
+    if not isinstance(exc, ProviderUnavailable | TimeoutError):
+        # A non-transient provider error (bad key, bad request, ...): the provider cannot
+        # answer either; log it, answer from the data.
+        _log.warning("the model call failed: %s", type(exc).__name__, exc_info=exc)
+    return "provider_unavailable"

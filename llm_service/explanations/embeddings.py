@@ -112,6 +112,15 @@ class QuestionVectors:
         """Vectors held."""
         return len(self._entries)
 
+    def peek(self, tenant_id: UUID, model_id: str, text: str) -> array[float] | None:
+        """The vector of `text` if held now (counted as a hit), else None; never embeds."""
+        key = (tenant_id, model_id, text)
+        vector = self._entries.get(key)
+        if vector is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+        return vector
+
     async def get(
         self, tenant_id: UUID, embedder: Embedder, text: str
     ) -> tuple[array[float], Decimal]:

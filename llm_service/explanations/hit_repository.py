@@ -11,8 +11,15 @@ Why one statement is safe outside a transaction block (the hit path's only round
   also reports whether every journal read saw a tenant set (`seen`), and the caller takes the
   transactional path when it did not, so an evaluation order that ever differed would cost a
   slower answer, never a stale or foreign one.
-The lookup's conditions are those of `cache_repository` (LOOKUP_EXACT_SQL / LOOKUP_QUESTION_SQL,
-sharing its columns and its exact-question expression); a change there must be made here too.
+The lookup's conditions are those of `cache_repository` (LOOKUP_EXACT_SQL / LOOKUP_QUESTION_SQL /
+LOOKUP_SIMILAR_SQL, sharing its columns and its exact-question expression); a change there must
+be made here too.
+
+A paraphrase whose question's vector is held in-process takes a second statement on the same
+connection, still outside a transaction block (`nearest_in_one_statement`): the key resolved and
+the tenant set again, and the nearest stored questions read under the fingerprint the first
+statement computed (as the transactional path reuses it), only if the key still resolves to the
+tenant the vector was taken for.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import asyncpg
 
 from cache.question_match import match
 from cache.question_signature import exact_text
-from cache.store import CacheHit, hit_from_entry
+from cache.store import CANDIDATE_LIMIT, CacheHit, hit_from_entry, vector_of
 from llm_service.analytics.fingerprint_queries import (
     FingerprintShape,
     fingerprint_sql,
@@ -41,11 +48,17 @@ from llm_service.explanations.cache_repository import (
 
 _TENANT = "k.tenant_id"
 
-_KEY = f"""
+
+def _key(param: str) -> str:
+    """The CTE that resolves the key hash `param` and sets its tenant for the statement."""
+    return f"""
 WITH k AS MATERIALIZED (
     SELECT t.tenant, nullif(t.tenant, '')::uuid AS tenant_id
-      FROM (SELECT {tenant_from_key_sql("$6")} AS tenant) AS t
+      FROM (SELECT {tenant_from_key_sql(param)} AS tenant) AS t
 )"""
+
+
+_KEY = _key("$6")
 
 
 def _statement(entry_filter: str, limit: int, shape: FingerprintShape) -> str:
@@ -120,3 +133,63 @@ async def hit_in_one_statement(
             found = hit_from_entry(entry_of_row(row), decision)
             break
     return FastHit(first["tenant"], first["fingerprint"], bool(first["seen"]), found)
+
+
+# The nearest stored questions (LOOKUP_SIMILAR_SQL's rows: exact distances over the scope's rows,
+# `OFFSET 0` fencing off an approximate HNSW scan), of the tenant the vector was taken for ($2).
+NEAREST_SQL = f"""{_key("$1")}
+SELECT k.tenant, {ROW_COLUMNS}, 1 - e.distance AS similarity
+  FROM k
+  LEFT JOIN LATERAL (
+    SELECT c.*
+      FROM (SELECT n.*, n.question_embedding <=> $7::real[]::vector AS distance
+              FROM explanation_cache n
+             WHERE n.tenant_id = k.tenant_id AND k.tenant_id = $2::uuid AND n.scope_key = $3
+               AND n.embedding_model = $4 AND n.data_fingerprint = $5
+               AND n.expires_at > now() AND n.question_embedding IS NOT NULL
+               AND n.embedding_dim = $6
+            OFFSET 0) AS c
+     ORDER BY c.distance, c.id
+     LIMIT {CANDIDATE_LIMIT}
+  ) AS e ON true
+ ORDER BY e.distance, e.id
+"""
+
+
+async def nearest_in_one_statement(
+    conn: asyncpg.Connection,
+    api_key_hash: str,
+    first: FastHit,
+    scope_key: str,
+    embedding_model: str,
+    vector: Sequence[float],
+    question: str,
+) -> tuple[str, CacheHit | None]:
+    """The key's tenant now ('' if none) and the nearest stored question the matcher accepts
+    for `question`, under the fingerprint the `first` statement computed, compared only if the
+    key still resolves to the tenant it found (whose vector `vector` is).
+
+    Run it OUTSIDE a transaction block, like `hit_in_one_statement`.
+    """
+    if conn.is_in_transaction():
+        raise RuntimeError("the one-statement lookup must run outside a transaction block")
+    values = vector_of(vector)
+    if values is None:
+        raise ValueError("a paraphrase lookup needs the question's vector")
+    rows = await conn.fetch(
+        NEAREST_SQL,
+        api_key_hash,
+        first.tenant,
+        scope_key,
+        embedding_model,
+        first.fingerprint,
+        len(values),
+        values,
+    )
+    for row in rows:
+        if row["id"] is None:
+            break
+        decision = match(question, row["question"])
+        if decision.hit:
+            return rows[0]["tenant"], hit_from_entry(entry_of_row(row), decision)
+    return rows[0]["tenant"], None

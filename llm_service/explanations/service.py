@@ -3,7 +3,8 @@
 The hit path (what a repeated dashboard request costs):
 1. without a question or with the stored one: ONE statement outside a transaction block
    (`hit_repository`: the key's tenant set, the fingerprint, the lookup; see there why that
-   is safe); an unknown or revoked key is 401. A miss there keeps its fingerprint and goes on:
+   is safe); an unknown or revoked key is 401. A paraphrase whose vector is held in-process
+   takes a second such statement (the nearest rows). A miss there keeps its fingerprint:
 2. ONE READ ONLY transaction whose first statement resolves the key and sets the tenant
    (`db.pool.key_transaction`), the request resolved (`resolve`; channel codes are checked
    once, then known in-process), `data_fingerprint` and `cache.store.lookup` without a vector;
@@ -43,7 +44,7 @@ from uuid import UUID
 
 import asyncpg
 
-from budgets.ceiling import CeilingReached, RunCeiling
+from budgets.ceiling import RunCeiling
 from budgets.money import usd_to_cents
 from cache.embedder import Embedder
 from cache.embedding_local import MODEL_ID as LOCAL_MODEL_ID
@@ -52,12 +53,8 @@ from cache.hits import HitCounter
 from cache.question_match import analysable
 from cache.scope import CacheScope, normalise_question
 from cache.single_flight import SingleFlight, SingleFlightTimeout
-from llm_service.costs.ledger_repository import MonthlyCapExceeded, cap_status
-from llm_service.db.pool import (
-    create_pool,
-    key_transaction,
-    tenant_transaction,
-)
+from llm_service.costs.ledger_repository import cap_status
+from llm_service.db.pool import create_pool, key_transaction, tenant_transaction
 from llm_service.errors import InvalidRequest, Unauthorized
 from llm_service.explanations import cache_repository as store
 from llm_service.explanations.cache_repository import CacheTransactions
@@ -69,14 +66,13 @@ from llm_service.explanations.data import (
     gather,
     today_utc,
 )
-from llm_service.explanations.deterministic import summarise
-from llm_service.explanations.embeddings import (
-    GatewayEmbedder,
-    QuestionVectors,
-    provider_dimension,
-)
+from llm_service.explanations.deterministic import degraded_reason, summarise
+from llm_service.explanations.embeddings import GatewayEmbedder, QuestionVectors, provider_dimension
 from llm_service.explanations.flight_lock_repository import PgFlightLocks
-from llm_service.explanations.hit_repository import hit_in_one_statement
+from llm_service.explanations.hit_repository import (
+    hit_in_one_statement,
+    nearest_in_one_statement,
+)
 from llm_service.explanations.prompt import PROMPT_VERSION, ModelExplanation, messages
 from llm_service.explanations.resolve import ChannelCodes, resolve
 from llm_service.explanations.schemas import (
@@ -87,7 +83,7 @@ from llm_service.explanations.schemas import (
     PeriodOut,
 )
 from llm_service.llm.gateway import LlmGateway, LlmRequest, NoModelConfigured, ProviderUnavailable
-from llm_service.llm.structured import InvalidModelOutput, complete_structured
+from llm_service.llm.structured import complete_structured
 from llm_service.logging_setup import TENANT_ID
 from llm_service.metrics import CACHE_LOOKUPS
 from llm_service.settings import Settings
@@ -290,7 +286,7 @@ class ExplanationService:
                             tenant_id, await self._embedder(tenant_id), normalised
                         )
                     except Exception as exc:
-                        reason = _degraded_reason(exc)
+                        reason = degraded_reason(exc)
                     timings.add("embed", time.perf_counter() - t)
                     t = time.perf_counter()
                     if vector is not None:
@@ -356,17 +352,35 @@ class ExplanationService:
             found = await hit_in_one_statement(
                 conn, api_key_hash, fingerprint_args(query), scope_key, query.question
             )
-        timings.add("hit", time.perf_counter() - t)  # pool wait, key, tenant, fingerprint, lookup
-        if not found.tenant:
-            raise Unauthorized(UNKNOWN_KEY_MESSAGE)
-        if not found.seen_tenant:
-            _log.warning("the one-statement hit did not see its tenant; taking the slow path")
-            return None
-        TENANT_ID.set(found.tenant)
-        hit = found.hit
+            timings.add("hit", time.perf_counter() - t)  # pool wait, key, tenant, fp, lookup
+            if not found.tenant:
+                raise Unauthorized(UNKNOWN_KEY_MESSAGE)
+            if not found.seen_tenant:
+                _log.warning("the one-statement hit did not see its tenant; taking the slow path")
+                return None
+            TENANT_ID.set(found.tenant)
+            hit = found.hit
+            vector = None if hit is not None else self._held_vector(found.tenant, query.question)
+            if vector is not None:
+                assert query.question is not None  # a vector is held for a question only
+                t = time.perf_counter()
+                model_id = self._embedding_model_id()
+                tenant, hit = await nearest_in_one_statement(
+                    conn, api_key_hash, found, scope_key, model_id, vector, query.question
+                )
+                timings.add("nearest", time.perf_counter() - t)
+                if not tenant:  # revoked between the two statements
+                    raise Unauthorized(UNKNOWN_KEY_MESSAGE)
         if hit is None or str(hit.tenant_id) != found.tenant:
             return _OneStatement(query, None, found.fingerprint)
         return _OneStatement(query, self._served(hit, found.fingerprint), found.fingerprint)
+
+    def _held_vector(self, tenant: str, question: str | None) -> Sequence[float] | None:
+        """The vector of a question the matcher reads, if held in-process for the tenant."""
+        normalised = normalise_question(question)
+        if not normalised or not analysable(question or ""):
+            return None
+        return self.vectors.peek(UUID(tenant), self._embedding_model_id(), normalised)
 
     async def _embedder(self, tenant_id: UUID) -> Embedder:
         """The embedder of this request: the local model, or the provider's billed to the tenant."""
@@ -516,7 +530,7 @@ class ExplanationService:
                 self.gateway, request, ModelExplanation, ceiling=ceiling, deadline=deadline
             )
         except Exception as exc:
-            reason = _degraded_reason(exc)
+            reason = degraded_reason(exc)
             return self._degraded(query, data, fp, reason, cost=ceiling.spent)
         timings.add("miss.model", time.perf_counter() - t)
         t = time.perf_counter()
@@ -581,20 +595,3 @@ class ExplanationService:
             fingerprint=outcome.fingerprint,
             cache_match=outcome.matched,
         )
-
-
-def _degraded_reason(exc: Exception) -> str:
-    """Why a model (or embedding) call could not give an answer, as a degraded reason code."""
-    if isinstance(exc, NoModelConfigured):
-        return "no_model"
-    if isinstance(exc, MonthlyCapExceeded):
-        return "monthly_cap_spent"
-    if isinstance(exc, CeilingReached):
-        return "call_ceiling"
-    if isinstance(exc, InvalidModelOutput):
-        return "invalid_model_output"
-    if not isinstance(exc, ProviderUnavailable | TimeoutError):
-        # A non-transient provider error (bad key, bad request, ...): the provider cannot
-        # answer either; log it, answer from the data.
-        _log.warning("the model call failed: %s", type(exc).__name__, exc_info=exc)
-    return "provider_unavailable"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 
 _log = logging.getLogger(__name__)
 _frozen = False
@@ -39,3 +40,32 @@ def freeze_startup_heap() -> bool:
         gc.set_threshold(max(young, YOUNG_THRESHOLD), middle, old)
     _log.info("start-up heap frozen", extra={"objects": gc.get_freeze_count()})
     return True
+
+
+_gc_paused_s = 0.0
+_gc_started: float | None = None
+
+
+def _on_gc(phase: str, _info: dict[str, int]) -> None:
+    """gc.callbacks hook: add each collection's duration to the process's total."""
+    global _gc_paused_s, _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    elif _gc_started is not None:
+        _gc_paused_s += time.perf_counter() - _gc_started
+        _gc_started = None
+
+
+def track_gc_pauses() -> None:
+    """Time every garbage collection from now on (once per process; a few µs a collection).
+
+    Every collection stops the event loop, so the pause between two readings of
+    `gc_paused_ms` is time each request in flight meanwhile waited (Server-Timing's `gc`).
+    """
+    if _on_gc not in gc.callbacks:
+        gc.callbacks.append(_on_gc)
+
+
+def gc_paused_ms() -> float:
+    """Milliseconds this process has spent in garbage collections since `track_gc_pauses`."""
+    return _gc_paused_s * 1000.0

@@ -70,12 +70,15 @@ class Worker:
         shutdown_grace_s: float = 10.0,
         heartbeat_url: str | None = None,
         kinds: Iterable[JobKind] | None = None,
+        freeze_heap: bool = True,
     ) -> None:
         """A worker over `pool` (the application role). `heartbeat_url` (the application
         role's URL) gives the lease keeper and the claim loop each a connection of their own
         (claims then never wait behind the runs for the pool); `kinds` replaces the default
-        job kinds (they must share this worker's `runtime`)."""
+        job kinds (they must share this worker's `runtime`); `freeze_heap` False leaves the
+        start-up heap to the host process (`serve` freezes it in its lifespan)."""
         self.pool = pool
+        self.freeze_heap = freeze_heap
         self.lease_s = lease_s
         self.shutdown_grace_s = shutdown_grace_s
         self.name = name or worker_name()
@@ -100,7 +103,8 @@ class Worker:
 
     async def run_until_stopped(self) -> None:
         """Claim and run work until `stop()`; then let runs in flight finish (see `_drain`)."""
-        freeze_startup_heap()  # set up by now: full collections skip that heap from here on
+        if self.freeze_heap:
+            freeze_startup_heap()  # set up by now: full collections skip that heap from here on
         try:
             while not self._stopping.is_set():
                 if self.in_flight >= self.concurrency:

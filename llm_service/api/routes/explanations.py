@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from llm_service.api.deps import ApiKeyHashDep, ExplanationServiceDep
 from llm_service.explanations.schemas import ExplanationRequest, ExplanationResponse
 from llm_service.explanations.service import Timings
+from llm_service.workers.heap import gc_paused_ms
 
 router = APIRouter(prefix="/v1/explanations", tags=["explanations"])
 
@@ -23,11 +24,13 @@ async def create_explanation(
 ) -> Response:
     """Explain a dashboard's numbers: a cached answer at once, else computed (or degraded)."""
     # The key is checked by the service, in the request's one transaction (401 if unknown).
-    arrived = time.perf_counter()
+    arrived, gc_before = time.perf_counter(), gc_paused_ms()
     timings = Timings()
     result = await service.explain(key_hash, body, timings)
     content = result.model_dump_json()
     total_ms = (time.perf_counter() - arrived) * 1000.0
+    if (gc_ms := gc_paused_ms() - gc_before) > 0:  # the loop stood still for collections
+        timings.add("gc", gc_ms / 1000.0)
     return Response(
         content=content,
         media_type="application/json",

@@ -14,16 +14,23 @@ import asyncpg
 import pytest
 
 from cache.scope import CacheScope
+from cache.store import CacheHit
 from llm_service.analytics.fingerprint_queries import data_fingerprint, fingerprint_args
 from llm_service.db.pool import tenant_transaction
 from llm_service.explanations import cache_repository as store
-from llm_service.explanations.hit_repository import FastHit, hit_in_one_statement
+from llm_service.explanations.hit_repository import (
+    FastHit,
+    hit_in_one_statement,
+    nearest_in_one_statement,
+)
 from llm_service.tenants.keys import hash_api_key, new_api_key
 from llm_service.tenants.service import CreatedTenant
 
 SUBJECT = "channel_performance"
 PERIOD = (date(2025, 3, 3), date(2025, 3, 10))
 QUESTION = "Why did revenue drop?"
+PARAPHRASE = "Why did revenue fall?"  # cache.question_match accepts it for QUESTION
+VECTOR = [1.0, 0.0, 0.0]
 
 
 def _scope(tenant_id: UUID) -> CacheScope:
@@ -49,7 +56,7 @@ async def _store(
             conn,
             scope,
             question=question,
-            question_embedding=[1.0, 0.0, 0.0] if question else None,
+            question_embedding=VECTOR if question else None,
             embedding_model="test-embedder",
             fingerprint=fingerprint,
             explanation={"summary": f"for {scope.tenant_id}", "drivers": [], "confidence": "low"},
@@ -69,6 +76,16 @@ async def _hit(
             fingerprint_args(SUBJECT, [PERIOD]),
             scope.scope_key(),
             question,
+        )
+
+
+async def _nearest(
+    pool: asyncpg.Pool, key: str, first: FastHit, scope: CacheScope
+) -> tuple[str, CacheHit | None]:
+    """The paraphrase's second statement, with the vector every stored question here has."""
+    async with pool.acquire() as conn:
+        return await nearest_in_one_statement(
+            conn, hash_api_key(key), first, scope.scope_key(), "test-embedder", VECTOR, PARAPHRASE
         )
 
 
@@ -174,3 +191,42 @@ async def test_the_fingerprint_rests_on_the_keys_tenants_data(
     theirs = await _hit(app_pool, other_tenant.api_key, scope)
     assert (mine.fingerprint, mine.seen_tenant) == (with_data, True)
     assert (theirs.fingerprint, theirs.seen_tenant) == (without, True)
+
+
+async def test_a_paraphrase_compares_its_vector_only_for_the_tenant_it_was_taken_for(
+    app_pool: asyncpg.Pool, tenant: CreatedTenant, other_tenant: CreatedTenant
+) -> None:
+    # Equal scopes, fingerprints, questions and vectors in both tenants: only the tenant differs.
+    scope = _scope(tenant.tenant_id)
+    fp = await _fingerprint(app_pool, tenant.tenant_id)
+    assert fp == await _fingerprint(app_pool, other_tenant.tenant_id)
+    mine = await _store(app_pool, scope, fp, QUESTION)
+    theirs = await _store(
+        app_pool, scope.model_copy(update={"tenant_id": other_tenant.tenant_id}), fp, QUESTION
+    )
+    first = await _hit(app_pool, tenant.api_key, scope, PARAPHRASE)
+    assert first.hit is None and first.tenant == str(tenant.tenant_id)  # not the same question
+    tenant_now, own = await _nearest(app_pool, tenant.api_key, first, scope)
+    assert tenant_now == str(tenant.tenant_id)
+    assert own is not None and (own.entry_id, own.match_relation) == (mine, "paraphrase")
+    # The other tenant's key with the first statement's result of this key (a vector taken for
+    # another tenant): compared with nothing at all, although its own entry would match.
+    tenant_now, foreign = await _nearest(app_pool, other_tenant.api_key, first, scope)
+    assert tenant_now == str(other_tenant.tenant_id)
+    assert foreign is None, "a vector was compared under a tenant it was not taken for"
+    theirs_first = await _hit(app_pool, other_tenant.api_key, scope, PARAPHRASE)
+    _, own_theirs = await _nearest(app_pool, other_tenant.api_key, theirs_first, scope)
+    assert own_theirs is not None and own_theirs.entry_id == theirs != mine
+    # An unknown key (or one revoked between the two statements) reads nothing.
+    assert await _nearest(app_pool, new_api_key(), first, scope) == ("", None)
+
+
+async def test_the_paraphrase_statement_refuses_a_transaction_block(
+    app_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    first = FastHit(str(tenant.tenant_id), "0" * 64, True, None)
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        with pytest.raises(RuntimeError, match="outside a transaction"):
+            await nearest_in_one_statement(
+                conn, hash_api_key(tenant.api_key), first, "0" * 64, "m", VECTOR, PARAPHRASE
+            )

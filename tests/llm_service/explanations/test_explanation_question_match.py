@@ -77,32 +77,45 @@ PARAPHRASES: list[tuple[str, str, str]] = [
 ]  # fmt: skip
 
 
-def _body(question: str, n: int) -> dict[str, Any]:
+def _body(question: str, n: int, start_days_ago: int = 85) -> dict[str, Any]:
     """A request whose scope is its own: a period of n + 1 days (no other pair has it)."""
-    return {"subject": "channel_performance", "period": days(85, n + 1), "question": question}
+    period = days(start_days_ago, n + 1)
+    return {"subject": "channel_performance", "period": period, "question": question}
 
 
+@pytest.mark.parametrize("path", ["transaction", "one statement"])
 async def test_each_near_miss_misses_and_each_paraphrase_hits(
-    test_settings: Settings, app_pool: asyncpg.Pool, demo_tenant: CreatedTenant
+    test_settings: Settings, app_pool: asyncpg.Pool, demo_tenant: CreatedTenant, path: str
 ) -> None:
+    # "one statement": the asked question was asked before in another scope, so its vector is
+    # held in-process and the paraphrase's nearest rows are read by the one-statement hit.
+    start = 85 if path == "transaction" else 130  # each run's scopes its own (one database)
     fake = FakeModel()
     pairs = [(c, a, b, "miss") for c, a, b in NEAR_MISSES]
     pairs += [(c, a, b, "hit") for c, a, b in PARAPHRASES]
     outcomes: dict[str, tuple[str, dict[str, Any] | None]] = {}
+    one_statement: dict[str, bool] = {}
     with respx.mock(assert_all_called=False) as mock:
         mock.post(OPENAI_URL).mock(side_effect=fake)
         async with serve(model_settings(test_settings), app_pool) as (_, client):
             for n, (cls, stored, asked, _) in enumerate(pairs):
                 first = await client.post(
-                    "/v1/explanations", json=_body(stored, n), headers=auth(demo_tenant)
+                    "/v1/explanations", json=_body(stored, n, start), headers=auth(demo_tenant)
                 )
                 assert first.status_code == 200 and first.json()["cache"] == "miss", first.text
+                if path == "one statement":
+                    elsewhere = _body(asked, n, 175)
+                    warm = await client.post(
+                        "/v1/explanations", json=elsewhere, headers=auth(demo_tenant)
+                    )
+                    assert warm.status_code == 200 and warm.json()["cache"] == "miss", warm.text
                 second = await client.post(
-                    "/v1/explanations", json=_body(asked, n), headers=auth(demo_tenant)
+                    "/v1/explanations", json=_body(asked, n, start), headers=auth(demo_tenant)
                 )
                 assert second.status_code == 200, second.text
                 body = second.json()
                 outcomes[f"{n}:{cls}"] = (body["cache"], body["cache_match"])
+                one_statement[f"{n}:{cls}"] = "auth;dur=" not in second.headers["server-timing"]
     expected = {f"{n}:{p[0]}": p[3] for n, p in enumerate(pairs)}
     assert {k: v[0] for k, v in outcomes.items()} == expected
     # A hit says which stored question it served and why.
@@ -114,10 +127,13 @@ async def test_each_near_miss_misses_and_each_paraphrase_hits(
             assert matched["relation"] == relation
             if relation == "paraphrase":
                 assert cls in matched["agreement"]["relations"]
+            # Which path served it: every hit is one statement once the vector is held.
+            assert one_statement[f"{n}:{cls}"] == (path == "one statement" or cls == "exact")
         else:
             assert matched is None
-    # Every miss cost a model call, every hit none.
-    assert fake.calls == len(pairs) + len(NEAR_MISSES)
+    # Every miss cost a model call, every hit none (and each warm-up request missed).
+    warm_ups = len(pairs) if path == "one statement" else 0
+    assert fake.calls == len(pairs) + len(NEAR_MISSES) + warm_ups
 
 
 async def test_another_language_hits_only_itself(

@@ -17,7 +17,12 @@ import asyncpg
 from llm_service.analytics.fingerprint_queries import data_fingerprint, fingerprint_args
 from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.urls import DatabaseUrls
-from llm_service.explanations.hit_repository import hit_in_one_statement
+from llm_service.explanations.hit_repository import (
+    NEAREST_SQL,
+    FastHit,
+    hit_in_one_statement,
+    nearest_in_one_statement,
+)
 from llm_service.tenants.keys import hash_api_key
 from llm_service.tenants.service import CreatedTenant
 
@@ -114,3 +119,44 @@ async def test_the_second_period_and_the_merged_statement_agree_after_a_change(
     after = await both()
     assert before[0] == before[1] and after[0] == after[1]
     assert after[0] != before[0], "a change in the second period left the fingerprint as it was"
+
+
+async def test_the_paraphrase_statement_keeps_its_generic_plan(
+    database_urls: DatabaseUrls, tenant: CreatedTenant
+) -> None:
+    key = hash_api_key(tenant.api_key)
+    first = FastHit(str(tenant.tenant_id), "0" * 64, True, None)
+    pool = await _fresh_pool(database_urls)
+    try:
+        async with pool.acquire() as conn:
+            for _ in range(EXECUTIONS):
+                tenant_now, _ = await nearest_in_one_statement(
+                    conn, key, first, uuid4().hex, "m", [1.0, 0.0], "Why did revenue fall?"
+                )
+                assert tenant_now == str(tenant.tenant_id)
+            plans = await _plans(conn, "%<=> $7::real[]::vector%")
+    finally:
+        await pool.close()
+    assert plans == [(EXECUTIONS - 5, 5)], f"re-planned: {plans}"
+
+
+async def test_the_paraphrase_statement_never_scans_the_approximate_index(
+    app_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    # HNSW with a selective filter returns a handful of rows or none: the scope's rows must be
+    # read and every distance computed exactly, as LOOKUP_SIMILAR_SQL does.
+    vector = [0.0] * 384
+    async with app_pool.acquire() as conn:
+        rows = await conn.fetch(
+            "EXPLAIN (COSTS OFF) " + NEAREST_SQL,
+            hash_api_key(tenant.api_key),
+            str(tenant.tenant_id),
+            uuid4().hex,
+            "local/all-MiniLM-L6-v2-int8",
+            "0" * 64,
+            len(vector),
+            vector,
+        )
+    plan = "\n".join(str(r[0]) for r in rows)
+    assert "explanation_cache" in plan  # the scope's rows, read
+    assert "embedding_local" not in plan and "hnsw" not in plan.lower(), plan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
@@ -61,3 +62,18 @@ async def test_the_worker_freezes_before_it_claims_anything(
     monkeypatch.setattr(worker, "_claim", claim)
     await worker.run_until_stopped()
     assert order == ["freeze", "claim"]
+
+
+def test_collections_are_timed_once_tracked() -> None:
+    from llm_service.workers.heap import gc_paused_ms, track_gc_pauses
+
+    track_gc_pauses()
+    track_gc_pauses()  # idempotent: one hook, so no collection is counted twice
+    hooks = [c for c in gc.callbacks if getattr(c, "__name__", "") == "_on_gc"]
+    assert len(hooks) == 1
+    before = gc_paused_ms()
+    garbage = [[n] for n in range(10_000)]
+    garbage.append(garbage)  # a cycle only the collector frees
+    del garbage
+    gc.collect()
+    assert gc_paused_ms() > before
