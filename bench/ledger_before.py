@@ -1,5 +1,6 @@
 """The gateway's ledger steps as they were before issue 15's one-statement ledger (BEGIN, set
-the tenant, the statements, COMMIT), to measure before and after in the same run."""
+the tenant, the statements, COMMIT), and its settle waiting for the WAL flush, to measure
+before and after in the same run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncpg
 
 import llm_service.llm.ledger_steps as ledger_steps
 from budgets.ledger import CallReservation
+from llm_service.costs import ledger_repository
 from llm_service.costs.ledger_repository import reserve_call, settle_call
 from llm_service.db import queries
 from llm_service.pii.redact import PiiFinding
@@ -61,3 +63,14 @@ def transactional_ledger() -> Iterator[None]:
         yield
     finally:
         ledger_steps.reserve_call_alone, ledger_steps.settle_call_alone = saved
+
+
+@contextlib.contextmanager
+def settle_waiting_for_flush() -> Iterator[None]:
+    """Within the block, the one-statement settle waits for its WAL flush before returning."""
+    saved = ledger_repository._SETTLE_ALONE_SQL
+    ledger_repository._SETTLE_ALONE_SQL = ledger_repository._settle_alone_sql(wait_for_flush=True)
+    try:
+        yield
+    finally:
+        ledger_repository._SETTLE_ALONE_SQL = saved

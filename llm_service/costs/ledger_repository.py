@@ -101,12 +101,14 @@ UPDATE llm_api_calls
 # - the lease token is set first of all (`token`, NULL for a call of no run).
 
 
-def _settings(tenant: str, token: str) -> str:
-    """The CTE `s` that presents the run's lease token and sets the tenant, for one statement."""
+def _settings(tenant: str, token: str, *, wait_for_flush: bool = True) -> str:
+    """The CTE `s` that presents the run's lease token and sets the tenant, for one statement
+    (and, unless `wait_for_flush`, lets its commit return before its WAL reaches the disk)."""
+    flush = "" if wait_for_flush else ",\n           set_config('synchronous_commit', 'off', true)"
     return f"""
 WITH s AS MATERIALIZED (
     SELECT {run_token_setting_sql(token + "::text")} AS run_token,
-           {tenant_setting_sql(tenant + "::uuid::text")} AS tenant
+           {tenant_setting_sql(tenant + "::uuid::text")} AS tenant{flush}
 )"""
 
 
@@ -126,7 +128,15 @@ SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::text, $7::integer, 
 RETURNING reservation_expires_at
 """
 
-_SETTLE_ALONE_SQL = f"""{_settings("$2", "$15")}
+
+def _settle_alone_sql(*, wait_for_flush: bool) -> str:
+    """The one-statement settle. Its commit need not wait for the WAL flush: the settled row is
+    visible to every session at once (the next reserve, the finance view); only a crash of
+    PostgreSQL itself in the next ~0.6 s (3 x wal_writer_delay) could lose it, and then the row
+    is pending again and swept at its reserved worst case, as after a crash of the caller
+    before it settled: never under-counted. The reserve always waits for its flush (a lost
+    reservation of a call that was sent would be money unrecorded)."""
+    return f"""{_settings("$2", "$15", wait_for_flush=wait_for_flush)}
 UPDATE llm_api_calls
    SET status = $3, input_tokens = $4, output_tokens = $5, cost_cents = $6, cost_is_estimate = $7,
        latency_ms = $8, provider_request_id = $9, error_type = $10, error_message = $11,
@@ -134,6 +144,9 @@ UPDATE llm_api_calls
  WHERE id = $1 AND status = 'pending' AND (SELECT s.tenant FROM s) <> ''
 RETURNING id
 """
+
+
+_SETTLE_ALONE_SQL = _settle_alone_sql(wait_for_flush=False)
 
 _SWEEP_SQL = "SELECT fn_sweep_expired_llm_reservations()"
 

@@ -72,6 +72,9 @@ async def test_reserve_and_settle_set_the_tenant_for_their_statement_only(
         assert settled
         assert await _setting(conn, "app.current_tenant_id") == ""
         assert await _setting(conn, "llm.run_token") == ""
+        # The settle's commit skips the WAL flush wait; nothing after it on this connection
+        # (the next reservation) may inherit that.
+        assert await _setting(conn, "synchronous_commit") == "on"
     row = await _row(owner_pool, held.call_id)
     assert row["tenant_id"] == tenant.tenant_id and row["status"] == "succeeded"
     assert row["cost_cents"] == Decimal("0.15") and row["reserved_cents"] == Decimal("0.2")
