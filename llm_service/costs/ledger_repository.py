@@ -2,7 +2,9 @@
 
 Every statement about reserving, settling and sweeping `llm_api_calls`, and the one query of a
 tenant's cap, spend and reservations. The connection-first functions below are the ledger's
-rules (`budgets.ledger`) bound to this store, for callers holding a tenant transaction.
+rules (`budgets.ledger`) bound to this store, for callers holding a tenant transaction; the
+`*_alone` ones bind them to `PgStatementStore` (each step one statement, no transaction block:
+the gateway's path).
 """
 
 from __future__ import annotations
@@ -134,8 +136,9 @@ def _settle_alone_sql(*, wait_for_flush: bool) -> str:
     visible to every session at once (the next reserve, the finance view); only a crash of
     PostgreSQL itself in the next ~0.6 s (3 x wal_writer_delay) could lose it, and then the row
     is pending again and swept at its reserved worst case, as after a crash of the caller
-    before it settled: never under-counted. The reserve always waits for its flush (a lost
-    reservation of a call that was sent would be money unrecorded)."""
+    before it settled: never under-counted. WAL is flushed in order, so any later commit that
+    waits (the run's next reserve, which always does: a lost reservation of a call that was
+    sent would be money unrecorded) makes this settle durable too."""
     return f"""{_settings("$2", "$15", wait_for_flush=wait_for_flush)}
 UPDATE llm_api_calls
    SET status = $3, input_tokens = $4, output_tokens = $5, cost_cents = $6, cost_is_estimate = $7,
