@@ -2,14 +2,18 @@
 
 Every statement about reserving, settling and sweeping `llm_api_calls`, and the one query of a
 tenant's cap, spend and reservations. The connection-first functions below are the ledger's
-rules (`budgets.ledger`) bound to this store, for callers holding a tenant transaction.
+rules (`budgets.ledger`) bound to this store, for callers holding a tenant transaction; the
+`*_alone` ones bind them to `PgStatementStore` (each step one statement, no transaction block:
+the gateway's path).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -25,16 +29,20 @@ from budgets.ledger import (
 )
 from budgets.money import cents_to_usd
 from llm_service.db.bind import on_connection
+from llm_service.db.queries import run_token_setting_sql, set_tenant, tenant_setting_sql
 
 __all__ = [
     "CallReservation",
     "CapStatus",
     "MonthlyCapExceeded",
     "PgLedgerStore",
+    "PgStatementStore",
     "cap_and_reserved",
     "cap_status",
     "reserve_call",
+    "reserve_call_alone",
     "settle_call",
+    "settle_call_alone",
     "sweep_expired_reservations",
     "void_reservation",
 ]
@@ -79,6 +87,69 @@ UPDATE llm_api_calls
        usage_anomaly = $11, raw_usage = $12, usage_breakdown = $13, settled_at = now()
  WHERE id = $1 AND status = 'pending'
 """
+
+# The same two steps, each ONE statement outside any transaction block (the gateway's path: one
+# round trip each instead of BEGIN, set tenant, statement, COMMIT). Why that is safe:
+# - the statement is its own implicit transaction, so the settings it makes (`set_config(...,
+#   true)`) last exactly as long as it does; connections never keep a session-level tenant;
+# - the settings come first: `s` is materialized and the rows come from it. An INSERT ... SELECT
+#   FROM s produces its row only after `s` ran, and the row-level checks (RLS WITH CHECK, the
+#   BEFORE triggers: the cap, migration 010's lease token) run on that row. The UPDATE's
+#   `(SELECT ... FROM s)` has no column of the table: PostgreSQL evaluates it once, as a gating
+#   "One-Time Filter", before it scans a row; should a plan ever differ, no row is seen and the
+#   caller settles in a transaction instead (PgStatementStore.settle_pending), never wrongly.
+#   (No `tenant_id = $2` there: with RLS's qual it would make a second one-time filter reading
+#   the tenant setting, which PostgreSQL may order before the one that sets it);
+# - the lease token is set first of all (`token`, NULL for a call of no run).
+
+
+def _settings(tenant: str, token: str, *, wait_for_flush: bool = True) -> str:
+    """The CTE `s` that presents the run's lease token and sets the tenant, for one statement
+    (and, unless `wait_for_flush`, lets its commit return before its WAL reaches the disk)."""
+    flush = "" if wait_for_flush else ",\n           set_config('synchronous_commit', 'off', true)"
+    return f"""
+WITH s AS MATERIALIZED (
+    SELECT {run_token_setting_sql(token + "::text")} AS run_token,
+           {tenant_setting_sql(tenant + "::uuid::text")} AS tenant{flush}
+)"""
+
+
+_RESERVE_ALONE_SQL = f"""{_settings("$2", "$14")}, findings AS (
+    INSERT INTO pii_audit_findings (tenant_id, source, table_name, detected_key, finding_kind,
+                                    redacted_snippet)
+    SELECT $2::uuid, $15::text, $4::text, f.location, f.kind, '[REDACTED:' || f.kind || ']'
+      FROM s CROSS JOIN unnest($16::text[], $17::text[]) AS f(location, kind)
+)
+INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, attempt,
+    reserved_cents, reservation_expires_at, max_tokens, investigation_id,
+    budget_optimization_job_id, request_metadata)
+SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::text, $7::integer, $8::numeric,
+       now() + make_interval(secs => $9::double precision), $10::integer, $11::uuid, $12::uuid,
+       $13::jsonb
+  FROM s
+RETURNING reservation_expires_at
+"""
+
+
+def _settle_alone_sql(*, wait_for_flush: bool) -> str:
+    """The one-statement settle. Its commit need not wait for the WAL flush: the settled row is
+    visible to every session at once (the next reserve, the finance view); only a crash of
+    PostgreSQL itself in the next ~0.6 s (3 x wal_writer_delay) could lose it, and then the row
+    is pending again and swept at its reserved worst case, as after a crash of the caller
+    before it settled: never under-counted. WAL is flushed in order, so any later commit that
+    waits (the run's next reserve, which always does: a lost reservation of a call that was
+    sent would be money unrecorded) makes this settle durable too."""
+    return f"""{_settings("$2", "$15", wait_for_flush=wait_for_flush)}
+UPDATE llm_api_calls
+   SET status = $3, input_tokens = $4, output_tokens = $5, cost_cents = $6, cost_is_estimate = $7,
+       latency_ms = $8, provider_request_id = $9, error_type = $10, error_message = $11,
+       usage_anomaly = $12, raw_usage = $13, usage_breakdown = $14, settled_at = now()
+ WHERE id = $1 AND status = 'pending' AND (SELECT s.tenant FROM s) <> ''
+RETURNING id
+"""
+
+
+_SETTLE_ALONE_SQL = _settle_alone_sql(wait_for_flush=False)
 
 _SWEEP_SQL = "SELECT fn_sweep_expired_llm_reservations()"
 
@@ -150,6 +221,90 @@ class PgLedgerStore:
         return count
 
 
+@dataclass(frozen=True)
+class PgStatementStore:
+    """The ledger's rows of one tenant, each step ONE statement outside a transaction block that
+    sets the tenant (and the run's lease token) itself; the reservation writes the PII findings
+    of its prompt (`findings`: (location, kind)) in the same statement."""
+
+    conn: asyncpg.Connection
+    tenant_id: UUID
+    run_token: UUID | None = None
+    findings: Sequence[tuple[str, str]] = ()
+    findings_source: str = "llm_guard"
+
+    async def insert_pending(self, call: PendingCall) -> datetime:
+        """Write the pending row (and the findings); refused past the cap or the run's ceiling."""
+        if call.tenant_id != self.tenant_id:
+            raise ValueError("a statement store reserves for its own tenant only")
+        try:
+            expires_at: datetime = await self.conn.fetchval(
+                _RESERVE_ALONE_SQL,
+                call.call_id,
+                call.tenant_id,
+                call.request_id,
+                call.endpoint,
+                call.model,
+                call.provider,
+                call.attempt,
+                call.reserved_cents,
+                call.lease_seconds,
+                call.max_tokens,
+                call.investigation_id,
+                call.budget_optimization_job_id,
+                call.request_metadata,
+                self._token(),
+                self.findings_source,
+                [location for location, _ in self.findings],
+                [kind for _, kind in self.findings],
+            )
+        except asyncpg.PostgresError as exc:
+            _raise_refusal(exc, call.reserved_cents)
+            raise
+        return expires_at
+
+    async def settle_pending(self, call_id: UUID, settlement: Settlement) -> bool:
+        """Settle the row if still pending; when the statement saw no row, a transaction says
+        whether it is settled already (idempotent) or still pending (then settles it)."""
+        s = settlement
+        settled = await self.conn.fetchval(
+            _SETTLE_ALONE_SQL,
+            call_id,
+            self.tenant_id,
+            s.status,
+            s.input_tokens,
+            s.output_tokens,
+            s.cost_cents,
+            s.cost_is_estimate,
+            s.latency_ms,
+            s.provider_request_id,
+            s.error_type,
+            s.error_message,
+            s.usage_anomaly,
+            s.raw_usage,
+            s.usage_breakdown,
+            self._token(),
+        )
+        if settled is not None:
+            return True
+        async with self.conn.transaction():
+            await set_tenant(self.conn, self.tenant_id, self.run_token)
+            return await PgLedgerStore(self.conn).settle_pending(call_id, settlement)
+
+    async def cap_figures(self, tenant_id: UUID) -> CapStatus | None:
+        """Cap, this month's settled spend and every live reservation (in a read transaction)."""
+        async with self.conn.transaction(readonly=True):
+            await set_tenant(self.conn, self.tenant_id)
+            return await PgLedgerStore(self.conn).cap_figures(tenant_id)
+
+    async def sweep_expired(self) -> int:
+        """Every tenant's expired reservations at their worst case (narrow definer function)."""
+        return await PgLedgerStore(self.conn).sweep_expired()
+
+    def _token(self) -> str | None:
+        return None if self.run_token is None else str(self.run_token)
+
+
 def _raise_refusal(exc: asyncpg.PostgresError, needed: Decimal) -> None:
     """Turn the database's refusal of a reservation into the budget exception it stands for."""
     state = getattr(exc, "sqlstate", None)
@@ -186,3 +341,29 @@ settle_call = on_connection(PgLedgerStore, ledger.settle_call)
 void_reservation = on_connection(PgLedgerStore, ledger.void_reservation)
 #: The one sweep of expired reservations: the sweeper and reconcile both call it.
 sweep_expired_reservations = on_connection(PgLedgerStore, ledger.sweep_expired_reservations)
+
+
+async def reserve_call_alone(
+    conn: asyncpg.Connection,
+    *,
+    run_token: UUID | None,
+    findings: Sequence[tuple[str, str]] = (),
+    **call: Any,
+) -> CallReservation:
+    """`budgets.ledger.reserve_call` (its keyword arguments in `call`) in ONE statement on a
+    connection outside a transaction block, with the PII `findings` and the run's `run_token`."""
+    store = PgStatementStore(conn, call["tenant_id"], run_token, tuple(findings))
+    return await ledger.reserve_call(store, **call)
+
+
+async def settle_call_alone(
+    conn: asyncpg.Connection,
+    reservation: CallReservation,
+    *,
+    run_token: UUID | None,
+    **settlement: Any,
+) -> bool:
+    """`budgets.ledger.settle_call` (its keyword arguments in `settlement`) in ONE statement on a
+    connection outside a transaction block."""
+    store = PgStatementStore(conn, reservation.tenant_id, run_token)
+    return await ledger.settle_call(store, reservation, **settlement)

@@ -38,6 +38,11 @@ def presenting_run_token(token: UUID) -> Iterator[None]:
         _RUN_TOKEN.reset(reset)
 
 
+def presented_run_token() -> UUID | None:
+    """The lease token the current task presents (`presenting_run_token`), or None."""
+    return _RUN_TOKEN.get()
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, Decimal):
         return str(value)  # exact; never through float

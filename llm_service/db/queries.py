@@ -32,12 +32,21 @@ SET_TENANT_AND_RUN_TOKEN = _SET_TENANT_ONLY + ", " + _present_run_token_sql("$2"
 # and the statement returns ''.
 
 
+def tenant_setting_sql(value_sql: str) -> str:
+    """An SQL expression that sets the tenant to the text `value_sql` for the current
+    transaction (a single statement's, outside a block) and yields it."""
+    return f"set_config('app.current_tenant_id', {value_sql}, true)"
+
+
+def run_token_setting_sql(value_sql: str) -> str:
+    """An SQL expression that presents the lease token `value_sql` (text; NULL presents none)
+    for the current transaction, as PRESENT_RUN_TOKEN does (migration 010)."""
+    return f"set_config('llm.run_token', coalesce({value_sql}, ''), true)"
+
+
 def tenant_from_key_sql(key_param: str) -> str:
     """SQL that sets (for the transaction) and yields the tenant of the key hash `key_param`."""
-    return (
-        "set_config('app.current_tenant_id',"
-        f" coalesce(fn_tenant_for_api_key_hash({key_param})::text, ''), true)"
-    )
+    return tenant_setting_sql(f"coalesce(fn_tenant_for_api_key_hash({key_param})::text, '')")
 
 
 SET_TENANT_FROM_KEY = "SELECT " + tenant_from_key_sql("$1") + ", " + _NO_RUN_TOKEN

@@ -1,7 +1,9 @@
 """The ledger steps of an attempt: reserve its worst case (a pending row), settle it after.
 
-Every step runs in its own tenant transaction on the application pool and is retried through a
-database outage for as long as the reservation's grace allows; settling is idempotent.
+The reserve and the settle are each ONE statement in its own implicit transaction on the
+application pool (it sets the tenant and the run's lease token itself: ledger_repository); the
+settle is retried through a database outage for as long as the reservation's grace allows and is
+idempotent.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ import asyncpg
 
 from budgets.ceiling import Reservation, RunCeiling
 from budgets.ledger import CallReservation
-from llm_service.costs.ledger_repository import reserve_call, settle_call, void_reservation
-from llm_service.db.pool import encode_json, tenant_transaction
+from llm_service.costs.ledger_repository import (
+    reserve_call_alone,
+    settle_call_alone,
+    void_reservation,
+)
+from llm_service.db.pool import encode_json, presented_run_token, tenant_transaction
 from llm_service.db.retry import is_database_outage, retry_through_outage
 from llm_service.input_rules import storable
 from llm_service.llm import retry
 from llm_service.llm.call_plan import CallPlan, LlmRequest
 from llm_service.metrics import LLM_CALLS, LLM_SPEND, RESERVATIONS_IN_FLIGHT
-from llm_service.pii.repository import record_findings
 from llm_service.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -59,9 +64,11 @@ class LedgerSteps:
             metadata["prompt"] = _capped(prompt)
         call_id = uuid.uuid4()
         try:
-            async with tenant_transaction(self.pool, request.tenant_id) as conn:
-                call = await reserve_call(
+            async with self.pool.acquire() as conn:
+                call = await reserve_call_alone(
                     conn,
+                    run_token=presented_run_token(),
+                    findings=[(f.location, f.kind) for f in findings],
                     tenant_id=request.tenant_id,
                     endpoint=request.endpoint,
                     model=price.model,
@@ -75,14 +82,6 @@ class LedgerSteps:
                     request_metadata=metadata,
                     call_id=call_id,
                 )
-                if findings:
-                    await record_findings(
-                        conn,
-                        request.tenant_id,
-                        findings,
-                        source="llm_guard",
-                        context=request.endpoint,
-                    )
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) or is_database_outage(exc):
                 # The reserving transaction may have committed before it was cut off; the call
@@ -171,11 +170,14 @@ class LedgerSteps:
             "usage_breakdown": usage_breakdown,
         }
 
+        run_token = presented_run_token()
+
         async def settle() -> None:
-            async with tenant_transaction(self.pool, request.tenant_id) as conn:
-                await settle_call(
+            async with self.pool.acquire() as conn:
+                await settle_call_alone(
                     conn,
                     call,
+                    run_token=run_token,
                     status=status,
                     cost_usd=cost,
                     input_tokens=input_tokens,

@@ -1012,7 +1012,7 @@ async def test_a_reservation_cut_off_after_its_commit_is_voided_not_charged(
 ) -> None:
     import llm_service.llm.ledger_steps as ledger_steps
 
-    real_reserve = ledger_steps.reserve_call
+    real_reserve = ledger_steps.reserve_call_alone
 
     async def reserve_then_lose_the_answer(conn: asyncpg.Connection, **kwargs: Any) -> Any:
         # The row is written and committed; then the connection dies before the client knows.
@@ -1022,7 +1022,7 @@ async def test_a_reservation_cut_off_after_its_commit_is_voided_not_charged(
             "connection was closed in the middle of operation"
         )
 
-    monkeypatch.setattr(ledger_steps, "reserve_call", reserve_then_lose_the_answer)
+    monkeypatch.setattr(ledger_steps, "reserve_call_alone", reserve_then_lose_the_answer)
     route = respx.post(OPENAI_URL).mock(return_value=httpx.Response(200, json=openai_completion()))
     ceiling = RunCeiling(Decimal("0.05"))
 
@@ -1046,7 +1046,7 @@ async def test_a_settle_that_meets_an_outage_is_retried_until_it_lands(
 ) -> None:
     import llm_service.llm.ledger_steps as ledger_steps
 
-    real_settle = ledger_steps.settle_call
+    real_settle = ledger_steps.settle_call_alone
     failures = {"left": 2}
 
     async def settle_after_two_outages(conn: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
@@ -1055,7 +1055,7 @@ async def test_a_settle_that_meets_an_outage_is_retried_until_it_lands(
             raise ConnectionRefusedError(111, "Connect call failed")
         return await real_settle(conn, *args, **kwargs)
 
-    monkeypatch.setattr(ledger_steps, "settle_call", settle_after_two_outages)
+    monkeypatch.setattr(ledger_steps, "settle_call_alone", settle_after_two_outages)
     respx.post(OPENAI_URL).mock(
         return_value=httpx.Response(200, json=openai_completion("ok", 10, 5))
     )
