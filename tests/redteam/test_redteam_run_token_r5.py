@@ -1,0 +1,326 @@
+"""Red team, issue 14 round five: migration 011's widened run guards, attacked as llm_app.
+
+Each test is one attack. Held: a plain passing test. Broke: xfail(strict) naming what broke.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import asyncpg
+import pytest
+
+from llm_service.db.urls import DatabaseUrls
+from llm_service.tenants.service import CreatedTenant
+from tests.helpers.app_role import lease_run, set_session_tenant
+from tests.helpers.waiting import wait_until
+
+CANCELLED_QUEUED = "cancelled before it started"
+
+
+@pytest.fixture
+async def other_app_conn(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Connection]:
+    """A second raw llm_app session (another worker's, or the attacker's second one)."""
+    conn = await asyncpg.connect(database_urls.app)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _queued_run(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UUID:
+    """As the API: a queued investigation of the session's tenant (set here)."""
+    await set_session_tenant(conn, tenant_id)
+    run_id: uuid.UUID = await conn.fetchval(
+        "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps) "
+        "VALUES ($1, 'why did spend move?', 30, 60000, 8) RETURNING id",
+        tenant_id,
+    )
+    return run_id
+
+
+async def _present(conn: asyncpg.Connection, token: uuid.UUID) -> None:
+    """Present the token for the current transaction only, as the service does."""
+    await conn.execute("SELECT set_config('llm.run_token', $1, true)", str(token))
+
+
+async def _event(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, run_id: uuid.UUID, kind: str, data: object
+) -> None:
+    await conn.execute(
+        "INSERT INTO investigation_events (tenant_id, investigation_id, event_type, data) "
+        "VALUES ($1, $2, $3, $4::jsonb)",
+        tenant_id,
+        run_id,
+        kind,
+        json.dumps(data),
+    )
+
+
+async def _run(owner_pool: asyncpg.Pool, run_id: uuid.UUID) -> asyncpg.Record:
+    row = await owner_pool.fetchrow(
+        "SELECT status, lease_expires_at, finished_at, lease_token_hash "
+        "FROM investigations WHERE id = $1",
+        run_id,
+    )
+    assert row is not None
+    return row
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the holder may set lease_expires_at NULL on a run it keeps running: the claim's "
+    "takeover (lease_expires_at < now()) never matches it again, an immortal lease",
+)
+async def test_holder_cannot_null_the_lease_of_a_running_run(
+    app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    async with app_conn.transaction():
+        await _present(app_conn, token)
+        await app_conn.execute(
+            "UPDATE investigations SET lease_expires_at = NULL WHERE id = $1", run_id
+        )
+    row = await _run(owner_pool, run_id)
+    assert row["status"] == "running"
+    # The lease must still run out: a dead or hostile holder is taken over.
+    assert row["lease_expires_at"] is not None
+
+
+async def _renew(pool: asyncpg.Pool, token: uuid.UUID) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT run_id, renewed FROM fn_renew_leases('w', 60, $1::uuid[])", [token]
+    )
+
+
+async def _lock_held(owner_pool: asyncpg.Pool, pid: int) -> None:
+    """Wait until session `pid` is idle in its transaction (its lock taken)."""
+
+    async def idle() -> bool:
+        state = await owner_pool.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
+        return bool(state == "idle in transaction")
+
+    await wait_until(idle, f"session {pid} idle in its transaction")
+
+
+async def test_hostile_key_share_lock_does_not_starve_renewal(
+    app_conn: asyncpg.Connection,
+    other_app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    app_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    await set_session_tenant(other_app_conn, tenant_id)
+    tx = other_app_conn.transaction()
+    await tx.start()
+    try:
+        await other_app_conn.execute(
+            "SELECT 1 FROM investigations WHERE id = $1 FOR KEY SHARE", run_id
+        )
+        await _lock_held(owner_pool, other_app_conn.get_server_pid())
+        rows = await _renew(app_pool, token)
+        assert [(r["run_id"], r["renewed"]) for r in rows] == [(run_id, True)]
+    finally:
+        await tx.rollback()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="llm_app may lock another worker's run FOR NO KEY UPDATE (its column UPDATE grant): "
+    "the renewal (SKIP LOCKED) skips it for as long as the hostile transaction stays open, and "
+    "the worker ends a run not renewed for its deadline",
+)
+async def test_hostile_no_key_update_lock_does_not_starve_renewal(
+    app_conn: asyncpg.Connection,
+    other_app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    app_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    await set_session_tenant(other_app_conn, tenant_id)
+    tx = other_app_conn.transaction()
+    await tx.start()
+    try:
+        await other_app_conn.execute(
+            "SELECT 1 FROM investigations WHERE id = $1 FOR NO KEY UPDATE", run_id
+        )
+        await _lock_held(owner_pool, other_app_conn.get_server_pid())
+        rows = await _renew(app_pool, token)
+        assert [(r["run_id"], r["renewed"]) for r in rows] == [(run_id, True)]
+    finally:
+        await tx.rollback()
+
+
+async def test_renewal_passes_a_write_in_flight(
+    app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    app_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    tx = app_conn.transaction()
+    await tx.start()
+    try:
+        await _present(app_conn, token)
+        await _event(app_conn, tenant_id, run_id, "step", {"n": 1})
+        await _lock_held(owner_pool, app_conn.get_server_pid())
+        rows = await _renew(app_pool, token)
+        assert [(r["run_id"], r["renewed"]) for r in rows] == [(run_id, True)]
+    finally:
+        await tx.rollback()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="'final' is checked by finished_at = now(): the holder ends the run with finished_at "
+    "set to the now() of a transaction it started earlier, which then writes the final",
+)
+async def test_final_only_in_the_transaction_that_ended_the_run(
+    app_conn: asyncpg.Connection,
+    other_app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    await set_session_tenant(other_app_conn, tenant_id)
+    early = other_app_conn.transaction()
+    await early.start()
+    try:
+        await _present(other_app_conn, token)
+        early_now: datetime = await other_app_conn.fetchval("SELECT now()")
+        async with app_conn.transaction():
+            await _present(app_conn, token)
+            await app_conn.execute(
+                "UPDATE investigations SET status = 'succeeded', reason = 'done', "
+                "finished_at = $2, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+                run_id,
+                early_now,
+            )
+        assert (await _run(owner_pool, run_id))["status"] == "succeeded"
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await _event(other_app_conn, tenant_id, run_id, "final", {"status": "succeeded"})
+    finally:
+        await early.rollback()
+
+
+async def test_cancelled_final_needs_status_cancelled_and_is_once(
+    app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    """NULL / odd data, savepoints: the API's token-less final of a run cancelled while queued."""
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    async with app_conn.transaction():
+        await app_conn.execute(
+            "UPDATE investigations SET cancel_requested = true, status = 'cancelled', "
+            "reason = $2, finished_at = now() WHERE id = $1",
+            run_id,
+            CANCELLED_QUEUED,
+        )
+        for data in (None, {}, {"status": None}, "cancelled", ["cancelled"], {"status": "failed"}):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with app_conn.transaction():  # a savepoint
+                    await _event(app_conn, tenant_id, run_id, "final", data)
+        # A final written in a savepoint that rolls back leaves room for the real one.
+        with pytest.raises(RuntimeError):
+            async with app_conn.transaction():
+                await _event(app_conn, tenant_id, run_id, "final", {"status": "cancelled"})
+                raise RuntimeError("roll the savepoint back")
+        await _event(app_conn, tenant_id, run_id, "final", {"status": "cancelled"})
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with app_conn.transaction():
+                await _event(app_conn, tenant_id, run_id, "final", {"status": "cancelled"})
+    assert (await _run(owner_pool, run_id))["status"] == "cancelled"
+    finals = await owner_pool.fetchval(
+        "SELECT count(*) FROM investigation_events "
+        "WHERE investigation_id = $1 AND event_type = 'final'",
+        run_id,
+    )
+    assert finals == 1
+
+
+async def test_idempotency_key_names_a_run_of_its_own_kind(
+    app_conn: asyncpg.Connection, tenant: CreatedTenant
+) -> None:
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await app_conn.execute(
+            "INSERT INTO job_idempotency_keys "
+            "(tenant_id, idempotency_key, kind, run_id, request_hash) "
+            "VALUES ($1, $2, 'budget_optimization', $3, $4)",
+            tenant_id,
+            f"k-{uuid.uuid4()}",
+            run_id,
+            "a" * 64,
+        )
+    await app_conn.execute(
+        "INSERT INTO job_idempotency_keys "
+        "(tenant_id, idempotency_key, kind, run_id, request_hash) "
+        "VALUES ($1, $2, 'investigation', $3, $4)",
+        tenant_id,
+        f"k-{uuid.uuid4()}",
+        run_id,
+        "a" * 64,
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a write's KEY SHARE does not hold off the run's end (NO KEY UPDATE): an event "
+    "checked while running commits after the run's final was committed and read",
+)
+async def test_no_event_commits_after_the_final(
+    app_conn: asyncpg.Connection,
+    other_app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    await set_session_tenant(other_app_conn, tenant_id)
+    step = app_conn.transaction()
+    await step.start()
+    await _present(app_conn, token)
+    await _event(app_conn, tenant_id, run_id, "step", {"n": 1})
+    # The run's end (the timeout watch, say) in another session of the same worker.
+    async with other_app_conn.transaction():
+        await _present(other_app_conn, token)
+        await other_app_conn.execute(
+            "UPDATE investigations SET status = 'timed_out', reason = 'out of time', "
+            "finished_at = now(), lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+            run_id,
+        )
+        await _event(other_app_conn, tenant_id, run_id, "final", {"status": "timed_out"})
+    read_at_final = await owner_pool.fetch(
+        "SELECT seq, event_type FROM investigation_events WHERE investigation_id = $1 ORDER BY seq",
+        run_id,
+    )
+    assert [r["event_type"] for r in read_at_final][-1] == "final"
+    committed = True
+    try:
+        await step.commit()
+    except asyncpg.PostgresError:
+        committed = False
+        await step.rollback()
+    read_later = await owner_pool.fetch(
+        "SELECT seq, event_type FROM investigation_events WHERE investigation_id = $1 ORDER BY seq",
+        run_id,
+    )
+    # A reader that saw the final saw the run's whole story.
+    assert read_later == read_at_final, (committed, read_later)
