@@ -5,17 +5,19 @@ Each test is one attack. Held: a plain passing test. Broke: xfail(strict) naming
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 import pytest
 
 from llm_service.db.urls import DatabaseUrls
 from llm_service.tenants.service import CreatedTenant
-from tests.helpers.app_role import lease_run, set_session_tenant
+from tests.helpers.app_role import insert_pending, lease_run, set_session_tenant
 from tests.helpers.waiting import wait_until
 
 CANCELLED_QUEUED = "cancelled before it started"
@@ -324,3 +326,145 @@ async def test_no_event_commits_after_the_final(
     )
     # A reader that saw the final saw the run's whole story.
     assert read_later == read_at_final, (committed, read_later)
+
+
+async def _done_or_waiting(owner_pool: asyncpg.Pool, task: asyncio.Task[object], pid: int) -> bool:
+    """Wait until `task` is done or session `pid` waits for a lock; True if it was done."""
+
+    async def settled() -> bool:
+        if task.done():
+            return True
+        waits = await owner_pool.fetchval(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
+        )
+        return bool(waits == "Lock")
+
+    await wait_until(settled, f"session {pid} done or waiting for a lock")
+    return task.done()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="llm_app may lock another worker's run FOR UPDATE (its column UPDATE grant): the "
+    "holder's event (KEY SHARE) waits for as long as the hostile transaction stays open",
+)
+async def test_hostile_for_update_lock_does_not_stall_the_holders_writes(
+    app_conn: asyncpg.Connection,
+    other_app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    await set_session_tenant(other_app_conn, tenant_id)
+    hostile = other_app_conn.transaction()
+    await hostile.start()
+    await other_app_conn.execute("SELECT 1 FROM investigations WHERE id = $1 FOR UPDATE", run_id)
+    await _lock_held(owner_pool, other_app_conn.get_server_pid())
+
+    async def write() -> None:
+        async with app_conn.transaction():
+            await _present(app_conn, token)
+            await _event(app_conn, tenant_id, run_id, "step", {"n": 1})
+
+    task: asyncio.Task[object] = asyncio.ensure_future(write())
+    try:
+        done = await _done_or_waiting(owner_pool, task, app_conn.get_server_pid())
+    finally:
+        await hostile.rollback()
+        await task
+    assert done, "the holder's write waited on the hostile session's lock"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="llm_app may lock an expired run FOR KEY SHARE: the claim's takeover "
+    "(FOR UPDATE SKIP LOCKED) passes it by for as long as the hostile transaction stays open",
+)
+async def test_hostile_key_share_lock_does_not_starve_takeover(
+    app_conn: asyncpg.Connection,
+    other_app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    app_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    await lease_run(owner_pool, tenant_id, run_id)
+    # The worker died: its lease ran out. The oldest queued_at: the first takeover candidate.
+    await owner_pool.execute(
+        "UPDATE investigations SET lease_expires_at = now() - interval '1 hour', "
+        "queued_at = '2000-01-01' WHERE id = $1",
+        run_id,
+    )
+
+    async def claim() -> uuid.UUID | None:
+        async with app_pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:  # rolled back: the claim must not take other tests' runs
+                claimed: uuid.UUID | None = await conn.fetchval(
+                    "SELECT run_id FROM fn_claim_next_run('w2', 60, '{}', ARRAY['investigation'])"
+                )
+            finally:
+                await tx.rollback()
+        return claimed
+
+    assert await claim() == run_id  # no lock held: the dead worker's run is taken over
+    await set_session_tenant(other_app_conn, tenant_id)
+    hostile = other_app_conn.transaction()
+    await hostile.start()
+    try:
+        await other_app_conn.execute(
+            "SELECT 1 FROM investigations WHERE id = $1 FOR KEY SHARE", run_id
+        )
+        await _lock_held(owner_pool, other_app_conn.get_server_pid())
+        assert await claim() == run_id
+    finally:
+        await hostile.rollback()
+
+
+async def test_hostile_run_lock_does_not_hold_the_tenants_reservations(
+    app_conn: asyncpg.Connection,
+    other_app_conn: asyncpg.Connection,
+    database_urls: DatabaseUrls,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    """The reserve trigger's sweep settles a run's expired call while the tenant's row is held:
+    its spend trigger must not wait on a run a hostile session locked (held: the sweep counts
+    the call at its reservation, no change to the run's spend)."""
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    async with app_conn.transaction():
+        await _present(app_conn, token)
+        # The worker's call, its reservation already expired (the worker died mid-call).
+        expired = await insert_pending(
+            app_conn, tenant_id, Decimal(1), expires="now()", investigation_id=run_id
+        )
+    await set_session_tenant(other_app_conn, tenant_id)
+    hostile = other_app_conn.transaction()
+    await hostile.start()
+    await other_app_conn.execute(
+        "SELECT 1 FROM investigations WHERE id = $1 FOR NO KEY UPDATE", run_id
+    )
+    await _lock_held(owner_pool, other_app_conn.get_server_pid())
+    honest = await asyncpg.connect(database_urls.app)
+    try:
+        await set_session_tenant(honest, tenant_id)
+        # An explanation's reservation (no run) of the same tenant: it sweeps first.
+        task: asyncio.Task[object] = asyncio.ensure_future(
+            insert_pending(honest, tenant_id, Decimal(1))
+        )
+        try:
+            done = await _done_or_waiting(owner_pool, task, honest.get_server_pid())
+        finally:
+            await hostile.rollback()
+            await task
+    finally:
+        await honest.close()
+    assert done, "the tenant's reservation waited on the hostile session's run lock"
+    swept = await owner_pool.fetchval("SELECT status FROM llm_api_calls WHERE id = $1", expired)
+    assert swept == "abandoned"
