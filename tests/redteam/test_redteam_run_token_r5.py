@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
@@ -95,9 +96,10 @@ async def test_holder_cannot_null_the_lease_of_a_running_run(
 
 
 async def _renew(pool: asyncpg.Pool, token: uuid.UUID) -> list[asyncpg.Record]:
-    return await pool.fetch(
+    rows: list[asyncpg.Record] = await pool.fetch(
         "SELECT run_id, renewed FROM fn_renew_leases('w', 60, $1::uuid[])", [token]
     )
+    return rows
 
 
 async def _lock_held(owner_pool: asyncpg.Pool, pid: int) -> None:
@@ -328,7 +330,7 @@ async def test_no_event_commits_after_the_final(
     assert read_later == read_at_final, (committed, read_later)
 
 
-async def _done_or_waiting(owner_pool: asyncpg.Pool, task: asyncio.Task[object], pid: int) -> bool:
+async def _done_or_waiting(owner_pool: asyncpg.Pool, task: asyncio.Task[Any], pid: int) -> bool:
     """Wait until `task` is done or session `pid` waits for a lock; True if it was done."""
 
     async def settled() -> bool:
@@ -468,3 +470,150 @@ async def test_hostile_run_lock_does_not_hold_the_tenants_reservations(
     assert done, "the tenant's reservation waited on the hostile session's run lock"
     swept = await owner_pool.fetchval("SELECT status FROM llm_api_calls WHERE id = $1", expired)
     assert swept == "abandoned"
+
+
+async def _finish_with_final(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, run_id: uuid.UUID, token: uuid.UUID
+) -> None:
+    """As the runner's _record_finish: end the run and write its final, in the open transaction."""
+    await _present(conn, token)
+    done = await conn.execute(
+        "UPDATE investigations SET status = 'timed_out', reason = 'out of time', "
+        "finished_at = now(), lease_owner = NULL, lease_expires_at = NULL "
+        "WHERE id = $1 AND lease_token_hash = sha256(uuid_send($2::uuid))",
+        run_id,
+        token,
+    )
+    assert done == "UPDATE 1"
+    await _event(conn, tenant_id, run_id, "final", {"status": "timed_out"})
+
+
+async def _reserve(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, run_id: uuid.UUID, token: uuid.UUID
+) -> uuid.UUID:
+    async with conn.transaction():
+        await _present(conn, token)
+        return await insert_pending(conn, tenant_id, Decimal(2), investigation_id=run_id)
+
+
+async def test_reservation_in_flight_then_the_end_do_not_deadlock(
+    app_conn: asyncpg.Connection,
+    other_app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    """Two sessions of one run: a step's reservation (tenant row, then the run's spend) is in
+    flight when the timeout watch ends the run: the end waits for it, then ends the run."""
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    await set_session_tenant(other_app_conn, tenant_id)
+    step = app_conn.transaction()
+    await step.start()
+    await _present(app_conn, token)
+    call_id = await insert_pending(app_conn, tenant_id, Decimal(2), investigation_id=run_id)
+
+    async def end() -> None:
+        async with other_app_conn.transaction():
+            await _finish_with_final(other_app_conn, tenant_id, run_id, token)
+
+    task: asyncio.Task[object] = asyncio.ensure_future(end())
+    try:
+        ended_at_once = await _done_or_waiting(owner_pool, task, other_app_conn.get_server_pid())
+        await step.commit()
+    finally:
+        await task
+    assert not ended_at_once  # the spend trigger's run lock holds the end off until commit
+    row = await owner_pool.fetchrow(
+        "SELECT status, cost_cents FROM investigations WHERE id = $1", run_id
+    )
+    assert (row["status"], row["cost_cents"]) == ("timed_out", Decimal(2))
+    # The call reserved before the end is settled after it, with the token the run kept.
+    async with app_conn.transaction():
+        await _present(app_conn, token)
+        await app_conn.execute(
+            "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = 1, settled_at = now() "
+            "WHERE id = $1",
+            call_id,
+        )
+    settled = await owner_pool.fetchrow(
+        "SELECT c.status, r.cost_cents FROM llm_api_calls c "
+        "JOIN investigations r ON r.id = c.investigation_id WHERE c.id = $1",
+        call_id,
+    )
+    assert (settled["status"], settled["cost_cents"]) == ("succeeded", Decimal(1))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a reservation checked while the run is running (KEY SHARE) commits after another "
+    "session ended the run and wrote its final: spend and a provider call after the end",
+)
+async def test_no_reservation_commits_after_the_end(
+    app_conn: asyncpg.Connection,
+    other_app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    await set_session_tenant(other_app_conn, tenant_id)
+    end = other_app_conn.transaction()
+    await end.start()
+    await _finish_with_final(other_app_conn, tenant_id, run_id, token)
+    task: asyncio.Task[uuid.UUID] = asyncio.ensure_future(
+        _reserve(app_conn, tenant_id, run_id, token)
+    )
+    try:
+        reserved_at_once = await _done_or_waiting(owner_pool, task, app_conn.get_server_pid())
+        await end.commit()
+    finally:
+        outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+    assert not reserved_at_once  # it waited for the end (the spend trigger's run update)
+    final_cost = await owner_pool.fetchval(
+        "SELECT data FROM investigation_events WHERE investigation_id = $1 "
+        "AND event_type = 'final'",
+        run_id,
+    )
+    assert final_cost is not None
+    assert isinstance(outcome, asyncpg.InsufficientPrivilegeError), outcome
+
+
+async def test_settle_in_flight_and_the_end_do_not_deadlock(
+    app_conn: asyncpg.Connection,
+    other_app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    """The gateway settles (spend trigger: the run's row) while the run ends and writes its
+    final in another session: the end waits for the settle, neither deadlocks."""
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    call_id = await _reserve(app_conn, tenant_id, run_id, token)
+    await set_session_tenant(other_app_conn, tenant_id)
+    settle = app_conn.transaction()
+    await settle.start()
+    await _present(app_conn, token)
+    await app_conn.execute(
+        "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = 1.5, settled_at = now() "
+        "WHERE id = $1",
+        call_id,
+    )
+
+    async def end() -> None:
+        async with other_app_conn.transaction():
+            await _finish_with_final(other_app_conn, tenant_id, run_id, token)
+
+    task: asyncio.Task[object] = asyncio.ensure_future(end())
+    try:
+        ended_at_once = await _done_or_waiting(owner_pool, task, other_app_conn.get_server_pid())
+        await settle.commit()
+    finally:
+        await task
+    assert not ended_at_once
+    row = await owner_pool.fetchrow(
+        "SELECT status, cost_cents FROM investigations WHERE id = $1", run_id
+    )
+    assert (row["status"], row["cost_cents"]) == ("timed_out", Decimal("1.5"))
