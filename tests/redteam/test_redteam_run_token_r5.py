@@ -16,7 +16,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from llm_service.db.pool import create_pool
 from llm_service.db.urls import DatabaseUrls
+from llm_service.investigations import service as investigation_service
 from llm_service.tenants.service import CreatedTenant
 from tests.helpers.app_role import insert_pending, lease_run, set_session_tenant
 from tests.helpers.waiting import wait_until
@@ -617,3 +619,110 @@ async def test_settle_in_flight_and_the_end_do_not_deadlock(
         "SELECT status, cost_cents FROM investigations WHERE id = $1", run_id
     )
     assert (row["status"], row["cost_cents"]) == ("timed_out", Decimal("1.5"))
+
+
+API_SESSION = "rt14e-api"
+
+
+@pytest.fixture
+async def api_pool(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Pool]:
+    """The API's pool, one connection, named so a test can see it wait for a lock."""
+    pool = await create_pool(
+        database_urls.app, application_name=API_SESSION, min_size=1, max_size=1
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _api_done_or_waiting(owner_pool: asyncpg.Pool, task: asyncio.Task[Any]) -> bool:
+    async def settled() -> bool:
+        if task.done():
+            return True
+        waits = await owner_pool.fetchval(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = $1",
+            API_SESSION,
+        )
+        return bool(waits == "Lock")
+
+    await wait_until(settled, "the API's cancel done or waiting for a lock")
+    return task.done()
+
+
+async def _finals(owner_pool: asyncpg.Pool, run_id: uuid.UUID) -> int:
+    count: int = await owner_pool.fetchval(
+        "SELECT count(*) FROM investigation_events "
+        "WHERE investigation_id = $1 AND event_type = 'final'",
+        run_id,
+    )
+    return count
+
+
+async def test_api_cancel_racing_the_claim_flags_the_run(
+    app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    api_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    """The API cancels a queued run while a claim has it locked: it waits, then (the run now
+    running) raises the flag only, and writes no final."""
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    async with owner_pool.acquire() as claim:
+        tx = claim.transaction()
+        await tx.start()
+        await claim.execute("SELECT 1 FROM investigations WHERE id = $1 FOR UPDATE", run_id)
+        await claim.execute(
+            "UPDATE investigations SET status = 'running', lease_owner = 'w', "
+            "lease_expires_at = now() + interval '1 minute', "
+            "lease_token_hash = sha256(uuid_send($2::uuid)) WHERE id = $1",
+            run_id,
+            uuid.uuid4(),
+        )
+        task: asyncio.Task[Any] = asyncio.ensure_future(
+            investigation_service.cancel(api_pool, tenant_id, run_id)
+        )
+        try:
+            assert not await _api_done_or_waiting(owner_pool, task)
+        finally:
+            await tx.commit()
+            out = await task
+    assert out.status == "running"
+    flagged = await owner_pool.fetchval(
+        "SELECT cancel_requested FROM investigations WHERE id = $1", run_id
+    )
+    assert flagged is True
+    assert await _finals(owner_pool, run_id) == 0
+
+
+async def test_api_cancel_racing_the_end_leaves_the_end(
+    app_conn: asyncpg.Connection,
+    other_app_conn: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    api_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+) -> None:
+    """The API cancels a running run while its end is in flight: it waits, then leaves the
+    ended run as it is (one final, the end's)."""
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    await set_session_tenant(other_app_conn, tenant_id)
+    end = other_app_conn.transaction()
+    await end.start()
+    await _finish_with_final(other_app_conn, tenant_id, run_id, token)
+    task: asyncio.Task[Any] = asyncio.ensure_future(
+        investigation_service.cancel(api_pool, tenant_id, run_id)
+    )
+    try:
+        assert not await _api_done_or_waiting(owner_pool, task)
+    finally:
+        await end.commit()
+        out = await task
+    assert out.status == "timed_out"
+    row = await owner_pool.fetchrow(
+        "SELECT status, cancel_requested FROM investigations WHERE id = $1", run_id
+    )
+    assert (row["status"], row["cancel_requested"]) == ("timed_out", False)
+    assert await _finals(owner_pool, run_id) == 1
