@@ -847,3 +847,50 @@ async def test_queued_only_by_the_creating_transaction_once(
         run_id,
     )
     assert queued == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the settle guard reads the run's token hash without a lock: a settle checked "
+    "before a takeover committed lands after it (the insert guard's KEY SHARE is missing here)",
+)
+async def test_settle_checked_before_a_takeover_does_not_land_after_it(
+    app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    call_id = await _reserve(app_conn, tenant_id, run_id, token)
+    async with owner_pool.acquire() as claim:
+        # A takeover in flight, as fn_claim_next_run makes it: the row locked, a new token.
+        takeover = claim.transaction()
+        await takeover.start()
+        await claim.execute("SELECT 1 FROM investigations WHERE id = $1 FOR UPDATE", run_id)
+        await claim.execute(
+            "UPDATE investigations SET lease_owner = 'w2', "
+            "lease_expires_at = now() + interval '1 minute', "
+            "lease_token_hash = sha256(uuid_send($2::uuid)) WHERE id = $1",
+            run_id,
+            uuid.uuid4(),
+        )
+
+        async def settle() -> str:
+            async with app_conn.transaction():
+                await _present(app_conn, token)
+                done: str = await app_conn.execute(
+                    "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = 1, "
+                    "settled_at = now() WHERE id = $1",
+                    call_id,
+                )
+                return done
+
+        task: asyncio.Task[str] = asyncio.ensure_future(settle())
+        try:
+            settled_at_once = await _done_or_waiting(owner_pool, task, app_conn.get_server_pid())
+        finally:
+            await takeover.commit()
+            outcome = await task
+    assert not settled_at_once  # the spend trigger waited for the takeover's row lock
+    status = await owner_pool.fetchval("SELECT status FROM llm_api_calls WHERE id = $1", call_id)
+    # The old holder's token is not the run's when its settle commits: left to the sweep.
+    assert status == "pending", outcome
