@@ -894,3 +894,47 @@ async def test_settle_checked_before_a_takeover_does_not_land_after_it(
     status = await owner_pool.fetchval("SELECT status FROM llm_api_calls WHERE id = $1", call_id)
     # The old holder's token is not the run's when its settle commits: left to the sweep.
     assert status == "pending", outcome
+
+
+async def test_token_less_rescale_rides_no_cancel(
+    app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    """Without the token, raising the cancel flag while rewriting a result numerically equal
+    (1 -> 1.00: equal as jsonb, not as stored text) changes nothing."""
+    tenant_id = tenant.tenant_id
+    run_id = await _queued_run(app_conn, tenant_id)
+    token = await lease_run(owner_pool, tenant_id, run_id)
+    async with app_conn.transaction():
+        await _present(app_conn, token)
+        await app_conn.execute(
+            "UPDATE investigations SET result = '{\"score\": 1}' WHERE id = $1", run_id
+        )
+    await app_conn.execute(
+        "UPDATE investigations SET cancel_requested = true, result = '{\"score\": 1.00}' "
+        "WHERE id = $1",
+        run_id,
+    )
+    row = await owner_pool.fetchrow(
+        "SELECT result::text AS result, cancel_requested FROM investigations WHERE id = $1",
+        run_id,
+    )
+    assert (row["result"], row["cancel_requested"]) == ('{"score": 1}', False)
+
+
+async def test_idempotency_key_of_another_tenant_is_refused(
+    app_conn: asyncpg.Connection, tenant: CreatedTenant, other_tenant: CreatedTenant
+) -> None:
+    """A key naming another tenant's run: as that tenant (row-level security) or as ours (no
+    run of ours)."""
+    theirs = await _queued_run(app_conn, other_tenant.tenant_id)
+    await set_session_tenant(app_conn, tenant.tenant_id)
+    insert = (
+        "INSERT INTO job_idempotency_keys (tenant_id, idempotency_key, kind, run_id, "
+        "request_hash) VALUES ($1, $2, 'investigation', $3, $4)"
+    )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute(
+            insert, other_tenant.tenant_id, f"k-{uuid.uuid4()}", theirs, "b" * 64
+        )
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await app_conn.execute(insert, tenant.tenant_id, f"k-{uuid.uuid4()}", theirs, "b" * 64)
