@@ -36,6 +36,24 @@ async def other_app_conn(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.C
         await conn.close()
 
 
+# Runs and jobs a test made, ended at its teardown: later tests' claims must not take them.
+_made: list[tuple[str, uuid.UUID]] = []
+
+
+@pytest.fixture(autouse=True)
+async def _end_made_runs(owner_pool: asyncpg.Pool) -> AsyncIterator[None]:
+    yield
+    made = list(_made)
+    _made.clear()
+    for table, run_id in made:
+        await owner_pool.execute(
+            f"UPDATE {table} SET status = 'failed', reason = 'red-team test over', "
+            "finished_at = now(), lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE id = $1 AND status IN ('queued', 'running')",
+            run_id,
+        )
+
+
 async def _queued_run(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UUID:
     """As the API: a queued investigation of the session's tenant (set here)."""
     await set_session_tenant(conn, tenant_id)
@@ -44,6 +62,7 @@ async def _queued_run(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UU
         "VALUES ($1, 'why did spend move?', 30, 60000, 8) RETURNING id",
         tenant_id,
     )
+    _made.append(("investigations", run_id))
     return run_id
 
 
@@ -735,6 +754,7 @@ async def _queued_job(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UU
         "INSERT INTO budget_optimization_jobs (tenant_id, params) VALUES ($1, '{}') RETURNING id",
         tenant_id,
     )
+    _made.append(("budget_optimization_jobs", job_id))
     return job_id
 
 
