@@ -958,3 +958,17 @@ async def test_idempotency_key_of_another_tenant_is_refused(
         )
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         await app_conn.execute(insert, tenant.tenant_id, f"k-{uuid.uuid4()}", theirs, "b" * 64)
+
+
+async def test_app_role_cannot_become_a_role_the_guards_pass(
+    app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool
+) -> None:
+    """The guards pass every role but llm_app (current_user): llm_app may become none."""
+    roles = await owner_pool.fetch(
+        "SELECT r.rolname FROM pg_roles r WHERE pg_has_role('llm_app', r.oid, 'MEMBER') "
+        "AND r.rolname <> 'llm_app'"
+    )
+    assert [r["rolname"] for r in roles] == []
+    for role in ("llm_crosstenant", await owner_pool.fetchval("SELECT current_user")):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app_conn.execute(f'SET ROLE "{role}"')
