@@ -84,7 +84,7 @@ async def finish(
         UPDATE investigations
            SET status = $4, reason = $5, elapsed_ms = $6, result = $7,
                degraded = $8, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = $1 AND {jobs.LEASE_HELD}
+         WHERE {jobs.run_locked_for_its_end(TABLE.table)} AND {jobs.LEASE_HELD}
         RETURNING cost_cents
         """,
         run_id,

@@ -71,6 +71,15 @@ LEASE_HELD = (
 )
 
 
+
+def run_locked_for_its_end(table: str) -> str:
+    """The WHERE of a run's end ($1 its id): the row locked FOR UPDATE first, so the end waits
+    for the run's writes in flight (each holds the row KEY SHARE, migration 011) and none of
+    them commits after it."""
+    assert table.isidentifier(), table
+    return f"id = (SELECT l.id FROM {table} l WHERE l.id = $1 FOR UPDATE)"
+
+
 async def holds_lease(
     conn: asyncpg.Connection, table: JobTable, run_id: UUID, worker: str, token: UUID
 ) -> bool:

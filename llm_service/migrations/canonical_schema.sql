@@ -2150,10 +2150,11 @@ BEGIN
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
     IF OLD.investigation_id IS NOT NULL THEN
-        SELECT lease_token_hash INTO v_hash FROM investigations WHERE id = OLD.investigation_id;
+        SELECT lease_token_hash INTO v_hash FROM investigations WHERE id = OLD.investigation_id
+           FOR KEY SHARE;  -- held until commit, as the insert guard holds it
     ELSE
         SELECT lease_token_hash INTO v_hash FROM budget_optimization_jobs
-         WHERE id = OLD.budget_optimization_job_id;
+         WHERE id = OLD.budget_optimization_job_id FOR KEY SHARE;
     END IF;
     IF v_hash IS NOT NULL AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
         AND v_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid))) THEN
@@ -2248,11 +2249,16 @@ BEGIN
     IF OLD.status NOT IN ('queued', 'running') OR v_old::text = v_new::text THEN
         RETURN NULL;  -- a terminal run is never changed, and a no-op rewrites nothing
     END IF;
-    -- The holder ends its run or hands it back; only the claim queues it or extends a lease.
+    -- The holder ends its run (then, as of now) or hands it back; only the claim queues a
+    -- run or extends a lease, and a running run always has one that can run out.
     IF OLD.status = 'running' AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
         AND OLD.lease_token_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid)))
-       AND NEW.status <> 'queued' AND (NEW.lease_expires_at IS NULL
-            OR NEW.lease_expires_at <= now() OR NEW.lease_expires_at = OLD.lease_expires_at) THEN
+       AND (CASE WHEN NEW.status = 'running'
+                THEN NEW.finished_at IS NOT DISTINCT FROM OLD.finished_at
+                     AND NEW.lease_expires_at IS NOT NULL
+                     AND (NEW.lease_expires_at <= now()
+                          OR NEW.lease_expires_at = OLD.lease_expires_at)
+                ELSE NEW.status <> 'queued' AND NEW.finished_at = now() END) THEN
         RETURN NEW;
     END IF;
     -- Without the token: the cancel flag is raised (never lowered), and a queued run may

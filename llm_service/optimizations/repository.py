@@ -155,7 +155,7 @@ async def finish(
         UPDATE budget_optimization_jobs
            SET status = $4, reason = $5, recommendations = $6, rationale = $7,
                degraded = $8, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = $1 AND {jobs.LEASE_HELD}
+         WHERE {jobs.run_locked_for_its_end(TABLE.table)} AND {jobs.LEASE_HELD}
         """,
         job_id,
         worker,

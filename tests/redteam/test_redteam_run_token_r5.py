@@ -18,6 +18,7 @@ import pytest
 
 from llm_service.db.pool import create_pool
 from llm_service.db.urls import DatabaseUrls
+from llm_service.investigations import repository as investigation_repository
 from llm_service.investigations import service as investigation_service
 from llm_service.tenants.service import CreatedTenant
 from tests.helpers.app_role import insert_pending, lease_run, set_session_tenant
@@ -94,11 +95,6 @@ async def _run(owner_pool: asyncpg.Pool, run_id: uuid.UUID) -> asyncpg.Record:
     return row
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the holder may set lease_expires_at NULL on a run it keeps running: the claim's "
-    "takeover (lease_expires_at < now()) never matches it again, an immortal lease",
-)
 async def test_holder_cannot_null_the_lease_of_a_running_run(
     app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
@@ -208,11 +204,6 @@ async def test_renewal_passes_a_write_in_flight(
         await tx.rollback()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'final' is checked by finished_at = now(): the holder ends the run with finished_at "
-    "set to the now() of a transaction it started earlier, which then writes the final",
-)
 async def test_final_only_in_the_transaction_that_ended_the_run(
     app_conn: asyncpg.Connection,
     other_app_conn: asyncpg.Connection,
@@ -230,13 +221,14 @@ async def test_final_only_in_the_transaction_that_ended_the_run(
         early_now: datetime = await other_app_conn.fetchval("SELECT now()")
         async with app_conn.transaction():
             await _present(app_conn, token)
-            await app_conn.execute(
+            done = await app_conn.execute(
                 "UPDATE investigations SET status = 'succeeded', reason = 'done', "
                 "finished_at = $2, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
                 run_id,
                 early_now,
             )
-        assert (await _run(owner_pool, run_id))["status"] == "succeeded"
+        assert done == "UPDATE 0"  # a run ends as of now, not as of an earlier transaction
+        assert (await _run(owner_pool, run_id))["status"] == "running"
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await _event(other_app_conn, tenant_id, run_id, "final", {"status": "succeeded"})
     finally:
@@ -304,11 +296,6 @@ async def test_idempotency_key_names_a_run_of_its_own_kind(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a write's KEY SHARE does not hold off the run's end (NO KEY UPDATE): an event "
-    "checked while running commits after the run's final was committed and read",
-)
 async def test_no_event_commits_after_the_final(
     app_conn: asyncpg.Connection,
     other_app_conn: asyncpg.Connection,
@@ -323,32 +310,24 @@ async def test_no_event_commits_after_the_final(
     await step.start()
     await _present(app_conn, token)
     await _event(app_conn, tenant_id, run_id, "step", {"n": 1})
-    # The run's end (the timeout watch, say) in another session of the same worker.
-    async with other_app_conn.transaction():
-        await _present(other_app_conn, token)
-        await other_app_conn.execute(
-            "UPDATE investigations SET status = 'timed_out', reason = 'out of time', "
-            "finished_at = now(), lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
-            run_id,
-        )
-        await _event(other_app_conn, tenant_id, run_id, "final", {"status": "timed_out"})
-    read_at_final = await owner_pool.fetch(
-        "SELECT seq, event_type FROM investigation_events WHERE investigation_id = $1 ORDER BY seq",
-        run_id,
-    )
-    assert [r["event_type"] for r in read_at_final][-1] == "final"
-    committed = True
+
+    async def end() -> None:  # the run's end (the timeout watch, say) in another session
+        async with other_app_conn.transaction():
+            await _finish_with_final(other_app_conn, tenant_id, run_id, token)
+
+    task: asyncio.Task[None] = asyncio.ensure_future(end())
     try:
+        ended_at_once = await _done_or_waiting(owner_pool, task, other_app_conn.get_server_pid())
         await step.commit()
-    except asyncpg.PostgresError:
-        committed = False
-        await step.rollback()
-    read_later = await owner_pool.fetch(
-        "SELECT seq, event_type FROM investigation_events WHERE investigation_id = $1 ORDER BY seq",
+    finally:
+        await task
+    assert not ended_at_once  # the end waited for the step in flight
+    events = await owner_pool.fetch(
+        "SELECT event_type FROM investigation_events WHERE investigation_id = $1 ORDER BY seq",
         run_id,
     )
-    # A reader that saw the final saw the run's whole story.
-    assert read_later == read_at_final, (committed, read_later)
+    # A reader that sees the final sees the run's whole story: nothing commits after it.
+    assert [r["event_type"] for r in events][-2:] == ["step", "final"]
 
 
 async def _done_or_waiting(owner_pool: asyncpg.Pool, task: asyncio.Task[Any], pid: int) -> bool:
@@ -498,14 +477,18 @@ async def _finish_with_final(
 ) -> None:
     """As the runner's _record_finish: end the run and write its final, in the open transaction."""
     await _present(conn, token)
-    done = await conn.execute(
-        "UPDATE investigations SET status = 'timed_out', reason = 'out of time', "
-        "finished_at = now(), lease_owner = NULL, lease_expires_at = NULL "
-        "WHERE id = $1 AND lease_token_hash = sha256(uuid_send($2::uuid))",
+    spent = await investigation_repository.finish(
+        conn,
         run_id,
+        "w",
         token,
+        status="timed_out",
+        reason="out of time",
+        elapsed_ms=1,
+        result=None,
+        degraded=False,
     )
-    assert done == "UPDATE 1"
+    assert spent is not None
     await _event(conn, tenant_id, run_id, "final", {"status": "timed_out"})
 
 
@@ -565,11 +548,6 @@ async def test_reservation_in_flight_then_the_end_do_not_deadlock(
     assert (settled["status"], settled["cost_cents"]) == ("succeeded", Decimal(1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reservation checked while the run is running (KEY SHARE) commits after another "
-    "session ended the run and wrote its final: spend and a provider call after the end",
-)
 async def test_no_reservation_commits_after_the_end(
     app_conn: asyncpg.Connection,
     other_app_conn: asyncpg.Connection,
@@ -758,11 +736,6 @@ async def _queued_job(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UU
     return job_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the optimisation kind too: its holder sets lease_expires_at NULL and keeps it "
-    "running, beyond any takeover",
-)
 async def test_optimisation_holder_cannot_null_its_lease(
     app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
@@ -869,11 +842,6 @@ async def test_queued_only_by_the_creating_transaction_once(
     assert queued == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the settle guard reads the run's token hash without a lock: a settle checked "
-    "before a takeover committed lands after it (the insert guard's KEY SHARE is missing here)",
-)
 async def test_settle_checked_before_a_takeover_does_not_land_after_it(
     app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:

@@ -19,9 +19,13 @@ transaction-local `llm.run_token`):
   (it rewrote `updated_at`). Rows are compared as text: jsonb compares numbers by value
   (1.0 = 1.00), the stored text still changed. Without the token the cancel flag is raised,
   never lowered, and a queued run may become `cancelled` with the API's reason and `now()`.
-  With the token a run is not queued again nor its lease moved later (only the claim and
-  the renewal do that, as definers, within their one-hour bound).
-- Settling a run's ledger row (UPDATE of llm_api_calls) needs the run's token: a token-less
+  With the token a run is not queued again nor its lease moved later or removed while it
+  runs (only the claim and the renewal extend a lease, as definers, within their one-hour
+  bound), and it ends as of now (`finished_at` = now(), the mark its `final` event needs).
+  The service's end locks the run FOR UPDATE first, so it waits for the run's writes in flight
+  (KEY SHARE) and none commits after the end.
+- Settling a run's ledger row (UPDATE of llm_api_calls) needs the run's token (the run held
+  KEY SHARE until commit, as inserts hold it): a token-less
   session settled another worker's pending call at 0. A taken-over worker's pending row is
   left to the sweep, which counts it at its reserved worst case.
 - An idempotency key names a real run of its kind and tenant (`job_idempotency_keys.run_id`
@@ -146,10 +150,15 @@ BEGIN
     IF OLD.status NOT IN ('queued', 'running') OR v_old::text = v_new::text THEN
         RETURN NULL;  -- a terminal run is never changed, and a no-op rewrites nothing
     END IF;
-    -- The holder ends its run or hands it back; only the claim queues it or extends a lease.
+    -- The holder ends its run (then, as of now) or hands it back; only the claim queues a
+    -- run or extends a lease, and a running run always has one that can run out.
     IF OLD.status = 'running' AND {_token_matches("OLD.lease_token_hash")}
-       AND NEW.status <> 'queued' AND (NEW.lease_expires_at IS NULL
-            OR NEW.lease_expires_at <= now() OR NEW.lease_expires_at = OLD.lease_expires_at) THEN
+       AND (CASE WHEN NEW.status = 'running'
+                THEN NEW.finished_at IS NOT DISTINCT FROM OLD.finished_at
+                     AND NEW.lease_expires_at IS NOT NULL
+                     AND (NEW.lease_expires_at <= now()
+                          OR NEW.lease_expires_at = OLD.lease_expires_at)
+                ELSE NEW.status <> 'queued' AND NEW.finished_at = now() END) THEN
         RETURN NEW;
     END IF;
     -- Without the token: the cancel flag is raised (never lowered), and a queued run may
@@ -179,10 +188,11 @@ BEGIN
     END IF;
     {_READ_COMMITTED_ONLY}
     IF OLD.investigation_id IS NOT NULL THEN
-        SELECT lease_token_hash INTO v_hash FROM investigations WHERE id = OLD.investigation_id;
+        SELECT lease_token_hash INTO v_hash FROM investigations WHERE id = OLD.investigation_id
+           FOR KEY SHARE;  -- held until commit, as the insert guard holds it
     ELSE
         SELECT lease_token_hash INTO v_hash FROM budget_optimization_jobs
-         WHERE id = OLD.budget_optimization_job_id;
+         WHERE id = OLD.budget_optimization_job_id FOR KEY SHARE;
     END IF;
     IF v_hash IS NOT NULL AND {_token_matches("v_hash")} THEN
         RETURN NEW;
