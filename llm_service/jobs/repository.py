@@ -71,7 +71,6 @@ LEASE_HELD = (
 )
 
 
-
 def run_locked_for_its_end(table: str) -> str:
     """The WHERE of a run's end ($1 its id): the row locked FOR UPDATE first, so the end waits
     for the run's writes in flight (each holds the row KEY SHARE, migration 011) and none of
