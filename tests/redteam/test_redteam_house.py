@@ -492,6 +492,69 @@ async def test_naming_a_default_is_judged_alike_for_both_kinds(
     )
 
 
+async def test_a_retry_after_cancel_replays_the_cancelled_run(
+    client: httpx.AsyncClient, tenant: CreatedTenant
+) -> None:
+    """Held: the original is the original whatever became of it: a retry after a cancel is 200
+    with the same, cancelled, run (not a new one)."""
+    key = f"cancel-{uuid.uuid4()}"
+    body = {"question": _question()}
+    first = await _post(client, INVESTIGATIONS, tenant, key, body)
+    assert first.status_code == 202
+    run_id = first.json()["id"]
+    cancelled = await client.post(f"{INVESTIGATIONS}/{run_id}/cancel", headers=_auth(tenant))
+    assert cancelled.status_code == 200, cancelled.text
+    again = await _post(client, INVESTIGATIONS, tenant, key, body)
+    assert again.status_code == 200 and again.json()["id"] == run_id
+    assert again.json()["status"] == cancelled.json()["status"]
+
+
+async def test_one_key_for_two_kinds_at_once_makes_one_run(
+    client: httpx.AsyncClient, tenant: CreatedTenant, owner_pool: asyncpg.Pool
+) -> None:
+    """Held: the same key sent at once as an investigation and as a budget optimisation:
+    exactly one is made (202), the other is 409."""
+    for _ in range(3):
+        key = f"race-kinds-{uuid.uuid4()}"
+        answers = await asyncio.gather(
+            _post(client, INVESTIGATIONS, tenant, key, {"question": _question()}),
+            _post(client, OPTIMIZATIONS, tenant, key, _budget_body()),
+            _post(client, INVESTIGATIONS, tenant, key, {"question": _question()}),
+            _post(client, OPTIMIZATIONS, tenant, key, _budget_body()),
+        )
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses.count(202) == 1 and all(s in {200, 202, 409} for s in statuses), [
+            a.text for a in answers
+        ]
+        async with tenant_transaction(owner_pool, tenant.tenant_id) as conn:
+            runs = await conn.fetchval(
+                "SELECT (SELECT count(*) FROM investigations WHERE idempotency_key = $1)"
+                " + (SELECT count(*) FROM budget_optimization_jobs WHERE idempotency_key = $1)",
+                key,
+            )
+        assert runs == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="two Idempotency-Key headers: one is used (the first) and the other silently dropped "
+    "(202), where two Authorization headers are refused (400)",
+)
+async def test_two_idempotency_key_headers_are_refused(
+    client: httpx.AsyncClient, tenant: CreatedTenant
+) -> None:
+    """A request naming two keys is ambiguous (which one would a retry name?): refused like two
+    Authorization headers, never one of them picked."""
+    first, second = f"two-a-{uuid.uuid4()}", f"two-b-{uuid.uuid4()}"
+    headers = [
+        *_auth(tenant).items(),
+        ("Idempotency-Key", first),
+        ("Idempotency-Key", second),
+    ]
+    answer = await client.post(INVESTIGATIONS, json={"question": _question()}, headers=headers)
+    assert answer.status_code in {400, 422}, (answer.status_code, answer.text)
+
+
 # --------------------------------------------------------------------------- 3b. API keys
 
 
