@@ -61,8 +61,8 @@ def _rel(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
-def _string_constants(tree: ast.AST) -> list[ast.Constant]:
-    """Every str constant that is not a docstring."""
+def _docstring_ids(tree: ast.AST) -> set[int]:
+    """The ids of the docstring constants of a module, its classes and functions."""
     docs: set[int] = set()
     for node in ast.walk(tree):
         if (
@@ -72,6 +72,12 @@ def _string_constants(tree: ast.AST) -> list[ast.Constant]:
             and isinstance(node.body[0].value, ast.Constant)
         ):
             docs.add(id(node.body[0].value))
+    return docs
+
+
+def _string_constants(tree: ast.AST) -> list[ast.Constant]:
+    """Every str constant that is not a docstring."""
+    docs = _docstring_ids(tree)
     return [
         n
         for n in ast.walk(tree)
@@ -239,6 +245,39 @@ def test_no_fragment_or_lower_case_sql_outside_query_modules() -> None:
             match = fragment.search(const.value)
             if match:
                 found.append(f"{rel}:{const.lineno} {match.group(0)!r}")
+    assert not found, found
+
+
+def _rendered(node: ast.AST) -> str | None:
+    """A literal's text, or an f-string's with every hole written X."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values)
+    return None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="demo_data/rows.py builds the bulk INSERT's SQL (`$k::type[]` parameters, "
+    "`u.col::type` casts, the column list) in f-strings outside any query module: the "
+    "rule's 'fragments' blind spot, which review was to keep in query modules",
+)
+def test_no_sql_fragment_is_built_outside_query_modules() -> None:
+    """No literal or f-string outside repository/query modules builds an SQL fragment: a
+    parameter or column with a cast (`$1::uuid[]`, `u.x::jsonb`, holes counted as names)."""
+    cast = re.compile(r"(\$\w+|\b\w+(\.\w+)?)::[A-Za-z]\w*")
+    found: list[str] = []
+    for path in _modules(*PACKAGES):
+        rel = _rel(path)
+        if _ALLOWED_SQL_HOME.search(rel):
+            continue
+        tree = ast.parse(path.read_text())
+        docs = _docstring_ids(tree)
+        for node in ast.walk(tree):
+            text = _rendered(node)
+            if text is not None and id(node) not in docs and cast.search(text):
+                found.append(f"{rel}:{node.lineno} {text[:50]!r}")
     assert not found, found
 
 
