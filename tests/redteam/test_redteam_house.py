@@ -18,6 +18,7 @@ import ast
 import asyncio
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import tomllib
 import unicodedata
 import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -767,7 +769,7 @@ def test_the_wheel_carries_every_file_of_the_packages(wheel_file: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def wheel_venv(wheel_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wheel_venv(wheel_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh venv holding requirements.lock (hash-checked) and the wheel, as the image does."""
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run(
@@ -778,7 +780,8 @@ def wheel_venv(wheel_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     lock = ["--require-hashes", "-r", str(ROOT / "requirements.lock")]
     subprocess.run([*pip, *lock], check=True, capture_output=True, timeout=600)
     subprocess.run([*pip, str(wheel_file)], check=True, capture_output=True, timeout=300)
-    return venv
+    yield venv
+    shutil.rmtree(venv, ignore_errors=True)  # ~650 MB: not left for pytest's tmp retention
 
 
 def _clean_env(data_dir: Path) -> dict[str, str]:
