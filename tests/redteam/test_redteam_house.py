@@ -425,6 +425,29 @@ async def test_an_invalid_body_does_not_take_the_key(
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
 
 
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        (INVESTIGATIONS, b'{"question": "Why did revenue drop?", "timeout_s": NaN}'),
+        (INVESTIGATIONS, b'{"question": "Why did revenue drop?", "max_cost_usd": Infinity}'),
+        (INVESTIGATIONS, b'{"question": "Why did revenue drop?", "max_steps": 1e400}'),
+        (OPTIMIZATIONS, b'{"total_budget_usd": NaN, "period": {"start": "2026-01-01", '
+         b'"end": "2026-02-01"}}'),
+        (OPTIMIZATIONS, b'{"total_budget_usd": -Infinity, "period": {"start": "2026-01-01", '
+         b'"end": "2026-02-01"}}'),
+    ],
+)  # fmt: skip
+async def test_non_finite_numbers_under_a_key_are_422_and_take_no_key(
+    client: httpx.AsyncClient, tenant: CreatedTenant, kind: str, raw: bytes
+) -> None:
+    """Held: NaN and Infinity (Python's JSON parser accepts them) are 422, never a 500 from
+    canonicalising or storing them, and the key stays free."""
+    key = f"nan-{uuid.uuid4()}"
+    _assert_error(await _post(client, kind, tenant, key, raw=raw), 422)
+    body = {"question": _question()} if kind == INVESTIGATIONS else _budget_body()
+    assert (await _post(client, kind, tenant, key, body)).status_code == 202
+
+
 async def test_key_length_and_characters(client: httpx.AsyncClient, tenant: CreatedTenant) -> None:
     """Held: a 200-character key works and replays; 201 characters, an empty key and a key of
     200 non-ASCII characters (400 bytes) are refused with 422, never a 500."""
@@ -801,6 +824,46 @@ def _free_port() -> int:
         return port
 
 
+def _serve_and_probe(
+    cli: str, cwd: Path, env: dict[str, str], head: list[str], workers: int
+) -> None:
+    """Run `serve`, wait for its listening line, check ready / a page / a 401, stop it."""
+    port = _free_port()
+    serve = subprocess.Popen(
+        [cli, "serve", "--workers", str(workers), "--port", str(port), "--host", "127.0.0.1"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert serve.stdout is not None
+        seen: list[str] = []
+        # Synchronise on log lines, not on time: the listening line and every process's
+        # start-up (with several workers uvicorn's parent logs "running" before any child
+        # listens; a child listens right after its start-up line, so the client's connect
+        # retries cover that last step).
+        for line in serve.stdout:
+            seen.append(line)
+            started = sum("Application startup complete" in ln for ln in seen)
+            if started >= workers and any("Uvicorn running on" in ln for ln in seen):
+                break
+        else:
+            pytest.fail(f"serve ({workers}) exited before listening:\n" + "".join(seen[-40:]))
+        transport = httpx.HTTPTransport(retries=5)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", transport=transport) as http:
+            ready = http.get("/readyz", timeout=60)
+            assert ready.status_code == 200 and ready.json()["revision"] == head, ready.text
+            page = http.get("/investigations", timeout=30)
+            assert page.status_code == 200 and "<html" in page.text.lower()
+            refused = http.get("/v1/tenants/me", timeout=30)
+            assert refused.status_code == 401 and refused.json()["error"]["code"]
+    finally:
+        serve.terminate()
+        serve.wait(timeout=120)
+
+
 def test_the_wheel_alone_migrates_and_serves(wheel_venv: Path, tmp_path: Path) -> None:
     """Held: from a fresh venv (lock + wheel, cwd outside the repository) `llm-service migrate`
     brings a new embedded database to the head and `serve` answers ready, its pages and a JSON
@@ -829,34 +892,8 @@ def test_the_wheel_alone_migrates_and_serves(wheel_venv: Path, tmp_path: Path) -
         )
         assert migrated.returncode == 0, migrated.stderr[-3000:]
         assert f"database at {head[0]}" in migrated.stdout + migrated.stderr
-        port = _free_port()
-        serve = subprocess.Popen(
-            [cli, "serve", "--workers", "1", "--port", str(port), "--host", "127.0.0.1"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert serve.stdout is not None
-            seen: list[str] = []
-            for line in serve.stdout:  # synchronise on the log line, not on time
-                seen.append(line)
-                if "Uvicorn running on" in line:
-                    break
-            else:
-                pytest.fail("serve exited before listening:\n" + "".join(seen[-40:]))
-            base = f"http://127.0.0.1:{port}"
-            ready = httpx.get(f"{base}/readyz", timeout=30)
-            assert ready.status_code == 200 and ready.json()["revision"] == head, ready.text
-            page = httpx.get(f"{base}/investigations", timeout=30)
-            assert page.status_code == 200 and "<html" in page.text.lower()
-            refused = httpx.get(f"{base}/v1/tenants/me", timeout=30)
-            assert refused.status_code == 401 and refused.json()["error"]["code"]
-        finally:
-            serve.terminate()
-            serve.wait(timeout=120)
+        for workers in (1, 2):  # one process; N processes importing the app by name
+            _serve_and_probe(cli, tmp_path, env, head, workers)
     finally:
         subprocess.run(
             [cli, "db-stop", "--delete"], cwd=tmp_path, env=env, capture_output=True, timeout=120
