@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
 import asyncpg
@@ -45,8 +46,25 @@ UPDATE reconciliation_runs r
 """
 
 
-def bulk_insert_sql(table: str, names: str, values: str, params: str) -> str:
-    """One INSERT of many rows from column-wise arrays: `unnest(params) u(names)`."""
+# Passed as typed arrays, in binary; every other column goes as text[] and is cast (jsonb as
+# text also keeps the insert independent of the connection's JSON codec).
+BINARY_TYPES = frozenset(("bigint", "integer", "boolean", "uuid", "timestamptz"))
+
+
+def bulk_insert_sql(table: str, columns: Sequence[tuple[str, str]]) -> str:
+    """One INSERT of many rows into `table`, its (column, SQL type) `columns` passed
+    column-wise as arrays (native or text, then cast): `unnest(params) u(names)`."""
+    for name, kind in (("", table), *columns):
+        assert all(part.isidentifier() for part in f"{name} {kind}".split()), (name, kind)
+    names = ", ".join(name for name, _ in columns)
+    params = ", ".join(
+        f"${k}::{kind if kind in BINARY_TYPES else 'text'}[]"
+        for k, (_, kind) in enumerate(columns, 1)
+    )
+    values = ", ".join(
+        f"u.{name}" if kind in BINARY_TYPES or kind == "text" else f"u.{name}::{kind}"
+        for name, kind in columns
+    )
     return f"INSERT INTO {table} ({names}) SELECT {values} FROM unnest({params}) u({names})"
 
 

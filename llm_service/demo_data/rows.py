@@ -34,21 +34,7 @@ class _Table:
     @property
     def insert_sql(self) -> str:
         """One INSERT of many rows, passed column-wise as arrays (native or text, then cast)."""
-        names = ", ".join(name for name, _ in self.columns)
-        params = ", ".join(
-            f"${k}::{kind if kind in _BINARY_TYPES else 'text'}[]"
-            for k, (_, kind) in enumerate(self.columns, 1)
-        )
-        values = ", ".join(
-            f"u.{name}" if kind in _BINARY_TYPES or kind == "text" else f"u.{name}::{kind}"
-            for name, kind in self.columns
-        )
-        return bulk_insert_sql(self.name, names, values, params)
-
-
-# Passed as typed arrays, in binary; every other column goes as text[] and is cast (jsonb as
-# text also keeps the insert independent of the connection's JSON codec).
-_BINARY_TYPES = frozenset(("bigint", "integer", "boolean", "uuid", "timestamptz"))
+        return bulk_insert_sql(self.name, self.columns)
 
 
 def _table(name: str, spec: str) -> _Table:
