@@ -65,7 +65,7 @@ async def create(
             repository.TABLE,
             {"tenant_id": tenant_id, **stored},
             idempotency_key,
-            request=request_of(body),
+            request=request_of(body, ceilings),
             returning=repository.COLUMNS,
             compared=stored,
         )
@@ -84,10 +84,18 @@ async def create(
     return to_out(row), created
 
 
-def request_of(body: InvestigationCreate) -> dict[str, Any]:
-    """What a retry with the same Idempotency-Key must repeat: the validated request as given
-    (a timeout of 30.0009 s is not 30 s, though both are stored as 30000 ms)."""
-    return body.model_dump()
+def request_of(body: InvestigationCreate, ceilings: InvestigationLimits) -> dict[str, Any]:
+    """What a retry with the same Idempotency-Key must repeat: the validated request as given,
+    a field left out as its default (spelling the default out is the same request, as for every
+    job kind), and a timeout of 30.0009 s is not 30 s, though both are stored as 30000 ms."""
+    return {
+        "question": body.question,
+        "max_cost_usd": Decimal(ceilings.max_cost_usd)
+        if body.max_cost_usd is None
+        else body.max_cost_usd,
+        "timeout_s": ceilings.timeout_s if body.timeout_s is None else body.timeout_s,
+        "max_steps": DEFAULT_MAX_STEPS if body.max_steps is None else body.max_steps,
+    }
 
 
 def limits(settings: Settings) -> InvestigationLimits:

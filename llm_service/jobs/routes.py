@@ -5,9 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Header, Response
+from fastapi import Depends, Request, Response
 
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+from llm_service.errors import ServiceError
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's one Idempotency-Key header; several are refused (400), never one picked."""
+    values = request.headers.getlist("idempotency-key")
+    if len(values) > 1:
+        raise ServiceError(
+            "send one Idempotency-Key header, not several", code="ambiguous_idempotency_key"
+        )
+    return values[0] if values else None
+
+
+IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
 
 
 def answer_queued(response: Response, collection: str, run_id: UUID, created: bool) -> None:

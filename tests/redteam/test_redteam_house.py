@@ -260,12 +260,6 @@ def _rendered(node: ast.AST) -> str | None:
     return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="demo_data/rows.py builds the bulk INSERT's SQL (`$k::type[]` parameters, "
-    "`u.col::type` casts, the column list) in f-strings outside any query module: the "
-    "rule's 'fragments' blind spot, which review was to keep in query modules",
-)
 def test_no_sql_fragment_is_built_outside_query_modules() -> None:
     """No literal or f-string outside repository/query modules builds an SQL fragment: a
     parameter or column with a cast (`$1::uuid[]`, `u.x::jsonb`, holes counted as names)."""
@@ -528,11 +522,6 @@ async def test_concurrent_different_bodies_one_wins_the_rest_409(
     assert sorted(a.status_code for a in answers) == [202] + [409] * 5, [a.text for a in answers]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two idempotency rules: a budget retry naming a default explicitly replays (200), an "
-    "investigation retry naming its defaults explicitly is 409",
-)
 async def test_naming_a_default_is_judged_alike_for_both_kinds(
     client: httpx.AsyncClient, tenant: CreatedTenant
 ) -> None:
@@ -600,11 +589,6 @@ async def test_one_key_for_two_kinds_at_once_makes_one_run(
         assert runs == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two Idempotency-Key headers: one is used (the first) and the other silently dropped "
-    "(202), where two Authorization headers are refused (400)",
-)
 async def test_two_idempotency_key_headers_are_refused(
     client: httpx.AsyncClient, tenant: CreatedTenant
 ) -> None:

@@ -22,7 +22,8 @@ import pytest
 from llm_service.db.pool import tenant_transaction
 from llm_service.idempotency import fingerprint
 from llm_service.investigations.schemas import InvestigationCreate
-from llm_service.investigations.service import request_of
+from llm_service.investigations.service import limits, request_of
+from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
 
 
@@ -224,6 +225,7 @@ async def test_a_request_racing_an_uncommitted_twin_waits_for_it(
     client: httpx.AsyncClient,
     owner_pool: asyncpg.Pool,
     tenant: CreatedTenant,
+    test_settings: Settings,
     question: str,
     commit: bool,
     expected: int,
@@ -253,7 +255,7 @@ async def test_a_request_racing_an_uncommitted_twin_waits_for_it(
             tenant.tenant_id,
             key,
             twin_id,
-            fingerprint(request_of(twin_request)),
+            fingerprint(request_of(twin_request, limits(test_settings))),
         )
         racing = asyncio.create_task(
             _post(client, INVESTIGATIONS, tenant, INVESTIGATIONS.body, key)
