@@ -159,6 +159,24 @@ _RUN_CEILINGS = frozenset(
 )
 
 
+def _settlement_values(s: Settlement) -> tuple[object, ...]:
+    """A settlement's values in the order the settle statements take them (after the id)."""
+    return (
+        s.status,
+        s.input_tokens,
+        s.output_tokens,
+        s.cost_cents,
+        s.cost_is_estimate,
+        s.latency_ms,
+        s.provider_request_id,
+        s.error_type,
+        s.error_message,
+        s.usage_anomaly,
+        s.raw_usage,
+        s.usage_breakdown,
+    )
+
+
 @dataclass(frozen=True)
 class PgLedgerStore:
     """The ledger's rows on one connection inside a transaction that has set the tenant."""
@@ -191,22 +209,10 @@ class PgLedgerStore:
 
     async def settle_pending(self, call_id: UUID, settlement: Settlement) -> bool:
         """Settle the row if still pending (the trigger moves the monthly row with it)."""
-        s = settlement
         result = await self.conn.execute(
             _SETTLE_SQL,
             call_id,
-            s.status,
-            s.input_tokens,
-            s.output_tokens,
-            s.cost_cents,
-            s.cost_is_estimate,
-            s.latency_ms,
-            s.provider_request_id,
-            s.error_type,
-            s.error_message,
-            s.usage_anomaly,
-            s.raw_usage,
-            s.usage_breakdown,
+            *_settlement_values(settlement),
         )
         return bool(result == "UPDATE 1")
 
@@ -266,23 +272,11 @@ class PgStatementStore:
     async def settle_pending(self, call_id: UUID, settlement: Settlement) -> bool:
         """Settle the row if still pending; when the statement saw no row, a transaction says
         whether it is settled already (idempotent) or still pending (then settles it)."""
-        s = settlement
         settled = await self.conn.fetchval(
             _SETTLE_ALONE_SQL,
             call_id,
             self.tenant_id,
-            s.status,
-            s.input_tokens,
-            s.output_tokens,
-            s.cost_cents,
-            s.cost_is_estimate,
-            s.latency_ms,
-            s.provider_request_id,
-            s.error_type,
-            s.error_message,
-            s.usage_anomaly,
-            s.raw_usage,
-            s.usage_breakdown,
+            *_settlement_values(settlement),
             self._token(),
         )
         if settled is not None:
