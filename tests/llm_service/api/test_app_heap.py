@@ -33,6 +33,7 @@ async def test_a_serving_process_with_the_worker_freezes_once(
 ) -> None:
     # The lifespan freezes for the whole process; the in-process worker must not freeze again
     # (a second call was a no-op only by the module's flag, after a wasted call).
+    import llm_service.workers.claimer as claimer_module
     import llm_service.workers.worker as worker_module
 
     order: list[str] = []
@@ -45,7 +46,7 @@ async def test_a_serving_process_with_the_worker_freezes_once(
         claimed.set()
         return []
 
-    monkeypatch.setattr(worker_module, "claim_batch", no_claims)
+    monkeypatch.setattr(claimer_module.Claimer, "claim", no_claims)  # the worker's claims
     app = app_module.create_app(test_settings, pool=app_pool, run_workers=True)
     async with app.router.lifespan_context(app):
         await claimed.wait()  # the worker is past its start
