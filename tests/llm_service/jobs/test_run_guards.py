@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from llm_service.tenants.service import CreatedTenant
-from tests.helpers.app_role import lease_run, set_session_tenant
+from tests.helpers.app_role import lease_run
 
 
 @pytest.fixture
@@ -29,8 +29,14 @@ async def _queued(owner: asyncpg.Pool, tenant_id: UUID) -> UUID:
 
 
 async def _present(conn: asyncpg.Connection, tenant_id: UUID, token: UUID) -> None:
-    await set_session_tenant(conn, tenant_id)
-    await conn.execute("SELECT set_config('llm.run_token', $1, true)", str(token))
+    """The tenant and the run's token, for the open transaction only (the connection is pooled:
+    a session-level setting would reach later tests' transactions on it)."""
+    await conn.execute(
+        "SELECT set_config('app.current_tenant_id', $1, true), "
+        "set_config('llm.run_token', $2, true)",
+        str(tenant_id),
+        str(token),
+    )
 
 
 async def test_the_holder_can_neither_queue_its_run_again_nor_move_its_lease_later(
