@@ -1,6 +1,11 @@
-"""SQL fragments shared by the migrations: tenant row-level security, grants, updated_at."""
+"""SQL fragments shared by the migrations: tenant row-level security, grants, updated_at; and
+the loader of an earlier migration's module (a later one reuses its SQL text)."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
 APP_ROLE = "llm_app"
 CROSSTENANT_ROLE = "llm_crosstenant"
@@ -52,3 +57,14 @@ def updated_at_trigger(table: str) -> str:
     CREATE TRIGGER trg_{table}_updated_at BEFORE UPDATE ON {table}
         FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at();
     """
+
+
+def earlier_migration(name: str) -> ModuleType:
+    """An earlier migration's module by its folder name (e.g. "008_job_kit"), loaded from its
+    file: a later migration reuses its SQL text (a downgrade restores it exactly)."""
+    path = Path(__file__).resolve().parent / "versions" / name / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_migration_{name[:3]}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -15,11 +15,8 @@ generated from one definition (`JOB_KINDS`: kind name -> table, and whether the 
   only of running rows whose lease_owner is the caller: it cannot claim or end anything.
 """
 
-import importlib.util
-from pathlib import Path
-
 from alembic import op
-from sqlhelpers import APP_ROLE, CROSSTENANT_ROLE, DEFINER_SEARCH_PATH
+from sqlhelpers import APP_ROLE, CROSSTENANT_ROLE, DEFINER_SEARCH_PATH, earlier_migration
 
 revision = "008_job_kit"
 down_revision = "007_priced_as_billed"
@@ -139,12 +136,7 @@ def upgrade() -> None:
 
 def _claim_function_of_004() -> str:
     """004's own text of the claim function and its grants (a downgrade restores it exactly)."""
-    path = Path(__file__).resolve().parents[1] / "004_llm_subsystem" / "004_llm_subsystem.py"
-    spec = importlib.util.spec_from_file_location("_migration_004", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    queue: str = module.QUEUE
+    queue: str = earlier_migration("004_llm_subsystem").QUEUE
     start = queue.index("CREATE FUNCTION fn_claim_next_run(")
     last = f"GRANT EXECUTE ON FUNCTION {OLD_CLAIM_SIGNATURE} TO {APP_ROLE};"
     return queue[start : queue.index(last) + len(last)]

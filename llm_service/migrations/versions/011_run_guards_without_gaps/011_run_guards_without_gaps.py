@@ -33,12 +33,10 @@ transaction-local `llm.run_token`):
 Downgrade restores 010's guard functions and 009's renewal (their own text), and drops the rest.
 """
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 from alembic import op
-from sqlhelpers import APP_ROLE, CURRENT_TENANT, DEFINER_SEARCH_PATH
+from sqlhelpers import APP_ROLE, CURRENT_TENANT, DEFINER_SEARCH_PATH, earlier_migration
 
 revision = "011_run_guards_without_gaps"
 down_revision = "010_run_writes_need_the_lease"
@@ -49,16 +47,6 @@ depends_on = None
 RUN_TABLES = {"investigation": "investigations", "budget_optimization": "budget_optimization_jobs"}
 # The reason investigations/repository.py request_cancel gives a run cancelled while queued.
 CANCELLED_QUEUED = "cancelled before it started"
-
-
-def _migration(name: str) -> ModuleType:
-    """An earlier migration's module (its SQL text, for the downgrade)."""
-    path = Path(__file__).resolve().parents[1] / name / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_migration_{name[:3]}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _replacing(definition: str) -> str:
@@ -245,12 +233,12 @@ def upgrade() -> None:
     op.execute(_UPDATE_GUARD)
     op.execute(_SETTLE_GUARD)
     op.execute(_key_check())
-    op.execute(_renewal(_migration("009_job_leases_and_keys"), "FOR NO KEY UPDATE"))
+    op.execute(_renewal(earlier_migration("009_job_leases_and_keys"), "FOR NO KEY UPDATE"))
 
 
 def downgrade() -> None:
-    m010 = _migration("010_run_writes_need_the_lease")
-    op.execute(_renewal(_migration("009_job_leases_and_keys"), "FOR UPDATE"))
+    m010 = earlier_migration("010_run_writes_need_the_lease")
+    op.execute(_renewal(earlier_migration("009_job_leases_and_keys"), "FOR UPDATE"))
     op.execute("DROP TRIGGER trg_job_idempotency_keys_names_a_run ON job_idempotency_keys")
     op.execute("DROP FUNCTION fn_job_key_names_a_run()")
     op.execute("DROP TRIGGER trg_llm_api_calls_settle_needs_lease ON llm_api_calls")
