@@ -6,7 +6,9 @@ round trip of a transaction waits for the event loop too, so connections stay he
 their statements take: with far fewer connections than runs in flight, the runs queue for the
 pool (measured in bench/RESULTS.md "## Jobs"). The server's `max_connections` is a hard limit
 shared with every other process, so the pool is clamped to what is left of it, keeping
-`HEADROOM` connections for everything else (the API, the CLI, migrations, an operator's psql).
+`HEADROOM` connections for everything else (the API, the CLI, migrations, an operator's psql)
+and `OWN_CONNECTIONS` for the worker's two connections outside the pool: the claim loop's
+(workers/claimer.py) and the lease keeper's (jobs/runtime.py DatabaseRenewal).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ _log = logging.getLogger(__name__)
 
 #: Connections left to other clients when the pool is sized from the server's limit.
 HEADROOM = 10
-#: Connections beyond one per run: the claim loop's own and the lease sweep's.
-EXTRA = 2
+#: Pool connections beyond one per run: the reservation sweeper's (workers/sweeper.py).
+EXTRA = 1
+#: The worker's connections outside its pool: the claim loop's and the lease keeper's.
+OWN_CONNECTIONS = 2
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,10 @@ class ConnectionBudget:
 
     @property
     def available(self) -> int:
-        """Connections a new pool may open and still leave HEADROOM to everyone else."""
-        return max(1, self.max_connections - self.reserved - self.in_use - HEADROOM)
+        """Connections a worker's pool may open and still leave the worker's OWN_CONNECTIONS
+        and HEADROOM to everyone else."""
+        left = self.max_connections - self.reserved - self.in_use - HEADROOM - OWN_CONNECTIONS
+        return max(1, left)
 
 
 async def read_budget(conn: asyncpg.Connection) -> ConnectionBudget:

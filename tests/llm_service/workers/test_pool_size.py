@@ -14,6 +14,7 @@ from llm_service.settings import Settings
 from llm_service.workers.pool_size import (
     EXTRA,
     HEADROOM,
+    OWN_CONNECTIONS,
     ConnectionBudget,
     create_worker_pool,
     read_budget,
@@ -28,13 +29,21 @@ def test_by_default_one_connection_per_run_in_flight() -> None:
     assert worker_pool_size(None, 1, ROOMY) == 1 + EXTRA
 
 
+def test_the_pool_counts_the_sweeper_but_not_the_claim_loop_or_the_lease_keeper() -> None:
+    # Only the sweeper draws from the pool beside the runs; the claim loop and the lease keeper
+    # have connections of their own (test_worker.py: claims go on while the pool is exhausted).
+    assert EXTRA == 1
+    assert OWN_CONNECTIONS == 2
+    assert worker_pool_size(None, 50, ROOMY) == 51
+
+
 def test_a_requested_size_is_kept_when_the_server_has_room() -> None:
     assert worker_pool_size(30, 200, ROOMY) == 30
 
 
 def test_the_server_limit_wins_over_the_concurrency_and_the_setting() -> None:
     budget = ConnectionBudget(max_connections=100, reserved=3, in_use=20)
-    left = 100 - 3 - 20 - HEADROOM
+    left = 100 - 3 - 20 - HEADROOM - OWN_CONNECTIONS
     assert worker_pool_size(None, 1000, budget) == left
     assert worker_pool_size(10_000, 5, budget) == left
 
@@ -87,8 +96,10 @@ async def test_a_pool_wider_than_the_server_is_clamped_and_every_connection_open
             )
             assert len({id(c) for c in conns}) == size
             budget = await read_budget(conns[0])
-        # With all of them open, the server still has its headroom for everyone else.
-        assert budget.max_connections - budget.reserved - budget.in_use >= HEADROOM
+        # With all of them open, the server still has room for the worker's own claim and
+        # heartbeat connections and its headroom for everyone else.
+        free = budget.max_connections - budget.reserved - budget.in_use
+        assert free >= HEADROOM + OWN_CONNECTIONS
     finally:
         await pool.close()
 
