@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     # past a few thousand runs one process's event loop is the limit, not the database.
     worker_concurrency: int = Field(default=50, ge=1, le=5_000)
     # Connections of a `worker` process's pool. Unset: one per run in flight (WORKER_CONCURRENCY)
-    # plus 2; either way clamped to what the server's max_connections leaves (keeping 10 free).
+    # plus 1 (the sweeper); either way clamped to what the server's max_connections leaves,
+    # keeping 10 free and 2 for the worker's claim and heartbeat connections.
     worker_pool_size: int | None = Field(default=None, ge=1)
     # A run whose worker stops heartbeating is taken over this long after its last heartbeat.
     worker_lease_s: float = 10.0
