@@ -159,6 +159,25 @@ _RUN_CEILINGS = frozenset(
 )
 
 
+def _pending_values(call: PendingCall) -> tuple[object, ...]:
+    """A reservation's 13 values in the order the reserve statements take them ($1..$13)."""
+    return (
+        call.call_id,
+        call.tenant_id,
+        call.request_id,
+        call.endpoint,
+        call.model,
+        call.provider,
+        call.attempt,
+        call.reserved_cents,
+        call.lease_seconds,
+        call.max_tokens,
+        call.investigation_id,
+        call.budget_optimization_job_id,
+        call.request_metadata,
+    )
+
+
 def _settlement_values(s: Settlement) -> tuple[object, ...]:
     """A settlement's values in the order the settle statements take them (after the id)."""
     return (
@@ -188,19 +207,7 @@ class PgLedgerStore:
         try:
             expires_at: datetime = await self.conn.fetchval(
                 _RESERVE_SQL,
-                call.call_id,
-                call.tenant_id,
-                call.request_id,
-                call.endpoint,
-                call.model,
-                call.provider,
-                call.attempt,
-                call.reserved_cents,
-                call.lease_seconds,
-                call.max_tokens,
-                call.investigation_id,
-                call.budget_optimization_job_id,
-                call.request_metadata,
+                *_pending_values(call),
             )
         except asyncpg.PostgresError as exc:
             _raise_refusal(exc, call.reserved_cents)
@@ -246,19 +253,7 @@ class PgStatementStore:
         try:
             expires_at: datetime = await self.conn.fetchval(
                 _RESERVE_ALONE_SQL,
-                call.call_id,
-                call.tenant_id,
-                call.request_id,
-                call.endpoint,
-                call.model,
-                call.provider,
-                call.attempt,
-                call.reserved_cents,
-                call.lease_seconds,
-                call.max_tokens,
-                call.investigation_id,
-                call.budget_optimization_job_id,
-                call.request_metadata,
+                *_pending_values(call),
                 self._token(),
                 self.findings_source,
                 [location for location, _ in self.findings],
