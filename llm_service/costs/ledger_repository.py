@@ -5,6 +5,12 @@ tenant's cap, spend and reservations. The connection-first functions below are t
 rules (`budgets.ledger`) bound to this store, for callers holding a tenant transaction; the
 `*_alone` ones bind them to `PgStatementStore` (each step one statement, no transaction block:
 the gateway's path).
+
+The service reserves only through `reserve_call_alone`. The transactional reserve
+(`reserve_call`, `PgLedgerStore.insert_pending`) is kept as the baseline of bench/ledger_before.py
+(the bench's "before" column) and for tests that seed reservations inside a tenant transaction;
+the database applies the same cap, ceiling and RLS checks to both. `PgLedgerStore` stays whole
+anyway: it is the `LedgerStore` of the in-transaction settle, cap and sweep steps.
 """
 
 from __future__ import annotations
@@ -203,7 +209,8 @@ class PgLedgerStore:
     conn: asyncpg.Connection
 
     async def insert_pending(self, call: PendingCall) -> datetime:
-        """Write the pending row; the database refuses it past the cap or the run's ceiling."""
+        """Write the pending row; the database refuses it past the cap or the run's ceiling
+        (the transactional reserve: the bench's baseline and the tests', not the service's)."""
         try:
             expires_at: datetime = await self.conn.fetchval(
                 _RESERVE_SQL,
@@ -325,6 +332,7 @@ async def cap_and_reserved(
 
 
 cap_status = on_connection(PgLedgerStore, ledger.cap_status)
+#: The transactional reserve: the bench's baseline and the tests' seeding (the module says why).
 reserve_call = on_connection(PgLedgerStore, ledger.reserve_call)
 settle_call = on_connection(PgLedgerStore, ledger.settle_call)
 void_reservation = on_connection(PgLedgerStore, ledger.void_reservation)
