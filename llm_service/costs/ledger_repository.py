@@ -36,6 +36,7 @@ from budgets.ledger import (
 from budgets.money import cents_to_usd
 from llm_service.db.bind import on_connection
 from llm_service.db.queries import run_token_setting_sql, set_tenant, tenant_setting_sql
+from llm_service.pii.repository import insert_findings_sql
 
 __all__ = [
     "CallReservation",
@@ -120,12 +121,16 @@ WITH s AS MATERIALIZED (
 )"""
 
 
-_RESERVE_ALONE_SQL = f"""{_settings("$2", "$14")}, findings AS (
-    INSERT INTO pii_audit_findings (tenant_id, source, table_name, detected_key, finding_kind,
-                                    redacted_snippet)
-    SELECT $2::uuid, $15::text, $4::text, f.location, f.kind, '[REDACTED:' || f.kind || ']'
-      FROM s CROSS JOIN unnest($16::text[], $17::text[]) AS f(location, kind)
+_FINDINGS = insert_findings_sql(
+    tenant="$2::uuid",
+    source="$15::text",
+    context="$4::text",
+    locations="$16::text[]",
+    kinds="$17::text[]",
+    after="s",
 )
+
+_RESERVE_ALONE_SQL = f"""{_settings("$2", "$14")}, findings AS ({_FINDINGS})
 INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, attempt,
     reserved_cents, reservation_expires_at, max_tokens, investigation_id,
     budget_optimization_job_id, request_metadata)
