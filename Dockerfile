@@ -9,16 +9,19 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 # Dependency layer: only the lock file, so a change to the source reuses it. Every package is
-# pinned and hash-checked (requirements.lock is pip-compile --generate-hashes of pyproject.toml).
+# pinned and hash-checked (requirements.lock is pip-compile --generate-hashes of pyproject.toml),
+# the build backend included (setuptools, wheel: pyproject's [build-system] requires).
 COPY requirements.lock /tmp/requirements.lock
 RUN /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/requirements.lock
 # The service, installed (not editable): code, pages and migrations all live in site-packages.
+# Without build isolation: pip would fetch the build backend unpinned into it; the locked one
+# installed above builds the project instead.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY llm_service ./llm_service
 COPY budgets ./budgets
 COPY cache ./cache
-RUN /opt/venv/bin/pip install --no-deps /src
+RUN /opt/venv/bin/pip install --no-build-isolation --no-deps /src
 
 # Runtime stage: no build tree, code owned by root, run by a non-root user who owns only /data.
 FROM ${PYTHON_IMAGE} AS runtime

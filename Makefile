@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Locked, hash-checked dependencies (pip-compile --generate-hashes from pyproject.toml's ranges):
-# requirements.lock for the service (the Dockerfile), requirements-test.lock adds the test extra.
+# requirements.lock for the service (the Dockerfile) with pyproject's build backend ([build-system]
+# requires: the image installs the project without build isolation), requirements-test.lock adds
+# the test extra.
 LOCK := requirements.lock
 TEST_LOCK := requirements-test.lock
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(TEST_LOCK) | sha1sum | cut -c1-12)
@@ -77,6 +79,7 @@ clean-db: $(STAMP)
 lock:
 	test -x .venv-tools/bin/pip-compile || { $(PYTHON) -m venv .venv-tools && .venv-tools/bin/pip install --quiet pip-tools; }
 	.venv-tools/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-	  --no-emit-index-url --no-emit-find-links --output-file $(LOCK) pyproject.toml
+	  --no-emit-index-url --no-emit-find-links --build-deps-for wheel \
+	  --output-file $(LOCK) pyproject.toml
 	.venv-tools/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	  --no-emit-index-url --no-emit-find-links --extra test --output-file $(TEST_LOCK) pyproject.toml

@@ -999,11 +999,6 @@ def test_the_dockerignore_lets_in_only_what_the_build_copies() -> None:
     assert {c.rstrip("/") for c in copied} <= admitted, copied
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the image's `pip install --no-deps /src` builds in an isolated environment that "
-    "fetches setuptools>=68 and wheel unpinned and unhashed: requirements.lock pins neither",
-)
 def test_the_image_build_backend_is_locked_too() -> None:
     """Every package the image installs is pinned and hash-checked, the build backend
     included: the project is installed without build isolation and the lock pins each of
