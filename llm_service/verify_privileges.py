@@ -16,6 +16,7 @@ from llm_service.verify_queries import (
     CREATE_PRIVILEGES_SQL,
     DEFINER_TRIGGERS_SQL,
     EXTRA_POLICIES_SQL,
+    LOCKABLE_TABLES_SQL,
     PUBLIC_FUNCTIONS_SQL,
     ROLE_WIDENING_SQL,
     UNPINNED_DEFINERS_SQL,
@@ -63,6 +64,9 @@ PROTECTED_AT_INSERT: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 READ_ONLY_TABLES = ("llm_monthly_costs",)
+# Runs and ledger rows: llm_app holds no UPDATE privilege on them, so it can lock none of their
+# rows (migration 012); it writes them through definer functions that check the lease token.
+UNLOCKABLE_TABLES = ("investigations", "budget_optimization_jobs", "llm_api_calls")
 
 
 async def privilege_checks(
@@ -114,6 +118,15 @@ async def privilege_checks(
         not writable,
         f"{len(columns) + len(insert_columns)} columns, {len(READ_ONLY_TABLES)} table protected"
         + (f"; writable: {', '.join(writable)}" if writable else ""),
+    )
+    lockable = [
+        r[0] for r in await owner.fetch(LOCKABLE_TABLES_SQL, app_role, list(UNLOCKABLE_TABLES))
+    ]
+    check(
+        "application role can lock no run or ledger row (no UPDATE on their tables)",
+        not lockable,
+        f"{len(UNLOCKABLE_TABLES)} tables"
+        + (f"; UPDATE granted: {', '.join(lockable)}" if lockable else ""),
     )
     widened = [r[0] for r in await owner.fetch(ROLE_WIDENING_SQL, app_role)]
     check(

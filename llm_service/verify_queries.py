@@ -102,6 +102,15 @@ SELECT 'llm_api_calls: ' || p
 ORDER BY 1
 """
 
+# Tables whose rows llm_app must not be able to lock (any UPDATE privilege, of the table or of
+# one column, lets a role lock rows: SELECT ... FOR UPDATE / SHARE; migration 012).
+LOCKABLE_TABLES_SQL = """
+SELECT t.tbl || ': UPDATE'
+  FROM unnest($2::text[]) AS t(tbl)
+ WHERE has_any_column_privilege($1, t.tbl, 'UPDATE')
+ORDER BY 1
+"""
+
 TENANT_TABLES_SQL = """
 SELECT c.relname AS table_name, c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced,
        EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid

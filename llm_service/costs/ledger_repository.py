@@ -87,13 +87,19 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9::double
 RETURNING reservation_expires_at
 """
 
-_SETTLE_SQL = """
-UPDATE llm_api_calls
-   SET status = $2, input_tokens = $3, output_tokens = $4, cost_cents = $5, cost_is_estimate = $6,
-       latency_ms = $7, provider_request_id = $8, error_type = $9, error_message = $10,
-       usage_anomaly = $11, raw_usage = $12, usage_breakdown = $13, settled_at = now()
- WHERE id = $1 AND status = 'pending'
-"""
+_SETTLEMENT_FIELDS = 12  # as _settlement_values gives them
+
+
+def _settle_call_sql(first: int) -> str:
+    """Migration 012's fn_settle_call of the call $1 with the settlement's values from
+    `$first` on: a pending row of the current tenant, settled once; a run's row by the run's
+    holder only (the transaction's lease token). The application role may not UPDATE (nor so
+    lock) a ledger row itself."""
+    values = ", ".join(f"${n}" for n in range(first, first + _SETTLEMENT_FIELDS))
+    return f"fn_settle_call($1, {values})"
+
+
+_SETTLE_SQL = "SELECT " + _settle_call_sql(2)
 
 # The same two steps, each ONE statement outside any transaction block (the gateway's path: one
 # round trip each instead of BEGIN, set tenant, statement, COMMIT). Why that is safe:
@@ -101,12 +107,10 @@ UPDATE llm_api_calls
 #   true)`) last exactly as long as it does; connections never keep a session-level tenant;
 # - the settings come first: `s` is materialized and the rows come from it. An INSERT ... SELECT
 #   FROM s produces its row only after `s` ran, and the row-level checks (RLS WITH CHECK, the
-#   BEFORE triggers: the cap, migration 010's lease token) run on that row. The UPDATE's
-#   `(SELECT ... FROM s)` has no column of the table: PostgreSQL evaluates it once, as a gating
-#   "One-Time Filter", before it scans a row; should a plan ever differ, no row is seen and the
-#   caller settles in a transaction instead (PgStatementStore.settle_pending), never wrongly.
-#   (No `tenant_id = $2` there: with RLS's qual it would make a second one-time filter reading
-#   the tenant setting, which PostgreSQL may order before the one that sets it);
+#   BEFORE triggers: the cap, migration 010's lease token) run on that row. The settle's
+#   `SELECT fn_settle_call(...) FROM s` calls the function in the projection of s's one row,
+#   so after `s` ran; when it settles nothing (settled already, say) the caller asks again in
+#   a transaction (PgStatementStore.settle_pending), which tells settled from pending;
 # - the lease token is set first of all (`token`, NULL for a call of no run).
 
 
@@ -151,12 +155,7 @@ def _settle_alone_sql(*, wait_for_flush: bool) -> str:
     waits (the run's next reserve, which always does: a lost reservation of a call that was
     sent would be money unrecorded) makes this settle durable too."""
     return f"""{_settings("$2", "$15", wait_for_flush=wait_for_flush)}
-UPDATE llm_api_calls
-   SET status = $3, input_tokens = $4, output_tokens = $5, cost_cents = $6, cost_is_estimate = $7,
-       latency_ms = $8, provider_request_id = $9, error_type = $10, error_message = $11,
-       usage_anomaly = $12, raw_usage = $13, usage_breakdown = $14, settled_at = now()
- WHERE id = $1 AND status = 'pending' AND (SELECT s.tenant FROM s) <> ''
-RETURNING id
+SELECT {_settle_call_sql(3)} FROM s
 """
 
 
@@ -228,12 +227,10 @@ class PgLedgerStore:
 
     async def settle_pending(self, call_id: UUID, settlement: Settlement) -> bool:
         """Settle the row if still pending (the trigger moves the monthly row with it)."""
-        result = await self.conn.execute(
-            _SETTLE_SQL,
-            call_id,
-            *_settlement_values(settlement),
+        settled: bool | None = await self.conn.fetchval(
+            _SETTLE_SQL, call_id, *_settlement_values(settlement)
         )
-        return bool(result == "UPDATE 1")
+        return bool(settled)
 
     async def cap_figures(self, tenant_id: UUID) -> CapStatus | None:
         """Cap, this month's settled spend and every live reservation of the tenant."""
@@ -286,7 +283,7 @@ class PgStatementStore:
             *_settlement_values(settlement),
             self._token(),
         )
-        if settled is not None:
+        if settled:
             return True
         async with self.conn.transaction():
             await set_tenant(self.conn, self.tenant_id, self.run_token)

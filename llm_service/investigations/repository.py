@@ -46,20 +46,9 @@ async def list_runs(
 
 
 async def request_cancel(conn: asyncpg.Connection, run_id: UUID) -> dict[str, Any] | None:
-    """Cancel a queued run at once; flag a running one for its worker. None if not found."""
-    row = await conn.fetchrow(
-        f"""
-        UPDATE investigations
-           SET cancel_requested = true,
-               status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
-               reason = CASE WHEN status = 'queued' THEN 'cancelled before it started'
-                             ELSE reason END,
-               finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
-         WHERE id = $1
-        RETURNING {COLUMNS}
-        """,
-        run_id,
-    )
+    """Cancel a queued run at once; flag a running one for its worker. None if not found, or
+    ended, or flagged already (migration 012's fn_cancel_investigation: the one transition)."""
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM fn_cancel_investigation($1)", run_id)
     return dict(row) if row else None
 
 
@@ -75,21 +64,15 @@ async def finish(
     result: dict[str, Any] | None,
     degraded: bool,
 ) -> Decimal | None:
-    """Record a terminal state, if this worker still holds the run (its lease token); returns
-    the run's spend (the sum of its ledger rows), or None if the run was not this worker's."""
+    """Record a terminal state as of now, if this worker still holds the run (its lease token;
+    the run locked first, so writes in flight commit before it); returns the run's spend (the
+    sum of its ledger rows), or None if the run was not this worker's."""
     assert status in TERMINAL_STATES
     await present_run_token(conn, lease_token)
     spent: Decimal | None = await conn.fetchval(
-        f"""
-        UPDATE investigations
-           SET status = $4, reason = $5, elapsed_ms = $6, result = $7,
-               degraded = $8, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-         WHERE {jobs.run_locked_for_its_end(TABLE.table)} AND {jobs.LEASE_HELD}
-        RETURNING cost_cents
-        """,
+        "SELECT fn_finish_investigation($1, $2, $3, $4, $5, $6, $7)",
         run_id,
         worker,
-        lease_token,
         status,
         reason,
         elapsed_ms,

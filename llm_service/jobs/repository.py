@@ -64,19 +64,12 @@ async def renew_leases(
     }
 
 
-# The lease guard of every write a lease holder makes ($2 worker, $3 its token): the row keeps
-# sha256 of the token (migration 009), so only the worker the claim answered can present it.
+# The lease is held by worker $2 with token $3: the row keeps sha256 of the token (migration
+# 009), so only the worker the claim answered can present it (the holder's writes are checked
+# the same way by the database: migration 012's functions).
 LEASE_HELD = (
     "lease_owner = $2 AND lease_token_hash = sha256(uuid_send($3::uuid)) AND status = 'running'"
 )
-
-
-def run_locked_for_its_end(table: str) -> str:
-    """The WHERE of a run's end ($1 its id): the row locked FOR UPDATE first, so the end waits
-    for the run's writes in flight (each holds the row KEY SHARE, migration 011) and none of
-    them commits after it."""
-    assert table.isidentifier(), table
-    return f"id = (SELECT l.id FROM {table} l WHERE l.id = $1 FOR UPDATE)"
 
 
 async def holds_lease(
@@ -97,13 +90,10 @@ async def hand_back(
 ) -> bool:
     """End this worker's lease at once (shutdown): any worker may take the run over now."""
     await present_run_token(conn, token)
-    done = await conn.execute(
-        f"UPDATE {table.table} SET lease_expires_at = now() WHERE id = $1 AND {LEASE_HELD}",
-        run_id,
-        worker,
-        token,
+    done: bool | None = await conn.fetchval(
+        "SELECT fn_hand_back_run($1, $2, $3)", table.kind, run_id, worker
     )
-    return bool(done == "UPDATE 1")
+    return bool(done)
 
 
 # What a unique violation while queueing with a key means: the key is taken (by any kind).

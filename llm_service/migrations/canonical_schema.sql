@@ -154,7 +154,6 @@ TABLE budget_optimization_jobs  -- owner: <owner>
     INDEX idx_budget_optimization_jobs_queue: CREATE INDEX idx_budget_optimization_jobs_queue ON public.budget_optimization_jobs USING btree (queued_at) WHERE (status = 'queued'::text)
     INDEX idx_budget_optimization_jobs_tenant: CREATE INDEX idx_budget_optimization_jobs_tenant ON public.budget_optimization_jobs USING btree (tenant_id, created_at DESC)
     INDEX uq_budget_optimization_jobs_idempotency: CREATE UNIQUE INDEX uq_budget_optimization_jobs_idempotency ON public.budget_optimization_jobs USING btree (tenant_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)
-    TRIGGER trg_budget_optimization_jobs_update_needs_lease: CREATE TRIGGER trg_budget_optimization_jobs_update_needs_lease BEFORE UPDATE ON budget_optimization_jobs FOR EACH ROW EXECUTE FUNCTION fn_run_update_needs_lease()
     TRIGGER trg_budget_optimization_jobs_updated_at: CREATE TRIGGER trg_budget_optimization_jobs_updated_at BEFORE UPDATE ON budget_optimization_jobs FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
@@ -162,7 +161,6 @@ TABLE budget_optimization_jobs  -- owner: <owner>
     GRANT SELECT TO llm_app
     GRANT SELECT, UPDATE TO llm_crosstenant
     GRANT INSERT (idempotency_key, max_cost_cents, params, tenant_id) TO llm_app
-    GRANT UPDATE (degraded, finished_at, heartbeat_at, lease_expires_at, lease_owner, rationale, reason, recommendations, status) TO llm_app
 
 TABLE channel_assignment_corrections  -- owner: <owner>
     COMMENT 'Manual overrides of an event''s or allocation''s channel. Data class: business audit. Owner: attribution. RLS: enabled and forced (tenant_isolation_policy).'
@@ -416,7 +414,6 @@ TABLE investigations  -- owner: <owner>
     INDEX investigations_pkey: CREATE UNIQUE INDEX investigations_pkey ON public.investigations USING btree (id)
     INDEX uq_investigations_idempotency: CREATE UNIQUE INDEX uq_investigations_idempotency ON public.investigations USING btree (tenant_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)
     INDEX uq_investigations_tenant_id: CREATE UNIQUE INDEX uq_investigations_tenant_id ON public.investigations USING btree (tenant_id, id)
-    TRIGGER trg_investigations_update_needs_lease: CREATE TRIGGER trg_investigations_update_needs_lease BEFORE UPDATE ON investigations FOR EACH ROW EXECUTE FUNCTION fn_run_update_needs_lease()
     TRIGGER trg_investigations_updated_at: CREATE TRIGGER trg_investigations_updated_at BEFORE UPDATE ON investigations FOR EACH ROW EXECUTE FUNCTION fn_set_updated_at()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
@@ -424,7 +421,6 @@ TABLE investigations  -- owner: <owner>
     GRANT SELECT TO llm_app
     GRANT SELECT, UPDATE TO llm_crosstenant
     GRANT INSERT (idempotency_key, max_cost_cents, max_steps, question, tenant_id, timeout_ms) TO llm_app
-    GRANT UPDATE (cancel_requested, degraded, elapsed_ms, finished_at, heartbeat_at, lease_expires_at, lease_owner, reason, result, status) TO llm_app
 
 TABLE job_idempotency_keys  -- owner: <owner>
     COMMENT 'Idempotency-Keys of queued jobs of every kind, one per tenant and key: the run it made and the sha256 of its canonical request (NULL: back-filled by migration 009). Data class: request metadata. Owner: jobs. RLS: enabled and forced (tenant_isolation_policy).'
@@ -508,7 +504,6 @@ TABLE llm_api_calls  -- owner: <owner>
     TRIGGER trg_llm_api_calls_reserve: CREATE TRIGGER trg_llm_api_calls_reserve BEFORE INSERT ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_reserve()
     TRIGGER trg_llm_api_calls_rollup: CREATE TRIGGER trg_llm_api_calls_rollup AFTER INSERT OR UPDATE OF status ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_rollup()
     TRIGGER trg_llm_api_calls_run_spend: CREATE TRIGGER trg_llm_api_calls_run_spend AFTER INSERT OR UPDATE OF status, cost_cents ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_run_spend()
-    TRIGGER trg_llm_api_calls_settle_needs_lease: CREATE TRIGGER trg_llm_api_calls_settle_needs_lease BEFORE UPDATE ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_run_call_update_needs_lease()
     TRIGGER trg_llm_api_calls_settled_immutable: CREATE TRIGGER trg_llm_api_calls_settled_immutable BEFORE UPDATE ON llm_api_calls FOR EACH ROW EXECUTE FUNCTION fn_llm_api_calls_settled_immutable()
     ROW LEVEL SECURITY ENABLED FORCED
     POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
@@ -516,7 +511,6 @@ TABLE llm_api_calls  -- owner: <owner>
     GRANT SELECT TO llm_app
     GRANT SELECT, UPDATE TO llm_crosstenant
     GRANT INSERT (attempt, budget_optimization_job_id, endpoint, id, investigation_id, max_tokens, model, provider, request_id, request_metadata, reservation_expires_at, reserved_cents, tenant_id) TO llm_app
-    GRANT UPDATE (cost_cents, cost_is_estimate, error_message, error_type, input_tokens, latency_ms, output_tokens, provider_request_id, raw_usage, settled_at, status, usage_anomaly, usage_breakdown) TO llm_app
 
 TABLE llm_monthly_costs  -- owner: <owner>
     COMMENT 'What finance reviews: per tenant and UTC month, the exact sum of its settled calls, by model and endpoint. Written only by the ledger trigger. Data class: billing. Owner: finance. RLS: enabled and forced (tenant_isolation_policy); the application may only read it.'
@@ -776,6 +770,29 @@ AS $function$
         'output_tokens', coalesce((p_breakdown -> p_key ->> 'output_tokens')::bigint, 0) + p_output))
 $function$
 
+FUNCTION fn_cancel_investigation(p_run uuid)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_cancel_investigation(p_run uuid)
+ RETURNS SETOF investigations
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+BEGIN
+    -- A queued run is cancelled at once; a running one has its flag raised for its worker
+    -- (once: a flag already raised is not rewritten). A terminal run is left as it is.
+    RETURN QUERY
+    UPDATE investigations r
+       SET cancel_requested = true,
+           status = CASE WHEN r.status = 'queued' THEN 'cancelled' ELSE r.status END,
+           reason = CASE WHEN r.status = 'queued' THEN 'cancelled before it started' ELSE r.reason END,
+           finished_at = CASE WHEN r.status = 'queued' THEN now() ELSE r.finished_at END
+     WHERE r.id = p_run AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid
+       AND (r.status = 'queued' OR (r.status = 'running' AND NOT r.cancel_requested))
+    RETURNING r.*;
+END
+$function$
+
 FUNCTION fn_check_allocation_sums()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_check_allocation_sums()
@@ -928,6 +945,93 @@ BEGIN
       LEFT JOIN llm_monthly_costs m ON m.tenant_id = t.id AND m.month = p_month
      WHERE m.id IS NOT NULL OR t.created_at < (p_month + interval '1 month') AT TIME ZONE 'UTC'
      ORDER BY coalesce(m.total_cost_cents, 0) DESC, t.id;
+END
+$function$
+
+FUNCTION fn_finish_investigation(p_run uuid, p_worker text, p_status text, p_reason text, p_elapsed_ms integer, p_result jsonb, p_degraded boolean)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_finish_investigation(p_run uuid, p_worker text, p_status text, p_reason text, p_elapsed_ms integer, p_result jsonb, p_degraded boolean)
+ RETURNS numeric
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_hash bytea := CASE WHEN nullif(current_setting('llm.run_token', true), '') IS NOT NULL
+        THEN sha256(uuid_send(current_setting('llm.run_token', true)::uuid)) END;
+    v_spent numeric;
+BEGIN
+    IF p_status IS NULL OR p_status NOT IN ('succeeded', 'budget_exhausted', 'timed_out', 'failed', 'cancelled') THEN
+        RAISE EXCEPTION 'a run ends in a terminal state, not %', p_status
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Locked FOR UPDATE first (by its holder only): the end waits for the run's writes in
+    -- flight (KEY SHARE), and none of them commits after it.
+    PERFORM 1 FROM investigations r WHERE r.id = p_run AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND r.status = 'running' AND r.lease_owner = p_worker AND r.lease_token_hash = v_hash FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    UPDATE investigations r
+       SET status = p_status, reason = p_reason, elapsed_ms = p_elapsed_ms, result = p_result,
+           degraded = p_degraded, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+     WHERE r.id = p_run
+    RETURNING r.cost_cents INTO v_spent;
+    RETURN v_spent;
+END
+$function$
+
+FUNCTION fn_finish_optimization(p_job uuid, p_worker text, p_status text, p_reason text, p_recommendations jsonb, p_rationale text, p_degraded boolean)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_finish_optimization(p_job uuid, p_worker text, p_status text, p_reason text, p_recommendations jsonb, p_rationale text, p_degraded boolean)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_hash bytea := CASE WHEN nullif(current_setting('llm.run_token', true), '') IS NOT NULL
+        THEN sha256(uuid_send(current_setting('llm.run_token', true)::uuid)) END;
+BEGIN
+    IF p_status IS NULL OR p_status NOT IN ('succeeded', 'budget_exhausted', 'timed_out', 'failed', 'cancelled') THEN
+        RAISE EXCEPTION 'a run ends in a terminal state, not %', p_status
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- As an investigation's end: locked FOR UPDATE first, by its holder only.
+    PERFORM 1 FROM budget_optimization_jobs r WHERE r.id = p_job AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND r.status = 'running' AND r.lease_owner = p_worker AND r.lease_token_hash = v_hash FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE budget_optimization_jobs r
+       SET status = p_status, reason = p_reason, recommendations = p_recommendations,
+           rationale = p_rationale, degraded = p_degraded, finished_at = now(),
+           lease_owner = NULL, lease_expires_at = NULL
+     WHERE r.id = p_job;
+    RETURN FOUND;
+END
+$function$
+
+FUNCTION fn_hand_back_run(p_kind text, p_run uuid, p_worker text)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_hand_back_run(p_kind text, p_run uuid, p_worker text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_hash bytea := CASE WHEN nullif(current_setting('llm.run_token', true), '') IS NOT NULL
+        THEN sha256(uuid_send(current_setting('llm.run_token', true)::uuid)) END;
+BEGIN
+    -- The holder ends its lease at once (shutdown): any worker may take the run over now.
+    IF p_kind = 'investigation' THEN
+        UPDATE investigations r SET lease_expires_at = now() WHERE r.id = p_run AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND r.status = 'running' AND r.lease_owner = p_worker AND r.lease_token_hash = v_hash;
+        RETURN FOUND;
+    END IF;
+    IF p_kind = 'budget_optimization' THEN
+        UPDATE budget_optimization_jobs r SET lease_expires_at = now() WHERE r.id = p_run AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND r.status = 'running' AND r.lease_owner = p_worker AND r.lease_token_hash = v_hash;
+        RETURN FOUND;
+    END IF;
+    RAISE EXCEPTION 'no job kind %', p_kind USING ERRCODE = 'invalid_parameter_value';
 END
 $function$
 
@@ -2131,39 +2235,6 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_run_call_update_needs_lease()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
-    COMMENT NULL
-CREATE OR REPLACE FUNCTION public.fn_run_call_update_needs_lease()
- RETURNS trigger
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-AS $function$
-DECLARE
-    v_hash bytea;
-BEGIN
-    IF current_user <> 'llm_app'
-       OR (OLD.investigation_id IS NULL AND OLD.budget_optimization_job_id IS NULL) THEN
-        RETURN NEW;
-    END IF;
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'writes for a run are made in READ COMMITTED transactions only'
-            USING ERRCODE = 'invalid_transaction_state';
-    END IF;
-    IF OLD.investigation_id IS NOT NULL THEN
-        SELECT lease_token_hash INTO v_hash FROM investigations WHERE id = OLD.investigation_id
-           FOR KEY SHARE;  -- held until commit, as the insert guard holds it
-    ELSE
-        SELECT lease_token_hash INTO v_hash FROM budget_optimization_jobs
-         WHERE id = OLD.budget_optimization_job_id FOR KEY SHARE;
-    END IF;
-    IF v_hash IS NOT NULL AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
-        AND v_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid))) THEN
-        RETURN NEW;
-    END IF;
-    RETURN NULL;  -- the run's holder settles its calls; a stale one's are swept as abandoned
-END
-$function$
-
 FUNCTION fn_run_insert_needs_lease()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
     COMMENT NULL
 CREATE OR REPLACE FUNCTION public.fn_run_insert_needs_lease()
@@ -2178,99 +2249,82 @@ DECLARE
     v_once text := CASE WHEN TG_TABLE_NAME = 'investigation_events'
                          AND v_row ->> 'event_type' IN ('queued', 'final')
                         THEN v_row ->> 'event_type' END;
-    v_status text;
-    v_hash bytea;
-    v_marked boolean;
 BEGIN
+    -- An invoker function: current_user is the role writing (a definer's would be its owner).
     IF current_user <> 'llm_app' OR (v_investigation IS NULL AND v_job IS NULL) THEN
         RETURN NEW;  -- not the application role, or a row of no run (an explanation's call)
     END IF;
     IF v_investigation IS NOT NULL AND v_job IS NOT NULL THEN
         RAISE EXCEPTION 'a row belongs to one run, not two' USING ERRCODE = 'insufficient_privilege';
     END IF;
-    -- The run is read as of now and held until commit (see the migration's docstring).
+    -- The run is read as of now and held until commit, by the definer step (migration 012).
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'writes for a run are made in READ COMMITTED transactions only'
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    IF v_once IS NOT NULL THEN
-        -- Written by the transaction that queued or ended the run: its now() is that mark.
-        SELECT status, lease_token_hash,
-               CASE v_once WHEN 'queued' THEN queued_at ELSE finished_at END = now()
-          INTO v_status, v_hash, v_marked FROM investigations
-         WHERE id = v_investigation FOR NO KEY UPDATE;
-        IF EXISTS (SELECT 1 FROM investigation_events e
-                    WHERE e.investigation_id = v_investigation AND e.event_type = v_once) THEN
-            RAISE EXCEPTION 'run % has its % event already', v_investigation, v_once
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
-        IF NOT coalesce(v_marked, false) THEN
-            NULL;  -- refused below
-        ELSIF (v_once = 'queued' AND v_status = 'queued' AND v_hash IS NULL)
-           OR (v_once = 'final' AND v_status = 'cancelled' AND v_hash IS NULL
-               AND v_row #>> '{data,status}' = 'cancelled')
-           OR (v_once = 'final' AND v_status NOT IN ('queued', 'running')
-               AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
-        AND v_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid)))) THEN
+    IF fn_run_write_lock(v_investigation, v_job, v_once, v_row #>> '{data,status}') THEN
+        IF v_once IS NULL THEN
             RETURN NEW;
         END IF;
-    ELSIF v_investigation IS NOT NULL THEN
-        SELECT status, lease_token_hash INTO v_status, v_hash FROM investigations
-         WHERE id = v_investigation FOR KEY SHARE;
-    ELSE
-        SELECT status, lease_token_hash INTO v_status, v_hash FROM budget_optimization_jobs
-         WHERE id = v_job FOR KEY SHARE;
-    END IF;
-    IF v_once IS NULL AND v_status = 'running' AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
-        AND v_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid))) THEN
-        RETURN NEW;
+        IF NOT EXISTS (SELECT 1 FROM investigation_events e
+                        WHERE e.investigation_id = v_investigation AND e.event_type = v_once) THEN
+            RETURN NEW;
+        END IF;
+        RAISE EXCEPTION 'run % has its % event already', v_investigation, v_once
+            USING ERRCODE = 'insufficient_privilege';
     END IF;
     RAISE EXCEPTION 'a write for run % needs the lease token of its claim',
         coalesce(v_investigation, v_job) USING ERRCODE = 'insufficient_privilege';
 END
 $function$
 
-FUNCTION fn_run_update_needs_lease()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
+FUNCTION fn_run_write_lock(p_investigation uuid, p_job uuid, p_once text, p_final_status text)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
     COMMENT NULL
-CREATE OR REPLACE FUNCTION public.fn_run_update_needs_lease()
- RETURNS trigger
+CREATE OR REPLACE FUNCTION public.fn_run_write_lock(p_investigation uuid, p_job uuid, p_once text, p_final_status text)
+ RETURNS boolean
  LANGUAGE plpgsql
+ SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
 DECLARE
-    v_old jsonb := to_jsonb(OLD);
-    v_new jsonb := to_jsonb(NEW);
-    v_cancel text[] := ARRAY['cancel_requested', 'status', 'reason', 'finished_at'];
+    v_hash bytea := CASE WHEN nullif(current_setting('llm.run_token', true), '') IS NOT NULL
+        THEN sha256(uuid_send(current_setting('llm.run_token', true)::uuid)) END;
 BEGIN
-    IF current_user <> 'llm_app' THEN
-        RETURN NEW;
+    -- Whether this transaction may write for the run (a row of one run); if so the run is held
+    -- until commit (KEY SHARE: a takeover cannot land before the write commits; NO KEY UPDATE
+    -- for the once-per-run events, whose writers queue on the row). A row failing the WHERE
+    -- is never locked: no session locks a run it may not write for.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'writes for a run are made in READ COMMITTED transactions only'
+            USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    -- As text: jsonb compares numbers by value (1.0 = 1.00) though the stored text changes.
-    IF OLD.status NOT IN ('queued', 'running') OR v_old::text = v_new::text THEN
-        RETURN NULL;  -- a terminal run is never changed, and a no-op rewrites nothing
+    IF (p_investigation IS NULL) = (p_job IS NULL)
+       OR (p_once IS NOT NULL AND (p_investigation IS NULL OR p_once NOT IN ('queued', 'final'))) THEN
+        RETURN false;
     END IF;
-    -- The holder ends its run (then, as of now) or hands it back; only the claim queues a
-    -- run or extends a lease, and a running run always has one that can run out.
-    IF OLD.status = 'running' AND (nullif(current_setting('llm.run_token', true), '') IS NOT NULL
-        AND OLD.lease_token_hash = sha256(uuid_send(current_setting('llm.run_token', true)::uuid)))
-       AND (CASE WHEN NEW.status = 'running'
-                THEN NEW.finished_at IS NOT DISTINCT FROM OLD.finished_at
-                     AND NEW.lease_expires_at IS NOT NULL
-                     AND (NEW.lease_expires_at <= now()
-                          OR NEW.lease_expires_at = OLD.lease_expires_at)
-                ELSE NEW.status <> 'queued' AND NEW.finished_at = now() END) THEN
-        RETURN NEW;
+    IF p_once IS NOT NULL THEN
+        -- Written by the transaction that queued or ended the run: its now() is that mark.
+        PERFORM 1 FROM investigations r
+         WHERE r.id = p_investigation AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid
+           AND CASE p_once WHEN 'queued' THEN r.queued_at ELSE r.finished_at END = now()
+           AND ((p_once = 'queued' AND r.status = 'queued' AND r.lease_token_hash IS NULL)
+                OR (p_once = 'final' AND r.status = 'cancelled' AND r.lease_token_hash IS NULL
+                    AND p_final_status = 'cancelled')
+                OR (p_once = 'final' AND r.status NOT IN ('queued', 'running')
+                    AND r.lease_token_hash = v_hash))
+           FOR NO KEY UPDATE;
+    ELSIF p_investigation IS NOT NULL THEN
+        PERFORM 1 FROM investigations r
+         WHERE r.id = p_investigation AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid
+           AND r.status = 'running' AND r.lease_token_hash = v_hash
+           FOR KEY SHARE;
+    ELSE
+        PERFORM 1 FROM budget_optimization_jobs r
+         WHERE r.id = p_job AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid
+           AND r.status = 'running' AND r.lease_token_hash = v_hash
+           FOR KEY SHARE;
     END IF;
-    -- Without the token: the cancel flag is raised (never lowered), and a queued run may
-    -- become cancelled as the API cancels it.
-    IF coalesce((v_new ->> 'cancel_requested')::boolean, false) AND (
-           (v_old - 'cancel_requested')::text = (v_new - 'cancel_requested')::text
-        OR (OLD.status = 'queued' AND NEW.status = 'cancelled'
-            AND NEW.reason = 'cancelled before it started' AND NEW.finished_at = now()
-            AND (v_old - v_cancel)::text = (v_new - v_cancel)::text)) THEN
-        RETURN NEW;
-    END IF;
-    RETURN NULL;  -- not this session's run to change: the row stays as it was
+    RETURN FOUND;
 END
 $function$
 
@@ -2308,6 +2362,56 @@ AS $function$
 BEGIN
     NEW.updated_at := now();
     RETURN NEW;
+END
+$function$
+
+FUNCTION fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, p_latency_ms integer, p_provider_request_id text, p_error_type text, p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, p_latency_ms integer, p_provider_request_id text, p_error_type text, p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_hash bytea := CASE WHEN nullif(current_setting('llm.run_token', true), '') IS NOT NULL
+        THEN sha256(uuid_send(current_setting('llm.run_token', true)::uuid)) END;
+    v_investigation uuid;
+    v_job uuid;
+BEGIN
+    SELECT c.investigation_id, c.budget_optimization_job_id INTO v_investigation, v_job
+      FROM llm_api_calls c
+     WHERE c.id = p_call AND c.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND c.status = 'pending';
+    IF NOT FOUND THEN
+        RETURN false;  -- no pending call of this tenant: settled already, or not ours
+    END IF;
+    IF v_investigation IS NOT NULL OR v_job IS NOT NULL THEN
+        -- A run's call is settled by the run's holder (its token), the run held KEY SHARE
+        -- until commit as its inserts hold it: a stale holder's call is swept as abandoned.
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'writes for a run are made in READ COMMITTED transactions only'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+        IF v_investigation IS NOT NULL THEN
+            PERFORM 1 FROM investigations r
+             WHERE r.id = v_investigation AND r.lease_token_hash = v_hash FOR KEY SHARE;
+        ELSE
+            PERFORM 1 FROM budget_optimization_jobs r
+             WHERE r.id = v_job AND r.lease_token_hash = v_hash FOR KEY SHARE;
+        END IF;
+        IF NOT FOUND THEN
+            RETURN false;
+        END IF;
+    END IF;
+    UPDATE llm_api_calls c
+       SET status = p_status, input_tokens = p_input_tokens, output_tokens = p_output_tokens,
+           cost_cents = p_cost_cents, cost_is_estimate = p_cost_is_estimate,
+           latency_ms = p_latency_ms, provider_request_id = p_provider_request_id,
+           error_type = p_error_type, error_message = p_error_message,
+           usage_anomaly = p_usage_anomaly, raw_usage = p_raw_usage,
+           usage_breakdown = p_usage_breakdown, settled_at = now()
+     WHERE c.id = p_call AND c.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND c.status = 'pending';
+    RETURN FOUND;
 END
 $function$
 

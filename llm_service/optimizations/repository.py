@@ -150,23 +150,17 @@ async def finish(
     (its lease token). The spend is not written here: the ledger keeps it."""
     assert status in TERMINAL_STATES
     await present_run_token(conn, lease_token)
-    done = await conn.execute(
-        f"""
-        UPDATE budget_optimization_jobs
-           SET status = $4, reason = $5, recommendations = $6, rationale = $7,
-               degraded = $8, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-         WHERE {jobs.run_locked_for_its_end(TABLE.table)} AND {jobs.LEASE_HELD}
-        """,
+    done: bool | None = await conn.fetchval(
+        "SELECT fn_finish_optimization($1, $2, $3, $4, $5, $6, $7)",
         job_id,
         worker,
-        lease_token,
         status,
         reason,
         recommendations,
         rationale,
         degraded,
     )
-    return bool(done == "UPDATE 1")
+    return bool(done)
 
 
 async def holds_lease(conn: asyncpg.Connection, job_id: UUID, worker: str, token: UUID) -> bool:

@@ -55,7 +55,7 @@ def test_blank_tenant_name_is_refused(database_urls: DatabaseUrls) -> None:
 def test_migrate_is_idempotent_at_head(database_urls: DatabaseUrls) -> None:
     result = _run(database_urls, "migrate")
     assert result.returncode == 0, result.stderr
-    assert "011_run_guards_without_gaps" in result.stdout
+    assert "012_run_rows_unlockable_by_app" in result.stdout
 
 
 def test_verify_passes_on_a_migrated_database(database_urls: DatabaseUrls) -> None:

@@ -114,8 +114,9 @@ async def test_negative_llm_call_cost_is_rejected(
     await _expect_check_violation(
         app_pool,
         tenant.tenant_id,
-        "UPDATE llm_api_calls SET status = 'succeeded', settled_at = now(),"
-        " cost_cents = -0.0000000001 WHERE id = $1",
+        # The app's settle (migration 012: llm_app may not UPDATE a ledger row itself).
+        "SELECT fn_settle_call($1, 'succeeded', NULL, NULL, -0.0000000001, false, NULL, NULL,"
+        " NULL, NULL, NULL, NULL, NULL)",
         call_id,
         constraint="ck_llm_api_calls_cost",
     )

@@ -224,12 +224,18 @@ async def test_a_ledger_row_is_born_pending(app_pool: asyncpg.Pool, tenant: Crea
             )
 
 
+# The application's settle of a ledger row (migration 012): $1 the call, $2 status, $3 cost.
+_SETTLE = (
+    "SELECT fn_settle_call($1, $2, NULL, NULL, $3, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+)
+
+
 async def test_a_settlement_cannot_exceed_its_reservation(
     app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         call_id = await _reserve_row(conn, tenant.tenant_id, Decimal("0.5"))
-    with pytest.raises(asyncpg.CheckViolationError, match="within_reservation"):
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # 012: no UPDATE of a ledger row
         async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
             await conn.execute(
                 "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = $2, "
@@ -237,6 +243,9 @@ async def test_a_settlement_cannot_exceed_its_reservation(
                 call_id,
                 FORGED_CENTS,
             )
+    with pytest.raises(asyncpg.CheckViolationError, match="within_reservation"):
+        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+            await conn.fetchval(_SETTLE, call_id, "succeeded", FORGED_CENTS)
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute(
@@ -246,19 +255,23 @@ async def test_a_settlement_cannot_exceed_its_reservation(
 
 
 async def test_a_settled_row_cannot_be_rewritten(
-    app_pool: asyncpg.Pool, tenant: CreatedTenant
+    app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         call_id = await _reserve_row(conn, tenant.tenant_id, Decimal("0.5"))
-        await conn.execute(
-            "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = 0.25, settled_at = now() "
-            "WHERE id = $1",
-            call_id,
-        )
+        assert await conn.fetchval(_SETTLE, call_id, "succeeded", Decimal("0.25")) is True
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:  # settled once only
+        assert await conn.fetchval(_SETTLE, call_id, "failed", Decimal(0)) is False
     for assignment in ("cost_cents = 0", "status = 'failed'", "usage_anomaly = 'x'"):
-        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
-            with pytest.raises(asyncpg.CheckViolationError, match="immutable"):
+        # llm_app may not UPDATE the row at all (migration 012); the trigger keeps it final
+        # for every role, the owner's definers included.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
                 await conn.execute(f"UPDATE llm_api_calls SET {assignment} WHERE id = $1", call_id)
+        with pytest.raises(asyncpg.CheckViolationError, match="immutable"):
+            await owner_pool.execute(
+                f"UPDATE llm_api_calls SET {assignment} WHERE id = $1", call_id
+            )
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("DELETE FROM llm_api_calls WHERE id = $1", call_id)

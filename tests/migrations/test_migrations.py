@@ -28,6 +28,7 @@ REVISIONS = [
     "009_job_leases_and_keys",
     "010_run_writes_need_the_lease",
     "011_run_guards_without_gaps",
+    "012_run_rows_unlockable_by_app",
 ]
 VERSIONS_DIR = migrate.MIGRATIONS_DIR / "versions"
 CANONICAL_SCHEMA = migrate.MIGRATIONS_DIR / "canonical_schema.sql"

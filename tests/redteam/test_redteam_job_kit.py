@@ -615,7 +615,7 @@ def test_package_data_covers_every_migration_and_static_file() -> None:
     }
     assert sorted(map(str, wanted - shipped)) == []
     versions = sorted(d.name for d in (package / "migrations" / "versions").iterdir() if d.is_dir())
-    assert len([v for v in versions if v[:3].isdigit()]) == 11, versions
+    assert len([v for v in versions if v[:3].isdigit()]) == 12, versions
 
 
 async def test_db_stop_refuses_while_a_client_is_connected(owner_pool: asyncpg.Pool) -> None:

@@ -70,25 +70,36 @@ async def test_a_run_cannot_be_ended_without_its_token(
     app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     run_id, _ = await _leased_run(app_pool, owner_pool, tenant.tenant_id, "w1")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # migration 012: no UPDATE at all
+        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+            await conn.execute(
+                "UPDATE investigations SET status = 'succeeded', "
+                'result = \'{"summary": "forged"}\', finished_at = now() WHERE id = $1',
+                run_id,
+            )
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
-        done = await conn.execute(
-            "UPDATE investigations SET status = 'succeeded', result = '{\"summary\": \"forged\"}', "
-            "finished_at = now() WHERE id = $1",
+        done = await conn.fetchval(
+            "SELECT fn_finish_investigation($1, 'w1', 'succeeded', 'forged', 0, "
+            '\'{"summary": "forged"}\', false)',
             run_id,
         )
-    assert done == "UPDATE 0"
+    assert done is None
 
 
 async def test_a_lease_cannot_be_expired_without_its_token(
     app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     run_id, _ = await _leased_run(app_pool, owner_pool, tenant.tenant_id, "w1")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # migration 012: no UPDATE at all
+        async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+            await conn.execute(
+                "UPDATE investigations SET lease_expires_at = now() - interval '1 hour' "
+                "WHERE id = $1",
+                run_id,
+            )
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
-        done = await conn.execute(
-            "UPDATE investigations SET lease_expires_at = now() - interval '1 hour' WHERE id = $1",
-            run_id,
-        )
-    assert done == "UPDATE 0"
+        done = await conn.fetchval("SELECT fn_hand_back_run('investigation', $1, 'w1')", run_id)
+    assert done is False
 
 
 async def test_stale_token_cannot_finish_after_takeover(

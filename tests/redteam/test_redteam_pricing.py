@@ -704,7 +704,13 @@ async def pending_call(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.U
     return await insert_pending(conn, tenant_id, Decimal(1))
 
 
+# The app's settle (migration 012: llm_app may not UPDATE a ledger row; fn_settle_call is its
+# one way to write a breakdown, so the forgeries go through it).
 SETTLE = (
+    "SELECT fn_settle_call($1, 'succeeded', 1000, 10, $2, false, NULL, NULL, NULL, NULL, NULL, "
+    "NULL, $3::jsonb)"
+)
+RAW_SETTLE = (
     "UPDATE llm_api_calls SET status = 'succeeded', input_tokens = 1000, output_tokens = 10, "
     "cost_cents = $2, usage_breakdown = $3::jsonb, settled_at = now() WHERE id = $1"
 )
@@ -760,6 +766,8 @@ async def test_app_role_cannot_forge_a_calls_breakdown(
     """BROKE: Refused when it passes: a breakdown that adds up to the call's totals but lies about
     its kinds (infinite/NaN/invented savings, cost not tokens x rate) must not be stored."""
     call_id = await pending_call(app_conn, tenant.tenant_id)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute(RAW_SETTLE, call_id, Decimal("0.0156"), json.dumps(FORGED[forgery]))
     try:
         await app_conn.execute(SETTLE, call_id, Decimal("0.0156"), json.dumps(FORGED[forgery]))
     except asyncpg.PostgresError:

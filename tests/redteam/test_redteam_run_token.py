@@ -1,7 +1,9 @@
 """Red team, issue 14 round three: a claimed run's writes need its lease token, in the database.
 
 Each test attacks as llm_app (a raw connection, the compromised session) against runs leased
-the way the claim function leases them (a fresh token, the row keeping its sha256)."""
+the way the claim function leases them (a fresh token, the row keeping its sha256). Since
+migration 012 llm_app may not UPDATE a run at all (refused: insufficient_privilege, where 010
+skipped the row); the same attacks are made through 012's functions, which change nothing."""
 
 from __future__ import annotations
 
@@ -77,6 +79,16 @@ async def test_forged_tokens_cannot_end_a_running_run(
             )
     except asyncpg.PostgresError:
         pass  # a malformed token is an error: also a refusal
+    try:
+        async with app_conn.transaction():
+            await _as(app_conn, tenant.tenant_id, forged)
+            ended = await app_conn.fetchval(
+                "SELECT fn_finish_investigation($1, 'w', 'failed', 'forged', 0, NULL, false)",
+                run_id,
+            )
+        assert ended is None
+    except asyncpg.PostgresError:
+        pass
     assert (await _row(owner_pool, run_id))["status"] == "running"
 
 
@@ -87,9 +99,20 @@ async def test_another_runs_token_cannot_write_this_run(
     theirs = await _queued(owner_pool, tenant.tenant_id)
     await _lease(owner_pool, mine)
     their_token = await _lease(owner_pool, theirs)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with app_conn.transaction():
+            await _as(app_conn, tenant.tenant_id, str(their_token))
+            await app_conn.execute(
+                "UPDATE investigations SET status = 'failed' WHERE id = $1", mine
+            )
     async with app_conn.transaction():
         await _as(app_conn, tenant.tenant_id, str(their_token))
-        await app_conn.execute("UPDATE investigations SET status = 'failed' WHERE id = $1", mine)
+        for kind in ("investigation", "budget_optimization"):
+            assert not await app_conn.fetchval("SELECT fn_hand_back_run($1, $2, 'w')", kind, mine)
+        ended = await app_conn.fetchval(
+            "SELECT fn_finish_investigation($1, 'w', 'failed', 'x', 0, NULL, false)", mine
+        )
+        assert ended is None
     assert (await _row(owner_pool, mine))["status"] == "running"
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         async with app_conn.transaction():
@@ -109,27 +132,31 @@ async def test_cancel_cannot_carry_other_columns_or_be_lowered(
     run_id = await _queued(owner_pool, tenant.tenant_id)
     await _lease(owner_pool, run_id)
     before = await _row(owner_pool, run_id)
-    async with app_conn.transaction():
-        await _as(app_conn, tenant.tenant_id, None)
-        await app_conn.execute(
-            "UPDATE investigations SET cancel_requested = true, status = 'cancelled', "
-            "lease_expires_at = now() WHERE id = $1",
-            run_id,
-        )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with app_conn.transaction():
+            await _as(app_conn, tenant.tenant_id, None)
+            await app_conn.execute(
+                "UPDATE investigations SET cancel_requested = true, status = 'cancelled', "
+                "lease_expires_at = now() WHERE id = $1",
+                run_id,
+            )
     after = await _row(owner_pool, run_id)
     assert after["status"] == "running"
     assert after["lease_expires_at"] == before["lease_expires_at"]
-    async with app_conn.transaction():
+    async with app_conn.transaction():  # the API's cancel (fn_cancel_investigation)
         await _as(app_conn, tenant.tenant_id, None)
-        await app_conn.execute(
-            "UPDATE investigations SET cancel_requested = true WHERE id = $1", run_id
+        flagged = await app_conn.fetch(
+            "SELECT status, cancel_requested, lease_expires_at FROM fn_cancel_investigation($1)",
+            run_id,
         )
+    assert [tuple(r) for r in flagged] == [("running", True, before["lease_expires_at"])]
     assert (await _row(owner_pool, run_id))["cancel_requested"] is True
-    async with app_conn.transaction():
-        await _as(app_conn, tenant.tenant_id, None)
-        await app_conn.execute(
-            "UPDATE investigations SET cancel_requested = false WHERE id = $1", run_id
-        )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with app_conn.transaction():
+            await _as(app_conn, tenant.tenant_id, None)
+            await app_conn.execute(
+                "UPDATE investigations SET cancel_requested = false WHERE id = $1", run_id
+            )
     assert (await _row(owner_pool, run_id))["cancel_requested"] is True
 
 
@@ -137,13 +164,14 @@ async def test_a_queued_run_cannot_be_made_running_without_a_claim(
     owner_pool: asyncpg.Pool, app_conn: asyncpg.Connection, tenant: CreatedTenant
 ) -> None:
     run_id = await _queued(owner_pool, tenant.tenant_id)
-    async with app_conn.transaction():
-        await _as(app_conn, tenant.tenant_id, None)
-        await app_conn.execute(
-            "UPDATE investigations SET status = 'running', lease_owner = 'evil', "
-            "lease_expires_at = now() + interval '1 day' WHERE id = $1",
-            run_id,
-        )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with app_conn.transaction():
+            await _as(app_conn, tenant.tenant_id, None)
+            await app_conn.execute(
+                "UPDATE investigations SET status = 'running', lease_owner = 'evil', "
+                "lease_expires_at = now() + interval '1 day' WHERE id = $1",
+                run_id,
+            )
     row = await _row(owner_pool, run_id)
     assert row["status"] == "queued"
     assert row["lease_owner"] is None
@@ -195,11 +223,16 @@ async def test_a_terminal_run_is_never_rewritten(
             run_id,
         )
     before = await _row(owner_pool, run_id)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with app_conn.transaction():
+            await _as(app_conn, tenant.tenant_id, None)
+            await app_conn.execute(
+                "UPDATE investigations SET cancel_requested = true WHERE id = $1", run_id
+            )
     async with app_conn.transaction():
         await _as(app_conn, tenant.tenant_id, None)
-        await app_conn.execute(
-            "UPDATE investigations SET cancel_requested = true WHERE id = $1", run_id
-        )
+        cancelled = await app_conn.fetch("SELECT * FROM fn_cancel_investigation($1)", run_id)
+    assert cancelled == []
     assert dict(await _row(owner_pool, run_id)) == dict(before)
 
 

@@ -7,6 +7,9 @@ tries what it did not: session-level tokens on pooled connections, jsonb equalit
 FROM, ON CONFLICT, COPY, the optimisation kind, other isolation levels, idempotency keys of the
 wrong tenant or kind, tokens held by tasks that outlive their run, DELETE / TRUNCATE,
 session_replication_role, run rows inserted directly, and a write in flight across a takeover.
+Since migration 012 llm_app may not UPDATE a run or a ledger row at all: the raw updates below
+are refused (insufficient_privilege) where 010/011's guards skipped the row, and the same ends
+are tried through 012's functions (fn_finish_investigation, ...), which change nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 
 from llm_service.db.pool import create_pool, presenting_run_token, tenant_transaction
 from llm_service.db.urls import DatabaseUrls
+from llm_service.investigations import repository as investigation_repository
 from llm_service.jobs.kinds import Claim
 from llm_service.tenants.service import CreatedTenant
 from tests.helpers.app_role import lease_run, present_session_token, set_session_tenant
@@ -39,6 +43,29 @@ async def _holding(
     with presenting_run_token(token):
         async with tenant_transaction(pool, tenant_id) as conn:
             yield conn
+
+
+_END_WITHOUT_THE_LEASE = (
+    "SELECT fn_finish_investigation($1, 'w', 'failed', 'ended by a request', 0, NULL, false)"
+)
+
+
+async def _raw_update_refused(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, sql: str, *args: Any
+) -> None:
+    """A raw UPDATE of a run in a tenant transaction: refused since migration 012."""
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with tenant_transaction(pool, tenant_id) as conn:
+            await conn.execute(sql, *args)
+
+
+async def _end(conn: asyncpg.Connection, run_id: uuid.UUID, token: uuid.UUID) -> None:
+    """The honest end of a run by its holder (the service's repository)."""
+    spent = await investigation_repository.finish(
+        conn, run_id, "w", token, status="succeeded", reason="done", elapsed_ms=1,
+        result={}, degraded=False,
+    )  # fmt: skip
+    assert spent is not None
 
 
 async def _queue_investigation(app_pool: asyncpg.Pool, tenant_id: uuid.UUID) -> uuid.UUID:
@@ -122,11 +149,15 @@ async def test_a_session_level_token_does_not_reach_a_later_pooled_transaction(
     # Later, the same pooled connection serves a request that holds no token.
     async with tenant_transaction(one_conn_pool, tid) as conn:
         presented = await conn.fetchval("SELECT current_setting('llm.run_token', true)")
-        done = await conn.execute(
-            "UPDATE investigations SET status = 'failed', reason = 'ended by a request', "
-            "finished_at = now() WHERE id = $1",
-            run_id,
-        )
+        done = await conn.fetchval(_END_WITHOUT_THE_LEASE, run_id)
+    await _raw_update_refused(
+        one_conn_pool,
+        tid,
+        "UPDATE investigations SET status = 'failed', reason = 'ended by a request', "
+        "finished_at = now() WHERE id = $1",
+        run_id,
+    )
+    assert done is None
     row = await _row(owner_pool, "investigations", run_id)
     assert row["status"] == "running", (presented, done)
     assert presented in (None, ""), "the token leaked into a later transaction"
@@ -150,9 +181,7 @@ async def test_a_transaction_local_token_is_gone_for_the_next_request_on_the_con
         )
     async with tenant_transaction(one_conn_pool, tid) as conn:
         presented = await conn.fetchval("SELECT current_setting('llm.run_token', true)")
-        done = await conn.execute(
-            "UPDATE investigations SET status = 'failed' WHERE id = $1", run_id
-        )
+        done = await conn.fetchval(_END_WITHOUT_THE_LEASE, run_id)
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute(
                 "INSERT INTO investigation_events (tenant_id, investigation_id, event_type) "
@@ -160,8 +189,11 @@ async def test_a_transaction_local_token_is_gone_for_the_next_request_on_the_con
                 tid,
                 run_id,
             )
+    await _raw_update_refused(
+        one_conn_pool, tid, "UPDATE investigations SET status = 'failed' WHERE id = $1", run_id
+    )
     assert presented in (None, "")
-    assert done == "UPDATE 0"
+    assert done is None
     assert (await _row(owner_pool, "investigations", run_id))["status"] == "running"
 
 
@@ -172,30 +204,37 @@ async def test_a_task_started_in_a_run_cannot_change_it_once_it_ended(
     run_id = await _queue_investigation(app_pool, tid)
     token = await lease_run(owner_pool, tid, run_id)
     run_ended = asyncio.Event()
-    outcome: list[str] = []
+    outcome: list[object] = []
 
     async def lingering() -> None:
         await run_ended.wait()
         async with tenant_transaction(app_pool, tid) as conn:  # still carries the run's token
             outcome.append(
-                await conn.execute(
-                    "UPDATE investigations SET result = '{\"forged\": true}', status = 'failed'"
-                    " WHERE id = $1",
+                await conn.fetchval(
+                    "SELECT fn_finish_investigation($1, 'w', 'failed', 'forged', 0, "
+                    "'{\"forged\": true}', false)",
                     run_id,
                 )
             )
+        try:
+            await _raw_update_refused(
+                app_pool,
+                tid,
+                "UPDATE investigations SET result = '{\"forged\": true}', status = 'failed'"
+                " WHERE id = $1",
+                run_id,
+            )
+            outcome.append("refused")
+        except BaseException as exc:  # the task's failure, reported by the assertion below
+            outcome.append(exc)
 
     with presenting_run_token(token):
         task = asyncio.create_task(lingering())
         async with tenant_transaction(app_pool, tid) as conn:
-            await conn.execute(
-                "UPDATE investigations SET status = 'succeeded', finished_at = now(), "
-                "result = '{}' WHERE id = $1",
-                run_id,
-            )
+            await _end(conn, run_id, token)
     run_ended.set()
     await task
-    assert outcome == ["UPDATE 0"]
+    assert outcome == [None, "refused"]
     row = await _row(owner_pool, "investigations", run_id)
     assert row["status"] == "succeeded" and row["result"] == {}
 
@@ -211,11 +250,7 @@ async def test_a_finished_run_takes_no_more_events_or_tool_calls(
         "VALUES ($1, $2, $3)"
     )
     async with _holding(app_pool, tid, token) as conn:  # the honest end
-        await conn.execute(
-            "UPDATE investigations SET status = 'succeeded', finished_at = now(), "
-            "result = '{}' WHERE id = $1",
-            run_id,
-        )
+        await _end(conn, run_id, token)
         await conn.execute(event, tid, run_id, "final")
     added: list[str] = []
     for kind in ("final", "step", "tool call"):
@@ -256,12 +291,13 @@ async def test_a_tokenless_no_op_update_leaves_a_running_run_unchanged(
     await lease_run(owner_pool, tid, run_id)
     before = await _row(owner_pool, "investigations", run_id)
     await set_session_tenant(app_conn, tid)
-    done = await app_conn.execute(
-        "UPDATE investigations SET status = status, lease_owner = lease_owner WHERE id = $1",
-        run_id,
-    )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute(
+            "UPDATE investigations SET status = status, lease_owner = lease_owner WHERE id = $1",
+            run_id,
+        )
     after = await _row(owner_pool, "investigations", run_id)
-    assert after == before, done
+    assert after == before
 
 
 async def test_jsonb_numbers_equal_in_value_are_still_a_change(
@@ -278,9 +314,11 @@ async def test_jsonb_numbers_equal_in_value_are_still_a_change(
             "UPDATE investigations SET result = '{\"share\": 1.0}'::jsonb WHERE id = $1", run_id
         )
     await set_session_tenant(app_conn, tid)
-    await app_conn.execute(
-        "UPDATE investigations SET result = '{\"share\": 1.00000}'::jsonb WHERE id = $1", run_id
-    )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute(
+            "UPDATE investigations SET result = '{\"share\": 1.00000}'::jsonb WHERE id = $1",
+            run_id,
+        )
     async with owner_pool.acquire() as conn:
         text = await conn.fetchval("SELECT result::text FROM investigations WHERE id = $1", run_id)
     assert text == '{"share": 1.0}'
@@ -298,20 +336,23 @@ async def test_timestamps_equal_only_as_instants_change_nothing_and_a_microsecon
     before = await _row(owner_pool, "investigations", run_id)
     await set_session_tenant(app_conn, tid)
     await app_conn.execute("SET timezone = 'Asia/Kathmandu'")  # +05:45: another text form
-    await app_conn.execute(
-        "UPDATE investigations SET lease_expires_at = lease_expires_at + interval '1 microsecond'"
-        " WHERE id = $1",
-        run_id,
-    )
-    await app_conn.execute(
-        "UPDATE investigations SET lease_expires_at = lease_expires_at + interval '10 years' "
-        "- interval '3652 days' - interval '2 days' + interval '2 days' WHERE id = $1",
-        run_id,
-    )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute(
+            "UPDATE investigations SET lease_expires_at = lease_expires_at "
+            "+ interval '1 microsecond' WHERE id = $1",
+            run_id,
+        )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute(
+            "UPDATE investigations SET lease_expires_at = lease_expires_at + interval '10 years' "
+            "- interval '3652 days' - interval '2 days' + interval '2 days' WHERE id = $1",
+            run_id,
+        )
     await app_conn.execute("SET extra_float_digits = -15")
-    await app_conn.execute(
-        "UPDATE investigations SET elapsed_ms = 1, degraded = true WHERE id = $1", run_id
-    )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute(
+            "UPDATE investigations SET elapsed_ms = 1, degraded = true WHERE id = $1", run_id
+        )
     after = await _row(owner_pool, "investigations", run_id)
     assert after["lease_expires_at"] == before["lease_expires_at"]
     assert after["elapsed_ms"] is None and after["degraded"] is False
@@ -334,23 +375,23 @@ async def test_update_from_and_on_conflict_cannot_end_a_run_without_its_token(
             [run_id, queued_id],
         )
     await set_session_tenant(app_conn, tid)
-    done = await app_conn.execute(
-        "UPDATE investigations i SET status = 'failed', lease_expires_at = v.t "
-        "FROM (SELECT now() - interval '1 hour' AS t) v WHERE i.id = ANY($1::uuid[])",
-        [run_id, queued_id],
-    )
-    assert done == "UPDATE 0"
-    for target in (run_id, queued_id):
-        status = await app_conn.fetchval(
-            "INSERT INTO investigations (tenant_id, question, idempotency_key) "
-            "VALUES ($1, 'again', 'k-' || $2::text) "
-            "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
-            "DO UPDATE SET status = 'running', lease_owner = 'thief', "
-            "lease_expires_at = now() + interval '1 hour' RETURNING status",
-            tid,
-            str(target),
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute(
+            "UPDATE investigations i SET status = 'failed', lease_expires_at = v.t "
+            "FROM (SELECT now() - interval '1 hour' AS t) v WHERE i.id = ANY($1::uuid[])",
+            [run_id, queued_id],
         )
-        assert status is None
+    for target in (run_id, queued_id):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app_conn.fetchval(
+                "INSERT INTO investigations (tenant_id, question, idempotency_key) "
+                "VALUES ($1, 'again', 'k-' || $2::text) "
+                "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
+                "DO UPDATE SET status = 'running', lease_owner = 'thief', "
+                "lease_expires_at = now() + interval '1 hour' RETURNING status",
+                tid,
+                str(target),
+            )
     assert (await _row(owner_pool, "investigations", run_id))["lease_owner"] == "w"
     queued = await _row(owner_pool, "investigations", queued_id)
     assert queued["status"] == "queued" and queued["lease_owner"] is None
@@ -485,12 +526,17 @@ async def test_an_optimisation_jobs_ledger_rows_need_its_current_token_and_runni
                     )
                 await _insert_call(app_conn, tid, job_id=target, endpoint="budget_optimizations")
     # Token-less: the job's columns stay as they are; the honest holder still writes.
-    done = await app_conn.execute(
-        "UPDATE budget_optimization_jobs SET status = 'failed', recommendations = '{}', "
-        "lease_owner = 'thief' WHERE id = ANY($1::uuid[])",
-        [job, queued],
-    )
-    assert done == "UPDATE 0"
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute(
+            "UPDATE budget_optimization_jobs SET status = 'failed', recommendations = '{}', "
+            "lease_owner = 'thief' WHERE id = ANY($1::uuid[])",
+            [job, queued],
+        )
+    for target in (job, queued):
+        ended = await app_conn.fetchval(
+            "SELECT fn_finish_optimization($1, 'w2', 'failed', 'x', '{}', NULL, false)", target
+        )
+        assert ended is False
     async with app_conn.transaction():
         await app_conn.execute("SELECT set_config('llm.run_token', $1, true)", str(new))
         await _insert_call(app_conn, tid, job_id=job, endpoint="budget_optimizations")
@@ -698,12 +744,18 @@ async def test_a_tokenless_session_cannot_settle_a_running_runs_call(
         await _insert_call(conn, tid, investigation_id=run_id, reserved=Decimal(5))
     assert (await _row(owner_pool, "investigations", run_id))["cost_cents"] == Decimal(5)
     await set_session_tenant(app_conn, tid)
-    with contextlib.suppress(asyncpg.PostgresError):
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await app_conn.execute(
             "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = 0, settled_at = now() "
             "WHERE investigation_id = $1",
             run_id,
         )
+    settled = await app_conn.fetchval(
+        "SELECT bool_or(fn_settle_call(id, 'succeeded', 0, 0, 0, false, 1, NULL, NULL, NULL, "
+        "NULL, NULL, NULL)) FROM llm_api_calls WHERE investigation_id = $1",
+        run_id,
+    )
+    assert settled is False
     pending = await _count(
         owner_pool,
         "SELECT count(*) FROM llm_api_calls WHERE investigation_id = $1 AND status = 'pending'",
@@ -727,11 +779,7 @@ async def test_a_never_claimed_run_takes_only_the_apis_own_events(
         "VALUES ($1, $2, $3, $4::jsonb)"
     )
     async with tenant_transaction(app_pool, tid) as conn:  # the API's own cancel
-        await conn.execute(
-            "UPDATE investigations SET status = 'cancelled', cancel_requested = true, "
-            "reason = 'cancelled before it started', finished_at = now() WHERE id = $1",
-            cancelled,
-        )
+        assert await investigation_repository.request_cancel(conn, cancelled) is not None
         await conn.execute(event, tid, cancelled, "final", {"status": "cancelled"})
     await set_session_tenant(app_conn, tid)
     forged = 0
@@ -806,11 +854,13 @@ async def test_the_app_cannot_make_a_token_a_default_of_its_role_or_database(
         pool = await create_pool(database_urls.app, application_name="rt14d-new", max_size=1)
         try:
             async with tenant_transaction(pool, tid) as conn:  # a request, holding no token
-                done = await conn.execute(
-                    "UPDATE investigations SET status = 'failed', finished_at = now() "
-                    "WHERE id = $1",
-                    run_id,
-                )
+                done = await conn.fetchval(_END_WITHOUT_THE_LEASE, run_id)
+            await _raw_update_refused(
+                pool,
+                tid,
+                "UPDATE investigations SET status = 'failed', finished_at = now() WHERE id = $1",
+                run_id,
+            )
         finally:
             await pool.close()
     finally:
@@ -818,7 +868,7 @@ async def test_the_app_cannot_make_a_token_a_default_of_its_role_or_database(
             for target in targets:
                 await conn.execute(f"ALTER {target} RESET llm.run_token")
     assert refused == ["InsufficientPrivilegeError"] * len(targets)
-    assert done == "UPDATE 0"
+    assert done is None
     assert (await _row(owner_pool, "investigations", run_id))["status"] == "running"
 
 
@@ -891,10 +941,13 @@ async def test_an_update_in_flight_holds_off_a_takeover_and_is_refused_after_it(
         await set_session_tenant(app_conn, tid)
         async with app_conn.transaction():
             await app_conn.execute("SELECT set_config('llm.run_token', $1, true)", str(old))
-            done = await app_conn.execute(
-                "UPDATE investigations SET heartbeat_at = now() WHERE id = $1", run_id
+            # The holder's write in flight (since 012 its only updates are its end and hand-back).
+            await app_conn.execute(
+                "INSERT INTO investigation_events (tenant_id, investigation_id, event_type) "
+                "VALUES ($1, $2, 'note')",
+                tid,
+                run_id,
             )
-            assert done == "UPDATE 1"
             takeover = asyncio.create_task(lease_run(takeover_pool, tid, run_id, worker="w2"))
             assert await _wait_until_blocked_or_done(owner_pool, takeover, "rt14d-takeover-u")
         assert await takeover != old
@@ -902,10 +955,16 @@ async def test_an_update_in_flight_holds_off_a_takeover_and_is_refused_after_it(
         await takeover_pool.close()
     async with app_conn.transaction():
         await app_conn.execute("SELECT set_config('llm.run_token', $1, true)", str(old))
-        done = await app_conn.execute(
-            "UPDATE investigations SET status = 'succeeded', finished_at = now() WHERE id = $1",
-            run_id,
+        done = await app_conn.fetchval(
+            "SELECT fn_finish_investigation($1, 'w', 'succeeded', 'x', 0, NULL, false)", run_id
         )
-    assert done == "UPDATE 0"
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with app_conn.transaction():
+            await app_conn.execute("SELECT set_config('llm.run_token', $1, true)", str(old))
+            await app_conn.execute(
+                "UPDATE investigations SET status = 'succeeded', finished_at = now() WHERE id = $1",
+                run_id,
+            )
+    assert done is None
     row = await _row(owner_pool, "investigations", run_id)
     assert row["status"] == "running" and row["lease_owner"] == "w2"

@@ -1,6 +1,9 @@
 """Red team, issue 14 round five: migration 011's widened run guards, attacked as llm_app.
 
 Each test is one attack. Held: a plain passing test. Broke: xfail(strict) naming what broke.
+Since migration 012 llm_app has no UPDATE privilege on runs and ledger rows: a raw UPDATE, or
+a row lock of any strength, is refused (insufficient_privilege) where it used to be skipped;
+the service writes them through 012's definer functions.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from budgets.ledger import Settlement
+from llm_service.costs.ledger_repository import PgLedgerStore
 from llm_service.db.pool import create_pool
 from llm_service.db.urls import DatabaseUrls
 from llm_service.investigations import repository as investigation_repository
@@ -72,6 +77,19 @@ async def _present(conn: asyncpg.Connection, token: uuid.UUID) -> None:
     await conn.execute("SELECT set_config('llm.run_token', $1, true)", str(token))
 
 
+async def _refused_lock(conn: asyncpg.Connection, table: str, row_id: uuid.UUID, lock: str) -> None:
+    """The hostile session tries to lock the row (refused since migration 012: no UPDATE
+    privilege), in a savepoint: its transaction stays open, as an attacker would keep it."""
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with conn.transaction():
+            await conn.execute(f"SELECT 1 FROM {table} WHERE id = $1 FOR {lock}", row_id)
+
+
+async def _settle(conn: asyncpg.Connection, call_id: uuid.UUID, cost: Decimal) -> bool:
+    """As the gateway settles a call (in the open transaction, its token presented)."""
+    return await PgLedgerStore(conn).settle_pending(call_id, Settlement("succeeded", cost))
+
+
 async def _event(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, run_id: uuid.UUID, kind: str, data: object
 ) -> None:
@@ -101,11 +119,12 @@ async def test_holder_cannot_null_the_lease_of_a_running_run(
     tenant_id = tenant.tenant_id
     run_id = await _queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
-    async with app_conn.transaction():
-        await _present(app_conn, token)
-        await app_conn.execute(
-            "UPDATE investigations SET lease_expires_at = NULL WHERE id = $1", run_id
-        )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # migration 012: no UPDATE at all
+        async with app_conn.transaction():
+            await _present(app_conn, token)
+            await app_conn.execute(
+                "UPDATE investigations SET lease_expires_at = NULL WHERE id = $1", run_id
+            )
     row = await _run(owner_pool, run_id)
     assert row["status"] == "running"
     # The lease must still run out: a dead or hostile holder is taken over.
@@ -143,9 +162,7 @@ async def test_hostile_key_share_lock_does_not_starve_renewal(
     tx = other_app_conn.transaction()
     await tx.start()
     try:
-        await other_app_conn.execute(
-            "SELECT 1 FROM investigations WHERE id = $1 FOR KEY SHARE", run_id
-        )
+        await _refused_lock(other_app_conn, "investigations", run_id, "KEY SHARE")
         await _lock_held(owner_pool, other_app_conn.get_server_pid())
         rows = await _renew(app_pool, token)
         assert [(r["run_id"], r["renewed"]) for r in rows] == [(run_id, True)]
@@ -153,12 +170,6 @@ async def test_hostile_key_share_lock_does_not_starve_renewal(
         await tx.rollback()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llm_app may lock another worker's run FOR NO KEY UPDATE (its column UPDATE grant): "
-    "the renewal (SKIP LOCKED) skips it for as long as the hostile transaction stays open, and "
-    "the worker ends a run not renewed for its deadline",
-)
 async def test_hostile_no_key_update_lock_does_not_starve_renewal(
     app_conn: asyncpg.Connection,
     other_app_conn: asyncpg.Connection,
@@ -173,9 +184,7 @@ async def test_hostile_no_key_update_lock_does_not_starve_renewal(
     tx = other_app_conn.transaction()
     await tx.start()
     try:
-        await other_app_conn.execute(
-            "SELECT 1 FROM investigations WHERE id = $1 FOR NO KEY UPDATE", run_id
-        )
+        await _refused_lock(other_app_conn, "investigations", run_id, "NO KEY UPDATE")
         await _lock_held(owner_pool, other_app_conn.get_server_pid())
         rows = await _renew(app_pool, token)
         assert [(r["run_id"], r["renewed"]) for r in rows] == [(run_id, True)]
@@ -219,15 +228,17 @@ async def test_final_only_in_the_transaction_that_ended_the_run(
     try:
         await _present(other_app_conn, token)
         early_now: datetime = await other_app_conn.fetchval("SELECT now()")
-        async with app_conn.transaction():
-            await _present(app_conn, token)
-            done = await app_conn.execute(
-                "UPDATE investigations SET status = 'succeeded', reason = 'done', "
-                "finished_at = $2, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
-                run_id,
-                early_now,
-            )
-        assert done == "UPDATE 0"  # a run ends as of now, not as of an earlier transaction
+        # A run ends as of now (fn_finish_investigation), never as of an earlier transaction:
+        # the raw UPDATE that tried is refused outright (migration 012).
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with app_conn.transaction():
+                await _present(app_conn, token)
+                await app_conn.execute(
+                    "UPDATE investigations SET status = 'succeeded', reason = 'done', "
+                    "finished_at = $2, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+                    run_id,
+                    early_now,
+                )
         assert (await _run(owner_pool, run_id))["status"] == "running"
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await _event(other_app_conn, tenant_id, run_id, "final", {"status": "succeeded"})
@@ -242,12 +253,9 @@ async def test_cancelled_final_needs_status_cancelled_and_is_once(
     tenant_id = tenant.tenant_id
     run_id = await _queued_run(app_conn, tenant_id)
     async with app_conn.transaction():
-        await app_conn.execute(
-            "UPDATE investigations SET cancel_requested = true, status = 'cancelled', "
-            "reason = $2, finished_at = now() WHERE id = $1",
-            run_id,
-            CANCELLED_QUEUED,
-        )
+        cancelled = await investigation_repository.request_cancel(app_conn, run_id)
+        assert cancelled is not None
+        assert (cancelled["status"], cancelled["reason"]) == ("cancelled", CANCELLED_QUEUED)
         for data in (None, {}, {"status": None}, "cancelled", ["cancelled"], {"status": "failed"}):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 async with app_conn.transaction():  # a savepoint
@@ -345,11 +353,6 @@ async def _done_or_waiting(owner_pool: asyncpg.Pool, task: asyncio.Task[Any], pi
     return task.done()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llm_app may lock another worker's run FOR UPDATE (its column UPDATE grant): the "
-    "holder's event (KEY SHARE) waits for as long as the hostile transaction stays open",
-)
 async def test_hostile_for_update_lock_does_not_stall_the_holders_writes(
     app_conn: asyncpg.Connection,
     other_app_conn: asyncpg.Connection,
@@ -362,7 +365,7 @@ async def test_hostile_for_update_lock_does_not_stall_the_holders_writes(
     await set_session_tenant(other_app_conn, tenant_id)
     hostile = other_app_conn.transaction()
     await hostile.start()
-    await other_app_conn.execute("SELECT 1 FROM investigations WHERE id = $1 FOR UPDATE", run_id)
+    await _refused_lock(other_app_conn, "investigations", run_id, "UPDATE")
     await _lock_held(owner_pool, other_app_conn.get_server_pid())
 
     async def write() -> None:
@@ -379,11 +382,6 @@ async def test_hostile_for_update_lock_does_not_stall_the_holders_writes(
     assert done, "the holder's write waited on the hostile session's lock"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llm_app may lock an expired run FOR KEY SHARE: the claim's takeover "
-    "(FOR UPDATE SKIP LOCKED) passes it by for as long as the hostile transaction stays open",
-)
 async def test_hostile_key_share_lock_does_not_starve_takeover(
     app_conn: asyncpg.Connection,
     other_app_conn: asyncpg.Connection,
@@ -418,9 +416,7 @@ async def test_hostile_key_share_lock_does_not_starve_takeover(
     hostile = other_app_conn.transaction()
     await hostile.start()
     try:
-        await other_app_conn.execute(
-            "SELECT 1 FROM investigations WHERE id = $1 FOR KEY SHARE", run_id
-        )
+        await _refused_lock(other_app_conn, "investigations", run_id, "KEY SHARE")
         await _lock_held(owner_pool, other_app_conn.get_server_pid())
         assert await claim() == run_id
     finally:
@@ -449,9 +445,7 @@ async def test_hostile_run_lock_does_not_hold_the_tenants_reservations(
     await set_session_tenant(other_app_conn, tenant_id)
     hostile = other_app_conn.transaction()
     await hostile.start()
-    await other_app_conn.execute(
-        "SELECT 1 FROM investigations WHERE id = $1 FOR NO KEY UPDATE", run_id
-    )
+    await _refused_lock(other_app_conn, "investigations", run_id, "NO KEY UPDATE")
     await _lock_held(owner_pool, other_app_conn.get_server_pid())
     honest = await asyncpg.connect(database_urls.app)
     try:
@@ -535,11 +529,7 @@ async def test_reservation_in_flight_then_the_end_do_not_deadlock(
     # The call reserved before the end is settled after it, with the token the run kept.
     async with app_conn.transaction():
         await _present(app_conn, token)
-        await app_conn.execute(
-            "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = 1, settled_at = now() "
-            "WHERE id = $1",
-            call_id,
-        )
+        assert await _settle(app_conn, call_id, Decimal(1))
     settled = await owner_pool.fetchrow(
         "SELECT c.status, r.cost_cents FROM llm_api_calls c "
         "JOIN investigations r ON r.id = c.investigation_id WHERE c.id = $1",
@@ -595,11 +585,7 @@ async def test_settle_in_flight_and_the_end_do_not_deadlock(
     settle = app_conn.transaction()
     await settle.start()
     await _present(app_conn, token)
-    await app_conn.execute(
-        "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = 1.5, settled_at = now() "
-        "WHERE id = $1",
-        call_id,
-    )
+    assert await _settle(app_conn, call_id, Decimal("1.5"))
 
     async def end() -> None:
         async with other_app_conn.transaction():
@@ -742,11 +728,12 @@ async def test_optimisation_holder_cannot_null_its_lease(
     tenant_id = tenant.tenant_id
     job_id = await _queued_job(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, job_id, table="budget_optimization_jobs")
-    async with app_conn.transaction():
-        await _present(app_conn, token)
-        await app_conn.execute(
-            "UPDATE budget_optimization_jobs SET lease_expires_at = NULL WHERE id = $1", job_id
-        )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # migration 012: no UPDATE at all
+        async with app_conn.transaction():
+            await _present(app_conn, token)
+            await app_conn.execute(
+                "UPDATE budget_optimization_jobs SET lease_expires_at = NULL WHERE id = $1", job_id
+            )
     row = await owner_pool.fetchrow(
         "SELECT status, lease_expires_at FROM budget_optimization_jobs WHERE id = $1", job_id
     )
@@ -758,7 +745,7 @@ async def test_optimisation_rows_need_the_jobs_own_token(
     app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     """A job's ledger row with another run's token (an investigation's) is refused; with the
-    job's own it is taken; a token-less update of the job changes nothing."""
+    job's own it is taken; a token-less update of the job is refused."""
     tenant_id = tenant.tenant_id
     job_id = await _queued_job(app_conn, tenant_id)
     job_token = await lease_run(owner_pool, tenant_id, job_id, table="budget_optimization_jobs")
@@ -781,7 +768,7 @@ async def test_optimisation_rows_need_the_jobs_own_token(
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await job_row(run_token)
     await job_row(job_token)
-    async with app_conn.transaction():
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # migration 012: no UPDATE at all
         await app_conn.execute(
             "UPDATE budget_optimization_jobs SET status = 'cancelled', reason = $2, "
             "finished_at = now() WHERE id = $1",
@@ -825,13 +812,15 @@ async def test_queued_only_by_the_creating_transaction_once(
         await app_conn.execute("SET LOCAL timezone = 'Pacific/Kiritimati'")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await _event(app_conn, tenant_id, run_id, "queued", {})
-    async with app_conn.transaction():
-        await app_conn.execute("SET LOCAL timezone = 'Pacific/Kiritimati'")
-        await app_conn.execute(
-            "UPDATE investigations SET finished_at = finished_at, heartbeat_at = heartbeat_at, "
-            "reason = reason, cancel_requested = cancel_requested WHERE id = $1",
-            run_id,
-        )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # migration 012: no UPDATE at all
+        async with app_conn.transaction():
+            await app_conn.execute("SET LOCAL timezone = 'Pacific/Kiritimati'")
+            await app_conn.execute(
+                "UPDATE investigations SET finished_at = finished_at, "
+                "heartbeat_at = heartbeat_at, reason = reason, "
+                "cancel_requested = cancel_requested WHERE id = $1",
+                run_id,
+            )
     after = await owner_pool.fetchval("SELECT updated_at FROM investigations WHERE id = $1", run_id)
     assert after == before
     queued = await owner_pool.fetchval(
@@ -862,23 +851,19 @@ async def test_settle_checked_before_a_takeover_does_not_land_after_it(
             uuid.uuid4(),
         )
 
-        async def settle() -> str:
+        async def settle() -> bool:
             async with app_conn.transaction():
                 await _present(app_conn, token)
-                done: str = await app_conn.execute(
-                    "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = 1, "
-                    "settled_at = now() WHERE id = $1",
-                    call_id,
-                )
-                return done
+                return await _settle(app_conn, call_id, Decimal(1))
 
-        task: asyncio.Task[str] = asyncio.ensure_future(settle())
+        task: asyncio.Task[bool] = asyncio.ensure_future(settle())
         try:
             settled_at_once = await _done_or_waiting(owner_pool, task, app_conn.get_server_pid())
         finally:
             await takeover.commit()
             outcome = await task
-    assert not settled_at_once  # the spend trigger waited for the takeover's row lock
+    assert not settled_at_once  # the settle waited for the takeover's row lock
+    assert outcome is False
     status = await owner_pool.fetchval("SELECT status FROM llm_api_calls WHERE id = $1", call_id)
     # The old holder's token is not the run's when its settle commits: left to the sweep.
     assert status == "pending", outcome
@@ -891,17 +876,18 @@ async def test_token_less_rescale_rides_no_cancel(
     (1 -> 1.00: equal as jsonb, not as stored text) changes nothing."""
     tenant_id = tenant.tenant_id
     run_id = await _queued_run(app_conn, tenant_id)
-    token = await lease_run(owner_pool, tenant_id, run_id)
-    async with app_conn.transaction():
-        await _present(app_conn, token)
-        await app_conn.execute(
-            "UPDATE investigations SET result = '{\"score\": 1}' WHERE id = $1", run_id
-        )
-    await app_conn.execute(
-        "UPDATE investigations SET cancel_requested = true, result = '{\"score\": 1.00}' "
-        "WHERE id = $1",
-        run_id,
+    await lease_run(owner_pool, tenant_id, run_id)
+    # A result the run holds (written as the owner: since migration 012 the holder writes a
+    # result only as it ends the run).
+    await owner_pool.execute(
+        "UPDATE investigations SET result = '{\"score\": 1}' WHERE id = $1", run_id
     )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # migration 012: no UPDATE at all
+        await app_conn.execute(
+            "UPDATE investigations SET cancel_requested = true, result = '{\"score\": 1.00}' "
+            "WHERE id = $1",
+            run_id,
+        )
     row = await owner_pool.fetchrow(
         "SELECT result::text AS result, cancel_requested FROM investigations WHERE id = $1",
         run_id,

@@ -350,7 +350,8 @@ async def test_every_executable_function_of_ours_is_one_the_app_calls(
     }
     assert names <= {
         "fn_purge_expired_explanation_cache", "fn_reconcile_monthly_costs", "fn_claim_next_run",
-        "fn_renew_leases",
+        "fn_renew_leases", "fn_cancel_investigation", "fn_finish_investigation",
+        "fn_finish_optimization", "fn_hand_back_run", "fn_settle_call", "fn_run_write_lock",
         "fn_queue_depth", "fn_finance_monthly_costs", "fn_purge_llm_call_prompts",
         "fn_purge_llm_validation_payloads", "fn_tenant_for_api_key_hash",
         "fn_sweep_expired_llm_reservations",
@@ -412,14 +413,23 @@ async def test_settlement_is_bounded_and_final(
     tid = capped_tenant.tenant_id
     await set_session_tenant(app_conn, tid)
     call = await insert_pending(app_conn, tid, Decimal(10))
-    settle = (
+    raw_settle = (
         "UPDATE llm_api_calls SET status = $2, cost_cents = $3, settled_at = now() WHERE id = $1"
     )
+    # Migration 012: llm_app may not UPDATE (nor lock) a ledger row; fn_settle_call settles it.
+    settle = (
+        "SELECT fn_settle_call($1, $2, NULL, NULL, $3, false, NULL, NULL, NULL, NULL, NULL, "
+        "NULL, NULL)"
+    )
+    for cost in (Decimal("10.0000000001"), Decimal(-5), Decimal("NaN"), Decimal(3)):
+        await refused(app_conn, raw_settle, call, "succeeded", cost)
     await refused(app_conn, settle, call, "succeeded", Decimal("10.0000000001"))
     await refused(app_conn, settle, call, "succeeded", Decimal(-5))
     await refused(app_conn, settle, call, "succeeded", Decimal("NaN"))
-    await app_conn.execute(settle, call, "succeeded", Decimal(3))
-    await refused(app_conn, settle, call, "failed", Decimal(0))
+    await refused(app_conn, settle, call, "pending", Decimal(0))
+    assert await app_conn.fetchval(settle, call, "succeeded", Decimal(3)) is True
+    assert await app_conn.fetchval(settle, call, "failed", Decimal(0)) is False  # settled once
+    await refused(app_conn, raw_settle, call, "failed", Decimal(0))
     await refused(
         app_conn,
         "UPDATE llm_api_calls SET status = 'pending', settled_at = NULL WHERE id = $1",
@@ -891,6 +901,16 @@ async def test_verify_fails_on_each_promised_hole(
             "REVOKE CREATE ON SCHEMA public FROM llm_app",
             "application role can create nothing (no TEMP, no CREATE, no large objects)",
         ),
+        (
+            "GRANT UPDATE (heartbeat_at) ON investigations TO llm_app",
+            "REVOKE UPDATE (heartbeat_at) ON investigations FROM llm_app",
+            "application role can lock no run or ledger row (no UPDATE on their tables)",
+        ),
+        (
+            "GRANT UPDATE ON llm_api_calls TO llm_app",
+            "REVOKE UPDATE ON llm_api_calls FROM llm_app",
+            "application role can lock no run or ledger row (no UPDATE on their tables)",
+        ),
     ]
     for reopen, close, check in reopen_and_close:
         await owner_pool.execute(reopen)
@@ -939,7 +959,11 @@ async def test_one_locked_row_cannot_hold_every_tenants_sweep_hostage(
         app_conn, tenant.tenant_id, Decimal(1), expires="now() - interval '1 minute'"
     )
     await app_conn.execute("BEGIN")
-    await app_conn.execute("SELECT 1 FROM llm_api_calls WHERE id = $1 FOR UPDATE", hostage)
+    # Since migration 012 the lock itself is refused (no UPDATE privilege); the transaction
+    # stays open past the refused attempt (a savepoint), and the sweep must not wait on it.
+    await app_conn.execute("SAVEPOINT lock_attempt")
+    await refused(app_conn, "SELECT 1 FROM llm_api_calls WHERE id = $1 FOR UPDATE", hostage)
+    await app_conn.execute("ROLLBACK TO SAVEPOINT lock_attempt")
     sweeper_pid: list[int] = []
 
     async def sweep() -> None:
@@ -1083,11 +1107,12 @@ async def test_verify_fails_when_the_app_may_insert_a_ledger_rows_month(
                 tid,
                 str(call),
             )
-            await app_conn.execute(
-                "UPDATE llm_api_calls SET status = 'succeeded', cost_cents = 80, "
-                "settled_at = now() WHERE id = $1",
+            settled = await app_conn.fetchval(
+                "SELECT fn_settle_call($1, 'succeeded', NULL, NULL, 80, false, NULL, NULL, "
+                "NULL, NULL, NULL, NULL, NULL)",
                 call,
             )
+            assert settled is True
         last_month = await owner_pool.fetchval(
             "SELECT total_cost_cents FROM llm_monthly_costs WHERE tenant_id = $1", tid
         )

@@ -180,20 +180,27 @@ async def test_a_running_runs_reservation_needs_its_lease_token_in_the_statement
 
 
 async def test_the_settle_sets_the_tenant_before_it_reads_a_row(
-    app_pool: asyncpg.Pool, tenant: CreatedTenant
+    app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
-    """The UPDATE's test of `s` is a one-time filter gating the scan (what makes it safe), and
-    the statement itself settles the row (the transactional fallback is not what did it)."""
+    """The settle function (migration 012) is called in the projection of `s`'s one row, so
+    after `s` set the tenant and token; the statement reads no ledger row itself, and it
+    settles the row (the transactional fallback is not what did it)."""
     async with app_pool.acquire() as conn:
         held = await reserve_call_alone(conn, run_token=None, **_call(tenant.tenant_id))
         args = [held.call_id, tenant.tenant_id, "failed", None, None, Decimal(0), False]
         args += [None] * 7 + [None]
         plan = [
-            r[0] for r in await conn.fetch("EXPLAIN " + ledger_repository._SETTLE_ALONE_SQL, *args)
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN VERBOSE " + ledger_repository._SETTLE_ALONE_SQL, *args
+            )
         ]
-        gate = next(i for i, line in enumerate(plan) if "One-Time Filter" in line)
-        scan = next(i for i, line in enumerate(plan) if "Scan" in line and "llm_api_calls" in line)
-        assert gate < scan, plan
-        assert "current_setting" not in plan[gate], plan
+        assert "CTE Scan on s" in plan[0], plan
+        assert "fn_settle_call" in next(line for line in plan if "Output:" in line), plan
+        assert not any("llm_api_calls" in line for line in plan), plan
         settled = await conn.fetchval(ledger_repository._SETTLE_ALONE_SQL, *args)
-    assert settled == held.call_id
+    assert settled is True
+    status = await owner_pool.fetchval(
+        "SELECT status FROM llm_api_calls WHERE id = $1", held.call_id
+    )
+    assert status == "failed"

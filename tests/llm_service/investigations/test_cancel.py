@@ -49,7 +49,7 @@ async def _cancel_behind(
     async def waiting_on_the_row() -> bool:
         blocked: int = await owner.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE '%UPDATE investigations%' AND pid <> $1",
+            "AND query LIKE '%fn_cancel_investigation%' AND pid <> $1",
             holder.get_server_pid(),
         )
         return blocked > 0

@@ -18,6 +18,7 @@ from claimed_runs import claim_of, queue_claimed_run
 from budgets.money import cents_to_usd
 from llm_service.db.pool import tenant_transaction
 from llm_service.demo_data import generate_demo_data
+from llm_service.investigations import repository as investigation_repository
 from llm_service.investigations.runner import InvestigationRunner
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
@@ -204,9 +205,7 @@ async def test_cancel_while_running_ends_the_run_promptly_with_its_spend(
     task = asyncio.create_task(run(model_settings, app_pool, data_tenant.tenant_id, run_id))
     await asyncio.wait_for(provider.arrived.wait(), 60)  # a model call is in flight
     async with tenant_transaction(app_pool, data_tenant.tenant_id) as conn:
-        await conn.execute(
-            "UPDATE investigations SET cancel_requested = true WHERE id = $1", run_id
-        )
+        assert await investigation_repository.request_cancel(conn, run_id) is not None
     status = await asyncio.wait_for(task, 10)
     assert status == "cancelled"
     # Promptly: the call in flight was cut off, not waited for.

@@ -15,6 +15,7 @@ import pytest
 
 from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.urls import DatabaseUrls
+from llm_service.investigations import repository as investigation_repository
 from llm_service.jobs import repository
 from llm_service.jobs.kinds import Claim, JobTable, Registry
 from llm_service.jobs.runtime import JobRuntime
@@ -302,9 +303,7 @@ async def test_a_cancel_request_reaches_the_run_through_the_batched_renewal(
         supervising = asyncio.create_task(runtime.supervise(claim, work(), 30))
         await started.wait()
         async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
-            await conn.execute(
-                "UPDATE investigations SET cancel_requested = true WHERE id = $1", run_id
-            )
+            assert await investigation_repository.request_cancel(conn, run_id) is not None
         supervised = await supervising
         assert supervised.ended == "cancel"
     finally:

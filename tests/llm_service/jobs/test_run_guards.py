@@ -51,23 +51,20 @@ async def test_the_holder_can_neither_queue_its_run_again_nor_move_its_lease_lat
         "status = 'queued'",
         "lease_expires_at = 'infinity'",
         "lease_expires_at = lease_expires_at + interval '1 second'",
+        "lease_expires_at = now()",  # even the hand-back: only through fn_hand_back_run
     ):
-        async with app_conn.transaction():
-            await _present(app_conn, tenant.tenant_id, token)
-            done = await app_conn.execute(
-                f"UPDATE investigations SET {change} WHERE id = $1", run_id
-            )
-        assert done == "UPDATE 0", change
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):  # migration 012: no UPDATE
+            async with app_conn.transaction():
+                await _present(app_conn, tenant.tenant_id, token)
+                await app_conn.execute(f"UPDATE investigations SET {change} WHERE id = $1", run_id)
     after = await owner_pool.fetchrow(
         "SELECT status, lease_expires_at FROM investigations WHERE id = $1", run_id
     )
     assert dict(after) == dict(before)
     async with app_conn.transaction():  # handing it back (the lease ends now) is the holder's
         await _present(app_conn, tenant.tenant_id, token)
-        done = await app_conn.execute(
-            "UPDATE investigations SET lease_expires_at = now() WHERE id = $1", run_id
-        )
-    assert done == "UPDATE 1"
+        done = await app_conn.fetchval("SELECT fn_hand_back_run('investigation', $1, 'w')", run_id)
+    assert done is True
 
 
 async def test_a_run_with_a_write_in_flight_is_still_renewed(

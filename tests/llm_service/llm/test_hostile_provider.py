@@ -285,11 +285,16 @@ async def test_one_sweep_settles_expired_reservations_at_their_worst_case(
 
 
 async def test_a_row_held_by_another_transaction_does_not_stop_the_sweep(
-    app_pool: asyncpg.Pool, tenant: CreatedTenant, other_tenant: CreatedTenant
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+    other_tenant: CreatedTenant,
 ) -> None:
     held = await _expired_reservation(app_pool, tenant.tenant_id)
     victim = await _expired_reservation(app_pool, other_tenant.tenant_id)
-    async with tenant_transaction(app_pool, tenant.tenant_id) as holder:
+    # Held by the owner: llm_app may lock no ledger row since migration 012 (a settle in flight,
+    # as the definer, is what holds one).
+    async with owner_pool.acquire() as holder, holder.transaction():
         await holder.execute("SELECT 1 FROM llm_api_calls WHERE id = $1 FOR UPDATE", held)
         assert await sweep_once(app_pool) >= 1
         async with tenant_transaction(app_pool, other_tenant.tenant_id) as conn:

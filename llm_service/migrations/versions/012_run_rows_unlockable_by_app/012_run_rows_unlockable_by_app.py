@@ -1,0 +1,398 @@
+"""No application-role session can hold a row lock on a run or a ledger row without its token.
+
+PostgreSQL lets any role with UPDATE on a column of a table lock its rows (SELECT ... FOR
+UPDATE / NO KEY UPDATE / SHARE / KEY SHARE). Through 006's column grants, a compromised llm_app
+session without a lease token held, for as long as its transaction stayed open: NO KEY UPDATE
+on a running run (the renewal, SKIP LOCKED, skipped it and the lease ran out), FOR UPDATE on a
+running run (the holder's writes waited), KEY SHARE on an expired run (the takeover passed it
+by), FOR UPDATE on a pending ledger row (its settle waited). Now:
+- llm_app has no UPDATE privilege on investigations, budget_optimization_jobs and llm_api_calls
+  (table or column), so it can lock none of their rows. It keeps its INSERT grants (queueing
+  runs, reserving calls).
+- Each write the application made with an UPDATE is a SECURITY DEFINER function (owner
+  llm_crosstenant, as the claim) doing exactly its one transition, for a row of the current
+  tenant (checked by the function: the definer's policy sees every tenant), with the lease
+  token the transaction presents (`llm.run_token`, as 010's guards read it) where a run's
+  holder makes it. None of them locks a row the caller is not entitled to change: the
+  conditions are in the locking statement's WHERE, so a row that fails them is never locked.
+  - fn_cancel_investigation(run): the API's cancel (a queued run becomes cancelled, with the
+    reason spelled here only; a running one has its flag raised, once);
+  - fn_finish_investigation(...) / fn_finish_optimization(...): the holder ends its run as of
+    now (`finished_at` = now(), the mark its `final` event needs), the row locked FOR UPDATE
+    first so the end waits for the run's writes in flight;
+  - fn_hand_back_run(kind, run, worker): the holder ends its lease at once;
+  - fn_settle_call(call, ...): a pending ledger row of the current tenant is settled once; a
+    run's row by the run's token holder only (the run held KEY SHARE until commit, so a
+    takeover cannot land between the check and the commit; a taken-over worker's row is left
+    to the sweep, which counts it at its reserved worst case).
+- 011's insert guard read the run FOR KEY SHARE / FOR NO KEY UPDATE as the invoker: that read
+  is now fn_run_write_lock, a definer step that locks the run only for a transaction entitled
+  to write for it (its token is the run's, or, for the `queued` / `final` events of a run never
+  claimed, its now() is the run's queued_at / finished_at), so it is no lock-taking gadget
+  either. The guard itself stays an invoker function: `current_user` there is the role really
+  writing (llm_app cannot SET ROLE to any other), which a definer's could not tell.
+- 010/011's update guards (fn_run_update_needs_lease, fn_run_call_update_needs_lease) saw only
+  llm_app's updates, of which there are none now: dropped. The functions above are the one
+  place the transition rules live.
+No table has a foreign key to llm_api_calls or budget_optimization_jobs; the two referencing
+investigations (investigation_events, investigation_tool_calls) are insert-guarded, and a
+refused insert never reaches its foreign-key check (the KEY SHARE it would take).
+Downgrade restores 011's guards (their own text) and 006/007's column grants, and drops the rest.
+"""
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+from alembic import op
+from sqlhelpers import APP_ROLE, CROSSTENANT_ROLE, CURRENT_TENANT, DEFINER_SEARCH_PATH
+
+revision = "012_run_rows_unlockable_by_app"
+down_revision = "011_run_guards_without_gaps"
+branch_labels = None
+depends_on = None
+
+# 008's JOB_KINDS as of this migration: kind name -> its runs' table.
+RUN_TABLES = {"investigation": "investigations", "budget_optimization": "budget_optimization_jobs"}
+LOCKED_TABLES = (*RUN_TABLES.values(), "llm_api_calls")
+# The reason a run cancelled while queued gets (the API's cancel; spelled here only).
+CANCELLED_QUEUED = "cancelled before it started"
+TERMINAL_STATES = ("succeeded", "budget_exhausted", "timed_out", "failed", "cancelled")
+
+# 006's (and 007's usage_breakdown) column UPDATE grants of the application role, restored on
+# downgrade.
+APP_UPDATE_COLUMNS = {
+    "llm_api_calls": (
+        "status, input_tokens, output_tokens, cost_cents, cost_is_estimate, latency_ms, "
+        "provider_request_id, error_type, error_message, settled_at, usage_anomaly, raw_usage, "
+        "usage_breakdown"
+    ),
+    "investigations": (
+        "status, reason, degraded, elapsed_ms, result, lease_owner, lease_expires_at, "
+        "heartbeat_at, cancel_requested, finished_at"
+    ),
+    "budget_optimization_jobs": (
+        "status, reason, degraded, recommendations, rationale, lease_owner, lease_expires_at, "
+        "heartbeat_at, finished_at"
+    ),
+}
+
+CANCEL_SIGNATURE = "fn_cancel_investigation(uuid)"
+FINISH_INVESTIGATION_SIGNATURE = (
+    "fn_finish_investigation(uuid, text, text, text, integer, jsonb, boolean)"
+)
+FINISH_OPTIMIZATION_SIGNATURE = (
+    "fn_finish_optimization(uuid, text, text, text, jsonb, text, boolean)"
+)
+HAND_BACK_SIGNATURE = "fn_hand_back_run(text, uuid, text)"
+SETTLE_SIGNATURE = (
+    "fn_settle_call(uuid, text, integer, integer, numeric, boolean, integer, text, text, text, "
+    "text, jsonb, jsonb)"
+)
+WRITE_LOCK_SIGNATURE = "fn_run_write_lock(uuid, uuid, text, text)"
+APP_FUNCTIONS = (
+    CANCEL_SIGNATURE,
+    FINISH_INVESTIGATION_SIGNATURE,
+    FINISH_OPTIMIZATION_SIGNATURE,
+    HAND_BACK_SIGNATURE,
+    SETTLE_SIGNATURE,
+    WRITE_LOCK_SIGNATURE,
+)
+
+
+def _migration(name: str) -> ModuleType:
+    """An earlier migration's module (its SQL text, for the downgrade)."""
+    path = Path(__file__).resolve().parents[1] / name / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_migration_{name[:3]}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The sha256 of the transaction's run token (NULL when it presents none): what a run's
+# lease_token_hash must equal for its holder.
+_PRESENTED_HASH = """CASE WHEN nullif(current_setting('llm.run_token', true), '') IS NOT NULL
+        THEN sha256(uuid_send(current_setting('llm.run_token', true)::uuid)) END"""
+
+_READ_COMMITTED_ONLY = """IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'writes for a run are made in READ COMMITTED transactions only'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;"""
+
+
+def _definer(signature: str, header: str, body: str) -> str:
+    """A SECURITY DEFINER function owned by the cross-tenant role, executable by llm_app only."""
+    return f"""
+CREATE FUNCTION {header}
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = {DEFINER_SEARCH_PATH} AS $$
+{body}
+$$;
+ALTER FUNCTION {signature} OWNER TO {CROSSTENANT_ROLE};
+REVOKE ALL ON FUNCTION {signature} FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION {signature} TO {APP_ROLE};
+"""
+
+
+def _held(alias: str) -> str:
+    """The lease is held by worker `p_worker` presenting the claim's token (v_hash)."""
+    return (
+        f"{alias}.tenant_id = {CURRENT_TENANT} AND {alias}.status = 'running' "
+        f"AND {alias}.lease_owner = p_worker AND {alias}.lease_token_hash = v_hash"
+    )
+
+
+_TERMINAL_ONLY = f"""IF p_status IS NULL OR p_status NOT IN ({", ".join(f"'{s}'" for s in TERMINAL_STATES)}) THEN
+        RAISE EXCEPTION 'a run ends in a terminal state, not %', p_status
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;"""
+
+_WRITE_LOCK = _definer(
+    WRITE_LOCK_SIGNATURE,
+    "fn_run_write_lock(p_investigation uuid, p_job uuid, p_once text, p_final_status text) "
+    "RETURNS boolean",
+    f"""DECLARE
+    v_hash bytea := {_PRESENTED_HASH};
+BEGIN
+    -- Whether this transaction may write for the run (a row of one run); if so the run is held
+    -- until commit (KEY SHARE: a takeover cannot land before the write commits; NO KEY UPDATE
+    -- for the once-per-run events, whose writers queue on the row). A row failing the WHERE
+    -- is never locked: no session locks a run it may not write for.
+    {_READ_COMMITTED_ONLY}
+    IF (p_investigation IS NULL) = (p_job IS NULL)
+       OR (p_once IS NOT NULL AND (p_investigation IS NULL OR p_once NOT IN ('queued', 'final'))) THEN
+        RETURN false;
+    END IF;
+    IF p_once IS NOT NULL THEN
+        -- Written by the transaction that queued or ended the run: its now() is that mark.
+        PERFORM 1 FROM investigations r
+         WHERE r.id = p_investigation AND r.tenant_id = {CURRENT_TENANT}
+           AND CASE p_once WHEN 'queued' THEN r.queued_at ELSE r.finished_at END = now()
+           AND ((p_once = 'queued' AND r.status = 'queued' AND r.lease_token_hash IS NULL)
+                OR (p_once = 'final' AND r.status = 'cancelled' AND r.lease_token_hash IS NULL
+                    AND p_final_status = 'cancelled')
+                OR (p_once = 'final' AND r.status NOT IN ('queued', 'running')
+                    AND r.lease_token_hash = v_hash))
+           FOR NO KEY UPDATE;
+    ELSIF p_investigation IS NOT NULL THEN
+        PERFORM 1 FROM investigations r
+         WHERE r.id = p_investigation AND r.tenant_id = {CURRENT_TENANT}
+           AND r.status = 'running' AND r.lease_token_hash = v_hash
+           FOR KEY SHARE;
+    ELSE
+        PERFORM 1 FROM budget_optimization_jobs r
+         WHERE r.id = p_job AND r.tenant_id = {CURRENT_TENANT}
+           AND r.status = 'running' AND r.lease_token_hash = v_hash
+           FOR KEY SHARE;
+    END IF;
+    RETURN FOUND;
+END""",
+)
+
+_INSERT_GUARD = f"""
+CREATE OR REPLACE FUNCTION fn_run_insert_needs_lease() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = {DEFINER_SEARCH_PATH} AS $$
+DECLARE
+    v_row jsonb := to_jsonb(NEW);
+    v_investigation uuid := (v_row ->> 'investigation_id')::uuid;
+    v_job uuid := (v_row ->> 'budget_optimization_job_id')::uuid;
+    v_once text := CASE WHEN TG_TABLE_NAME = 'investigation_events'
+                         AND v_row ->> 'event_type' IN ('queued', 'final')
+                        THEN v_row ->> 'event_type' END;
+BEGIN
+    -- An invoker function: current_user is the role writing (a definer's would be its owner).
+    IF current_user <> '{APP_ROLE}' OR (v_investigation IS NULL AND v_job IS NULL) THEN
+        RETURN NEW;  -- not the application role, or a row of no run (an explanation's call)
+    END IF;
+    IF v_investigation IS NOT NULL AND v_job IS NOT NULL THEN
+        RAISE EXCEPTION 'a row belongs to one run, not two' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- The run is read as of now and held until commit, by the definer step (migration 012).
+    {_READ_COMMITTED_ONLY}
+    IF fn_run_write_lock(v_investigation, v_job, v_once, v_row #>> '{{data,status}}') THEN
+        IF v_once IS NULL THEN
+            RETURN NEW;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM investigation_events e
+                        WHERE e.investigation_id = v_investigation AND e.event_type = v_once) THEN
+            RETURN NEW;
+        END IF;
+        RAISE EXCEPTION 'run % has its % event already', v_investigation, v_once
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RAISE EXCEPTION 'a write for run % needs the lease token of its claim',
+        coalesce(v_investigation, v_job) USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+REVOKE ALL ON FUNCTION fn_run_insert_needs_lease() FROM PUBLIC;
+"""
+
+_CANCEL = _definer(
+    CANCEL_SIGNATURE,
+    "fn_cancel_investigation(p_run uuid) RETURNS SETOF investigations",
+    f"""BEGIN
+    -- A queued run is cancelled at once; a running one has its flag raised for its worker
+    -- (once: a flag already raised is not rewritten). A terminal run is left as it is.
+    RETURN QUERY
+    UPDATE investigations r
+       SET cancel_requested = true,
+           status = CASE WHEN r.status = 'queued' THEN 'cancelled' ELSE r.status END,
+           reason = CASE WHEN r.status = 'queued' THEN '{CANCELLED_QUEUED}' ELSE r.reason END,
+           finished_at = CASE WHEN r.status = 'queued' THEN now() ELSE r.finished_at END
+     WHERE r.id = p_run AND r.tenant_id = {CURRENT_TENANT}
+       AND (r.status = 'queued' OR (r.status = 'running' AND NOT r.cancel_requested))
+    RETURNING r.*;
+END""",
+)
+
+_FINISH_INVESTIGATION = _definer(
+    FINISH_INVESTIGATION_SIGNATURE,
+    "fn_finish_investigation(p_run uuid, p_worker text, p_status text, p_reason text, "
+    "p_elapsed_ms integer, p_result jsonb, p_degraded boolean) RETURNS numeric",
+    f"""DECLARE
+    v_hash bytea := {_PRESENTED_HASH};
+    v_spent numeric;
+BEGIN
+    {_TERMINAL_ONLY}
+    -- Locked FOR UPDATE first (by its holder only): the end waits for the run's writes in
+    -- flight (KEY SHARE), and none of them commits after it.
+    PERFORM 1 FROM investigations r WHERE r.id = p_run AND {_held("r")} FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    UPDATE investigations r
+       SET status = p_status, reason = p_reason, elapsed_ms = p_elapsed_ms, result = p_result,
+           degraded = p_degraded, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+     WHERE r.id = p_run
+    RETURNING r.cost_cents INTO v_spent;
+    RETURN v_spent;
+END""",
+)
+
+_FINISH_OPTIMIZATION = _definer(
+    FINISH_OPTIMIZATION_SIGNATURE,
+    "fn_finish_optimization(p_job uuid, p_worker text, p_status text, p_reason text, "
+    "p_recommendations jsonb, p_rationale text, p_degraded boolean) RETURNS boolean",
+    f"""DECLARE
+    v_hash bytea := {_PRESENTED_HASH};
+BEGIN
+    {_TERMINAL_ONLY}
+    -- As an investigation's end: locked FOR UPDATE first, by its holder only.
+    PERFORM 1 FROM budget_optimization_jobs r WHERE r.id = p_job AND {_held("r")} FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE budget_optimization_jobs r
+       SET status = p_status, reason = p_reason, recommendations = p_recommendations,
+           rationale = p_rationale, degraded = p_degraded, finished_at = now(),
+           lease_owner = NULL, lease_expires_at = NULL
+     WHERE r.id = p_job;
+    RETURN FOUND;
+END""",
+)
+
+
+def _hand_back() -> str:
+    blocks = "\n".join(
+        f"""    IF p_kind = '{kind}' THEN
+        UPDATE {table} r SET lease_expires_at = now() WHERE r.id = p_run AND {_held("r")};
+        RETURN FOUND;
+    END IF;"""
+        for kind, table in RUN_TABLES.items()
+    )
+    return _definer(
+        HAND_BACK_SIGNATURE,
+        "fn_hand_back_run(p_kind text, p_run uuid, p_worker text) RETURNS boolean",
+        f"""DECLARE
+    v_hash bytea := {_PRESENTED_HASH};
+BEGIN
+    -- The holder ends its lease at once (shutdown): any worker may take the run over now.
+{blocks}
+    RAISE EXCEPTION 'no job kind %', p_kind USING ERRCODE = 'invalid_parameter_value';
+END""",
+    )
+
+
+_SETTLE = _definer(
+    SETTLE_SIGNATURE,
+    "fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, "
+    "p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, "
+    "p_latency_ms integer, p_provider_request_id text, p_error_type text, "
+    "p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb) "
+    "RETURNS boolean",
+    f"""DECLARE
+    v_hash bytea := {_PRESENTED_HASH};
+    v_investigation uuid;
+    v_job uuid;
+BEGIN
+    SELECT c.investigation_id, c.budget_optimization_job_id INTO v_investigation, v_job
+      FROM llm_api_calls c
+     WHERE c.id = p_call AND c.tenant_id = {CURRENT_TENANT} AND c.status = 'pending';
+    IF NOT FOUND THEN
+        RETURN false;  -- no pending call of this tenant: settled already, or not ours
+    END IF;
+    IF v_investigation IS NOT NULL OR v_job IS NOT NULL THEN
+        -- A run's call is settled by the run's holder (its token), the run held KEY SHARE
+        -- until commit as its inserts hold it: a stale holder's call is swept as abandoned.
+        {_READ_COMMITTED_ONLY}
+        IF v_investigation IS NOT NULL THEN
+            PERFORM 1 FROM investigations r
+             WHERE r.id = v_investigation AND r.lease_token_hash = v_hash FOR KEY SHARE;
+        ELSE
+            PERFORM 1 FROM budget_optimization_jobs r
+             WHERE r.id = v_job AND r.lease_token_hash = v_hash FOR KEY SHARE;
+        END IF;
+        IF NOT FOUND THEN
+            RETURN false;
+        END IF;
+    END IF;
+    UPDATE llm_api_calls c
+       SET status = p_status, input_tokens = p_input_tokens, output_tokens = p_output_tokens,
+           cost_cents = p_cost_cents, cost_is_estimate = p_cost_is_estimate,
+           latency_ms = p_latency_ms, provider_request_id = p_provider_request_id,
+           error_type = p_error_type, error_message = p_error_message,
+           usage_anomaly = p_usage_anomaly, raw_usage = p_raw_usage,
+           usage_breakdown = p_usage_breakdown, settled_at = now()
+     WHERE c.id = p_call AND c.tenant_id = {CURRENT_TENANT} AND c.status = 'pending';
+    RETURN FOUND;
+END""",
+)
+
+
+def upgrade() -> None:
+    op.execute(f"REVOKE UPDATE ON {', '.join(LOCKED_TABLES)} FROM {APP_ROLE}")
+    op.execute(_WRITE_LOCK)
+    op.execute(_INSERT_GUARD)
+    for table in RUN_TABLES.values():
+        op.execute(f"DROP TRIGGER trg_{table}_update_needs_lease ON {table}")
+    op.execute("DROP FUNCTION fn_run_update_needs_lease()")
+    op.execute("DROP TRIGGER trg_llm_api_calls_settle_needs_lease ON llm_api_calls")
+    op.execute("DROP FUNCTION fn_run_call_update_needs_lease()")
+    op.execute(_CANCEL)
+    op.execute(_FINISH_INVESTIGATION)
+    op.execute(_FINISH_OPTIMIZATION)
+    op.execute(_hand_back())
+    op.execute(_SETTLE)
+
+
+def downgrade() -> None:
+    m011 = _migration("011_run_guards_without_gaps")
+    for signature in (
+        SETTLE_SIGNATURE,
+        HAND_BACK_SIGNATURE,
+        FINISH_OPTIMIZATION_SIGNATURE,
+        FINISH_INVESTIGATION_SIGNATURE,
+        CANCEL_SIGNATURE,
+    ):
+        op.execute(f"DROP FUNCTION {signature}")
+    op.execute(m011._SETTLE_GUARD)
+    op.execute(m011._UPDATE_GUARD)  # CREATE OR REPLACE: it creates the function again
+    for table in RUN_TABLES.values():
+        op.execute(
+            f"CREATE TRIGGER trg_{table}_update_needs_lease BEFORE UPDATE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION fn_run_update_needs_lease()"
+        )
+    op.execute(m011._INSERT_GUARD)
+    op.execute(f"DROP FUNCTION {WRITE_LOCK_SIGNATURE}")
+    for table, columns in APP_UPDATE_COLUMNS.items():
+        op.execute(f"GRANT UPDATE ({columns}) ON {table} TO {APP_ROLE}")
