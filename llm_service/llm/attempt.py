@@ -71,7 +71,6 @@ async def attempt_once(
     # litellm builds the request while the reserve's round trip is in flight; the request
     # itself waits at the HTTP send until the reservation is committed (send_gate).
     gate = SendGate()
-    started = time.perf_counter()
     sending = asyncio.create_task(gate.run(plan.invoke, held.max_tokens, timeout))
     sending.add_done_callback(_retrieved)
     try:
@@ -83,6 +82,7 @@ async def attempt_once(
         await asyncio.wait([sending])
         raise
     gate.open()
+    started = time.perf_counter()  # the provider's latency: from the moment it may be sent
     try:
         async with asyncio.timeout(timeout):
             response, usage = await sending
