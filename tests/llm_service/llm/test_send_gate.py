@@ -31,6 +31,7 @@ from llm_service.llm.pricing import build_price_book
 from llm_service.llm.send_gate import GateClosed, SendGate
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from tests.helpers.openai_stub import EMBEDDING_MODEL, EMBEDDINGS_URL, embeddings_reply
 from tests.helpers.waiting import wait_until
 from tests.llm_service.investigations import claimed_runs
 from tests.llm_service.llm.test_gateway import OPENAI_URL, openai_completion
@@ -369,3 +370,41 @@ async def test_a_closed_gate_lets_neither_client_send(
     opened.open()
     assert await opened.run(post, wire.base) == 200
     assert len(wire.requests) == 2
+
+
+async def test_an_embedding_reserve_past_the_cap_sends_nothing(
+    test_settings: Settings,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-gate-test")
+    settings = test_settings.model_copy(
+        update={
+            "llm_model": "openai/gpt-4o-mini",
+            "embedding_model": EMBEDDING_MODEL,
+            "llm_max_attempts": 1,
+            "llm_http_transport": "httpx",
+        }
+    )
+    gateway = LlmGateway(settings, app_pool, build_price_book(settings))
+    poor = await create_tenant(owner_pool, "gate-poor-embed", monthly_cap_cents=Decimal("1E-9"))
+    asked = asyncio.Event()
+    gated = httpx.AsyncClient.send
+
+    async def spy(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
+        asked.set()
+        return await gated(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", spy)
+    _hold_reserve_until(gateway, asked, monkeypatch)
+
+    with respx.mock(assert_all_called=False) as router:
+        route = router.post(EMBEDDINGS_URL).mock(
+            side_effect=lambda request: embeddings_reply(request, lambda _: [0.0] * 8)
+        )
+        with pytest.raises(MonthlyCapExceeded):
+            await gateway.embed(poor.tenant_id, ["a question about ROAS"])
+
+    assert asked.is_set() and route.call_count == 0
+    assert await _rows(app_pool, poor.tenant_id) == []
