@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -408,3 +409,61 @@ async def test_an_embedding_reserve_past_the_cap_sends_nothing(
 
     assert asked.is_set() and route.call_count == 0
     assert await _rows(app_pool, poor.tenant_id) == []
+
+
+def _post_with_sync_httpx(base: str) -> int:
+    with httpx.Client() as client:
+        reply = client.post(base + "/chat/completions", json={"model": "m", "messages": []})
+        return reply.status_code
+
+
+@pytest.fixture
+def asked_to_send_sync(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set when a synchronous httpx client asks to send (above the gate)."""
+    from llm_service.llm.litellm_setup import load_litellm
+
+    load_litellm()  # installs the gate
+    asked = threading.Event()
+    gated = httpx.Client.send
+
+    def spy(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> Any:
+        asked.set()
+        return gated(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "send", spy)
+    return asked
+
+
+@pytest.mark.parametrize("decision", ["open", "close"])
+async def test_a_synchronous_send_in_a_worker_thread_waits_for_the_decision(
+    decision: str, wire: WireStub, asked_to_send_sync: threading.Event
+) -> None:
+    # litellm runs `completion()` in a worker thread (a provider it calls synchronously sends
+    # from there): the thread sees the gate through the copied context and blocks on it.
+    gate = SendGate()
+    sending = asyncio.create_task(gate.run(asyncio.to_thread, _post_with_sync_httpx, wire.base))
+    assert await asyncio.to_thread(asked_to_send_sync.wait, 60)  # safety net only
+    assert wire.requests == []
+
+    if decision == "open":
+        gate.open()
+        assert await sending == 200
+        assert len(wire.requests) == 1
+    else:
+        gate.close()
+        with pytest.raises(GateClosed):
+            await sending
+        assert wire.requests == []
+
+
+async def test_a_synchronous_send_on_the_event_loop_is_refused_rather_than_stalling_it(
+    wire: WireStub, asked_to_send_sync: threading.Event
+) -> None:
+    gate = SendGate()
+
+    async def blocking_send_on_the_loop() -> int:
+        return _post_with_sync_httpx(wire.base)
+
+    with pytest.raises(GateClosed):
+        await gate.run(blocking_send_on_the_loop)
+    assert asked_to_send_sync.is_set() and wire.requests == []
