@@ -1,12 +1,12 @@
 """The gateway's ledger steps as they were before issue 15's one-statement ledger (BEGIN, set
-the tenant, the statements, COMMIT), and its settle waiting for the WAL flush, to measure
-before and after in the same run."""
+the tenant, the statements, COMMIT), its settle waiting for the WAL flush, and its reserve
+awaited before litellm starts, to measure before and after in the same run."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -16,8 +16,11 @@ from budgets.ledger import CallReservation
 from llm_service.costs import ledger_repository
 from llm_service.costs.ledger_repository import reserve_call, settle_call
 from llm_service.db import queries
+from llm_service.llm.send_gate import SendGate
 from llm_service.pii.redact import PiiFinding
 from llm_service.pii.repository import record_findings
+
+T = TypeVar("T")
 
 
 async def _reserve_in_transaction(
@@ -74,3 +77,21 @@ def settle_waiting_for_flush() -> Iterator[None]:
         yield
     finally:
         ledger_repository._SETTLE_ALONE_SQL = saved
+
+
+@contextlib.contextmanager
+def reserve_before_litellm() -> Iterator[None]:
+    """Within the block, litellm starts only once the reservation is committed (the old order:
+    reserve, then build and send) instead of building the request while the reserve is in
+    flight."""
+    real = SendGate.run
+
+    async def run_after_reserve(self: SendGate, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        await self.wait()
+        return await real(self, call, *args)
+
+    SendGate.run = run_after_reserve  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SendGate.run = real  # type: ignore[method-assign]

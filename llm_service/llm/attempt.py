@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception
 
@@ -15,6 +16,7 @@ from budgets.usage import missing_usage
 from llm_service.llm import retry
 from llm_service.llm.call_plan import Answered, Billed, CallPlan, LlmRequest, ProviderUnavailable
 from llm_service.llm.ledger_steps import LedgerSteps, metric_model
+from llm_service.llm.send_gate import SendGate
 from llm_service.llm.usage_read import ProviderUsage, breakdown_json
 from llm_service.metrics import USAGE_ANOMALIES
 from llm_service.settings import Settings
@@ -66,15 +68,24 @@ async def attempt_once(
         for_wrapup=request.for_wrapup,
         cache_writes=plan.cache_writes,
     )
+    # litellm builds the request while the reserve's round trip is in flight; the request
+    # itself waits at the HTTP send until the reservation is committed (send_gate).
+    gate = SendGate()
+    sending = asyncio.create_task(gate.run(plan.invoke, held.max_tokens, timeout))
+    sending.add_done_callback(_retrieved)
     try:
         call = await ledger.open_call(plan, held, timeout, attempt_no)
     except BaseException:
+        gate.close()  # refused or cut off: the request stops at the gate, nothing is sent
         ceiling.release(held)
+        # Not cancelled: litellm ends on the closed gate, so no work of this attempt outlives it.
+        await asyncio.wait([sending])
         raise
-    started = time.perf_counter()
+    gate.open()
+    started = time.perf_counter()  # the provider's latency: from the moment it may be sent
     try:
         async with asyncio.timeout(timeout):
-            response, usage = await plan.invoke(held.max_tokens, timeout)
+            response, usage = await sending
     except BaseException as exc:
         latency = int((time.perf_counter() - started) * 1000)
         await asyncio.shield(ledger.settle_failure(request, call, ceiling, held, exc, latency))
@@ -99,6 +110,12 @@ async def attempt_once(
         )
     )
     return Answered(response, call, attempt_no, latency, billed)
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a sending task's outcome as seen (when the reserve's error is the one raised)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def bill(

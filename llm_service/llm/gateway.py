@@ -1,12 +1,14 @@
 """The LLM gateway: every provider call is redacted, priced, reserved, recorded, retried, settled.
 
 The rooms: `call_plan` (the request, the result and the plan its attempts share), `attempt`
-(retries and one attempt), `ledger_steps` (reserve and settle the rows); this module builds the
-plan and shapes the answer.
+(retries and one attempt), `ledger_steps` (reserve and settle the rows), `send_gate` (nothing
+sent before its reservation commits); this module builds the plan and shapes the answer.
 
 For each attempt: reserve the worst case in the run's ceiling and (atomically, in PostgreSQL) under
 the tenant's monthly cap, writing a pending ledger row; call litellm with an explicit
-`max_tokens`, `timeout` and `max_retries=0`; settle the row from the usage the provider returns.
+`max_tokens`, `timeout` and `max_retries=0` (it builds the request while the reserve is in flight;
+the request waits at the HTTP send until the row is committed: `send_gate`); settle the row from
+the usage the provider returns.
 Retries (tenacity, here only) never pass the caller's deadline, and each is its own ledger row.
 """
 

@@ -11,6 +11,7 @@ from types import ModuleType
 
 from llm_service.llm.litellm_patches import install_tool_call_guards
 from llm_service.llm.litellm_quiet import install_quiet_calls
+from llm_service.llm.send_gate import install_send_gate
 from llm_service.settings import get_settings
 
 
@@ -39,6 +40,7 @@ def load_litellm() -> ModuleType:
     litellm.telemetry = False
     install_tool_call_guards()
     install_quiet_calls()
+    install_send_gate()
     _apply_transport(litellm, get_settings().llm_http_transport)
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
         logger = logging.getLogger(name)
