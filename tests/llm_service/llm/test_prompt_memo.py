@@ -232,3 +232,43 @@ def test_a_model_switch_counts_with_that_models_tokenizer() -> None:
         counts[model] = PromptMemo(model, litellm.token_counter).count(text)
         assert counts[model] == litellm.token_counter(model=model, messages=text)
     assert counts["openai/gpt-4"] != counts["openai/gpt-4o-mini"]
+
+
+def test_the_tools_are_counted_once_per_process_and_again_when_they_change() -> None:
+    real = load_litellm().token_counter
+    tool_counts: list[int] = []
+
+    def counter(**kwargs: Any) -> int:
+        if kwargs.get("tools"):
+            tool_counts.append(len(kwargs["tools"]))
+        return int(real(**kwargs))
+
+    messages = _conversation()
+    redacted = redact_messages(messages)[0]
+    tools = openai_tool_schemas()
+    expected = real(model=MODEL, messages=redacted, tools=tools)
+    # Three runs (three memos) sending the same tools: counted by the first only.
+    for _ in range(3):
+        assert PromptMemo(MODEL, counter).prepare(messages, openai_tool_schemas()).input_tokens == (
+            expected
+        )
+    assert tool_counts == [len(tools)]
+    # A run whose tools differ (one fewer) is counted afresh, and so is the next with the first.
+    fewer = openai_tool_schemas()[1:]
+    assert PromptMemo(MODEL, counter).prepare(messages, fewer).input_tokens == real(
+        model=MODEL, messages=redacted, tools=fewer
+    )
+    assert PromptMemo(MODEL, counter).prepare(messages, tools).input_tokens == expected
+    assert tool_counts == [len(tools), len(fewer), len(tools)]
+
+
+def test_a_tool_changed_in_place_after_counting_is_counted_again() -> None:
+    litellm = load_litellm()
+    messages = _conversation()
+    tools = openai_tool_schemas()
+    PromptMemo(MODEL, litellm.token_counter).prepare(messages, tools)
+    tools[0]["function"]["description"] = "changed after the first run counted it " * 20
+    redacted = redact_messages(messages)[0]
+    assert PromptMemo(MODEL, litellm.token_counter).prepare(messages, tools).input_tokens == (
+        litellm.token_counter(model=MODEL, messages=redacted, tools=tools)
+    )
