@@ -101,8 +101,7 @@ class AgentLoop:
             {"role": "user", "content": question},
         ]
         stop_status, stop_reason = "succeeded", f"reached the step limit ({self.limits.max_steps})"
-        # Written with the first step's records (the run's "started" event is already written).
-        self.events.defer("step", self._begin_step(1, messages))
+        await self.events.emit("step", self._begin_step(1, messages))
         for step in range(1, self.limits.max_steps + 1):
             try:
                 result = await self._call([*messages, self._limits_note(step)], step, tools=True)

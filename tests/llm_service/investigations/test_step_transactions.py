@@ -109,7 +109,7 @@ async def test_a_steps_records_are_one_transaction_in_order(
         by_xid[t["xid"]].append(f"row:{t['step']}")
     groups = sorted(by_xid.values(), key=len, reverse=True)
     assert sorted(groups[0]) == sorted(
-        ["step:1", "llm_call:1", "tool_call:1", "tool_call:1", "step:2", "row:1", "row:1"]
+        ["llm_call:1", "tool_call:1", "tool_call:1", "step:2", "row:1", "row:1"]
     )
     assert sorted(groups[1]) == sorted(["llm_call:2", "tool_call:2", "step:3", "row:2"])
     # The answer's model call is recorded with the run's end, in its transaction.
@@ -158,9 +158,8 @@ async def test_a_run_starts_in_one_transaction(
     data_tenant: CreatedTenant,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Loading the run, the cap check and the "started" event share one transaction, the only
-    one of the run's own before its first model call (the first step's event is written with
-    that step's records)."""
+    """Loading the run, the cap check and the "started" event share one transaction; with the
+    first step's event, two transactions of the run's own come before its first model call."""
     opened: list[str] = []
     at_first_call: list[int] = []
 
@@ -184,7 +183,7 @@ async def test_a_run_starts_in_one_transaction(
     respx.post(OPENAI_URL).mock(side_effect=provider)
     run_id = await queue_run(app_pool, data_tenant.tenant_id)
     assert await run(model_settings, app_pool, data_tenant.tenant_id, run_id) == "succeeded"
-    assert at_first_call and at_first_call[0] == 1, opened
+    assert at_first_call and at_first_call[0] == 2, opened
     events, _, _ = await _records(app_pool, data_tenant.tenant_id, run_id)
     kinds = [e["event_type"] for e in events]
     assert kinds[:2] == ["started", "step"]
