@@ -191,3 +191,46 @@ async def test_a_run_starts_in_one_transaction(
     assert Decimal(limits["max_cost_usd"]) == Decimal("0.30")
     assert (limits["timeout_s"], limits["max_steps"]) == (60.0, 8)
     assert events[0]["data"]["worker"] == "test-worker"
+
+
+@respx.mock
+async def test_a_run_taken_over_before_its_end_records_nothing_more(
+    model_settings: Settings,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    data_tenant: CreatedTenant,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another worker takes the run over after the model answered: the answer's deferred event
+    is refused with the end this worker no longer owns; the run is left to its new holder."""
+    respx.post(OPENAI_URL).mock(side_effect=scripted(*_steps(), reply(final_answer)))
+    run_id = await queue_run(app_pool, data_tenant.tenant_id)
+    real = runner_module.InvestigationRunner._record_finish
+    pending_at_end: list[int] = []
+
+    async def taken_over(
+        self: runner_module.InvestigationRunner, claim: Any, events: Any, *args: Any
+    ) -> bool:
+        pending_at_end.append(events.pending)
+        async with tenant_transaction(owner_pool, claim.tenant_id) as conn:
+            await conn.execute(
+                "UPDATE investigations SET lease_owner = 'other-worker', "
+                "lease_token_hash = sha256(uuid_send(gen_random_uuid())) WHERE id = $1",
+                claim.run_id,
+            )
+        result: bool = await real(self, claim, events, *args)
+        return result
+
+    monkeypatch.setattr(runner_module.InvestigationRunner, "_record_finish", taken_over)
+    # The run's own view: it answered (its end simply was not this worker's to record).
+    assert await run(model_settings, app_pool, data_tenant.tenant_id, run_id) == "succeeded"
+    assert pending_at_end == [1]  # the answer's llm_call event, deferred to the end
+    events, _, calls = await _records(app_pool, data_tenant.tenant_id, run_id)
+    kinds = [(e["event_type"], e["data"].get("step")) for e in events]
+    assert ("llm_call", 3) not in kinds and ("final", None) not in kinds
+    assert calls == 3
+    async with tenant_transaction(owner_pool, data_tenant.tenant_id) as conn:
+        row = await conn.fetchrow(
+            "SELECT status, lease_owner FROM investigations WHERE id = $1", run_id
+        )
+    assert (row["status"], row["lease_owner"]) == ("running", "other-worker")
