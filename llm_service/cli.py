@@ -325,7 +325,9 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             await pool.close()
         return 0
 
-    return asyncio.run(work())
+    from llm_service.workers import event_loop
+
+    return event_loop.run(work())  # uvloop where installed, as `serve` runs its worker
 
 
 def _usd(text: str) -> Decimal:

@@ -180,11 +180,9 @@ class AgentLoop:
             # The model's names are its text, kept in the event log: no PII in them.
             "tool_calls": [redact_text(tc.name)[0] for tc in result.tool_calls],
         }
-        if tools and result.tool_calls:
-            # Recorded with the step's tool calls, in their transaction (one transaction less).
-            self.events.defer("llm_call", event)
-        else:
-            await self.events.emit("llm_call", event)
+        # Written by the run's next write of events, in its transaction (one transaction less
+        # per call): the step's tool records, a note, or the run's end with its "final" event.
+        self.events.defer("llm_call", event)
         return result
 
     async def _final_report(

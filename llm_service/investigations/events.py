@@ -2,9 +2,10 @@
 
 Writing each event in a transaction of its own costs a pooled connection and three round trips
 more per event. An event may instead be deferred: it is then written, in order and before any
-later event, by the run's next transaction that writes events (its next tool records, or
-`emit`/`flush`). A deferred event is lost if the run is cut off before that write (the ledger
-and the tool records, written at once, stay the record of what the run did).
+later event, by the run's next transaction that writes events (its next tool records,
+`emit`/`flush`, or the transaction that records the run's end with its "final" event). A deferred
+event is lost if the run is cut off before that write, e.g. its lease lost (the ledger and the
+tool records, written at once, stay the record of what the run did).
 """
 
 from __future__ import annotations

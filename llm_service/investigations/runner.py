@@ -69,11 +69,18 @@ class InvestigationRunner:
 
     async def _run(self, claim: Claim) -> str:
         run_id, tenant_id = claim.run_id, claim.tenant_id
+        events = EventSink(self.pool, tenant_id, run_id)
+        degraded: str | None = None
+        # One transaction starts a run: its row, then (for a run it executes) whether it must
+        # run degraded and its "started" event (one pooled connection, not three).
         async with tenant_transaction(self.pool, tenant_id) as conn:
             row = await repository.get(conn, run_id)
+            starts = row is not None and not claim.takeover and not row["cancel_requested"]
+            if row is not None and starts:
+                degraded = await self._degraded_reason(conn, tenant_id)
+                await events.write(conn, [("started", self._started(row))])
         if row is None:
             return "missing"
-        events = EventSink(self.pool, tenant_id, run_id)
         if claim.takeover:
             return await self._end_abandoned(claim, events)
         if row["cancel_requested"]:
@@ -86,32 +93,31 @@ class InvestigationRunner:
                 0,
             )
             return "cancelled"
-        return await self._execute(row, claim, events)
+        return await self._execute(row, claim, events, degraded)
 
-    async def _execute(self, row: dict[str, Any], claim: Claim, events: EventSink) -> str:
+    def _started(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The "started" event's data."""
+        limits = _limits(row)
+        return {
+            "worker": self.worker,
+            "limits": {
+                "max_cost_usd": str(limits.max_cost_usd),
+                "timeout_s": limits.timeout_s,
+                "max_steps": limits.max_steps,
+            },
+        }
+
+    async def _execute(
+        self, row: dict[str, Any], claim: Claim, events: EventSink, degraded: str | None
+    ) -> str:
         run_id, tenant_id = claim.run_id, claim.tenant_id
         started = time.monotonic()
-        limits = RunLimits(
-            max_cost_usd=cents_to_usd(row["max_cost_cents"]),
-            timeout_s=row["timeout_ms"] / 1000,
-            max_steps=row["max_steps"],
-        )
+        limits = _limits(row)
         ceiling = RunCeiling(limits.max_cost_usd)
         evidence = EvidenceLog(self.pool, tenant_id, run_id)
-        await events.emit(
-            "started",
-            {
-                "worker": self.worker,
-                "limits": {
-                    "max_cost_usd": str(limits.max_cost_usd),
-                    "timeout_s": limits.timeout_s,
-                    "max_steps": limits.max_steps,
-                },
-            },
-        )
         supervised = await self.runtime.supervise(
             claim,
-            self._investigate(row, tenant_id, limits, ceiling, evidence, events, started),
+            self._investigate(row, tenant_id, limits, ceiling, evidence, events, started, degraded),
             limits.timeout_s + TIMEOUT_GRACE_S,
         )
         if supervised.ended == "lost":
@@ -130,9 +136,9 @@ class InvestigationRunner:
         evidence: EvidenceLog,
         events: EventSink,
         started: float,
+        reason: str | None,
     ) -> RunOutcome:
         today = datetime.now(UTC).date()
-        reason = await self._degraded_reason(tenant_id)
         if reason is not None or self.gateway is None:
             channels = await self._channels(tenant_id)
             return await run_degraded(
@@ -155,11 +161,11 @@ class InvestigationRunner:
         )
         return await loop.run(row["question"])
 
-    async def _degraded_reason(self, tenant_id: UUID) -> str | None:
+    async def _degraded_reason(self, conn: asyncpg.Connection, tenant_id: UUID) -> str | None:
+        """Why the run must run degraded (no model, the tenant's cap spent), or None."""
         if self.gateway is None:
             return "no LLM model is configured"
-        async with tenant_transaction(self.pool, tenant_id, readonly=True) as conn:
-            status = await cap_status(conn, tenant_id)
+        status = await cap_status(conn, tenant_id)
         if status.available_cents <= 0:
             return "the tenant's monthly LLM cap is spent"
         return None
@@ -196,7 +202,7 @@ class InvestigationRunner:
     ) -> None:
         """Record the terminal state, waiting out a database outage of up to OUTAGE_WAIT_S."""
         done = await retry_through_outage(
-            lambda: self._record_finish(claim, outcome, elapsed_ms),
+            lambda: self._record_finish(claim, events, outcome, elapsed_ms),
             within_s=max(OUTAGE_WAIT_S, self.lease_s),
             what="finish investigation",
         )
@@ -208,13 +214,34 @@ class InvestigationRunner:
             )
 
     async def _record_finish(
-        self, claim: Claim, outcome: RunOutcome, elapsed_ms: int | None
+        self, claim: Claim, events: EventSink, outcome: RunOutcome, elapsed_ms: int | None
+    ) -> bool:
+        """Record the end (with the run's deferred events first, in the same transaction)."""
+        if not events.pending:
+            return await self._record_end(claim, None, outcome, elapsed_ms)
+        try:
+            return await self._record_end(claim, events, outcome, elapsed_ms)
+        except asyncpg.InsufficientPrivilegeError:
+            # The run's guard refused the deferred events: the run is no longer this claim's
+            # (a finished run takes no event but its `final`). Its end is then recorded or, as
+            # `finish` finds, already recorded elsewhere: without them.
+            return await self._record_end(claim, None, outcome, elapsed_ms)
+
+    async def _record_end(
+        self,
+        claim: Claim,
+        deferred: EventSink | None,
+        outcome: RunOutcome,
+        elapsed_ms: int | None,
     ) -> bool:
         run_id, tenant_id = claim.run_id, claim.tenant_id
         async with tenant_transaction(self.pool, tenant_id) as conn:
-            row = await repository.get(conn, run_id)
-            assert row is not None
-            if elapsed_ms is None:
+            if deferred is not None:
+                # Events are written while the run is running: before `finish`.
+                await deferred.write(conn, [])
+            if elapsed_ms is None:  # an abandoned run: timed from its recorded start
+                row = await repository.get(conn, run_id)
+                assert row is not None
                 started = row["started_at"] or row["queued_at"]
                 elapsed_ms = int((datetime.now(UTC) - started).total_seconds() * 1000)
             result = {
@@ -248,6 +275,15 @@ class InvestigationRunner:
                     },
                 )
         return recorded is not None
+
+
+def _limits(row: dict[str, Any]) -> RunLimits:
+    """A run's limits, from its row."""
+    return RunLimits(
+        max_cost_usd=cents_to_usd(row["max_cost_cents"]),
+        timeout_s=row["timeout_ms"] / 1000,
+        max_steps=row["max_steps"],
+    )
 
 
 def _outcome(

@@ -5,11 +5,15 @@ scratch each time costs O(steps^2). A `PromptMemo` (one per run) keeps, per posi
 as it was seen (a structural copy), its redacted form, its PII findings and its token count; a
 later call reuses them only where the message at that position is still EQUAL to what was seen,
 so a message added, replaced or changed in place since is redacted and counted afresh. The
-tokens of the tool definitions and of a response schema are kept the same way.
+tokens of the tool definitions and of a response schema are kept the same way, per process (every
+run sends the same ones).
 
 The count is litellm's own arithmetic, taken apart: `token_counter(messages=ms, tools=ts)` is the
 sum of each message's count, plus 3 for the reply primer, plus the tool definitions' share
-(tests compare the two on whole conversations).
+(tests compare the two on whole conversations). Each call of `token_counter` first sets up its
+counting (model family, tokenizer, tool template: ~0.15 ms, seven times the tiktoken encoding of a
+typical message); for litellm's own counter the memo keeps that set-up per model and counts each
+new message with litellm's per-message arithmetic (`_count_messages`), the same numbers.
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ TokenCounter = Callable[..., int]
 # The reply primer per (model, counter): counted once per process, not once per run (a call of
 # litellm's token_counter costs ~0.3 ms of set-up whatever it counts).
 _PRIMERS: dict[tuple[str, TokenCounter], int] = {}
+#: One message's tokens, without the reply primer.
+MessageCounter = Callable[[dict[str, Any]], int]
+# litellm's per-message counting set up once per model (None: not available, use the counter).
+_SET_UP: dict[str, MessageCounter | None] = {}
+# The tokens of the last tool definitions / response schema seen per (model, counter, what,
+# system message or not): every run sends the same ones, counted once per process (~1.4 ms a
+# run), reused only for a value EQUAL to the one counted.
+_EXTRAS: dict[tuple[str, TokenCounter, str, bool], tuple[Any, int]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +72,7 @@ class PromptMemo:
         if primer is None:
             primer = _PRIMERS[(model, token_counter)] = int(token_counter(model=model, messages=[]))
         self._primer = primer
-        self._extras: dict[tuple[str, bool], tuple[Any, int]] = {}
+        self._count_one = _message_counter(model, token_counter, primer)
 
     def prepare(
         self,
@@ -90,12 +102,7 @@ class PromptMemo:
             if index < len(seen) and seen[index].original == message:
                 continue
             redacted, findings = redact_message(message, index)
-            entry = _Seen(
-                _copy(message),
-                redacted,
-                findings,
-                int(self._count(model=self.model, messages=[redacted])) - self._primer,
-            )
+            entry = _Seen(_copy(message), redacted, findings, self._count_one(redacted))
             if index < len(seen):
                 seen[index] = entry
             else:
@@ -118,8 +125,8 @@ class PromptMemo:
         return total
 
     def _extra(self, what: str, system: bool, value: Any) -> int:
-        key = (what, system)
-        kept = self._extras.get(key)
+        key = (self.model, self._count, what, system)
+        kept = _EXTRAS.get(key)
         if kept is not None and kept[0] == value:
             return kept[1]
         if what == "tools":
@@ -129,8 +136,56 @@ class PromptMemo:
             )
         else:
             tokens = int(self._count(model=self.model, text=json.dumps(value)))
-        self._extras[key] = (_copy(value), tokens)
+        _EXTRAS[key] = (_copy(value), tokens)
         return tokens
+
+
+def _message_counter(model: str, token_counter: TokenCounter, primer: int) -> MessageCounter:
+    """One message's tokens as `token_counter(model=model, messages=[m]) - primer` counts them.
+
+    For litellm's own `token_counter`, its per-message arithmetic with the set-up done once per
+    model; any other counter (or litellm's with counting disabled) is called for each message.
+    """
+
+    def generic(message: dict[str, Any]) -> int:
+        return int(token_counter(model=model, messages=[message])) - primer
+
+    import litellm
+
+    if token_counter is not getattr(litellm, "token_counter", None):
+        return generic
+    if model not in _SET_UP:
+        _SET_UP[model] = _litellm_message_counter(model)
+    direct = _SET_UP[model]
+    if direct is None:
+        return generic
+
+    def counted(message: dict[str, Any]) -> int:
+        if litellm.disable_token_counter is True:  # read per call, as token_counter does
+            return generic(message)
+        return direct(message)
+
+    return counted
+
+
+def _litellm_message_counter(model: str) -> MessageCounter | None:
+    """litellm's `_count_messages` for one message with its `_MessageCountParams` built once,
+    or None when this litellm has no such internals (the counter is then called per message)."""
+    try:
+        from litellm.litellm_core_utils.token_counter import (
+            _count_messages,
+            _MessageCountParams,
+        )
+
+        params = _MessageCountParams(model, None)
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+    def count(message: dict[str, Any]) -> int:
+        one: list[Any] = [message]  # litellm types messages as its TypedDicts
+        return int(_count_messages(params, one, False, None))
+
+    return count
 
 
 def _copy(value: Any) -> Any:

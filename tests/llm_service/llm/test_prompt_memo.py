@@ -192,3 +192,83 @@ def test_the_reply_primer_is_counted_once_per_model_and_counter_not_per_run() ->
     assert other.count(messages) == int(
         real(model="openai/gpt-4o", messages=redact_messages(messages)[0])
     )
+
+
+_ODD_MESSAGES: list[dict[str, Any]] = [
+    {"role": "user", "content": "é" * 300 + " 日本語のテキスト " + "🙂" * 40},
+    {"role": "user", "name": "analyst_7", "content": "a named speaker"},
+    {"role": "assistant", "content": None, "tool_calls": []},
+    {
+        "role": "assistant",
+        "content": "two calls",
+        "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "x", "arguments": "{}"}},
+            {"id": "b", "type": "function", "function": {"name": "y", "arguments": '{"k": 1}'}},
+        ],
+    },
+    {"role": "user", "content": [{"type": "text", "text": "a content list"}]},
+    {"role": "tool", "tool_call_id": "c", "content": "1234567890 " * 20_000},  # past exact chars
+    {"role": "user", "content": ""},
+    {"role": "user", "content": "extra keys", "unknown_key": {"nested": [1, 2]}},
+]
+
+
+@pytest.mark.parametrize("message", _ODD_MESSAGES, ids=lambda m: str(m)[:30])
+def test_each_message_counts_as_litellms_token_counter_counts_it(message: dict[str, Any]) -> None:
+    """The memo's per-message count (litellm's arithmetic, set up once) is token_counter's."""
+    litellm = load_litellm()
+    memo = _memo()
+    conversation = [_conversation()[0], message]
+    redacted = redact_messages(conversation)[0]
+    assert memo.count(conversation) == litellm.token_counter(model=MODEL, messages=redacted)
+
+
+def test_a_model_switch_counts_with_that_models_tokenizer() -> None:
+    """The set-up kept per model is that model's: gpt-4 (cl100k) and gpt-4o (o200k) differ."""
+    litellm = load_litellm()
+    text = [{"role": "user", "content": "Attribution über alle Kanäle — 日本語 " * 30}]
+    counts = {}
+    for model in ("openai/gpt-4", "openai/gpt-4o-mini"):
+        counts[model] = PromptMemo(model, litellm.token_counter).count(text)
+        assert counts[model] == litellm.token_counter(model=model, messages=text)
+    assert counts["openai/gpt-4"] != counts["openai/gpt-4o-mini"]
+
+
+def test_the_tools_are_counted_once_per_process_and_again_when_they_change() -> None:
+    real = load_litellm().token_counter
+    tool_counts: list[int] = []
+
+    def counter(**kwargs: Any) -> int:
+        if kwargs.get("tools"):
+            tool_counts.append(len(kwargs["tools"]))
+        return int(real(**kwargs))
+
+    messages = _conversation()
+    redacted = redact_messages(messages)[0]
+    tools = openai_tool_schemas()
+    expected = real(model=MODEL, messages=redacted, tools=tools)
+    # Three runs (three memos) sending the same tools: counted by the first only.
+    for _ in range(3):
+        assert PromptMemo(MODEL, counter).prepare(messages, openai_tool_schemas()).input_tokens == (
+            expected
+        )
+    assert tool_counts == [len(tools)]
+    # A run whose tools differ (one fewer) is counted afresh, and so is the next with the first.
+    fewer = openai_tool_schemas()[1:]
+    assert PromptMemo(MODEL, counter).prepare(messages, fewer).input_tokens == real(
+        model=MODEL, messages=redacted, tools=fewer
+    )
+    assert PromptMemo(MODEL, counter).prepare(messages, tools).input_tokens == expected
+    assert tool_counts == [len(tools), len(fewer), len(tools)]
+
+
+def test_a_tool_changed_in_place_after_counting_is_counted_again() -> None:
+    litellm = load_litellm()
+    messages = _conversation()
+    tools = openai_tool_schemas()
+    PromptMemo(MODEL, litellm.token_counter).prepare(messages, tools)
+    tools[0]["function"]["description"] = "changed after the first run counted it " * 20
+    redacted = redact_messages(messages)[0]
+    assert PromptMemo(MODEL, litellm.token_counter).prepare(messages, tools).input_tokens == (
+        litellm.token_counter(model=MODEL, messages=redacted, tools=tools)
+    )
