@@ -28,6 +28,7 @@ from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.ledger import MonthlyCapExceeded
 from llm_service.db.pool import presenting_run_token, tenant_transaction
 from llm_service.db.queries import set_tenant
+from llm_service.db.retry import is_database_outage
 from llm_service.llm.gateway import LlmGateway, LlmRequest
 from llm_service.llm.pricing import build_price_book
 from llm_service.settings import Settings
@@ -662,3 +663,105 @@ async def test_every_request_has_its_row_and_the_run_never_passes_its_ceiling(
             "SELECT cost_cents FROM investigations WHERE id = $1", run_id
         )
     assert run_spend == settled <= 30
+
+
+# -- 1b. PostgreSQL unreachable in the middle of the reserve ----------------------------------
+
+
+class DatabaseLink:
+    """A loopback TCP link to PostgreSQL's Unix socket that the test can cut: while cut, every
+    connection attempt is counted and dropped at once (the server is unreachable)."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.up = True
+        self.refused = 0
+        self.refused_event = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self._links: list[asyncio.StreamWriter] = []
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in self._links:
+            writer.transport.abort()
+        self._links.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            self.refused += 1
+            self.refused_event.set()
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
+        self._links += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def stop(self) -> None:
+        self.cut()
+        assert self.server is not None
+        self.server.close()
+
+
+def _through(url: str, port: int) -> tuple[str, str]:
+    from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    socket_dir, pg_port = query.pop("host")[0], query.pop("port", ["5432"])[0]
+    query |= {"host": ["127.0.0.1"], "port": [str(port)]}
+    rewritten = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+    return rewritten, f"{socket_dir}/.s.PGSQL.{pg_port}"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_postgres_unreachable_mid_reserve_sends_nothing(
+    test_settings: Settings,
+    database_urls: Any,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+    provider: LoopbackProvider,
+    transport: str,
+) -> None:
+    from llm_service.db.pool import create_pool
+
+    _, socket_path = _through(database_urls.app, 0)
+    link = DatabaseLink(socket_path)
+    await link.start()
+    url, _ = _through(database_urls.app, link.port)
+    pool = await create_pool(url, application_name="redteam-cut", min_size=1, max_size=2)
+    try:
+        gateway = _gateway(test_settings, pool, provider, transport)
+        async with TenantLock(owner_pool, tenant.tenant_id) as lock:
+            call = asyncio.create_task(gateway.complete(_request(tenant.tenant_id, "cut link")))
+            await wait_until(lock.waiters, "the reserve waits on the tenant's row")
+            link.cut()  # PostgreSQL is unreachable: the reserve's connection is gone
+            await lock.release()
+            await link.refused_event.wait()  # the gateway tried again while it was down
+            assert (provider.connections, provider.bytes_received) == (0, 0)
+            link.up = True  # and it comes back
+            with pytest.raises(Exception) as failed:
+                await call
+        assert is_database_outage(failed.value), repr(failed.value)  # the caller is told why
+        assert (provider.connections, provider.bytes_received) == (0, 0)
+        rows = await _rows(app_pool, tenant.tenant_id)
+        assert [r["status"] for r in rows if r["status"] == "pending"] == []
+    finally:
+        await pool.close()
+        await link.stop()
