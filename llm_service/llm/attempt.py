@@ -16,7 +16,7 @@ from budgets.usage import missing_usage
 from llm_service.llm import retry
 from llm_service.llm.call_plan import Answered, Billed, CallPlan, LlmRequest, ProviderUnavailable
 from llm_service.llm.ledger_steps import LedgerSteps, metric_model
-from llm_service.llm.send_gate import SendGate
+from llm_service.llm.send_gate import GateClosed, SendGate
 from llm_service.llm.usage_read import ProviderUsage, breakdown_json
 from llm_service.metrics import USAGE_ANOMALIES
 from llm_service.settings import Settings
@@ -81,6 +81,11 @@ async def attempt_once(
         # Not cancelled: litellm ends on the closed gate, so no work of this attempt outlives it.
         await asyncio.wait([sending])
         raise
+    if plan.deadline is not None:
+        # The reserve may have waited (a lock): the send gets only what is left of the deadline.
+        timeout = min(timeout, plan.deadline - time.monotonic())
+        if timeout <= 0.05:
+            await _withdraw(plan, ledger, call, held, gate, sending)
     gate.open()
     started = time.perf_counter()  # the provider's latency: from the moment it may be sent
     try:
@@ -110,6 +115,31 @@ async def attempt_once(
         )
     )
     return Answered(response, call, attempt_no, latency, billed)
+
+
+class DeadlinePassedUnsent(TimeoutError):
+    """The caller's deadline passed while the reserve waited: the request was never sent."""
+
+
+async def _withdraw(
+    plan: CallPlan,
+    ledger: LedgerSteps,
+    call: CallReservation,
+    held: Reservation,
+    gate: SendGate,
+    sending: asyncio.Task[Any],
+) -> None:
+    """Keep a committed reservation's request unsent (the deadline passed while reserving):
+    the gate closes, the row settles at zero as timed out (nothing sent), TimeoutError."""
+    gate.close()
+    await asyncio.wait([sending])
+    try:
+        raise DeadlinePassedUnsent("the deadline passed while the call was reserved") from (
+            GateClosed("the request was held at the gate and never sent")
+        )
+    except DeadlinePassedUnsent as exc:
+        await asyncio.shield(ledger.settle_failure(plan.request, call, plan.ceiling, held, exc, 0))
+        raise
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

@@ -15,8 +15,15 @@ _NOT_BILLED_STATUSES = frozenset(
 )
 _TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # The connection was never made, so the request was never sent (httpx's, aiohttp's, the OS's).
+# GateClosed: the request was held at our own send gate (send_gate.py) and never left.
 _NOT_CONNECTED_ERRORS = frozenset(
-    {"ConnectError", "ConnectTimeout", "ClientConnectorError", "ConnectionRefusedError"}
+    {
+        "ConnectError",
+        "ConnectTimeout",
+        "ClientConnectorError",
+        "ConnectionRefusedError",
+        "GateClosed",
+    }
 )
 _CONNECTION_ERRORS = frozenset(
     {"APIConnectionError", "ConnectError", "RemoteProtocolError", "ReadError", "WriteError"}
