@@ -27,7 +27,7 @@ import pytest
 from llm_service.db.urls import DatabaseUrls
 from llm_service.tenants.service import CreatedTenant
 from tests.helpers.app_role import insert_pending, lease_run, set_session_tenant
-from tests.helpers.waiting import wait_until
+from tests.helpers.waiting import wait_for_lease_end, wait_until
 
 WORKER = "w-holder"
 SETTLE_ARGS = "'succeeded', 1, 1, 0, false, 1, NULL, NULL, NULL, NULL, NULL, NULL"
@@ -915,3 +915,72 @@ async def test_the_holder_hands_back_and_is_taken_over(
         await _in_tx(taker, mine["lease_token"], f"SELECT fn_settle_call($1, {SETTLE_ARGS})", call)
         is True
     )
+
+
+async def test_an_uncommitted_sweep_holds_no_run_of_any_tenant(
+    owner: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    app_pool: asyncpg.Pool,
+    database_urls: DatabaseUrls,
+    app_conns: list[asyncpg.Connection],
+    app_conn: asyncpg.Connection,
+    tenant: CreatedTenant,
+    other_tenant: CreatedTenant,
+) -> None:
+    """Promise 1, cross-tenant: a live run and a dead holder's run, each with a call whose
+    reservation lease ran out; the attacker (another tenant) sweeps every tenant's expired calls
+    in an open transaction. The abandoned row counts its reserved worst case, so the run_spend
+    trigger's delta is 0 and the run row is never updated (nor locked) by the sweep."""
+    tid = tenant.tenant_id
+    live = await _held(owner, owner_pool, database_urls, app_conns, tid)
+    dead = await _held(owner, owner_pool, database_urls, app_conns, tid)
+    calls = []
+    # One transaction (one now()): the second reserve's own sweep does not see the first expired.
+    async with live.conn.transaction():
+        for held in (live, dead):
+            await live.conn.execute("SELECT set_config('llm.run_token', $1, true)", str(held.token))
+            calls.append(
+                await insert_pending(
+                    live.conn,
+                    tid,
+                    Decimal("0.5"),
+                    expires="now() + interval '1 millisecond'",
+                    investigation_id=held.run_id,
+                )
+            )
+    for call in calls:
+        await wait_for_lease_end(app_pool, tid, call)
+    await owner.execute(
+        "UPDATE investigations SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        dead.run_id,
+    )
+    await set_session_tenant(app_conn, other_tenant.tenant_id)
+    broken: list[str] = []
+    await app_conn.execute("BEGIN")
+    try:
+        assert await app_conn.fetchval("SELECT fn_sweep_expired_llm_reservations()") >= 2
+        renewal = await live.conn.fetchrow(
+            "SELECT renewed FROM fn_renew_leases($1, 60, $2::uuid[])", WORKER, [live.token]
+        )
+        if renewal is None or not renewal["renewed"]:
+            broken.append("the live run's renewal skipped it")
+        taker = await _app(database_urls, app_conns)
+        if await _claim_until(taker, dead.run_id) is None:
+            broken.append("the dead holder's run was not taken over")
+        try:
+            await _no_lock_wait(
+                owner,
+                live.conn,
+                _in_tx(
+                    live.conn,
+                    live.token,
+                    "SELECT fn_finish_investigation($1, $2, 'succeeded', 'done', 5, NULL, false)",
+                    live.run_id,
+                    WORKER,
+                ),
+            )
+        except AssertionError as exc:
+            broken.append(f"the live run's end waits: {exc}")
+        assert broken == []
+    finally:
+        await app_conn.execute("ROLLBACK")
