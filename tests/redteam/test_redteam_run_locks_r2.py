@@ -984,3 +984,99 @@ async def test_an_uncommitted_sweep_holds_no_run_of_any_tenant(
         assert broken == []
     finally:
         await app_conn.execute("ROLLBACK")
+
+
+async def test_odd_settlements_of_its_own_calls_keep_the_month_exact(
+    owner: asyncpg.Connection, app_conn: asyncpg.Connection, tenant: CreatedTenant
+) -> None:
+    """Promise 2, numbers and jsonb: NaN, Infinity, negative, huge figures and odd breakdowns
+    are refused; the month's recorded row equals the ledger recomputed (reconcile)."""
+    tid = tenant.tenant_id
+    await set_session_tenant(app_conn, tid)
+    odd = [
+        ("'NaN'::numeric", "NULL"),
+        ("'Infinity'::numeric", "NULL"),
+        ("-0.01", "NULL"),
+        ("1e30", "NULL"),
+        ("0.1", """'{"input": {"tokens": 1, "cost_cents": "NaN"}}'::jsonb"""),
+        ("0.1", """'{"input": {"tokens": -5, "cost_cents": 0.1}}'::jsonb"""),
+        ("0.1", """'{"input": {"tokens": 1, "cost_cents": "Infinity"}}'::jsonb"""),
+        ("0.1", "'[]'::jsonb"),
+        ("0.1", "'null'::jsonb"),
+    ]
+    refused = []
+    for cost, breakdown in odd:
+        call = await insert_pending(app_conn, tid, Decimal("0.5"))
+        try:
+            done = await app_conn.fetchval(
+                f"SELECT fn_settle_call($1, 'succeeded', 1, 1, {cost}, false, 1, NULL, NULL, "
+                f"NULL, NULL, NULL, {breakdown})",
+                call,
+            )
+            refused.append(done is not True)
+        except asyncpg.PostgresError:
+            refused.append(True)
+        assert await owner.fetchval("SELECT status FROM llm_api_calls WHERE id = $1", call) in (
+            "pending",
+            "succeeded",
+        )
+    assert refused == [True] * len(odd), list(zip(odd, refused, strict=True))
+    # One honest settle, then the month recorded equals the ledger recomputed.
+    call = await insert_pending(app_conn, tid, Decimal("0.5"))
+    assert await app_conn.fetchval(f"SELECT fn_settle_call($1, {SETTLE_ARGS})", call) is True
+    rows = await owner.fetch(
+        "SELECT recorded_cost_cents, computed_cost_cents, recorded_calls, computed_calls, "
+        "breakdowns_match FROM fn_reconcile_monthly_costs(NULL) WHERE tenant_id = $1",
+        tid,
+    )
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r[0], r[2], r[4]) == (r[1], r[3], True) and r[2] == 1
+
+
+async def test_the_tenant_is_checked_not_left_to_rls(
+    owner: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    database_urls: DatabaseUrls,
+    app_conns: list[asyncpg.Connection],
+    tenant: CreatedTenant,
+) -> None:
+    """Promise 3: with no tenant set (the definer's policy sees every tenant), even the right
+    token ends, hands back, settles and cancels nothing."""
+    tid = tenant.tenant_id
+    held = await _held(owner, owner_pool, database_urls, app_conns, tid)
+    queued = await _queue(owner, tid, "investigations")
+    async with held.conn.transaction():
+        await held.conn.execute("SELECT set_config('llm.run_token', $1, true)", str(held.token))
+        call = await insert_pending(held.conn, tid, Decimal("0.5"), investigation_id=held.run_id)
+    bare = await _app(database_urls, app_conns)  # no tenant
+    answers = [
+        await _in_tx(
+            bare,
+            held.token,
+            "SELECT fn_finish_investigation($1, $2, 'failed', 'x', 0, NULL, false)",
+            held.run_id,
+            WORKER,
+        ),
+        await _in_tx(
+            bare,
+            held.token,
+            "SELECT fn_hand_back_run('investigation', $1, $2)",
+            held.run_id,
+            WORKER,
+        ),
+        await _in_tx(bare, held.token, f"SELECT fn_settle_call($1, {SETTLE_ARGS})", call),
+        await _in_tx(bare, None, "SELECT count(*) FROM fn_cancel_investigation($1)", queued),
+        await _in_tx(
+            bare, held.token, "SELECT fn_run_write_lock($1, NULL, NULL, NULL)", held.run_id
+        ),
+    ]
+    assert answers == [None, False, False, 0, False]
+    rows = await owner.fetch(
+        "SELECT status FROM investigations WHERE id = ANY($1) ORDER BY status",
+        [held.run_id, queued],
+    )
+    assert [r["status"] for r in rows] == ["queued", "running"]
+    assert await owner.fetchval("SELECT status FROM llm_api_calls WHERE id = $1", call) == (
+        "pending"
+    )
