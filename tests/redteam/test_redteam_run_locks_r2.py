@@ -24,7 +24,10 @@ import asyncpg
 import httpx
 import pytest
 
+from llm_service.db.pool import tenant_transaction
 from llm_service.db.urls import DatabaseUrls
+from llm_service.investigations import repository as investigations_repository
+from llm_service.jobs import repository as jobs_repository
 from llm_service.tenants.service import CreatedTenant
 from tests.helpers.app_role import insert_pending, lease_run, set_session_tenant
 from tests.helpers.waiting import wait_for_lease_end, wait_until
@@ -1080,3 +1083,103 @@ async def test_the_tenant_is_checked_not_left_to_rls(
     assert await owner.fetchval("SELECT status FROM llm_api_calls WHERE id = $1", call) == (
         "pending"
     )
+
+
+async def test_the_token_never_shows_in_another_sessions_view(
+    owner: asyncpg.Connection,
+    app_pool: asyncpg.Pool,
+    app_conn: asyncpg.Connection,
+    tenant: CreatedTenant,
+) -> None:
+    """The attacker model's premise: a session of the SAME role reads the worker's statements
+    in pg_stat_activity; the real claim, renewal, lease check and end bind the token as a
+    parameter, so its text never carries it."""
+    tid = tenant.tenant_id
+    run_id = await _queue(owner, tid, "investigations")
+    token = None
+    async with app_pool.acquire() as conn:
+        while token is None:
+            got = await jobs_repository.claim_batch(conn, "w-real", 60, 1, [], ["investigation"])
+            assert got, "the queued run was never claimed"
+            if got[0]["run_id"] == run_id:
+                token = got[0]["lease_token"]
+        assert await jobs_repository.renew_leases(conn, "w-real", 60, [token]) == {run_id: False}
+    async with tenant_transaction(app_pool, tid) as conn:
+        assert await jobs_repository.holds_lease(
+            conn, investigations_repository.TABLE, run_id, "w-real", token
+        )
+        spent = await investigations_repository.finish(
+            conn,
+            run_id,
+            "w-real",
+            token,
+            status="succeeded",
+            reason="done",
+            elapsed_ms=1,
+            result=None,
+            degraded=False,
+        )
+        assert spent == Decimal(0)
+        seen = await app_conn.fetch("SELECT query FROM pg_stat_activity WHERE query <> ''")
+    texts = " ".join(str(r["query"]) for r in seen).lower()
+    assert "fn_finish_investigation" in texts  # the worker's statement IS visible to llm_app
+    assert str(token) not in texts and token.hex not in texts
+    assert (
+        await app_conn.fetchval(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"
+        )
+        == 0
+    )
+
+
+async def test_two_racing_cancels_of_a_running_run_flag_it_once(
+    client: httpx.AsyncClient,
+    owner: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    database_urls: DatabaseUrls,
+    app_conns: list[asyncpg.Connection],
+    tenant: CreatedTenant,
+) -> None:
+    """Promise 4: both answer `running` (flagged, not ended), no `final` event, the holder ends
+    it as it chooses."""
+    held = await _held(owner, owner_pool, database_urls, app_conns, tenant.tenant_id)
+    url = f"/v1/investigations/{held.run_id}/cancel"
+    a, b = await asyncio.gather(
+        client.post(url, headers=_auth(tenant)), client.post(url, headers=_auth(tenant))
+    )
+    assert (a.status_code, b.status_code) == (200, 200)
+    assert a.json()["status"] == b.json()["status"] == "running"
+    row = await owner.fetchrow(
+        "SELECT status, cancel_requested, finished_at FROM investigations WHERE id = $1",
+        held.run_id,
+    )
+    assert tuple(row) == ("running", True, None)
+    assert await _final_events(owner, held.run_id) == []
+
+
+async def test_a_cancel_racing_the_claim_answers_what_the_row_holds(
+    client: httpx.AsyncClient,
+    owner: asyncpg.Connection,
+    database_urls: DatabaseUrls,
+    app_conns: list[asyncpg.Connection],
+    tenant: CreatedTenant,
+) -> None:
+    """Promise 4: a queued run claimed while the API cancels it is either cancelled before the
+    claim (never claimed, one `final` event) or flagged after it (running, no `final`)."""
+    run_id = await _queue(owner, tenant.tenant_id, "investigations")
+    worker = await _app(database_urls, app_conns)
+    answer, claimed = await asyncio.gather(
+        client.post(f"/v1/investigations/{run_id}/cancel", headers=_auth(tenant)),
+        _claim_until(worker, run_id),
+    )
+    assert answer.status_code == 200
+    row = await owner.fetchrow(
+        "SELECT status, cancel_requested FROM investigations WHERE id = $1", run_id
+    )
+    finals = await _final_events(owner, run_id)
+    if claimed is None:
+        assert (answer.json()["status"], row["status"]) == ("cancelled", "cancelled")
+        assert [f["status"] for f in finals] == ["cancelled"]
+    else:
+        assert (answer.json()["status"], row["status"]) == ("running", "running")
+        assert row["cancel_requested"] and finals == []
