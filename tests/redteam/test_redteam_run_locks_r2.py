@@ -1183,3 +1183,45 @@ async def test_a_cancel_racing_the_claim_answers_what_the_row_holds(
     else:
         assert (answer.json()["status"], row["status"]) == ("running", "running")
         assert row["cancel_requested"] and finals == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the tenant the definers check is a GUC any llm_app session may set, and "
+    "fn_reconcile_monthly_costs (EXECUTE for llm_app) lists every tenant's id: a session of "
+    "one tenant learns another's id, sets it, reads that tenant's running runs and cancels them",
+)
+async def test_another_tenants_running_run_cannot_be_found_and_flagged(
+    owner: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    database_urls: DatabaseUrls,
+    app_conns: list[asyncpg.Connection],
+    app_conn: asyncpg.Connection,
+    tenant: CreatedTenant,
+    other_tenant: CreatedTenant,
+) -> None:
+    """Promise 2, another tenant's run, with nothing but what llm_app may call and set."""
+    victim = await _held(owner, owner_pool, database_urls, app_conns, other_tenant.tenant_id)
+    await set_session_tenant(victim.conn, other_tenant.tenant_id)
+    call = await insert_pending(victim.conn, other_tenant.tenant_id, Decimal("0.01"))
+    assert await victim.conn.fetchval(f"SELECT fn_settle_call($1, {SETTLE_ARGS})", call)
+    await set_session_tenant(app_conn, tenant.tenant_id)
+    tenant_ids = [
+        r["tenant_id"]
+        for r in await app_conn.fetch(
+            "SELECT DISTINCT tenant_id FROM fn_reconcile_monthly_costs(NULL)"
+        )
+    ]
+    flagged = []
+    for tid in tenant_ids:
+        if tid == tenant.tenant_id:
+            continue
+        await set_session_tenant(app_conn, tid)
+        for run in await app_conn.fetch(
+            "SELECT id FROM investigations WHERE status = 'running' AND id = $1", victim.run_id
+        ):
+            flagged += await app_conn.fetch("SELECT id FROM fn_cancel_investigation($1)", run["id"])
+    assert flagged == []
+    assert not await owner.fetchval(
+        "SELECT cancel_requested FROM investigations WHERE id = $1", victim.run_id
+    )
