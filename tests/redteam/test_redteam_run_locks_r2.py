@@ -267,6 +267,14 @@ GADGETS: dict[str, str] = {
         "('{tenant}', 'x', 'investigations', 'm', 'p', 0.1, now() + interval '1 minute', 1, "
         "'{run}')"
     ),
+    "idempotency_key_naming_run": (
+        "INSERT INTO job_idempotency_keys (tenant_id, idempotency_key, kind, run_id) "
+        "VALUES ('{tenant}', 'k-{run}', 'investigation', '{run}')"
+    ),
+    "validation_failure_naming_call": (
+        "INSERT INTO llm_validation_failures (tenant_id, endpoint, llm_api_call_id, "
+        "validation_error) VALUES ('{tenant}', 'investigations', '{call}', 'x')"
+    ),
     "finish_no_token": (
         "SELECT fn_finish_investigation('{run}', '" + WORKER + "', 'failed', 'x', 0, NULL, false)"
     ),
@@ -409,6 +417,12 @@ async def test_a_budget_job_survives_the_same_attacks(
         "SELECT fn_run_write_lock(NULL, $1, NULL, NULL)",
         "SELECT fn_run_write_lock(NULL, $1, 'final', 'cancelled')",
         "SELECT * FROM fn_cancel_investigation($1)",
+        "INSERT INTO llm_api_calls (tenant_id, request_id, endpoint, model, provider, "
+        "reserved_cents, reservation_expires_at, max_tokens, budget_optimization_job_id) VALUES "
+        f"('{tid}', 'x', 'budget_optimizations', 'm', 'p', 0.1, now() + interval '1 minute', "
+        "1, $1)",
+        "INSERT INTO job_idempotency_keys (tenant_id, idempotency_key, kind, run_id) "
+        f"VALUES ('{tid}', 'k-' || $1::text, 'budget_optimization', $1)",
     ]
     await app_conn.execute("BEGIN")
     try:
@@ -1225,3 +1239,23 @@ async def test_another_tenants_running_run_cannot_be_found_and_flagged(
     assert not await owner.fetchval(
         "SELECT cancel_requested FROM investigations WHERE id = $1", victim.run_id
     )
+
+
+async def test_only_insert_guarded_tables_reference_runs_or_ledger_rows(
+    owner: asyncpg.Connection,
+) -> None:
+    """Promise 1, FK locks: every foreign key to a run or a ledger row is on a table whose
+    inserts by llm_app pass the lease guard first (a refused insert takes no KEY SHARE)."""
+    rows = await owner.fetch(
+        "SELECT c.conrelid::regclass::text AS child, c.confrelid::regclass::text AS parent, "
+        "EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+        "        WHERE t.tgrelid = c.conrelid AND p.proname = 'fn_run_insert_needs_lease' "
+        "          AND t.tgenabled <> 'D') AS guarded "
+        "FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = ANY("
+        "ARRAY['investigations', 'budget_optimization_jobs', 'llm_api_calls']::regclass[]) "
+        "ORDER BY 1"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("investigation_events", "investigations", True),
+        ("investigation_tool_calls", "investigations", True),
+    ]
