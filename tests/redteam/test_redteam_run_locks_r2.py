@@ -515,9 +515,22 @@ async def test_an_uncommitted_cancel_does_not_hold_the_running_run(
         )
         if renewal is None or not renewal["renewed"]:
             broken.append("the renewal skipped the run")
-        try:
-            await _no_lock_wait(
-                owner,
+        reserver = await _app(database_urls, app_conns)
+        await set_session_tenant(reserver, tid)
+
+        async def reserve() -> uuid.UUID:
+            async with reserver.transaction():
+                await reserver.execute(
+                    "SELECT set_config('llm.run_token', $1, true)", str(held.token)
+                )
+                return await insert_pending(
+                    reserver, tid, Decimal("0.5"), investigation_id=held.run_id
+                )
+
+        steps = [
+            ("the reserve waits", reserver, reserve()),
+            (
+                "the end waits",
                 c,
                 _in_tx(
                     c,
@@ -526,9 +539,13 @@ async def test_an_uncommitted_cancel_does_not_hold_the_running_run(
                     held.run_id,
                     WORKER,
                 ),
-            )
-        except AssertionError as exc:
-            broken.append(f"the end waits: {exc}")
+            ),
+        ]
+        for what, conn, step in steps:
+            try:
+                await _no_lock_wait(owner, conn, step)
+            except AssertionError as exc:
+                broken.append(f"{what}: {exc}")
         assert broken == []
     finally:
         await app_conn.execute("ROLLBACK")
