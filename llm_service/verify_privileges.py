@@ -30,8 +30,9 @@ CROSSTENANT_ROLE = "llm_crosstenant"
 _GUARD = re.compile(r"^\s*IF TG_RELID <> 'public\.([a-z_][a-z0-9_]*)'::regclass THEN", re.MULTILINE)
 
 
-# Money and limits the service committed, and the hash of a run's lease token (only the claim
-# sets it, migration 009): the application role may not write them.
+# Money and limits the service committed, the hash of a run's lease token (only the claim
+# sets it, migration 009) and of a call's settle token (set at its reserve only, migration
+# 012): the application role may not write (UPDATE) them.
 PROTECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "investigations": (
         "tenant_id", "max_cost_cents", "timeout_ms", "max_steps", "cost_cents", "question",
@@ -43,6 +44,7 @@ PROTECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "llm_api_calls": (
         "tenant_id", "reserved_cents", "reservation_expires_at", "model", "endpoint",
         "investigation_id", "budget_optimization_job_id", "started_at", "max_tokens",
+        "settle_token_hash",
     ),
     # A taken Idempotency-Key is never moved to another run or request (migration 009).
     "job_idempotency_keys": (

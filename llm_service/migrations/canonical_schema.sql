@@ -472,6 +472,7 @@ TABLE llm_api_calls  -- owner: <owner>
     COLUMN usage_anomaly text
     COLUMN raw_usage jsonb
     COLUMN usage_breakdown jsonb
+    COLUMN settle_token_hash bytea
     COMMENT ON COLUMN usage_anomaly 'Why the usage the provider reported was not believed (the call was then billed at its reservation); NULL when it was billed as reported.'
     COMMENT ON COLUMN raw_usage 'The usage object the provider returned, as it came (capped), kept as evidence.'
     COMMENT ON COLUMN usage_breakdown 'The cost of the call per kind of token as billed (input, cache_read, cache_write, input_audio, output, reasoning, output_audio): tokens, rate_usd, exact cost_cents, uncached_cents (at the base rate) and rate_known (false: charged the dearest known rate). NULL when the call was not billed from its usage (failed, estimated, anomalous).'
@@ -510,7 +511,7 @@ TABLE llm_api_calls  -- owner: <owner>
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
     GRANT SELECT TO llm_app
     GRANT SELECT, UPDATE TO llm_crosstenant
-    GRANT INSERT (attempt, budget_optimization_job_id, endpoint, id, investigation_id, max_tokens, model, provider, request_id, request_metadata, reservation_expires_at, reserved_cents, tenant_id) TO llm_app
+    GRANT INSERT (attempt, budget_optimization_job_id, endpoint, id, investigation_id, max_tokens, model, provider, request_id, request_metadata, reservation_expires_at, reserved_cents, settle_token_hash, tenant_id) TO llm_app
 
 TABLE llm_monthly_costs  -- owner: <owner>
     COMMENT 'What finance reviews: per tenant and UTC month, the exact sum of its settled calls, by model and endpoint. Written only by the ledger trigger. Data class: billing. Owner: finance. RLS: enabled and forced (tenant_isolation_policy); the application may only read it.'
@@ -2365,9 +2366,9 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, p_latency_ms integer, p_provider_request_id text, p_error_type text, p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+FUNCTION fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, p_latency_ms integer, p_provider_request_id text, p_error_type text, p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb, p_settle_token uuid)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
     COMMENT NULL
-CREATE OR REPLACE FUNCTION public.fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, p_latency_ms integer, p_provider_request_id text, p_error_type text, p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb)
+CREATE OR REPLACE FUNCTION public.fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, p_latency_ms integer, p_provider_request_id text, p_error_type text, p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb, p_settle_token uuid DEFAULT NULL::uuid)
  RETURNS boolean
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -2378,12 +2379,23 @@ DECLARE
         THEN sha256(uuid_send(current_setting('llm.run_token', true)::uuid)) END;
     v_investigation uuid;
     v_job uuid;
+    v_call_hash bytea;
 BEGIN
-    SELECT c.investigation_id, c.budget_optimization_job_id INTO v_investigation, v_job
+    SELECT c.investigation_id, c.budget_optimization_job_id, c.settle_token_hash
+      INTO v_investigation, v_job, v_call_hash
       FROM llm_api_calls c
      WHERE c.id = p_call AND c.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND c.status = 'pending';
     IF NOT FOUND THEN
         RETURN false;  -- no pending call of this tenant: settled already, or not ours
+    END IF;
+    -- The request that reserved the call presents its token. A row without a hash (reserved
+    -- before this migration) passes this step only if it is a run's (the lease token below).
+    IF v_call_hash IS NULL THEN
+        IF v_investigation IS NULL AND v_job IS NULL THEN
+            RETURN false;  -- no secret to check: left to the sweep, at its worst case
+        END IF;
+    ELSIF p_settle_token IS NULL OR v_call_hash <> sha256(uuid_send(p_settle_token)) THEN
+        RETURN false;
     END IF;
     IF v_investigation IS NOT NULL OR v_job IS NOT NULL THEN
         -- A run's call is settled by the run's holder (its token), the run held KEY SHARE

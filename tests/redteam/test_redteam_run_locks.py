@@ -171,7 +171,7 @@ async def test_hostile_lock_of_a_pending_ledger_row_does_not_stall_its_settle(
         # Nor through the settle function: without the run's token it settles (and locks)
         # nothing.
         assert not await PgLedgerStore(hostile).settle_pending(
-            call_id, Settlement("succeeded", Decimal(0))
+            call_id, Settlement("succeeded", Decimal(0)), None
         )
         await _lock_held(owner_pool, hostile.get_server_pid())
         assert await _lockable_at_once(owner_pool, "llm_api_calls", call_id)
@@ -181,7 +181,7 @@ async def test_hostile_lock_of_a_pending_ledger_row_does_not_stall_its_settle(
             async with app_conn.transaction():
                 await _present(app_conn, token)
                 return await PgLedgerStore(app_conn).settle_pending(
-                    call_id, Settlement("succeeded", Decimal("1.25"))
+                    call_id, Settlement("succeeded", Decimal("1.25")), None
                 )
 
         task: asyncio.Task[bool] = asyncio.ensure_future(settle())
@@ -322,7 +322,9 @@ async def test_the_definer_functions_lock_nothing_without_the_token(
             await hostile.fetchval(
                 "SELECT fn_hand_back_run('budget_optimization', $1, 'w')", job_id
             ),
-            await PgLedgerStore(hostile).settle_pending(call_id, Settlement("failed", Decimal(0))),
+            await PgLedgerStore(hostile).settle_pending(
+                call_id, Settlement("failed", Decimal(0)), None
+            ),
             await hostile.fetchval("SELECT fn_run_write_lock($1, NULL, NULL, NULL)", run_id),
             await hostile.fetchval("SELECT fn_run_write_lock(NULL, $1, NULL, NULL)", job_id),
             await hostile.fetchval(
@@ -369,7 +371,7 @@ async def test_another_tenants_session_with_the_token_changes_nothing(
             "SELECT fn_hand_back_run('investigation', $1, 'w')", run_id
         )
         assert not await PgLedgerStore(hostile).settle_pending(
-            call_id, Settlement("failed", Decimal(0))
+            call_id, Settlement("failed", Decimal(0)), None
         )
         assert not await hostile.fetchval("SELECT fn_run_write_lock($1, NULL, NULL, NULL)", run_id)
         assert (

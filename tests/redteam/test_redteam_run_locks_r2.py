@@ -595,49 +595,74 @@ async def test_an_uncommitted_settle_of_another_call_does_not_hold_the_holders_s
     tid = tenant.tenant_id
     held = await _held(owner, owner_pool, database_urls, app_conns, tid)
     await set_session_tenant(app_conn, tid)
-    own_call = await insert_pending(app_conn, tid, Decimal("0.01"))
+    own_token, first_token = uuid.uuid4(), uuid.uuid4()
+    own_call = await insert_pending(app_conn, tid, Decimal("0.01"), settle_token=own_token)
     # The month's row exists already (as after the tenant's first settle): the settle updates it.
-    first = await insert_pending(app_conn, tid, Decimal("0.01"))
-    assert await app_conn.fetchval(f"SELECT fn_settle_call($1, {SETTLE_ARGS})", first) is True
+    first = await insert_pending(app_conn, tid, Decimal("0.01"), settle_token=first_token)
+    settle = f"SELECT fn_settle_call($1, {SETTLE_ARGS}, $2)"
+    assert await app_conn.fetchval(settle, first, first_token) is True
     await app_conn.execute("BEGIN")
     try:
-        assert (
-            await app_conn.fetchval(f"SELECT fn_settle_call($1, {SETTLE_ARGS})", own_call) is True
-        )
+        assert await app_conn.fetchval(settle, own_call, own_token) is True
         await _holder_path(owner, held, tid)
     finally:
         await app_conn.execute("ROLLBACK")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a pending call of no run (an explanation's) has no holder token: fn_settle_call "
-    "lets any session of the tenant settle it at 0 while its request is in flight; the real "
-    "settle then finds it settled and the spend is lost",
-)
 async def test_another_sessions_pending_call_cannot_be_settled_at_zero(
     database_urls: DatabaseUrls,
     app_conns: list[asyncpg.Connection],
     app_conn: asyncpg.Connection,
     tenant: CreatedTenant,
 ) -> None:
-    """Promise 2: lower a spend, settle at 0, a ledger row the attacker does not hold."""
+    """Promise 2: lower a spend, settle at 0, a ledger row the attacker does not hold. The
+    reserving request holds the call's settle token (migration 012); the attacker has none,
+    guesses one, or presents the token of a call of its own."""
     tid = tenant.tenant_id
     api = await _app(database_urls, app_conns)
     await set_session_tenant(api, tid)
-    call = await insert_pending(api, tid, Decimal("0.4"))  # the API's explanation, in flight
+    token = uuid.uuid4()
+    # The API's explanation, in flight.
+    call = await insert_pending(api, tid, Decimal("0.4"), settle_token=token)
     await set_session_tenant(app_conn, tid)
-    stolen = await app_conn.fetchval(
-        "SELECT fn_settle_call($1, 'succeeded', 0, 0, 0, false, 0, NULL, NULL, NULL, NULL, "
-        "NULL, NULL)",
-        call,
-    )
+    own_token = uuid.uuid4()
+    await insert_pending(app_conn, tid, Decimal("0.01"), settle_token=own_token)
+    zero = "'succeeded', 0, 0, 0, false, 0, NULL, NULL, NULL, NULL, NULL, NULL"
+    stolen = await app_conn.fetchval(f"SELECT fn_settle_call($1, {zero})", call)
+    for presented in (None, uuid.uuid4(), own_token):
+        assert not await app_conn.fetchval(
+            f"SELECT fn_settle_call($1, {zero}, $2)", call, presented
+        ), presented
     real = await api.fetchval(
         "SELECT fn_settle_call($1, 'succeeded', 10, 10, 0.3, false, 5, NULL, NULL, NULL, NULL, "
-        "NULL, NULL)",
+        "NULL, NULL, $2)",
         call,
+        token,
     )
     assert (stolen, real) == (False, True)
+    cost = await api.fetchval("SELECT cost_cents FROM llm_api_calls WHERE id = $1", call)
+    assert cost == Decimal("0.3")
+
+
+async def test_a_pending_call_reserved_before_the_settle_token_is_left_to_the_sweep(
+    app_conn: asyncpg.Connection, owner: asyncpg.Connection, tenant: CreatedTenant
+) -> None:
+    """Migration 012: a pending row of no run without a hash (reserved before it) has no
+    secret to check: the application cannot settle it (no token, any token); the sweep counts
+    it at its reserved worst case once it expires (over-counted, never under-counted)."""
+    tid = tenant.tenant_id
+    await set_session_tenant(app_conn, tid)
+    call = await insert_pending(app_conn, tid, Decimal("0.4"), expires="now()")
+    assert await owner.fetchval(
+        "SELECT settle_token_hash IS NULL FROM llm_api_calls WHERE id = $1", call
+    )
+    for presented in (None, uuid.uuid4()):
+        assert not await app_conn.fetchval(
+            f"SELECT fn_settle_call($1, {SETTLE_ARGS}, $2)", call, presented
+        )
+    assert await app_conn.fetchval("SELECT fn_sweep_expired_llm_reservations()") >= 1
+    row = await owner.fetchrow("SELECT status, cost_cents FROM llm_api_calls WHERE id = $1", call)
+    assert row["status"] != "pending" and row["cost_cents"] == Decimal("0.4")
 
 
 async def test_crafted_arguments_change_nothing(
@@ -1040,12 +1065,14 @@ async def test_odd_settlements_of_its_own_calls_keep_the_month_exact(
     ]
     refused = []
     for cost, breakdown in odd:
-        call = await insert_pending(app_conn, tid, Decimal("0.5"))
+        token = uuid.uuid4()
+        call = await insert_pending(app_conn, tid, Decimal("0.5"), settle_token=token)
         try:
             done = await app_conn.fetchval(
                 f"SELECT fn_settle_call($1, 'succeeded', 1, 1, {cost}, false, 1, NULL, NULL, "
-                f"NULL, NULL, NULL, {breakdown})",
+                f"NULL, NULL, NULL, {breakdown}, $2)",
                 call,
+                token,
             )
             refused.append(done is not True)
         except asyncpg.PostgresError:
@@ -1056,8 +1083,12 @@ async def test_odd_settlements_of_its_own_calls_keep_the_month_exact(
         )
     assert refused == [True] * len(odd), list(zip(odd, refused, strict=True))
     # One honest settle, then the month recorded equals the ledger recomputed.
-    call = await insert_pending(app_conn, tid, Decimal("0.5"))
-    assert await app_conn.fetchval(f"SELECT fn_settle_call($1, {SETTLE_ARGS})", call) is True
+    token = uuid.uuid4()
+    call = await insert_pending(app_conn, tid, Decimal("0.5"), settle_token=token)
+    assert (
+        await app_conn.fetchval(f"SELECT fn_settle_call($1, {SETTLE_ARGS}, $2)", call, token)
+        is True
+    )
     rows = await owner.fetch(
         "SELECT recorded_cost_cents, computed_cost_cents, recorded_calls, computed_calls, "
         "breakdowns_match FROM fn_reconcile_monthly_costs(NULL) WHERE tenant_id = $1",
@@ -1234,8 +1265,11 @@ async def test_another_tenants_running_run_cannot_be_found_and_flagged(
     """Promise 2, another tenant's run, with nothing but what llm_app may call and set."""
     victim = await _held(owner, owner_pool, database_urls, app_conns, other_tenant.tenant_id)
     await set_session_tenant(victim.conn, other_tenant.tenant_id)
-    call = await insert_pending(victim.conn, other_tenant.tenant_id, Decimal("0.01"))
-    assert await victim.conn.fetchval(f"SELECT fn_settle_call($1, {SETTLE_ARGS})", call)
+    token = uuid.uuid4()
+    call = await insert_pending(
+        victim.conn, other_tenant.tenant_id, Decimal("0.01"), settle_token=token
+    )
+    assert await victim.conn.fetchval(f"SELECT fn_settle_call($1, {SETTLE_ARGS}, $2)", call, token)
     await set_session_tenant(app_conn, tenant.tenant_id)
     tenant_ids = [
         r["tenant_id"]

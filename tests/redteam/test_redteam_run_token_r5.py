@@ -87,7 +87,7 @@ async def _refused_lock(conn: asyncpg.Connection, table: str, row_id: uuid.UUID,
 
 async def _settle(conn: asyncpg.Connection, call_id: uuid.UUID, cost: Decimal) -> bool:
     """As the gateway settles a call (in the open transaction, its token presented)."""
-    return await PgLedgerStore(conn).settle_pending(call_id, Settlement("succeeded", cost))
+    return await PgLedgerStore(conn).settle_pending(call_id, Settlement("succeeded", cost), None)
 
 
 async def _event(

@@ -21,10 +21,21 @@ by), FOR UPDATE on a pending ledger row (its settle waited). Now:
     now (`finished_at` = now(), the mark its `final` event needs), the row locked FOR UPDATE
     first so the end waits for the run's writes in flight;
   - fn_hand_back_run(kind, run, worker): the holder ends its lease at once;
-  - fn_settle_call(call, ...): a pending ledger row of the current tenant is settled once; a
-    run's row by the run's token holder only (the run held KEY SHARE until commit, so a
-    takeover cannot land between the check and the commit; a taken-over worker's row is left
-    to the sweep, which counts it at its reserved worst case).
+  - fn_settle_call(call, ..., settle_token): a pending ledger row of the current tenant is
+    settled once, by the request that reserved it: the reserve writes settle_token_hash, the
+    sha256 of a random token the gateway draws per call and presents (as a parameter) to its
+    settle; a run's row needs the run's lease token as well (the run held KEY SHARE until
+    commit, so a takeover cannot land between the check and the commit; a taken-over worker's
+    row is left to the sweep, which counts it at its reserved worst case). Both, because each
+    proves something the other does not: the lease token that the worker still holds the run
+    (its spend may still be recorded against it), the call token that this is the request in
+    flight (a leaked run token alone zeroes no call). A call of no run (an explanation's) had
+    no secret at all before: any session of the tenant could settle it at 0 while it was in
+    flight, and the real settle then lost the spend.
+    Rows reserved before this migration have no hash: a run's pending row is settled by its
+    holder with the lease token alone (there is no call token to check); a pending row of no
+    run can no longer be settled by the application at all and is swept at its reserved worst
+    case once it expires (over-counted, never under-counted).
 - 011's insert guard read the run FOR KEY SHARE / FOR NO KEY UPDATE as the invoker: that read
   is now fn_run_write_lock, a definer step that locks the run only for a transaction entitled
   to write for it (its token is the run's, or, for the `queued` / `final` events of a run never
@@ -87,8 +98,11 @@ FINISH_OPTIMIZATION_SIGNATURE = (
 HAND_BACK_SIGNATURE = "fn_hand_back_run(text, uuid, text)"
 SETTLE_SIGNATURE = (
     "fn_settle_call(uuid, text, integer, integer, numeric, boolean, integer, text, text, text, "
-    "text, jsonb, jsonb)"
+    "text, jsonb, jsonb, uuid)"
 )
+# The sha256 of the call's settle token (the reserve writes it; llm_app may insert it, never
+# update it: it has no UPDATE on llm_api_calls).
+SETTLE_TOKEN_COLUMN = "settle_token_hash"
 WRITE_LOCK_SIGNATURE = "fn_run_write_lock(uuid, uuid, text, text)"
 APP_FUNCTIONS = (
     CANCEL_SIGNATURE,
@@ -318,18 +332,29 @@ _SETTLE = _definer(
     "fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, "
     "p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, "
     "p_latency_ms integer, p_provider_request_id text, p_error_type text, "
-    "p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb) "
-    "RETURNS boolean",
+    "p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb, "
+    "p_settle_token uuid DEFAULT NULL) RETURNS boolean",
     f"""DECLARE
     v_hash bytea := {_PRESENTED_HASH};
     v_investigation uuid;
     v_job uuid;
+    v_call_hash bytea;
 BEGIN
-    SELECT c.investigation_id, c.budget_optimization_job_id INTO v_investigation, v_job
+    SELECT c.investigation_id, c.budget_optimization_job_id, c.{SETTLE_TOKEN_COLUMN}
+      INTO v_investigation, v_job, v_call_hash
       FROM llm_api_calls c
      WHERE c.id = p_call AND c.tenant_id = {CURRENT_TENANT} AND c.status = 'pending';
     IF NOT FOUND THEN
         RETURN false;  -- no pending call of this tenant: settled already, or not ours
+    END IF;
+    -- The request that reserved the call presents its token. A row without a hash (reserved
+    -- before this migration) passes this step only if it is a run's (the lease token below).
+    IF v_call_hash IS NULL THEN
+        IF v_investigation IS NULL AND v_job IS NULL THEN
+            RETURN false;  -- no secret to check: left to the sweep, at its worst case
+        END IF;
+    ELSIF p_settle_token IS NULL OR v_call_hash <> sha256(uuid_send(p_settle_token)) THEN
+        RETURN false;
     END IF;
     IF v_investigation IS NOT NULL OR v_job IS NOT NULL THEN
         -- A run's call is settled by the run's holder (its token), the run held KEY SHARE
@@ -361,6 +386,8 @@ END""",
 
 def upgrade() -> None:
     op.execute(f"REVOKE UPDATE ON {', '.join(LOCKED_TABLES)} FROM {APP_ROLE}")
+    op.execute(f"ALTER TABLE llm_api_calls ADD COLUMN {SETTLE_TOKEN_COLUMN} bytea")
+    op.execute(f"GRANT INSERT ({SETTLE_TOKEN_COLUMN}) ON llm_api_calls TO {APP_ROLE}")
     op.execute(_WRITE_LOCK)
     op.execute(_INSERT_GUARD)
     for table in RUN_TABLES.values():
@@ -396,3 +423,4 @@ def downgrade() -> None:
     op.execute(f"DROP FUNCTION {WRITE_LOCK_SIGNATURE}")
     for table, columns in APP_UPDATE_COLUMNS.items():
         op.execute(f"GRANT UPDATE ({columns}) ON {table} TO {APP_ROLE}")
+    op.execute(f"ALTER TABLE llm_api_calls DROP COLUMN {SETTLE_TOKEN_COLUMN}")
