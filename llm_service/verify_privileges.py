@@ -65,7 +65,9 @@ PROTECTED_AT_INSERT: dict[str, tuple[str, ...]] = {
         "usage_anomaly", "raw_usage", "cost_is_estimate",
     ),
 }  # fmt: skip
-READ_ONLY_TABLES = ("llm_monthly_costs",)
+# The month's roll-up (the ledger trigger writes it) and a running run's cancel requests (only
+# fn_cancel_investigation writes them, for a running run of the tenant: migration 012).
+READ_ONLY_TABLES = ("llm_monthly_costs", "run_cancel_requests")
 # Runs and ledger rows: llm_app holds no UPDATE privilege on them, so it can lock none of their
 # rows (migration 012); it writes them through definer functions that check the lease token.
 UNLOCKABLE_TABLES = ("investigations", "budget_optimization_jobs", "llm_api_calls")
@@ -118,7 +120,7 @@ async def privilege_checks(
     check(
         "committed money and limits are read-only to the application role",
         not writable,
-        f"{len(columns) + len(insert_columns)} columns, {len(READ_ONLY_TABLES)} table protected"
+        f"{len(columns) + len(insert_columns)} columns, {len(READ_ONLY_TABLES)} tables protected"
         + (f"; writable: {', '.join(writable)}" if writable else ""),
     )
     lockable = [

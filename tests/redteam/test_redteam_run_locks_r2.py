@@ -485,12 +485,6 @@ async def test_an_expired_run_is_taken_over_past_every_attack(
     assert claimed is not None and claimed["takeover"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fn_cancel_investigation is a lock gadget: a cancel of a running run, left "
-    "uncommitted, holds NO KEY UPDATE on it; the holder's renewal skips it (SKIP LOCKED), its "
-    "reserve and settle (the run_spend trigger's UPDATE) and its end wait",
-)
 async def test_an_uncommitted_cancel_does_not_hold_the_running_run(
     owner: asyncpg.Connection,
     owner_pool: asyncpg.Pool,
@@ -693,7 +687,8 @@ async def test_crafted_arguments_change_nothing(
 
     snapshot_sql = (
         "SELECT id, status, reason, lease_owner, lease_expires_at, lease_token_hash, "
-        "cost_cents, cancel_requested, finished_at FROM investigations WHERE id = ANY($1) "
+        "cost_cents, (cancel_requested OR EXISTS (SELECT 1 FROM run_cancel_requests q "
+        "WHERE q.run_id = investigations.id)), finished_at FROM investigations WHERE id = ANY($1) "
         "UNION ALL SELECT id, status, reason, lease_owner, lease_expires_at, lease_token_hash, "
         "cost_cents, false, finished_at FROM budget_optimization_jobs WHERE id = $2 "
         "UNION ALL SELECT id, status, error_type, NULL, reservation_expires_at, NULL, "
@@ -908,8 +903,11 @@ async def test_cancel_flags_a_running_run_and_races_its_end(
         client.post(f"/v1/investigations/{other.run_id}/cancel", headers=_auth(tenant)), end
     )
     assert spent is not None
-    row = await owner.fetchrow(
-        "SELECT status, cancel_requested FROM investigations WHERE id = $1", other.run_id
+    row = await owner.fetchrow(  # the flag: the row's or a request's (migration 012)
+        "SELECT status, (cancel_requested OR EXISTS (SELECT 1 FROM run_cancel_requests q "
+        "WHERE q.run_id = investigations.id)) AS cancel_requested FROM investigations "
+        "WHERE id = $1",
+        other.run_id,
     )
     assert row["status"] == "succeeded"  # the end is the holder's; a cancel never overrides it
     assert answer.status_code == 200
@@ -1212,7 +1210,9 @@ async def test_two_racing_cancels_of_a_running_run_flag_it_once(
     assert (a.status_code, b.status_code) == (200, 200)
     assert a.json()["status"] == b.json()["status"] == "running"
     row = await owner.fetchrow(
-        "SELECT status, cancel_requested, finished_at FROM investigations WHERE id = $1",
+        # The flag is the row's or a request's (migration 012: a running run's is a request).
+        "SELECT status, (cancel_requested OR EXISTS (SELECT 1 FROM run_cancel_requests q "
+        "WHERE q.run_id = investigations.id)), finished_at FROM investigations WHERE id = $1",
         held.run_id,
     )
     assert tuple(row) == ("running", True, None)
@@ -1236,7 +1236,10 @@ async def test_a_cancel_racing_the_claim_answers_what_the_row_holds(
     )
     assert answer.status_code == 200
     row = await owner.fetchrow(
-        "SELECT status, cancel_requested FROM investigations WHERE id = $1", run_id
+        "SELECT status, (cancel_requested OR EXISTS (SELECT 1 FROM run_cancel_requests q "
+        "WHERE q.run_id = investigations.id)) AS cancel_requested FROM investigations "
+        "WHERE id = $1",
+        run_id,
     )
     finals = await _final_events(owner, run_id)
     if claimed is None:
@@ -1288,7 +1291,9 @@ async def test_another_tenants_running_run_cannot_be_found_and_flagged(
             flagged += await app_conn.fetch("SELECT id FROM fn_cancel_investigation($1)", run["id"])
     assert flagged == []
     assert not await owner.fetchval(
-        "SELECT cancel_requested FROM investigations WHERE id = $1", victim.run_id
+        "SELECT cancel_requested OR EXISTS (SELECT 1 FROM run_cancel_requests q "
+        "WHERE q.run_id = investigations.id) FROM investigations WHERE id = $1",
+        victim.run_id,
     )
 
 

@@ -354,7 +354,7 @@ async def test_every_executable_function_of_ours_is_one_the_app_calls(
         "fn_finish_optimization", "fn_hand_back_run", "fn_settle_call", "fn_run_write_lock",
         "fn_queue_depth", "fn_finance_monthly_costs", "fn_purge_llm_call_prompts",
         "fn_purge_llm_validation_payloads", "fn_tenant_for_api_key_hash",
-        "fn_sweep_expired_llm_reservations",
+        "fn_sweep_expired_llm_reservations", "fn_run_cancel_requested",
         "fn_finance_daily_costs", "fn_normalize_json_key", "fn_is_personal_key",
         "fn_jsonb_personal_paths", "fn_scan_pii_contamination", "fn_pii_scan_batch",
     }  # fmt: skip
