@@ -547,7 +547,8 @@ async def test_an_uncommitted_cancel_does_not_hold_the_running_run(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the reserve trigger queues a tenant's reservations on its tenants row (FOR NO KEY "
+    reason="known limit (README, what a stolen llm_app credential can still do): "
+    "the reserve trigger queues a tenant's reservations on its tenants row (FOR NO KEY "
     "UPDATE as the definer): a session that inserts its own pending call and keeps the "
     "transaction open holds every reservation of the tenant, the holder's run calls included",
 )
@@ -573,7 +574,8 @@ async def test_an_uncommitted_reservation_does_not_hold_the_holders_reserve(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="settling any call rolls it up into the tenant's llm_monthly_costs row: a session "
+    reason="known limit (README, what a stolen llm_app credential can still do): "
+    "settling any call rolls it up into the tenant's llm_monthly_costs row: a session "
     "that settles its own explanation call and keeps the transaction open holds the month's "
     "row, and the holder's settle of its run's call waits on it",
 )
@@ -1252,7 +1254,8 @@ async def test_a_cancel_racing_the_claim_answers_what_the_row_holds(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the tenant the definers check is a GUC any llm_app session may set, and "
+    reason="known limit (README, what a stolen llm_app credential can still do): "
+    "the tenant the definers check is a GUC any llm_app session may set, and "
     "fn_reconcile_monthly_costs (EXECUTE for llm_app) lists every tenant's id: a session of "
     "one tenant learns another's id, sets it, reads that tenant's running runs and cancels them",
 )
