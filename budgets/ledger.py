@@ -9,7 +9,7 @@ run's ceiling atomically and turns its refusals into `MonthlyCapExceeded` / `Cei
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -36,12 +36,14 @@ class MonthlyCapExceeded(Exception):
 
 @dataclass(frozen=True)
 class CallReservation:
-    """A pending ledger row holding a call's worst case against the tenant's cap."""
+    """A pending ledger row holding a call's worst case against the tenant's cap; its
+    `settle_token` (the secret its settle presents) stays out of reprs."""
 
     call_id: UUID
     tenant_id: UUID
     reserved_usd: Decimal
     expires_at: datetime
+    settle_token: UUID | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class PendingCall:
     investigation_id: UUID | None
     budget_optimization_job_id: UUID | None
     request_metadata: dict[str, Any]
+    # The secret the call's settle presents; the store keeps only its sha256.
+    settle_token: UUID | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,11 @@ class LedgerStore(Protocol):
         """
         ...
 
-    async def settle_pending(self, call_id: UUID, settlement: Settlement) -> bool:
-        """Settle the row if it is still pending; False if it was not (swept or absent)."""
+    async def settle_pending(
+        self, call_id: UUID, settlement: Settlement, settle_token: UUID | None
+    ) -> bool:
+        """Settle the row if it is still pending and `settle_token` is the one it was reserved
+        with; False if not (swept, absent, or not the reserving request's)."""
         ...
 
     async def cap_figures(self, tenant_id: UUID) -> CapStatus | None:
@@ -143,16 +150,19 @@ async def reserve_call(
     budget_optimization_job_id: UUID | None = None,
     request_metadata: dict[str, Any] | None = None,
     call_id: UUID | None = None,
+    settle_token: UUID | None = None,
 ) -> CallReservation:
     """Write the pending row for a call, atomically within the tenant's monthly cap.
 
     The store does the checking: reservations of one tenant are serialised across every process
     and machine, so concurrent calls cannot each see the same room under the cap; expired
     reservations of crashed processes are settled (at their worst case) first, so they stop
-    blocking; a run's recorded spend may not pass its ceiling.
+    blocking; a run's recorded spend may not pass its ceiling. The call's settle needs
+    `settle_token` (a fresh random one when not given): only the reserving request settles it.
     """
     needed = usd_to_cents(worst_case_usd)
     call_id = call_id or uuid.uuid4()
+    settle_token = settle_token or uuid.uuid4()
     expires_at = await store.insert_pending(
         PendingCall(
             call_id=call_id,
@@ -168,9 +178,10 @@ async def reserve_call(
             investigation_id=investigation_id,
             budget_optimization_job_id=budget_optimization_job_id,
             request_metadata=request_metadata or {},
+            settle_token=settle_token,
         )
     )
-    return CallReservation(call_id, tenant_id, cents_to_usd(needed), expires_at)
+    return CallReservation(call_id, tenant_id, cents_to_usd(needed), expires_at, settle_token)
 
 
 async def settle_call(
@@ -213,10 +224,13 @@ async def settle_call(
             raw_usage=raw_usage,
             usage_breakdown=usage_breakdown,
         ),
+        reservation.settle_token,
     )
 
 
-async def void_reservation(store: LedgerStore, call_id: UUID, reason: str) -> bool:
+async def void_reservation(
+    store: LedgerStore, call_id: UUID, reason: str, *, settle_token: UUID | None
+) -> bool:
     """Settle at zero the reservation of a call that was never sent, if its row exists.
 
     For a reserving transaction whose outcome is unknown (the connection died around its
@@ -227,6 +241,7 @@ async def void_reservation(store: LedgerStore, call_id: UUID, reason: str) -> bo
         Settlement(
             status="failed", cost_cents=Decimal(0), error_type="NotSent", error_message=reason
         ),
+        settle_token,
     )
 
 

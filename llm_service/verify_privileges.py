@@ -30,8 +30,9 @@ CROSSTENANT_ROLE = "llm_crosstenant"
 _GUARD = re.compile(r"^\s*IF TG_RELID <> 'public\.([a-z_][a-z0-9_]*)'::regclass THEN", re.MULTILINE)
 
 
-# Money and limits the service committed, and the hash of a run's lease token (only the claim
-# sets it, migration 009): the application role may not write them.
+# Money and limits the service committed, the hash of a run's lease token (only the claim
+# sets it, migration 009) and of a call's settle token (set at its reserve only, migration
+# 012): the application role may not write (UPDATE) them.
 PROTECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "investigations": (
         "tenant_id", "max_cost_cents", "timeout_ms", "max_steps", "cost_cents", "question",
@@ -43,6 +44,7 @@ PROTECTED_COLUMNS: dict[str, tuple[str, ...]] = {
     "llm_api_calls": (
         "tenant_id", "reserved_cents", "reservation_expires_at", "model", "endpoint",
         "investigation_id", "budget_optimization_job_id", "started_at", "max_tokens",
+        "settle_token_hash",
     ),
     # A taken Idempotency-Key is never moved to another run or request (migration 009).
     "job_idempotency_keys": (
@@ -63,7 +65,9 @@ PROTECTED_AT_INSERT: dict[str, tuple[str, ...]] = {
         "usage_anomaly", "raw_usage", "cost_is_estimate",
     ),
 }  # fmt: skip
-READ_ONLY_TABLES = ("llm_monthly_costs",)
+# The month's roll-up (the ledger trigger writes it) and a running run's cancel requests (only
+# fn_cancel_investigation writes them, for a running run of the tenant: migration 012).
+READ_ONLY_TABLES = ("llm_monthly_costs", "run_cancel_requests")
 # Runs and ledger rows: llm_app holds no UPDATE privilege on them, so it can lock none of their
 # rows (migration 012); it writes them through definer functions that check the lease token.
 UNLOCKABLE_TABLES = ("investigations", "budget_optimization_jobs", "llm_api_calls")
@@ -116,7 +120,7 @@ async def privilege_checks(
     check(
         "committed money and limits are read-only to the application role",
         not writable,
-        f"{len(columns) + len(insert_columns)} columns, {len(READ_ONLY_TABLES)} table protected"
+        f"{len(columns) + len(insert_columns)} columns, {len(READ_ONLY_TABLES)} tables protected"
         + (f"; writable: {', '.join(writable)}" if writable else ""),
     )
     lockable = [

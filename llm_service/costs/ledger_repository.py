@@ -78,28 +78,30 @@ WHERE t.id = $1
 # The database checks the reservation against the tenant's monthly cap (under a per-tenant
 # advisory lock, after settling the tenant's expired reservations) and against the run's ceiling:
 # see fn_llm_api_calls_reserve and fn_llm_api_calls_run_spend (migration 006).
+# The row keeps the sha256 of the call's settle token ($14), never the token (migration 012).
 _RESERVE_SQL = """
 INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, attempt,
     reserved_cents, reservation_expires_at, max_tokens, investigation_id,
-    budget_optimization_job_id, request_metadata)
+    budget_optimization_job_id, request_metadata, settle_token_hash)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9::double precision),
-        $10, $11, $12, $13)
+        $10, $11, $12, $13, sha256(uuid_send($14::uuid)))
 RETURNING reservation_expires_at
 """
 
 _SETTLEMENT_FIELDS = 12  # as _settlement_values gives them
 
 
-def _settle_call_sql(first: int) -> str:
+def _settle_call_sql(first: int, settle_token: int) -> str:
     """Migration 012's fn_settle_call of the call $1 with the settlement's values from
-    `$first` on: a pending row of the current tenant, settled once; a run's row by the run's
-    holder only (the transaction's lease token). The application role may not UPDATE (nor so
-    lock) a ledger row itself."""
+    `$first` on and the call's settle token `$settle_token`: a pending row of the current
+    tenant, settled once, by the request that reserved it (its token); a run's row by the run's
+    holder only (the transaction's lease token) as well. The application role may not UPDATE
+    (nor so lock) a ledger row itself."""
     values = ", ".join(f"${n}" for n in range(first, first + _SETTLEMENT_FIELDS))
-    return f"fn_settle_call($1, {values})"
+    return f"fn_settle_call($1, {values}, ${settle_token}::uuid)"
 
 
-_SETTLE_SQL = "SELECT " + _settle_call_sql(2)
+_SETTLE_SQL = "SELECT " + _settle_call_sql(2, 2 + _SETTLEMENT_FIELDS)
 
 # The same two steps, each ONE statement outside any transaction block (the gateway's path: one
 # round trip each instead of BEGIN, set tenant, statement, COMMIT). Why that is safe:
@@ -137,10 +139,10 @@ _FINDINGS = insert_findings_sql(
 _RESERVE_ALONE_SQL = f"""{_settings("$2", "$14")}, findings AS ({_FINDINGS})
 INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, attempt,
     reserved_cents, reservation_expires_at, max_tokens, investigation_id,
-    budget_optimization_job_id, request_metadata)
+    budget_optimization_job_id, request_metadata, settle_token_hash)
 SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::text, $7::integer, $8::numeric,
        now() + make_interval(secs => $9::double precision), $10::integer, $11::uuid, $12::uuid,
-       $13::jsonb
+       $13::jsonb, sha256(uuid_send($18::uuid))
   FROM s
 RETURNING reservation_expires_at
 """
@@ -155,7 +157,7 @@ def _settle_alone_sql(*, wait_for_flush: bool) -> str:
     waits (the run's next reserve, which always does: a lost reservation of a call that was
     sent would be money unrecorded) makes this settle durable too."""
     return f"""{_settings("$2", "$15", wait_for_flush=wait_for_flush)}
-SELECT {_settle_call_sql(3)} FROM s
+SELECT {_settle_call_sql(3, 16)} FROM s
 """
 
 
@@ -170,7 +172,7 @@ _RUN_CEILINGS = frozenset(
 
 
 def _pending_values(call: PendingCall) -> tuple[object, ...]:
-    """A reservation's 13 values in the order the reserve statements take them ($1..$13)."""
+    """A pending call's values in the order both reserve statements take them ($1..$13)."""
     return (
         call.call_id,
         call.tenant_id,
@@ -217,18 +219,20 @@ class PgLedgerStore:
         (the transactional reserve: the bench's baseline and the tests', not the service's)."""
         try:
             expires_at: datetime = await self.conn.fetchval(
-                _RESERVE_SQL,
-                *_pending_values(call),
+                _RESERVE_SQL, *_pending_values(call), call.settle_token
             )
         except asyncpg.PostgresError as exc:
             _raise_refusal(exc, call.reserved_cents)
             raise
         return expires_at
 
-    async def settle_pending(self, call_id: UUID, settlement: Settlement) -> bool:
-        """Settle the row if still pending (the trigger moves the monthly row with it)."""
+    async def settle_pending(
+        self, call_id: UUID, settlement: Settlement, settle_token: UUID | None
+    ) -> bool:
+        """Settle the row if still pending and reserved with `settle_token` (the trigger moves
+        the monthly row with it)."""
         settled: bool | None = await self.conn.fetchval(
-            _SETTLE_SQL, call_id, *_settlement_values(settlement)
+            _SETTLE_SQL, call_id, *_settlement_values(settlement), settle_token
         )
         return bool(settled)
 
@@ -267,27 +271,32 @@ class PgStatementStore:
                 self.findings_source,
                 [location for location, _ in self.findings],
                 [kind for _, kind in self.findings],
+                call.settle_token,
             )
         except asyncpg.PostgresError as exc:
             _raise_refusal(exc, call.reserved_cents)
             raise
         return expires_at
 
-    async def settle_pending(self, call_id: UUID, settlement: Settlement) -> bool:
-        """Settle the row if still pending; when the statement saw no row, a transaction says
-        whether it is settled already (idempotent) or still pending (then settles it)."""
+    async def settle_pending(
+        self, call_id: UUID, settlement: Settlement, settle_token: UUID | None
+    ) -> bool:
+        """Settle the row if still pending (and reserved with `settle_token`); when the
+        statement saw no row, a transaction says whether it is settled already (idempotent) or
+        still pending (then settles it)."""
         settled = await self.conn.fetchval(
             _SETTLE_ALONE_SQL,
             call_id,
             self.tenant_id,
             *_settlement_values(settlement),
             self._token(),
+            settle_token,
         )
         if settled:
             return True
         async with self.conn.transaction():
             await set_tenant(self.conn, self.tenant_id, self.run_token)
-            return await PgLedgerStore(self.conn).settle_pending(call_id, settlement)
+            return await PgLedgerStore(self.conn).settle_pending(call_id, settlement, settle_token)
 
     async def cap_figures(self, tenant_id: UUID) -> CapStatus | None:
         """Cap, this month's settled spend and every live reservation (in a read transaction)."""

@@ -17,8 +17,10 @@ from llm_service.jobs.kinds import JobTable
 TABLE = JobTable("investigation", "investigations", ledger_column="investigation_id")
 TERMINAL_STATES = frozenset({"succeeded", "budget_exhausted", "timed_out", "failed", "cancelled"})
 
+# A running run's cancel request is a row of its own, not the run's flag (migration 012).
 COLUMNS = """id, status, reason, degraded, question, max_cost_cents, timeout_ms, max_steps,
-    cost_cents, elapsed_ms, result, idempotency_key, attempts, cancel_requested, queued_at,
+    cost_cents, elapsed_ms, result, idempotency_key, attempts,
+    (cancel_requested OR fn_run_cancel_requested(id)) AS cancel_requested, queued_at,
     started_at, finished_at, created_at"""
 
 

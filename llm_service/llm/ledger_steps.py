@@ -62,7 +62,8 @@ class LedgerSteps:
         metadata: dict[str, Any] = {"input_tokens_estimate": held.input_tokens_estimate}
         if prompt is not None:
             metadata["prompt"] = _capped(prompt)
-        call_id = uuid.uuid4()
+        # Drawn here, not in the ledger, so a reserve cut off in flight can still be voided.
+        call_id, settle_token = uuid.uuid4(), uuid.uuid4()
         try:
             async with self.pool.acquire() as conn:
                 call = await reserve_call_alone(
@@ -81,24 +82,28 @@ class LedgerSteps:
                     budget_optimization_job_id=request.budget_optimization_job_id,
                     request_metadata=metadata,
                     call_id=call_id,
+                    settle_token=settle_token,
                 )
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) or is_database_outage(exc):
                 # The reserving transaction may have committed before it was cut off; the call
                 # is not made, so its row (if any) must not be counted at its worst case.
-                await asyncio.shield(self._void(request.tenant_id, call_id))
+                await asyncio.shield(self._void(request.tenant_id, call_id, settle_token))
             raise
         RESERVATIONS_IN_FLIGHT.inc()
         return call
 
-    async def _void(self, tenant_id: UUID, call_id: uuid.UUID) -> None:
+    async def _void(self, tenant_id: UUID, call_id: uuid.UUID, settle_token: uuid.UUID) -> None:
         """Settle at zero a reservation whose transaction's outcome is unknown (best effort: if
         this fails too, the sweeper counts the row at its worst case once it expires)."""
 
         async def void() -> None:
             async with tenant_transaction(self.pool, tenant_id) as conn:
                 await void_reservation(
-                    conn, call_id, "the reservation was cut off before the call; not sent"
+                    conn,
+                    call_id,
+                    "the reservation was cut off before the call; not sent",
+                    settle_token=settle_token,
                 )
 
         with contextlib.suppress(Exception):

@@ -472,6 +472,7 @@ TABLE llm_api_calls  -- owner: <owner>
     COLUMN usage_anomaly text
     COLUMN raw_usage jsonb
     COLUMN usage_breakdown jsonb
+    COLUMN settle_token_hash bytea
     COMMENT ON COLUMN usage_anomaly 'Why the usage the provider reported was not believed (the call was then billed at its reservation); NULL when it was billed as reported.'
     COMMENT ON COLUMN raw_usage 'The usage object the provider returned, as it came (capped), kept as evidence.'
     COMMENT ON COLUMN usage_breakdown 'The cost of the call per kind of token as billed (input, cache_read, cache_write, input_audio, output, reasoning, output_audio): tokens, rate_usd, exact cost_cents, uncached_cents (at the base rate) and rate_known (false: charged the dearest known rate). NULL when the call was not billed from its usage (failed, estimated, anomalous).'
@@ -510,7 +511,7 @@ TABLE llm_api_calls  -- owner: <owner>
     POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
     GRANT SELECT TO llm_app
     GRANT SELECT, UPDATE TO llm_crosstenant
-    GRANT INSERT (attempt, budget_optimization_job_id, endpoint, id, investigation_id, max_tokens, model, provider, request_id, request_metadata, reservation_expires_at, reserved_cents, tenant_id) TO llm_app
+    GRANT INSERT (attempt, budget_optimization_job_id, endpoint, id, investigation_id, max_tokens, model, provider, request_id, request_metadata, reservation_expires_at, reserved_cents, settle_token_hash, tenant_id) TO llm_app
 
 TABLE llm_monthly_costs  -- owner: <owner>
     COMMENT 'What finance reviews: per tenant and UTC month, the exact sum of its settled calls, by model and endpoint. Written only by the ledger trigger. Data class: billing. Owner: finance. RLS: enabled and forced (tenant_isolation_policy); the application may only read it.'
@@ -707,6 +708,22 @@ TABLE revenue_state_transitions  -- owner: <owner>
     GRANT DELETE, INSERT, SELECT, UPDATE TO llm_app
     GRANT SELECT TO llm_crosstenant
 
+TABLE run_cancel_requests  -- owner: <owner>
+    COMMENT 'The API''s cancel requests of running runs, one per run, kept off the run''s row (a request left uncommitted holds no run). No foreign key to the run (its check would lock the run): fn_cancel_investigation writes a request only for a running run of the tenant. Data class: request metadata. Owner: jobs. RLS: enabled and forced (tenant_isolation_policy); the application may only read it.'
+    COLUMN tenant_id uuid NOT NULL
+    COLUMN run_id uuid NOT NULL
+    COLUMN kind text NOT NULL
+    COLUMN requested_at timestamp with time zone NOT NULL DEFAULT now()
+    CONSTRAINT ck_run_cancel_requests_kind CHECK (kind = 'investigation'::text)
+    CONSTRAINT run_cancel_requests_pkey PRIMARY KEY (tenant_id, run_id)
+    CONSTRAINT run_cancel_requests_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants(id) ON DELETE CASCADE
+    INDEX run_cancel_requests_pkey: CREATE UNIQUE INDEX run_cancel_requests_pkey ON public.run_cancel_requests USING btree (tenant_id, run_id)
+    ROW LEVEL SECURITY ENABLED FORCED
+    POLICY crosstenant_policy AS PERMISSIVE FOR ALL TO llm_crosstenant USING (true) WITH CHECK (true)
+    POLICY tenant_isolation_policy AS PERMISSIVE FOR ALL TO public USING ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid)) WITH CHECK ((tenant_id = (NULLIF(current_setting('app.current_tenant_id'::text, true), ''::text))::uuid))
+    GRANT SELECT TO llm_app
+    GRANT INSERT, SELECT TO llm_crosstenant
+
 TABLE tenants  -- owner: <owner>
     COMMENT 'Root of tenancy: one row per customer. Data class: account metadata. Owner: platform. RLS: enabled and forced, a tenant sees only its own row; API keys resolve through fn_tenant_for_api_key_hash().'
     COLUMN id uuid NOT NULL DEFAULT gen_random_uuid()
@@ -778,18 +795,45 @@ CREATE OR REPLACE FUNCTION public.fn_cancel_investigation(p_run uuid)
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'public', 'pg_temp'
 AS $function$
+DECLARE
+    v_run investigations;
 BEGIN
-    -- A queued run is cancelled at once; a running one has its flag raised for its worker
-    -- (once: a flag already raised is not rewritten). A terminal run is left as it is.
+    -- A queued run is cancelled at once (its row written: see the docstring).
     RETURN QUERY
     UPDATE investigations r
-       SET cancel_requested = true,
-           status = CASE WHEN r.status = 'queued' THEN 'cancelled' ELSE r.status END,
-           reason = CASE WHEN r.status = 'queued' THEN 'cancelled before it started' ELSE r.reason END,
-           finished_at = CASE WHEN r.status = 'queued' THEN now() ELSE r.finished_at END
-     WHERE r.id = p_run AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid
-       AND (r.status = 'queued' OR (r.status = 'running' AND NOT r.cancel_requested))
+       SET cancel_requested = true, status = 'cancelled', reason = 'cancelled before it started',
+           finished_at = now()
+     WHERE r.id = p_run AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND r.status = 'queued'
     RETURNING r.*;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    -- A running one has its cancel requested for its worker, once, without writing (nor
+    -- keeping a lock on) the run's row. A write of the run in flight (its end) is waited for
+    -- first, so the answer is what it committed: FOR SHARE (it waits for writers only, not for
+    -- the holder's KEY SHARE) in a subtransaction rolled back at once, which releases the lock.
+    BEGIN
+        PERFORM 1 FROM investigations r
+         WHERE r.id = p_run AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND r.status = 'running'
+           FOR SHARE;
+        RAISE EXCEPTION 'release' USING ERRCODE = 'LLREL';
+    EXCEPTION WHEN SQLSTATE 'LLREL' THEN
+        NULL;  -- the row lock went with the subtransaction
+    END;
+    -- A terminal run is left as it is.
+    SELECT r.* INTO v_run FROM investigations r
+     WHERE r.id = p_run AND r.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND r.status = 'running'
+       AND NOT (r.cancel_requested OR EXISTS (SELECT 1 FROM run_cancel_requests q WHERE q.tenant_id = r.tenant_id AND q.run_id = r.id AND q.kind = 'investigation'));
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    INSERT INTO run_cancel_requests (tenant_id, run_id, kind)
+    VALUES (v_run.tenant_id, v_run.id, 'investigation')
+    ON CONFLICT (tenant_id, run_id) DO NOTHING;
+    IF FOUND THEN
+        v_run.cancel_requested := true;
+        RETURN NEXT v_run;
+    END IF;
 END
 $function$
 
@@ -2195,7 +2239,7 @@ BEGIN
     RETURN QUERY
     WITH
     h_0 AS (
-        SELECT r.id, r.cancel_requested AS cancel_requested
+        SELECT r.id, (r.cancel_requested OR EXISTS (SELECT 1 FROM run_cancel_requests q WHERE q.tenant_id = r.tenant_id AND q.run_id = r.id AND q.kind = 'investigation')) AS cancel_requested
           FROM investigations r WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker AND r.status = 'running'),
     r_0 AS (
         UPDATE investigations r
@@ -2203,7 +2247,7 @@ BEGIN
                heartbeat_at = now()
          WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker AND r.status = 'running'
            AND r.id IN (SELECT l.id FROM investigations l WHERE l.lease_token_hash = ANY (v_hashes) AND l.lease_owner = p_worker AND l.status = 'running' FOR NO KEY UPDATE SKIP LOCKED)
-        RETURNING r.id, r.cancel_requested AS cancel_requested),
+        RETURNING r.id, (r.cancel_requested OR EXISTS (SELECT 1 FROM run_cancel_requests q WHERE q.tenant_id = r.tenant_id AND q.run_id = r.id AND q.kind = 'investigation')) AS cancel_requested),
     h_1 AS (
         SELECT r.id, false AS cancel_requested
           FROM budget_optimization_jobs r WHERE r.lease_token_hash = ANY (v_hashes) AND r.lease_owner = p_worker AND r.status = 'running'),
@@ -2233,6 +2277,19 @@ BEGIN
     END IF;
     RETURN NEW;
 END
+$function$
+
+FUNCTION fn_run_cancel_requested(p_run uuid)  -- owner: <owner>; SECURITY INVOKER; EXECUTE: llm_app, owner
+    COMMENT NULL
+CREATE OR REPLACE FUNCTION public.fn_run_cancel_requested(p_run uuid)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+AS $function$
+    SELECT EXISTS (SELECT 1 FROM run_cancel_requests q
+                    WHERE q.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND q.run_id = p_run
+                      AND q.kind = 'investigation')
 $function$
 
 FUNCTION fn_run_insert_needs_lease()  -- owner: <owner>; SECURITY INVOKER; EXECUTE: owner
@@ -2365,9 +2422,9 @@ BEGIN
 END
 $function$
 
-FUNCTION fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, p_latency_ms integer, p_provider_request_id text, p_error_type text, p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
+FUNCTION fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, p_latency_ms integer, p_provider_request_id text, p_error_type text, p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb, p_settle_token uuid)  -- owner: llm_crosstenant; SECURITY DEFINER; EXECUTE: llm_app, owner
     COMMENT NULL
-CREATE OR REPLACE FUNCTION public.fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, p_latency_ms integer, p_provider_request_id text, p_error_type text, p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb)
+CREATE OR REPLACE FUNCTION public.fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, p_latency_ms integer, p_provider_request_id text, p_error_type text, p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb, p_settle_token uuid DEFAULT NULL::uuid)
  RETURNS boolean
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -2378,12 +2435,23 @@ DECLARE
         THEN sha256(uuid_send(current_setting('llm.run_token', true)::uuid)) END;
     v_investigation uuid;
     v_job uuid;
+    v_call_hash bytea;
 BEGIN
-    SELECT c.investigation_id, c.budget_optimization_job_id INTO v_investigation, v_job
+    SELECT c.investigation_id, c.budget_optimization_job_id, c.settle_token_hash
+      INTO v_investigation, v_job, v_call_hash
       FROM llm_api_calls c
      WHERE c.id = p_call AND c.tenant_id = nullif(current_setting('app.current_tenant_id', true), '')::uuid AND c.status = 'pending';
     IF NOT FOUND THEN
         RETURN false;  -- no pending call of this tenant: settled already, or not ours
+    END IF;
+    -- The request that reserved the call presents its token. A row without a hash (reserved
+    -- before this migration) passes this step only if it is a run's (the lease token below).
+    IF v_call_hash IS NULL THEN
+        IF v_investigation IS NULL AND v_job IS NULL THEN
+            RETURN false;  -- no secret to check: left to the sweep, at its worst case
+        END IF;
+    ELSIF p_settle_token IS NULL OR v_call_hash <> sha256(uuid_send(p_settle_token)) THEN
+        RETURN false;
     END IF;
     IF v_investigation IS NOT NULL OR v_job IS NOT NULL THEN
         -- A run's call is settled by the run's holder (its token), the run held KEY SHARE

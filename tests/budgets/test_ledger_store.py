@@ -40,8 +40,12 @@ class _MemoryStore:
         self.pending[call.call_id] = call
         return datetime(2026, 12, 1, tzinfo=UTC)
 
-    async def settle_pending(self, call_id: UUID, settlement: Settlement) -> bool:
+    async def settle_pending(
+        self, call_id: UUID, settlement: Settlement, settle_token: UUID | None
+    ) -> bool:
         if call_id not in self.pending or call_id in self.settled:
+            return False
+        if settle_token is None or settle_token != self.pending[call_id].settle_token:
             return False
         self.settled[call_id] = settlement
         return True
@@ -73,6 +77,24 @@ async def test_the_rules_convert_cap_and_validate_through_any_store() -> None:
         store, reservation, status="failed", cost_usd=Decimal(0), error_message="x" * 5000
     )
     assert len(store.settled[reservation.call_id].error_message or "") == 2000
-    assert not await ledger.void_reservation(store, reservation.call_id, "late")
+    # Each reservation gets its own settle secret, kept out of reprs (it never reaches a log).
+    assert pending.settle_token is not None and pending.settle_token == reservation.settle_token
+    assert str(reservation.settle_token) not in repr(reservation) + repr(pending)
+    other = await ledger.reserve_call(
+        store,
+        tenant_id=uuid4(),
+        endpoint="explanations",
+        model="m",
+        provider="p",
+        worst_case_usd=Decimal(0),
+        lease_seconds=5,
+    )
+    assert other.settle_token not in (None, reservation.settle_token)
+    assert not await ledger.void_reservation(
+        store, other.call_id, "no token", settle_token=reservation.settle_token
+    )
+    assert not await ledger.void_reservation(
+        store, reservation.call_id, "late", settle_token=reservation.settle_token
+    )
     with pytest.raises(LookupError):
         await ledger.cap_status(store, uuid4())

@@ -25,18 +25,23 @@ async def insert_pending(
     *,
     expires: str = "now() + interval '5 minutes'",
     investigation_id: uuid.UUID | None = None,
+    settle_token: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """As the app (tenant already set): insert a pending reservation through its column grants."""
+    """As the app (tenant already set): insert a pending reservation through its column grants.
+    With `settle_token` the row keeps its sha256, as the gateway's reserve does (migration 012:
+    its settle must present it); without, the row has no hash, as one reserved before 012."""
     call_id = uuid.uuid4()
     await conn.execute(
         "INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, "
-        "reserved_cents, reservation_expires_at, max_tokens, investigation_id) "
-        f"VALUES ($1, $2, $3, 'explanations', 'gpt-4o-mini', 'openai', $4, {expires}, 100, $5)",
+        "reserved_cents, reservation_expires_at, max_tokens, investigation_id, settle_token_hash) "
+        f"VALUES ($1, $2, $3, 'explanations', 'gpt-4o-mini', 'openai', $4, {expires}, 100, $5, "
+        "sha256(uuid_send($6::uuid)))",
         call_id,
         tenant_id,
         str(call_id),
         reserved,
         investigation_id,
+        settle_token,
     )
     return call_id
 

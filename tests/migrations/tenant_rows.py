@@ -283,6 +283,17 @@ async def _job_idempotency_keys(conn: asyncpg.Connection, tenant_id: UUID) -> No
     )
 
 
+async def _run_cancel_requests(conn: asyncpg.Connection, tenant_id: UUID) -> None:
+    # Written by fn_cancel_investigation for a running run (migration 012); the owner seeds it.
+    run_id = await insert_investigation(conn, tenant_id)
+    await conn.execute(
+        "INSERT INTO run_cancel_requests (tenant_id, run_id, kind) "
+        "VALUES ($1, $2, 'investigation')",
+        tenant_id,
+        run_id,
+    )
+
+
 async def _llm_validation_failures(conn: asyncpg.Connection, tenant_id: UUID) -> None:
     await conn.execute(
         """INSERT INTO llm_validation_failures (tenant_id, endpoint, validation_error)
@@ -336,6 +347,7 @@ ROW_BUILDERS: dict[str, RowBuilder] = {
     "explanation_cache": _explanation_cache,
     "budget_optimization_jobs": _budget_optimization_jobs,
     "job_idempotency_keys": _job_idempotency_keys,
+    "run_cancel_requests": _run_cancel_requests,
     "llm_validation_failures": _llm_validation_failures,
     "data_change_journal": _data_change_journal,
     "pii_scan_queue": _pii_scan_queue,

@@ -20,6 +20,7 @@ from tenant_rows import (
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.service import CreatedTenant
+from tests.helpers.app_role import insert_pending
 
 CheckViolation = asyncpg.exceptions.CheckViolationError
 
@@ -109,15 +110,18 @@ async def test_negative_ledger_amount_is_rejected(
 async def test_negative_llm_call_cost_is_rejected(
     app_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
+    token = uuid.uuid4()
     async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
-        call_id = await insert_llm_call(conn, tenant.tenant_id)
+        call_id = await insert_pending(conn, tenant.tenant_id, Decimal(1), settle_token=token)
     await _expect_check_violation(
         app_pool,
         tenant.tenant_id,
-        # The app's settle (migration 012: llm_app may not UPDATE a ledger row itself).
+        # The app's settle (migration 012: llm_app may not UPDATE a ledger row itself; the
+        # reserving request presents its settle token).
         "SELECT fn_settle_call($1, 'succeeded', NULL, NULL, -0.0000000001, false, NULL, NULL,"
-        " NULL, NULL, NULL, NULL, NULL)",
+        " NULL, NULL, NULL, NULL, NULL, $2)",
         call_id,
+        token,
         constraint="ck_llm_api_calls_cost",
     )
 

@@ -197,18 +197,23 @@ async def test_a_run_cannot_be_created_with_spend_already_recorded(
             )
 
 
+# The secret this module's rows are reserved with (migration 012: their settle presents it).
+SETTLE_TOKEN = uuid.uuid4()
+
+
 async def _reserve_row(
     conn: asyncpg.Connection, tenant_id: UUID, reserved: Decimal, run_id: UUID | None = None
 ) -> UUID:
     call_id: UUID = await conn.fetchval(
         "INSERT INTO llm_api_calls (tenant_id, request_id, endpoint, model, provider, "
-        "reserved_cents, reservation_expires_at, investigation_id) "
-        "VALUES ($1, $2, 'investigations', 'm', 'p', $3, now() + interval '1 minute', $4) "
-        "RETURNING id",
+        "reserved_cents, reservation_expires_at, investigation_id, settle_token_hash) "
+        "VALUES ($1, $2, 'investigations', 'm', 'p', $3, now() + interval '1 minute', $4, "
+        "sha256(uuid_send($5::uuid))) RETURNING id",
         tenant_id,
         uuid.uuid4().hex,
         reserved,
         run_id,
+        SETTLE_TOKEN,
     )
     return call_id
 
@@ -224,9 +229,11 @@ async def test_a_ledger_row_is_born_pending(app_pool: asyncpg.Pool, tenant: Crea
             )
 
 
-# The application's settle of a ledger row (migration 012): $1 the call, $2 status, $3 cost.
+# The application's settle of a ledger row (migration 012): $1 the call, $2 status, $3 cost;
+# presenting the settle token the rows were reserved with (the reserving request's secret).
 _SETTLE = (
-    "SELECT fn_settle_call($1, $2, NULL, NULL, $3, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+    "SELECT fn_settle_call($1, $2, NULL, NULL, $3, false, NULL, NULL, NULL, NULL, NULL, NULL, "
+    f"NULL, '{SETTLE_TOKEN}')"
 )
 
 

@@ -699,16 +699,20 @@ async def test_costs_api_csv_and_finance_show_the_cached_breakdown(
 # ---------------------------------------------------------------------------------------------
 
 
+# The reserving request's secret (migration 012): its settle presents it.
+SETTLE_TOKEN = uuid.uuid4()
+
+
 async def pending_call(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UUID:
     await set_session_tenant(conn, tenant_id)
-    return await insert_pending(conn, tenant_id, Decimal(1))
+    return await insert_pending(conn, tenant_id, Decimal(1), settle_token=SETTLE_TOKEN)
 
 
 # The app's settle (migration 012: llm_app may not UPDATE a ledger row; fn_settle_call is its
 # one way to write a breakdown, so the forgeries go through it).
 SETTLE = (
     "SELECT fn_settle_call($1, 'succeeded', 1000, 10, $2, false, NULL, NULL, NULL, NULL, NULL, "
-    "NULL, $3::jsonb)"
+    f"NULL, $3::jsonb, '{SETTLE_TOKEN}')"
 )
 RAW_SETTLE = (
     "UPDATE llm_api_calls SET status = 'succeeded', input_tokens = 1000, output_tokens = 10, "

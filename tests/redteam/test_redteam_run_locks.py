@@ -171,7 +171,7 @@ async def test_hostile_lock_of_a_pending_ledger_row_does_not_stall_its_settle(
         # Nor through the settle function: without the run's token it settles (and locks)
         # nothing.
         assert not await PgLedgerStore(hostile).settle_pending(
-            call_id, Settlement("succeeded", Decimal(0))
+            call_id, Settlement("succeeded", Decimal(0)), None
         )
         await _lock_held(owner_pool, hostile.get_server_pid())
         assert await _lockable_at_once(owner_pool, "llm_api_calls", call_id)
@@ -181,7 +181,7 @@ async def test_hostile_lock_of_a_pending_ledger_row_does_not_stall_its_settle(
             async with app_conn.transaction():
                 await _present(app_conn, token)
                 return await PgLedgerStore(app_conn).settle_pending(
-                    call_id, Settlement("succeeded", Decimal("1.25"))
+                    call_id, Settlement("succeeded", Decimal("1.25")), None
                 )
 
         task: asyncio.Task[bool] = asyncio.ensure_future(settle())
@@ -322,7 +322,9 @@ async def test_the_definer_functions_lock_nothing_without_the_token(
             await hostile.fetchval(
                 "SELECT fn_hand_back_run('budget_optimization', $1, 'w')", job_id
             ),
-            await PgLedgerStore(hostile).settle_pending(call_id, Settlement("failed", Decimal(0))),
+            await PgLedgerStore(hostile).settle_pending(
+                call_id, Settlement("failed", Decimal(0)), None
+            ),
             await hostile.fetchval("SELECT fn_run_write_lock($1, NULL, NULL, NULL)", run_id),
             await hostile.fetchval("SELECT fn_run_write_lock(NULL, $1, NULL, NULL)", job_id),
             await hostile.fetchval(
@@ -369,7 +371,7 @@ async def test_another_tenants_session_with_the_token_changes_nothing(
             "SELECT fn_hand_back_run('investigation', $1, 'w')", run_id
         )
         assert not await PgLedgerStore(hostile).settle_pending(
-            call_id, Settlement("failed", Decimal(0))
+            call_id, Settlement("failed", Decimal(0)), None
         )
         assert not await hostile.fetchval("SELECT fn_run_write_lock($1, NULL, NULL, NULL)", run_id)
         assert (
@@ -436,13 +438,6 @@ async def test_the_cancel_flag_of_a_running_run_is_raised_once(
     assert await app_conn.fetchval("SELECT count(*) FROM fn_cancel_investigation($1)", run_id) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit (README): the API's cancel of a running run raises its flag under the "
-    "row's lock, held until the cancelling transaction ends; the renewal (SKIP LOCKED) skips the "
-    "run meanwhile. Any tenant session may cancel the run outright, so this stalls nothing a "
-    "cancel could not end; closing it needs the flag outside the run's row",
-)
 async def test_a_cancel_held_open_does_not_starve_renewal(
     app_conn: asyncpg.Connection,
     hostile: asyncpg.Connection,
@@ -464,3 +459,43 @@ async def test_a_cancel_held_open_does_not_starve_renewal(
         assert [(r["run_id"], r["renewed"]) for r in rows] == [(run_id, True)]
     finally:
         await tx.rollback()
+
+
+async def test_a_cancel_held_open_leaves_the_run_lockable_and_requests_are_the_definers(
+    app_conn: asyncpg.Connection,
+    hostile: asyncpg.Connection,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+    other_tenant: CreatedTenant,
+) -> None:
+    """Migration 012: a running run's cancel keeps no lock on the run (its wait for a write in
+    flight is a lock taken and released at once), so even the claim's FOR UPDATE gets the row;
+    llm_app writes and locks no request itself; a request is made only for a running run of
+    the session's tenant."""
+    run_id, _ = await _running_run(app_conn, owner_pool, tenant.tenant_id)
+    theirs, _ = await _running_run(app_conn, owner_pool, other_tenant.tenant_id)
+    await set_session_tenant(hostile, tenant.tenant_id)
+    tx = hostile.transaction()
+    await tx.start()
+    try:
+        flagged = await hostile.fetch("SELECT id FROM fn_cancel_investigation($1)", run_id)
+        assert [r["id"] for r in flagged] == [run_id]
+        assert await _lockable_at_once(owner_pool, "investigations", run_id)
+        for missing in (theirs, uuid.uuid4()):
+            assert await hostile.fetch("SELECT * FROM fn_cancel_investigation($1)", missing) == []
+        for sql in (
+            "INSERT INTO run_cancel_requests (tenant_id, run_id, kind) "
+            f"VALUES ('{tenant.tenant_id}', '{uuid.uuid4()}', 'investigation')",
+            f"DELETE FROM run_cancel_requests WHERE run_id = '{run_id}'",
+            "UPDATE run_cancel_requests SET requested_at = now()",
+            "SELECT 1 FROM run_cancel_requests FOR KEY SHARE",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with hostile.transaction():  # a savepoint: the transaction stays open
+                    await hostile.execute(sql)
+    finally:
+        await tx.rollback()
+    requests = await owner_pool.fetchval(
+        "SELECT count(*) FROM run_cancel_requests WHERE run_id = ANY($1::uuid[])", [run_id, theirs]
+    )
+    assert requests == 0  # the hostile transaction's own request went with it

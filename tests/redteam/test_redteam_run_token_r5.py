@@ -87,7 +87,7 @@ async def _refused_lock(conn: asyncpg.Connection, table: str, row_id: uuid.UUID,
 
 async def _settle(conn: asyncpg.Connection, call_id: uuid.UUID, cost: Decimal) -> bool:
     """As the gateway settles a call (in the open transaction, its token presented)."""
-    return await PgLedgerStore(conn).settle_pending(call_id, Settlement("succeeded", cost))
+    return await PgLedgerStore(conn).settle_pending(call_id, Settlement("succeeded", cost), None)
 
 
 async def _event(
@@ -672,8 +672,10 @@ async def test_api_cancel_racing_the_claim_flags_the_run(
             await tx.commit()
             out = await task
     assert out.status == "running"
-    flagged = await owner_pool.fetchval(
-        "SELECT cancel_requested FROM investigations WHERE id = $1", run_id
+    flagged = await owner_pool.fetchval(  # the row's flag or a request (migration 012)
+        "SELECT cancel_requested OR EXISTS (SELECT 1 FROM run_cancel_requests q "
+        "WHERE q.run_id = investigations.id) FROM investigations WHERE id = $1",
+        run_id,
     )
     assert flagged is True
     assert await _finals(owner_pool, run_id) == 0

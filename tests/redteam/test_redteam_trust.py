@@ -354,7 +354,7 @@ async def test_every_executable_function_of_ours_is_one_the_app_calls(
         "fn_finish_optimization", "fn_hand_back_run", "fn_settle_call", "fn_run_write_lock",
         "fn_queue_depth", "fn_finance_monthly_costs", "fn_purge_llm_call_prompts",
         "fn_purge_llm_validation_payloads", "fn_tenant_for_api_key_hash",
-        "fn_sweep_expired_llm_reservations",
+        "fn_sweep_expired_llm_reservations", "fn_run_cancel_requested",
         "fn_finance_daily_costs", "fn_normalize_json_key", "fn_is_personal_key",
         "fn_jsonb_personal_paths", "fn_scan_pii_contamination", "fn_pii_scan_batch",
     }  # fmt: skip
@@ -412,14 +412,15 @@ async def test_settlement_is_bounded_and_final(
     """Above the reservation, negative, back to pending, re-settled: each refused."""
     tid = capped_tenant.tenant_id
     await set_session_tenant(app_conn, tid)
-    call = await insert_pending(app_conn, tid, Decimal(10))
+    token = uuid.uuid4()
+    call = await insert_pending(app_conn, tid, Decimal(10), settle_token=token)
     raw_settle = (
         "UPDATE llm_api_calls SET status = $2, cost_cents = $3, settled_at = now() WHERE id = $1"
     )
     # Migration 012: llm_app may not UPDATE (nor lock) a ledger row; fn_settle_call settles it.
     settle = (
         "SELECT fn_settle_call($1, $2, NULL, NULL, $3, false, NULL, NULL, NULL, NULL, NULL, "
-        "NULL, NULL)"
+        f"NULL, NULL, '{token}')"
     )
     for cost in (Decimal("10.0000000001"), Decimal(-5), Decimal("NaN"), Decimal(3)):
         await refused(app_conn, raw_settle, call, "succeeded", cost)
@@ -1100,16 +1101,17 @@ async def test_verify_fails_when_the_app_may_insert_a_ledger_rows_month(
             call = uuid.uuid4()
             await app_conn.execute(
                 "INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, "
-                "provider, reserved_cents, reservation_expires_at, started_at) VALUES ($1, $2, "
-                "$3, 'explanations', 'm', 'p', 80, now() + interval '1 minute', "
-                "date_trunc('month', now()) - interval '1 day')",
+                "provider, reserved_cents, reservation_expires_at, started_at, "
+                "settle_token_hash) VALUES ($1, $2, $3, 'explanations', 'm', 'p', 80, "
+                "now() + interval '1 minute', date_trunc('month', now()) - interval '1 day', "
+                "sha256(uuid_send($1::uuid)))",
                 call,
                 tid,
                 str(call),
             )
-            settled = await app_conn.fetchval(
+            settled = await app_conn.fetchval(  # its own call: it holds the settle token
                 "SELECT fn_settle_call($1, 'succeeded', NULL, NULL, 80, false, NULL, NULL, "
-                "NULL, NULL, NULL, NULL, NULL)",
+                "NULL, NULL, NULL, NULL, NULL, $1)",
                 call,
             )
             assert settled is True

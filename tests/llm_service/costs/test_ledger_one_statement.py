@@ -3,6 +3,8 @@ llm_app: the tenant and the run's lease token are set inside the statement and n
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -15,9 +17,12 @@ from llm_service.costs import ledger_repository
 from llm_service.costs.ledger_repository import (
     CallReservation,
     MonthlyCapExceeded,
+    reserve_call,
     reserve_call_alone,
+    settle_call,
     settle_call_alone,
 )
+from llm_service.db.pool import tenant_transaction
 from llm_service.tenants.service import CreatedTenant
 
 
@@ -94,8 +99,13 @@ async def test_a_settle_naming_another_tenant_settles_nothing(
 ) -> None:
     async with app_pool.acquire() as conn:
         held = await reserve_call_alone(conn, run_token=None, **_call(tenant.tenant_id))
+        # Even with the call's own settle token: the tenant is what refuses it.
         forged = CallReservation(
-            held.call_id, other_tenant.tenant_id, held.reserved_usd, held.expires_at
+            held.call_id,
+            other_tenant.tenant_id,
+            held.reserved_usd,
+            held.expires_at,
+            held.settle_token,
         )
         assert not await settle_call_alone(
             conn, forged, run_token=None, status="failed", cost_usd=Decimal(0)
@@ -188,7 +198,7 @@ async def test_the_settle_sets_the_tenant_before_it_reads_a_row(
     async with app_pool.acquire() as conn:
         held = await reserve_call_alone(conn, run_token=None, **_call(tenant.tenant_id))
         args = [held.call_id, tenant.tenant_id, "failed", None, None, Decimal(0), False]
-        args += [None] * 7 + [None]
+        args += [None] * 7 + [None, held.settle_token]
         plan = [
             r[0]
             for r in await conn.fetch(
@@ -204,3 +214,36 @@ async def test_the_settle_sets_the_tenant_before_it_reads_a_row(
         "SELECT status FROM llm_api_calls WHERE id = $1", held.call_id
     )
     assert status == "failed"
+
+
+async def test_both_reserve_paths_keep_only_the_settle_tokens_hash(
+    app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
+) -> None:
+    """Migration 012: each call gets its own secret; the row keeps its sha256, never the token
+    (nor does a repr show it); a reservation of the same call without it, or with another
+    call's, settles nothing; the reserving one settles it."""
+    async with app_pool.acquire() as conn:
+        alone = await reserve_call_alone(conn, run_token=None, **_call(tenant.tenant_id))
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        in_tx = await reserve_call(conn, **_call(tenant.tenant_id))
+    for held in (alone, in_tx):
+        assert held.settle_token is not None
+        assert str(held.settle_token) not in repr(held)
+        row = await _row(owner_pool, held.call_id)
+        assert row["settle_token_hash"] == hashlib.sha256(held.settle_token.bytes).digest()
+        assert str(held.settle_token) not in str(dict(row))
+    assert alone.settle_token != in_tx.settle_token
+    async with app_pool.acquire() as conn:
+        for token in (None, in_tx.settle_token, uuid.uuid4()):
+            stolen = dataclasses.replace(alone, settle_token=token)
+            assert not await settle_call_alone(
+                conn, stolen, run_token=None, status="succeeded", cost_usd=Decimal(0)
+            )
+        assert await settle_call_alone(
+            conn, alone, run_token=None, status="succeeded", cost_usd=Decimal("0.001")
+        )
+    async with tenant_transaction(app_pool, tenant.tenant_id) as conn:
+        stolen = dataclasses.replace(in_tx, settle_token=alone.settle_token)
+        assert not await settle_call(conn, stolen, status="failed", cost_usd=Decimal(0))
+        assert await settle_call(conn, in_tx, status="failed", cost_usd=Decimal(0))
+    assert (await _row(owner_pool, alone.call_id))["cost_cents"] == Decimal("0.1")

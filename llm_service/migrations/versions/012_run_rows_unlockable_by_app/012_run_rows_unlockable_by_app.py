@@ -16,15 +16,40 @@ by), FOR UPDATE on a pending ledger row (its settle waited). Now:
   holder makes it. None of them locks a row the caller is not entitled to change: the
   conditions are in the locking statement's WHERE, so a row that fails them is never locked.
   - fn_cancel_investigation(run): the API's cancel (a queued run becomes cancelled, with the
-    reason spelled here only; a running one has its flag raised, once);
+    reason spelled here only; a running one has its cancel requested, once). A running run's
+    request never writes the run's row: a cancel left uncommitted would hold it (NO KEY
+    UPDATE), and the renewal (SKIP LOCKED) would skip the run, its holder's reserve (the
+    run_spend trigger's UPDATE) and end would wait. It is a row of run_cancel_requests
+    (tenant, run, kind, requested_at; RLS forced; llm_app may only read it, the definer
+    writes it once the run is found running and the tenant's). No foreign key to the run: the
+    FK check would take KEY SHARE on the run's row, which holds off the claim's FOR UPDATE.
+    Whoever reads the flag reads the row's flag OR a request: fn_renew_leases' answer and
+    fn_run_cancel_requested(run) (the API's and the runner's `cancel_requested`). A queued
+    run's cancel still writes its row (cancelled at once): held open, it only delays the
+    claim of a run the attacker is cancelling anyway; a second cancel of a running run waits
+    on an uncommitted first one (the same request's key) and answers nothing, as any second
+    cancel does. The running run's cancel still waits for a write of the run in flight (its
+    end), so it answers what that committed, through a row lock taken and released at once
+    (a rolled-back subtransaction): it keeps none;
   - fn_finish_investigation(...) / fn_finish_optimization(...): the holder ends its run as of
     now (`finished_at` = now(), the mark its `final` event needs), the row locked FOR UPDATE
     first so the end waits for the run's writes in flight;
   - fn_hand_back_run(kind, run, worker): the holder ends its lease at once;
-  - fn_settle_call(call, ...): a pending ledger row of the current tenant is settled once; a
-    run's row by the run's token holder only (the run held KEY SHARE until commit, so a
-    takeover cannot land between the check and the commit; a taken-over worker's row is left
-    to the sweep, which counts it at its reserved worst case).
+  - fn_settle_call(call, ..., settle_token): a pending ledger row of the current tenant is
+    settled once, by the request that reserved it: the reserve writes settle_token_hash, the
+    sha256 of a random token the gateway draws per call and presents (as a parameter) to its
+    settle; a run's row needs the run's lease token as well (the run held KEY SHARE until
+    commit, so a takeover cannot land between the check and the commit; a taken-over worker's
+    row is left to the sweep, which counts it at its reserved worst case). Both, because each
+    proves something the other does not: the lease token that the worker still holds the run
+    (its spend may still be recorded against it), the call token that this is the request in
+    flight (a leaked run token alone zeroes no call). A call of no run (an explanation's) had
+    no secret at all before: any session of the tenant could settle it at 0 while it was in
+    flight, and the real settle then lost the spend.
+    Rows reserved before this migration have no hash: a run's pending row is settled by its
+    holder with the lease token alone (there is no call token to check); a pending row of no
+    run can no longer be settled by the application at all and is swept at its reserved worst
+    case once it expires (over-counted, never under-counted).
 - 011's insert guard read the run FOR KEY SHARE / FOR NO KEY UPDATE as the invoker: that read
   is now fn_run_write_lock, a definer step that locks the run only for a transaction entitled
   to write for it (its token is the run's, or, for the `queued` / `final` events of a run never
@@ -45,7 +70,14 @@ from pathlib import Path
 from types import ModuleType
 
 from alembic import op
-from sqlhelpers import APP_ROLE, CROSSTENANT_ROLE, CURRENT_TENANT, DEFINER_SEARCH_PATH
+from sqlhelpers import (
+    APP_ROLE,
+    CROSSTENANT_ROLE,
+    CURRENT_TENANT,
+    DEFINER_SEARCH_PATH,
+    crosstenant_policy,
+    tenant_rls,
+)
 
 revision = "012_run_rows_unlockable_by_app"
 down_revision = "011_run_guards_without_gaps"
@@ -78,6 +110,7 @@ APP_UPDATE_COLUMNS = {
 }
 
 CANCEL_SIGNATURE = "fn_cancel_investigation(uuid)"
+CANCEL_REQUESTED_SIGNATURE = "fn_run_cancel_requested(uuid)"
 FINISH_INVESTIGATION_SIGNATURE = (
     "fn_finish_investigation(uuid, text, text, text, integer, jsonb, boolean)"
 )
@@ -87,8 +120,11 @@ FINISH_OPTIMIZATION_SIGNATURE = (
 HAND_BACK_SIGNATURE = "fn_hand_back_run(text, uuid, text)"
 SETTLE_SIGNATURE = (
     "fn_settle_call(uuid, text, integer, integer, numeric, boolean, integer, text, text, text, "
-    "text, jsonb, jsonb)"
+    "text, jsonb, jsonb, uuid)"
 )
+# The sha256 of the call's settle token (the reserve writes it; llm_app may insert it, never
+# update it: it has no UPDATE on llm_api_calls).
+SETTLE_TOKEN_COLUMN = "settle_token_hash"
 WRITE_LOCK_SIGNATURE = "fn_run_write_lock(uuid, uuid, text, text)"
 APP_FUNCTIONS = (
     CANCEL_SIGNATURE,
@@ -97,6 +133,7 @@ APP_FUNCTIONS = (
     HAND_BACK_SIGNATURE,
     SETTLE_SIGNATURE,
     WRITE_LOCK_SIGNATURE,
+    CANCEL_REQUESTED_SIGNATURE,
 )
 
 
@@ -108,6 +145,13 @@ def _migration(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _renewal_of_011() -> str:
+    """fn_renew_leases as 011 left it (CREATE OR REPLACE)."""
+    m011 = _migration("011_run_guards_without_gaps")
+    text: str = m011._renewal(_migration("009_job_leases_and_keys"), "FOR NO KEY UPDATE")
+    return text
 
 
 # The sha256 of the transaction's run token (NULL when it presents none): what a run's
@@ -227,23 +271,104 @@ $$;
 REVOKE ALL ON FUNCTION fn_run_insert_needs_lease() FROM PUBLIC;
 """
 
+_CANCEL_REQUESTS_TABLE = f"""
+CREATE TABLE run_cancel_requests (
+    tenant_id uuid NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    run_id uuid NOT NULL,
+    kind text NOT NULL CONSTRAINT ck_run_cancel_requests_kind CHECK (kind = 'investigation'),
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, run_id)
+);
+COMMENT ON TABLE run_cancel_requests IS
+    'The API''s cancel requests of running runs, one per run, kept off the run''s row (a '
+    'request left uncommitted holds no run). No foreign key to the run (its check would lock '
+    'the run): fn_cancel_investigation writes a request only for a running run of the tenant. '
+    'Data class: request metadata. Owner: jobs. RLS: enabled and forced '
+    '(tenant_isolation_policy); the application may only read it.';
+{tenant_rls("run_cancel_requests", app_privileges="SELECT")}
+{crosstenant_policy("run_cancel_requests", privileges="SELECT, INSERT")}
+"""
+
+
+def _asked(alias: str) -> str:
+    """Whether run `alias` (an investigations row) has its cancel requested: the row's flag
+    (raised before migration 012) or a request."""
+    return (
+        f"({alias}.cancel_requested OR EXISTS (SELECT 1 FROM run_cancel_requests q "
+        f"WHERE q.tenant_id = {alias}.tenant_id AND q.run_id = {alias}.id "
+        "AND q.kind = 'investigation'))"
+    )
+
+
+# The API's and the runner's flag (an invoker function: the tenant's policy applies).
+_CANCEL_REQUESTED = f"""
+CREATE FUNCTION {CANCEL_REQUESTED_SIGNATURE.replace("(uuid)", "(p_run uuid)")} RETURNS boolean
+    LANGUAGE sql STABLE SET search_path = {DEFINER_SEARCH_PATH} AS $$
+    SELECT EXISTS (SELECT 1 FROM run_cancel_requests q
+                    WHERE q.tenant_id = {CURRENT_TENANT} AND q.run_id = p_run
+                      AND q.kind = 'investigation')
+$$;
+REVOKE ALL ON FUNCTION {CANCEL_REQUESTED_SIGNATURE} FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION {CANCEL_REQUESTED_SIGNATURE} TO {APP_ROLE};
+"""
+
+# The SQLSTATE that rolls back the cancel's waiting step (and so its row lock).
+_RELEASE = "LLREL"
+
 _CANCEL = _definer(
     CANCEL_SIGNATURE,
     "fn_cancel_investigation(p_run uuid) RETURNS SETOF investigations",
-    f"""BEGIN
-    -- A queued run is cancelled at once; a running one has its flag raised for its worker
-    -- (once: a flag already raised is not rewritten). A terminal run is left as it is.
+    f"""DECLARE
+    v_run investigations;
+BEGIN
+    -- A queued run is cancelled at once (its row written: see the docstring).
     RETURN QUERY
     UPDATE investigations r
-       SET cancel_requested = true,
-           status = CASE WHEN r.status = 'queued' THEN 'cancelled' ELSE r.status END,
-           reason = CASE WHEN r.status = 'queued' THEN '{CANCELLED_QUEUED}' ELSE r.reason END,
-           finished_at = CASE WHEN r.status = 'queued' THEN now() ELSE r.finished_at END
-     WHERE r.id = p_run AND r.tenant_id = {CURRENT_TENANT}
-       AND (r.status = 'queued' OR (r.status = 'running' AND NOT r.cancel_requested))
+       SET cancel_requested = true, status = 'cancelled', reason = '{CANCELLED_QUEUED}',
+           finished_at = now()
+     WHERE r.id = p_run AND r.tenant_id = {CURRENT_TENANT} AND r.status = 'queued'
     RETURNING r.*;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    -- A running one has its cancel requested for its worker, once, without writing (nor
+    -- keeping a lock on) the run's row. A write of the run in flight (its end) is waited for
+    -- first, so the answer is what it committed: FOR SHARE (it waits for writers only, not for
+    -- the holder's KEY SHARE) in a subtransaction rolled back at once, which releases the lock.
+    BEGIN
+        PERFORM 1 FROM investigations r
+         WHERE r.id = p_run AND r.tenant_id = {CURRENT_TENANT} AND r.status = 'running'
+           FOR SHARE;
+        RAISE EXCEPTION 'release' USING ERRCODE = '{_RELEASE}';
+    EXCEPTION WHEN SQLSTATE '{_RELEASE}' THEN
+        NULL;  -- the row lock went with the subtransaction
+    END;
+    -- A terminal run is left as it is.
+    SELECT r.* INTO v_run FROM investigations r
+     WHERE r.id = p_run AND r.tenant_id = {CURRENT_TENANT} AND r.status = 'running'
+       AND NOT {_asked("r")};
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    INSERT INTO run_cancel_requests (tenant_id, run_id, kind)
+    VALUES (v_run.tenant_id, v_run.id, 'investigation')
+    ON CONFLICT (tenant_id, run_id) DO NOTHING;
+    IF FOUND THEN
+        v_run.cancel_requested := true;
+        RETURN NEXT v_run;
+    END IF;
 END""",
 )
+
+
+def _renew() -> str:
+    """011's renewal, its answer's flag the row's OR a request (the text 011 builds, with the
+    one expression replaced: asserted, so a change of that text fails here, not silently)."""
+    text: str = _renewal_of_011()
+    row_flag = "r.cancel_requested AS cancel_requested"
+    assert text.count(row_flag) == 2, "009's renewal text changed"
+    return text.replace(row_flag, f"{_asked('r')} AS cancel_requested")
+
 
 _FINISH_INVESTIGATION = _definer(
     FINISH_INVESTIGATION_SIGNATURE,
@@ -318,18 +443,29 @@ _SETTLE = _definer(
     "fn_settle_call(p_call uuid, p_status text, p_input_tokens integer, "
     "p_output_tokens integer, p_cost_cents numeric, p_cost_is_estimate boolean, "
     "p_latency_ms integer, p_provider_request_id text, p_error_type text, "
-    "p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb) "
-    "RETURNS boolean",
+    "p_error_message text, p_usage_anomaly text, p_raw_usage jsonb, p_usage_breakdown jsonb, "
+    "p_settle_token uuid DEFAULT NULL) RETURNS boolean",
     f"""DECLARE
     v_hash bytea := {_PRESENTED_HASH};
     v_investigation uuid;
     v_job uuid;
+    v_call_hash bytea;
 BEGIN
-    SELECT c.investigation_id, c.budget_optimization_job_id INTO v_investigation, v_job
+    SELECT c.investigation_id, c.budget_optimization_job_id, c.{SETTLE_TOKEN_COLUMN}
+      INTO v_investigation, v_job, v_call_hash
       FROM llm_api_calls c
      WHERE c.id = p_call AND c.tenant_id = {CURRENT_TENANT} AND c.status = 'pending';
     IF NOT FOUND THEN
         RETURN false;  -- no pending call of this tenant: settled already, or not ours
+    END IF;
+    -- The request that reserved the call presents its token. A row without a hash (reserved
+    -- before this migration) passes this step only if it is a run's (the lease token below).
+    IF v_call_hash IS NULL THEN
+        IF v_investigation IS NULL AND v_job IS NULL THEN
+            RETURN false;  -- no secret to check: left to the sweep, at its worst case
+        END IF;
+    ELSIF p_settle_token IS NULL OR v_call_hash <> sha256(uuid_send(p_settle_token)) THEN
+        RETURN false;
     END IF;
     IF v_investigation IS NOT NULL OR v_job IS NOT NULL THEN
         -- A run's call is settled by the run's holder (its token), the run held KEY SHARE
@@ -361,6 +497,8 @@ END""",
 
 def upgrade() -> None:
     op.execute(f"REVOKE UPDATE ON {', '.join(LOCKED_TABLES)} FROM {APP_ROLE}")
+    op.execute(f"ALTER TABLE llm_api_calls ADD COLUMN {SETTLE_TOKEN_COLUMN} bytea")
+    op.execute(f"GRANT INSERT ({SETTLE_TOKEN_COLUMN}) ON llm_api_calls TO {APP_ROLE}")
     op.execute(_WRITE_LOCK)
     op.execute(_INSERT_GUARD)
     for table in RUN_TABLES.values():
@@ -368,7 +506,10 @@ def upgrade() -> None:
     op.execute("DROP FUNCTION fn_run_update_needs_lease()")
     op.execute("DROP TRIGGER trg_llm_api_calls_settle_needs_lease ON llm_api_calls")
     op.execute("DROP FUNCTION fn_run_call_update_needs_lease()")
+    op.execute(_CANCEL_REQUESTS_TABLE)
+    op.execute(_CANCEL_REQUESTED)
     op.execute(_CANCEL)
+    op.execute(_renew())
     op.execute(_FINISH_INVESTIGATION)
     op.execute(_FINISH_OPTIMIZATION)
     op.execute(_hand_back())
@@ -383,8 +524,20 @@ def downgrade() -> None:
         FINISH_OPTIMIZATION_SIGNATURE,
         FINISH_INVESTIGATION_SIGNATURE,
         CANCEL_SIGNATURE,
+        CANCEL_REQUESTED_SIGNATURE,
     ):
         op.execute(f"DROP FUNCTION {signature}")
+    op.execute(_renewal_of_011())
+    # A running run's pending request goes back onto its row, where 011 kept it.
+    # (As the owner, every tenant: FORCE lifted for this statement's transaction only.)
+    op.execute("""
+ALTER TABLE investigations NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE run_cancel_requests NO FORCE ROW LEVEL SECURITY;
+UPDATE investigations r SET cancel_requested = true FROM run_cancel_requests q
+ WHERE q.tenant_id = r.tenant_id AND q.run_id = r.id AND NOT r.cancel_requested;
+ALTER TABLE investigations FORCE ROW LEVEL SECURITY;
+""")
+    op.execute("DROP TABLE run_cancel_requests")
     op.execute(m011._SETTLE_GUARD)
     op.execute(m011._UPDATE_GUARD)  # CREATE OR REPLACE: it creates the function again
     for table in RUN_TABLES.values():
@@ -396,3 +549,4 @@ def downgrade() -> None:
     op.execute(f"DROP FUNCTION {WRITE_LOCK_SIGNATURE}")
     for table, columns in APP_UPDATE_COLUMNS.items():
         op.execute(f"GRANT UPDATE ({columns}) ON {table} TO {APP_ROLE}")
+    op.execute(f"ALTER TABLE llm_api_calls DROP COLUMN {SETTLE_TOKEN_COLUMN}")
