@@ -65,10 +65,6 @@ refused insert never reaches its foreign-key check (the KEY SHARE it would take)
 Downgrade restores 011's guards (their own text) and 006/007's column grants, and drops the rest.
 """
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 from alembic import op
 from sqlhelpers import (
     APP_ROLE,
@@ -76,6 +72,7 @@ from sqlhelpers import (
     CURRENT_TENANT,
     DEFINER_SEARCH_PATH,
     crosstenant_policy,
+    earlier_migration,
     tenant_rls,
 )
 
@@ -137,20 +134,10 @@ APP_FUNCTIONS = (
 )
 
 
-def _migration(name: str) -> ModuleType:
-    """An earlier migration's module (its SQL text, for the downgrade)."""
-    path = Path(__file__).resolve().parents[1] / name / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_migration_{name[:3]}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _renewal_of_011() -> str:
     """fn_renew_leases as 011 left it (CREATE OR REPLACE)."""
-    m011 = _migration("011_run_guards_without_gaps")
-    text: str = m011._renewal(_migration("009_job_leases_and_keys"), "FOR NO KEY UPDATE")
+    m011 = earlier_migration("011_run_guards_without_gaps")
+    text: str = m011._renewal(earlier_migration("009_job_leases_and_keys"), "FOR NO KEY UPDATE")
     return text
 
 
@@ -517,7 +504,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    m011 = _migration("011_run_guards_without_gaps")
+    m011 = earlier_migration("011_run_guards_without_gaps")
     for signature in (
         SETTLE_SIGNATURE,
         HAND_BACK_SIGNATURE,
