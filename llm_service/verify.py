@@ -30,7 +30,7 @@ EXPECTED_TABLES = frozenset(
         "llm_api_calls", "llm_monthly_costs", "investigations", "investigation_tool_calls",
         "explanation_cache", "budget_optimization_jobs", "llm_validation_failures",
         "investigation_events", "data_change_journal", "pii_scan_queue",
-        "job_idempotency_keys",
+        "job_idempotency_keys", "run_cancel_requests",
     }
 )  # fmt: skip
 GLOBAL_TABLES = frozenset({"channel_taxonomy", "channel_state_transitions", "alembic_version"})
