@@ -665,11 +665,12 @@ async def test_every_request_has_its_row_and_the_run_never_passes_its_ceiling(
 
 
 class DatabaseLink:
-    """A loopback TCP link to PostgreSQL's Unix socket that the test can cut: while cut, every
+    """A loopback TCP link to PostgreSQL (its Unix socket, or its TCP address when the suite
+    runs against a server URL such as PostgreSQL 15's) that the test can cut: while cut, every
     connection attempt is counted and dropped at once (the server is unreachable)."""
 
-    def __init__(self, socket_path: str) -> None:
-        self.socket_path = socket_path
+    def __init__(self, upstream: str | tuple[str, int]) -> None:
+        self.upstream = upstream
         self.up = True
         self.refused = 0
         self.refused_event = asyncio.Event()
@@ -696,7 +697,10 @@ class DatabaseLink:
             self.refused_event.set()
             writer.transport.abort()
             return
-        up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
+        if isinstance(self.upstream, str):
+            up_reader, up_writer = await asyncio.open_unix_connection(self.upstream)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         self._links += [writer, up_writer]
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -714,15 +718,21 @@ class DatabaseLink:
         self.server.close()
 
 
-def _through(url: str, port: int) -> tuple[str, str]:
+def _through(url: str, port: int) -> tuple[str, str | tuple[str, int]]:
+    """`url` rewritten to reach PostgreSQL through 127.0.0.1:`port`, and where it really is."""
     from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
     parts = urlsplit(url)
     query = parse_qs(parts.query)
-    socket_dir, pg_port = query.pop("host")[0], query.pop("port", ["5432"])[0]
-    query |= {"host": ["127.0.0.1"], "port": [str(port)]}
-    rewritten = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
-    return rewritten, f"{socket_dir}/.s.PGSQL.{pg_port}"
+    if "host" in query:  # the embedded server: a Unix socket named in the query
+        socket_dir, pg_port = query.pop("host")[0], query.pop("port", ["5432"])[0]
+        query |= {"host": ["127.0.0.1"], "port": [str(port)]}
+        rewritten = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        return rewritten, f"{socket_dir}/.s.PGSQL.{pg_port}"
+    upstream = (parts.hostname or "127.0.0.1", parts.port or 5432)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc)), upstream
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -737,8 +747,8 @@ async def test_postgres_unreachable_mid_reserve_sends_nothing(
 ) -> None:
     from llm_service.db.pool import create_pool
 
-    _, socket_path = _through(database_urls.app, 0)
-    link = DatabaseLink(socket_path)
+    _, upstream = _through(database_urls.app, 0)
+    link = DatabaseLink(upstream)
     await link.start()
     url, _ = _through(database_urls.app, link.port)
     pool = await create_pool(url, application_name="redteam-cut", min_size=1, max_size=2)
