@@ -187,3 +187,141 @@ async def test_cancel_of_an_unknown_or_foreign_run_writes_no_request(
         assert await app_conn.fetchval("SELECT fn_run_cancel_requested($1)", ghost) is False
         count = await app_conn.fetchval("SELECT count(*) FROM run_cancel_requests")
     assert count == 0
+
+
+async def _running_run(
+    owner: asyncpg.Pool, app: asyncpg.Connection, tenant_id: uuid.UUID
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """A run queued as the API would, then claimed (as the claim does) with a fresh lease token."""
+    async with app.transaction():
+        await _as_tenant(app, tenant_id)
+        run: uuid.UUID = await app.fetchval(
+            "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, "
+            "max_steps) VALUES ($1, 'q', 30, 60000, 8) RETURNING id",
+            tenant_id,
+        )
+    lease = uuid.uuid4()
+    async with owner.acquire() as conn, conn.transaction():
+        await _as_tenant(conn, tenant_id)
+        await conn.execute(
+            "UPDATE investigations SET status = 'running', lease_owner = 'w', "
+            "lease_expires_at = now() + interval '1 minute', "
+            "lease_token_hash = sha256(uuid_send($2::uuid)) WHERE id = $1",
+            run,
+            lease,
+        )
+    return run, lease
+
+
+async def _present(conn: asyncpg.Connection, tenant_id: uuid.UUID, lease: uuid.UUID | None) -> None:
+    await _as_tenant(conn, tenant_id)
+    await conn.execute(
+        "SELECT set_config('llm.run_token', $1, true)", "" if lease is None else str(lease)
+    )
+
+
+async def test_a_run_call_needs_both_its_call_token_and_the_lease_token(
+    owner_pool: asyncpg.Pool, app_conn: asyncpg.Connection, tenant: CreatedTenant
+) -> None:
+    """A leaked lease token alone, or the call token alone, settles nothing; both do."""
+    run, lease = await _running_run(owner_pool, app_conn, tenant.tenant_id)
+    token, call = uuid.uuid4(), uuid.uuid4()
+    async with app_conn.transaction():
+        await _present(app_conn, tenant.tenant_id, lease)
+        await app_conn.execute(
+            "INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, "
+            "attempt, reserved_cents, reservation_expires_at, max_tokens, investigation_id, "
+            "settle_token_hash) VALUES ($1, $2, 'r', 'investigations', 'm', 'openai', 1, 5, "
+            "now() + interval '1 hour', 10, $3, sha256(uuid_send($4::uuid)))",
+            call,
+            tenant.tenant_id,
+            run,
+            token,
+        )
+    for presented, guess in (
+        (None, token),
+        (uuid.uuid4(), token),
+        (lease, None),
+        (lease, uuid.uuid4()),
+    ):
+        async with app_conn.transaction():
+            await _present(app_conn, tenant.tenant_id, presented)
+            assert await app_conn.fetchval(SETTLE, call, "0", guess) is False
+    async with app_conn.transaction():
+        await _present(app_conn, tenant.tenant_id, lease)
+        assert await app_conn.fetchval(SETTLE, call, "2", token) is True
+    async with app_conn.transaction():
+        await _as_tenant(app_conn, tenant.tenant_id)
+        spent = await app_conn.fetchval("SELECT cost_cents FROM investigations WHERE id = $1", run)
+    assert spent == Decimal(2)
+
+
+async def test_cancel_requests_for_running_queued_and_foreign_runs(
+    owner_pool: asyncpg.Pool,
+    app_conn: asyncpg.Connection,
+    tenant: CreatedTenant,
+    other_tenant: CreatedTenant,
+) -> None:
+    """A foreign run gets no request; the tenant's running run one (once); a queued run is
+    cancelled at once."""
+    run, _lease = await _running_run(owner_pool, app_conn, tenant.tenant_id)
+    async with app_conn.transaction():
+        await _as_tenant(app_conn, other_tenant.tenant_id)
+        assert await app_conn.fetch("SELECT * FROM fn_cancel_investigation($1)", run) == []
+        assert await app_conn.fetchval("SELECT fn_run_cancel_requested($1)", run) is False
+    async with app_conn.transaction():
+        await _as_tenant(app_conn, tenant.tenant_id)
+        assert await app_conn.fetchval("SELECT fn_run_cancel_requested($1)", run) is False
+        first = await app_conn.fetch("SELECT * FROM fn_cancel_investigation($1)", run)
+        assert [(r["status"], r["cancel_requested"]) for r in first] == [("running", True)]
+        assert await app_conn.fetch("SELECT * FROM fn_cancel_investigation($1)", run) == []
+        assert await app_conn.fetchval("SELECT fn_run_cancel_requested($1)", run) is True
+        queued: uuid.UUID = await app_conn.fetchval(
+            "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, "
+            "max_steps) VALUES ($1, 'q', 30, 60000, 8) RETURNING id",
+            tenant.tenant_id,
+        )
+    async with app_conn.transaction():
+        await _as_tenant(app_conn, tenant.tenant_id)
+        rows = await app_conn.fetch("SELECT * FROM fn_cancel_investigation($1)", queued)
+    assert [r["status"] for r in rows] == ["cancelled"]
+    async with app_conn.transaction():
+        await _as_tenant(app_conn, tenant.tenant_id)
+        status = await app_conn.fetchval("SELECT status FROM investigations WHERE id = $1", run)
+    assert status == "running"
+
+
+async def test_an_uncommitted_cancel_holds_no_lock_on_the_running_run(
+    owner_pool: asyncpg.Pool,
+    app_conn: asyncpg.Connection,
+    database_urls: object,
+    tenant: CreatedTenant,
+) -> None:
+    """A cancel left open keeps no lock on the run: the holder's end goes through at once."""
+    run, lease = await _running_run(owner_pool, app_conn, tenant.tenant_id)
+    holder = await asyncpg.connect(database_urls.app)  # type: ignore[attr-defined]
+    try:
+        async with app_conn.transaction():
+            await _as_tenant(app_conn, tenant.tenant_id)
+            await app_conn.fetch("SELECT * FROM fn_cancel_investigation($1)", run)
+            # Row locks live in the tuple, not pg_locks: NOWAIT fails at once on any held one.
+            async with owner_pool.acquire() as conn, conn.transaction():
+                await _as_tenant(conn, tenant.tenant_id)
+                locked = await conn.fetchval(
+                    "SELECT count(*) FROM (SELECT 1 FROM investigations WHERE id = $1 "
+                    "FOR UPDATE NOWAIT) x",
+                    run,
+                )
+            assert locked == 1
+            async with holder.transaction():
+                await _present(holder, tenant.tenant_id, lease)
+                # A safety net against a hang, not a synchronisation.
+                await holder.execute("SET LOCAL lock_timeout = '5s'")
+                renewed = await holder.fetch(
+                    "SELECT * FROM fn_finish_investigation($1, 'w', 'cancelled', 'asked', 1, "
+                    "NULL, false)",
+                    run,
+                )
+            assert renewed[0][0] == Decimal(0)
+    finally:
+        await holder.close()
