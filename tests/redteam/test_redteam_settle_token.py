@@ -5,12 +5,17 @@ Each test acts as a compromised llm_app session (any GUC, no other request's tok
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from decimal import Decimal
 
 import asyncpg
 import pytest
 
+from budgets import ledger
+from llm_service.costs.ledger_repository import PgStatementStore
+from llm_service.db.pool import _init_connection
+from llm_service.db.urls import DatabaseUrls
 from llm_service.tenants.service import CreatedTenant
 
 SETTLE = (
@@ -325,3 +330,45 @@ async def test_an_uncommitted_cancel_holds_no_lock_on_the_running_run(
             assert renewed[0][0] == Decimal(0)
     finally:
         await holder.close()
+
+
+async def test_the_settle_token_stays_out_of_reprs_logs_and_query_text(
+    app_conn: asyncpg.Connection,
+    database_urls: DatabaseUrls,
+    tenant: CreatedTenant,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through the gateway's one-statement path: the token is a parameter, never text."""
+    caplog.set_level(logging.DEBUG)
+    gateway = await asyncpg.connect(database_urls.app)
+    await _init_connection(gateway)  # the app pool's JSON codecs
+    try:
+        store = PgStatementStore(gateway, tenant.tenant_id)
+        token = uuid.uuid4()
+        reservation = await ledger.reserve_call(
+            store,
+            tenant_id=tenant.tenant_id,
+            worst_case_usd=Decimal("0.01"),
+            endpoint="explanations",
+            model="gpt-4o-mini",
+            provider="openai",
+            lease_seconds=60,
+            max_tokens=10,
+            settle_token=token,
+        )
+        assert reservation.settle_token == token
+        assert str(token) not in repr(reservation)
+        assert token.hex not in repr(reservation)
+        settled = await ledger.settle_call(
+            store, reservation, status="succeeded", cost_usd=Decimal("0.001")
+        )
+        assert settled is True
+        # pg_stat_activity keeps an idle backend's last statement: the settle's.
+        last = await app_conn.fetchval(
+            "SELECT query FROM pg_stat_activity WHERE pid = $1", gateway.get_server_pid()
+        )
+        assert "fn_settle_call" in last
+        assert str(token) not in last
+        assert str(token) not in caplog.text
+    finally:
+        await gateway.close()
