@@ -372,3 +372,59 @@ async def test_the_settle_token_stays_out_of_reprs_logs_and_query_text(
         assert str(token) not in caplog.text
     finally:
         await gateway.close()
+
+
+async def test_a_row_the_attacker_failed_to_settle_is_swept_at_its_worst_case(
+    app_conn: asyncpg.Connection, tenant: CreatedTenant
+) -> None:
+    """Failed guesses leave the row pending; once expired the sweep counts its reservation."""
+    call = uuid.uuid4()
+    async with app_conn.transaction():
+        await _as_tenant(app_conn, tenant.tenant_id)
+        await app_conn.execute(
+            "INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, "
+            "attempt, reserved_cents, reservation_expires_at, max_tokens, settle_token_hash) "
+            "VALUES ($1, $2, 'r', 'explanations', 'm', 'openai', 1, 5, now(), 10, "
+            "sha256(uuid_send($3::uuid)))",
+            call,
+            tenant.tenant_id,
+            uuid.uuid4(),
+        )
+    for guess in (None, uuid.uuid4()):
+        assert await _settle(app_conn, tenant.tenant_id, call, guess, "0") is False
+    assert await app_conn.fetchval("SELECT fn_sweep_expired_llm_reservations()") >= 1
+    async with app_conn.transaction():
+        await _as_tenant(app_conn, tenant.tenant_id)
+        row = await app_conn.fetchrow(
+            "SELECT status, cost_cents FROM llm_api_calls WHERE id = $1", call
+        )
+    assert (row["status"], row["cost_cents"]) == ("abandoned", Decimal(5))
+
+
+async def test_an_open_cancel_does_not_stall_the_renewal_and_a_committed_one_reaches_it(
+    owner_pool: asyncpg.Pool,
+    app_conn: asyncpg.Connection,
+    database_urls: DatabaseUrls,
+    tenant: CreatedTenant,
+) -> None:
+    """The renewal (SKIP LOCKED) still renews under an uncommitted cancel, then reads the
+    committed request as `cancel_requested`."""
+    run, lease = await _running_run(owner_pool, app_conn, tenant.tenant_id)
+    worker = await asyncpg.connect(database_urls.app)
+    renew = "SELECT run_id, cancel_requested, renewed FROM fn_renew_leases('w', 60, $1::uuid[])"
+    try:
+        tx = app_conn.transaction()
+        await tx.start()
+        try:
+            await _as_tenant(app_conn, tenant.tenant_id)
+            await app_conn.fetch("SELECT * FROM fn_cancel_investigation($1)", run)
+            rows = await worker.fetch(renew, [lease])
+            assert [(r["run_id"], r["renewed"]) for r in rows] == [(run, True)]
+        finally:
+            await tx.commit()
+        rows = await worker.fetch(renew, [lease])
+        assert [(r["run_id"], r["cancel_requested"], r["renewed"]) for r in rows] == [
+            (run, True, True)
+        ]
+    finally:
+        await worker.close()
