@@ -10,6 +10,7 @@ import uuid
 from decimal import Decimal
 
 import asyncpg
+import httpx
 import pytest
 
 from budgets import ledger
@@ -428,3 +429,40 @@ async def test_an_open_cancel_does_not_stall_the_renewal_and_a_committed_one_rea
         ]
     finally:
         await worker.close()
+
+
+async def test_the_api_answers_cancelled_for_queued_and_requested_for_running(
+    owner_pool: asyncpg.Pool,
+    app_conn: asyncpg.Connection,
+    client: httpx.AsyncClient,
+    tenant: CreatedTenant,
+    other_tenant: CreatedTenant,
+) -> None:
+    """The API's cancel: a queued run is cancelled, a running one has its request, a
+    foreign run is not found and gets no request."""
+    headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    running, lease = await _running_run(owner_pool, app_conn, tenant.tenant_id)
+    foreign, _ = await _running_run(owner_pool, app_conn, other_tenant.tenant_id)
+    response = await client.post(f"/v1/investigations/{foreign}/cancel", headers=headers)
+    assert response.status_code == 404
+    assert set(response.json()["error"]) >= {"code", "message"}
+    response = await client.post(f"/v1/investigations/{running}/cancel", headers=headers)
+    assert response.status_code == 200
+    # The body has no `cancel_requested` field (InvestigationOut never had one): the request
+    # is seen through fn_run_cancel_requested.
+    assert response.json()["status"] == "running"
+    assert str(lease) not in response.text
+    async with app_conn.transaction():
+        await _as_tenant(app_conn, tenant.tenant_id)
+        assert await app_conn.fetchval("SELECT fn_run_cancel_requested($1)", running) is True
+        await _as_tenant(app_conn, other_tenant.tenant_id)
+        assert await app_conn.fetchval("SELECT fn_run_cancel_requested($1)", foreign) is False
+        await _as_tenant(app_conn, tenant.tenant_id)
+        queued: uuid.UUID = await app_conn.fetchval(
+            "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, "
+            "max_steps) VALUES ($1, 'q', 30, 60000, 8) RETURNING id",
+            tenant.tenant_id,
+        )
+    response = await client.post(f"/v1/investigations/{queued}/cancel", headers=headers)
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
