@@ -4,6 +4,7 @@ Each test acts as a compromised llm_app session (any GUC, no other request's tok
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
@@ -466,3 +467,50 @@ async def test_the_api_answers_cancelled_for_queued_and_requested_for_running(
     response = await client.post(f"/v1/investigations/{queued}/cancel", headers=headers)
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
+
+
+async def test_a_cancel_racing_the_end_waits_for_it_and_writes_no_request(
+    owner_pool: asyncpg.Pool,
+    app_conn: asyncpg.Connection,
+    database_urls: DatabaseUrls,
+    tenant: CreatedTenant,
+) -> None:
+    """The end in flight (FOR UPDATE held) is waited for; the cancel then sees a terminal run."""
+    run, lease = await _running_run(owner_pool, app_conn, tenant.tenant_id)
+    holder = await asyncpg.connect(database_urls.app)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        try:
+            await _present(holder, tenant.tenant_id, lease)
+            spent = await holder.fetchval(
+                "SELECT fn_finish_investigation($1, 'w', 'succeeded', NULL, 1, NULL, false)", run
+            )
+            assert spent == Decimal(0)
+
+            async def cancel() -> list[asyncpg.Record]:
+                async with app_conn.transaction():
+                    await _as_tenant(app_conn, tenant.tenant_id)
+                    return await app_conn.fetch("SELECT * FROM fn_cancel_investigation($1)", run)
+
+            task = asyncio.ensure_future(cancel())
+            pid = app_conn.get_server_pid()
+            async with owner_pool.acquire() as watcher:
+                while not task.done():
+                    waiting = await watcher.fetchval(
+                        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                        pid,
+                    )
+                    if waiting:
+                        break
+            assert not task.done()
+        finally:
+            await tx.commit()
+        assert await task == []
+        async with app_conn.transaction():
+            await _as_tenant(app_conn, tenant.tenant_id)
+            assert await app_conn.fetchval("SELECT fn_run_cancel_requested($1)", run) is False
+            status = await app_conn.fetchval("SELECT status FROM investigations WHERE id = $1", run)
+        assert status == "succeeded"
+    finally:
+        await holder.close()
