@@ -514,3 +514,47 @@ async def test_a_cancel_racing_the_end_waits_for_it_and_writes_no_request(
         assert status == "succeeded"
     finally:
         await holder.close()
+
+
+async def test_two_racing_cancels_write_one_request(
+    owner_pool: asyncpg.Pool,
+    app_conn: asyncpg.Connection,
+    database_urls: DatabaseUrls,
+    tenant: CreatedTenant,
+) -> None:
+    """The second cancel waits on the first's uncommitted request and then answers nothing."""
+    run, _lease = await _running_run(owner_pool, app_conn, tenant.tenant_id)
+    second = await asyncpg.connect(database_urls.app)
+    try:
+        tx = app_conn.transaction()
+        await tx.start()
+        try:
+            await _as_tenant(app_conn, tenant.tenant_id)
+            first = await app_conn.fetch("SELECT * FROM fn_cancel_investigation($1)", run)
+            assert [r["cancel_requested"] for r in first] == [True]
+
+            async def cancel() -> list[asyncpg.Record]:
+                async with second.transaction():
+                    await _as_tenant(second, tenant.tenant_id)
+                    return await second.fetch("SELECT * FROM fn_cancel_investigation($1)", run)
+
+            task = asyncio.ensure_future(cancel())
+            async with owner_pool.acquire() as watcher:
+                while not task.done():
+                    if await watcher.fetchval(
+                        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                        second.get_server_pid(),
+                    ):
+                        break
+            assert not task.done()
+        finally:
+            await tx.commit()
+        assert await task == []
+        async with owner_pool.acquire() as conn, conn.transaction():
+            await _as_tenant(conn, tenant.tenant_id)
+            count = await conn.fetchval(
+                "SELECT count(*) FROM run_cancel_requests WHERE run_id = $1", run
+            )
+        assert count == 1
+    finally:
+        await second.close()
