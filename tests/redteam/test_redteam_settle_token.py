@@ -558,3 +558,27 @@ async def test_two_racing_cancels_write_one_request(
         assert count == 1
     finally:
         await second.close()
+
+
+async def test_a_copied_hash_on_a_forged_row_changes_nothing(
+    app_conn: asyncpg.Connection, tenant: CreatedTenant
+) -> None:
+    """A row inserted with the victim's hash (read through RLS) is settled by nobody but the
+    victim's token, and the victim's settle touches its own row only."""
+    token = uuid.uuid4()
+    victim = await _reserve(app_conn, tenant.tenant_id, token)
+    forged = uuid.uuid4()
+    async with app_conn.transaction():
+        await _as_tenant(app_conn, tenant.tenant_id)
+        await app_conn.execute(
+            "INSERT INTO llm_api_calls (id, tenant_id, request_id, endpoint, model, provider, "
+            "attempt, reserved_cents, reservation_expires_at, max_tokens, settle_token_hash) "
+            "SELECT $1, tenant_id, 'forged', endpoint, model, provider, 1, 5, "
+            "now() + interval '1 hour', 10, settle_token_hash FROM llm_api_calls WHERE id = $2",
+            forged,
+            victim,
+        )
+    assert await _settle(app_conn, tenant.tenant_id, forged, uuid.uuid4(), "0") is False
+    assert await _settle(app_conn, tenant.tenant_id, victim, token, "4") is True
+    assert await _status(app_conn, tenant.tenant_id, forged) == "pending"
+    assert await _status(app_conn, tenant.tenant_id, victim) == "succeeded"
