@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from tenacity import AsyncRetrying, retry_if_exception
 
@@ -55,11 +55,9 @@ async def attempt_once(
 ) -> Answered:
     """Reserve, send and settle one attempt."""
     request, ceiling = plan.request, plan.ceiling
-    timeout = settings.llm_request_timeout_s
-    if plan.deadline is not None:
-        timeout = min(timeout, plan.deadline - time.monotonic())
-        if timeout <= 0.05:
-            raise TimeoutError("no time left for another provider call")
+    timeout = _time_left(plan, settings.llm_request_timeout_s)
+    if timeout is None:
+        raise TimeoutError("no time left for another provider call")
     held = ceiling.reserve(
         plan.price,
         plan.input_tokens,
@@ -81,11 +79,11 @@ async def attempt_once(
         # Not cancelled: litellm ends on the closed gate, so no work of this attempt outlives it.
         await asyncio.wait([sending])
         raise
-    if plan.deadline is not None:
-        # The reserve may have waited (a lock): the send gets only what is left of the deadline.
-        timeout = min(timeout, plan.deadline - time.monotonic())
-        if timeout <= 0.05:
-            await _withdraw(plan, ledger, call, held, gate, sending)
+    # The reserve may have waited (a lock): the send gets only what is left of the deadline.
+    left = _time_left(plan, timeout)
+    if left is None:
+        await _withdraw(plan, ledger, call, held, gate, sending)
+    timeout = left
     gate.open()
     started = time.perf_counter()  # the provider's latency: from the moment it may be sent
     try:
@@ -117,6 +115,14 @@ async def attempt_once(
     return Answered(response, call, attempt_no, latency, billed)
 
 
+def _time_left(plan: CallPlan, timeout: float) -> float | None:
+    """`timeout`, cut to what is left of the plan's deadline; None when too little is left."""
+    if plan.deadline is None:
+        return timeout
+    left = min(timeout, plan.deadline - time.monotonic())
+    return left if left > 0.05 else None
+
+
 class DeadlinePassedUnsent(TimeoutError):
     """The caller's deadline passed while the reserve waited: the request was never sent."""
 
@@ -128,18 +134,15 @@ async def _withdraw(
     held: Reservation,
     gate: SendGate,
     sending: asyncio.Task[Any],
-) -> None:
+) -> NoReturn:
     """Keep a committed reservation's request unsent (the deadline passed while reserving):
     the gate closes, the row settles at zero as timed out (nothing sent), TimeoutError."""
     gate.close()
     await asyncio.wait([sending])
-    try:
-        raise DeadlinePassedUnsent("the deadline passed while the call was reserved") from (
-            GateClosed("the request was held at the gate and never sent")
-        )
-    except DeadlinePassedUnsent as exc:
-        await asyncio.shield(ledger.settle_failure(plan.request, call, plan.ceiling, held, exc, 0))
-        raise
+    exc = DeadlinePassedUnsent("the deadline passed while the call was reserved")
+    exc.__cause__ = GateClosed("the request was held at the gate and never sent")
+    await asyncio.shield(ledger.settle_failure(plan.request, call, plan.ceiling, held, exc, 0))
+    raise exc
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:
