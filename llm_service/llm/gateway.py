@@ -14,7 +14,6 @@ Retries (tenacity, here only) never pass the caller's deadline, and each is its 
 
 from __future__ import annotations
 
-import json
 import logging
 from decimal import Decimal
 from typing import Any
@@ -39,7 +38,7 @@ from llm_service.llm.ledger_steps import LEASE_GRACE_S, LedgerSteps
 from llm_service.llm.litellm_quiet import quiet_call
 from llm_service.llm.litellm_setup import load_litellm, use_transport
 from llm_service.llm.prompt_cache import mark_stable_prefix
-from llm_service.llm.prompt_memo import PromptMemo
+from llm_service.llm.prompt_memo import PromptMemo, count_prompt
 from llm_service.llm.usage_read import ProviderUsage, completion_usage, raw_usage
 from llm_service.pii.redact import redact_messages
 from llm_service.settings import Settings
@@ -83,11 +82,18 @@ class LlmGateway:
         return self.prices.price_for(name)
 
     def count_tokens(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None = None,
     ) -> int:
-        """Input tokens of a prompt as litellm counts them for the configured model."""
-        count: int = self._litellm.token_counter(model=self.model, messages=messages, tools=tools)
-        return count
+        """Input tokens of a prompt (messages as sent, tools, response schema) as litellm counts
+        them for the configured model."""
+        if not self.model:
+            raise NoModelConfigured("no LLM model is configured (LLM_MODEL)")
+        return count_prompt(
+            self.model, self._litellm.token_counter, messages, tools, response_format
+        )
 
     def prompt_memo(self) -> PromptMemo:
         """A memo for one conversation's calls (pass it as `LlmRequest.memo`): each message is
@@ -121,13 +127,8 @@ class LlmGateway:
             input_tokens = prepared.input_tokens
         else:
             redacted, findings = redact_messages(request.messages)
-            input_tokens = self.count_tokens(redacted, request.tools)
-            if request.response_format:  # the schema is part of the prompt the provider bills
-                input_tokens += int(
-                    self._litellm.token_counter(
-                        model=model, text=json.dumps(request.response_format)
-                    )
-                )
+            # The response schema is part of the prompt the provider bills.
+            input_tokens = self.count_tokens(redacted, request.tools, request.response_format)
         ceiling = ceiling or RunCeiling(self.settings.llm_call_max_cost_usd)
         provider = self._provider(model)
         # The stable prefix marked for providers that cache only where asked (prompt_cache).

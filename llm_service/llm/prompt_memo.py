@@ -67,12 +67,8 @@ class PromptMemo:
         self.model = model
         self._count = token_counter
         self._seen: list[_Seen] = []
-        # litellm adds the reply primer (3 tokens) to every count of messages: the empty prompt.
-        primer = _PRIMERS.get((model, token_counter))
-        if primer is None:
-            primer = _PRIMERS[(model, token_counter)] = int(token_counter(model=model, messages=[]))
-        self._primer = primer
-        self._count_one = _message_counter(model, token_counter, primer)
+        self._primer = _primer(model, token_counter)
+        self._count_one = _message_counter(model, token_counter, self._primer)
 
     def prepare(
         self,
@@ -115,29 +111,66 @@ class PromptMemo:
         tools: list[dict[str, Any]] | None,
         response_format: dict[str, Any] | None,
     ) -> int:
+        messages = [entry.redacted for entry in seen]
         total = self._primer + sum(entry.tokens for entry in seen)
-        if tools:
-            # litellm discounts the tool definitions when a system message is present.
-            system = any(entry.redacted.get("role") == "system" for entry in seen)
-            total += self._extra("tools", system, tools)
-        if response_format:  # the schema is part of the prompt the provider bills
-            total += self._extra("response_format", False, response_format)
-        return total
+        return total + _extras(self.model, self._count, messages, tools, response_format)
 
-    def _extra(self, what: str, system: bool, value: Any) -> int:
-        key = (self.model, self._count, what, system)
-        kept = _EXTRAS.get(key)
-        if kept is not None and kept[0] == value:
-            return kept[1]
-        if what == "tools":
-            probe = [{"role": "system" if system else "user", "content": ""}]
-            tokens = int(self._count(model=self.model, messages=probe, tools=value)) - int(
-                self._count(model=self.model, messages=probe)
-            )
-        else:
-            tokens = int(self._count(model=self.model, text=json.dumps(value)))
-        _EXTRAS[key] = (_copy(value), tokens)
-        return tokens
+
+def count_prompt(
+    model: str,
+    token_counter: TokenCounter,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+    response_format: dict[str, Any] | None = None,
+) -> int:
+    """The input tokens of a prompt as sent (no redaction here) as `token_counter` counts them,
+    with litellm's counting set up once per model instead of once per call."""
+    primer = _primer(model, token_counter)
+    count_one = _message_counter(model, token_counter, primer)
+    total = primer + sum(count_one(message) for message in messages)
+    return total + _extras(model, token_counter, messages, tools, response_format)
+
+
+def _primer(model: str, token_counter: TokenCounter) -> int:
+    # litellm adds the reply primer (3 tokens) to every count of messages: the empty prompt.
+    primer = _PRIMERS.get((model, token_counter))
+    if primer is None:
+        primer = _PRIMERS[(model, token_counter)] = int(token_counter(model=model, messages=[]))
+    return primer
+
+
+def _extras(
+    model: str,
+    token_counter: TokenCounter,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    response_format: dict[str, Any] | None,
+) -> int:
+    """The tokens of the tool definitions and the response schema (0 without them)."""
+    total = 0
+    if tools:
+        # litellm discounts the tool definitions when a system message is present.
+        system = any(message.get("role") == "system" for message in messages)
+        total += _extra(model, token_counter, "tools", system, tools)
+    if response_format:  # the schema is part of the prompt the provider bills
+        total += _extra(model, token_counter, "response_format", False, response_format)
+    return total
+
+
+def _extra(model: str, token_counter: TokenCounter, what: str, system: bool, value: Any) -> int:
+    key = (model, token_counter, what, system)
+    kept = _EXTRAS.get(key)
+    if kept is not None and kept[0] == value:
+        return kept[1]
+    if what == "tools":
+        probe = [{"role": "system" if system else "user", "content": ""}]
+        tokens = int(token_counter(model=model, messages=probe, tools=value)) - int(
+            token_counter(model=model, messages=probe)
+        )
+    else:
+        tokens = int(token_counter(model=model, text=json.dumps(value)))
+    _EXTRAS[key] = (_copy(value), tokens)
+    return tokens
 
 
 def _message_counter(model: str, token_counter: TokenCounter, primer: int) -> MessageCounter:

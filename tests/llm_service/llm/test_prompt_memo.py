@@ -11,7 +11,7 @@ import pytest
 import llm_service.llm.prompt_memo as memo_module
 from llm_service.investigations.agent import _report_format
 from llm_service.llm.litellm_setup import load_litellm
-from llm_service.llm.prompt_memo import PromptMemo
+from llm_service.llm.prompt_memo import PromptMemo, count_prompt
 from llm_service.pii.redact import redact_messages
 from llm_service.tools.specs import openai_tool_schemas
 
@@ -272,3 +272,46 @@ def test_a_tool_changed_in_place_after_counting_is_counted_again() -> None:
     assert PromptMemo(MODEL, litellm.token_counter).prepare(messages, tools).input_tokens == (
         litellm.token_counter(model=MODEL, messages=redacted, tools=tools)
     )
+
+
+@pytest.mark.parametrize("message", _ODD_MESSAGES, ids=lambda m: str(m)[:30])
+@pytest.mark.parametrize("with_extras", [False, True])
+def test_a_one_shot_prompt_counts_as_litellms_token_counter_counts_it(
+    message: dict[str, Any], with_extras: bool
+) -> None:
+    """`count_prompt` (a call without a memo) is token_counter's count: messages, tools, schema."""
+    litellm = load_litellm()
+    tools = openai_tool_schemas() if with_extras else None
+    schema = _report_format(MODEL) if with_extras else None
+    for prompt in ([message], [_conversation()[0], message], [*_conversation(), message]):
+        expected = litellm.token_counter(model=MODEL, messages=prompt, tools=tools)
+        if schema is not None:
+            expected += litellm.token_counter(model=MODEL, text=json.dumps(schema))
+        assert count_prompt(MODEL, litellm.token_counter, prompt, tools, schema) == expected
+
+
+def test_a_one_shot_prompt_sets_up_litellms_counting_once_per_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The set-up (tokenizer, model family) is kept per model: calls after the first count only."""
+    from litellm.litellm_core_utils import token_counter as litellm_counting
+
+    litellm = load_litellm()
+    built: list[str] = []
+    real = litellm_counting._MessageCountParams
+
+    def counted(model: str, *args: Any) -> Any:
+        built.append(model)
+        return real(model, *args)
+
+    monkeypatch.setattr(litellm_counting, "_MessageCountParams", counted)
+    monkeypatch.setattr(memo_module, "_SET_UP", {})
+    monkeypatch.setattr(memo_module, "_PRIMERS", {})  # the primer is token_counter's own call
+    prompts = [[{"role": "user", "content": f"question {n} from {EMAIL}"}] for n in range(5)]
+    counts = [count_prompt(MODEL, litellm.token_counter, prompt) for prompt in prompts]
+    assert built.count(MODEL) <= 2  # the kept set-up, and the primer's one token_counter call
+    built.clear()
+    assert [count_prompt(MODEL, litellm.token_counter, prompt) for prompt in prompts] == counts
+    assert built == []  # set up: every later call only counts
+    monkeypatch.setattr(litellm_counting, "_MessageCountParams", real)
+    assert counts == [litellm.token_counter(model=MODEL, messages=p) for p in prompts]
