@@ -70,6 +70,9 @@ class InvestigationOut(BaseModel):
     status: str
     reason: str | None
     degraded: bool
+    # A cancel was accepted: a queued run is cancelled at once, a running one stops at its
+    # next heartbeat (until then its status stays "running").
+    cancel_requested: bool = False
     question: str
     cost_usd: str
     max_cost_usd: str

@@ -236,6 +236,7 @@ def to_out(row: dict[str, Any]) -> InvestigationOut:
         status=row["status"],
         reason=row["reason"],
         degraded=row["degraded"],
+        cancel_requested=bool(row.get("cancel_requested")),
         question=row["question"],
         cost_usd=_usd(row["cost_cents"]),
         max_cost_usd=_usd(row["max_cost_cents"]),

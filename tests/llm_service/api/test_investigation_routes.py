@@ -139,6 +139,30 @@ async def test_cancelling_a_queued_run_ends_it_at_once(
     assert response.json()["reason"]
 
 
+async def test_cancelling_a_running_run_answers_that_the_cancel_was_accepted(
+    client: httpx.AsyncClient, tenant: CreatedTenant, owner_pool: asyncpg.Pool
+) -> None:
+    """A running run stops at its next heartbeat: until then the API says the cancel is in."""
+    run = (await _create(client, tenant)).json()
+    other = (await _create(client, tenant)).json()
+    assert run["cancel_requested"] is False
+    for run_id in (run["id"], other["id"]):
+        await owner_pool.execute(
+            "UPDATE investigations SET status = 'running', started_at = now() WHERE id = $1",
+            uuid.UUID(run_id),
+        )
+    response = await client.post(f"/v1/investigations/{run['id']}/cancel", headers=_auth(tenant))
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["cancel_requested"]) == ("running", True)
+    read = await client.get(f"/v1/investigations/{run['id']}", headers=_auth(tenant))
+    assert (read.json()["status"], read.json()["cancel_requested"]) == ("running", True)
+    untouched = await client.get(f"/v1/investigations/{other['id']}", headers=_auth(tenant))
+    assert untouched.json()["cancel_requested"] is False
+    listed = await client.get("/v1/investigations?status=running", headers=_auth(tenant))
+    flags = {item["id"]: item["cancel_requested"] for item in listed.json()["items"]}
+    assert flags == {run["id"]: True, other["id"]: False}
+
+
 async def test_events_stream_history_and_end_with_the_final_state(
     client: httpx.AsyncClient, tenant: CreatedTenant
 ) -> None:
