@@ -7,10 +7,18 @@ grants the role really has.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
+
+from tests.helpers.waiting import wait_until
+
+# Runs and jobs the red-team tests made: ended at each test's teardown (tests/redteam/conftest),
+# so later tests' claims do not take them.
+_REMEMBERED: list[tuple[str, uuid.UUID]] = []
 
 
 async def set_session_tenant(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> None:
@@ -76,3 +84,74 @@ async def lease_run(
 async def present_session_token(conn: asyncpg.Connection, token: uuid.UUID) -> None:
     """Present a run's lease token for the rest of the session, as its holder may."""
     await conn.execute("SELECT set_config('llm.run_token', $1, false)", str(token))
+
+
+def remember_run(table: str, run_id: uuid.UUID) -> None:
+    """Have the test's teardown end this run (or job) if it is still queued or running."""
+    _REMEMBERED.append((table, run_id))
+
+
+async def end_remembered_runs(owner_pool: asyncpg.Pool) -> None:
+    """End (as failed) every remembered run still queued or running, and forget them."""
+    made = list(_REMEMBERED)
+    _REMEMBERED.clear()
+    for table, run_id in made:
+        await owner_pool.execute(
+            f"UPDATE {table} SET status = 'failed', reason = 'red-team test over', "
+            "finished_at = now(), lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE id = $1 AND status IN ('queued', 'running')",
+            run_id,
+        )
+
+
+def has_remembered_runs() -> bool:
+    """Whether a test left runs to end."""
+    return bool(_REMEMBERED)
+
+
+async def queued_run(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UUID:
+    """As the API: a queued investigation of the session's tenant (set here), remembered."""
+    await set_session_tenant(conn, tenant_id)
+    run_id: uuid.UUID = await conn.fetchval(
+        "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps) "
+        "VALUES ($1, 'why did spend move?', 30, 60000, 8) RETURNING id",
+        tenant_id,
+    )
+    remember_run("investigations", run_id)
+    return run_id
+
+
+async def queued_job(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UUID:
+    """As the API: a queued budget optimisation job of the session's tenant (set here)."""
+    await set_session_tenant(conn, tenant_id)
+    job_id: uuid.UUID = await conn.fetchval(
+        "INSERT INTO budget_optimization_jobs (tenant_id, params) VALUES ($1, '{}') RETURNING id",
+        tenant_id,
+    )
+    remember_run("budget_optimization_jobs", job_id)
+    return job_id
+
+
+async def lock_held(owner_pool: asyncpg.Pool, pid: int) -> None:
+    """Wait until session `pid` is idle in its transaction (its lock taken)."""
+
+    async def idle() -> bool:
+        state = await owner_pool.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
+        return bool(state == "idle in transaction")
+
+    await wait_until(idle, f"session {pid} idle in its transaction")
+
+
+async def done_or_waiting(owner_pool: asyncpg.Pool, task: asyncio.Task[Any], pid: int) -> bool:
+    """Wait until `task` is done or session `pid` waits for a lock; True if it was done."""
+
+    async def settled() -> bool:
+        if task.done():
+            return True
+        waits = await owner_pool.fetchval(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
+        )
+        return bool(waits == "Lock")
+
+    await wait_until(settled, f"session {pid} done or waiting for a lock")
+    return task.done()

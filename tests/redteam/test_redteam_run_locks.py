@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import asyncpg
@@ -21,54 +20,32 @@ import pytest
 
 from budgets.ledger import Settlement
 from llm_service.costs.ledger_repository import PgLedgerStore
-from llm_service.db.urls import DatabaseUrls
 from llm_service.tenants.service import CreatedTenant
-from tests.helpers.app_role import insert_pending, lease_run, set_session_tenant
-from tests.redteam.test_redteam_run_token_r5 import _done_or_waiting, _lock_held
+from tests.helpers.app_role import (
+    done_or_waiting,
+    insert_pending,
+    lease_run,
+    lock_held,
+    queued_job,
+    queued_run,
+    set_session_tenant,
+)
 
 LOCKED_TABLES = ("investigations", "budget_optimization_jobs", "llm_api_calls")
 LOCKS = ("UPDATE", "NO KEY UPDATE", "SHARE", "KEY SHARE")
 
 
 @pytest.fixture
-async def hostile(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Connection]:
-    """A second raw llm_app session: the attacker's, with no lease token."""
-    conn = await asyncpg.connect(database_urls.app)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-_made: list[tuple[str, uuid.UUID]] = []
-
-
-@pytest.fixture(autouse=True)
-async def _end_made_runs(owner_pool: asyncpg.Pool) -> AsyncIterator[None]:
-    """Runs a test made are ended at its teardown: later tests' claims must not take them."""
-    yield
-    made = list(_made)
-    _made.clear()
-    for table, run_id in made:
-        await owner_pool.execute(
-            f"UPDATE {table} SET status = 'failed', reason = 'red-team test over', "
-            "finished_at = now(), lease_owner = NULL, lease_expires_at = NULL "
-            "WHERE id = $1 AND status IN ('queued', 'running')",
-            run_id,
-        )
+def hostile(other_app_conn: asyncpg.Connection) -> asyncpg.Connection:
+    """The attacker's raw llm_app session, with no lease token."""
+    return other_app_conn
 
 
 async def _running_run(
     conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant_id: uuid.UUID
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """A claimed investigation of the session's tenant (set here) and its lease token."""
-    await set_session_tenant(conn, tenant_id)
-    run_id: uuid.UUID = await conn.fetchval(
-        "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps) "
-        "VALUES ($1, 'why did spend move?', 30, 60000, 8) RETURNING id",
-        tenant_id,
-    )
-    _made.append(("investigations", run_id))
+    run_id = await queued_run(conn, tenant_id)
     return run_id, await lease_run(owner_pool, tenant_id, run_id)
 
 
@@ -76,12 +53,7 @@ async def _running_job(
     conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant_id: uuid.UUID
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """A claimed budget optimisation job of the session's tenant and its lease token."""
-    await set_session_tenant(conn, tenant_id)
-    job_id: uuid.UUID = await conn.fetchval(
-        "INSERT INTO budget_optimization_jobs (tenant_id, params) VALUES ($1, '{}') RETURNING id",
-        tenant_id,
-    )
-    _made.append(("budget_optimization_jobs", job_id))
+    job_id = await queued_job(conn, tenant_id)
     return job_id, await lease_run(owner_pool, tenant_id, job_id, table="budget_optimization_jobs")
 
 
@@ -173,7 +145,7 @@ async def test_hostile_lock_of_a_pending_ledger_row_does_not_stall_its_settle(
         assert not await PgLedgerStore(hostile).settle_pending(
             call_id, Settlement("succeeded", Decimal(0)), None
         )
-        await _lock_held(owner_pool, hostile.get_server_pid())
+        await lock_held(owner_pool, hostile.get_server_pid())
         assert await _lockable_at_once(owner_pool, "llm_api_calls", call_id)
         assert await _lockable_at_once(owner_pool, "investigations", run_id)
 
@@ -186,7 +158,7 @@ async def test_hostile_lock_of_a_pending_ledger_row_does_not_stall_its_settle(
 
         task: asyncio.Task[bool] = asyncio.ensure_future(settle())
         try:
-            done = await _done_or_waiting(owner_pool, task, app_conn.get_server_pid())
+            done = await done_or_waiting(owner_pool, task, app_conn.get_server_pid())
         finally:
             settled = await task
     finally:
@@ -277,7 +249,7 @@ async def test_a_refused_insert_leaves_no_lock_on_the_run(
                     if presented is not None:
                         await _present(hostile, presented)
                     await hostile.execute(sql, *args)
-        await _lock_held(owner_pool, hostile.get_server_pid())
+        await lock_held(owner_pool, hostile.get_server_pid())
         assert await _lockable_at_once(owner_pool, "investigations", run_id)
     finally:
         await tx.rollback()
@@ -333,7 +305,7 @@ async def test_the_definer_functions_lock_nothing_without_the_token(
             await hostile.fetchval("SELECT fn_run_write_lock($1, NULL, 'queued', NULL)", run_id),
         ]
         assert answers == [None, False, False, False, False, False, False, False, False]
-        await _lock_held(owner_pool, hostile.get_server_pid())
+        await lock_held(owner_pool, hostile.get_server_pid())
         for table, row_id in (
             ("investigations", run_id),
             ("budget_optimization_jobs", job_id),
@@ -452,7 +424,7 @@ async def test_a_cancel_held_open_does_not_starve_renewal(
     try:
         flagged = await hostile.fetch("SELECT id FROM fn_cancel_investigation($1)", run_id)
         assert [r["id"] for r in flagged] == [run_id]
-        await _lock_held(owner_pool, hostile.get_server_pid())
+        await lock_held(owner_pool, hostile.get_server_pid())
         rows = await app_pool.fetch(
             "SELECT run_id, renewed FROM fn_renew_leases('w', 60, $1::uuid[])", [token]
         )

@@ -26,50 +26,18 @@ from llm_service.db.urls import DatabaseUrls
 from llm_service.investigations import repository as investigation_repository
 from llm_service.investigations import service as investigation_service
 from llm_service.tenants.service import CreatedTenant
-from tests.helpers.app_role import insert_pending, lease_run, set_session_tenant
+from tests.helpers.app_role import (
+    done_or_waiting,
+    insert_pending,
+    lease_run,
+    lock_held,
+    queued_job,
+    queued_run,
+    set_session_tenant,
+)
 from tests.helpers.waiting import wait_until
 
 CANCELLED_QUEUED = "cancelled before it started"
-
-
-@pytest.fixture
-async def other_app_conn(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Connection]:
-    """A second raw llm_app session (another worker's, or the attacker's second one)."""
-    conn = await asyncpg.connect(database_urls.app)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-# Runs and jobs a test made, ended at its teardown: later tests' claims must not take them.
-_made: list[tuple[str, uuid.UUID]] = []
-
-
-@pytest.fixture(autouse=True)
-async def _end_made_runs(owner_pool: asyncpg.Pool) -> AsyncIterator[None]:
-    yield
-    made = list(_made)
-    _made.clear()
-    for table, run_id in made:
-        await owner_pool.execute(
-            f"UPDATE {table} SET status = 'failed', reason = 'red-team test over', "
-            "finished_at = now(), lease_owner = NULL, lease_expires_at = NULL "
-            "WHERE id = $1 AND status IN ('queued', 'running')",
-            run_id,
-        )
-
-
-async def _queued_run(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UUID:
-    """As the API: a queued investigation of the session's tenant (set here)."""
-    await set_session_tenant(conn, tenant_id)
-    run_id: uuid.UUID = await conn.fetchval(
-        "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, max_steps) "
-        "VALUES ($1, 'why did spend move?', 30, 60000, 8) RETURNING id",
-        tenant_id,
-    )
-    _made.append(("investigations", run_id))
-    return run_id
 
 
 async def _present(conn: asyncpg.Connection, token: uuid.UUID) -> None:
@@ -117,7 +85,7 @@ async def test_holder_cannot_null_the_lease_of_a_running_run(
     app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     with pytest.raises(asyncpg.InsufficientPrivilegeError):  # migration 012: no UPDATE at all
         async with app_conn.transaction():
@@ -138,16 +106,6 @@ async def _renew(pool: asyncpg.Pool, token: uuid.UUID) -> list[asyncpg.Record]:
     return rows
 
 
-async def _lock_held(owner_pool: asyncpg.Pool, pid: int) -> None:
-    """Wait until session `pid` is idle in its transaction (its lock taken)."""
-
-    async def idle() -> bool:
-        state = await owner_pool.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
-        return bool(state == "idle in transaction")
-
-    await wait_until(idle, f"session {pid} idle in its transaction")
-
-
 async def test_hostile_key_share_lock_does_not_starve_renewal(
     app_conn: asyncpg.Connection,
     other_app_conn: asyncpg.Connection,
@@ -156,14 +114,14 @@ async def test_hostile_key_share_lock_does_not_starve_renewal(
     tenant: CreatedTenant,
 ) -> None:
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     await set_session_tenant(other_app_conn, tenant_id)
     tx = other_app_conn.transaction()
     await tx.start()
     try:
         await _refused_lock(other_app_conn, "investigations", run_id, "KEY SHARE")
-        await _lock_held(owner_pool, other_app_conn.get_server_pid())
+        await lock_held(owner_pool, other_app_conn.get_server_pid())
         rows = await _renew(app_pool, token)
         assert [(r["run_id"], r["renewed"]) for r in rows] == [(run_id, True)]
     finally:
@@ -178,14 +136,14 @@ async def test_hostile_no_key_update_lock_does_not_starve_renewal(
     tenant: CreatedTenant,
 ) -> None:
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     await set_session_tenant(other_app_conn, tenant_id)
     tx = other_app_conn.transaction()
     await tx.start()
     try:
         await _refused_lock(other_app_conn, "investigations", run_id, "NO KEY UPDATE")
-        await _lock_held(owner_pool, other_app_conn.get_server_pid())
+        await lock_held(owner_pool, other_app_conn.get_server_pid())
         rows = await _renew(app_pool, token)
         assert [(r["run_id"], r["renewed"]) for r in rows] == [(run_id, True)]
     finally:
@@ -199,14 +157,14 @@ async def test_renewal_passes_a_write_in_flight(
     tenant: CreatedTenant,
 ) -> None:
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     tx = app_conn.transaction()
     await tx.start()
     try:
         await _present(app_conn, token)
         await _event(app_conn, tenant_id, run_id, "step", {"n": 1})
-        await _lock_held(owner_pool, app_conn.get_server_pid())
+        await lock_held(owner_pool, app_conn.get_server_pid())
         rows = await _renew(app_pool, token)
         assert [(r["run_id"], r["renewed"]) for r in rows] == [(run_id, True)]
     finally:
@@ -220,7 +178,7 @@ async def test_final_only_in_the_transaction_that_ended_the_run(
     tenant: CreatedTenant,
 ) -> None:
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     await set_session_tenant(other_app_conn, tenant_id)
     early = other_app_conn.transaction()
@@ -251,7 +209,7 @@ async def test_cancelled_final_needs_status_cancelled_and_is_once(
 ) -> None:
     """NULL / odd data, savepoints: the API's token-less final of a run cancelled while queued."""
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     async with app_conn.transaction():
         cancelled = await investigation_repository.request_cancel(app_conn, run_id)
         assert cancelled is not None
@@ -282,7 +240,7 @@ async def test_idempotency_key_names_a_run_of_its_own_kind(
     app_conn: asyncpg.Connection, tenant: CreatedTenant
 ) -> None:
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         await app_conn.execute(
             "INSERT INTO job_idempotency_keys "
@@ -311,7 +269,7 @@ async def test_no_event_commits_after_the_final(
     tenant: CreatedTenant,
 ) -> None:
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     await set_session_tenant(other_app_conn, tenant_id)
     step = app_conn.transaction()
@@ -325,7 +283,7 @@ async def test_no_event_commits_after_the_final(
 
     task: asyncio.Task[None] = asyncio.ensure_future(end())
     try:
-        ended_at_once = await _done_or_waiting(owner_pool, task, other_app_conn.get_server_pid())
+        ended_at_once = await done_or_waiting(owner_pool, task, other_app_conn.get_server_pid())
         await step.commit()
     finally:
         await task
@@ -338,21 +296,6 @@ async def test_no_event_commits_after_the_final(
     assert [r["event_type"] for r in events][-2:] == ["step", "final"]
 
 
-async def _done_or_waiting(owner_pool: asyncpg.Pool, task: asyncio.Task[Any], pid: int) -> bool:
-    """Wait until `task` is done or session `pid` waits for a lock; True if it was done."""
-
-    async def settled() -> bool:
-        if task.done():
-            return True
-        waits = await owner_pool.fetchval(
-            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
-        )
-        return bool(waits == "Lock")
-
-    await wait_until(settled, f"session {pid} done or waiting for a lock")
-    return task.done()
-
-
 async def test_hostile_for_update_lock_does_not_stall_the_holders_writes(
     app_conn: asyncpg.Connection,
     other_app_conn: asyncpg.Connection,
@@ -360,13 +303,13 @@ async def test_hostile_for_update_lock_does_not_stall_the_holders_writes(
     tenant: CreatedTenant,
 ) -> None:
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     await set_session_tenant(other_app_conn, tenant_id)
     hostile = other_app_conn.transaction()
     await hostile.start()
     await _refused_lock(other_app_conn, "investigations", run_id, "UPDATE")
-    await _lock_held(owner_pool, other_app_conn.get_server_pid())
+    await lock_held(owner_pool, other_app_conn.get_server_pid())
 
     async def write() -> None:
         async with app_conn.transaction():
@@ -375,7 +318,7 @@ async def test_hostile_for_update_lock_does_not_stall_the_holders_writes(
 
     task: asyncio.Task[object] = asyncio.ensure_future(write())
     try:
-        done = await _done_or_waiting(owner_pool, task, app_conn.get_server_pid())
+        done = await done_or_waiting(owner_pool, task, app_conn.get_server_pid())
     finally:
         await hostile.rollback()
         await task
@@ -390,7 +333,7 @@ async def test_hostile_key_share_lock_does_not_starve_takeover(
     tenant: CreatedTenant,
 ) -> None:
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     await lease_run(owner_pool, tenant_id, run_id)
     # The worker died: its lease ran out. The oldest queued_at: the first takeover candidate.
     await owner_pool.execute(
@@ -417,7 +360,7 @@ async def test_hostile_key_share_lock_does_not_starve_takeover(
     await hostile.start()
     try:
         await _refused_lock(other_app_conn, "investigations", run_id, "KEY SHARE")
-        await _lock_held(owner_pool, other_app_conn.get_server_pid())
+        await lock_held(owner_pool, other_app_conn.get_server_pid())
         assert await claim() == run_id
     finally:
         await hostile.rollback()
@@ -434,7 +377,7 @@ async def test_hostile_run_lock_does_not_hold_the_tenants_reservations(
     its spend trigger must not wait on a run a hostile session locked (held: the sweep counts
     the call at its reservation, no change to the run's spend)."""
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     async with app_conn.transaction():
         await _present(app_conn, token)
@@ -446,7 +389,7 @@ async def test_hostile_run_lock_does_not_hold_the_tenants_reservations(
     hostile = other_app_conn.transaction()
     await hostile.start()
     await _refused_lock(other_app_conn, "investigations", run_id, "NO KEY UPDATE")
-    await _lock_held(owner_pool, other_app_conn.get_server_pid())
+    await lock_held(owner_pool, other_app_conn.get_server_pid())
     honest = await asyncpg.connect(database_urls.app)
     try:
         await set_session_tenant(honest, tenant_id)
@@ -455,7 +398,7 @@ async def test_hostile_run_lock_does_not_hold_the_tenants_reservations(
             insert_pending(honest, tenant_id, Decimal(1))
         )
         try:
-            done = await _done_or_waiting(owner_pool, task, honest.get_server_pid())
+            done = await done_or_waiting(owner_pool, task, honest.get_server_pid())
         finally:
             await hostile.rollback()
             await task
@@ -503,7 +446,7 @@ async def test_reservation_in_flight_then_the_end_do_not_deadlock(
     """Two sessions of one run: a step's reservation (tenant row, then the run's spend) is in
     flight when the timeout watch ends the run: the end waits for it, then ends the run."""
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     await set_session_tenant(other_app_conn, tenant_id)
     step = app_conn.transaction()
@@ -517,7 +460,7 @@ async def test_reservation_in_flight_then_the_end_do_not_deadlock(
 
     task: asyncio.Task[object] = asyncio.ensure_future(end())
     try:
-        ended_at_once = await _done_or_waiting(owner_pool, task, other_app_conn.get_server_pid())
+        ended_at_once = await done_or_waiting(owner_pool, task, other_app_conn.get_server_pid())
         await step.commit()
     finally:
         await task
@@ -545,7 +488,7 @@ async def test_no_reservation_commits_after_the_end(
     tenant: CreatedTenant,
 ) -> None:
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     await set_session_tenant(other_app_conn, tenant_id)
     end = other_app_conn.transaction()
@@ -555,7 +498,7 @@ async def test_no_reservation_commits_after_the_end(
         _reserve(app_conn, tenant_id, run_id, token)
     )
     try:
-        reserved_at_once = await _done_or_waiting(owner_pool, task, app_conn.get_server_pid())
+        reserved_at_once = await done_or_waiting(owner_pool, task, app_conn.get_server_pid())
         await end.commit()
     finally:
         outcome = (await asyncio.gather(task, return_exceptions=True))[0]
@@ -578,7 +521,7 @@ async def test_settle_in_flight_and_the_end_do_not_deadlock(
     """The gateway settles (spend trigger: the run's row) while the run ends and writes its
     final in another session: the end waits for the settle, neither deadlocks."""
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     call_id = await _reserve(app_conn, tenant_id, run_id, token)
     await set_session_tenant(other_app_conn, tenant_id)
@@ -593,7 +536,7 @@ async def test_settle_in_flight_and_the_end_do_not_deadlock(
 
     task: asyncio.Task[object] = asyncio.ensure_future(end())
     try:
-        ended_at_once = await _done_or_waiting(owner_pool, task, other_app_conn.get_server_pid())
+        ended_at_once = await done_or_waiting(owner_pool, task, other_app_conn.get_server_pid())
         await settle.commit()
     finally:
         await task
@@ -619,7 +562,7 @@ async def api_pool(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
-async def _api_done_or_waiting(owner_pool: asyncpg.Pool, task: asyncio.Task[Any]) -> bool:
+async def _apidone_or_waiting(owner_pool: asyncpg.Pool, task: asyncio.Task[Any]) -> bool:
     async def settled() -> bool:
         if task.done():
             return True
@@ -651,7 +594,7 @@ async def test_api_cancel_racing_the_claim_flags_the_run(
     """The API cancels a queued run while a claim has it locked: it waits, then (the run now
     running) raises the flag only, and writes no final."""
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     async with owner_pool.acquire() as claim:
         tx = claim.transaction()
         await tx.start()
@@ -667,7 +610,7 @@ async def test_api_cancel_racing_the_claim_flags_the_run(
             investigation_service.cancel(api_pool, tenant_id, run_id)
         )
         try:
-            assert not await _api_done_or_waiting(owner_pool, task)
+            assert not await _apidone_or_waiting(owner_pool, task)
         finally:
             await tx.commit()
             out = await task
@@ -691,7 +634,7 @@ async def test_api_cancel_racing_the_end_leaves_the_end(
     """The API cancels a running run while its end is in flight: it waits, then leaves the
     ended run as it is (one final, the end's)."""
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     await set_session_tenant(other_app_conn, tenant_id)
     end = other_app_conn.transaction()
@@ -701,7 +644,7 @@ async def test_api_cancel_racing_the_end_leaves_the_end(
         investigation_service.cancel(api_pool, tenant_id, run_id)
     )
     try:
-        assert not await _api_done_or_waiting(owner_pool, task)
+        assert not await _apidone_or_waiting(owner_pool, task)
     finally:
         await end.commit()
         out = await task
@@ -713,22 +656,11 @@ async def test_api_cancel_racing_the_end_leaves_the_end(
     assert await _finals(owner_pool, run_id) == 1
 
 
-async def _queued_job(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> uuid.UUID:
-    """As the API: a queued budget optimisation job of the session's tenant (set here)."""
-    await set_session_tenant(conn, tenant_id)
-    job_id: uuid.UUID = await conn.fetchval(
-        "INSERT INTO budget_optimization_jobs (tenant_id, params) VALUES ($1, '{}') RETURNING id",
-        tenant_id,
-    )
-    _made.append(("budget_optimization_jobs", job_id))
-    return job_id
-
-
 async def test_optimisation_holder_cannot_null_its_lease(
     app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     tenant_id = tenant.tenant_id
-    job_id = await _queued_job(app_conn, tenant_id)
+    job_id = await queued_job(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, job_id, table="budget_optimization_jobs")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):  # migration 012: no UPDATE at all
         async with app_conn.transaction():
@@ -749,9 +681,9 @@ async def test_optimisation_rows_need_the_jobs_own_token(
     """A job's ledger row with another run's token (an investigation's) is refused; with the
     job's own it is taken; a token-less update of the job is refused."""
     tenant_id = tenant.tenant_id
-    job_id = await _queued_job(app_conn, tenant_id)
+    job_id = await queued_job(app_conn, tenant_id)
     job_token = await lease_run(owner_pool, tenant_id, job_id, table="budget_optimization_jobs")
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     run_token = await lease_run(owner_pool, tenant_id, run_id)
 
     async def job_row(token: uuid.UUID) -> None:
@@ -798,7 +730,7 @@ async def test_queued_only_by_the_creating_transaction_once(
     try:
         await other_app_conn.fetchval("SELECT now()")  # its now() is fixed: before the create
         async with app_conn.transaction():
-            run_id = await _queued_run(app_conn, tenant_id)
+            run_id = await queued_run(app_conn, tenant_id)
             await _event(app_conn, tenant_id, run_id, "queued", {})
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 async with app_conn.transaction():
@@ -837,7 +769,7 @@ async def test_settle_checked_before_a_takeover_does_not_land_after_it(
     app_conn: asyncpg.Connection, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     token = await lease_run(owner_pool, tenant_id, run_id)
     call_id = await _reserve(app_conn, tenant_id, run_id, token)
     async with owner_pool.acquire() as claim:
@@ -860,7 +792,7 @@ async def test_settle_checked_before_a_takeover_does_not_land_after_it(
 
         task: asyncio.Task[bool] = asyncio.ensure_future(settle())
         try:
-            settled_at_once = await _done_or_waiting(owner_pool, task, app_conn.get_server_pid())
+            settled_at_once = await done_or_waiting(owner_pool, task, app_conn.get_server_pid())
         finally:
             await takeover.commit()
             outcome = await task
@@ -877,7 +809,7 @@ async def test_token_less_rescale_rides_no_cancel(
     """Without the token, raising the cancel flag while rewriting a result numerically equal
     (1 -> 1.00: equal as jsonb, not as stored text) changes nothing."""
     tenant_id = tenant.tenant_id
-    run_id = await _queued_run(app_conn, tenant_id)
+    run_id = await queued_run(app_conn, tenant_id)
     await lease_run(owner_pool, tenant_id, run_id)
     # A result the run holds (written as the owner: since migration 012 the holder writes a
     # result only as it ends the run).
@@ -902,7 +834,7 @@ async def test_idempotency_key_of_another_tenant_is_refused(
 ) -> None:
     """A key naming another tenant's run: as that tenant (row-level security) or as ours (no
     run of ours)."""
-    theirs = await _queued_run(app_conn, other_tenant.tenant_id)
+    theirs = await queued_run(app_conn, other_tenant.tenant_id)
     await set_session_tenant(app_conn, tenant.tenant_id)
     insert = (
         "INSERT INTO job_idempotency_keys (tenant_id, idempotency_key, kind, run_id, "
