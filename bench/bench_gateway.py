@@ -57,6 +57,7 @@ from llm_service.llm.litellm_setup import load_litellm
 from llm_service.llm.pricing import build_price_book
 from llm_service.settings import Settings
 from llm_service.tenants.service import create_tenant
+from llm_service.workers import event_loop
 
 CALLS = 2000
 WARMUP = 100
@@ -557,8 +558,19 @@ async def _concurrent(
 
 
 def main() -> None:
-    """Start a throwaway database, run the sequential and concurrent measurements, print."""
-    asyncio.run(_run())
+    """Start a throwaway database, run the sequential and concurrent measurements, print.
+
+    On the event loop production runs every gateway call on (uvloop: `serve` through uvicorn's
+    "auto" loop, `llm-service worker` through `workers.event_loop`); BENCH_LOOP=asyncio runs it
+    on asyncio's default loop instead, for comparison.
+    """
+    if os.environ.get("BENCH_LOOP") == "asyncio":
+        print("event loop: asyncio's default (BENCH_LOOP=asyncio)")
+        asyncio.run(_run())
+        return
+    factory = event_loop.loop_factory()
+    print(f"event loop: {factory.__module__}.{factory.__name__} (as production runs the gateway)")
+    event_loop.run(_run())
 
 
 if __name__ == "__main__":
