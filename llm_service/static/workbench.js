@@ -77,9 +77,34 @@
     return sessionStorage.getItem(KEY_STORE);
   }
 
+  // Nothing of the tenant stays in the page once its key is gone: hidden is not gone (devtools,
+  // "view selection" or the next person at a shared machine would read it).
+  function forgetTenantData() {
+    state.run = null; // a stream, result or history answer still in flight renders nothing
+    state.historyToken += 1;
+    state.historyNext = null;
+    state.historyRuns = new Map();
+    state.limits = null;
+    state.draftKey = null;
+    const run = $("run");
+    run.hidden = true;
+    delete run.dataset.runId;
+    delete run.dataset.status;
+    delete document.body.dataset.run;
+    for (const id of ["run-question", "run-status", "money-text", "clock-text", "progress-count",
+      "outcome", "summary"]) {
+      $(id).textContent = "";
+    }
+    for (const id of ["timeline", "findings", "history-list"]) $(id).replaceChildren();
+    $("result").hidden = true;
+    $("history-more").hidden = true;
+    $("question").value = "";
+  }
+
   function askForKey(message) {
     sessionStorage.removeItem(KEY_STORE);
     stopStream();
+    forgetTenantData();
     state.key = null;
     document.body.dataset.state = "auth";
     $("content").hidden = true;
@@ -579,7 +604,10 @@
       if (key) sessionStorage.setItem(KEY_STORE, key);
       signIn();
     });
-    $("sign-out").addEventListener("click", () => askForKey("Signed out."));
+    $("sign-out").addEventListener("click", () => {
+      setHashRun(null); // the run shown was the signed-out tenant's (a link's run is kept)
+      askForKey("Signed out.");
+    });
     $("ask-form").addEventListener("submit", submit);
     for (const id of ["question", "max-cost", "timeout"]) {
       $(id).addEventListener("input", () => { state.draftKey = null; showLimits(); });

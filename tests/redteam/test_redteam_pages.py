@@ -616,15 +616,12 @@ async def test_the_key_never_reaches_a_url_and_leaves_with_sign_out(
     assert tenant.api_key not in leftovers
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 13 follow-up: sign-out clears the key, not the run shown"
-)
 async def test_sign_out_leaves_none_of_the_tenants_data_in_the_page(
     browser: Browser, live: LiveServer, tenant: CreatedTenant, owner_pool: asyncpg.Pool
 ) -> None:
-    """BROKE (beyond the key): after sign-out the previous tenant's run (question, summary,
-    findings, history) is still in the DOM, only hidden: on a shared machine the next person
-    reads it with devtools or "view selection"."""
+    """Held (broke until session 24): after sign-out the previous tenant's run (question,
+    summary, findings, history) was still in the DOM, only hidden: on a shared machine the next
+    person read it with devtools or "view selection". Sign-out now empties every part."""
     run_id = await hostile_run(owner_pool, tenant.tenant_id)
     page = await open_page(browser, live, tenant.api_key, run_id)
     await page.wait_for("() => document.querySelectorAll('[data-testid=finding]').length === 2")
@@ -634,6 +631,25 @@ async def test_sign_out_leaves_none_of_the_tenants_data_in_the_page(
     assert "Q <script>" not in text and "S <script>" not in text, (
         "the signed-out tenant's run is still in the page (hidden)"
     )
+    html = await page.evaluate("document.documentElement.outerHTML + location.href")
+    assert str(run_id) not in html  # not in a data attribute, the history, nor the address
+    # The next person signs in with another tenant's key: the page works, shows only theirs.
+    other = await create_tenant(owner_pool, "next person")
+    own_run = await hostile_run(owner_pool, other.tenant_id)
+    await page.type("#api-key", other.api_key)
+    await page.press("Enter")
+    await page.wait_for(
+        "() => document.body.dataset.state === 'ready'"
+        " && document.querySelectorAll('#history-list li[data-run-id]').length === 1"
+    )
+    listed = await page.evaluate(
+        "[...document.querySelectorAll('#history-list li[data-run-id]')]"
+        ".map((e) => e.dataset.runId)"
+    )
+    assert listed == [str(own_run)]
+    html = await page.evaluate("document.documentElement.outerHTML + location.href")
+    assert str(run_id) not in html
+    assert page.problems() == []
 
 
 async def count_runs(owner_pool: asyncpg.Pool, tenant_id: UUID) -> int:
