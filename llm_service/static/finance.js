@@ -87,8 +87,22 @@
     status.hidden = !text;
   }
 
+  // Every tenant's figures leave the page with the token: hidden is not gone (devtools, "view
+  // selection" or the next person at a shared machine would read them).
+  function forgetFigures() {
+    state.monthly = null;
+    state.daily = null;
+    const content = $("content");
+    for (const node of content.querySelectorAll("b[id], td[id], #chart, #legend, #nearest")) {
+      node.replaceChildren();
+    }
+    document.querySelector("#tenants tbody").replaceChildren();
+    for (const node of content.querySelectorAll("[data-value]")) delete node.dataset.value;
+  }
+
   function askForToken(message) {
     sessionStorage.removeItem(TOKEN_KEY);
+    forgetFigures();
     document.body.dataset.state = "auth";
     $("content").hidden = true;
     $("forget").hidden = true;

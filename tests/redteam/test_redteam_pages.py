@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +38,7 @@ from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
 from tests.browser import Browser, LiveServer, Page, chromium_path, serve_app
 from tests.helpers.served_app import create_demo_tenant
+from tests.llm_service.finance.finance_workload import random_workload
 
 # =============================================================================================
 # (B) issue 12: the deterministic analyst states correct figures
@@ -981,3 +983,47 @@ async def test_an_invisible_or_empty_question_is_refused(
     )
     assert response.status_code == 422, response.text
     assert set(response.json()["error"]) >= {"code", "message"}
+
+
+FINANCE_TOKEN = "rt-pages-finance-token-5e4d3c2b1a09"
+
+
+@pytest.fixture
+def live_finance(test_settings: Settings, database_urls: DatabaseUrls) -> Iterator[LiveServer]:
+    settings = test_settings.model_copy(update={"finance_api_token": FINANCE_TOKEN})
+    with serve_app(settings, database_urls, name="rt-pages-finance") as server:
+        yield server
+
+
+async def test_forgetting_the_finance_token_leaves_no_tenants_figures_in_the_page(
+    browser: Browser, live_finance: LiveServer, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool
+) -> None:
+    """Every tenant's spend is on the finance page: "Forget token" must take it out of the DOM
+    (names, figures, data attributes, chart), not only hide it."""
+    month = date(2019, 6, 1)  # a month no other test writes to
+    workload = await random_workload(app_pool, owner_pool, month, random.Random(7), tenants=2)
+    page = await browser.new_page()
+    await page.goto(f"{live_finance.base_url}/finance?month=2019-06#token={FINANCE_TOKEN}")
+    await page.wait_for(
+        "() => document.body.dataset.state === 'ready'"
+        " && document.querySelectorAll('[data-testid=tenant-row]').length >= 2"
+    )
+    shown = await page.evaluate("document.documentElement.outerHTML")
+    assert all(w.name in shown for w in workload)
+    await page.click("#forget")
+    await page.wait_for("() => document.body.dataset.state === 'auth'")
+    left = await page.evaluate(
+        "JSON.stringify([document.documentElement.outerHTML, Object.values(sessionStorage)])"
+    )
+    for w in workload:
+        assert w.name not in left and str(w.tenant_id) not in left
+    assert "data-value" not in await page.evaluate("document.getElementById('content').outerHTML")
+    assert FINANCE_TOKEN not in left
+    # The token again: the page loads the figures as before.
+    await page.type("#token", FINANCE_TOKEN)
+    await page.press("Enter")
+    await page.wait_for(
+        "() => document.body.dataset.state === 'ready'"
+        " && document.querySelectorAll('[data-testid=tenant-row]').length >= 2"
+    )
+    assert page.problems() == []
