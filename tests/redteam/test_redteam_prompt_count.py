@@ -676,3 +676,20 @@ async def test_a_run_that_ended_despite_the_request(
     assert (later.json()["status"], later.json()["cancel_requested"]) == ("succeeded", True)
     page = await client.get("/v1/investigations?status=succeeded", headers=_auth(tenant))
     assert _listed(page, run)["cancel_requested"] is True
+
+
+async def test_odd_ids_answer_4xx_not_500(
+    client: httpx.AsyncClient, owner: asyncpg.Connection, tenant: CreatedTenant
+) -> None:
+    """Held: a malformed id, the nil uuid and a budget job's id (same tenant, another kind) are
+    4xx answers; the job gets no investigation request."""
+    job: uuid.UUID = await owner.fetchval(
+        "INSERT INTO budget_optimization_jobs (tenant_id, params) VALUES ($1, '{}') RETURNING id",
+        tenant.tenant_id,
+    )
+    for run in ("not-a-uuid", str(uuid.UUID(int=0)), str(job)):
+        answer = await client.post(f"/v1/investigations/{run}/cancel", headers=_auth(tenant))
+        assert 400 <= answer.status_code < 500, (run, answer.status_code, answer.text)
+    assert (
+        await owner.fetchval("SELECT count(*) FROM run_cancel_requests WHERE run_id = $1", job) == 0
+    )
