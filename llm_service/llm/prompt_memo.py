@@ -272,6 +272,8 @@ def _same(kept: Any, value: Any) -> bool:
         )
     if isinstance(kept, list):
         return len(kept) == len(value) and all(map(_same, kept, value))
+    if isinstance(kept, float):  # 0.0 == -0.0, but the sign is written
+        return repr(kept) == repr(value)
     return bool(kept == value)
 
 

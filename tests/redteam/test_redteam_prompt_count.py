@@ -242,6 +242,24 @@ def test_an_equal_schema_with_an_int_for_a_float_is_recounted(fresh_caches: None
     )
 
 
+def test_a_negative_zero_after_a_zero_is_recounted(fresh_caches: None) -> None:
+    """0.0 == -0.0 (same type, too), but json.dumps writes the sign: a kept count of the schema
+    with 0.0 must not stand for the one with -0.0 (one token more)."""
+    model = "openai/gpt-4o-mini"
+    messages = [{"role": "user", "content": "hi"}]
+
+    def schema(bound: float) -> dict[str, Any]:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "a", "schema": {"type": "number", "minimum": bound}},
+        }
+
+    for bound in (0.0, -0.0, 0.0):
+        assert ours(model, messages, None, schema(bound)) == reference(
+            model, messages, None, schema(bound)
+        )
+
+
 def test_an_equal_tool_with_an_int_for_a_float_or_bool_is_recounted(fresh_caches: None) -> None:
     """Broke, fixed on this branch: the tools cache, the same way (litellm writes a number enum
     with str(): "1.07e+301" for the float, every digit for the int; "True" for a bool, "1" for
