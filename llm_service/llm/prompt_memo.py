@@ -50,6 +50,10 @@ class PreparedPrompt:
     input_tokens: int
 
 
+# What a message counted while litellm's counting was off is kept as: equal to no message.
+_RECOUNT = object()
+
+
 @dataclass(frozen=True, slots=True)
 class _Seen:
     original: Any  # a structural copy of the message as it was (what later ones must equal)
@@ -94,11 +98,14 @@ class PromptMemo:
 
     def _update(self, messages: list[dict[str, Any]]) -> list[_Seen]:
         seen = self._seen
+        # A count made while litellm's counting is off (0) is not kept: counted again later.
+        disabled = _disabled(self._count)
         for index, message in enumerate(messages):
-            if index < len(seen) and seen[index].original == message:
+            if index < len(seen) and _same(seen[index].original, message):
                 continue
             redacted, findings = redact_message(message, index)
-            entry = _Seen(_copy(message), redacted, findings, self._count_one(redacted))
+            original = _RECOUNT if disabled else _copy(message)
+            entry = _Seen(original, redacted, findings, self._count_one(redacted))
             if index < len(seen):
                 seen[index] = entry
             else:
@@ -111,8 +118,11 @@ class PromptMemo:
         tools: list[dict[str, Any]] | None,
         response_format: dict[str, Any] | None,
     ) -> int:
+        if _disabled(self._count):  # token_counter answers 0
+            return 0
         messages = [entry.redacted for entry in seen]
-        total = self._primer + sum(entry.tokens for entry in seen)
+        primer = _primer(self.model, self._count)  # not the one taken while counting was off
+        total = primer + sum(entry.tokens for entry in seen)
         return total + _extras(self.model, self._count, messages, tools, response_format)
 
 
@@ -125,6 +135,13 @@ def count_prompt(
 ) -> int:
     """The input tokens of a prompt as sent (no redaction here) as `token_counter` counts them,
     with litellm's counting set up once per model instead of once per call."""
+    if _disabled(token_counter):  # token_counter answers 0 (and nothing is kept)
+        return 0
+    # litellm's Message objects (its token_counter takes them): counted as it sees them.
+    if token_counter is _litellm_counter() and not all(isinstance(m, dict) for m in messages):
+        from litellm.utils import convert_list_message_to_dict
+
+        messages = convert_list_message_to_dict(messages)
     primer = _primer(model, token_counter)
     count_one = _message_counter(model, token_counter, primer)
     total = primer + sum(count_one(message) for message in messages)
@@ -135,8 +152,25 @@ def _primer(model: str, token_counter: TokenCounter) -> int:
     # litellm adds the reply primer (3 tokens) to every count of messages: the empty prompt.
     primer = _PRIMERS.get((model, token_counter))
     if primer is None:
-        primer = _PRIMERS[(model, token_counter)] = int(token_counter(model=model, messages=[]))
+        primer = int(token_counter(model=model, messages=[]))
+        if not _disabled(token_counter):  # a 0 while disabled is no count to keep
+            _PRIMERS[(model, token_counter)] = primer
     return primer
+
+
+def _litellm_counter() -> TokenCounter | None:
+    import litellm
+
+    counter: TokenCounter | None = getattr(litellm, "token_counter", None)
+    return counter
+
+
+def _disabled(token_counter: TokenCounter) -> bool:
+    """litellm's counter with its counting switched off (`litellm.disable_token_counter`, read
+    per call as token_counter reads it): it answers 0 for everything."""
+    import litellm
+
+    return token_counter is _litellm_counter() and litellm.disable_token_counter is True
 
 
 def _extras(
@@ -159,8 +193,10 @@ def _extras(
 
 def _extra(model: str, token_counter: TokenCounter, what: str, system: bool, value: Any) -> int:
     key = (model, token_counter, what, system)
+    if _disabled(token_counter):
+        return 0
     kept = _EXTRAS.get(key)
-    if kept is not None and kept[0] == value:
+    if kept is not None and _same(kept[0], value):
         return kept[1]
     if what == "tools":
         probe = [{"role": "system" if system else "user", "content": ""}]
@@ -219,6 +255,26 @@ def _litellm_message_counter(model: str) -> MessageCounter | None:
         return int(_count_messages(params, one, False, None))
 
     return count
+
+
+def _same(kept: Any, value: Any) -> bool:
+    """`value` is `kept` (a `_copy`) to the letter, not merely ==: 1, 1.0 and True are equal in
+    Python but written differently ("1", "1.0", "True"/"true"), and so are dicts whose keys come in
+    another order: each would be counted with another number of tokens. A tuple is not its
+    copy's list (counted afresh: litellm may format one otherwise)."""
+    if type(kept) is not type(value):
+        return False
+    if isinstance(kept, dict):
+        return (
+            len(kept) == len(value)
+            and all(type(a) is type(b) and a == b for a, b in zip(kept, value, strict=True))
+            and all(_same(kept[key], value[key]) for key in kept)
+        )
+    if isinstance(kept, list):
+        return len(kept) == len(value) and all(map(_same, kept, value))
+    if isinstance(kept, float):  # 0.0 == -0.0, but the sign is written
+        return repr(kept) == repr(value)
+    return bool(kept == value)
 
 
 def _copy(value: Any) -> Any:
