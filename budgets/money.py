@@ -84,6 +84,19 @@ def parse_usd(text: str) -> USD:
     return amount if amount != 0 else ZERO
 
 
+def plain_usd(amount: USD) -> str:
+    """An exact USD amount in its shortest fixed-point form: "0.00000015", "0.1", "20", "0".
+
+    Never exponent notation ("1.5E-7", "0E-12"), which str() of a Decimal gives for small or
+    zero amounts at the ledger's scale.
+    """
+    if not amount.is_finite():
+        raise ValueError(f"cannot write {amount} as USD")
+    with exact_arithmetic():
+        normal = amount.normalize()
+    return format(normal, "f") if normal != 0 else "0"
+
+
 def format_usd(amount: USD, places: int = 4, rounding: str = ROUND_HALF_EVEN) -> str:
     """Format an amount as "$0.2140" with a fixed number of decimal places."""
     if not amount.is_finite():

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from budgets.ceiling import CeilingReached, RunCeiling
 from budgets.ledger import MonthlyCapExceeded
+from budgets.money import plain_usd
 from llm_service.investigations.events import Event, EventSink
 from llm_service.investigations.evidence import EvidenceLog
 from llm_service.investigations.outcome import RunLimits, RunOutcome
@@ -173,10 +174,10 @@ class AgentLoop:
         event = {
             "step": step,
             "model": result.model,
-            "cost_usd": str(result.cost_usd),
+            "cost_usd": plain_usd(result.cost_usd),
             "input_tokens": result.input_tokens,
             "output_tokens": result.output_tokens,
-            "spent_usd": str(self.ceiling.spent),
+            "spent_usd": plain_usd(self.ceiling.spent),
             # The model's names are its text, kept in the event log: no PII in them.
             "tool_calls": [redact_text(tc.name)[0] for tc in result.tool_calls],
         }

@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from budgets.ceiling import RunCeiling
-from budgets.money import cents_to_usd
+from budgets.money import cents_to_usd, plain_usd
 from llm_service.costs.ledger_repository import MonthlyCapExceeded, cap_status
 from llm_service.db.pool import presenting_run_token, tenant_transaction
 from llm_service.db.retry import OUTAGE_WAIT_S, retry_through_outage
@@ -101,7 +101,7 @@ class InvestigationRunner:
         return {
             "worker": self.worker,
             "limits": {
-                "max_cost_usd": str(limits.max_cost_usd),
+                "max_cost_usd": plain_usd(limits.max_cost_usd),
                 "timeout_s": limits.timeout_s,
                 "max_steps": limits.max_steps,
             },
@@ -268,7 +268,7 @@ class InvestigationRunner:
                     {
                         "status": outcome.status,
                         "reason": outcome.reason,
-                        "cost_usd": str(cents_to_usd(recorded)),
+                        "cost_usd": plain_usd(cents_to_usd(recorded)),
                         "elapsed_s": elapsed_ms / 1000,
                         "degraded": outcome.degraded,
                         "findings": len(outcome.report.findings),

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from budgets.money import cents_to_usd, usd_to_cents
+from budgets.money import cents_to_usd, plain_usd, usd_to_cents
 from llm_service.db.pool import tenant_transaction
 from llm_service.errors import InvalidRequest, NotFound
 from llm_service.investigations import repository
@@ -77,7 +77,7 @@ async def create(
                 "queued",
                 {
                     "question": row["question"],
-                    "max_cost_usd": str(max_cost),
+                    "max_cost_usd": plain_usd(max_cost),
                     "timeout_s": timeout_s,
                 },
             )

@@ -12,6 +12,7 @@ from budgets.money import (
     exact_arithmetic,
     format_usd,
     parse_usd,
+    plain_usd,
     usd_to_cents,
 )
 
@@ -24,6 +25,16 @@ def test_usd_to_cents_is_exact_at_ledger_scale() -> None:
     assert usd_to_cents(Decimal("1.5E-7")) == Decimal("0.0000150000")
     assert usd_to_cents(Decimal("0.30")) == Decimal("30.0000000000")
     assert usd_to_cents(Decimal(0)) == Decimal("0E-10")
+
+
+def test_plain_usd_never_writes_an_exponent() -> None:
+    # str() of these Decimals is "0E-12", "1.5E-7", "0.300000000000", "2E+1".
+    assert plain_usd(cents_to_usd(Decimal("0E-10"))) == "0"
+    assert plain_usd(cents_to_usd(Decimal("0.0000150000"))) == "0.00000015"
+    assert plain_usd(cents_to_usd(Decimal("30.0000000000"))) == "0.3"
+    assert plain_usd(Decimal("2E+1")) == "20"
+    with pytest.raises(ValueError):
+        plain_usd(Decimal("NaN"))
 
 
 def test_usd_to_cents_rounds_up_never_under_records() -> None:

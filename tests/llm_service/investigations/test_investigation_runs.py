@@ -236,6 +236,11 @@ async def test_without_a_model_a_degraded_run_cites_real_tool_calls(
     # The answer comes first, about the family asked for, with its figures.
     first = findings[0]["claim"]
     assert first.startswith("paid social (") and "facebook_paid" in first and "USD" in first
+    # The event log writes money as the API does: plain decimals, never "0E-12".
+    data = {e["event_type"]: json.loads(e["data"]) if isinstance(e["data"], str) else e["data"]
+            for e in record["events"]}  # fmt: skip
+    assert data["final"]["cost_usd"] == "0"
+    assert data["started"]["limits"]["max_cost_usd"] == "0.3"
 
 
 @respx.mock
