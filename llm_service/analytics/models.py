@@ -127,6 +127,7 @@ class PeriodComparison(Result):
     more_rows: bool
     coverage: DataCoverage | None = None
     warnings: tuple[str, ...] = ()
+    channels: tuple[str, ...] | None = None  # the rows asked for (totals stay over all)
 
 
 # -- revenue state changes --------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, timedelta
 from typing import Final
 
@@ -77,7 +78,8 @@ grouped AS (
 )
 SELECT g.*
 FROM grouped g
-WHERE g.is_total OR $6::text IS NULL OR g.channel = $6::text
+WHERE g.is_total OR ($6::text IS NULL AND $8::text[] IS NULL) OR g.channel = $6::text
+   OR g.channel = ANY($8::text[])
 ORDER BY g.is_total DESC, abs(g.current_revenue - g.previous_revenue) DESC,
          abs(g.current_attributed - g.previous_attributed) DESC, g.channel
 LIMIT $7
@@ -119,10 +121,12 @@ async def period_comparison(
     previous: tuple[date, date],
     *,
     channel: str | None = None,
+    channels: Sequence[str] | None = None,
     model_type: str = "last_touch",
     limit: int = 50,
 ) -> PeriodComparison:
-    """Per channel, two periods side by side, largest revenue movement first (plus totals)."""
+    """Per channel, two periods side by side, largest revenue movement first (plus totals over
+    every channel); `channel` or `channels` keep only those channels' rows."""
     cur, prev = check_period(*current), check_period(*previous)
     model = check_model_type(model_type)
     rows = await conn.fetch(
@@ -132,18 +136,20 @@ async def period_comparison(
         model,
         channel,
         row_cap(limit) + 1,  # the totals row comes first
+        list(channels) if channels else None,
     )
     totals = [_comparison_row(r) for r in rows if r["is_total"]]
-    channels = [_comparison_row(r) for r in rows if not r["is_total"]]
+    by_channel = [_comparison_row(r) for r in rows if not r["is_total"]]
     coverage = await data_coverage(conn, cur, prev)
     return PeriodComparison(
         current=cur,
         previous=prev,
         model_type=model,
         channel=channel,
+        channels=tuple(channels) if channels else None,
         totals=totals[0],
-        rows=tuple(channels[:limit]),
-        more_rows=len(channels) > limit,
+        rows=tuple(by_channel[:limit]),
+        more_rows=len(by_channel) > limit,
         coverage=coverage,
         warnings=coverage_warnings(coverage, cur, prev),
     )

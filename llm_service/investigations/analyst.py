@@ -75,7 +75,9 @@ def _previous(period: Period) -> Period | None:
         return None
 
 
-def _compare(current: Period, previous: Period | None, channel: str | None) -> dict[str, Any]:
+def _compare(
+    current: Period, previous: Period | None, channel: str | None, family: tuple[str, ...] = ()
+) -> dict[str, Any]:
     args: dict[str, Any] = {
         "current_start": current.start.isoformat(),
         "current_end": current.end.isoformat(),
@@ -88,6 +90,8 @@ def _compare(current: Period, previous: Period | None, channel: str | None) -> d
         }
     if channel:
         args["channel"] = channel
+    elif family:  # the family's rows only: every one of them fits the tool's answer
+        args["channels"] = ",".join(family)
     return args
 
 
@@ -99,23 +103,28 @@ def _model_type(q: Question) -> str | None:
 def plan(q: Question) -> list[PlannedCall]:
     """The tool calls that answer the question, with their baselines."""
     p, channel = q.period, q.scope.single
+    family = q.scope.channels if q.scope.group else ()
     calls: list[PlannedCall] = []
     model = _model_type(q)
     for topic in topics_for(q):
         if topic == "change":
-            args = _compare(p, _previous(p), channel)
+            args = _compare(p, _previous(p), channel, family)
             if model:
                 args["model_type"] = model
             calls.append(PlannedCall("answer", topic, "compare_periods", args))
             if p.days == 1:
                 weekday = Period(p.start - timedelta(days=7), p.end - timedelta(days=7))
                 calls.append(
-                    PlannedCall("weekday", topic, "compare_periods", _compare(p, weekday, channel))
+                    PlannedCall(
+                        "weekday", topic, "compare_periods", _compare(p, weekday, channel, family)
+                    )
                 )
             elif p.days == 7:
                 typical = _before(p, 28)
                 calls.append(
-                    PlannedCall("typical", topic, "compare_periods", _compare(p, typical, channel))
+                    PlannedCall(
+                        "typical", topic, "compare_periods", _compare(p, typical, channel, family)
+                    )
                 )
             if "why" in q.text.lower() and "corrections" not in q.topics:
                 calls.append(

@@ -87,6 +87,22 @@ def _comparison_subject(q: Question, out: Out) -> Out:
     return dict(out.get("totals") or {})
 
 
+def _cut_off(q: Question, out: Out) -> str | None:
+    """Why the rows cannot be summed for the question's channels: the tool's answer was cut to
+    its size cap and a channel asked about is not among the rows left (its figures are unknown,
+    not zero)."""
+    if not out.get("truncated") or not q.scope.channels:
+        return None
+    shown = {r.get("channel") for r in out.get("rows") or []}
+    missing = [c for c in q.scope.channels if c not in shown]
+    if not missing:
+        return None
+    return (
+        f"the tool's answer was cut to its size limit ({out.get('omitted_rows')} rows left out, "
+        f"among them {', '.join(missing)})"
+    )
+
+
 def _unknown_period(out: Out) -> str | None:
     cov = out.get("coverage") or {}
     prev = out.get("previous") or {}
@@ -177,7 +193,7 @@ def _change(q: Question, answer: Evidence, baselines: dict[str, Evidence]) -> li
     cur, prev = int(subject.get(cur_f) or 0), int(subject.get(prev_f) or 0)
     unknown = _unknown_period(out)
     cited = [answer.id]
-    empty = _no_current_data(out)
+    empty = _no_current_data(out) or _cut_off(q, out)
     if empty:
         return [
             Finding(
@@ -219,7 +235,7 @@ def _change(q: Question, answer: Evidence, baselines: dict[str, Evidence]) -> li
 
 
 def _baseline_text(q: Question, metric: str, cur: int, role: str, out: Out) -> str | None:
-    if _unknown_period(out):
+    if _unknown_period(out) or _cut_off(q, out):
         return None
     prev_f = _COMPARE[metric][1]
     base = int(_comparison_subject(q, out).get(prev_f) or 0)

@@ -260,4 +260,4 @@ def _utc(moment: datetime, name: str) -> datetime:
 
 
 def _usd(cents: Decimal) -> str:
-    return format(cents_to_usd(cents).normalize(), "f")
+    return plain_usd(cents_to_usd(cents))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated, Self
 
@@ -76,6 +77,12 @@ class ComparePeriodsArgs(ToolArgs):
         default=None, description="End (exclusive) of the comparison period."
     )
     channel: Channel | None = Field(default=None, description=_CHANNEL_HELP)
+    channels: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Only these channels' rows, codes separated by commas (a family, e.g. "
+        "facebook_paid,instagram_paid); the totals stay over all channels. Not with `channel`.",
+    )
     model_type: ModelType = Field(
         default="last_touch", description="Attribution model for attributed revenue."
     )
@@ -83,12 +90,28 @@ class ComparePeriodsArgs(ToolArgs):
 
     @model_validator(mode="after")
     def _valid_periods(self) -> Self:
+        if self.channel is not None and self.channels is not None:
+            raise ValueError("give channel or channels, not both")
+        self.channel_list()
         check_period(self.current_start, self.current_end, "current period")
         if (self.previous_start is None) != (self.previous_end is None):
             raise ValueError("give both previous_start and previous_end, or neither")
         start, end = self.previous()
         check_period(start, end, "previous period")
         return self
+
+    def channel_list(self) -> list[str] | None:
+        """`channels` as a list of codes (None when not given); ValueError for a malformed one."""
+        if self.channels is None:
+            return None
+        codes = [c.strip() for c in self.channels.split(",") if c.strip()]
+        bad = [c for c in codes if not re.fullmatch(CHANNEL_PATTERN, c)]
+        if not codes or bad or len(codes) > MAX_ROWS:
+            raise ValueError(
+                f"channels must be 1 to {MAX_ROWS} channel codes separated by commas"
+                + (f" (not {bad[0][:40]!r})" if bad else "")
+            )
+        return list(dict.fromkeys(codes))
 
     def previous(self) -> tuple[date, date]:
         """The comparison period: as given, or the equal-length period just before."""

@@ -135,6 +135,7 @@ async def _compare_periods(conn: asyncpg.Connection, a: ComparePeriodsArgs) -> R
         (a.current_start, a.current_end),
         a.previous(),
         channel=a.channel,
+        channels=a.channel_list(),
         model_type=a.model_type,
         limit=a.limit,
     )

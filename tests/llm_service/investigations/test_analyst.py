@@ -6,6 +6,7 @@ explicitly), never by the service's queries.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
@@ -16,9 +17,13 @@ from claimed_runs import claim_of, queue_claimed_run
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.demo_data import DemoDataSummary, generate_demo_data
+from llm_service.investigations.analyst import plan
+from llm_service.investigations.evidence import Evidence
+from llm_service.investigations.findings import write_report
 from llm_service.investigations.runner import InvestigationRunner
 from llm_service.investigations.understanding import ChannelInfo, resolve, scope_of, understand
 from llm_service.tenants.service import create_tenant
+from llm_service.tools.runner import ToolOutcome
 
 TODAY = date(2026, 12, 2)  # a Wednesday
 
@@ -229,3 +234,50 @@ def test_metric_and_topics() -> None:
     assert "models" in q.topics
     q = understand("Were there chargebacks for affiliates?", TODAY, CHANNELS)
     assert "refunds" in q.topics
+
+
+def _comparison_out(channels: list[str], *, truncated: bool) -> dict[str, Any]:
+    period = {"start": "2026-11-23", "end": "2026-11-30"}
+    rows = [
+        {"channel": c, "current_revenue_cents": 10_000, "previous_revenue_cents": 20_000}
+        for c in channels
+    ]
+    out: dict[str, Any] = {
+        "current": period,
+        "previous": {"start": "2026-11-16", "end": "2026-11-23"},
+        "totals": {"current_revenue_cents": 99_000, "previous_revenue_cents": 99_000},
+        "rows": rows,
+    }
+    if truncated:
+        out |= {"truncated": True, "omitted_rows": 3}
+    return out
+
+
+@pytest.mark.parametrize("truncated", [False, True])
+def test_a_family_cut_short_by_the_tools_size_cap_is_not_summed(truncated: bool) -> None:
+    """A family's figure is the sum of its channels' rows: when the tool's answer lost one of
+    them to its size cap, the finding says the figure is unknown instead of summing the rest."""
+    q = understand("Why did paid social revenue fall last week?", TODAY, CHANNELS)
+    family = list(q.scope.channels)
+    assert len(family) > 1
+    calls = [c for c in plan(q) if c.tool == "compare_periods"]
+    items = [
+        Evidence(
+            str(uuid.uuid4()),
+            ToolOutcome(
+                c.tool,
+                c.arguments,
+                _comparison_out(family[1:] if truncated else family, truncated=truncated),
+                truncated,
+                None,
+                1,
+            ),
+        )
+        for c in calls
+    ]
+    claim = write_report(q, calls, items, CHANNELS, "no model").findings[0].claim
+    if truncated:
+        assert "cannot be stated" in claim and family[0] in claim and "USD" not in claim
+    else:
+        n = len(family)
+        assert f"from {n * 200:,}.00 USD to {n * 100:,}.00 USD" in claim, claim

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import date
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -23,6 +24,7 @@ from llm_service.investigations.runner import InvestigationRunner
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
+from llm_service.tools.headline import money
 from tests.helpers.scripted_provider import (
     OPENAI_URL,
     completion_body,
@@ -241,6 +243,68 @@ async def test_without_a_model_a_degraded_run_cites_real_tool_calls(
             for e in record["events"]}  # fmt: skip
     assert data["final"]["cost_usd"] == "0"
     assert data["started"]["limits"]["max_cost_usd"] == "0.3"
+
+
+async def _revenue_cents(
+    pool: asyncpg.Pool, tenant_id: UUID, channels: list[str], start: str, end: str
+) -> int:
+    async with tenant_transaction(pool, tenant_id) as conn:
+        total = await conn.fetchval(
+            "SELECT coalesce(sum(revenue_cents), 0) FROM attribution_events "
+            "WHERE channel = ANY($1) AND occurred_at >= $2::date AND occurred_at < $3::date",
+            channels,
+            date.fromisoformat(start),
+            date.fromisoformat(end),
+        )
+    return int(total)
+
+
+@pytest.mark.parametrize(
+    ("question", "family"),
+    [
+        ("Why did paid social revenue fall last week?", "paid_social"),
+        ("Why did paid search revenue fall last week?", "paid_search"),
+    ],
+)
+async def test_a_familys_figures_are_the_sum_over_every_channel_of_it(
+    test_settings: Settings,
+    app_pool: asyncpg.Pool,
+    data_tenant: CreatedTenant,
+    question: str,
+    family: str,
+) -> None:
+    """A new user's question: the family's revenue in both periods and its typical week are the
+    database's sums over ALL its channels (the tool's answer, cut to its size cap, once dropped
+    some of them and the finding summed what was left)."""
+    async with tenant_transaction(app_pool, data_tenant.tenant_id) as conn:
+        channels = [
+            r["code"]
+            for r in await conn.fetch(
+                "SELECT code FROM channel_taxonomy WHERE family = $1 ORDER BY code", family
+            )
+        ]
+    assert len(channels) > 1
+    run_id = await queue_claimed_run(app_pool, data_tenant.tenant_id, question, max_steps=8)
+    assert await run(test_settings, app_pool, data_tenant.tenant_id, run_id) == "succeeded"
+    record = await load(app_pool, data_tenant.tenant_id, run_id)
+    compares = [t for t in record["tool_calls"] if t["tool_name"] == "compare_periods"]
+    assert compares
+    params = [
+        p if isinstance(p, dict) else json.loads(p) for p in (t["input_params"] for t in compares)
+    ]
+    for p, t in zip(params, compares, strict=True):
+        assert sorted(p["channels"].split(",")) == channels  # the family's rows only
+        output = t["output"] if isinstance(t["output"], dict) else json.loads(t["output"])
+        assert not output.get("truncated")
+    answer, typical = params[0], params[1]
+    tenant_id = data_tenant.tenant_id
+    cur, prev, base = [
+        await _revenue_cents(app_pool, tenant_id, channels, p[f"{w}_start"], p[f"{w}_end"])
+        for p, w in ((answer, "current"), (answer, "previous"), (typical, "previous"))
+    ]
+    claim = record["result"]["findings"][0]["claim"]
+    assert f"from {money(prev)} USD to {money(cur)} USD" in claim, claim
+    assert f"the 4 weeks before averaged {money(base / 4)} USD" in claim, claim
 
 
 @respx.mock

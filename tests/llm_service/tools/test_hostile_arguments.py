@@ -27,6 +27,7 @@ def _with(**fields: Any) -> str:
     return json.dumps({**P, **fields})
 
 
+_WEEK = {"current_start": "2025-03-01", "current_end": "2025-03-08"}
 ARGUMENT_ATTACKS = [
     ("top_orders", DEEP, "too large"),
     ("top_orders", '{"a":' * 100_000 + "1" + "}" * 100_000, "too large"),
@@ -77,6 +78,19 @@ ARGUMENT_ATTACKS = [
         "between",
     ),
     ("channel_performance", {"start": "0001-01-01", "end": "0001-01-02"}, "between"),
+    *(
+        ("compare_periods", {**_WEEK, "channels": channels}, expected)
+        for channels, expected in (
+            ("Facebook Ads", "channel codes separated by commas (not 'Facebook Ads')"),
+            ("email,x'; DROP TABLE attribution_events; --", "channel codes"),
+            (",,, ,", "channel codes"),
+            ("", "channel codes"),
+            (",".join(f"c{i:03d}" for i in range(101)), "1 to 100 channel codes"),
+            ("a" * 2001, "at most 2000 characters"),
+            (["email", "organic_search"], "channels:"),
+        )
+    ),
+    ("compare_periods", {**_WEEK, "channel": "email", "channels": "email"}, "not both"),
     ("", P, "unknown tool ''"),
     ("x" * 10_000, P, "unknown tool"),
     ("top_orders\x00", P, "unknown tool"),

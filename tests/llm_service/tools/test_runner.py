@@ -247,6 +247,45 @@ async def test_every_tool_runs_on_demo_data(app_pool: asyncpg.Pool, demo: Demo) 
     assert recon is not None and recon["ledger_rows"] > 0 and recon["event_purchases"] > 0
 
 
+async def test_compare_periods_keeps_the_channels_asked_for_and_totals_over_all(
+    app_pool: asyncpg.Pool, demo: Demo
+) -> None:
+    """`channels` (codes separated by commas) keeps exactly those channels' rows, complete (no
+    size cap cuts them), each as the unfiltered answer has it; the totals stay over all."""
+    start = demo.end - timedelta(days=28)
+    base = arguments_for("compare_periods", start, demo.end) | {"limit": 100}
+    every = await run_tool(app_pool, demo.tenant_id, "compare_periods", base)
+    assert every.output is not None and every.truncated  # all channels overflow the cap
+    async with tenant_transaction(app_pool, demo.tenant_id) as conn:
+        family = [
+            r["code"]
+            for r in await conn.fetch(
+                "SELECT code FROM channel_taxonomy WHERE family = 'paid_social' ORDER BY code"
+            )
+        ]
+    asked = await run_tool(
+        app_pool,
+        demo.tenant_id,
+        "compare_periods",
+        base | {"channels": " ,".join([*family, family[0], "no_such_channel"])},
+    )
+    assert asked.error is None and asked.output is not None and not asked.truncated
+    rows = {r["channel"]: r for r in asked.output["rows"]}
+    assert sorted(rows) == family
+    assert asked.output["channels"] == [*family, "no_such_channel"]
+    assert asked.output["totals"] == every.output["totals"]
+    async with tenant_transaction(app_pool, demo.tenant_id) as conn:
+        for code, row in rows.items():
+            revenue = await conn.fetchval(
+                "SELECT coalesce(sum(revenue_cents), 0) FROM attribution_events "
+                "WHERE channel = $1 AND occurred_at >= $2 AND occurred_at < $3",
+                code,
+                start,
+                demo.end,
+            )
+            assert row["current_revenue_cents"] == revenue
+
+
 async def test_tools_run_concurrently_each_on_its_own_connection(
     app_pool: asyncpg.Pool, demo: Demo
 ) -> None:
