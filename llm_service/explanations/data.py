@@ -94,6 +94,8 @@ class SubjectData:
     headline: str
     movers: list[Mover] = field(default_factory=list)
     empty: bool = False
+    # Periods the data does not (fully) cover: their figures are unknown, never zero.
+    caveats: tuple[str, ...] = ()
 
 
 def money(cents: int) -> str:
@@ -348,16 +350,29 @@ def _period_change(query: ExplanationQuery, result: PeriodComparison) -> Subject
         "channels": [_comparison_row(r) for r in rows[:PROMPT_ROWS]],
         "more_channels": len(rows) > PROMPT_ROWS or result.more_rows,
     }
+    if result.warnings:
+        data["warnings"] = list(result.warnings)
     figures: dict[str, Any] = {"channels": [_comparison_row(r) for r in rows[:CITED_ROWS]]}
     if query.channel is None:
         data["totals"] = _comparison_row(result.totals)
         figures["totals"] = _comparison_row(result.totals)
     label = query.metric.replace("_", " ")
-    if base is None:
+    coverage = result.coverage
+    unknown = coverage is not None and (
+        coverage.current_days_with_data == 0 or coverage.previous_days_with_data == 0
+    )
+    who = query.channel or "all channels"
+    if unknown:
+        # A period without data is unknown, not zero: no change (nor any mover) is stated.
+        headline = (
+            f"{label.capitalize()} for {who} cannot be compared between {query.comparison.start} "
+            f"to {query.comparison.end} and {query.period.start} to {query.period.end}"
+        )
+        rows = []
+    elif base is None:
         headline = f"No {label} for {query.channel} in either period"
     else:
         current, previous, change, pct = _change(query.metric, base)
-        who = query.channel or "all channels"
         headline = (
             f"{label.capitalize()} for {who} went from {_show(query.metric, previous)} "
             f"({query.comparison.start} to {query.comparison.end}) to "
@@ -383,7 +398,9 @@ def _period_change(query: ExplanationQuery, result: PeriodComparison) -> Subject
         citations=[{"query": "period_comparison", "parameters": parameters, "figures": figures}],
         headline=headline,
         movers=movers,
-        empty=base is None or (base.current_events == 0 and base.previous_events == 0 and not rows),
+        empty=not unknown
+        and (base is None or (base.current_events == 0 and base.previous_events == 0 and not rows)),
+        caveats=result.warnings,
     )
 
 

@@ -35,6 +35,7 @@ def summarise(query: ExplanationQuery, data: SubjectData, reason: str) -> dict[s
     """{summary, drivers, confidence} from the data: the headline and the largest movers."""
     movers = data.movers[:TOP_MOVERS]
     parts = [f"{data.headline}, {_period_text(query)}."]
+    parts.extend(f"{caveat[0].upper()}{caveat[1:]}." for caveat in data.caveats)
     if data.empty:
         parts.append("There is no data for this period and filter.")
     elif movers:
@@ -48,7 +49,7 @@ def summarise(query: ExplanationQuery, data: SubjectData, reason: str) -> dict[s
     return {
         "summary": " ".join(parts),
         "drivers": [{"label": m.label, "figure": m.figure, "detail": m.detail} for m in movers],
-        "confidence": "low" if data.empty else "medium",
+        "confidence": "low" if data.empty or data.caveats else "medium",
     }
 
 

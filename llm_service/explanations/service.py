@@ -535,6 +535,8 @@ class ExplanationService:
         timings.add("miss.model", time.perf_counter() - t)
         t = time.perf_counter()
         explanation = answer.model_dump(mode="json")
+        if data.caveats:  # a period the data does not cover: unknown figures, whatever it says
+            explanation["confidence"] = "low"
         cost = ceiling.spent
         normalised = normalise_question(query.question)
         try:

@@ -13,7 +13,16 @@ from typing import Any
 import asyncpg
 import pytest
 import respx
-from explanation_helpers import OPENAI_URL, QUESTION, FakeModel, auth, model_settings, serve, week
+from explanation_helpers import (
+    OPENAI_URL,
+    QUESTION,
+    FakeModel,
+    auth,
+    days,
+    model_settings,
+    serve,
+    week,
+)
 
 from llm_service.db.pool import tenant_transaction
 from llm_service.settings import Settings
@@ -184,3 +193,37 @@ async def test_concurrent_waiters_share_a_degraded_answer(
     assert route.call_count == 1  # one failed call for the flight, not one per waiter
     for answer in answers:
         _assert_degraded(answer.json(), "provider_unavailable")
+
+
+async def test_a_period_without_data_is_unknown_not_zero(
+    test_settings: Settings, app_pool: asyncpg.Pool, demo_tenant: CreatedTenant
+) -> None:
+    """A new user's "this week" (the data ended before it): no "-100%" from an empty period, no
+    movers, the reason in the summary, confidence low."""
+    body = _body("google_search_paid", metric="revenue", period=days(-30, 7))
+    body["comparison"] = week(WEEK)
+    async with serve(test_settings, app_pool) as (_, client):
+        response = await client.post("/v1/explanations", json=body, headers=auth(demo_tenant))
+    assert response.status_code == 200, response.text
+    explanation = response.json()["explanation"]
+    summary = explanation["summary"]
+    assert "cannot be compared" in summary and "unknown, not zero" in summary, summary
+    assert "-100" not in summary and "0.00 (" not in summary
+    assert explanation["drivers"] == []
+    assert explanation["confidence"] == "low"
+
+
+async def test_a_period_the_data_covers_in_part_is_not_like_for_like(
+    test_settings: Settings, app_pool: asyncpg.Pool, demo_tenant: CreatedTenant
+) -> None:
+    """A period running past the data's last day: its figures are stated with the caveat, and
+    the confidence is low."""
+    body = _body("google_search_paid", metric="revenue", period=days(3, 7))
+    body["comparison"] = week(WEEK)
+    async with serve(test_settings, app_pool) as (_, client):
+        response = await client.post("/v1/explanations", json=body, headers=auth(demo_tenant))
+    assert response.status_code == 200, response.text
+    explanation = response.json()["explanation"]
+    assert "not like for like" in explanation["summary"], explanation["summary"]
+    assert explanation["confidence"] == "low"
+    assert explanation["drivers"]  # the figures that exist are still stated
