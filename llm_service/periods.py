@@ -67,6 +67,21 @@ class Period:
             )
         return Period(start, self.start)
 
+    def is_calendar_month(self) -> bool:
+        """Whether it is one whole calendar month (the 1st to the 1st of the next)."""
+        return self.start.day == 1 and self.end == _next_month(self.start)
+
+    def comparable_before(self) -> Period:
+        """What a change is measured against by default: the previous calendar month for a
+        calendar month (October for November, as people read "last month"), otherwise the
+        period of the same length just before (ValueError if before 1970)."""
+        if not self.is_calendar_month():
+            return self.previous()
+        start = _next_month(self.start - timedelta(days=32))  # the 1st of the month before
+        if start < EARLIEST_DATE:
+            raise ValueError(f"no calendar month between {EARLIEST_DATE} and {self.start}")
+        return Period(start, self.start)
+
     def as_dict(self) -> dict[str, str]:
         """ISO dates, for prompts, cache scopes and tool arguments."""
         return {"start": self.start.isoformat(), "end": self.end.isoformat()}
@@ -126,3 +141,8 @@ def resolve_period(text: str, today: date, *, default_days: int = 28) -> Period:
     if "this month" in lowered:
         return Period(today.replace(day=1), tomorrow)
     return Period(tomorrow - timedelta(days=default_days), tomorrow)
+
+
+def _next_month(day: date) -> date:
+    """The 1st of the month after `day`'s."""
+    return date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)

@@ -60,9 +60,10 @@ def _period(value: DateRange) -> Period:
 
 
 def _previous(period: Period) -> Period:
-    """The equally long period just before, or InvalidRequest when the calendar has none."""
+    """The period a change is measured against by default (the previous calendar month for a
+    calendar month, else the equally long one just before), or InvalidRequest when none is."""
     try:
-        return period.previous()
+        return period.comparable_before()
     except ValueError as exc:
         raise InvalidRequest(f"{exc}; give a comparison range") from None
 

@@ -70,7 +70,7 @@ def _before(period: Period, days: int) -> Period:
 
 def _previous(period: Period) -> Period | None:
     try:
-        return period.previous()
+        return period.comparable_before()
     except (OverflowError, ValueError):  # nothing before the calendar's start
         return None
 

@@ -18,6 +18,7 @@ from llm_service.investigations.findings_health import span
 from llm_service.investigations.report import Finding, Report
 from llm_service.investigations.templates import finding_for
 from llm_service.investigations.understanding import ChannelInfo, Question, unknown_channels
+from llm_service.periods import Period
 from llm_service.tools.headline import count, money, moved, pct
 
 if TYPE_CHECKING:
@@ -145,7 +146,13 @@ def _relation(out: Out) -> str:
     cur, prev = out.get("current") or {}, out.get("previous") or {}
     days = (date.fromisoformat(cur["end"]) - date.fromisoformat(cur["start"])).days
     adjacent = prev.get("end") == cur.get("start")
-    if adjacent and days == 7:
+    months = [
+        Period(date.fromisoformat(p["start"]), date.fromisoformat(p["end"])).is_calendar_month()
+        for p in (cur, prev)
+    ]
+    if adjacent and all(months):
+        phrase = "month over month"
+    elif adjacent and days == 7:
         phrase = "week over week"
     elif adjacent and days == 1:
         phrase = "day over day"

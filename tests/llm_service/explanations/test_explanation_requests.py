@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -35,6 +36,22 @@ async def test_a_relative_period_is_resolved_to_absolute_dates(
     assert citation["parameters"]["current"] == expected.as_dict()
     # An empty tenant: nothing to explain, said plainly.
     assert answer["explanation"]["confidence"] == "low"
+
+
+async def test_last_month_is_compared_with_the_calendar_month_before(
+    api: httpx.AsyncClient, tenant: CreatedTenant
+) -> None:
+    """As a marketer reads "last month": November against October, not the 30 days before."""
+    body = {"subject": "period_change", "period": "last month", "channel": "email"}
+    answer = (await api.post("/v1/explanations", json=body, headers=auth(tenant))).json()
+    first = today().replace(day=1)
+    last_month = (first - timedelta(days=1)).replace(day=1)
+    month_before = (last_month - timedelta(days=1)).replace(day=1)
+    assert answer["period"] == {"start": last_month.isoformat(), "end": first.isoformat()}
+    assert answer["comparison"] == {
+        "start": month_before.isoformat(),
+        "end": last_month.isoformat(),
+    }
 
 
 async def test_last_n_days_and_an_explicit_comparison(

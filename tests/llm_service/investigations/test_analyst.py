@@ -281,3 +281,26 @@ def test_a_family_cut_short_by_the_tools_size_cap_is_not_summed(truncated: bool)
     else:
         n = len(family)
         assert f"from {n * 200:,}.00 USD to {n * 100:,}.00 USD" in claim, claim
+
+
+def test_a_calendar_month_is_compared_with_the_month_before() -> None:
+    """ "in October" is measured against September, and said to be month over month."""
+    q = understand("How did revenue change in October?", TODAY, CHANNELS)
+    answer = next(c for c in plan(q) if c.role == "answer")
+    assert (answer.arguments["current_start"], answer.arguments["current_end"]) == (
+        "2026-10-01",
+        "2026-11-01",
+    )
+    assert (answer.arguments["previous_start"], answer.arguments["previous_end"]) == (
+        "2026-09-01",
+        "2026-10-01",
+    )
+    out = {
+        "current": {"start": "2026-10-01", "end": "2026-11-01"},
+        "previous": {"start": "2026-09-01", "end": "2026-10-01"},
+        "totals": {"current_revenue_cents": 150_00, "previous_revenue_cents": 100_00},
+        "rows": [],
+    }
+    evidence = Evidence("e-1", ToolOutcome(answer.tool, answer.arguments, out, False, None, 1))
+    claim = write_report(q, [answer], [evidence], CHANNELS, "no model").findings[0].claim
+    assert "rose 50.0% month over month" in claim, claim
