@@ -24,6 +24,22 @@ _WEEK_OF = re.compile(
 )
 _ISO = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _LAST_N_DAYS = re.compile(r"\b(?:last|past) (\d{1,3}) days\b")
+# The phrases an analyst adds ("the week of 2026-10-12", "three weeks ago", "on 12 October",
+# "in October", "the last two weeks"): `resolve_named`.
+_NUMBERS = {"one": 1, "a": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+            "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}  # fmt: skip
+_COUNT = r"(\d{1,2}|" + "|".join(_NUMBERS) + r")"
+_WEEK_OF_ISO = re.compile(
+    r"\bweek (?:of|starting|beginning|from) (?:monday )?(\d{4})-(\d{2})-(\d{2})\b"
+)
+_WEEKS_AGO = re.compile(rf"\b{_COUNT} weeks? ago\b")
+_LAST_N_WEEKS = re.compile(rf"\b(?:last|past|previous) {_COUNT} weeks\b")
+_LAST_N_DAYS_IN_WORDS = re.compile(rf"\b(?:last|past|previous) {_COUNT} days\b")
+_PAST_WEEK = re.compile(r"\b(?:this )?(?:past|last) 7 days\b|\b(?:this )?past week\b")
+_DAY_MONTH = re.compile(
+    rf"\b(\d{{1,2}})(?:st|nd|rd|th)? ({MONTH_PATTERN})\b|\b({MONTH_PATTERN}) (\d{{1,2}})\b"
+)
+_IN_MONTH = re.compile(rf"\b(?:in|during|for|of) ({MONTH_PATTERN})\b(?! \d)")
 
 
 #: Every period the service reads lies within [EARLIEST_DATE, LATEST_DATE]: attribution data from
@@ -146,3 +162,58 @@ def resolve_period(text: str, today: date, *, default_days: int = 28) -> Period:
 def _next_month(day: date) -> date:
     """The 1st of the month after `day`'s."""
     return date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
+
+
+def _count(text: str) -> int:
+    return int(text) if text.isdigit() else _NUMBERS[text]
+
+
+def resolve_named(text: str, today: date) -> tuple[Period, bool]:
+    """The period a phrase (or a whole question) names, and whether it named one: False means
+    the default window of `resolve_period`, which it falls back to for text it does not read."""
+    lowered = text.lower()
+    try:
+        named = _analyst_phrase(lowered, today)
+    except (ValueError, OverflowError):  # not a calendar day ("2026-13-01"), or past year 9999
+        named = None
+    if named is not None:
+        return named, True
+    period = resolve_period(lowered, today)
+    # A phrase it recognises does not move when the default window does.
+    return period, period == resolve_period(lowered, today, default_days=period.days + 1)
+
+
+def _analyst_phrase(lowered: str, today: date) -> Period | None:
+    """The phrases beyond `resolve_period`'s, or None."""
+    tomorrow = today + timedelta(days=1)
+    if m := _WEEK_OF_ISO.search(lowered):
+        start = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        return Period(start, start + timedelta(days=7))
+    if m := _WEEKS_AGO.search(lowered):
+        start = _monday(today) - timedelta(days=7 * _count(m.group(1)))
+        return Period(start, start + timedelta(days=7))
+    if m := _LAST_N_WEEKS.search(lowered):
+        return Period(tomorrow - timedelta(days=7 * _count(m.group(1))), tomorrow)
+    if _PAST_WEEK.search(lowered):
+        return Period(tomorrow - timedelta(days=7), tomorrow)
+    if (m := _LAST_N_DAYS_IN_WORDS.search(lowered)) and not m.group(1).isdigit():
+        return Period(tomorrow - timedelta(days=_count(m.group(1))), tomorrow)
+    isos = _ISO.findall(lowered)
+    if len(isos) == 1 and "week" not in lowered:  # "on 2026-10-14": that day
+        day = date(int(isos[0][0]), int(isos[0][1]), int(isos[0][2]))
+        return Period(day, day + timedelta(days=1))
+    if "week of" not in lowered and not isos and (m := _DAY_MONTH.search(lowered)):
+        day_text, month_text = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+        month, day_no = MONTHS[month_text], int(day_text)
+        try:
+            on = date(_year_for(month, day_no, today), month, day_no)
+        except ValueError:  # "31 February": not a day
+            pass
+        else:
+            return Period(on, on + timedelta(days=1))
+    if (m := _IN_MONTH.search(lowered)) and m.group(1) != "may":
+        month = MONTHS[m.group(1)]
+        year = today.year if month <= today.month else today.year - 1
+        start = date(year, month, 1)
+        return Period(start, min(_next_month(start), tomorrow))
+    return None

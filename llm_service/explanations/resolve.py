@@ -1,7 +1,7 @@
 """From a validated request to the absolute query the cache scope is made of.
 
 Relative phrases ("last week") are resolved to dates first, so nothing after this ever sees
-anything but absolute dates. A phrase `resolve_period` does not recognise is refused (422)
+anything but absolute dates. A phrase `periods.resolve_named` does not recognise is refused (422)
 rather than silently read as its default window. Channel codes are checked against the
 taxonomy, remembered in-process: it is global reference data, changed by migrations only.
 """
@@ -23,20 +23,20 @@ from llm_service.explanations.schemas import (
     DateRange,
     ExplanationRequest,
 )
-from llm_service.periods import Period, check_calendar, resolve_period
+from llm_service.periods import Period, check_calendar, resolve_named
 from llm_service.tools.args import MAX_PERIOD_DAYS
 
 _PHRASE_HELP = (
-    'e.g. "last week", "this month", "last 7 days", "yesterday", "week of 3 March" or '
+    'e.g. "last week", "this month", "last 7 days", "yesterday", "week of 3 March", "in '
+    'October", "three weeks ago", "on 11 November", "the week of 2026-11-09" or '
     '"2026-02-01 to 2026-03-01"'
 )
 
 
 def resolve_phrase(text: str, today: date) -> Period:
     """The absolute period of a phrase, or InvalidRequest when it names none."""
-    period = resolve_period(text, today)
-    # resolve_period falls back to its default window for text it does not understand.
-    if period != resolve_period(text, today, default_days=period.days + 1):
+    period, named = resolve_named(text, today)
+    if not named:  # the default window stands for text it does not understand
         raise InvalidRequest(
             f"period {text!r} is not a period this service understands: {_PHRASE_HELP}"
         )

@@ -3,31 +3,17 @@
 Channels are recognised by code (`facebook_paid`), by code with spaces, by display name
 ("Facebook Ads"), by a distinctive first word ("facebook", "tiktok"), by family ("paid social")
 and by "paid" / "organic". Periods in words and dates resolve to ABSOLUTE half-open ranges
-(`llm_service.periods`), with a few more phrases an analyst uses ("the week of 2026-10-12",
-"three weeks ago", "on 12 October", "in October").
+(`llm_service.periods.resolve_named`, which explanations read too), including the phrases an
+analyst uses ("the week of 2026-10-12", "three weeks ago", "on 12 October", "in October").
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
-from llm_service.periods import MONTH_PATTERN, MONTHS, Period, resolve_period
-
-_NUMBERS = {"one": 1, "a": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-            "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}  # fmt: skip
-_COUNT = r"(\d{1,2}|" + "|".join(_NUMBERS) + r")"
-_ISO_DAY = r"(\d{4})-(\d{2})-(\d{2})"
-_WEEK_OF_ISO = re.compile(rf"\bweek (?:of|starting|beginning|from) (?:monday )?{_ISO_DAY}\b")
-_WEEKS_AGO = re.compile(rf"\b{_COUNT} weeks? ago\b")
-_LAST_N_WEEKS = re.compile(rf"\b(?:last|past|previous) {_COUNT} weeks\b")
-_LAST_N_DAYS = re.compile(rf"\b(?:last|past|previous) {_COUNT} days\b")
-_DAY_MONTH = re.compile(
-    rf"\b(\d{{1,2}})(?:st|nd|rd|th)? ({MONTH_PATTERN})\b|\b({MONTH_PATTERN}) (\d{{1,2}})\b"
-)
-_ISO = re.compile(rf"\b{_ISO_DAY}\b")
-_IN_MONTH = re.compile(rf"\b(?:in|during|for|of) ({MONTH_PATTERN})\b(?! \d)")
+from llm_service.periods import Period, resolve_named
 
 # Topics: what the question is about, each answered by one tool (or a change comparison).
 TOPIC_PATTERNS: dict[str, re.Pattern[str]] = {
@@ -125,58 +111,9 @@ class Question:
     notes: list[str] = field(default_factory=list)
 
 
-def _count(text: str) -> int:
-    return int(text) if text.isdigit() else _NUMBERS[text]
-
-
-def _monday(day: date) -> date:
-    return day - timedelta(days=day.weekday())
-
-
-def _year_for(month: int, day: int, today: date) -> int:
-    candidate = date(today.year, month, day)
-    return today.year if candidate <= today else today.year - 1
-
-
 def resolve(text: str, today: date) -> tuple[Period, bool]:
     """The period the question names, and whether it named one (else the default window)."""
-    lowered = text.lower()
-    tomorrow = today + timedelta(days=1)
-    if m := _WEEK_OF_ISO.search(lowered):
-        start = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-        return Period(start, start + timedelta(days=7)), True
-    if m := _WEEKS_AGO.search(lowered):
-        start = _monday(today) - timedelta(days=7 * _count(m.group(1)))
-        return Period(start, start + timedelta(days=7)), True
-    if m := _LAST_N_WEEKS.search(lowered):
-        return Period(tomorrow - timedelta(days=7 * _count(m.group(1))), tomorrow), True
-    if re.search(r"\b(?:this )?(?:past|last) 7 days\b|\b(?:this )?past week\b", lowered):
-        return Period(tomorrow - timedelta(days=7), tomorrow), True
-    if (m := _LAST_N_DAYS.search(lowered)) and not m.group(1).isdigit():
-        return Period(tomorrow - timedelta(days=_count(m.group(1))), tomorrow), True
-    isos = _ISO.findall(lowered)
-    if len(isos) == 1 and "week" not in lowered:  # "on 2026-10-14": that day
-        day = date(int(isos[0][0]), int(isos[0][1]), int(isos[0][2]))
-        return Period(day, day + timedelta(days=1)), True
-    if "week of" not in lowered and not isos and (m := _DAY_MONTH.search(lowered)):
-        day_text, month_text = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
-        month, day_no = MONTHS[month_text], int(day_text)
-        try:
-            on = date(_year_for(month, day_no, today), month, day_no)
-        except ValueError:  # "31 February": not a day
-            pass
-        else:
-            return Period(on, on + timedelta(days=1)), True
-    if (m := _IN_MONTH.search(lowered)) and m.group(1) != "may":
-        month = MONTHS[m.group(1)]
-        year = today.year if month <= today.month else today.year - 1
-        start = date(year, month, 1)
-        end = date(year + (month == 12), month % 12 + 1, 1)
-        return Period(start, min(end, tomorrow)), True
-    period = resolve_period(lowered, today)
-    # A phrase it recognises does not move when the default window does.
-    named = period == resolve_period(lowered, today, default_days=period.days + 1)
-    return period, named
+    return resolve_named(text, today)
 
 
 def _alias_pattern(alias: str) -> re.Pattern[str]:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from explanation_helpers import auth, days, serve, today, week
 
-from llm_service.periods import resolve_period
+from llm_service.periods import resolve_named, resolve_period
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
 
@@ -78,6 +78,11 @@ async def test_last_n_days_and_an_explicit_comparison(
         {"subject": "channel_performance", "period": "when the moon was full"},
         {"subject": "channel_performance", "period": ""},
         {"subject": "channel_performance", "period": "2024-01-01 to 2025-06-01"},
+        {"subject": "channel_performance", "period": "the week of 2026-13-01"},
+        {"subject": "channel_performance", "period": "on 2026-02-30"},
+        {"subject": "channel_performance", "period": "the week of 9999-12-30"},
+        {"subject": "channel_performance", "period": "the week of 1969-12-29"},
+        {"subject": "channel_performance", "period": "October"},
         {"subject": "channel_performance", "period": week(1), "channel": "Facebook Paid"},
         {"subject": "channel_performance", "period": week(1), "channel": "myspace_paid"},
         {"subject": "channel_performance", "period": week(1), "metric": "roas"},
@@ -98,6 +103,25 @@ async def test_invalid_requests_are_422(
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "validation_error"
     assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("phrase", "days_long"),
+    [("in October", None), ("three weeks ago", 7), ("the week of 2026-11-09", 7),
+     ("on 11 November", 1), ("the last two weeks", 14), ("past week", 7)],
+)  # fmt: skip
+async def test_the_analysts_phrases_are_understood_here_too(
+    api: httpx.AsyncClient, tenant: CreatedTenant, phrase: str, days_long: int | None
+) -> None:
+    """One reading of a phrase for the analyst and the dashboards (a new user's "in October"
+    was a 422 here and understood by the analyst)."""
+    body = {"subject": "channel_performance", "period": phrase}
+    response = await api.post("/v1/explanations", json=body, headers=auth(tenant))
+    assert response.status_code == 200, response.text
+    expected, named = resolve_named(phrase, today())
+    assert named and response.json()["period"] == expected.as_dict()
+    if days_long is not None:
+        assert expected.days == days_long
 
 
 async def test_a_500_character_question_is_accepted(
