@@ -366,6 +366,24 @@ def _cause(q: Question, evidence: Evidence) -> Finding | None:
     )
 
 
+def _defaults_used(q: Question) -> str:
+    """What the question did not say and was assumed (a typo or an unknown phrase must not pass
+    as the question asked)."""
+    said = []
+    if not q.period_named:
+        said.append(
+            f"No period was recognised in the question, so the last {q.period.days} days "
+            f"({span(q.period.as_dict())}) are used."
+        )
+    if not q.topics:
+        said.append(
+            "The question names nothing the analyst recognises (a change, a figure, refunds, "
+            "dead events, corrections, models, orders, reconciliation): what follows is the "
+            f"{q.metric.replace('_', ' ')} overview."
+        )
+    return " ".join(said) + (" " if said else "")
+
+
 def write_report(
     q: Question,
     calls: list[PlannedCall],
@@ -419,6 +437,7 @@ def write_report(
         if unknown
         else ""
     )
+    warning += _defaults_used(q)
     if not findings:
         return Report(summary=f"{warning}No evidence could be gathered ({reason}).", findings=[])
     summary = (

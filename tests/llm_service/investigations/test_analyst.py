@@ -304,3 +304,24 @@ def test_a_calendar_month_is_compared_with_the_month_before() -> None:
     evidence = Evidence("e-1", ToolOutcome(answer.tool, answer.arguments, out, False, None, 1))
     claim = write_report(q, [answer], [evidence], CHANNELS, "no model").findings[0].claim
     assert "rose 50.0% month over month" in claim, claim
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("why did facebok revenue drop last wek", ["No period was recognised", "last 28 days"]),
+        ("Tell me a joke", ["No period was recognised", "names nothing the analyst recognises"]),
+        ("Why did paid social revenue fall last week?", []),
+        ("How many conversions did email have in October?", []),
+    ],
+)
+def test_what_the_question_did_not_say_is_said_not_assumed_silently(
+    text: str, said: list[str]
+) -> None:
+    """A typo or an unknown phrase falls back to defaults: the answer says which."""
+    q = understand(text, TODAY, CHANNELS)
+    summary = write_report(q, plan(q), [], CHANNELS, "no model").summary
+    for words in said:
+        assert words in summary, summary
+    if not said:
+        assert "recognis" not in summary, summary
