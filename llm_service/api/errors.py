@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -63,12 +64,40 @@ async def asgi_json_error(
     await send({"type": "http.response.body", "body": body})
 
 
+# The member of a union an error is about, as pydantic names it in `loc`
+# ("function-after[_valid(), DateRange]", "constrained-str", "DateRange"): not a field.
+_UNION_MEMBER = re.compile(
+    r"^(function-(after|before|wrap|plain)|tagged-union|lax-or-strict|json-or-python|nullable"
+    r"|chain|union)\[.*\]$|^constrained-[a-z]+$|^[A-Z][A-Za-z0-9]*$"
+)
+# "This member does not take that kind of value": noise beside the member that does.
+_WRONG_KIND = frozenset(
+    {"model_type", "model_attributes_type", "string_type", "dict_type", "int_type", "date_type"}
+)
+_PATTERN_HINTS = {
+    "channel": "a channel code in lower case, e.g. facebook_paid or email",
+}
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
-    details = []
+    found: list[tuple[str, str, bool]] = []
     for err in exc.errors():
         # Never echo the offending input back: it may be huge or personal.
-        loc = [str(part) for part in err.get("loc", ())]
-        details.append({"field": ".".join(loc), "message": str(err.get("msg", "invalid"))})
+        parts = [str(part) for part in err.get("loc", ())]
+        loc = [p for p in parts if not _UNION_MEMBER.match(p)]
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "string_pattern_mismatch" and loc and loc[-1] in _PATTERN_HINTS:
+            message = f"must be {_PATTERN_HINTS[loc[-1]]}"
+        union = len(loc) < len(parts)
+        found.append((".".join(loc), message, union and err.get("type") in _WRONG_KIND))
+    # A union's members each report; the one that takes this kind of value says what is wrong.
+    said = {field for field, _, wrong_kind in found if not wrong_kind}
+    details: list[dict[str, Any]] = []
+    for field, message, wrong_kind in found:
+        entry = {"field": field, "message": message}
+        if (wrong_kind and field in said) or entry in details:
+            continue
+        details.append(entry)
     return details
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+import pytest
 
 from llm_service.tenants.service import CreatedTenant
 
@@ -62,3 +65,36 @@ async def test_oversized_declared_body_is_413(client: httpx.AsyncClient, test_se
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+_REVERSED = "start (2026-03-09) must be before end (2026-03-02)"
+_CHANNEL = "must be a channel code in lower case, e.g. facebook_paid or email"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            {"subject": "period_change", "period": {"start": "2026-03-09", "end": "2026-03-02"}},
+            [{"field": "body.period", "message": _REVERSED}],
+        ),
+        (
+            {"subject": "period_change", "period": ""},
+            [{"field": "body.period", "message": "String should have at least 1 character"}],
+        ),
+        (
+            {"subject": "period_change", "period": "last week", "channel": "Facebook Ads"},
+            [{"field": "body.channel", "message": _CHANNEL}],
+        ),
+    ],
+)  # fmt: skip
+async def test_a_422_names_the_field_and_what_is_wrong_in_the_users_terms(
+    client: httpx.AsyncClient, tenant: CreatedTenant, body: dict[str, Any], expected: Any
+) -> None:
+    """No pydantic internals ("function-after[_valid(), DateRange]", "constrained-str"), no
+    second error from the union member that does not take this kind of value."""
+    response = await client.post(
+        "/v1/explanations", json=body, headers={"Authorization": f"Bearer {tenant.api_key}"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == expected
