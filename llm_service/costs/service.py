@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any, Final
 from uuid import UUID
@@ -18,6 +18,7 @@ from llm_service.costs import ledger_repository, repository
 from llm_service.db.pool import decode_json
 from llm_service.db.queries import set_tenant
 from llm_service.errors import InvalidRequest
+from llm_service.periods import EARLIEST_DATE, LATEST_DATE
 
 _MONTH_RE: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
 _MONTH_HINT: Final = "month must be a calendar month written YYYY-MM, e.g. 2025-01"
@@ -151,7 +152,14 @@ def parse_month(text: str | None, *, today: date | None = None) -> date:
     year, month = int(match[1]), int(match[2])
     if year < 1 or not 1 <= month <= 12:
         raise InvalidRequest(f"{_MONTH_HINT}; the month number must be 01 to 12")
-    return date(year, month, 1)
+    first = date(year, month, 1)
+    # As for every period the service reads: within 1970-01-01 to 2100-01-01.
+    if not EARLIEST_DATE <= first < LATEST_DATE:
+        raise InvalidRequest(
+            f"the month {text} is outside {month_label(EARLIEST_DATE)} to "
+            f"{month_label(LATEST_DATE - timedelta(days=1))}"
+        )
+    return first
 
 
 def month_label(month: date) -> str:

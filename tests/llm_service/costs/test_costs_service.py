@@ -27,10 +27,19 @@ from tests.helpers.cost_workload import GPT_4O_MINI, MODELS, MONTH, Call, random
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("2025-01", date(2025, 1, 1)), ("2024-12", date(2024, 12, 1)), ("0001-01", date(1, 1, 1))],
-)
+    [("2025-01", date(2025, 1, 1)), ("2024-12", date(2024, 12, 1)), ("1970-01", date(1970, 1, 1)),
+     ("2099-12", date(2099, 12, 1))],
+)  # fmt: skip
 def test_parse_month(text: str, expected: date) -> None:
     assert parse_month(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0001-01", "1960-01", "1969-12", "2100-01", "2200-01", "9999-12"])
+def test_a_month_outside_1970_to_2100_is_refused_as_every_period_is(text: str) -> None:
+    """The README's rule for every period (a new user's 1960-01 answered 200)."""
+    with pytest.raises(InvalidRequest, match="outside 1970-01 to 2099-12") as refused:
+        parse_month(text)
+    assert refused.value.status == 422
 
 
 @pytest.mark.parametrize(
