@@ -59,7 +59,7 @@ class Settings(BaseSettings):
 
     # Investigations: the hard ceilings a request may lower but never raise.
     investigation_max_cost_usd: Decimal = Decimal("0.30")
-    investigation_timeout_s: float = 60.0
+    investigation_timeout_s: float = Field(default=60.0, ge=1.0)  # a run needs at least 1 s
 
     # HTTP.
     host: str = "127.0.0.1"

@@ -13,6 +13,9 @@ from llm_service.input_rules import NO_NUL, VisibleText
 
 MAX_COST_USD = Decimal("0.30")
 MAX_TIMEOUT_S = 60.0
+# A run's own limit is at least a second: below it, one tool call outlasts the limit (a run asked
+# for 1 ms finished "succeeded" after 24 ms).
+MIN_TIMEOUT_S = 1.0
 MAX_STEPS = 20
 
 
@@ -23,7 +26,7 @@ class InvestigationCreate(BaseModel):
 
     question: VisibleText = Field(min_length=3, max_length=4000, pattern=NO_NUL)
     max_cost_usd: Decimal | None = Field(default=None, gt=0, le=MAX_COST_USD, decimal_places=6)
-    timeout_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+    timeout_s: float | None = Field(default=None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
     max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
 
 

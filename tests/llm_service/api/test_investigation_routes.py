@@ -51,6 +51,8 @@ async def test_tighter_limits_are_kept(client: httpx.AsyncClient, tenant: Create
         {"max_cost_usd": 0},
         {"timeout_s": 61},
         {"timeout_s": -1},
+        {"timeout_s": 0.001},  # one tool call outlasts it: a run under its limit is impossible
+        {"timeout_s": 0.999},
         {"question": ""},
         {"question": "x" * 4001},
         {"unexpected": True},
