@@ -28,7 +28,11 @@ REASONS: dict[str, str] = {
 
 def _period_text(query: ExplanationQuery) -> str:
     """The period in words."""
-    return f"{query.period.start} to {query.period.end} (end excluded, {query.period.days} days)"
+    days = query.period.days
+    return (
+        f"{query.period.start} to {query.period.end} (end excluded, {days} "
+        f"{'day' if days == 1 else 'days'})"
+    )
 
 
 def summarise(query: ExplanationQuery, data: SubjectData, reason: str) -> dict[str, Any]:

@@ -58,7 +58,12 @@ async def finance_monthly_costs(
 
 
 @router.get("/daily-costs", response_model=FinanceDailyCosts)
-async def finance_daily_costs(pool: PoolDep, month: MonthQuery = None) -> FinanceDailyCosts:
+async def finance_daily_costs(
+    pool: PoolDep,
+    month: MonthQuery = None,
+    # JSON only: a format it does not write is a 422, not JSON answered as if it were asked for.
+    _output: Annotated[Literal["json"], Query(alias="format")] = "json",
+) -> FinanceDailyCosts:
     """Settled spend per UTC day of a month, by model, across tenants."""
     return await daily_costs(pool, parse_month(month))
 

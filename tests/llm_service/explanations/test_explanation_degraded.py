@@ -227,3 +227,16 @@ async def test_a_period_the_data_covers_in_part_is_not_like_for_like(
     assert "not like for like" in explanation["summary"], explanation["summary"]
     assert explanation["confidence"] == "low"
     assert explanation["drivers"]  # the figures that exist are still stated
+
+
+@pytest.mark.parametrize(("period", "words"), [("yesterday", "1 day)"), ("last week", "7 days)")])
+async def test_a_summary_counts_its_days_in_plain_words(
+    test_settings: Settings, app_pool: asyncpg.Pool, demo_tenant: CreatedTenant,
+    period: str, words: str,
+) -> None:  # fmt: skip
+    body = {"subject": "channel_performance", "period": period}
+    async with serve(test_settings, app_pool) as (_, client):
+        response = await client.post("/v1/explanations", json=body, headers=auth(demo_tenant))
+    summary = response.json()["explanation"]["summary"]
+    assert f"(end excluded, {words}" in summary, summary
+    assert "1 days" not in summary

@@ -141,6 +141,24 @@ async def test_malformed_month_is_422(finance_client: httpx.AsyncClient, month: 
         assert response.status_code == 422, response.text
 
 
+@pytest.mark.parametrize("output", ["csv", "xml", "JSON"])
+async def test_a_format_daily_costs_does_not_write_is_422_not_json(
+    finance_client: httpx.AsyncClient, output: str
+) -> None:
+    """A new user's daily-costs?format=csv answered JSON as if it had been asked for."""
+    response = await finance_client.get(
+        "/v1/finance/daily-costs", params={"month": MONTH_TEXT, "format": output},
+        headers=_bearer(TOKEN),
+    )  # fmt: skip
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["field"] == "query.format"
+    plain = await finance_client.get(
+        "/v1/finance/daily-costs", params={"month": MONTH_TEXT, "format": "json"},
+        headers=_bearer(TOKEN),
+    )  # fmt: skip
+    assert plain.status_code == 200
+
+
 async def test_the_page_is_a_shell_without_data(
     finance_client: httpx.AsyncClient, tenant: CreatedTenant
 ) -> None:
