@@ -62,7 +62,7 @@ async def finance_daily_costs(
     pool: PoolDep,
     month: MonthQuery = None,
     # JSON only: a format it does not write is a 422, not JSON answered as if it were asked for.
-    _output: Annotated[Literal["json"], Query(alias="format")] = "json",
+    _output: Annotated[str, Query(alias="format", pattern="^json$")] = "json",
 ) -> FinanceDailyCosts:
     """Settled spend per UTC day of a month, by model, across tenants."""
     return await daily_costs(pool, parse_month(month))
