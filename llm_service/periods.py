@@ -165,7 +165,11 @@ def _next_month(day: date) -> date:
 
 
 def _count(text: str) -> int:
-    return int(text) if text.isdigit() else _NUMBERS[text]
+    """A count of weeks or days; zero is no count ("0 weeks ago" names no week: ValueError)."""
+    count = int(text) if text.isdigit() else _NUMBERS[text]
+    if count < 1:
+        raise ValueError("a count of weeks or days is at least 1")
+    return count
 
 
 def resolve_named(text: str, today: date) -> tuple[Period, bool]:
@@ -174,8 +178,10 @@ def resolve_named(text: str, today: date) -> tuple[Period, bool]:
     lowered = text.lower()
     try:
         named = _analyst_phrase(lowered, today)
-    except (ValueError, OverflowError):  # not a calendar day ("2026-13-01"), or past year 9999
-        named = None
+        if named is not None:  # a week of 1900 is no period the service reads either
+            check_calendar(named.start, named.end)
+    except (ValueError, OverflowError):
+        named = None  # not a calendar day ("2026-13-01"), past year 9999, or a count of 0
     if named is not None:
         return named, True
     period = resolve_period(lowered, today)

@@ -44,6 +44,8 @@ SUBJECT_QUERIES: dict[str, str] = {
 #: Rows (channels) shown to the model, and cited.
 PROMPT_ROWS = 12
 CITED_ROWS = 5
+#: What the model is told when a period holds no events at all.
+NO_EVENTS_WARNING = "no events were recorded in this period: every figure is unknown, not zero"
 _QUERY_LIMIT = 50
 
 
@@ -247,11 +249,19 @@ def _channel_performance(query: ExplanationQuery, result: ChannelPerformance) ->
         figures["total_attributed_revenue"] = money(result.total_attributed_revenue_cents)
         figures["channel_count"] = len(rows)
     label = query.metric.replace("_", " ")
-    total_text = f"{total:,} conversions" if query.metric == "conversions" else show_money(total)
-    scope = f"for {query.channel}" if query.channel else f"across {len(rows)} channels"
-    headline = f"{label.capitalize()} {scope} was {total_text}"
-    if query.metric == "attributed_revenue":
-        headline += f" ({result.model_type} attribution)"
+    empty = not rows or all(r.events == 0 for r in rows)
+    if empty:
+        # No events: every figure is unknown, not zero (the summary says there is no data).
+        data["warnings"] = [NO_EVENTS_WARNING]
+        headline = f"{label.capitalize()} for {query.channel or 'any channel'} cannot be stated"
+    else:
+        total_text = (
+            f"{total:,} conversions" if query.metric == "conversions" else show_money(total)
+        )
+        scope = f"for {query.channel}" if query.channel else f"across {len(rows)} channels"
+        headline = f"{label.capitalize()} {scope} was {total_text}"
+        if query.metric == "attributed_revenue":
+            headline += f" ({result.model_type} attribution)"
     movers = [
         Mover(
             label=r.channel,
@@ -272,7 +282,7 @@ def _channel_performance(query: ExplanationQuery, result: ChannelPerformance) ->
         citations=[{"query": "channel_performance", "parameters": parameters, "figures": figures}],
         headline=headline,
         movers=movers,
-        empty=not rows or all(r.events == 0 for r in rows),
+        empty=empty,
     )
 
 

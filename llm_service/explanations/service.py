@@ -535,7 +535,7 @@ class ExplanationService:
         timings.add("miss.model", time.perf_counter() - t)
         t = time.perf_counter()
         explanation = answer.model_dump(mode="json")
-        if data.caveats:  # a period the data does not cover: unknown figures, whatever it says
+        if data.caveats or data.empty:  # figures unknown (no data): low, whatever it says
             explanation["confidence"] = "low"
         cost = ceiling.spent
         normalised = normalise_question(query.question)
