@@ -5,9 +5,10 @@ Run from the repository root: `python -m bench.bench_gateway`.
 First, side by side in interleaved rounds against a zero-latency OpenAI-compatible stub over
 real HTTP on loopback: raw httpx (the floor), bare `litellm.acompletion` (as litellm ships: its
 own pricing and success logging on), the same call the way the gateway makes it (`quiet_call`:
-litellm's pricing and logging off), our gateway with its ledger (production transport: aiohttp),
-and the LiteLLM proxy (no database) when it can be started: set BENCH_LITELLM_PROXY_PYTHON to an
-interpreter with litellm's proxy dependencies (default: this one); without them the column is
+litellm's pricing and logging off; `building_inline`: its request built on the loop's thread),
+our gateway with its ledger (production transport: aiohttp), and the LiteLLM proxy (no
+database) when it can be started: set BENCH_LITELLM_PROXY_PYTHON to an interpreter with
+litellm's proxy dependencies (default: this one); without them the column is
 skipped with the import that failed. Then the phase breakdown below (BENCH_GATEWAY_PHASES=0
 skips it).
 
@@ -51,6 +52,7 @@ from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded
 from llm_service.db.pool import create_pool, tenant_transaction
 from llm_service.db.urls import resolve_urls
+from llm_service.llm import inline_build
 from llm_service.llm.gateway import LlmGateway, LlmRequest
 from llm_service.llm.litellm_quiet import quiet_call
 from llm_service.llm.litellm_setup import load_litellm
@@ -259,7 +261,8 @@ async def _side_by_side(
         )
 
     async def quiet() -> None:
-        with quiet_call():
+        inline_build.install(asyncio.get_running_loop())
+        with quiet_call(), inline_build.building_inline("openai"):
             await bare()
 
     async def ours() -> None:

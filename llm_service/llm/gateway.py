@@ -14,6 +14,7 @@ Retries (tenacity, here only) never pass the caller's deadline, and each is its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from decimal import Decimal
 from typing import Any
@@ -25,6 +26,7 @@ from budgets.ceiling import RunCeiling
 from budgets.prices import ModelPrice, PriceBook
 from budgets.usage import UsageDetails
 from llm_service.input_rules import storable
+from llm_service.llm import inline_build
 from llm_service.llm.attempt import with_retries
 from llm_service.llm.call_plan import (
     CallPlan,
@@ -148,7 +150,10 @@ class LlmGateway:
             extra["api_base"] = self.settings.llm_api_base
 
         async def invoke(max_tokens: int, timeout: float) -> tuple[Any, ProviderUsage | None]:
-            with quiet_call():  # our ledger prices and records it; litellm need not
+            inline_build.install(asyncio.get_running_loop())
+            # Our ledger prices and records the call, litellm need not; it builds the request
+            # on this thread (no hop to its executor) for a provider with an async path.
+            with quiet_call(), inline_build.building_inline(provider):
                 response = await self._litellm.acompletion(
                     model=model,
                     messages=sent,
