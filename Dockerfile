@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# The base image is pinned to a full version tag (Python 3.11.11 on Debian 12). Its digest could
-# not be read on the machine this was written on (no registry access); to pin it fully, run
-# `docker buildx imagetools inspect python:3.11.11-slim-bookworm` and append @sha256:<digest>.
-ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# The base image is pinned by digest (Python 3.11.11 on Debian 12; a tag can be re-pushed, a
+# digest cannot). This machine has no registry access: the digest is the one five unrelated
+# public repositories pin this tag to. To check or move it:
+# `docker buildx imagetools inspect python:3.11.11-slim-bookworm` (the index digest, first line).
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5
 
 # Build stage: a virtual environment with the locked dependencies, then the service as a wheel.
 FROM ${PYTHON_IMAGE} AS build
