@@ -40,6 +40,13 @@ _DAY_MONTH = re.compile(
     rf"\b(\d{{1,2}})(?:st|nd|rd|th)? ({MONTH_PATTERN})\b|\b({MONTH_PATTERN}) (\d{{1,2}})\b"
 )
 _IN_MONTH = re.compile(rf"\b(?:in|during|for|of) ({MONTH_PATTERN})\b(?! \d)")
+# With the year: "12 October 2026", "October 12, 2026" (a day); "October 2026" (a month).
+_DAY_MONTH_YEAR = re.compile(
+    rf"\b(\d{{1,2}})(?:st|nd|rd|th)? ({MONTH_PATTERN}),? (\d{{4}})\b"
+    rf"|\b({MONTH_PATTERN}) (\d{{1,2}})(?:st|nd|rd|th)?,? (\d{{4}})\b"
+)
+_MONTH_YEAR = re.compile(rf"\b({MONTH_PATTERN}),? (\d{{4}})\b")
+_WEEK_LEAD = re.compile(r"\bweek (?:of|starting|beginning|from) (?:monday )?(?:the )?$")
 
 
 #: Every period the service reads lies within [EARLIEST_DATE, LATEST_DATE]: attribution data from
@@ -164,6 +171,13 @@ def _next_month(day: date) -> date:
     return date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
 
 
+def _not_future(period: Period, today: date) -> Period:
+    """`period`, unless it starts after today (ValueError: a month to come holds no data)."""
+    if period.start > today:
+        raise ValueError(f"{period.start} is in the future")
+    return period
+
+
 def _count(text: str) -> int:
     """A count of weeks or days; zero is no count ("0 weeks ago" names no week: ValueError)."""
     count = int(text) if text.isdigit() else _NUMBERS[text]
@@ -204,6 +218,14 @@ def _analyst_phrase(lowered: str, today: date) -> Period | None:
         return Period(tomorrow - timedelta(days=7), tomorrow)
     if (m := _LAST_N_DAYS_IN_WORDS.search(lowered)) and not m.group(1).isdigit():
         return Period(tomorrow - timedelta(days=_count(m.group(1))), tomorrow)
+    if m := _DAY_MONTH_YEAR.search(lowered):
+        day_text, month_text, year_text = m.group(1, 2, 3) if m.group(1) else m.group(5, 4, 6)
+        day = date(int(year_text), MONTHS[month_text], int(day_text))
+        length = 7 if _WEEK_LEAD.search(lowered, 0, m.start()) else 1  # "week of 12 October 2026"
+        return _not_future(Period(day, day + timedelta(days=length)), today)
+    if m := _MONTH_YEAR.search(lowered):
+        start = date(int(m.group(2)), MONTHS[m.group(1)], 1)
+        return _not_future(Period(start, min(_next_month(start), tomorrow)), today)
     isos = _ISO.findall(lowered)
     if len(isos) == 1 and "week" not in lowered:  # "on 2026-10-14": that day
         day = date(int(isos[0][0]), int(isos[0][1]), int(isos[0][2]))

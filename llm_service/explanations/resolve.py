@@ -28,7 +28,7 @@ from llm_service.tools.args import MAX_PERIOD_DAYS
 
 _PHRASE_HELP = (
     'e.g. "last week", "this month", "last 7 days", "yesterday", "week of 3 March", "in '
-    'October", "three weeks ago", "on 11 November", "the week of 2026-11-09" or '
+    'October", "October 2026", "three weeks ago", "on 11 November", "the week of 2026-11-09" or '
     '"2026-02-01 to 2026-03-01"'
 )
 

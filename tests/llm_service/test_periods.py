@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from llm_service.periods import Period
+from llm_service.periods import Period, resolve_named
 
 
 @pytest.mark.parametrize(
@@ -34,3 +34,38 @@ def test_a_change_is_measured_against_the_comparable_period_before(
 def test_nothing_comes_before_the_calendars_first_month() -> None:
     with pytest.raises(ValueError, match="no calendar month"):
         Period(date(1970, 1, 1), date(1970, 2, 1)).comparable_before()
+
+
+TODAY = date(2026, 12, 7)
+
+
+@pytest.mark.parametrize(
+    ("phrase", "start", "end"),
+    [
+        ("Why did revenue fall in October 2026?", date(2026, 10, 1), date(2026, 11, 1)),
+        ("paid social, oct 2026", date(2026, 10, 1), date(2026, 11, 1)),
+        ("May 2026", date(2026, 5, 1), date(2026, 6, 1)),  # with a year, not the verb
+        ("December 2026", date(2026, 12, 1), date(2026, 12, 8)),  # up to today
+        ("October 2025, week over week", date(2025, 10, 1), date(2025, 11, 1)),
+        ("on 12 October 2025", date(2025, 10, 12), date(2025, 10, 13)),  # not the latest 12 Oct
+        ("October 12th, 2026", date(2026, 10, 12), date(2026, 10, 13)),
+        ("the week of 12 October 2025", date(2025, 10, 12), date(2025, 10, 19)),
+        ("week starting the 5th October 2026", date(2026, 10, 5), date(2026, 10, 12)),
+    ],
+)
+def test_a_month_or_day_with_its_year_names_that_month_or_day(
+    phrase: str, start: date, end: date
+) -> None:
+    period, named = resolve_named(phrase, TODAY)
+    assert named and (period.start, period.end) == (start, end)
+
+
+@pytest.mark.parametrize(
+    "phrase",
+    ["January 2027", "on 8 December 2026", "December 1969", "March 2100", "on 31 April 2026"],
+)
+def test_a_month_or_day_to_come_outside_the_calendar_or_not_a_day_names_nothing(
+    phrase: str,
+) -> None:
+    _period, named = resolve_named(phrase, TODAY)
+    assert named is False
