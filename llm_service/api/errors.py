@@ -65,39 +65,94 @@ async def asgi_json_error(
 
 
 # The member of a union an error is about, as pydantic names it in `loc`
-# ("function-after[_valid(), DateRange]", "constrained-str", "DateRange"): not a field.
+# ("function-after[_valid(), DateRange]", "constrained-str", "DateRange"): not a field. In the
+# body, a part that is a key (or index) of what the caller sent is a field whatever it looks
+# like ("Period", a bounds code "Facebook"); only a part the body does not hold is a member.
 _UNION_MEMBER = re.compile(
     r"^(function-(after|before|wrap|plain)|tagged-union|lax-or-strict|json-or-python|nullable"
     r"|chain|union)\[.*\]$|^constrained-[a-z]+$|^[A-Z][A-Za-z0-9]*$"
 )
 # "This member does not take that kind of value": noise beside the member that does.
-_WRONG_KIND = frozenset(
-    {"model_type", "model_attributes_type", "string_type", "dict_type", "int_type", "date_type"}
-)
+_WRONG_KIND = {
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "dict_type": "an object",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "date_type": "a date",
+}
 _PATTERN_HINTS = {
     "channel": "a channel code in lower case, e.g. facebook_paid or email",
 }
+# A field name or message is the caller's words at most this long (never a long input back).
+_MAX_PART = 40
+_MAX_MESSAGE = 300
+_ABSENT = object()
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _field_parts(loc: tuple[Any, ...], body: Any) -> tuple[list[str], bool]:
+    """The field's path as the caller wrote it, and whether a union member was left out."""
+    kept: list[str] = []
+    union = False
+    node: Any = body if loc and loc[0] == "body" else _ABSENT
+    for index, part in enumerate(loc):
+        if index == 0:
+            kept.append(str(part))
+            continue
+        in_dict = isinstance(node, dict) and isinstance(part, str) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+        elif _UNION_MEMBER.match(str(part)):
+            union = True
+            continue
+        else:
+            node = _ABSENT
+        kept.append(_short(str(part), _MAX_PART))
+    return kept, union
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
-    found: list[tuple[str, str, bool]] = []
+    found: list[tuple[str, str, str | None]] = []
+    body = getattr(exc, "body", None)
     for err in exc.errors():
         # Never echo the offending input back: it may be huge or personal.
-        parts = [str(part) for part in err.get("loc", ())]
-        loc = [p for p in parts if not _UNION_MEMBER.match(p)]
+        loc, union = _field_parts(tuple(err.get("loc", ())), body)
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "string_pattern_mismatch" and loc and loc[-1] in _PATTERN_HINTS:
             message = f"must be {_PATTERN_HINTS[loc[-1]]}"
-        union = len(loc) < len(parts)
-        found.append((".".join(loc), message, union and err.get("type") in _WRONG_KIND))
-    # A union's members each report; the one that takes this kind of value says what is wrong.
-    said = {field for field, _, wrong_kind in found if not wrong_kind}
+        kind = _WRONG_KIND.get(str(err.get("type"))) if union else None
+        found.append((".".join(loc), _short(message, _MAX_MESSAGE), kind))
+
+    # A union's members each report; the one that takes this kind of value says what is wrong
+    # (at the field or inside it: a date range missing its end is not "not a string").
+    def said(field: str) -> bool:
+        return any(
+            kind is None and (f == field or f.startswith(field + ".")) for f, _, kind in found
+        )
+
     details: list[dict[str, Any]] = []
-    for field, message, wrong_kind in found:
+    kinds: dict[str, list[str]] = {}
+    for field, message, kind in found:
+        if kind is not None:
+            if said(field):
+                continue
+            if field in kinds:  # every member refused its kind: one error saying what fits
+                if kind not in kinds[field]:
+                    kinds[field].append(kind)
+                continue
+            kinds[field] = [kind]
         entry = {"field": field, "message": message}
-        if (wrong_kind and field in said) or entry in details:
-            continue
-        details.append(entry)
+        if entry not in details:
+            details.append(entry)
+    for entry in details:
+        wanted = kinds.get(entry["field"])
+        if wanted and len(wanted) > 1:
+            entry["message"] = "Input should be " + " or ".join(wanted)
     return details
 
 

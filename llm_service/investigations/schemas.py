@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llm_service.input_rules import NO_NUL, VisibleText
 
@@ -28,6 +28,14 @@ class InvestigationCreate(BaseModel):
     max_cost_usd: Decimal | None = Field(default=None, gt=0, le=MAX_COST_USD, decimal_places=6)
     timeout_s: float | None = Field(default=None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
     max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+
+    @field_validator("timeout_s", "max_steps", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        """Refuse true/false posing as numbers (true is not one second, nor one step)."""
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not true or false")
+        return value
 
 
 class InvestigationLimits(BaseModel):

@@ -103,7 +103,9 @@ class BudgetOptimizationCreate(BaseModel):
         """Channel codes are lower-case taxonomy codes (existence is checked against the table)."""
         bad = sorted(code for code in value if not _CHANNEL_CODE.match(code))
         if bad:
-            raise ValueError(f"not a channel code: {', '.join(bad[:5])}")
+            # The caller's keys, each cut short: a long or hostile key is not echoed back.
+            shown = ", ".join(code if len(code) <= 40 else code[:39] + "\u2026" for code in bad[:5])
+            raise ValueError(f"not a channel code: {shown}")
         return value
 
     @model_validator(mode="after")

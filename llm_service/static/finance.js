@@ -11,7 +11,7 @@
   const NEAREST = 5;
   const $ = (id) => document.getElementById(id);
   const state = { monthly: null, daily: null, sortKey: "total_cost_cents", sortKind: "decimal",
-                  descending: true };
+                  descending: true, loads: 0 }; // loads: the latest load, or a forget, wins
 
   // ---- exact decimals -------------------------------------------------------------------------
 
@@ -90,6 +90,7 @@
   // Every tenant's figures leave the page with the token: hidden is not gone (devtools, "view
   // selection" or the next person at a shared machine would read them).
   function forgetFigures() {
+    state.loads += 1; // a load still in flight shows nothing when it answers
     state.monthly = null;
     state.daily = null;
     const content = $("content");
@@ -133,12 +134,14 @@
     }
     document.body.dataset.state = "loading";
     setStatus("Loading " + month + "…");
+    const ticket = ++state.loads;
     try {
       const query = "?month=" + encodeURIComponent(month);
       const [monthly, daily] = await Promise.all([
         getJson("v1/finance/monthly-costs" + query, token),
         getJson("v1/finance/daily-costs" + query, token),
       ]);
+      if (ticket !== state.loads) return; // forgotten, or another month asked for, meanwhile
       state.monthly = monthly;
       state.daily = daily;
       render();
@@ -148,6 +151,7 @@
       setStatus("");
       document.body.dataset.state = "ready";
     } catch (error) {
+      if (ticket !== state.loads) return;
       if (error.status === 401 || error.status === 403) {
         askForToken(error.message);
       } else {

@@ -18,6 +18,7 @@
   const state = {
     key: null, limits: null, run: null, stream: null, draftKey: null, submitting: false,
     historyNext: null, historyToken: 0, historyLoads: 0, historyRuns: new Map(), ticker: null,
+    session: 0, // bumped when the tenant's data is forgotten: an answer from before is dropped
   };
 
   function setStatus(text, kind) {
@@ -81,6 +82,7 @@
   // "view selection" or the next person at a shared machine would read it).
   function forgetTenantData() {
     state.run = null; // a stream, result or history answer still in flight renders nothing
+    state.session += 1; // so does a sign-in or a start still in flight
     state.historyToken += 1;
     state.historyNext = null;
     state.historyRuns = new Map();
@@ -99,6 +101,17 @@
     $("result").hidden = true;
     $("history-more").hidden = true;
     $("question").value = "";
+    // The meters' figures live in attributes too (the run's spend and limits, its status).
+    for (const id of ["money", "clock"]) {
+      const meter = $(id);
+      meter.max = 1;
+      meter.value = 0;
+      delete meter.dataset.value;
+      delete meter.dataset.max;
+    }
+    delete $("money-text").dataset.value;
+    delete $("run-status").dataset.status;
+    for (const key of ["kind", "status", "degraded"]) delete $("outcome").dataset[key];
   }
 
   function askForKey(message) {
@@ -123,10 +136,12 @@
     }
     document.body.dataset.state = "loading";
     setStatus("Signing in…");
+    const session = state.session;
     try {
       const [me, limits] = await Promise.all([
         api("v1/tenants/me"), api("v1/investigations/limits"),
       ]);
+      if (session !== state.session) return; // signed out meanwhile
       state.limits = limits;
       $("tenant").textContent = me.name;
       applyLimits(limits);
@@ -183,6 +198,7 @@
     // unchanged draft again is the same run; editing the question or a limit makes a new draft.
     state.draftKey = state.draftKey || newKey();
     setStatus("Starting the investigation…");
+    const session = state.session;
     try {
       const { status, body: run } = await request("v1/investigations", {
         method: "POST",
@@ -191,6 +207,8 @@
           question, max_cost_usd: $("max-cost").value, timeout_s: Number($("timeout").value),
         }),
       });
+      // Signed out while the start was on its way: the answer is the old tenant's.
+      if (session !== state.session) return;
       // 200: this draft's run exists. A double click lands here too: only a finished run is
       // worth a word (asking the same again needs an edit).
       if (status === 200 && TERMINAL.has(run.status)) {
@@ -202,6 +220,7 @@
       if (!state.run || state.run.id !== run.id) openRun(run.id, run);
       loadHistory(false);
     } catch (error) {
+      if (session !== state.session) return;
       if (error.status === 401) askForKey(error.message);
       else setStatus("Could not start the investigation: " + error.message, "error");
     } finally {
