@@ -128,6 +128,9 @@ class PeriodComparison(Result):
     coverage: DataCoverage | None = None
     warnings: tuple[str, ...] = ()
     channels: tuple[str, ...] | None = None  # the rows asked for (totals stay over all)
+    # Those channels summed (a group's figures, whole even when the rows are cut for size);
+    # None without `channels`, or when the row limit left some of them out.
+    channels_total: PeriodComparisonRow | None = None
 
 
 # -- revenue state changes --------------------------------------------------------------------

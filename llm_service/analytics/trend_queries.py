@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, timedelta
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 
@@ -92,7 +92,19 @@ SELECT (SELECT min(occurred_at) FROM attribution_events) AS first_at,
 """
 
 
-def _comparison_row(r: asyncpg.Record) -> PeriodComparisonRow:
+_SUMMED: Final = (
+    "current_events", "previous_events", "current_conversions", "previous_conversions",
+    "current_revenue", "previous_revenue", "current_attributed", "previous_attributed",
+)  # fmt: skip
+
+
+def _summed(rows: Sequence[asyncpg.Record]) -> PeriodComparisonRow:
+    """The channels' rows as one row (channel None) with its own changes."""
+    total = {field: sum(int(r[field]) for r in rows) for field in _SUMMED}
+    return _comparison_row({"is_total": True, "channel": None, **total})
+
+
+def _comparison_row(r: Mapping[str, Any]) -> PeriodComparisonRow:
     cur_conv, prev_conv = r["current_conversions"], r["previous_conversions"]
     cur_rev, prev_rev = r["current_revenue"], r["previous_revenue"]
     cur_attr, prev_attr = r["current_attributed"], r["previous_attributed"]
@@ -139,7 +151,9 @@ async def period_comparison(
         list(channels) if channels else None,
     )
     totals = [_comparison_row(r) for r in rows if r["is_total"]]
-    by_channel = [_comparison_row(r) for r in rows if not r["is_total"]]
+    channel_rows = [r for r in rows if not r["is_total"]]
+    by_channel = [_comparison_row(r) for r in channel_rows]
+    whole = channels is not None and len(channel_rows) <= limit
     coverage = await data_coverage(conn, cur, prev)
     return PeriodComparison(
         current=cur,
@@ -147,6 +161,7 @@ async def period_comparison(
         model_type=model,
         channel=channel,
         channels=tuple(channels) if channels else None,
+        channels_total=_summed(channel_rows) if channels and whole else None,
         totals=totals[0],
         rows=tuple(by_channel[:limit]),
         more_rows=len(by_channel) > limit,

@@ -81,6 +81,8 @@ def _comparison_subject(q: Question, out: Out) -> Out:
     if q.scope.single:
         return next((r for r in rows if r.get("channel") == q.scope.single), {})
     if q.scope.group:
+        if (whole := _group_total(q, out)) is not None:
+            return whole
         fields = tuple(
             k for k in (rows[0] if rows else {}) if k.startswith(("current", "previous"))
         )
@@ -88,11 +90,21 @@ def _comparison_subject(q: Question, out: Out) -> Out:
     return dict(out.get("totals") or {})
 
 
+def _group_total(q: Question, out: Out) -> Out | None:
+    """The database's sum over exactly the question's channels (`channels_total`), if the tool
+    was asked for those channels: whole even when the rows were cut for size."""
+    total = out.get("channels_total")
+    asked = out.get("channels")
+    if not isinstance(total, dict) or not asked or set(asked) != set(q.scope.channels):
+        return None
+    return dict(total)
+
+
 def _cut_off(q: Question, out: Out) -> str | None:
     """Why the rows cannot be summed for the question's channels: the tool's answer was cut to
     its size cap and a channel asked about is not among the rows left (its figures are unknown,
-    not zero)."""
-    if not out.get("truncated") or not q.scope.channels:
+    not zero), and there is no sum of them from the database."""
+    if not out.get("truncated") or not q.scope.channels or _group_total(q, out) is not None:
         return None
     shown = {r.get("channel") for r in out.get("rows") or []}
     missing = [c for c in q.scope.channels if c not in shown]

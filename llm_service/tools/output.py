@@ -15,8 +15,8 @@ def _size(value: object) -> int:
 def cap_output(output: dict[str, Any], max_chars: int) -> tuple[dict[str, Any], bool]:
     """The output, or a copy whose JSON is at most `max_chars` long, and whether rows were cut.
 
-    Rows are dropped from the end of the longest top-level list (the later list on a tie;
-    lists are sorted most important first), and the copy says so: ``truncated: true`` and
+    Rows are dropped from the end of the longest top-level list of objects (the later list on
+    a tie; lists are sorted most important first), and the copy says so: ``truncated: true`` and
     ``omitted_rows``. If even empty lists do not fit, only a short note remains. The result is
     always valid JSON.
     """
@@ -25,7 +25,13 @@ def cap_output(output: dict[str, Any], max_chars: int) -> tuple[dict[str, Any], 
     capped: dict[str, Any] = {
         key: list(value) if isinstance(value, list) else value for key, value in output.items()
     }
-    lists = [key for key, value in capped.items() if isinstance(value, list) and value]
+    # Rows are objects; a list of plain values (the channels asked for, the warnings) is what
+    # the answer is about and stays whole.
+    lists = [
+        key
+        for key, value in capped.items()
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+    ]
     sizes = {key: [_size(row) + _SEPARATOR for row in capped[key]] for key in lists}
     capped["truncated"] = True
     capped["omitted_rows"] = 0

@@ -184,8 +184,9 @@ _SPECS = (
         "Compares each channel between a current and a previous period: events, conversions, "
         "revenue and attributed revenue in both, with absolute and percentage changes (null "
         "when the previous value is 0), biggest revenue movement first, plus totals over all "
-        "channels, and `warnings` when a period lies outside the days with data (unknown, not "
-        "zero). Use it for 'why did X drop/rise'." + _COMMON,
+        "channels (with `channels`: `channels_total`, those channels summed), and `warnings` "
+        "when a period lies outside the days with data (unknown, not zero). Use it for 'why "
+        "did X drop/rise'." + _COMMON,
         ComparePeriodsArgs,
         _compare_periods,
     ),

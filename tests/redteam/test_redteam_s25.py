@@ -192,12 +192,6 @@ async def test_two_named_channels_change_is_their_sum(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the ten paid channels' compare_periods rows overflow the tool's 6,000-character "
-    "cap (two rows cut), so the finding says the paid channels' revenue 'cannot be stated' "
-    "although the database holds it: a family of more than ~8 channels is never summed",
-)
 async def test_paid_channels_change_is_stated_and_summed(
     test_settings: Settings, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:
@@ -211,11 +205,6 @@ async def test_paid_channels_change_is_stated_and_summed(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'every channel except paid social' is twelve channels: their comparison overflows "
-    "the tool's size cap and the finding says the figure cannot be stated",
-)
 async def test_channels_other_than_a_family_change_is_stated_and_summed(
     test_settings: Settings, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
 ) -> None:

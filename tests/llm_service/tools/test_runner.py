@@ -286,6 +286,39 @@ async def test_compare_periods_keeps_the_channels_asked_for_and_totals_over_all(
             assert row["current_revenue_cents"] == revenue
 
 
+async def test_compare_periods_sums_the_channels_asked_for_even_when_rows_are_cut(
+    app_pool: asyncpg.Pool, demo: Demo
+) -> None:
+    """`channels_total` is the database's sum over the channels asked for: whole when the size
+    cap cuts the rows (every channel asked for), the channel list kept whole; None when the
+    row limit leaves some of them out."""
+    start = demo.end - timedelta(days=28)
+    base = arguments_for("compare_periods", start, demo.end) | {"limit": 100}
+    async with tenant_transaction(app_pool, demo.tenant_id) as conn:
+        codes = [r["code"] for r in await conn.fetch("SELECT code FROM channel_taxonomy")]
+        revenue = await conn.fetchval(
+            "SELECT coalesce(sum(revenue_cents), 0) FROM attribution_events "
+            "WHERE channel = ANY($1::text[]) AND occurred_at >= $2 AND occurred_at < $3",
+            codes,
+            start,
+            demo.end,
+        )
+    every = await run_tool(
+        app_pool, demo.tenant_id, "compare_periods", base | {"channels": ",".join(codes)}
+    )
+    assert every.output is not None and every.truncated  # the rows overflow the cap
+    assert every.output["channels"] == codes  # the list asked for is not cut
+    assert every.output["channels_total"]["current_revenue_cents"] == revenue > 0
+    limited = await run_tool(
+        app_pool,
+        demo.tenant_id,
+        "compare_periods",
+        base | {"channels": ",".join(codes), "limit": 2},
+    )
+    assert limited.output is not None and limited.output["more_rows"] is True
+    assert limited.output["channels_total"] is None
+
+
 async def test_tools_run_concurrently_each_on_its_own_connection(
     app_pool: asyncpg.Pool, demo: Demo
 ) -> None:
@@ -449,6 +482,19 @@ def test_cap_output_drops_rows_from_the_longest_list() -> None:
     tiny, cut = cap_output(output, 60)
     assert cut is True and tiny["truncated"] is True and "note" in tiny
     assert output["by_day"][-1] == {"day": "2025-03-30", "n": 30}  # the input is not modified
+
+
+def test_cap_output_keeps_lists_of_plain_values_whole() -> None:
+    """The channels asked for and the warnings are what the answer is about, not rows."""
+    output: dict[str, Any] = {
+        "rows": [{"channel": f"c{i}", "n": i} for i in range(40)],
+        "channels": [f"c{i}" for i in range(40)],
+        "warnings": ["the previous period is partly before the data"],
+    }
+    capped, cut = cap_output(output, 900)
+    assert cut is True and len(json.dumps(capped)) <= 900
+    assert capped["channels"] == output["channels"] and capped["warnings"] == output["warnings"]
+    assert capped["omitted_rows"] == 40 - len(capped["rows"]) > 0
 
 
 # --------------------------------------------------------------------------------------------
