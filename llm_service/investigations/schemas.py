@@ -26,7 +26,9 @@ class InvestigationCreate(BaseModel):
 
     question: VisibleText = Field(min_length=3, max_length=4000, pattern=NO_NUL)
     max_cost_usd: Decimal | None = Field(default=None, gt=0, le=MAX_COST_USD, decimal_places=6)
-    timeout_s: float | None = Field(default=None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
+    timeout_s: float | None = Field(
+        default=None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S, allow_inf_nan=False
+    )
     max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
 
     @field_validator("timeout_s", "max_steps", mode="before")

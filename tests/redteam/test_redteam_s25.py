@@ -687,11 +687,12 @@ async def test_raw_nan_and_infinity_time_limits_are_a_422(
 async def test_nan_time_limit_message_is_not_about_60_s(
     api: httpx.AsyncClient, tenant: CreatedTenant
 ) -> None:
-    """NaN is not 'above 60'; the message may say it is not a number, or the range."""
+    """NaN is not 'above 60': it said "less than or equal to 60" (fixed in session 25)."""
     details = await _details(
         api, "/v1/investigations", {"question": "why", "timeout_s": "NaN"}, _auth(tenant)
     )
     assert details[0]["field"] == "body.timeout_s"
+    assert "finite number" in details[0]["message"] and "60" not in details[0]["message"]
 
 
 @pytest.mark.parametrize("timeout_s", [1, 1.0, "1", 60, 1.5])
