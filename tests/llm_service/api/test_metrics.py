@@ -133,3 +133,13 @@ async def test_llm_calls_and_spend_move_with_a_call(
     assert sample(after, "llm_service_llm_reservations_in_flight") == sample(
         before, "llm_service_llm_reservations_in_flight"
     )
+
+
+async def test_an_empty_queue_is_zero_not_a_missing_series(client: httpx.AsyncClient) -> None:
+    """Every job kind and live status is a series, 0 when no job is in it (an API-only node
+    with an idle queue showed no llm_service_queue_depth at all)."""
+    text = (await client.get("/metrics")).text
+    for kind in ("investigation", "budget_optimization"):
+        for status in ("queued", "running"):
+            series = rf'^llm_service_queue_depth\{{kind="{kind}",status="{status}"\}} \d'
+            assert re.search(series, text, re.M), (kind, status)
