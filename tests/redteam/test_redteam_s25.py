@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -29,12 +28,12 @@ from llm_service.db.pool import tenant_transaction
 from llm_service.db.urls import DatabaseUrls
 from llm_service.demo_data import generate_demo_data
 from llm_service.investigations.runner import InvestigationRunner
-from llm_service.jobs.kinds import Claim
 from llm_service.llm.pricing import gateway_from_settings
 from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant
 from llm_service.tools.runner import run_tool
 from tests.browser import Browser, LiveServer, Page, chromium_path, serve_app
+from tests.llm_service.investigations import claimed_runs
 
 FINANCE_TOKEN = "finance-rt-s25-token-0123456789abcdef"
 PAID_SOCIAL = ("facebook_paid", "instagram_paid", "tiktok_paid", "linkedin_paid")
@@ -48,6 +47,7 @@ PAID = (
     "affiliate",
 )
 ORGANIC = ("organic_search", "organic_social", "email", "sms", "referral", "direct")
+NOT_PAID_SOCIAL = tuple(c for c in (*PAID, *ORGANIC) if c not in PAID_SOCIAL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,25 +63,14 @@ async def _demo(owner_pool: asyncpg.Pool, tenant_id: UUID) -> None:
 async def _run(
     settings: Settings, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant_id: UUID, q: str
 ) -> dict[str, Any]:
-    """The deterministic analyst's answer to `q` (queued and claimed as the helper does)."""
-    async with tenant_transaction(app_pool, tenant_id) as conn:
-        run_id: UUID = await conn.fetchval(
-            "INSERT INTO investigations (tenant_id, question, max_cost_cents, timeout_ms, "
-            "max_steps) VALUES ($1, $2, 30, 60000, 8) RETURNING id",
-            tenant_id,
-            q,
-        )
-    token = uuid.uuid4()
-    async with tenant_transaction(owner_pool, tenant_id) as conn:
-        await conn.execute(
-            "UPDATE investigations SET status = 'running', lease_owner = 'rt-s25', "
-            "lease_expires_at = now() + interval '1 minute', "
-            "lease_token_hash = sha256(uuid_send($2::uuid)) WHERE id = $1",
-            run_id,
-            token,
-        )
+    """The deterministic analyst's answer to `q` (queued and claimed by the shared helper)."""
+    claimed_runs.owner = owner_pool
+    try:
+        run_id = await claimed_runs.queue_claimed_run(app_pool, tenant_id, q, worker="rt-s25")
+    finally:
+        claimed_runs.owner = None
     runner = InvestigationRunner(app_pool, gateway_from_settings(settings, app_pool), "rt-s25")
-    status = await runner.run(Claim("investigation", run_id, tenant_id, False, token))
+    status = await runner.run(claimed_runs.claim_of(run_id))
     assert status == "succeeded"
     async with tenant_transaction(app_pool, tenant_id) as conn:
         result = await conn.fetchval("SELECT result FROM investigations WHERE id = $1", run_id)
@@ -140,82 +129,53 @@ async def _check_change(
     return claim
 
 
-async def test_paid_social_change_is_the_sum_over_its_four_channels(
-    test_settings: Settings, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
+@pytest.mark.parametrize(
+    ("question", "channels"),
+    [
+        pytest.param(
+            "How did paid social revenue change last week?",
+            PAID_SOCIAL,
+            id="paid-social",
+        ),
+        pytest.param(
+            "Why did paid search revenue drop last week?",
+            PAID_SEARCH,
+            id="paid-search",
+        ),
+        pytest.param(
+            "How did organic channels revenue change last week?",
+            ORGANIC,
+            id="organic",
+        ),
+        pytest.param(
+            "How did facebook and email revenue change yesterday?",
+            ("facebook_paid", "email"),
+            id="two-named",
+        ),
+        pytest.param(
+            "How did paid channels revenue change last week?",
+            PAID,
+            id="paid-10",
+        ),
+        pytest.param(
+            "How did revenue change for every channel except paid social last week?",
+            NOT_PAID_SOCIAL,
+            id="all-but-paid-social-12",
+        ),
+    ],
+)
+async def test_a_groups_change_is_the_sum_over_all_its_channels(
+    test_settings: Settings,
+    app_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    tenant: CreatedTenant,
+    question: str,
+    channels: tuple[str, ...],
 ) -> None:
-    await _check_change(
-        test_settings,
-        app_pool,
-        owner_pool,
-        tenant.tenant_id,
-        "How did paid social revenue change last week?",
-        PAID_SOCIAL,
-    )
-
-
-async def test_paid_search_change_is_the_sum_over_both_channels(
-    test_settings: Settings, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
-) -> None:
-    await _check_change(
-        test_settings,
-        app_pool,
-        owner_pool,
-        tenant.tenant_id,
-        "Why did paid search revenue drop last week?",
-        PAID_SEARCH,
-    )
-
-
-async def test_organic_channels_change_is_the_sum_over_all_six(
-    test_settings: Settings, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
-) -> None:
-    await _check_change(
-        test_settings,
-        app_pool,
-        owner_pool,
-        tenant.tenant_id,
-        "How did organic channels revenue change last week?",
-        ORGANIC,
-    )
-
-
-async def test_two_named_channels_change_is_their_sum(
-    test_settings: Settings, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
-) -> None:
-    await _check_change(
-        test_settings,
-        app_pool,
-        owner_pool,
-        tenant.tenant_id,
-        "How did facebook and email revenue change yesterday?",
-        ("facebook_paid", "email"),
-    )
-
-
-async def test_paid_channels_change_is_stated_and_summed(
-    test_settings: Settings, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
-) -> None:
-    await _check_change(
-        test_settings,
-        app_pool,
-        owner_pool,
-        tenant.tenant_id,
-        "How did paid channels revenue change last week?",
-        PAID,
-    )
-
-
-async def test_channels_other_than_a_family_change_is_stated_and_summed(
-    test_settings: Settings, app_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, tenant: CreatedTenant
-) -> None:
-    await _check_change(
-        test_settings,
-        app_pool,
-        owner_pool,
-        tenant.tenant_id,
-        "How did revenue change for every channel except paid social last week?",
-        tuple(c for c in (*PAID, *ORGANIC) if c not in PAID_SOCIAL),
-    )
+    """Held for the families and two named channels; broke for 'paid channels' (10) and every
+    channel but paid social (12): their rows overflowed the tool's size cap and the finding
+    said the figure cannot be stated (fixed in session 25: `channels_total`)."""
+    await _check_change(test_settings, app_pool, owner_pool, tenant.tenant_id, question, channels)
 
 
 async def test_a_cut_off_paid_channels_answer_is_never_summed(
