@@ -764,11 +764,6 @@ async def test_executor_path_a_call_litellm_routes_to_a_synchronous_provider_is_
     assert [r["status"] for r in await _rows(app_pool, tenant.tenant_id)] == ["succeeded"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the gateway names the provider from the model alone; litellm routes with the "
-    "api_base to text-completion-codestral and its synchronous send runs on the loop's thread",
-)
 async def test_a_call_litellm_routes_to_a_synchronous_provider_keeps_its_thread(
     test_settings: Settings,
     app_pool: asyncpg.Pool,
