@@ -781,3 +781,42 @@ async def test_a_call_litellm_routes_to_a_synchronous_provider_keeps_its_thread(
     assert executors.inline_runs == 0
     assert sent >= 1
     assert [r["status"] for r in await _rows(app_pool, tenant.tenant_id)] == ["succeeded"]
+
+
+# -- 7. an executor the application set itself ------------------------------------------------
+
+
+def test_work_queued_on_an_executor_the_application_set_still_finishes(
+    executors: Executors,
+) -> None:
+    """Attack: the application set its own default executor and has work queued on it when
+    the gateway's first call installs InlineBuildExecutor (which shuts the old one down):
+    the queued work still runs to its end, on the old executor's thread; later work goes to
+    worker threads of the new one (the application's sizing of its executor is not kept)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def scenario() -> tuple[str, str, bool]:
+        loop = asyncio.get_running_loop()
+        own = ThreadPoolExecutor(max_workers=1, thread_name_prefix="app-own")
+        loop.set_default_executor(own)
+        release = threading.Event()
+        first = loop.run_in_executor(None, release.wait)
+        queued = loop.run_in_executor(None, lambda: threading.current_thread().name)
+        inline_build.install(loop)  # as the gateway's first call does
+        release.set()
+        await first
+        queued_on = await queued
+        later_on = await loop.run_in_executor(None, lambda: threading.current_thread().name)
+        try:
+            own.submit(int)
+            refused = False
+        except RuntimeError:
+            refused = True
+        return queued_on, later_on, refused
+
+    with asyncio.Runner() as runner:
+        queued_on, later_on, refused = runner.run(scenario())
+    assert queued_on.startswith("app-own")
+    assert later_on.startswith("asyncio") and later_on != threading.current_thread().name
+    assert refused  # the replaced executor is shut down, as install() documents
+    assert len(executors.made) == 1
