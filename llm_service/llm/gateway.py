@@ -70,6 +70,7 @@ class LlmGateway:
         self._litellm = load_litellm()
         use_transport(settings.llm_http_transport)
         self._providers: dict[str, str] = {}
+        self._routes: dict[str, str] = {}
 
     @property
     def model(self) -> str | None:
@@ -133,6 +134,7 @@ class LlmGateway:
             input_tokens = self.count_tokens(redacted, request.tools, request.response_format)
         ceiling = ceiling or RunCeiling(self.settings.llm_call_max_cost_usd)
         provider = self._provider(model)
+        routed = self._routed_provider(model)
         # The stable prefix marked for providers that cache only where asked (prompt_cache).
         # A breakpoint only where the price says what a cache write costs (else the write's
         # real rate could pass what was reserved).
@@ -153,7 +155,7 @@ class LlmGateway:
             inline_build.install(asyncio.get_running_loop())
             # Our ledger prices and records the call, litellm need not; it builds the request
             # on this thread (no hop to its executor) for a provider with an async path.
-            with quiet_call(), inline_build.building_inline(provider):
+            with quiet_call(), inline_build.building_inline(routed):
                 response = await self._litellm.acompletion(
                     model=model,
                     messages=sent,
@@ -256,6 +258,24 @@ class LlmGateway:
         answered = await with_retries(plan, self.settings, self.ledger)
         response, cost = answered.response, answered.billed.cost
         return [list(item["embedding"]) for item in response.data], cost
+
+    def _routed_provider(self, model: str) -> str:
+        """The provider litellm's completion() will route this call to: it reads the api_base
+        too (a bare model name with a known OpenAI-compatible base goes to that provider, which
+        may build synchronously), so the build is inline only for what is really sent."""
+        known = self._routes.get(model)
+        if known is not None:
+            return known
+        base = self.settings.llm_api_base
+        if not base:
+            routed = self._provider(model)
+        else:
+            try:
+                routed = str(self._litellm.get_llm_provider(model, api_base=base)[1])
+            except Exception:
+                routed = "unknown"  # not built inline: the executor path, as before
+        self._routes[model] = routed
+        return routed
 
     def _provider(self, model: str) -> str:
         # litellm resolves the provider by scanning its model lists: once per model is enough.
