@@ -13,6 +13,12 @@ from typing import Any
 import httpx
 
 from bench.investigation_figures import _CALL, _RUN, Probe
+from llm_service.llm.litellm_setup import load_litellm
+
+
+def _litellm() -> Any:
+    return load_litellm()
+
 
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 # The analysts' questions the runs are queued with (round robin).
@@ -157,9 +163,15 @@ def make_provider(
         else:
             message = _final_answer(ids, rng)
             completion = rng.randint(200, 300)
-        completion = min(completion, int(body.get("max_tokens") or completion))
-        # About what the gateway counted (a little under: an honest provider's usage is believed).
-        prompt = int(len(request.content) / 4.5)
+        # litellm sends OpenAI's newer max_completion_tokens for some models, max_tokens for others.
+        granted = body.get("max_tokens") or body.get("max_completion_tokens") or completion
+        completion = min(completion, int(granted))
+        # A little under what the gateway counted: an honest provider's usage is believed. (The
+        # body's length / 4.5 over-reported a step after a tool call by ~12%, its JSON escaped
+        # twice, so every run's second call was billed at its reservation.)
+        prompt = int(0.98 * _litellm().token_counter(
+            model=body["model"], messages=messages, tools=body.get("tools")
+        ))  # fmt: skip
         response = httpx.Response(200, json=_completion(message, prompt, completion))
         own = time.perf_counter() - entered
         probe.mock_cpu.append(own)
