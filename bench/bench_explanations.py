@@ -67,7 +67,7 @@ from bench.bench_cache import (
 )
 from bench.harness import ROOT, free_port, line, pct, serve_stub, start, stop, stub_app, wait_http
 from bench.http_load import CpuMeter, LoadResults, format_shares, hammer, request_bytes
-from bench.investigation_provider import _completion
+from bench.investigation_provider import _completion, honest_prompt_tokens
 from cache.embedding_local import MODEL_ID, get_local_embedder
 from llm_service.db import migrate
 from llm_service.db.embedded import embedded_url, start_embedded
@@ -90,9 +90,10 @@ EXPLANATION = json.dumps(
 )
 
 
-def explanation_completion(_body: dict[str, Any], _size: int) -> dict[str, Any]:
-    """A chat completion holding a valid explanation (900 prompt, 90 completion tokens)."""
-    return _completion({"content": EXPLANATION}, 900, 90)
+def explanation_completion(body: dict[str, Any], _size: int) -> dict[str, Any]:
+    """A chat completion holding a valid explanation (its prompt's tokens as an honest provider
+    reports them, 90 completion tokens)."""
+    return _completion({"content": EXPLANATION}, honest_prompt_tokens(body), 90)
 
 
 # -- requests ---------------------------------------------------------------------------------

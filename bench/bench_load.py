@@ -80,6 +80,7 @@ from bench.investigation_provider import (
     _final_answer,
     _plan,
     _tool_calls,
+    honest_prompt_tokens,
 )
 from bench.load_figures import (
     PROCESS_NAMES,
@@ -147,8 +148,8 @@ def _investigation_completion(body: dict[str, Any], size: int, today: date) -> d
         message, completion = _tool_calls(*plan[done]), rng.randint(50, 120)
     else:
         message, completion = _final_answer(ids, rng), rng.randint(200, 300)
-    completion = min(completion, int(body.get("max_tokens") or completion))
-    return _completion(message, size // 4, completion)
+    granted = body.get("max_tokens") or body.get("max_completion_tokens") or completion
+    return _completion(message, honest_prompt_tokens(body), min(completion, int(granted)))
 
 
 def _answer(body: dict[str, Any], size: int) -> dict[str, Any]:
