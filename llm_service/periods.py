@@ -46,6 +46,7 @@ _DAY_MONTH_YEAR = re.compile(
     rf"|\b({MONTH_PATTERN}) (\d{{1,2}})(?:st|nd|rd|th)?,? (\d{{4}})\b"
 )
 _MONTH_YEAR = re.compile(rf"\b({MONTH_PATTERN}),? (\d{{4}})\b")
+_VERSUS = re.compile(r"\b(?:vs|versus|compared|against|than)\b")
 _WEEK_LEAD = re.compile(r"\bweek (?:of|starting|beginning|from) (?:monday )?(?:the )?$")
 
 
@@ -218,14 +219,24 @@ def _analyst_phrase(lowered: str, today: date) -> Period | None:
         return Period(tomorrow - timedelta(days=7), tomorrow)
     if (m := _LAST_N_DAYS_IN_WORDS.search(lowered)) and not m.group(1).isdigit():
         return Period(tomorrow - timedelta(days=_count(m.group(1))), tomorrow)
-    if m := _DAY_MONTH_YEAR.search(lowered):
+    days = list(_DAY_MONTH_YEAR.finditer(lowered))
+    if len(days) > 1:  # "1 October 2026 to 15 October 2026": ends that words leave unclear
+        raise ValueError("two dates in words: give the range as ISO dates")
+    if days:
+        m = days[0]
         day_text, month_text, year_text = m.group(1, 2, 3) if m.group(1) else m.group(5, 4, 6)
         day = date(int(year_text), MONTHS[month_text], int(day_text))
         length = 7 if _WEEK_LEAD.search(lowered, 0, m.start()) else 1  # "week of 12 October 2026"
         return _not_future(Period(day, day + timedelta(days=length)), today)
-    if m := _MONTH_YEAR.search(lowered):
-        start = date(int(m.group(2)), MONTHS[m.group(1)], 1)
-        return _not_future(Period(start, min(_next_month(start), tomorrow)), today)
+    months = list(_MONTH_YEAR.finditer(lowered))
+    if months:  # "October 2026"; "October 2025 to March 2026"; "October 2026 vs September 2026"
+        first = date(int(months[0].group(2)), MONTHS[months[0].group(1)], 1)
+        last = first
+        between = lowered[months[0].end() : months[1].start()] if len(months) > 1 else ""
+        if between and not _VERSUS.search(between):  # a range of months, both whole
+            last = date(int(months[1].group(2)), MONTHS[months[1].group(1)], 1)
+            first, last = min(first, last), max(first, last)
+        return _not_future(Period(first, min(_next_month(last), tomorrow)), today)
     isos = _ISO.findall(lowered)
     if len(isos) == 1 and "week" not in lowered:  # "on 2026-10-14": that day
         day = date(int(isos[0][0]), int(isos[0][1]), int(isos[0][2]))

@@ -8,8 +8,9 @@ wake-up, a GIL hand-over and a self-pipe write on the way back, about 0.4 ms per
 statement is on the wire before its sending task starts building (llm/attempt.py).
 
 What runs inline is narrow: only litellm's own `completion` step, only inside `building_inline()`
-(the gateway sets it around its own calls, for providers in ASYNC_PROVIDERS), only when the
-loop's default executor is `InlineBuildExecutor`. Everything else given to the default executor
+(the gateway sets it around its own calls when the provider litellm routes the call to, model
+and api_base read together, is in ASYNC_PROVIDERS), only when the loop's default executor is
+`InlineBuildExecutor`. Everything else given to the default executor
 (DNS lookups, `asyncio.to_thread`, litellm's other entry points, a provider litellm calls
 synchronously) still goes to a worker thread.
 """

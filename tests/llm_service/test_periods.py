@@ -51,6 +51,12 @@ TODAY = date(2026, 12, 7)
         ("October 12th, 2026", date(2026, 10, 12), date(2026, 10, 13)),
         ("the week of 12 October 2025", date(2025, 10, 12), date(2025, 10, 19)),
         ("week starting the 5th October 2026", date(2026, 10, 5), date(2026, 10, 12)),
+        ("from October 2025 to March 2026", date(2025, 10, 1), date(2026, 4, 1)),
+        ("March 2026 to October 2025", date(2025, 10, 1), date(2026, 4, 1)),
+        # The first is the period; the second its comparison, which is not a period to name.
+        ("October 2026 vs September 2026", date(2026, 10, 1), date(2026, 11, 1)),
+        ("October 2026 compared with May 2026", date(2026, 10, 1), date(2026, 11, 1)),
+        ("November 2026 to December 2026", date(2026, 11, 1), date(2026, 12, 8)),
     ],
 )
 def test_a_month_or_day_with_its_year_names_that_month_or_day(
@@ -62,7 +68,14 @@ def test_a_month_or_day_with_its_year_names_that_month_or_day(
 
 @pytest.mark.parametrize(
     "phrase",
-    ["January 2027", "on 8 December 2026", "December 1969", "March 2100", "on 31 April 2026"],
+    [
+        "January 2027",
+        "on 8 December 2026",
+        "December 1969",
+        "March 2100",
+        "on 31 April 2026",
+        "from 1 October 2026 to 15 October 2026",  # are the ends in or out? ISO dates say
+    ],
 )
 def test_a_month_or_day_to_come_outside_the_calendar_or_not_a_day_names_nothing(
     phrase: str,
