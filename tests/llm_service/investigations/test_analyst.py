@@ -95,20 +95,28 @@ async def test_the_refund_burst_is_found_with_its_count(
 ) -> None:
     tenant_id, summary = planted
     burst = anomaly(summary, "refund_burst")
-    start, end = burst.start, burst.start + timedelta(days=7)
-    reversals = await owner_pool.fetchval(
-        "SELECT count(*) FROM revenue_state_transitions t"
-        " JOIN revenue_ledger l ON l.id = t.ledger_id"
-        " JOIN attribution_allocations a ON a.id = l.allocation_id"
-        " WHERE t.tenant_id = $1 AND a.channel_code = $2"
-        " AND t.to_state IN ('refunded', 'chargeback')"
-        " AND t.transitioned_at >= $3 AND t.transitioned_at < $4",
-        tenant_id,
-        burst.channel,
-        ts(start),
-        ts(end),
-    )
-    assert reversals >= 5
+    start = burst.start
+
+    async def reversals_in_week(monday: date) -> int:
+        count: int = await owner_pool.fetchval(
+            "SELECT count(*) FROM revenue_state_transitions t"
+            " JOIN revenue_ledger l ON l.id = t.ledger_id"
+            " JOIN attribution_allocations a ON a.id = l.allocation_id"
+            " WHERE t.tenant_id = $1 AND a.channel_code = $2"
+            " AND t.to_state IN ('refunded', 'chargeback')"
+            " AND t.transitioned_at >= $3 AND t.transitioned_at < $4",
+            tenant_id,
+            burst.channel,
+            ts(monday),
+            ts(monday + timedelta(days=7)),
+        )
+        return count
+
+    reversals = await reversals_in_week(start)
+    # A burst: more than any of the four weeks before. (Its size moves with the day the data is
+    # generated for: 4 reversals fall inside the week for data generated on 2026-12-08.)
+    before = [await reversals_in_week(start - timedelta(days=7 * k)) for k in range(1, 5)]
+    assert reversals >= 3 and reversals > max(before), (reversals, before)
     result = await ask(
         app_pool, tenant_id, f"Why were affiliate orders refunded in the week of {start}?"
     )
