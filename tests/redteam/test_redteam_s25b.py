@@ -28,6 +28,7 @@ from llm_service.investigations import repository
 from llm_service.investigations.analyst import plan
 from llm_service.investigations.evidence import Evidence
 from llm_service.investigations.findings import write_report
+from llm_service.investigations.runner import InvestigationRunner
 from llm_service.investigations.understanding import ChannelInfo, understand
 from llm_service.metrics_repository import queue_depth
 from llm_service.periods import EARLIEST_DATE, LATEST_DATE, Period, resolve_named
@@ -35,6 +36,7 @@ from llm_service.settings import Settings
 from llm_service.tenants.service import CreatedTenant, create_tenant
 from llm_service.tools.runner import ToolOutcome, run_tool
 from tests.helpers.served_app import asgi_client
+from tests.llm_service.investigations import claimed_runs
 
 TODAY = date(2026, 12, 8)  # a Tuesday
 DEFAULT = Period(TODAY - timedelta(days=27), TODAY + timedelta(days=1))
@@ -611,3 +613,47 @@ async def test_an_idle_queue_is_four_zero_series() -> None:
     assert {(k, s): n for k, s, n in rows} == dict.fromkeys(SERIES, 0) | {
         ("investigation", "queued"): 3
     }
+
+
+async def test_a_whole_run_states_the_groups_database_sum(
+    owner_pool: asyncpg.Pool,
+    app_pool: asyncpg.Pool,
+    demo: tuple[UUID, list[ChannelInfo], date],
+) -> None:
+    """The deterministic analyst end to end (InvestigationRunner, no model): the paid channels'
+    finding states SUM(revenue_cents) over those channels for both weeks."""
+    tenant_id, channels, today = demo
+    question = "Why did paid channels revenue fall last week?"
+    claimed_runs.owner = owner_pool
+    try:
+        run_id = await claimed_runs.queue_claimed_run(app_pool, tenant_id, question)
+        runner = InvestigationRunner(app_pool, None, "test-worker")
+        assert await runner.run(claimed_runs.claim_of(run_id)) == "succeeded"
+    finally:
+        claimed_runs.owner = None
+    async with tenant_transaction(app_pool, tenant_id) as conn:
+        result = await conn.fetchval("SELECT result FROM investigations WHERE id = $1", run_id)
+    q = understand(question, today, channels)
+    answer = next(c for c in plan(q) if c.role == "answer").arguments
+    codes = list(q.scope.channels)
+    cur = await _db_sum(app_pool, tenant_id, codes, answer["current_start"], answer["current_end"])
+    prev = await _db_sum(
+        app_pool, tenant_id, codes, answer["previous_start"], answer["previous_end"]
+    )
+    claim = result["findings"][0]["claim"]
+    assert f"from {_usd(prev)} to {_usd(cur)}" in claim, claim
+
+
+@pytest.mark.parametrize(
+    "period", ["the week of 12 October 2027", "the week of 29 December 1969", "January 2027"]
+)
+async def test_the_route_refuses_a_dated_phrase_that_names_nothing(
+    test_settings: Settings, app_pool: asyncpg.Pool, tenant: CreatedTenant, period: str
+) -> None:
+    settings = test_settings.model_copy(update={"llm_model": None})
+    body = {"subject": "channel_performance", "period": period}
+    async with asgi_client(settings, app_pool) as http:
+        r = await http.post("/v1/explanations", json=body, headers=_bearer(tenant.api_key))
+    assert r.status_code == 422, r.text
+    q = understand(f"How did revenue do {period}?", TODAY, [])
+    assert not q.period_named
