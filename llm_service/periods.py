@@ -197,6 +197,10 @@ def resolve_named(text: str, today: date) -> tuple[Period, bool]:
             check_calendar(named.start, named.end)
     except (ValueError, OverflowError):
         named = None  # not a calendar day ("2026-13-01"), past year 9999, or a count of 0
+        if _DAY_MONTH_YEAR.search(lowered) or _MONTH_YEAR.search(lowered):
+            # A date with its year that names no period (to come, before 1970, not a day):
+            # the same words without their year ("week of 12 October") name another year's.
+            return resolve_period("", today), False
     if named is not None:
         return named, True
     period = resolve_period(lowered, today)

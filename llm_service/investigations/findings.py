@@ -102,14 +102,18 @@ def _group_total(q: Question, out: Out) -> Out | None:
 
 def _cut_off(q: Question, out: Out) -> str | None:
     """Why the rows cannot be summed for the question's channels: the tool's answer was cut to
-    its size cap and a channel asked about is not among the rows left (its figures are unknown,
-    not zero), and there is no sum of them from the database."""
-    if not out.get("truncated") or not q.scope.channels or _group_total(q, out) is not None:
+    its size cap, or its row limit left rows out (`more_rows`), and a channel asked about is not
+    among the rows left (its figures are unknown, not zero), and there is no sum of them from
+    the database."""
+    cut = out.get("truncated") or out.get("more_rows")
+    if not cut or not q.scope.channels or _group_total(q, out) is not None:
         return None
     shown = {r.get("channel") for r in out.get("rows") or []}
     missing = [c for c in q.scope.channels if c not in shown]
     if not missing:
         return None
+    if not out.get("truncated"):
+        return f"the tool's row limit left rows out, among them perhaps {', '.join(missing)}"
     return (
         f"the tool's answer was cut to its size limit ({out.get('omitted_rows')} rows left out, "
         f"among them {', '.join(missing)})"
