@@ -46,7 +46,7 @@ _DAY_MONTH_YEAR = re.compile(
     rf"|\b({MONTH_PATTERN}) (\d{{1,2}})(?:st|nd|rd|th)?,? (\d{{4}})\b"
 )
 _MONTH_YEAR = re.compile(rf"\b({MONTH_PATTERN}),? (\d{{4}})\b")
-_VERSUS = re.compile(r"\b(?:vs|versus|compared|against|than)\b")
+_VERSUS = re.compile(r"\b(?:vs|versus|compared|against|than|relative to|with)\b")
 _WEEK_LEAD = re.compile(r"\bweek (?:of|starting|beginning|from) (?:monday )?(?:the )?$")
 
 
@@ -213,7 +213,7 @@ def _analyst_phrase(lowered: str, today: date) -> Period | None:
     tomorrow = today + timedelta(days=1)
     if m := _WEEK_OF_ISO.search(lowered):
         start = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-        return Period(start, start + timedelta(days=7))
+        return _not_future(Period(start, min(start + timedelta(days=7), tomorrow)), today)
     if m := _WEEKS_AGO.search(lowered):
         start = _monday(today) - timedelta(days=7 * _count(m.group(1)))
         return Period(start, start + timedelta(days=7))
@@ -223,28 +223,12 @@ def _analyst_phrase(lowered: str, today: date) -> Period | None:
         return Period(tomorrow - timedelta(days=7), tomorrow)
     if (m := _LAST_N_DAYS_IN_WORDS.search(lowered)) and not m.group(1).isdigit():
         return Period(tomorrow - timedelta(days=_count(m.group(1))), tomorrow)
-    days = list(_DAY_MONTH_YEAR.finditer(lowered))
-    if len(days) > 1:  # "1 October 2026 to 15 October 2026": ends that words leave unclear
-        raise ValueError("two dates in words: give the range as ISO dates")
-    if days:
-        m = days[0]
-        day_text, month_text, year_text = m.group(1, 2, 3) if m.group(1) else m.group(5, 4, 6)
-        day = date(int(year_text), MONTHS[month_text], int(day_text))
-        length = 7 if _WEEK_LEAD.search(lowered, 0, m.start()) else 1  # "week of 12 October 2026"
-        return _not_future(Period(day, day + timedelta(days=length)), today)
-    months = list(_MONTH_YEAR.finditer(lowered))
-    if months:  # "October 2026"; "October 2025 to March 2026"; "October 2026 vs September 2026"
-        first = date(int(months[0].group(2)), MONTHS[months[0].group(1)], 1)
-        last = first
-        between = lowered[months[0].end() : months[1].start()] if len(months) > 1 else ""
-        if between and not _VERSUS.search(between):  # a range of months, both whole
-            last = date(int(months[1].group(2)), MONTHS[months[1].group(1)], 1)
-            first, last = min(first, last), max(first, last)
-        return _not_future(Period(first, min(_next_month(last), tomorrow)), today)
+    if dated := _dated_phrase(lowered, today):
+        return dated
     isos = _ISO.findall(lowered)
     if len(isos) == 1 and "week" not in lowered:  # "on 2026-10-14": that day
         day = date(int(isos[0][0]), int(isos[0][1]), int(isos[0][2]))
-        return Period(day, day + timedelta(days=1))
+        return _not_future(Period(day, day + timedelta(days=1)), today)
     if "week of" not in lowered and not isos and (m := _DAY_MONTH.search(lowered)):
         day_text, month_text = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
         month, day_no = MONTHS[month_text], int(day_text)
@@ -260,3 +244,36 @@ def _analyst_phrase(lowered: str, today: date) -> Period | None:
         start = date(year, month, 1)
         return Period(start, min(_next_month(start), tomorrow))
     return None
+
+
+def _dated_phrase(lowered: str, today: date) -> Period | None:
+    """A day, a week or months named with their year, or None; ValueError for what such words
+    leave unclear (two days, a day and a month, a week of a month) or a period still to come."""
+    tomorrow = today + timedelta(days=1)
+    days = list(_DAY_MONTH_YEAR.finditer(lowered))
+    in_days = [range(d.start(), d.end()) for d in days]
+    months = [m for m in _MONTH_YEAR.finditer(lowered) if not any(m.start() in r for r in in_days)]
+    if len(days) > 1 or (days and months):  # "1 October 2026 to 15 October 2026": ends unclear
+        raise ValueError("two dates in words: give the range as ISO dates")
+    if days:
+        m = days[0]
+        day_text, month_text, year_text = m.group(1, 2, 3) if m.group(1) else m.group(5, 4, 6)
+        day = date(int(year_text), MONTHS[month_text], int(day_text))
+        if _WEEK_LEAD.search(lowered, 0, m.start()):  # "the week of 12 October 2026"
+            return _not_future(Period(day, min(day + timedelta(days=7), tomorrow)), today)
+        return _not_future(Period(day, day + timedelta(days=1)), today)
+    if not months:
+        return None
+    lead = lowered[: months[0].start()]
+    if re.search(r"\bweek (?:of |in )?$", lead):  # "the first week of October 2025": not read
+        raise ValueError("a week of a month: give the week's first day")
+    first = date(int(months[0].group(2)), MONTHS[months[0].group(1)], 1)
+    if re.search(r"\b(?:since|from) $", lead) and len(months) == 1:  # "since October 2025"
+        return _not_future(Period(first, tomorrow), today)
+    firsts = [date(int(m.group(2)), MONTHS[m.group(1)], 1) for m in months]
+    between = lowered[months[0].end() : months[1].start()] if len(months) > 1 else ""
+    if len(months) == 1 or _VERSUS.search(between) or re.search(r"\bcompar", lead):
+        last = first  # "October 2026 vs September 2026": the first; the second is its comparison
+    else:  # "October 2025 to March 2026", "October, November and December 2025": all of them
+        first, last = min(firsts), max(firsts)
+    return _not_future(Period(first, min(_next_month(last), tomorrow)), today)

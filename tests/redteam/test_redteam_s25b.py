@@ -1,7 +1,8 @@
 """Red team s25b: dates with a year, a group's figures as the database's sum, explanations over
 no events, and the queue depth series.
 
-Every attack is one test: a plain test held, a strict xfail broke (its reason says how).
+Every attack is one test: a plain test held, a strict xfail broke (its reason says how); the
+six that broke and were fixed in session 25 say so.
 Expected figures come from this file's own SQL, read as llm_app in `tenant_transaction`.
 """
 
@@ -161,73 +162,50 @@ def test_a_rejected_week_of_2099_does_not_cross_2100() -> None:
     assert not was_named or period.end <= LATEST_DATE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a week with its year that has begun ends up to six days in the future (a month is "
-    "cut at today; the ISO 'week of 2026-12-07' does the same)",
-)
 @pytest.mark.parametrize("text", ["the week of 7 December 2026", "the week of 2026-12-07"])
 def test_a_week_that_has_begun_does_not_reach_into_the_future(text: str) -> None:
+    """Broke (fixed in session 25): a week with its year that had begun ended up to six days in
+    the future (a month is cut at today; the ISO 'week of 2026-12-07' did the same)."""
     period, was_named = named(text)
     assert was_named
     _sane(period)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an ISO day or week still to come is named ('on 2030-01-01', 'week of 2099-12-21'); "
-    "the same day in words names nothing",
-)
 @pytest.mark.parametrize("text", ["on 2030-01-01", "the week of 2099-12-21"])
 def test_an_iso_day_to_come_names_nothing_as_in_words(text: str) -> None:
+    """Broke (fixed in session 25): an ISO day or week still to come was named."""
     assert named(text)[1] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a day and a month with years ('12 October 2025 to March 2026') name the one day "
-    "only, silently: the range is neither read nor refused",
-)
 @pytest.mark.parametrize("text", ["12 October 2025 to March 2026", "October 2025 to 15 March 2026"])
 def test_a_day_to_a_month_is_not_read_as_the_one_day(text: str) -> None:
+    """Broke (fixed in session 25): a day and a month with years named the one day only."""
     period, was_named = named(text)
     assert not was_named or period.days > 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'compare X with Y' and 'X relative to Y' are read as the range from Y to X (only "
-    "vs/versus/compared/against/than mark a comparison)",
-)
 @pytest.mark.parametrize(
     "text",
     ["compare October 2026 with September 2026", "October 2026 relative to September 2026"],
 )
 def test_a_comparison_in_other_words_names_the_first_month(text: str) -> None:
+    """Broke (fixed in session 25): 'compare X with Y', 'X relative to Y' read as a range."""
     assert named(text) == (Period(date(2026, 10, 1), date(2026, 11, 1)), True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="three months listed ('October 2025, November 2025 and December 2025') name October "
-    "and November only: the third is dropped",
-)
 def test_three_months_listed_are_not_cut_to_two() -> None:
+    """Broke (fixed in session 25): the third of three months listed was dropped."""
     period, was_named = named("October 2025, November 2025 and December 2025")
     assert not was_named or period.end == date(2026, 1, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'since October 2025', 'the first/last week of October 2025' name October 2025 "
-    "alone (before the year was read the first two named nothing and were refused, the last "
-    "named last week)",
-)
 @pytest.mark.parametrize(
     "text",
     ["since October 2025", "the first week of October 2025", "the last week of October 2025"],
 )
 def test_words_around_a_month_are_not_ignored(text: str) -> None:
+    """Broke (fixed in session 25): 'since October 2025', 'the first/last week of October 2025'
+    named October 2025 alone."""
     period, was_named = named(text)
     assert not was_named or period != Period(date(2025, 10, 1), date(2025, 11, 1))
 
