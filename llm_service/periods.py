@@ -172,11 +172,12 @@ def _next_month(day: date) -> date:
     return date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
 
 
-def _not_future(period: Period, today: date) -> Period:
-    """`period`, unless it starts after today (ValueError: a month to come holds no data)."""
+def _up_to_today(period: Period, today: date) -> Period:
+    """`period` cut at today when it has begun (no day to come is read as a day without data);
+    a period wholly to come stays whole: it is named, and has no data yet."""
     if period.start > today:
-        raise ValueError(f"{period.start} is in the future")
-    return period
+        return period
+    return Period(period.start, min(period.end, today + timedelta(days=1)))
 
 
 def _count(text: str) -> int:
@@ -213,7 +214,7 @@ def _analyst_phrase(lowered: str, today: date) -> Period | None:
     tomorrow = today + timedelta(days=1)
     if m := _WEEK_OF_ISO.search(lowered):
         start = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-        return _not_future(Period(start, min(start + timedelta(days=7), tomorrow)), today)
+        return _up_to_today(Period(start, start + timedelta(days=7)), today)
     if m := _WEEKS_AGO.search(lowered):
         start = _monday(today) - timedelta(days=7 * _count(m.group(1)))
         return Period(start, start + timedelta(days=7))
@@ -228,7 +229,7 @@ def _analyst_phrase(lowered: str, today: date) -> Period | None:
     isos = _ISO.findall(lowered)
     if len(isos) == 1 and "week" not in lowered:  # "on 2026-10-14": that day
         day = date(int(isos[0][0]), int(isos[0][1]), int(isos[0][2]))
-        return _not_future(Period(day, day + timedelta(days=1)), today)
+        return _up_to_today(Period(day, day + timedelta(days=1)), today)
     if "week of" not in lowered and not isos and (m := _DAY_MONTH.search(lowered)):
         day_text, month_text = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
         month, day_no = MONTHS[month_text], int(day_text)
@@ -248,8 +249,7 @@ def _analyst_phrase(lowered: str, today: date) -> Period | None:
 
 def _dated_phrase(lowered: str, today: date) -> Period | None:
     """A day, a week or months named with their year, or None; ValueError for what such words
-    leave unclear (two days, a day and a month, a week of a month) or a period still to come."""
-    tomorrow = today + timedelta(days=1)
+    leave unclear (two days, a day and a month, a week of a month)."""
     days = list(_DAY_MONTH_YEAR.finditer(lowered))
     in_days = [range(d.start(), d.end()) for d in days]
     months = [m for m in _MONTH_YEAR.finditer(lowered) if not any(m.start() in r for r in in_days)]
@@ -260,8 +260,8 @@ def _dated_phrase(lowered: str, today: date) -> Period | None:
         day_text, month_text, year_text = m.group(1, 2, 3) if m.group(1) else m.group(5, 4, 6)
         day = date(int(year_text), MONTHS[month_text], int(day_text))
         if _WEEK_LEAD.search(lowered, 0, m.start()):  # "the week of 12 October 2026"
-            return _not_future(Period(day, min(day + timedelta(days=7), tomorrow)), today)
-        return _not_future(Period(day, day + timedelta(days=1)), today)
+            return _up_to_today(Period(day, day + timedelta(days=7)), today)
+        return _up_to_today(Period(day, day + timedelta(days=1)), today)
     if not months:
         return None
     lead = lowered[: months[0].start()]
@@ -269,11 +269,11 @@ def _dated_phrase(lowered: str, today: date) -> Period | None:
         raise ValueError("a week of a month: give the week's first day")
     first = date(int(months[0].group(2)), MONTHS[months[0].group(1)], 1)
     if re.search(r"\b(?:since|from) $", lead) and len(months) == 1:  # "since October 2025"
-        return _not_future(Period(first, tomorrow), today)
+        return _up_to_today(Period(first, today + timedelta(days=1)), today)
     firsts = [date(int(m.group(2)), MONTHS[m.group(1)], 1) for m in months]
     between = lowered[months[0].end() : months[1].start()] if len(months) > 1 else ""
     if len(months) == 1 or _VERSUS.search(between) or re.search(r"\bcompar", lead):
         last = first  # "October 2026 vs September 2026": the first; the second is its comparison
     else:  # "October 2025 to March 2026", "October, November and December 2025": all of them
         first, last = min(firsts), max(firsts)
-    return _not_future(Period(first, min(_next_month(last), tomorrow)), today)
+    return _up_to_today(Period(first, _next_month(last)), today)

@@ -69,16 +69,35 @@ def test_a_month_or_day_with_its_year_names_that_month_or_day(
 @pytest.mark.parametrize(
     "phrase",
     [
-        "January 2027",
-        "on 8 December 2026",
         "December 1969",
         "March 2100",
         "on 31 April 2026",
         "from 1 October 2026 to 15 October 2026",  # are the ends in or out? ISO dates say
     ],
 )
-def test_a_month_or_day_to_come_outside_the_calendar_or_not_a_day_names_nothing(
+def test_a_month_or_day_outside_the_calendar_or_not_a_day_names_nothing(
     phrase: str,
 ) -> None:
     _period, named = resolve_named(phrase, TODAY)
     assert named is False
+
+
+@pytest.mark.parametrize(
+    ("phrase", "start", "end"),
+    [
+        ("January 2027", date(2027, 1, 1), date(2027, 2, 1)),
+        ("on 8 December 2026", date(2026, 12, 8), date(2026, 12, 9)),
+        ("on 2026-12-08", date(2026, 12, 8), date(2026, 12, 9)),
+        ("the week of 2026-12-14", date(2026, 12, 14), date(2026, 12, 21)),
+        # Begun: cut at today, as "this week" is.
+        ("the week of 2026-12-07", date(2026, 12, 7), date(2026, 12, 8)),
+        ("the week of 7 December 2026", date(2026, 12, 7), date(2026, 12, 8)),
+    ],
+)
+def test_a_period_to_come_is_named_whole_and_one_begun_ends_today(
+    phrase: str, start: date, end: date
+) -> None:
+    """A period asked about that is still to come is named (the answer then says it has no
+    data), never swapped for the default window as if no period had been asked about."""
+    period, named = resolve_named(phrase, TODAY)
+    assert named and (period.start, period.end) == (start, end)
