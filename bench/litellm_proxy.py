@@ -9,6 +9,7 @@ current one); when it cannot import the proxy the column is skipped with the rea
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,13 +47,14 @@ class RunningProxy:
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        """Terminate the proxy (and wait for it)."""
+        """Terminate the proxy (and wait for it), then delete its folder (config and log)."""
         self.process.terminate()
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        shutil.rmtree(self.log.parent, ignore_errors=True)
 
 
 def proxy_python() -> str:
@@ -122,6 +124,7 @@ def start_proxy(stub_base: str, *, ready_within_s: float = 120.0) -> RunningProx
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            shutil.rmtree(folder, ignore_errors=True)
             raise RuntimeError("the proxy exited: " + " | ".join(tail))
         try:
             if httpx.get(proxy.base + "/health/liveliness", timeout=1.0).status_code == 200:
@@ -129,5 +132,8 @@ def start_proxy(stub_base: str, *, ready_within_s: float = 120.0) -> RunningProx
         except httpx.HTTPError:
             pass
         time.sleep(0.5)  # start-up poll (a benchmark, not a test)
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
     proxy.stop()
-    raise RuntimeError(f"the proxy did not answer within {ready_within_s:.0f} s (log: {log})")
+    raise RuntimeError(
+        f"the proxy did not answer within {ready_within_s:.0f} s: " + " | ".join(tail)
+    )

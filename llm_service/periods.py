@@ -46,6 +46,12 @@ _DAY_MONTH_YEAR = re.compile(
     rf"|\b({MONTH_PATTERN}) (\d{{1,2}})(?:st|nd|rd|th)?,? (\d{{4}})\b"
 )
 _MONTH_YEAR = re.compile(rf"\b({MONTH_PATTERN}),? (\d{{4}})\b")
+_LAST_YEAR = re.compile(r"(?<!the )\b(?:last|previous) year\b|\bthe previous year\b")
+_PAST_YEAR = re.compile(r"\bthe (?:last|past) (?:year|12 months)\b")  # rolling, not 2025
+_THAN_LAST_YEAR = re.compile(
+    r"\b(?:than|vs\.?|versus|compared (?:with|to)|against|from|since) (?:the )?"
+    r"(?:last|previous) year\b"
+)
 _VERSUS = re.compile(r"\b(?:vs|versus|compared|against|than|relative to|with)\b")
 _WEEK_LEAD = re.compile(r"\bweek (?:of|starting|beginning|from) (?:monday )?(?:the )?$")
 
@@ -95,10 +101,21 @@ class Period:
         """Whether it is one whole calendar month (the 1st to the 1st of the next)."""
         return self.start.day == 1 and self.end == _next_month(self.start)
 
+    def is_calendar_year(self) -> bool:
+        """Whether it is one whole calendar year (1 January to 1 January)."""
+        return (self.start.month, self.start.day) == (1, 1) and self.end == date(
+            self.start.year + 1, 1, 1
+        )
+
     def comparable_before(self) -> Period:
         """What a change is measured against by default: the previous calendar month for a
-        calendar month (October for November, as people read "last month"), otherwise the
-        period of the same length just before (ValueError if before 1970)."""
+        calendar month (October for November, as people read "last month"), the previous
+        calendar year for a calendar year, otherwise the period of the same length just before
+        (ValueError if before 1970)."""
+        if self.is_calendar_year():
+            if self.start.year - 1 < EARLIEST_DATE.year:
+                raise ValueError(f"no calendar year between {EARLIEST_DATE} and {self.start}")
+            return Period(date(self.start.year - 1, 1, 1), self.start)
         if not self.is_calendar_month():
             return self.previous()
         start = _next_month(self.start - timedelta(days=32))  # the 1st of the month before
@@ -164,6 +181,14 @@ def resolve_period(text: str, today: date, *, default_days: int = 28) -> Period:
         return Period(first_last, first_this)
     if "this month" in lowered:
         return Period(today.replace(day=1), tomorrow)
+    # "last year" is the calendar year before, unless it is what the period is compared with
+    # ("lower than last year": the question's period is another one).
+    if _PAST_YEAR.search(lowered):
+        return Period(tomorrow - timedelta(days=365), tomorrow)
+    if _LAST_YEAR.search(lowered) and not _THAN_LAST_YEAR.search(lowered):
+        return Period(date(today.year - 1, 1, 1), date(today.year, 1, 1))
+    if "this year" in lowered:  # "this year vs last year": this year, compared with the last
+        return Period(date(today.year, 1, 1), tomorrow)
     return Period(tomorrow - timedelta(days=default_days), tomorrow)
 
 
@@ -242,6 +267,8 @@ def _analyst_phrase(lowered: str, today: date) -> Period | None:
     if (m := _IN_MONTH.search(lowered)) and m.group(1) != "may":
         month = MONTHS[m.group(1)]
         year = today.year if month <= today.month else today.year - 1
+        if _LAST_YEAR.search(lowered) and not _THAN_LAST_YEAR.search(lowered):
+            year = today.year - 1  # "in October last year", "last year in October"
         start = date(year, month, 1)
         return Period(start, min(_next_month(start), tomorrow))
     return None

@@ -28,8 +28,8 @@ from llm_service.tools.args import MAX_PERIOD_DAYS
 
 _PHRASE_HELP = (
     'e.g. "last week", "this month", "last 7 days", "yesterday", "week of 3 March", "in '
-    'October", "October 2026", "three weeks ago", "on 11 November", "the week of 2026-11-09" or '
-    '"2026-02-01 to 2026-03-01"'
+    'October", "October 2026", "last year", "three weeks ago", "on 11 November", "the week of '
+    '2026-11-09" or "2026-02-01 to 2026-03-01"'
 )
 
 
@@ -61,7 +61,8 @@ def _period(value: DateRange) -> Period:
 
 def _previous(period: Period) -> Period:
     """The period a change is measured against by default (the previous calendar month for a
-    calendar month, else the equally long one just before), or InvalidRequest when none is."""
+    calendar month, the previous year for a calendar year, else the equally long one just
+    before), or InvalidRequest when none is."""
     try:
         return period.comparable_before()
     except ValueError as exc:

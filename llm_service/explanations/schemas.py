@@ -12,7 +12,8 @@ Subjects and the parameters each accepts:
 `period` is either an absolute half-open UTC range `{"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}`
 (end excluded) or a phrase such as "last week", resolved to dates before anything else. The
 comparison of `period_change` defaults to the calendar month before for a calendar month ("last
-month": November against October), else to the period of equal length just before.
+month": November against October), the year before for a calendar year, else to the period of
+equal length just before.
 """  # noqa: E501
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class ExplanationRequest(BaseModel):
     comparison: DateRange | None = Field(
         default=None,
         description="period_change only: the range to compare with (default: the calendar "
-        "month before for a calendar month, else the period of equal length just before).",
+        "month before for a calendar month, the year before for a calendar year, else the "
+        "period of equal length just before).",
     )
     channel: Channel | None = Field(default=None, description="A channel taxonomy code.")
     metric: Metric | None = Field(default=None, description="Default: the subject's first.")

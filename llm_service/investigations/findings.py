@@ -162,11 +162,12 @@ def _relation(out: Out) -> str:
     cur, prev = out.get("current") or {}, out.get("previous") or {}
     days = (date.fromisoformat(cur["end"]) - date.fromisoformat(cur["start"])).days
     adjacent = prev.get("end") == cur.get("start")
-    months = [
-        Period(date.fromisoformat(p["start"]), date.fromisoformat(p["end"])).is_calendar_month()
-        for p in (cur, prev)
+    periods = [
+        Period(date.fromisoformat(p["start"]), date.fromisoformat(p["end"])) for p in (cur, prev)
     ]
-    if adjacent and all(months):
+    if adjacent and all(p.is_calendar_year() for p in periods):
+        phrase = "year over year"
+    elif adjacent and all(p.is_calendar_month() for p in periods):
         phrase = "month over month"
     elif adjacent and days == 7:
         phrase = "week over week"

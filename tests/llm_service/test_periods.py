@@ -101,3 +101,39 @@ def test_a_period_to_come_is_named_whole_and_one_begun_ends_today(
     data), never swapped for the default window as if no period had been asked about."""
     period, named = resolve_named(phrase, TODAY)
     assert named and (period.start, period.end) == (start, end)
+
+
+@pytest.mark.parametrize(
+    ("phrase", "start", "end"),
+    [
+        ("How did revenue do last year?", date(2025, 1, 1), date(2026, 1, 1)),
+        ("the previous year", date(2025, 1, 1), date(2026, 1, 1)),
+        ("revenue this year", date(2026, 1, 1), date(2026, 12, 8)),
+        ("this year vs last year", date(2026, 1, 1), date(2026, 12, 8)),
+        ("in October last year", date(2025, 10, 1), date(2025, 11, 1)),
+        ("in March of last year", date(2025, 3, 1), date(2025, 4, 1)),
+        ("last year in October", date(2025, 10, 1), date(2025, 11, 1)),
+        ("last year's revenue", date(2025, 1, 1), date(2026, 1, 1)),
+        # "the last year" is the 365 days up to today, not the calendar year before.
+        ("over the last year", date(2025, 12, 8), date(2026, 12, 8)),
+        ("during the past 12 months", date(2025, 12, 8), date(2026, 12, 8)),
+    ],
+)
+def test_last_year_and_this_year_are_calendar_years(phrase: str, start: date, end: date) -> None:
+    period, named = resolve_named(phrase, TODAY)
+    assert named and (period.start, period.end) == (start, end)
+
+
+@pytest.mark.parametrize(
+    "phrase", ["Why is revenue lower than last year?", "up 10% compared with last year"]
+)
+def test_last_year_as_the_comparison_is_not_the_period(phrase: str) -> None:
+    assert resolve_named(phrase, TODAY)[1] is False
+
+
+def test_a_calendar_year_is_compared_with_the_calendar_year_before() -> None:
+    assert Period(date(2025, 1, 1), date(2026, 1, 1)).comparable_before() == Period(
+        date(2024, 1, 1), date(2025, 1, 1)
+    )  # 2024 has 366 days: not the 365 days just before
+    with pytest.raises(ValueError, match="no calendar year"):
+        Period(date(1970, 1, 1), date(1971, 1, 1)).comparable_before()

@@ -314,6 +314,25 @@ def test_a_calendar_month_is_compared_with_the_month_before() -> None:
     assert "rose 50.0% month over month" in claim, claim
 
 
+def test_last_year_is_compared_with_the_year_before() -> None:
+    """ "last year" is 2025, measured against 2024 (366 days: not the 365 just before), and
+    said to be year over year."""
+    q = understand("How did revenue change last year?", TODAY, CHANNELS)
+    answer = next(c for c in plan(q) if c.role == "answer")
+    args = answer.arguments
+    assert (args["current_start"], args["current_end"]) == ("2025-01-01", "2026-01-01")
+    assert (args["previous_start"], args["previous_end"]) == ("2024-01-01", "2025-01-01")
+    out = {
+        "current": {"start": "2025-01-01", "end": "2026-01-01"},
+        "previous": {"start": "2024-01-01", "end": "2025-01-01"},
+        "totals": {"current_revenue_cents": 80_00, "previous_revenue_cents": 100_00},
+        "rows": [],
+    }
+    evidence = Evidence("e-1", ToolOutcome(answer.tool, answer.arguments, out, False, None, 1))
+    claim = write_report(q, [answer], [evidence], CHANNELS, "no model").findings[0].claim
+    assert "fell 20.0% year over year" in claim, claim
+
+
 @pytest.mark.parametrize(
     ("text", "said"),
     [
