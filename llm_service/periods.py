@@ -185,11 +185,16 @@ def resolve_period(text: str, today: date, *, default_days: int = 28) -> Period:
     # ("lower than last year": the question's period is another one).
     if _PAST_YEAR.search(lowered):
         return Period(tomorrow - timedelta(days=365), tomorrow)
-    if _LAST_YEAR.search(lowered) and not _THAN_LAST_YEAR.search(lowered):
+    if _names_last_year(lowered):
         return Period(date(today.year - 1, 1, 1), date(today.year, 1, 1))
     if "this year" in lowered:  # "this year vs last year": this year, compared with the last
         return Period(date(today.year, 1, 1), tomorrow)
     return Period(tomorrow - timedelta(days=default_days), tomorrow)
+
+
+def _names_last_year(lowered: str) -> bool:
+    """Whether "last year" is the period asked about, not what it is compared with."""
+    return bool(_LAST_YEAR.search(lowered)) and not _THAN_LAST_YEAR.search(lowered)
 
 
 def _next_month(day: date) -> date:
@@ -267,7 +272,7 @@ def _analyst_phrase(lowered: str, today: date) -> Period | None:
     if (m := _IN_MONTH.search(lowered)) and m.group(1) != "may":
         month = MONTHS[m.group(1)]
         year = today.year if month <= today.month else today.year - 1
-        if _LAST_YEAR.search(lowered) and not _THAN_LAST_YEAR.search(lowered):
+        if _names_last_year(lowered):
             year = today.year - 1  # "in October last year", "last year in October"
         start = date(year, month, 1)
         return Period(start, min(_next_month(start), tomorrow))

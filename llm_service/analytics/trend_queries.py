@@ -153,7 +153,6 @@ async def period_comparison(
     totals = [_comparison_row(r) for r in rows if r["is_total"]]
     channel_rows = [r for r in rows if not r["is_total"]]
     by_channel = [_comparison_row(r) for r in channel_rows]
-    whole = channels is not None and len(channel_rows) <= limit
     coverage = await data_coverage(conn, cur, prev)
     return PeriodComparison(
         current=cur,
@@ -161,7 +160,8 @@ async def period_comparison(
         model_type=model,
         channel=channel,
         channels=tuple(channels) if channels else None,
-        channels_total=_summed(channel_rows) if channels and whole else None,
+        # Whole only when the row limit cut none of the channels asked for.
+        channels_total=_summed(channel_rows) if channels and len(channel_rows) <= limit else None,
         totals=totals[0],
         rows=tuple(by_channel[:limit]),
         more_rows=len(by_channel) > limit,
